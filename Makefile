@@ -1,0 +1,38 @@
+# Fresh clone → `make run` or `make test`; both bootstrap .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit bench clean definitions
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/gateway db upgrade
+	$(BIN)/gateway serve --host 127.0.0.1 --port 8080 --no-upgrade
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests scripts bench
+	$(BIN)/ruff format --check gateway tests scripts bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+definitions: $(STAMP)
+	$(BIN)/python scripts/extract_definitions.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,76 @@
+"""The ASGI application: FHIR REST under /fhir, operator endpoints, and errors as OperationOutcome."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
+
+from gateway import __version__
+from gateway.config import Settings
+from gateway.errors import FhirError, not_found, too_large
+from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
+from gateway.fhir.routes import routes
+from gateway.hooks import Hooks
+from gateway.services import Services
+
+log = logging.getLogger("gateway")
+
+
+class BodyLimit(BaseHTTPMiddleware):
+    """Refuse bodies over the configured size with 413 before reading them."""
+
+    def __init__(self, app: object, max_bytes: int) -> None:
+        super().__init__(app)  # type: ignore[arg-type]
+        self.max_bytes = max_bytes
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return error_response(too_large(f"The body exceeds the limit of {self.max_bytes} bytes"))
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            body = await request.body()
+            if len(body) > self.max_bytes:
+                return error_response(too_large(f"The body exceeds the limit of {self.max_bytes} bytes"))
+        return await call_next(request)
+
+
+def create_app(settings: Settings | None = None, hooks: Hooks | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    svc = services or Services.build(settings, hooks)
+    app = FastAPI(title="FHIR home device gateway", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.services = svc
+    app.router.routes.append(Mount("/fhir", routes=routes()))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(FhirError, handle_fhir_error)
+    app.add_exception_handler(Exception, handle_unexpected)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        def ping() -> None:
+            with svc.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception as error:  # the database does not answer: not ready
+            log.warning("readiness check failed: %s", error)
+            return JSONResponse({"status": "unavailable", "detail": "database"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.exception_handler(404)
+    async def unknown_path(request: Request, _error: Exception) -> Response:
+        return error_response(not_found(f"No endpoint at {request.url.path}"))
+
+    return app

@@ -1,0 +1,88 @@
+"""Errors with meaning. Each carries its HTTP status and the OperationOutcome issues that explain it;
+`gateway.fhir.outcome` is the one place they become responses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One OperationOutcome.issue: severity, code (issue-type), diagnostics and FHIRPath expressions."""
+
+    severity: str
+    code: str
+    diagnostics: str
+    expression: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        issue: dict[str, object] = {
+            "severity": self.severity,
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
+        if self.expression:
+            issue["expression"] = list(self.expression)
+        return issue
+
+
+@dataclass
+class FhirError(Exception):
+    status: int
+    issues: list[Issue] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return "; ".join(issue.diagnostics for issue in self.issues) or f"HTTP {self.status}"
+
+
+def _error(status: int, code: str, message: str, expression: tuple[str, ...] = ()) -> FhirError:
+    return FhirError(status, [Issue("error", code, message, expression)])
+
+
+def bad_request(message: str, *expression: str) -> FhirError:
+    return _error(400, "invalid", message, expression)
+
+
+def invalid_resource(issues: list[Issue]) -> FhirError:
+    return FhirError(400, issues)
+
+
+def unprocessable(message: str, *expression: str) -> FhirError:
+    return _error(422, "processing", message, expression)
+
+
+def forbidden(message: str) -> FhirError:
+    return _error(403, "forbidden", message)
+
+
+def not_found(message: str) -> FhirError:
+    return _error(404, "not-found", message)
+
+
+def gone(message: str) -> FhirError:
+    return _error(410, "deleted", message)
+
+
+def method_not_allowed(message: str) -> FhirError:
+    return _error(405, "not-supported", message)
+
+
+def not_acceptable(message: str) -> FhirError:
+    return _error(406, "not-supported", message)
+
+
+def conflict(message: str, *expression: str) -> FhirError:
+    return _error(409, "conflict", message, expression)
+
+
+def precondition_failed(message: str) -> FhirError:
+    return _error(412, "conflict", message)
+
+
+def too_large(message: str) -> FhirError:
+    return _error(413, "too-costly", message)
+
+
+def unsupported_media_type(message: str) -> FhirError:
+    return _error(415, "not-supported", message)

@@ -1,0 +1,1 @@
+"""FHIR REST: one module per interaction, named as the specification names it."""

@@ -1,0 +1,73 @@
+"""capabilities: GET [base]/metadata, a CapabilityStatement generated from what is implemented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import FHIR_VERSION, __version__
+from gateway.fhir.context import request_context, services
+from gateway.fhir.http import fhir_response
+from gateway.model.types import SUPPORTED_TYPES
+from gateway.search.dates import to_instant, utc_now
+from gateway.services import Services
+
+TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+                     "search-type")
+SEARCH_RESULT_PARAMS = ("_count", "_sort", "_include", "_revinclude", "_summary", "_total", "_elements")
+
+
+def capability_statement(svc: Services, base: str) -> dict[str, Any]:
+    resources = []
+    for res_type in SUPPORTED_TYPES:
+        params = svc.registry.for_type(res_type)
+        resources.append(
+            {
+                "type": res_type,
+                "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+                "versioning": "versioned",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalUpdate": True,
+                "conditionalDelete": "not-supported",
+                "searchInclude": sorted(f"{res_type}:{p.code}" for p in params.values() if p.type == "reference"),
+                "searchRevInclude": sorted(
+                    f"{other}:{p.code}"
+                    for other in SUPPORTED_TYPES
+                    for p in svc.registry.for_type(other).values()
+                    if p.type == "reference" and (not p.targets or res_type in p.targets)
+                ),
+                "searchParam": [
+                    {"name": p.code, "definition": p.url, "type": p.type} | ({"documentation": p.description}
+                                                                             if p.description else {})
+                    for p in sorted(params.values(), key=lambda p: p.code)
+                ],
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": to_instant(utc_now()),
+        "kind": "instance",
+        "software": {"name": "fhir-home-device-gateway", "version": __version__},
+        "implementation": {"description": "FHIR gateway for medical and assistive devices at home", "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "searchParam": [{"name": name, "type": "special"} for name in SEARCH_RESULT_PARAMS],
+            }
+        ],
+    }
+
+
+async def metadata(request: Request) -> Response:
+    svc = services(request)
+    return fhir_response(capability_statement(svc, request_context(request).base_url))

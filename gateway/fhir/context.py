@@ -1,0 +1,39 @@
+"""Per-request plumbing: the Services of the running app and the RequestContext of this request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from gateway.fhir.http import base_url
+from gateway.hooks import RequestContext
+from gateway.pipeline import UnitOfWork
+from gateway.services import Services
+
+T = TypeVar("T")
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def request_context(request: Request) -> RequestContext:
+    context = getattr(request.state, "context", None)
+    if context is None:
+        context = RequestContext(
+            base_url=base_url(request, services(request).settings.base_url),
+            source_address=request.client.host if request.client else None,
+            query=str(request.url.query) or None,
+        )
+        request.state.context = context
+    return context
+
+
+async def run(request: Request, work: Callable[[UnitOfWork], T], write: bool = True) -> T:
+    """Run `work` in one unit of work on a worker thread, so the event loop never waits on the database."""
+    context = request_context(request)
+    return await run_in_threadpool(services(request).write_path.run, context, work, write)

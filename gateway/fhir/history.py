@@ -1,0 +1,85 @@
+"""history: GET [base]/[type]/[id]/_history and GET [base]/[type]/_history, newest first, with
+`_since`, `_count` and `next` links (a cursor on the version sequence, stable while data changes)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import bad_request, not_found
+from gateway.fhir.context import request_context, run, services
+from gateway.fhir.http import fhir_response
+from gateway.hooks import AccessRecord
+from gateway.pipeline import UnitOfWork
+from gateway.search.dates import DateFormatError, date_range, to_instant
+from gateway.store.repository import history as select_history
+
+METHODS = {"POST": ("POST", "201 Created"), "PUT": ("PUT", "200 OK"), "DELETE": ("DELETE", "200 OK")}
+
+
+async def instance_history(request: Request, res_type: str, res_id: str) -> Response:
+    return await _history(request, res_type, res_id)
+
+
+async def type_history(request: Request, res_type: str) -> Response:
+    return await _history(request, res_type, None)
+
+
+async def _history(request: Request, res_type: str, res_id: str | None) -> Response:
+    svc = services(request)
+    params = request.query_params
+    count = params.get("_count", str(svc.settings.default_page_size))
+    if not count.isdigit():
+        raise bad_request("_count must be a non-negative integer", "_count")
+    limit = min(int(count), svc.settings.max_page_size)
+    since = None
+    if "_since" in params:
+        try:
+            since = date_range(params["_since"], svc.searcher.planner.zone)[0]
+        except DateFormatError as error:
+            raise bad_request(str(error), "_since") from error
+    cursor = params.get("_cursor")
+    if cursor is not None and not cursor.isdigit():
+        raise bad_request("The paging cursor is not valid", "_cursor")
+    base = request_context(request).base_url
+    policy = svc.hooks.policy
+
+    def work(uow: UnitOfWork) -> list[tuple[int, str, Any]]:
+        if res_id is not None:
+            current = uow.repository.current(res_type, res_id)
+            if current is None or (not current.deleted and not policy.can_read(uow.context, current.json())):
+                raise not_found(f"{res_type}/{res_id} is not known")
+        rows = select_history(
+            uow.connection, res_type, res_id, since, int(cursor) if cursor else None, limit + 1
+        )
+        visible = [row for row in rows if row[2].deleted or policy.can_read(uow.context, row[2].json())]
+        uow.records.append(
+            AccessRecord("history", res_type, [row[2].res_id for row in visible[:limit]], 200, uow.context)
+        )
+        return visible
+
+    rows = await run(request, work, write=False)
+    entries = []
+    for _seq, method, stored in rows[:limit]:
+        item: dict[str, Any] = {"fullUrl": f"{base}/{stored.res_type}/{stored.res_id}"}
+        if not stored.deleted:
+            item["resource"] = stored.json()
+        http_method, status = METHODS.get(method, ("PUT", "200 OK"))
+        url = f"{stored.res_type}/{stored.res_id}" if http_method != "POST" else stored.res_type
+        item["request"] = {"method": http_method, "url": url}
+        item["response"] = {
+            "status": status,
+            "etag": f'W/"{stored.version_id}"',
+            "lastModified": to_instant(stored.last_updated),
+        }
+        entries.append(item)
+    path = f"{base}/{res_type}" + (f"/{res_id}" if res_id else "") + "/_history"
+    keep = [(k, v) for k, v in params.multi_items() if k != "_cursor"]
+    links = [{"relation": "self", "url": path + ("?" + urlencode(keep) if keep else "")}]
+    if len(rows) > limit:
+        links.append({"relation": "next", "url": f"{path}?{urlencode([*keep, ('_cursor', rows[limit - 1][0])])}"})
+    bundle = {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}
+    return fhir_response(bundle)

@@ -1,0 +1,32 @@
+"""vread: GET [base]/[type]/[id]/_history/[vid]."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import gone, not_found
+from gateway.fhir.context import run, services
+from gateway.fhir.http import fhir_response, version_headers
+from gateway.pipeline import UnitOfWork
+from gateway.store.repository import Stored
+
+
+async def vread(request: Request, res_type: str, res_id: str, version_id: str) -> Response:
+    policy = services(request).hooks.policy
+
+    def work(uow: UnitOfWork) -> Stored:
+        # The current version decides visibility, so an old version never shows what the policy hides now.
+        current = uow.repository.current(res_type, res_id)
+        stored = uow.repository.version(res_type, res_id, int(version_id)) if version_id.isdigit() else None
+        if current is None or stored is None:
+            raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
+        visible = current.json() if not current.deleted else stored.json()
+        if not policy.can_read(uow.context, visible):
+            raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
+        if stored.deleted:
+            raise gone(f"Version {version_id} of {res_type}/{res_id} is a deletion")
+        return stored
+
+    stored = await run(request, work, write=False)
+    return fhir_response(stored.content, 200, version_headers(stored))

@@ -1,0 +1,1 @@
+"""Resource parsing and the write-time checks fhir.resources does not make."""

@@ -1,0 +1,272 @@
+"""The one write path: validate → authorize → store → index → audit → notify.
+
+Every write (REST create/update/patch/delete, each transaction or batch entry, every adapter Bundle)
+goes through `WritePath` inside a `UnitOfWork`: one database transaction whose store and index rows
+commit together. Audit and notify run when the unit of work ends (after commit, or after rollback for
+audit). Conflicts the database detects (a version or identifier claimed concurrently) re-run the whole
+unit of work, so conditional operations see the winner's row the second time.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import uuid4
+
+import jsonpatch
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from gateway.errors import (
+    FhirError,
+    bad_request,
+    conflict,
+    forbidden,
+    gone,
+    not_found,
+    precondition_failed,
+    unprocessable,
+)
+from gateway.hooks import AccessRecord, Change, Hooks, RequestContext
+from gateway.model.types import Json
+from gateway.model.validate import validate
+from gateway.search.dates import to_instant, utc_now
+from gateway.search.engine import Searcher
+from gateway.search.extract import Extractor
+from gateway.store.database import WRITE_OPTION
+from gateway.store.repository import Repository, StaleVersion, Stored
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class UnitOfWork:
+    """One database transaction and what happened in it."""
+
+    connection: Connection
+    context: RequestContext
+    now: datetime
+    changes: list[Change] = field(default_factory=list)
+    records: list[AccessRecord] = field(default_factory=list)
+
+    @property
+    def repository(self) -> Repository:
+        return Repository(self.connection)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    status: int  # 201 created, 200 updated / matched / unchanged
+    stored: Stored
+    changed: bool = True
+
+
+class Conflict(Exception):
+    """Raised inside a unit of work when the database saw a concurrent writer; the unit is re-run."""
+
+
+def _identifiers(resource: Json) -> Iterator[tuple[str, str]]:
+    identifiers = resource.get("identifier")
+    if isinstance(identifiers, dict):
+        identifiers = [identifiers]
+    for identifier in identifiers or []:
+        system, value = identifier.get("system"), identifier.get("value")
+        if isinstance(system, str) and isinstance(value, str):
+            yield system[:255], value[:255]
+
+
+def content_equal(a: Json, b: Json) -> bool:
+    """Equal apart from the server-maintained meta.versionId and meta.lastUpdated."""
+
+    def strip(resource: Json) -> Json:
+        clean = dict(resource)
+        meta = {k: v for k, v in clean.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+        clean.pop("meta", None)
+        if meta:
+            clean["meta"] = meta
+        return clean
+
+    return strip(a) == strip(b)
+
+
+class WritePath:
+    def __init__(self, engine: Engine, searcher: Searcher, extractor: Extractor, hooks: Hooks) -> None:
+        self.engine = engine
+        self.searcher = searcher
+        self.extractor = extractor
+        self.hooks = hooks
+
+    # -- units of work ------------------------------------------------------------------------------
+
+    def run(self, context: RequestContext, work: Callable[[UnitOfWork], T], write: bool = True) -> T:
+        """Run `work` in one transaction; re-run it when the database reports a concurrent writer."""
+        for attempt in range(MAX_ATTEMPTS):
+            uow: UnitOfWork | None = None
+            try:
+                with self.engine.connect().execution_options(**{WRITE_OPTION: write}) as connection:
+                    with connection.begin():
+                        uow = UnitOfWork(connection, context, utc_now())
+                        result = work(uow)
+                self._after_commit(uow)
+                return result
+            except (IntegrityError, StaleVersion, Conflict) as error:
+                if attempt == MAX_ATTEMPTS - 1:
+                    self._after_rollback(uow, 409)
+                    raise conflict(f"The write conflicted with a concurrent one and was not stored: {error}") from error
+            except FhirError as error:
+                self._after_rollback(uow, error.status)
+                raise
+        raise AssertionError("unreachable")
+
+    def _after_commit(self, uow: UnitOfWork) -> None:
+        for record in uow.records:
+            self.hooks.audit.record(record)
+        if uow.changes:
+            self.hooks.notify.changed(uow.changes)
+
+    def _after_rollback(self, uow: UnitOfWork | None, status: int) -> None:
+        if uow is None:
+            return
+        for record in uow.records:
+            record.status = status if record.status < 400 else record.status
+            record.detail = "rolled back"
+            self.hooks.audit.record(record)
+
+    # -- the steps ----------------------------------------------------------------------------------
+
+    def _store(self, uow: UnitOfWork, previous: Stored | None, resource: Json, method: str) -> Stored:
+        """store → index, in the unit of work's transaction."""
+        resource = copy.copy(resource)
+        version = previous.version_id + 1 if previous else 1
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = to_instant(uow.now)
+        resource["meta"] = meta
+        repository = uow.repository
+        try:
+            stored = repository.write(previous, resource, method, uow.now)
+            repository.replace_index(stored.rid, self.extractor.rows(resource))
+            repository.replace_claims(stored.rid, resource["resourceType"], _identifiers(resource))
+        except IntegrityError as error:
+            raise Conflict(str(error.orig)) from error
+        uow.changes.append(Change(stored.res_type, stored.res_id, stored.version_id, method))
+        return stored
+
+    def _audit(self, uow: UnitOfWork, interaction: str, stored: Stored, status: int) -> None:
+        uow.records.append(AccessRecord(interaction, stored.res_type, [stored.res_id], status, uow.context))
+
+    # -- interactions ---------------------------------------------------------------------------------
+
+    def create(
+        self, uow: UnitOfWork, resource: Any, if_none_exist: str | None = None, new_id: str | None = None
+    ) -> WriteResult:
+        resource = validate(resource)
+        res_type = resource["resourceType"]
+        if if_none_exist:
+            found = self.searcher.match(uow.connection, res_type, if_none_exist)
+            if len(found) > 1:
+                raise precondition_failed(f"If-None-Exist '{if_none_exist}' matches more than one {res_type}")
+            if found:
+                if not self.hooks.policy.can_read(uow.context, found[0].json()):
+                    raise forbidden("The matching resource cannot be used by this client")
+                self._audit(uow, "create", found[0], 200)
+                return WriteResult(200, found[0], changed=False)
+        resource = dict(resource)
+        resource["id"] = new_id or str(uuid4())
+        self.hooks.policy.authorize_write(uow.context, "create", resource, None)
+        stored = self._store(uow, None, resource, "POST")
+        self._audit(uow, "create", stored, 201)
+        return WriteResult(201, stored)
+
+    def update(
+        self, uow: UnitOfWork, res_type: str, res_id: str, resource: Any, if_match: int | None = None
+    ) -> WriteResult:
+        resource = validate(resource, res_type, res_id)
+        current = uow.repository.current(res_type, res_id)
+        if if_match is not None and (current is None or current.version_id != if_match):
+            have = f"version {current.version_id}" if current else "no version"
+            raise precondition_failed(f"If-Match expects version {if_match} of {res_type}/{res_id}; it has {have}")
+        if current is not None and not current.deleted and content_equal(current.json(), resource):
+            self._audit(uow, "update", current, 200)
+            return WriteResult(200, current, changed=False)
+        existing = None if current is None or current.deleted else current.json()
+        self.hooks.policy.authorize_write(uow.context, "update" if existing else "create", resource, existing)
+        stored = self._store(uow, current, resource, "PUT")
+        status = 200 if existing is not None else 201
+        self._audit(uow, "update", stored, status)
+        return WriteResult(status, stored)
+
+    def conditional_update(
+        self, uow: UnitOfWork, res_type: str, query: str, resource: Any, if_match: int | None = None
+    ) -> WriteResult:
+        found = self.searcher.match(uow.connection, res_type, query)
+        if len(found) > 1:
+            raise precondition_failed(f"The condition '{query}' matches more than one {res_type}")
+        body_id = resource.get("id") if isinstance(resource, dict) else None
+        if found:
+            if body_id is not None and body_id != found[0].res_id:
+                raise bad_request(
+                    f"The resource id '{body_id}' differs from the matching {res_type}/{found[0].res_id}", "id"
+                )
+            if not self.hooks.policy.can_read(uow.context, found[0].json()):
+                raise forbidden("The matching resource cannot be used by this client")
+            body = dict(resource)
+            body["id"] = found[0].res_id
+            return self.update(uow, res_type, found[0].res_id, body, if_match)
+        body = dict(resource) if isinstance(resource, dict) else resource
+        if isinstance(body, dict):
+            body["id"] = body_id or str(uuid4())
+        return self.update(uow, res_type, body["id"] if isinstance(body, dict) else "", body)
+
+    def patch(
+        self, uow: UnitOfWork, res_type: str, res_id: str, operations: Any, if_match: int | None = None
+    ) -> WriteResult:
+        """Apply a JSON Patch to the current version and store the result as an update of that version."""
+        current = self.read(uow, res_type, res_id)
+        if if_match is not None and current.version_id != if_match:
+            raise precondition_failed(
+                f"If-Match expects version {if_match} of {res_type}/{res_id}; it has version {current.version_id}"
+            )
+        try:
+            patched = jsonpatch.JsonPatch(operations).apply(current.json())
+        except (jsonpatch.InvalidJsonPatch, TypeError) as error:
+            raise bad_request(f"Invalid JSON Patch: {error}") from error
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
+            raise unprocessable(f"The patch cannot be applied: {error}") from error
+        return self.update(uow, res_type, res_id, patched, current.version_id)
+
+    def delete(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored | None:
+        """Delete as a versioned tombstone; deleting what is absent or already deleted is a no-op."""
+        current = uow.repository.current(res_type, res_id)
+        if current is None or current.deleted:
+            return None
+        self.hooks.policy.authorize_write(uow.context, "delete", current.json(), current.json())
+        tombstone = {"resourceType": res_type, "id": res_id}
+        meta = {"versionId": str(current.version_id + 1), "lastUpdated": to_instant(uow.now)}
+        tombstone["meta"] = meta  # type: ignore[assignment]
+        try:
+            stored = uow.repository.write(current, tombstone, "DELETE", uow.now, deleted=True)
+            uow.repository.replace_index(stored.rid, None)
+            uow.repository.replace_claims(stored.rid, res_type, [])
+        except IntegrityError as error:
+            raise Conflict(str(error.orig)) from error
+        uow.changes.append(Change(res_type, res_id, stored.version_id, "DELETE"))
+        self._audit(uow, "delete", stored, 200)
+        return stored
+
+    # -- reads through the same policy ---------------------------------------------------------------
+
+    def read(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored:
+        current = uow.repository.current(res_type, res_id)
+        if current is None:
+            raise not_found(f"{res_type}/{res_id} is not known")
+        if current.deleted:
+            raise gone(f"{res_type}/{res_id} was deleted (version {current.version_id})")
+        if not self.hooks.policy.can_read(uow.context, current.json()):
+            raise not_found(f"{res_type}/{res_id} is not known")
+        self._audit(uow, "read", current, 200)
+        return current

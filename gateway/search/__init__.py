@@ -1,0 +1,1 @@
+"""Search: the SearchParameter registry, index extraction at write time, and query planning."""

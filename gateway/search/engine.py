@@ -1,0 +1,151 @@
+"""Running searches: matches for one page (keyset paging), _include/_revinclude, totals, and the
+small `match` used by conditional create, update and references."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy import Connection, and_, false, func, or_, select
+
+from gateway.errors import bad_request
+from gateway.search.parameters import Include, SearchRequest, parse
+from gateway.search.query import TABLES, Planner, decode_cursor, encode_cursor
+from gateway.search.registry import Registry
+from gateway.store.repository import R, Repository, Stored
+
+
+@dataclass
+class Page:
+    matches: list[Stored]
+    included: list[Stored] = field(default_factory=list)
+    total: int | None = None
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
+
+
+class Searcher:
+    def __init__(self, registry: Registry, planner: Planner, default_count: int, max_count: int) -> None:
+        self.registry = registry
+        self.planner = planner
+        self.default_count = default_count
+        self.max_count = max_count
+
+    def parse(self, res_type: str, pairs: Sequence[tuple[str, str]]) -> SearchRequest:
+        return parse(self.registry, res_type, pairs, self.default_count, self.max_count)
+
+    def count(self, connection: Connection, request: SearchRequest) -> int:
+        statement = select(func.count()).select_from(R).where(self.planner.where(request))
+        return int(connection.execute(statement).scalar_one())
+
+    def search(self, connection: Connection, request: SearchRequest) -> Page:
+        if request.summary_count:
+            return Page([], total=self.count(connection, request))
+        keys = self.planner.sort_keys(request)
+        backwards, cursor = False, None
+        if request.cursor:
+            backwards, cursor = decode_cursor(keys, request.cursor)
+        rows = list(connection.execute(self.planner.page(request, backwards, cursor)).all())
+        more = len(rows) > request.count
+        rows = rows[: request.count]
+        if backwards:
+            rows.reverse()
+        page = Page(Repository(connection).current_many([row[0] for row in rows]))
+        has_next = True if backwards else more
+        has_previous = more if backwards else cursor is not None
+        if rows and has_next:
+            page.next_cursor = encode_cursor(list(rows[-1][1:]), backwards=False)
+        if rows and has_previous:
+            page.previous_cursor = encode_cursor(list(rows[0][1:]), backwards=True)
+        if request.total_accurate:
+            page.total = self.count(connection, request)
+        elif cursor is None and not more:
+            page.total = len(rows)
+        page.included = self._included(connection, page.matches, request)
+        return page
+
+    def match(self, connection: Connection, res_type: str, query: str, limit: int = 2) -> list[Stored]:
+        """Resources matching a conditional query (`identifier=sys|val`); unknown parameters are errors."""
+        request = self.parse(res_type, parse_qsl(query, keep_blank_values=True))
+        if request.unknown:
+            raise bad_request(f"Unknown search parameter(s) in the condition: {', '.join(request.unknown)}")
+        if not request.clauses:
+            raise bad_request(f"The condition '{query}' selects nothing: give at least one search parameter")
+        statement = select(R.c.rid).where(self.planner.where(request)).order_by(R.c.rid).limit(limit)
+        rids = [row[0] for row in connection.execute(statement)]
+        return Repository(connection).current_many(rids)
+
+    # -- _include and _revinclude -------------------------------------------------------------------
+
+    def _included(self, connection: Connection, matches: list[Stored], request: SearchRequest) -> list[Stored]:
+        if not matches or not (request.includes or request.revincludes):
+            return []
+        seen = {(m.res_type, m.res_id) for m in matches}
+        found = self._round(connection, matches, request, seen, iterate_only=False)
+        if any(i.iterate for i in request.includes + request.revincludes):
+            found += self._round(connection, found, request, seen, iterate_only=True)
+        return found
+
+    def _round(
+        self,
+        connection: Connection,
+        sources: list[Stored],
+        request: SearchRequest,
+        seen: set[tuple[str, str]],
+        iterate_only: bool,
+    ) -> list[Stored]:
+        rids: list[int] = []
+        for include in request.includes:
+            if include.iterate or not iterate_only:
+                rids += self._forward(connection, include, sources)
+        for include in request.revincludes:
+            if include.iterate or not iterate_only:
+                rids += self._reverse(connection, include, sources)
+        result = []
+        for stored in Repository(connection).current_many(list(dict.fromkeys(rids))):
+            key = (stored.res_type, stored.res_id)
+            if key not in seen and not stored.deleted:
+                seen.add(key)
+                result.append(stored)
+        return result
+
+    @staticmethod
+    def _forward(connection: Connection, include: Include, sources: list[Stored]) -> list[int]:
+        table = TABLES["reference"]
+        source_rids = [s.rid for s in sources if s.res_type == include.source_type]
+        if not source_rids:
+            return []
+        condition = and_(
+            table.c.rid.in_(source_rids),
+            table.c.param == include.param.code,
+            table.c.res_type == include.source_type,
+        )
+        if include.target_type:
+            condition = and_(condition, table.c.target_type == include.target_type)
+        targets = select(table.c.target_type, table.c.target_id).where(condition, table.c.target_id.is_not(None))
+        pairs = list(connection.execute(targets).all())
+        if not pairs:
+            return []
+        statement = select(R.c.rid).where(
+            or_(*(and_(R.c.res_type == t, R.c.res_id == i) for t, i in set(pairs))), R.c.deleted == false()
+        )
+        return [row[0] for row in connection.execute(statement)]
+
+    @staticmethod
+    def _reverse(connection: Connection, include: Include, sources: list[Stored]) -> list[int]:
+        table = TABLES["reference"]
+        options = [
+            and_(table.c.target_type == s.res_type, table.c.target_id == s.res_id)
+            for s in sources
+            if include.target_type is None or include.target_type == s.res_type
+        ]
+        if not options:
+            return []
+        statement = select(table.c.rid).where(
+            table.c.res_type == include.source_type, table.c.param == include.param.code, or_(*options)
+        )
+        return [row[0] for row in connection.execute(statement)]
+
+

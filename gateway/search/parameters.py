@@ -1,0 +1,200 @@
+"""Parsing of search URLs into clauses (what to match) and result parameters (how to return it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gateway.errors import bad_request
+from gateway.search.registry import Registry, SearchParam
+
+RESULT_PARAMS = frozenset(
+    {"_count", "_sort", "_include", "_revinclude", "_summary", "_total", "_elements", "_cursor"}
+)
+# Accepted everywhere and not about matching.
+IGNORED_PARAMS = frozenset({"_format", "_pretty"})
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+MODIFIERS_BY_TYPE = {
+    "token": {"not", "missing"},
+    "string": {"exact", "contains", "missing"},
+    "reference": {"missing"},
+    "date": {"missing"},
+    "number": {"missing"},
+    "uri": {"below", "missing"},
+}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """`subject:Patient.identifier=…`: the reference's target type and the parameter on the target."""
+
+    target_type: str | None
+    param: SearchParam
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One `name[:modifier]=v1,v2` pair: the values are ORed; separate clauses are ANDed."""
+
+    param: SearchParam
+    values: tuple[str, ...]
+    modifier: str | None = None
+    type_modifier: str | None = None
+    chain: Chain | None = None
+
+
+@dataclass(frozen=True)
+class Include:
+    source_type: str
+    param: SearchParam
+    target_type: str | None
+    iterate: bool = False
+
+
+@dataclass
+class SearchRequest:
+    res_type: str
+    clauses: list[Clause] = field(default_factory=list)
+    count: int = 50
+    sort: list[tuple[SearchParam, bool]] = field(default_factory=list)  # (param, descending)
+    includes: list[Include] = field(default_factory=list)
+    revincludes: list[Include] = field(default_factory=list)
+    summary_count: bool = False
+    total_accurate: bool = False
+    elements: list[str] = field(default_factory=list)
+    cursor: str | None = None
+    unknown: list[str] = field(default_factory=list)
+    # The parameters understood, for the self link.
+    used: list[tuple[str, str]] = field(default_factory=list)
+
+
+def split_values(value: str) -> tuple[str, ...]:
+    """Split on unescaped commas; `\\,` stands for a literal comma."""
+    parts, current, escaped = [], "", False
+    for char in value:
+        if escaped:
+            current += char if char in ",|$\\" else "\\" + char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return tuple(parts)
+
+
+def _parse_include(registry: Registry, value: str, revinclude: bool, iterate: bool) -> Include:
+    parts = value.split(":")
+    if len(parts) not in (2, 3):
+        raise bad_request(f"_include/_revinclude value '{value}' must be SourceType:param[:TargetType]")
+    param = registry.get(parts[0], parts[1])
+    if param is None or param.type != "reference":
+        raise bad_request(f"'{parts[1]}' is not a reference search parameter of {parts[0]}")
+    return Include(parts[0], param, parts[2] if len(parts) == 3 else None, iterate)
+
+
+def parse(
+    registry: Registry,
+    res_type: str,
+    pairs: Sequence[tuple[str, str]],
+    default_count: int,
+    max_count: int,
+) -> SearchRequest:
+    request = SearchRequest(res_type, count=default_count)
+    for name, value in pairs:
+        base, _, modifier = name.partition(":")
+        if base in IGNORED_PARAMS:
+            continue
+        if base in RESULT_PARAMS:
+            _result_param(registry, request, base, modifier, value, max_count)
+            request.used.append((name, value))
+            continue
+        clause = _clause(registry, res_type, name, value)
+        if clause is None:
+            request.unknown.append(name)
+        else:
+            request.clauses.append(clause)
+            request.used.append((name, value))
+    return request
+
+
+def _result_param(
+    registry: Registry, request: SearchRequest, name: str, modifier: str, value: str, max_count: int
+) -> None:
+    if name == "_count":
+        if not value.isdigit():
+            raise bad_request(f"_count must be a non-negative integer, not '{value}'", "_count")
+        request.count = min(int(value), max_count)
+    elif name == "_sort":
+        for key in value.split(","):
+            descending = key.startswith("-")
+            code = key.lstrip("-")
+            param = registry.get(request.res_type, code)
+            if param is None:
+                raise bad_request(f"Cannot sort {request.res_type} by unknown parameter '{code}'", "_sort")
+            if param.type not in ("token", "string", "date", "number", "uri"):
+                raise bad_request(f"Sorting by the {param.type} parameter '{code}' is not supported", "_sort")
+            request.sort.append((param, descending))
+    elif name in ("_include", "_revinclude"):
+        iterate = modifier in ("iterate", "recurse")
+        include = _parse_include(registry, value, name == "_revinclude", iterate)
+        (request.revincludes if name == "_revinclude" else request.includes).append(include)
+    elif name == "_summary":
+        if value == "count":
+            request.summary_count = True
+        elif value != "false":
+            raise bad_request(f"_summary={value} is not supported (only count and false)", "_summary")
+    elif name == "_total":
+        if value not in ("none", "estimate", "accurate"):
+            raise bad_request(f"_total must be none, estimate or accurate, not '{value}'", "_total")
+        request.total_accurate = value == "accurate"
+    elif name == "_elements":
+        request.elements = [element.strip() for element in value.split(",") if element.strip()]
+    elif name == "_cursor":
+        request.cursor = value
+
+
+def _clause(registry: Registry, res_type: str, name: str, value: str) -> Clause | None:
+    head, dot, chained = name.partition(".")
+    code, _, modifier = head.partition(":")
+    param = registry.get(res_type, code)
+    if param is None:
+        return None
+    values = split_values(value)
+    if dot:
+        if param.type != "reference":
+            raise bad_request(f"Only reference parameters can be chained, not '{code}'", name)
+        target_type = modifier or (param.targets[0] if len(param.targets) == 1 else None)
+        chain_code, _, chain_modifier = chained.partition(":")
+        if "." in chain_code:
+            raise bad_request(f"Only one level of chaining is supported: '{name}'", name)
+        candidates = [target_type] if target_type else list(param.targets)
+        target_param = next(
+            (p for t in candidates if (p := registry.get(t, chain_code)) is not None), None
+        )
+        if target_param is None:
+            raise bad_request(f"Unknown chained parameter '{chain_code}' in '{name}'", name)
+        inner = Clause(target_param, values, chain_modifier or None)
+        _check_modifier(inner, name)
+        return Clause(param, values, None, target_type, Chain(target_type, target_param))
+    type_modifier = None
+    if param.type == "reference" and modifier and modifier != "missing":
+        type_modifier, modifier = modifier, ""
+    clause = Clause(param, values, modifier or None, type_modifier)
+    _check_modifier(clause, name)
+    return clause
+
+
+def _check_modifier(clause: Clause, name: str) -> None:
+    if clause.modifier is None:
+        return
+    allowed = MODIFIERS_BY_TYPE.get(clause.param.type, set())
+    if clause.param.code == "_id":
+        allowed = {"not", "missing"} - {"missing"}
+    if clause.modifier not in allowed:
+        raise bad_request(f"Modifier ':{clause.modifier}' is not supported on '{clause.param.code}'", name)
+    if clause.modifier == "missing" and any(v not in ("true", "false") for v in clause.values):
+        raise bad_request(f"':missing' takes true or false in '{name}'", name)

@@ -1,0 +1,287 @@
+"""Search clauses as SQL over the index tables: each clause is a set of `rid`s, clauses are ANDed, the
+values within one clause ORed. Sorting and keyset paging work on the same select."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from gateway.errors import bad_request
+from gateway.model.types import dumps, loads
+from gateway.search.dates import MIN, DateFormatError, date_range, utc_now
+from gateway.search.parameters import PREFIXES, Clause, SearchRequest
+from gateway.search.registry import SearchParam
+from gateway.search.text import fold
+from gateway.store.tables import (
+    DateIndex,
+    NumberIndex,
+    ReferenceIndex,
+    Resource,
+    StringIndex,
+    TokenIndex,
+    UriIndex,
+)
+
+R = Resource.__table__
+TABLES = {
+    "token": TokenIndex.__table__,
+    "string": StringIndex.__table__,
+    "reference": ReferenceIndex.__table__,
+    "date": DateIndex.__table__,
+    "number": NumberIndex.__table__,
+    "uri": UriIndex.__table__,
+}
+SORT_COLUMNS = {"token": "code", "string": "value_folded", "date": "low", "number": "value", "uri": "value"}
+NULL_SORT = {"token": "", "string": "", "date": MIN, "number": -1e300, "uri": ""}
+
+
+@dataclass(frozen=True)
+class Planner:
+    zone: ZoneInfo
+    base_url: str
+
+    # -- matching ---------------------------------------------------------------------------------
+
+    def where(self, request: SearchRequest) -> ColumnElement[bool]:
+        conditions = [R.c.res_type == request.res_type, R.c.deleted == false()]
+        conditions.extend(self.clause(request.res_type, clause) for clause in request.clauses)
+        return and_(*conditions)
+
+    def clause(self, res_type: str, clause: Clause) -> ColumnElement[bool]:
+        param = clause.param
+        if param.code == "_id":
+            matched = R.c.res_id.in_(clause.values)
+            return not_(matched) if clause.modifier == "not" else matched
+        if param.code == "_lastUpdated":
+            return or_(*(self._date(R.c.last_updated, R.c.last_updated, v, point=True) for v in clause.values))
+        table = TABLES[param.type]
+        scope = and_(table.c.res_type == res_type, table.c.param == param.code)
+        if clause.modifier == "missing":
+            present = R.c.rid.in_(select(table.c.rid).where(scope))
+            return or_(*(not_(present) if v == "true" else present for v in clause.values))
+        if clause.chain is not None:
+            return self._chained(res_type, clause, scope)
+        if clause.modifier == "not":
+            matches = or_(*(self._token(table, v) for v in clause.values))
+            return R.c.rid.not_in(select(table.c.rid).where(scope, matches))
+        matches = or_(*(self._value(param, clause, table, v) for v in clause.values))
+        return R.c.rid.in_(select(table.c.rid).where(scope, matches))
+
+    def _value(self, param: SearchParam, clause: Clause, table: Any, value: str) -> ColumnElement[bool]:
+        if param.type == "token":
+            return self._token(table, value)
+        if param.type == "string":
+            if clause.modifier == "exact":
+                return table.c.value_exact == value
+            pattern = _like_escape(fold(value))
+            if clause.modifier == "contains":
+                return table.c.value_folded.like(f"%{pattern}%", escape="\\")
+            return table.c.value_folded.like(f"{pattern}%", escape="\\")
+        if param.type == "reference":
+            return self._reference(table, value, clause.type_modifier)
+        if param.type == "date":
+            return self._date(table.c.low, table.c.high, value)
+        if param.type == "number":
+            return _number(table.c.value, value)
+        if param.type == "uri":
+            if clause.modifier == "below":
+                return table.c.value.like(f"{_like_escape(value)}%", escape="\\")
+            return table.c.value == value
+        raise bad_request(f"Search parameter type {param.type} is not supported")
+
+    @staticmethod
+    def _token(table: Any, value: str) -> ColumnElement[bool]:
+        if "|" not in value:
+            return table.c.code == value  # type: ignore[no-any-return]
+        system, _, code = value.partition("|")
+        if not system:
+            return and_(table.c.system.is_(None), table.c.code == code)
+        if not code:
+            return table.c.system == system  # type: ignore[no-any-return]
+        return and_(table.c.system == system, table.c.code == code)
+
+    def _reference(self, table: Any, value: str, type_modifier: str | None) -> ColumnElement[bool]:
+        if self.base_url and value.startswith(self.base_url + "/"):
+            value = value[len(self.base_url) + 1 :]
+        if "://" in value or value.startswith("urn:"):
+            return table.c.url == value  # type: ignore[no-any-return]
+        parts = value.split("/")
+        if len(parts) >= 4 and parts[-2] == "_history":
+            parts = parts[:-2]
+        if len(parts) == 2:
+            target_type, target_id = parts
+            if type_modifier and type_modifier != target_type:
+                return false()
+            return and_(table.c.target_type == target_type, table.c.target_id == target_id)
+        condition = table.c.target_id == parts[-1]
+        if type_modifier:
+            condition = and_(condition, table.c.target_type == type_modifier)
+        return condition  # type: ignore[no-any-return]
+
+    def _chained(self, res_type: str, clause: Clause, scope: ColumnElement[bool]) -> ColumnElement[bool]:
+        assert clause.chain is not None
+        table = TABLES["reference"]
+        target_types = [clause.chain.target_type] if clause.chain.target_type else list(clause.param.targets)
+        options = []
+        for target_type in target_types:
+            inner_param = clause.chain.param
+            inner = Clause(inner_param, clause.values)
+            targets = select(R.c.res_id).where(
+                R.c.res_type == target_type, R.c.deleted == false(), self.clause(target_type, inner)
+            )
+            options.append(and_(table.c.target_type == target_type, table.c.target_id.in_(targets)))
+        return R.c.rid.in_(select(table.c.rid).where(scope, or_(*options)))
+
+    def _date(self, low: Any, high: Any, value: str, point: bool = False) -> ColumnElement[bool]:
+        """The spec's prefix semantics on ranges; a `point` (an instant such as _lastUpdated) is the
+        range [t, t + 1 tick), so `high > x` becomes `t >= x` and `high <= x` becomes `t < x`."""
+        prefix, text = _prefix(value)
+        try:
+            s_low, s_high = date_range(text, self.zone)
+        except DateFormatError as error:
+            raise bad_request(str(error)) from error
+
+        def high_above(x: datetime) -> ColumnElement[bool]:
+            return (low >= x) if point else (high > x)  # type: ignore[no-any-return]
+
+        def high_within(x: datetime) -> ColumnElement[bool]:
+            return (low < x) if point else (high <= x)  # type: ignore[no-any-return]
+
+        contained = and_(low >= s_low, high_within(s_high))
+        if prefix == "eq":
+            return contained
+        if prefix == "ne":
+            return not_(contained)
+        if prefix == "gt":
+            return high_above(s_high)
+        if prefix == "lt":
+            return low < s_low  # type: ignore[no-any-return]
+        if prefix == "ge":
+            return or_(high_above(s_high), contained)
+        if prefix == "le":
+            return or_(low < s_low, contained)
+        if prefix == "sa":
+            return low >= s_high  # type: ignore[no-any-return]
+        if prefix == "eb":
+            return high_within(s_low)
+        # ap: within 10% of the distance between now and the value, at least the value's own range.
+        gap = abs(utc_now() - s_low) / 10
+        return and_(low < s_high + gap, high_above(s_low - gap))
+
+    # -- ordering and paging ----------------------------------------------------------------------
+
+    def sort_keys(self, request: SearchRequest) -> list[tuple[Any, bool, str]]:
+        """(expression, descending, kind) per sort key; `rid` last, so the order is total."""
+        keys: list[tuple[Any, bool, str]] = []
+        for param, descending in request.sort:
+            if param.code == "_id":
+                keys.append((R.c.res_id, descending, "string"))
+            elif param.code == "_lastUpdated":
+                keys.append((R.c.last_updated, descending, "date"))
+            else:
+                table = TABLES[param.type]
+                column = table.c[SORT_COLUMNS[param.type]]
+                aggregate = func.max(column) if descending else func.min(column)
+                sub = (
+                    select(aggregate)
+                    .where(table.c.rid == R.c.rid, table.c.param == param.code)
+                    .scalar_subquery()
+                )
+                keys.append((func.coalesce(sub, literal(NULL_SORT[param.type])), descending, param.type))
+        keys.append((R.c.rid, False, "number"))
+        return keys
+
+    def page(self, request: SearchRequest, backwards: bool, cursor: list[Any] | None) -> Select[Any]:
+        keys = self.sort_keys(request)
+        statement = select(R.c.rid, *(key for key, _, _ in keys)).where(self.where(request))
+        if cursor is not None:
+            statement = statement.where(_after(keys, cursor, backwards))
+        order = [
+            (key.desc() if descending != backwards else key.asc()) for key, descending, _ in keys
+        ]
+        return statement.order_by(*order).limit(request.count + 1)
+
+
+def _after(keys: list[tuple[Any, bool, str]], cursor: list[Any], backwards: bool) -> ColumnElement[bool]:
+    """Rows strictly after the cursor in sort order (before it when paging backwards)."""
+    options = []
+    for i, (key, descending, _) in enumerate(keys):
+        equal_before = [keys[j][0] == cursor[j] for j in range(i)]
+        forward = descending == backwards
+        step = key > cursor[i] if forward else key < cursor[i]
+        options.append(and_(*equal_before, step))
+    return or_(*options)
+
+
+def encode_cursor(row: Sequence[Any], backwards: bool) -> str:
+    values = [v.isoformat() if isinstance(v, datetime) else v for v in row]
+    raw = dumps({"b": backwards, "v": values}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(keys: Sequence[tuple[Any, bool, str]], token: str) -> tuple[bool, list[Any]]:
+    try:
+        data = loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        values = data["v"]
+        if len(values) != len(keys):
+            raise ValueError("cursor does not fit this search")
+        decoded = [
+            datetime.fromisoformat(v) if kind == "date" and isinstance(v, str) else v
+            for (_, _, kind), v in zip(keys, values, strict=True)
+        ]
+        return bool(data["b"]), decoded
+    except (ValueError, KeyError, TypeError) as error:
+        raise bad_request(f"The paging cursor is not valid: {error}", "_cursor") from error
+
+
+def _prefix(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in PREFIXES and not value[:2].isdigit():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _number(column: Any, value: str) -> ColumnElement[bool]:
+    prefix, text = _prefix(value)
+    try:
+        number = Decimal(text)
+    except InvalidOperation as error:
+        raise bad_request(f"'{text}' is not a number") from error
+    exponent = number.as_tuple().exponent
+    half = Decimal(5) * Decimal(10) ** (Decimal(exponent if isinstance(exponent, int) else 0) - 1)
+    low, high, exact = float(number - half), float(number + half), float(number)
+    if not math.isfinite(exact):
+        raise bad_request(f"'{text}' is not a finite number")
+    return {
+        "eq": and_(column >= low, column < high),
+        "ne": or_(column < low, column >= high),
+        "gt": column > exact,
+        "lt": column < exact,
+        "ge": column >= exact,
+        "le": column <= exact,
+        "sa": column > exact,
+        "eb": column < exact,
+        "ap": and_(column >= exact * 0.9, column <= exact * 1.1),
+    }.get(prefix, true())

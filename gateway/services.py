@@ -1,0 +1,40 @@
+"""The long-lived parts of a running gateway, built once from Settings and shared by every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+
+from gateway.config import Settings
+from gateway.hooks import Hooks
+from gateway.pipeline import WritePath
+from gateway.search.engine import Searcher
+from gateway.search.extract import Extractor
+from gateway.search.query import Planner
+from gateway.search.registry import Registry
+from gateway.store.database import make_engine
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    registry: Registry
+    searcher: Searcher
+    extractor: Extractor
+    write_path: WritePath
+    hooks: Hooks
+
+    @classmethod
+    def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
+        hooks = hooks or Hooks()
+        engine = engine or make_engine(settings.database_url, settings.database_schema)
+        zone = ZoneInfo(settings.local_timezone)
+        registry = Registry.load(settings.profiles_dir)
+        planner = Planner(zone, settings.base_url)
+        searcher = Searcher(registry, planner, settings.default_page_size, settings.max_page_size)
+        extractor = Extractor(registry, zone, settings.base_url)
+        write_path = WritePath(engine, searcher, extractor, hooks)
+        return cls(settings, engine, registry, searcher, extractor, write_path, hooks)

@@ -1,0 +1,1 @@
+"""Persistence: tables, the engine, migrations and the repository. Knows nothing of HTTP."""

@@ -1,0 +1,181 @@
+"""Storage operations on one database connection inside one transaction: the current and versioned
+resource rows, their index rows and identifier claims. Callers own the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from gateway.model.types import Json, dumps, loads
+from gateway.search.extract import IndexRows
+from gateway.store.tables import (
+    DateIndex,
+    IdentifierClaim,
+    NumberIndex,
+    ReferenceIndex,
+    Resource,
+    ResourceVersion,
+    StringIndex,
+    TokenIndex,
+    UriIndex,
+)
+
+R = Resource.__table__
+V = ResourceVersion.__table__
+CLAIM = IdentifierClaim.__table__
+_INDEX_TABLES = {
+    "token": TokenIndex.__table__,
+    "string": StringIndex.__table__,
+    "reference": ReferenceIndex.__table__,
+    "date": DateIndex.__table__,
+    "number": NumberIndex.__table__,
+    "uri": UriIndex.__table__,
+}
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One version of a resource as stored; `content` is its JSON text, meta included."""
+
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: str
+    rid: int = 0
+
+    def json(self) -> Json:
+        data: Json = loads(self.content)
+        return data
+
+
+def _stored(row: Any) -> Stored:
+    return Stored(
+        res_type=row.res_type,
+        res_id=row.res_id,
+        version_id=row.version_id,
+        last_updated=row.last_updated,
+        deleted=row.deleted,
+        content=row.content,
+        rid=getattr(row, "rid", 0),
+    )
+
+
+class Repository:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def current(self, res_type: str, res_id: str) -> Stored | None:
+        row = self.connection.execute(
+            select(R).where(R.c.res_type == res_type, R.c.res_id == res_id)
+        ).first()
+        return _stored(row) if row else None
+
+    def current_many(self, rids: Sequence[int]) -> list[Stored]:
+        """Current versions by rid, in the order given."""
+        if not rids:
+            return []
+        rows = self.connection.execute(select(R).where(R.c.rid.in_(list(rids)))).all()
+        by_rid = {row.rid: _stored(row) for row in rows}
+        return [by_rid[rid] for rid in rids if rid in by_rid]
+
+    def version(self, res_type: str, res_id: str, version_id: int) -> Stored | None:
+        row = self.connection.execute(
+            select(V).where(V.c.res_type == res_type, V.c.res_id == res_id, V.c.version_id == version_id)
+        ).first()
+        return _stored(row) if row else None
+
+    def write(
+        self,
+        previous: Stored | None,
+        resource: Json,
+        method: str,
+        now: datetime,
+        deleted: bool = False,
+    ) -> Stored:
+        """Store a new version (the next after `previous`). A concurrent writer of the same version makes
+        the unique constraint on resource_version fail, which the caller turns into a retry or a 412."""
+        version_id = previous.version_id + 1 if previous else 1
+        content = dumps(resource)
+        values = {
+            "res_type": resource["resourceType"],
+            "res_id": resource["id"],
+            "version_id": version_id,
+            "last_updated": now,
+            "deleted": deleted,
+            "content": content,
+        }
+        self.connection.execute(insert(V).values(method=method, **values))
+        if previous is None:
+            rid = self.connection.execute(insert(R).values(**values).returning(R.c.rid)).scalar_one()
+        else:
+            rid = previous.rid
+            result = self.connection.execute(
+                update(R).where(R.c.rid == rid, R.c.version_id == previous.version_id).values(**values)
+            )
+            if result.rowcount != 1:
+                raise StaleVersion(resource["resourceType"], resource["id"])
+        return Stored(rid=rid, **values)  # type: ignore[arg-type]
+
+    def replace_index(self, rid: int, rows: IndexRows | None) -> None:
+        """Replace the resource's index rows (None removes them, as for a tombstone)."""
+        for table in _INDEX_TABLES.values():
+            self.connection.execute(delete(table).where(table.c.rid == rid))
+        if rows is None:
+            return
+        for name, table in _INDEX_TABLES.items():
+            batch = getattr(rows, name)
+            if batch:
+                self.connection.execute(insert(table), [row | {"rid": rid} for row in batch])
+
+    def replace_claims(self, rid: int, res_type: str, identifiers: Iterable[tuple[str, str]]) -> None:
+        """Claim each (system, value) for this resource. A claim held by another resource makes the
+        insert fail on the primary key: the database, not a prior read, keeps identifiers unique."""
+        self.connection.execute(delete(CLAIM).where(CLAIM.c.rid == rid))
+        rows = [
+            {"res_type": res_type, "system": system, "value": value, "rid": rid}
+            for system, value in sorted(set(identifiers))
+        ]
+        if rows:
+            self.connection.execute(insert(CLAIM), rows)
+
+    def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
+        return self.connection.execute(
+            select(CLAIM.c.rid).where(
+                CLAIM.c.res_type == res_type, CLAIM.c.system == system, CLAIM.c.value == value
+            )
+        ).scalar()
+
+
+class StaleVersion(Exception):
+    """The current version changed between read and write (a concurrent update won)."""
+
+    def __init__(self, res_type: str, res_id: str) -> None:
+        super().__init__(f"{res_type}/{res_id} was changed concurrently")
+
+
+def history(
+    connection: Connection,
+    res_type: str | None,
+    res_id: str | None,
+    since: datetime | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[tuple[int, str, Stored]]:
+    """Versions newest first as (seq, method, version), for instance, type or system history."""
+    statement = select(V)
+    if res_type is not None:
+        statement = statement.where(V.c.res_type == res_type)
+    if res_id is not None:
+        statement = statement.where(V.c.res_id == res_id)
+    if since is not None:
+        statement = statement.where(V.c.last_updated >= since)
+    if before_seq is not None:
+        statement = statement.where(V.c.seq < before_seq)
+    statement = statement.order_by(V.c.seq.desc()).limit(limit)
+    return [(row.seq, row.method, _stored(row)) for row in connection.execute(statement)]

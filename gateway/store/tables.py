@@ -1,0 +1,174 @@
+"""The tables: current resources, every version, typed search indexes and identifier claims.
+
+`resource` holds the current version of each resource (tombstones included) under a surrogate integer
+key `rid` that the index tables point at. `resource_version` holds every version, the full JSON each time,
+with a global sequence number that orders history. A unique (type, id, version) on it is what makes two
+concurrent writers of the same version collide in the database rather than in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY columns.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Resource(Base):
+    """The current version of every resource; deleted ones stay as tombstones (`deleted`)."""
+
+    __tablename__ = "resource"
+    rid: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(DateTime())
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    content: Mapped[str] = mapped_column(Text)
+    __table_args__ = (
+        UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
+        Index("ix_resource_type_updated", "res_type", "last_updated"),
+    )
+
+
+class ResourceVersion(Base):
+    """Every version ever written, for vread and history. `seq` orders history across resources."""
+
+    __tablename__ = "resource_version"
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(DateTime())
+    method: Mapped[str] = mapped_column(String(8))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    content: Mapped[str] = mapped_column(Text)
+    __table_args__ = (
+        UniqueConstraint("res_type", "res_id", "version_id", name="uq_version_type_id_version"),
+        Index("ix_version_type_updated", "res_type", "last_updated"),
+        Index("ix_version_updated", "last_updated"),
+    )
+
+
+class IdentifierClaim(Base):
+    """One row per (type, identifier system, value): the database's guarantee of one resource each."""
+
+    __tablename__ = "identifier_claim"
+    res_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    system: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255), primary_key=True)
+    rid: Mapped[int] = mapped_column(ForeignKey("resource.rid", ondelete="CASCADE"), index=True)
+
+
+def _rid() -> Mapped[int]:
+    return mapped_column(ForeignKey("resource.rid", ondelete="CASCADE"))
+
+
+class TokenIndex(Base):
+    __tablename__ = "idx_token"
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rid: Mapped[int] = _rid()
+    res_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    system: Mapped[str | None] = mapped_column(String(255))
+    code: Mapped[str | None] = mapped_column(String(255))
+    __table_args__ = (
+        Index("ix_token_lookup", "res_type", "param", "code", "system"),
+        Index("ix_token_rid", "rid"),
+    )
+
+
+class StringIndex(Base):
+    __tablename__ = "idx_string"
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rid: Mapped[int] = _rid()
+    res_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    # Case- and accent-folded, for the default starts-with and :contains matches.
+    value_folded: Mapped[str] = mapped_column(String(255))
+    # As written, for :exact.
+    value_exact: Mapped[str] = mapped_column(Text)
+    __table_args__ = (
+        Index("ix_string_lookup", "res_type", "param", "value_folded"),
+        Index("ix_string_rid", "rid"),
+    )
+
+
+class ReferenceIndex(Base):
+    __tablename__ = "idx_reference"
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rid: Mapped[int] = _rid()
+    res_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    # Local references: target type and id. Others (absolute URLs elsewhere, canonicals): url only.
+    target_type: Mapped[str | None] = mapped_column(String(64))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        Index("ix_reference_lookup", "res_type", "param", "target_id", "target_type"),
+        Index("ix_reference_target", "target_type", "target_id"),
+        Index("ix_reference_rid", "rid"),
+    )
+
+
+class DateIndex(Base):
+    """A date, dateTime, instant or Period as the half-open UTC range [low, high)."""
+
+    __tablename__ = "idx_date"
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rid: Mapped[int] = _rid()
+    res_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    low: Mapped[datetime] = mapped_column(DateTime())
+    high: Mapped[datetime] = mapped_column(DateTime())
+    __table_args__ = (
+        Index("ix_date_lookup", "res_type", "param", "low", "high"),
+        Index("ix_date_rid", "rid"),
+    )
+
+
+class NumberIndex(Base):
+    __tablename__ = "idx_number"
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rid: Mapped[int] = _rid()
+    res_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    __table_args__ = (
+        Index("ix_number_lookup", "res_type", "param", "value"),
+        Index("ix_number_rid", "rid"),
+    )
+
+
+class UriIndex(Base):
+    __tablename__ = "idx_uri"
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rid: Mapped[int] = _rid()
+    res_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(512))
+    __table_args__ = (
+        Index("ix_uri_lookup", "res_type", "param", "value"),
+        Index("ix_uri_rid", "rid"),
+    )
+
+
+INDEX_TABLES = (TokenIndex, StringIndex, ReferenceIndex, DateIndex, NumberIndex, UriIndex)
