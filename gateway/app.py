@@ -41,11 +41,14 @@ class BodyLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def create_app(settings: Settings | None = None, hooks: Hooks | None = None, services: Services | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, hooks: Hooks | None = None, services: Services | None = None
+) -> FastAPI:
     settings = settings or Settings.from_env()
     svc = services or Services.build(settings, hooks)
-    app = FastAPI(title="FHIR home device gateway", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="FHIR home device gateway", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.services = svc
     app.router.routes.append(Mount("/fhir", routes=routes()))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

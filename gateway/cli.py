@@ -23,7 +23,9 @@ from gateway.store import migrate
 from gateway.store.database import make_engine
 from gateway.store.repository import R, Repository, Stored
 
-app = typer.Typer(help="FHIR gateway for medical and assistive devices in Swedish home care.", no_args_is_help=True)
+app = typer.Typer(
+    help="FHIR gateway for medical and assistive devices in Swedish home care.", no_args_is_help=True
+)
 db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db, name="db")
 console = Console(stderr=True)
@@ -41,8 +43,15 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if upgrade:
         upgrade_database()
-    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False)
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 @db.command("upgrade")
@@ -63,8 +72,13 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} items"),
-                    TimeElapsedColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} items"),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def _store_one(svc: Services, resource: Any) -> None:
@@ -80,7 +94,9 @@ def _store_one(svc: Services, resource: Any) -> None:
 
 
 @app.command()
-def load(files: Annotated[list[Path], typer.Argument(help="Bundles (.json) or NDJSON files of resources.")]) -> None:
+def load(
+    files: Annotated[list[Path], typer.Argument(help="Bundles (.json) or NDJSON files of resources.")],
+) -> None:
     """Load resources through the write path: a Bundle (transaction, batch or collection) or NDJSON.
 
     NDJSON is streamed line by line; a bad line is reported with its number and the rest still loads."""
@@ -120,7 +136,10 @@ def reindex(batch: Annotated[int, typer.Option(help="Resources per transaction."
         while True:
             with svc.engine.begin() as connection:
                 rows = connection.execute(
-                    select(R.c.rid).where(R.c.rid > last, R.c.deleted.is_(False)).order_by(R.c.rid).limit(batch)
+                    select(R.c.rid)
+                    .where(R.c.rid > last, R.c.deleted.is_(False))
+                    .order_by(R.c.rid)
+                    .limit(batch)
                 ).all()
                 if not rows:
                     break

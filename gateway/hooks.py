@@ -58,7 +58,9 @@ class AccessRecord:
 
 
 class AccessPolicy(Protocol):
-    def authorize_write(self, context: RequestContext, action: str, resource: Json, current: Json | None) -> None:
+    def authorize_write(
+        self, context: RequestContext, action: str, resource: Json, current: Json | None
+    ) -> None:
         """Raise a 403 FhirError when `context` may not perform `action` (create, update, delete)."""
 
     def can_read(self, context: RequestContext, resource: Json) -> bool:
@@ -77,7 +79,9 @@ class Notifier(Protocol):
 
 
 class AllowAll:
-    def authorize_write(self, context: RequestContext, action: str, resource: Json, current: Json | None) -> None:
+    def authorize_write(
+        self, context: RequestContext, action: str, resource: Json, current: Json | None
+    ) -> None:
         return None
 
     def can_read(self, context: RequestContext, resource: Json) -> bool:

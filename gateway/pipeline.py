@@ -107,16 +107,18 @@ class WritePath:
         for attempt in range(MAX_ATTEMPTS):
             uow: UnitOfWork | None = None
             try:
-                with self.engine.connect().execution_options(**{WRITE_OPTION: write}) as connection:
-                    with connection.begin():
-                        uow = UnitOfWork(connection, context, utc_now())
-                        result = work(uow)
+                options = {WRITE_OPTION: write}
+                with self.engine.connect().execution_options(**options) as connection, connection.begin():
+                    uow = UnitOfWork(connection, context, utc_now())
+                    result = work(uow)
                 self._after_commit(uow)
                 return result
             except (IntegrityError, StaleVersion, Conflict) as error:
                 if attempt == MAX_ATTEMPTS - 1:
                     self._after_rollback(uow, 409)
-                    raise conflict(f"The write conflicted with a concurrent one and was not stored: {error}") from error
+                    raise conflict(
+                        f"The write conflicted with a concurrent one and was not stored: {error}"
+                    ) from error
             except FhirError as error:
                 self._after_rollback(uow, error.status)
                 raise
@@ -189,7 +191,9 @@ class WritePath:
         current = uow.repository.current(res_type, res_id)
         if if_match is not None and (current is None or current.version_id != if_match):
             have = f"version {current.version_id}" if current else "no version"
-            raise precondition_failed(f"If-Match expects version {if_match} of {res_type}/{res_id}; it has {have}")
+            raise precondition_failed(
+                f"If-Match expects version {if_match} of {res_type}/{res_id}; it has {have}"
+            )
         if current is not None and not current.deleted and content_equal(current.json(), resource):
             self._audit(uow, "update", current, 200)
             return WriteResult(200, current, changed=False)
@@ -210,7 +214,8 @@ class WritePath:
         if found:
             if body_id is not None and body_id != found[0].res_id:
                 raise bad_request(
-                    f"The resource id '{body_id}' differs from the matching {res_type}/{found[0].res_id}", "id"
+                    f"The resource id '{body_id}' differs from the matching {res_type}/{found[0].res_id}",
+                    "id",
                 )
             if not self.hooks.policy.can_read(uow.context, found[0].json()):
                 raise forbidden("The matching resource cannot be used by this client")
@@ -229,7 +234,8 @@ class WritePath:
         current = self.read(uow, res_type, res_id)
         if if_match is not None and current.version_id != if_match:
             raise precondition_failed(
-                f"If-Match expects version {if_match} of {res_type}/{res_id}; it has version {current.version_id}"
+                f"If-Match expects version {if_match} of {res_type}/{res_id}; "
+                f"it has version {current.version_id}"
             )
         try:
             patched = jsonpatch.JsonPatch(operations).apply(current.json())

@@ -14,8 +14,17 @@ from gateway.model.types import SUPPORTED_TYPES
 from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
 
-TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
-                     "search-type")
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
 SEARCH_RESULT_PARAMS = ("_count", "_sort", "_include", "_revinclude", "_summary", "_total", "_elements")
 
 
@@ -33,7 +42,9 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
                 "conditionalCreate": True,
                 "conditionalUpdate": True,
                 "conditionalDelete": "not-supported",
-                "searchInclude": sorted(f"{res_type}:{p.code}" for p in params.values() if p.type == "reference"),
+                "searchInclude": sorted(
+                    f"{res_type}:{p.code}" for p in params.values() if p.type == "reference"
+                ),
                 "searchRevInclude": sorted(
                     f"{other}:{p.code}"
                     for other in SUPPORTED_TYPES
@@ -41,8 +52,8 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
                     if p.type == "reference" and (not p.targets or res_type in p.targets)
                 ),
                 "searchParam": [
-                    {"name": p.code, "definition": p.url, "type": p.type} | ({"documentation": p.description}
-                                                                             if p.description else {})
+                    {"name": p.code, "definition": p.url, "type": p.type}
+                    | ({"documentation": p.description} if p.description else {})
                     for p in sorted(params.values(), key=lambda p: p.code)
                 ],
             }
@@ -53,7 +64,10 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
         "date": to_instant(utc_now()),
         "kind": "instance",
         "software": {"name": "fhir-home-device-gateway", "version": __version__},
-        "implementation": {"description": "FHIR gateway for medical and assistive devices at home", "url": base},
+        "implementation": {
+            "description": "FHIR gateway for medical and assistive devices at home",
+            "url": base,
+        },
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],

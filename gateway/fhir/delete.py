@@ -16,4 +16,6 @@ async def delete(request: Request, res_type: str, res_id: str) -> Response:
     if stored is None:
         return fhir_response(information(f"{res_type}/{res_id} does not exist or is already deleted"), 200)
     headers = {"ETag": f'W/"{stored.version_id}"'}
-    return fhir_response(information(f"Deleted {res_type}/{res_id} (version {stored.version_id})"), 200, headers)
+    return fhir_response(
+        information(f"Deleted {res_type}/{res_id} (version {stored.version_id})"), 200, headers
+    )

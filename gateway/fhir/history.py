@@ -80,6 +80,8 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
     keep = [(k, v) for k, v in params.multi_items() if k != "_cursor"]
     links = [{"relation": "self", "url": path + ("?" + urlencode(keep) if keep else "")}]
     if len(rows) > limit:
-        links.append({"relation": "next", "url": f"{path}?{urlencode([*keep, ('_cursor', rows[limit - 1][0])])}"})
+        links.append(
+            {"relation": "next", "url": f"{path}?{urlencode([*keep, ('_cursor', rows[limit - 1][0])])}"}
+        )
     bundle = {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}
     return fhir_response(bundle)

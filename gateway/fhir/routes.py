@@ -9,7 +9,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.errors import FhirError, method_not_allowed, not_found
-from gateway.fhir import capabilities, create, delete, history, patch, read, search, transaction, update, vread
+from gateway.fhir import (
+    capabilities,
+    create,
+    delete,
+    history,
+    patch,
+    read,
+    search,
+    transaction,
+    update,
+    vread,
+)
 from gateway.fhir.http import negotiate
 from gateway.model.types import SUPPORTED, is_valid_id
 

@@ -64,7 +64,8 @@ async def transaction_or_batch(request: Request) -> Response:
         raise bad_request("Bundle.entry must be a list", "Bundle.entry")
     if len(raw_entries) > svc.settings.max_bundle_entries:
         raise too_large(
-            f"The Bundle has {len(raw_entries)} entries; this server takes at most {svc.settings.max_bundle_entries}"
+            f"The Bundle has {len(raw_entries)} entries; "
+            f"this server takes at most {svc.settings.max_bundle_entries}"
         )
     context = request_context(request)
     if kind == "transaction":
@@ -101,11 +102,19 @@ def _parse_entry(index: int, raw: Any) -> Entry:
     if isinstance(if_match, str):
         text = if_match.removeprefix("W/").strip('"')
         if not text.isdigit():
-            raise bad_request(f"{where}.request.ifMatch must be W/\"n\"", f"{where}.request.ifMatch")
+            raise bad_request(f'{where}.request.ifMatch must be W/"n"', f"{where}.request.ifMatch")
         version = int(text)
     return Entry(
-        index, method, url, res_type, res_id, query or None, copy.deepcopy(resource), raw.get("fullUrl"),
-        req.get("ifNoneExist"), version,
+        index,
+        method,
+        url,
+        res_type,
+        res_id,
+        query or None,
+        copy.deepcopy(resource),
+        raw.get("fullUrl"),
+        req.get("ifNoneExist"),
+        version,
     )
 
 
@@ -116,7 +125,9 @@ def _patch_body(resource: Any, where: str) -> Json:
             return {"patch": loads(base64.b64decode(resource["data"]))}
         except ValueError as error:
             raise bad_request(f"{where}: the Binary does not hold a JSON Patch: {error}", where) from error
-    raise bad_request(f"{where}: a PATCH entry carries its JSON Patch as a Binary resource", f"{where}.resource")
+    raise bad_request(
+        f"{where}: a PATCH entry carries its JSON Patch as a Binary resource", f"{where}.resource"
+    )
 
 
 async def _run_transaction(svc: Services, context: RequestContext, entries: list[Entry]) -> Json:
@@ -154,13 +165,17 @@ def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry]) -> list[J
     return responses
 
 
-def _plan(svc: Services, uow: UnitOfWork, e: Entry, planned: dict[int, str], matched: dict[int, Stored]) -> None:
+def _plan(
+    svc: Services, uow: UnitOfWork, e: Entry, planned: dict[int, str], matched: dict[int, Stored]
+) -> None:
     """Decide the id each POST and conditional PUT will write to, before any reference is rewritten."""
     if e.method == "POST":
         if e.if_none_exist:
             found = svc.searcher.match(uow.connection, e.res_type, e.if_none_exist)
             if len(found) > 1:
-                raise precondition_failed(f"ifNoneExist '{e.if_none_exist}' matches more than one {e.res_type}")
+                raise precondition_failed(
+                    f"ifNoneExist '{e.if_none_exist}' matches more than one {e.res_type}"
+                )
             if found:
                 matched[e.index] = found[0]
                 planned[e.index] = found[0].res_id
@@ -199,7 +214,9 @@ def _rewrite(svc: Services, uow: UnitOfWork, node: Any, ids: dict[str, str]) -> 
             found = svc.searcher.match(uow.connection, res_type, query)
             if len(found) != 1:
                 what = "no" if not found else "more than one"
-                raise precondition_failed(f"The conditional reference '{reference}' matches {what} {res_type}")
+                raise precondition_failed(
+                    f"The conditional reference '{reference}' matches {what} {res_type}"
+                )
             result["reference"] = f"{res_type}/{found[0].res_id}"
     return result
 
@@ -213,7 +230,9 @@ def _response(result: WriteResult | None, stored: Stored | None, status: int) ->
     return item
 
 
-def _execute(svc: Services, uow: UnitOfWork, e: Entry, planned: dict[int, str], matched: dict[int, Stored]) -> Json:
+def _execute(
+    svc: Services, uow: UnitOfWork, e: Entry, planned: dict[int, str], matched: dict[int, Stored]
+) -> Json:
     write_path = svc.write_path
     base = uow.context.base_url
     if e.method == "DELETE":

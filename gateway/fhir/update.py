@@ -24,5 +24,7 @@ async def conditional_update(request: Request, res_type: str) -> Response:
     write_path = services(request).write_path
     version = if_match(request)
     query = str(request.url.query)
-    result = await run(request, lambda uow: write_path.conditional_update(uow, res_type, query, body, version))
+    result = await run(
+        request, lambda uow: write_path.conditional_update(uow, res_type, query, body, version)
+    )
     return write_response(request, request_context(request).base_url, result)

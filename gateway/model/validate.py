@@ -74,7 +74,7 @@ def _reference_issues(res_type: str, resource: Json) -> Iterator[Issue]:
 
 def reference_type(reference: str) -> str | None:
     """The resource type a literal reference names (`Type/id`, `Type/id/_history/n`, or an absolute URL)."""
-    parts = reference.split("?")[0].split("/")
+    parts = reference.split("?", maxsplit=1)[0].split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
     if len(parts) >= 2 and parts[-2][:1].isupper():

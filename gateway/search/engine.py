@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection, and_, false, func, or_, select
@@ -79,7 +78,9 @@ class Searcher:
 
     # -- _include and _revinclude -------------------------------------------------------------------
 
-    def _included(self, connection: Connection, matches: list[Stored], request: SearchRequest) -> list[Stored]:
+    def _included(
+        self, connection: Connection, matches: list[Stored], request: SearchRequest
+    ) -> list[Stored]:
         if not matches or not (request.includes or request.revincludes):
             return []
         seen = {(m.res_type, m.res_id) for m in matches}
@@ -124,7 +125,9 @@ class Searcher:
         )
         if include.target_type:
             condition = and_(condition, table.c.target_type == include.target_type)
-        targets = select(table.c.target_type, table.c.target_id).where(condition, table.c.target_id.is_not(None))
+        targets = select(table.c.target_type, table.c.target_id).where(
+            condition, table.c.target_id.is_not(None)
+        )
         pairs = list(connection.execute(targets).all())
         if not pairs:
             return []
@@ -147,5 +150,3 @@ class Searcher:
             table.c.res_type == include.source_type, table.c.param == include.param.code, or_(*options)
         )
         return [row[0] for row in connection.execute(statement)]
-
-

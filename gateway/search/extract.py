@@ -35,7 +35,7 @@ def _tokens(value: Any) -> Iterator[tuple[str | None, str | None]]:
     elif isinstance(value, str | int):
         yield None, str(value)
     elif isinstance(value, dict):
-        if "coding" in value or "text" in value and "code" not in value and "value" not in value:
+        if "coding" in value or ("text" in value and "code" not in value and "value" not in value):
             for coding in value.get("coding", []):
                 yield from _tokens(coding)
         elif "code" in value:
@@ -51,8 +51,21 @@ def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for key in ("text", "family", "given", "prefix", "suffix", "line", "city", "district", "state",
-                    "postalCode", "country", "value", "display"):
+        for key in (
+            "text",
+            "family",
+            "given",
+            "prefix",
+            "suffix",
+            "line",
+            "city",
+            "district",
+            "state",
+            "postalCode",
+            "country",
+            "value",
+            "display",
+        ):
             item = value.get(key)
             if isinstance(item, list):
                 yield from (part for part in item if isinstance(part, str))

@@ -172,9 +172,7 @@ def _clause(registry: Registry, res_type: str, name: str, value: str) -> Clause 
         if "." in chain_code:
             raise bad_request(f"Only one level of chaining is supported: '{name}'", name)
         candidates = [target_type] if target_type else list(param.targets)
-        target_param = next(
-            (p for t in candidates if (p := registry.get(t, chain_code)) is not None), None
-        )
+        target_param = next((p for t in candidates if (p := registry.get(t, chain_code)) is not None), None)
         if target_param is None:
             raise bad_request(f"Unknown chained parameter '{chain_code}' in '{name}'", name)
         inner = Clause(target_param, values, chain_modifier or None)

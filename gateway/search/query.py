@@ -22,7 +22,6 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    true,
 )
 
 from gateway.errors import bad_request
@@ -31,18 +30,17 @@ from gateway.search.dates import MIN, DateFormatError, date_range, utc_now
 from gateway.search.parameters import PREFIXES, Clause, SearchRequest
 from gateway.search.registry import SearchParam
 from gateway.search.text import fold
+from gateway.store.repository import R
 from gateway.store.tables import (
     DateIndex,
     NumberIndex,
     ReferenceIndex,
-    Resource,
     StringIndex,
     TokenIndex,
     UriIndex,
 )
 
-R = Resource.__table__
-TABLES = {
+TABLES: dict[str, Any] = {
     "token": TokenIndex.__table__,
     "string": StringIndex.__table__,
     "reference": ReferenceIndex.__table__,
@@ -72,7 +70,9 @@ class Planner:
             matched = R.c.res_id.in_(clause.values)
             return not_(matched) if clause.modifier == "not" else matched
         if param.code == "_lastUpdated":
-            return or_(*(self._date(R.c.last_updated, R.c.last_updated, v, point=True) for v in clause.values))
+            return or_(
+                *(self._date(R.c.last_updated, R.c.last_updated, v, point=True) for v in clause.values)
+            )
         table = TABLES[param.type]
         scope = and_(table.c.res_type == res_type, table.c.param == param.code)
         if clause.modifier == "missing":
@@ -91,11 +91,11 @@ class Planner:
             return self._token(table, value)
         if param.type == "string":
             if clause.modifier == "exact":
-                return table.c.value_exact == value
+                return table.c.value_exact == value  # type: ignore[no-any-return]
             pattern = _like_escape(fold(value))
             if clause.modifier == "contains":
-                return table.c.value_folded.like(f"%{pattern}%", escape="\\")
-            return table.c.value_folded.like(f"{pattern}%", escape="\\")
+                return table.c.value_folded.like(f"%{pattern}%", escape="\\")  # type: ignore[no-any-return]
+            return table.c.value_folded.like(f"{pattern}%", escape="\\")  # type: ignore[no-any-return]
         if param.type == "reference":
             return self._reference(table, value, clause.type_modifier)
         if param.type == "date":
@@ -104,8 +104,8 @@ class Planner:
             return _number(table.c.value, value)
         if param.type == "uri":
             if clause.modifier == "below":
-                return table.c.value.like(f"{_like_escape(value)}%", escape="\\")
-            return table.c.value == value
+                return table.c.value.like(f"{_like_escape(value)}%", escape="\\")  # type: ignore[no-any-return]
+            return table.c.value == value  # type: ignore[no-any-return]
         raise bad_request(f"Search parameter type {param.type} is not supported")
 
     @staticmethod
@@ -215,9 +215,7 @@ class Planner:
         statement = select(R.c.rid, *(key for key, _, _ in keys)).where(self.where(request))
         if cursor is not None:
             statement = statement.where(_after(keys, cursor, backwards))
-        order = [
-            (key.desc() if descending != backwards else key.asc()) for key, descending, _ in keys
-        ]
+        order = [(key.desc() if descending != backwards else key.asc()) for key, descending, _ in keys]
         return statement.order_by(*order).limit(request.count + 1)
 
 
@@ -274,7 +272,7 @@ def _number(column: Any, value: str) -> ColumnElement[bool]:
     low, high, exact = float(number - half), float(number + half), float(number)
     if not math.isfinite(exact):
         raise bad_request(f"'{text}' is not a finite number")
-    return {
+    conditions: dict[str, ColumnElement[bool]] = {
         "eq": and_(column >= low, column < high),
         "ne": or_(column < low, column >= high),
         "gt": column > exact,
@@ -284,4 +282,5 @@ def _number(column: Any, value: str) -> ColumnElement[bool]:
         "sa": column > exact,
         "eb": column < exact,
         "ap": and_(column >= exact * 0.9, column <= exact * 1.1),
-    }.get(prefix, true())
+    }
+    return conditions[prefix]

@@ -33,7 +33,7 @@ class Branch:
     """One `|`-separated part of an expression, for one resource type."""
 
     expression: str
-    evaluate: Callable[[Json], list[Any]]
+    evaluate: Callable[..., list[Any]]
     target_type: str | None = None
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
@@ -24,16 +24,16 @@ from gateway.store.tables import (
     UriIndex,
 )
 
-R = Resource.__table__
-V = ResourceVersion.__table__
-CLAIM = IdentifierClaim.__table__
+R = cast(Table, Resource.__table__)
+V = cast(Table, ResourceVersion.__table__)
+CLAIM = cast(Table, IdentifierClaim.__table__)
 _INDEX_TABLES = {
-    "token": TokenIndex.__table__,
-    "string": StringIndex.__table__,
-    "reference": ReferenceIndex.__table__,
-    "date": DateIndex.__table__,
-    "number": NumberIndex.__table__,
-    "uri": UriIndex.__table__,
+    "token": cast(Table, TokenIndex.__table__),
+    "string": cast(Table, StringIndex.__table__),
+    "reference": cast(Table, ReferenceIndex.__table__),
+    "date": cast(Table, DateIndex.__table__),
+    "number": cast(Table, NumberIndex.__table__),
+    "uri": cast(Table, UriIndex.__table__),
 }
 
 
@@ -71,9 +71,7 @@ class Repository:
         self.connection = connection
 
     def current(self, res_type: str, res_id: str) -> Stored | None:
-        row = self.connection.execute(
-            select(R).where(R.c.res_type == res_type, R.c.res_id == res_id)
-        ).first()
+        row = self.connection.execute(select(R).where(R.c.res_type == res_type, R.c.res_id == res_id)).first()
         return _stored(row) if row else None
 
     def current_many(self, rids: Sequence[int]) -> list[Stored]:
@@ -120,7 +118,7 @@ class Repository:
             )
             if result.rowcount != 1:
                 raise StaleVersion(resource["resourceType"], resource["id"])
-        return Stored(rid=rid, **values)  # type: ignore[arg-type]
+        return Stored(rid=rid, **values)
 
     def replace_index(self, rid: int, rows: IndexRows | None) -> None:
         """Replace the resource's index rows (None removes them, as for a tombstone)."""

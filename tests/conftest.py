@@ -1,0 +1,96 @@
+"""Shared fixtures. Every storage, search and API test runs on SQLite and, when
+GATEWAY_TEST_POSTGRES_URL is set, on PostgreSQL too (one schema per test session, dropped after)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.services import Services
+from gateway.store import migrate
+from gateway.store.database import make_engine
+from gateway.store.tables import Base
+
+POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
+SKIP_POSTGRES = "PostgreSQL half skipped: set GATEWAY_TEST_POSTGRES_URL (CI sets it) to run it"
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+    schema: str
+    engine: Engine
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {"database_url": self.url, "database_schema": self.schema}
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    def environment(self) -> dict[str, str]:
+        """The environment a `gateway` subprocess needs to use this database."""
+        return {"DATABASE_URL": self.url, "DATABASE_SCHEMA": self.schema}
+
+    def clear(self) -> None:
+        tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+        with self.engine.begin() as connection:
+            if self.backend == "postgresql":
+                connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            else:
+                for name in tables:
+                    connection.execute(text(f"DELETE FROM {name}"))
+
+
+def _sqlite(tmp: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp / 'gateway.db'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    yield Database("sqlite", url, "", engine)
+    engine.dispose()
+
+
+def _postgres() -> Iterator[Database]:
+    if not POSTGRES_URL:
+        pytest.skip(SKIP_POSTGRES)
+    schema = f"gw_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    engine = make_engine(POSTGRES_URL, schema)
+    try:
+        migrate.upgrade(engine)
+        yield Database("postgresql", POSTGRES_URL, schema, engine)
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    if request.param == "sqlite":
+        yield from _sqlite(tmp_path_factory.mktemp("sqlite"))
+    else:
+        yield from _postgres()
+
+
+@pytest.fixture
+def services(database: Database) -> Services:
+    database.clear()
+    return Services.build(database.settings(), engine=database.engine)
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services.settings, services=services)) as test_client:
+        yield test_client
