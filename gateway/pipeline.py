@@ -10,6 +10,8 @@ unit of work, so conditional operations see the winner's row the second time.
 from __future__ import annotations
 
 import copy
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,7 +116,9 @@ class WritePath:
                 self._after_commit(uow)
                 return result
             except (IntegrityError, StaleVersion, Conflict) as error:
-                if attempt == MAX_ATTEMPTS - 1:
+                if attempt < MAX_ATTEMPTS - 1:
+                    time.sleep(random.uniform(0, 0.002 * 2**attempt))  # back off, then re-run it all
+                else:
                     self._after_rollback(uow, 409)
                     raise conflict(
                         f"The write conflicted with a concurrent one and was not stored: {error}"
@@ -188,7 +192,7 @@ class WritePath:
         self, uow: UnitOfWork, res_type: str, res_id: str, resource: Any, if_match: int | None = None
     ) -> WriteResult:
         resource = validate(resource, res_type, res_id)
-        current = uow.repository.current(res_type, res_id)
+        current = uow.repository.current(res_type, res_id, lock=True)
         if if_match is not None and (current is None or current.version_id != if_match):
             have = f"version {current.version_id}" if current else "no version"
             raise precondition_failed(
@@ -247,7 +251,7 @@ class WritePath:
 
     def delete(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored | None:
         """Delete as a versioned tombstone; deleting what is absent or already deleted is a no-op."""
-        current = uow.repository.current(res_type, res_id)
+        current = uow.repository.current(res_type, res_id, lock=True)
         if current is None or current.deleted:
             return None
         self.hooks.policy.authorize_write(uow.context, "delete", current.json(), current.json())

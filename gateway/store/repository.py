@@ -70,8 +70,13 @@ class Repository:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    def current(self, res_type: str, res_id: str) -> Stored | None:
-        row = self.connection.execute(select(R).where(R.c.res_type == res_type, R.c.res_id == res_id)).first()
+    def current(self, res_type: str, res_id: str, lock: bool = False) -> Stored | None:
+        """The current version; `lock` holds its row until the transaction ends (PostgreSQL), so
+        concurrent updaters of one resource queue instead of colliding."""
+        statement = select(R).where(R.c.res_type == res_type, R.c.res_id == res_id)
+        if lock:
+            statement = statement.with_for_update()
+        row = self.connection.execute(statement).first()
         return _stored(row) if row else None
 
     def current_many(self, rids: Sequence[int]) -> list[Stored]:
