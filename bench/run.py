@@ -1,0 +1,291 @@
+"""`make bench`: seed stores, start real servers, measure, and write docs/performance.md.
+
+Environment: BENCH_SIZE (resources seeded, default 100000), BENCH_SECONDS (per scenario, default 10),
+BENCH_CLIENTS (concurrent clients, default 8), BENCH_WORKERS (server processes, default 2),
+BENCH_POSTGRES_URL (default the local test server; set it empty to skip PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from bench.load import Result, measure
+from bench.seed import ORGANIZATIONS, clear, seed
+from gateway.config import REPO_ROOT, Settings
+from gateway.model.types import dumps
+from gateway.services import Services
+from gateway.store import migrate
+from gateway.store.database import make_engine
+
+SIZE = int(os.environ.get("BENCH_SIZE", "100000"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+@dataclass
+class Run:
+    backend: str
+    seeded: int = 0
+    seed_seconds: float = 0.0
+    results: list[Result] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} never became ready")
+
+
+def worker_rss(pid: int) -> list[float]:
+    """Resident memory of the server's worker processes (its children), in MB."""
+    sizes = []
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            status = (child / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(pid):
+            sizes.append(int(fields["VmRSS"].split()[0]) / 1024)
+    return sizes
+
+
+def scenarios(patients: int) -> list[tuple[str, object]]:
+    rng = random.Random(11)
+    statuses = ["requested", "accepted"]
+
+    def task_body(n: int) -> bytes:
+        return dumps(
+            {
+                "resourceType": "Task",
+                "status": "requested",
+                "intent": "order",
+                "for": {"reference": f"Patient/pat-{rng.randrange(patients)}"},
+                "owner": {"reference": f"Organization/org-{n % ORGANIZATIONS}"},
+            }
+        ).encode()
+
+    def update(n: int) -> tuple[str, str, bytes]:
+        target = rng.randrange(patients)
+        body = dumps(
+            {
+                "resourceType": "Task",
+                "id": f"task-{target}",
+                "status": statuses[n % 2],
+                "intent": "order",
+                "for": {"reference": f"Patient/pat-{target}"},
+                "owner": {"reference": f"Organization/org-{target % ORGANIZATIONS}"},
+            }
+        ).encode()
+        return "PUT", f"/fhir/Task/task-{target}", body
+
+    return [
+        ("read Patient by id", lambda n: ("GET", f"/fhir/Patient/pat-{rng.randrange(patients)}", None)),
+        ("create Task", lambda n: ("POST", "/fhir/Task", task_body(n))),
+        ("update Task", update),
+        (
+            "search Task?owner=X&status=requested",
+            lambda n: (
+                "GET",
+                f"/fhir/Task?owner=Organization/org-{rng.randrange(ORGANIZATIONS)}&status=requested",
+                None,
+            ),
+        ),
+        (
+            "search DeviceRequest?patient=Y&_revinclude=Provenance:target",
+            lambda n: (
+                "GET",
+                f"/fhir/DeviceRequest?patient=pat-{rng.randrange(patients)}&_revinclude=Provenance:target",
+                None,
+            ),
+        ),
+    ]
+
+
+def bench_backend(backend: str, url: str, schema: str) -> Run:
+    run = Run(backend)
+    settings = Settings(database_url=url, database_schema=schema)
+    engine = make_engine(url, schema)
+    migrate.upgrade(engine)
+    services = Services.build(settings, engine=engine)
+    clear(services)
+    started = time.perf_counter()
+    run.seeded = seed(services, SIZE)
+    run.seed_seconds = time.perf_counter() - started
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
+    engine.dispose()
+    print(f"[{backend}] seeded {run.seeded} in {run.seed_seconds:.0f}s", flush=True)
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "DATABASE_SCHEMA": schema}
+    server = subprocess.Popen(
+        [GATEWAY, "serve", "--port", str(port), "--workers", str(WORKERS), "--no-upgrade"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", server)
+        patients = (run.seeded - ORGANIZATIONS) // 4
+        for name, make in scenarios(patients):
+            result = measure(f"http://127.0.0.1:{port}", name, make, CLIENTS, SECONDS)  # type: ignore[arg-type]
+            print(
+                f"[{backend}] {name}: {result.per_second:.0f}/s p50 {result.p50_ms:.1f} ms "
+                f"p95 {result.p95_ms:.1f} ms errors {result.errors}",
+                flush=True,
+            )
+            run.results.append(result)
+        run.rss_mb = worker_rss(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+    return run
+
+
+def bench_bare() -> Result:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare:app",
+            "--port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=REPO_ROOT,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/fhir/Patient/x", server)
+        return measure(
+            f"http://127.0.0.1:{port}",
+            "bare FastAPI read",
+            lambda n: ("GET", "/fhir/Patient/x", None),
+            CLIENTS,
+            SECONDS,
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def postgres_schema() -> str | None:
+    if not POSTGRES:
+        return None
+    try:
+        admin = create_engine(POSTGRES)
+        with admin.begin() as connection:
+            connection.execute(text("DROP SCHEMA IF EXISTS gateway_bench CASCADE"))
+            connection.execute(text("CREATE SCHEMA gateway_bench"))
+        admin.dispose()
+    except Exception as error:  # no server: report and go on with SQLite
+        print(f"PostgreSQL skipped: {error}", flush=True)
+        return None
+    return "gateway_bench"
+
+
+def report(runs: list[Run], bare: Result) -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = next(
+        line.split(":", 1)[1].strip()
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `make bench` (bench/run.py). Figures are measured, not asserted anywhere in tests.",
+        "",
+        f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Machine: {os.cpu_count()} cores ({cpu}), {memory} RAM, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}",
+        f"- Server: `gateway serve --workers {WORKERS}` (uvicorn); load: {CLIENTS} concurrent keep-alive "
+        f"clients, {SECONDS:.0f} s per scenario after 1 s warm-up.",
+        "- The load generator (Python, asyncio + httpx) runs on the same 2 cores as the server and the",
+        "  database, so it takes CPU from them: every figure is a lower bound for the server alone.",
+        f"- Ceiling: a bare FastAPI endpoint served the same way answered **{bare.per_second:.0f} req/s** "
+        f"(p50 {bare.p50_ms:.1f} ms, p95 {bare.p95_ms:.1f} ms).",
+        "",
+    ]
+    for run in runs:
+        lines += [
+            f"## {run.backend}: {run.seeded:,} resources seeded ({run.seeded / run.seed_seconds:.0f}/s bulk)",
+            "",
+            "| scenario | req/s | ratio to bare | p50 ms | p95 ms | errors |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in run.results:
+            ratio = r.per_second / bare.per_second if bare.per_second else 0
+            lines.append(
+                f"| {r.name} | {r.per_second:.0f} | {ratio:.2f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} "
+                f"| {r.errors} |"
+            )
+        rss = ", ".join(f"{size:.0f}" for size in run.rss_mb) or "n/a"
+        lines += ["", f"Worker RSS after the run: {rss} MB.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    runs = []
+    sqlite_path = REPO_ROOT / "var" / "bench.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
+    runs.append(bench_backend("SQLite", f"sqlite:///{sqlite_path}", ""))
+    schema = postgres_schema()
+    if schema:
+        runs.append(bench_backend("PostgreSQL", POSTGRES, schema))
+    bare = bench_bare()
+    print(f"bare: {bare.per_second:.0f}/s", flush=True)
+    text_out = report(runs, bare)
+    existing = REPO_ROOT / "docs" / "performance.md"
+    analysis = ""
+    if existing.exists() and "<!-- analysis -->" in existing.read_text():
+        analysis = existing.read_text().split("<!-- analysis -->", 1)[1]
+    existing.write_text(text_out + "\n<!-- analysis -->" + analysis)
+    print(f"wrote {existing}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Bulk seeder: generated Organizations, Patients, Practitioners, Tasks, DeviceRequests and Provenance,
+written straight to the tables in large batches, with index rows from the same extraction the write
+path uses (so searches see exactly what they would after normal writes). Only for benchmarks."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert
+
+from gateway.model.types import Json, dumps
+from gateway.search.dates import to_instant, utc_now
+from gateway.services import Services
+from gateway.store.repository import _INDEX_TABLES, CLAIM, R, V
+from gateway.store.tables import Base
+
+PNR = "http://electronichealth.se/identifier/personnummer"
+HSA = "urn:oid:1.2.752.29.4.19"
+ORGANIZATIONS = 200
+BATCH = 2000
+STATUSES = ["requested", "accepted", "in-progress", "completed", "rejected"]
+
+
+def luhn_pnr(n: int) -> str:
+    """A fictitious personnummer (born 1930-1999) with a correct Luhn check digit."""
+    year = 1930 + n % 70
+    month, day, serial = 1 + n % 12, 1 + n % 28, n % 1000
+    body = f"{year % 100:02d}{month:02d}{day:02d}{serial:03d}"
+    total = 0
+    for i, digit in enumerate(body):
+        value = int(digit) * (2 if i % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return f"{year // 100}{body}{(10 - total % 10) % 10}"
+
+
+def resources(count: int, seed: int = 7) -> Iterator[Json]:
+    """About `count` resources: per patient a DeviceRequest, a Task and a Provenance (4 each)."""
+    rng = random.Random(seed)
+    for i in range(ORGANIZATIONS):
+        yield {
+            "resourceType": "Organization",
+            "id": f"org-{i}",
+            "name": f"Enhet {i}",
+            "identifier": [{"system": HSA, "value": f"SE2321000016-{i:04d}"}],
+        }
+    patients = max(1, (count - ORGANIZATIONS) // 4)
+    for n in range(patients):
+        pid = f"pat-{n}"
+        owner = f"Organization/org-{rng.randrange(ORGANIZATIONS)}"
+        yield {
+            "resourceType": "Patient",
+            "id": pid,
+            "identifier": [{"system": PNR, "value": f"{luhn_pnr(n)}-{n}"}],
+            "name": [{"family": f"Efternamn{n % 5000}", "given": [f"Förnamn{n % 300}"]}],
+            "birthDate": f"{1930 + n % 70}-{1 + n % 12:02d}-{1 + n % 28:02d}",
+        }
+        yield {
+            "resourceType": "DeviceRequest",
+            "id": f"dr-{n}",
+            "status": "active",
+            "intent": "order",
+            "codeCodeableConcept": {"text": "Syrgaskoncentrator"},
+            "subject": {"reference": f"Patient/{pid}"},
+            "requester": {"reference": f"Organization/org-{rng.randrange(ORGANIZATIONS)}"},
+            "authoredOn": "2026-01-15T10:00:00+01:00",
+        }
+        yield {
+            "resourceType": "Task",
+            "id": f"task-{n}",
+            "status": rng.choice(STATUSES),
+            "intent": "order",
+            "for": {"reference": f"Patient/{pid}"},
+            "owner": {"reference": owner},
+            "focus": {"reference": f"DeviceRequest/dr-{n}"},
+            "authoredOn": "2026-02-01T08:00:00+01:00",
+        }
+        yield {
+            "resourceType": "Provenance",
+            "id": f"prov-{n}",
+            "recorded": "2026-01-15T10:00:00+01:00",
+            "target": [{"reference": f"DeviceRequest/dr-{n}"}, {"reference": f"Task/task-{n}"}],
+            "agent": [{"who": {"reference": owner}}],
+        }
+
+
+def clear(services: Services) -> None:
+    with services.engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+def seed(services: Services, count: int) -> int:
+    """Insert about `count` resources; returns how many."""
+    now = utc_now() - timedelta(days=1)
+    meta = {"versionId": "1", "lastUpdated": to_instant(now)}
+    written = 0
+    batch: list[Json] = []
+
+    def flush() -> None:
+        nonlocal written
+        with services.engine.begin() as connection:
+            rows: list[dict[str, Any]] = [
+                {
+                    "res_type": r["resourceType"],
+                    "res_id": r["id"],
+                    "version_id": 1,
+                    "last_updated": now,
+                    "deleted": False,
+                    "content": dumps(r),
+                }
+                for r in batch
+            ]
+            connection.execute(insert(V), [row | {"method": "POST"} for row in rows])
+            rids = connection.execute(
+                insert(R).returning(R.c.rid, sort_by_parameter_order=True), rows
+            ).scalars()
+            index: dict[str, list[dict[str, Any]]] = {name: [] for name in _INDEX_TABLES}
+            claims = []
+            for rid, resource in zip(list(rids), batch, strict=True):
+                extracted = services.extractor.rows(resource)
+                for name in _INDEX_TABLES:
+                    index[name].extend(row | {"rid": rid} for row in getattr(extracted, name))
+                for identifier in resource.get("identifier", []):
+                    claims.append(
+                        {
+                            "res_type": resource["resourceType"],
+                            "system": identifier["system"],
+                            "value": identifier["value"],
+                            "rid": rid,
+                        }
+                    )
+            for name, table in _INDEX_TABLES.items():
+                if index[name]:
+                    connection.execute(insert(table), index[name])
+            if claims:
+                connection.execute(insert(CLAIM), claims)
+        written += len(batch)
+        batch.clear()
+
+    for resource in resources(count):
+        resource["meta"] = meta
+        batch.append(resource)
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
+    return written
