@@ -7,10 +7,10 @@ import logging
 from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.config import Settings
@@ -23,22 +23,34 @@ from gateway.services import Services
 log = logging.getLogger("gateway")
 
 
-class BodyLimit(BaseHTTPMiddleware):
-    """Refuse bodies over the configured size with 413 before reading them."""
+class BodyLimit:
+    """Refuse request bodies over the configured size with 413: at once when Content-Length says so,
+    otherwise as soon as the streamed body passes the limit. Plain ASGI, so it costs nothing per request."""
 
-    def __init__(self, app: object, max_bytes: int) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
         self.max_bytes = max_bytes
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return error_response(too_large(f"The body exceeds the limit of {self.max_bytes} bytes"))
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
-            body = await request.body()
-            if len(body) > self.max_bytes:
-                return error_response(too_large(f"The body exceeds the limit of {self.max_bytes} bytes"))
-        return await call_next(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"The body exceeds the limit of {self.max_bytes} bytes"
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await error_response(too_large(message))(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            event = await receive()
+            received += len(event.get("body", b""))
+            if received > self.max_bytes:
+                raise too_large(message)
+            return event
+
+        await self.app(scope, limited, send)
 
 
 def create_app(
