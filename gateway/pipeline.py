@@ -153,10 +153,18 @@ class WritePath:
         meta["lastUpdated"] = to_instant(uow.now)
         resource["meta"] = meta
         repository = uow.repository
+        identifiers = list(_identifiers(resource))
+        for system, value in identifiers:
+            holder = repository.claimed_by(resource["resourceType"], system, value)
+            if holder is not None and (previous is None or holder != previous.rid):
+                raise conflict(
+                    f"Another {resource['resourceType']} already has the identifier {system}|{value}",
+                    f"{resource['resourceType']}.identifier",
+                )
         try:
             stored = repository.write(previous, resource, method, uow.now)
             repository.replace_index(stored.rid, self.extractor.rows(resource))
-            repository.replace_claims(stored.rid, resource["resourceType"], _identifiers(resource))
+            repository.replace_claims(stored.rid, resource["resourceType"], identifiers)
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
         uow.changes.append(Change(stored.res_type, stored.res_id, stored.version_id, method))

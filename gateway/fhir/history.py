@@ -15,9 +15,8 @@ from gateway.fhir.http import fhir_response
 from gateway.hooks import AccessRecord
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import DateFormatError, date_range, to_instant
+from gateway.store.repository import Stored
 from gateway.store.repository import history as select_history
-
-METHODS = {"POST": ("POST", "201 Created"), "PUT": ("PUT", "200 OK"), "DELETE": ("DELETE", "200 OK")}
 
 
 async def instance_history(request: Request, res_type: str, res_id: str) -> Response:
@@ -47,31 +46,39 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
     base = request_context(request).base_url
     policy = svc.hooks.policy
 
-    def work(uow: UnitOfWork) -> list[tuple[int, str, Any]]:
+    def work(uow: UnitOfWork) -> tuple[list[tuple[int, str, Stored]], int | None]:
         if res_id is not None:
             current = uow.repository.current(res_type, res_id)
             if current is None or (not current.deleted and not policy.can_read(uow.context, current.json())):
                 raise not_found(f"{res_type}/{res_id} is not known")
+        if limit == 0:  # _count=0: no versions, and no pages to follow
+            return [], None
         rows = select_history(
             uow.connection, res_type, res_id, since, int(cursor) if cursor else None, limit + 1
         )
-        visible = [row for row in rows if row[2].deleted or policy.can_read(uow.context, row[2].json())]
+        # The next page starts below the last version this page looked at, whether or not the client
+        # may see it: leaving versions out must not end the paging early.
+        following = rows[limit - 1][0] if len(rows) > limit else None
+        visible = [
+            row for row in rows[:limit] if row[2].deleted or policy.can_read(uow.context, row[2].json())
+        ]
         uow.records.append(
-            AccessRecord("history", res_type, [row[2].res_id for row in visible[:limit]], 200, uow.context)
+            AccessRecord("history", res_type, [row[2].res_id for row in visible], 200, uow.context)
         )
-        return visible
+        return visible, following
 
-    rows = await run(request, work, write=False)
+    rows, following = await run(request, work, write=False)
     entries = []
-    for _seq, method, stored in rows[:limit]:
+    for _seq, method, stored in rows:
         item: dict[str, Any] = {"fullUrl": f"{base}/{stored.res_type}/{stored.res_id}"}
         if not stored.deleted:
             item["resource"] = stored.json()
-        http_method, status = METHODS.get(method, ("PUT", "200 OK"))
+        http_method = method if method in ("POST", "PUT", "DELETE") else "PUT"
+        created = http_method == "POST" or (http_method == "PUT" and stored.version_id == 1)
         url = f"{stored.res_type}/{stored.res_id}" if http_method != "POST" else stored.res_type
         item["request"] = {"method": http_method, "url": url}
         item["response"] = {
-            "status": status,
+            "status": "201 Created" if created else "200 OK",
             "etag": f'W/"{stored.version_id}"',
             "lastModified": to_instant(stored.last_updated),
         }
@@ -79,9 +86,7 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
     path = f"{base}/{res_type}" + (f"/{res_id}" if res_id else "") + "/_history"
     keep = [(k, v) for k, v in params.multi_items() if k != "_cursor"]
     links = [{"relation": "self", "url": path + ("?" + urlencode(keep) if keep else "")}]
-    if len(rows) > limit:
-        links.append(
-            {"relation": "next", "url": f"{path}?{urlencode([*keep, ('_cursor', rows[limit - 1][0])])}"}
-        )
+    if following is not None:
+        links.append({"relation": "next", "url": f"{path}?{urlencode([*keep, ('_cursor', following)])}"})
     bundle = {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}
     return fhir_response(bundle)

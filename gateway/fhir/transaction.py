@@ -1,40 +1,57 @@
 """transaction and batch: POST [base] with a Bundle.
 
-A transaction is one unit of work: all entries commit together or none does. It follows the
-specification's processing order (DELETE, then POST, then PUT and PATCH, then GET), assigns ids to
-new resources first and rewrites every reference to an entry's `fullUrl` (`urn:uuid:…`) and every
-conditional reference (`Patient?identifier=…`) before anything is written. A batch runs each entry
-in a unit of work of its own and reports each entry's outcome.
+A transaction is one unit of work: all entries commit together or none does, and an error names the
+entry (`Bundle.entry[i]`). It follows the specification's processing order (DELETE, then POST, then
+PUT and PATCH, then GET). After the DELETEs it decides the id of every entry that creates or changes a
+resource (conditional creates and updates included, and refuses two entries changing the same one),
+so that each reference to an entry's `fullUrl` (`urn:uuid:…`) becomes `Type/id`. Conditional
+references (`Patient?identifier=…`) are resolved as each entry is written: against the database as
+the transaction has left it so far, or else to the resource another entry creates or updates under
+the very same condition. A batch runs each entry in a unit of work of its own and reports each
+entry's outcome; its entries cannot refer to each other.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from http import HTTPStatus
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 from uuid import uuid4
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import FhirError, Issue, bad_request, not_found, precondition_failed, too_large
+from gateway.errors import (
+    FhirError,
+    Issue,
+    bad_request,
+    forbidden,
+    gone,
+    not_found,
+    precondition_failed,
+    too_large,
+)
 from gateway.fhir.context import request_context, services
 from gateway.fhir.http import entry as bundle_entry
 from gateway.fhir.http import fhir_response, read_json
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.search import searchset
-from gateway.hooks import RequestContext
+from gateway.hooks import AccessRecord, RequestContext
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
-from gateway.pipeline import UnitOfWork, WriteResult
+from gateway.pipeline import Conflict, UnitOfWork
 from gateway.search.dates import to_instant
 from gateway.services import Services
 from gateway.store.repository import Stored
 
+T = TypeVar("T")
+
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
 
 @dataclass
@@ -49,11 +66,35 @@ class Entry:
     full_url: str | None
     if_none_exist: str | None
     if_match: int | None
+    version: int | None = None  # GET [type]/[id]/_history/[vid]
+
+
+@dataclass
+class Plan:
+    """What a transaction decided before writing: the id each entry acts on and what it stands for."""
+
+    ids: dict[str, str] = field(default_factory=dict)  # fullUrl → Type/id
+    targets: dict[int, str] = field(default_factory=dict)  # entry index → id it creates or changes
+    matched: dict[int, Stored] = field(default_factory=dict)  # POST whose ifNoneExist found a resource
+    aliases: dict[int, int] = field(default_factory=dict)  # POST whose ifNoneExist an earlier POST makes
+    conditions: dict[tuple[str, tuple[tuple[str, str], ...]], str] = field(default_factory=dict)
+
+
+def _status(code: int) -> str:
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
 
 
 async def transaction_or_batch(request: Request) -> Response:
-    svc = services(request)
     bundle = await read_json(request)
+    return fhir_response(await process_bundle(services(request), request_context(request), bundle))
+
+
+async def process_bundle(svc: Services, context: RequestContext, bundle: Any) -> Json:
+    """Process a transaction or batch Bundle as POST [base] does and give the response Bundle. A failed
+    transaction raises FhirError (nothing is stored); a batch reports each entry's outcome."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise bad_request("POST to the base takes a Bundle", "Bundle")
     kind = bundle.get("type")
@@ -67,13 +108,11 @@ async def transaction_or_batch(request: Request) -> Response:
             f"The Bundle has {len(raw_entries)} entries; "
             f"this server takes at most {svc.settings.max_bundle_entries}"
         )
-    context = request_context(request)
-    if kind == "transaction":
-        entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
-        body = await _run_transaction(svc, context, entries)
-    else:
-        body = await _run_batch(svc, context, raw_entries)
-    return fhir_response(body)
+    if kind == "batch":
+        return await _run_batch(svc, context, raw_entries)
+    entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+    _check_full_urls(entries)
+    return await _run_transaction(svc, context, entries)
 
 
 def _parse_entry(index: int, raw: Any) -> Entry:
@@ -92,18 +131,32 @@ def _parse_entry(index: int, raw: Any) -> Entry:
     res_id = parts[1] if len(parts) > 1 else None
     if res_id is not None and not is_valid_id(res_id):
         raise bad_request(f"{where}: '{res_id}' is not a valid id", f"{where}.request.url")
-    resource = raw.get("resource")
-    if method in ("POST", "PUT") and not isinstance(resource, dict):
-        raise bad_request(f"{where} ({method}) has no resource", f"{where}.resource")
-    if method == "PATCH":
-        resource = _patch_body(resource, where)
-    if_match = req.get("ifMatch")
     version = None
+    if len(parts) == 4 and method in ("GET", "HEAD") and parts[2] == "_history" and parts[3].isdigit():
+        version = int(parts[3])
+    elif len(parts) > 2 or (method == "POST" and res_id is not None):
+        raise bad_request(f"{where}: {method} {url} is not supported in a Bundle", f"{where}.request.url")
+    resource = raw.get("resource")
+    if method in ("POST", "PUT"):
+        if not isinstance(resource, dict):
+            raise bad_request(f"{where} ({method}) has no resource", f"{where}.resource")
+        if resource.get("resourceType") != res_type:
+            raise bad_request(
+                f"{where}: the resource is a {resource.get('resourceType')}, the url names {res_type}",
+                f"{where}.resource.resourceType",
+            )
+    elif method == "PATCH":
+        resource = _patch_body(resource, where)
+    else:
+        resource = None
+    if_match = req.get("ifMatch")
+    expected = None
     if isinstance(if_match, str):
         text = if_match.removeprefix("W/").strip('"')
         if not text.isdigit():
             raise bad_request(f'{where}.request.ifMatch must be W/"n"', f"{where}.request.ifMatch")
-        version = int(text)
+        expected = int(text)
+    if_none_exist = req.get("ifNoneExist") if method == "POST" else None
     return Entry(
         index,
         method,
@@ -113,18 +166,36 @@ def _parse_entry(index: int, raw: Any) -> Entry:
         query or None,
         copy.deepcopy(resource),
         raw.get("fullUrl"),
-        req.get("ifNoneExist"),
+        if_none_exist.lstrip("?") if isinstance(if_none_exist, str) and if_none_exist else None,
+        expected,
         version,
     )
+
+
+def _check_full_urls(entries: list[Entry]) -> None:
+    seen: dict[str, int] = {}
+    for e in entries:
+        if e.full_url is None:
+            continue
+        if e.full_url in seen:
+            raise bad_request(
+                f"Bundle.entry[{e.index}].fullUrl '{e.full_url}' is also the fullUrl of "
+                f"Bundle.entry[{seen[e.full_url]}]",
+                f"Bundle.entry[{e.index}].fullUrl",
+            )
+        seen[e.full_url] = e.index
 
 
 def _patch_body(resource: Any, where: str) -> Json:
     """PATCH entries carry the JSON Patch as a Binary (the spec's way for JSON Patch in Bundles)."""
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary" and "data" in resource:
         try:
-            return {"patch": loads(base64.b64decode(resource["data"]))}
-        except ValueError as error:
+            operations = loads(base64.b64decode(resource["data"], validate=True))
+        except (ValueError, TypeError) as error:
             raise bad_request(f"{where}: the Binary does not hold a JSON Patch: {error}", where) from error
+        if not isinstance(operations, list):
+            raise bad_request(f"{where}: a JSON Patch is a list of operations", f"{where}.resource.data")
+        return {"patch": operations}
     raise bad_request(
         f"{where}: a PATCH entry carries its JSON Patch as a Binary resource", f"{where}.resource"
     )
@@ -139,36 +210,44 @@ async def _run_transaction(svc: Services, context: RequestContext, entries: list
 
 
 def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry]) -> list[Json]:
-    ids: dict[str, str] = {}  # fullUrl → Type/id
-    planned: dict[int, str] = {}  # entry index → id to use (POST new, conditional PUT)
-    matched: dict[int, Stored] = {}  # POST whose If-None-Exist found a resource
-    for e in entries:
-        try:
-            _plan(svc, uow, e, planned, matched)
-        except FhirError as error:
-            raise _at(error, e) from error
-        target = planned.get(e.index, e.res_id)
-        if e.full_url and target:
-            ids[e.full_url] = f"{e.res_type}/{target}"
-    for e in entries:
-        if e.resource is not None and e.method in ("POST", "PUT"):
-            try:
-                e.resource = _rewrite(svc, uow, e.resource, ids)
-            except FhirError as error:
-                raise _at(error, e) from error
+    """The R4 transaction processing rules: DELETE, then POST, then PUT and PATCH, then GET; ids are
+    decided (after the DELETEs) before anything else is written, so every `fullUrl` resolves."""
     responses: list[Json] = [{} for _ in entries]
-    for e in sorted(entries, key=lambda x: (ORDER[x.method], x.index)):
-        try:
-            responses[e.index] = _execute(svc, uow, e, planned, matched)
-        except FhirError as error:
-            raise _at(error, e) from error
+    ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
+    plan = Plan()
+    for e in ordered:
+        if e.method == "DELETE":
+            responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan))
+    for e in ordered:
+        if e.method != "DELETE":
+            _guarded(e, partial(_plan, svc, uow, e, plan))
+        target = plan.targets.get(e.index, e.res_id)
+        if e.full_url and target and e.method not in ("GET", "HEAD"):
+            plan.ids[e.full_url] = f"{e.res_type}/{target}"
+    _check_overlap(entries, plan)
+    for e in ordered:
+        if e.method != "DELETE":
+            responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan))
     return responses
 
 
-def _plan(
-    svc: Services, uow: UnitOfWork, e: Entry, planned: dict[int, str], matched: dict[int, Stored]
-) -> None:
-    """Decide the id each POST and conditional PUT will write to, before any reference is rewritten."""
+def _guarded(e: Entry, step: Callable[[], T]) -> T:
+    """Run one step of an entry; its errors name the entry."""
+    try:
+        return step()
+    except FhirError as error:
+        raise _at(error, e) from error
+    except Conflict as error:
+        raise Conflict(f"Bundle.entry[{e.index}] ({e.method} {e.url}): {error}") from error
+
+
+def _condition(res_type: str, query: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return res_type, tuple(sorted(parse_qsl(query, keep_blank_values=True)))
+
+
+def _plan(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> None:
+    """Decide the id each POST and conditional PUT or PATCH will write to, before anything is written."""
+    policy = svc.hooks.policy
     if e.method == "POST":
         if e.if_none_exist:
             found = svc.searcher.match(uow.connection, e.res_type, e.if_none_exist)
@@ -176,53 +255,122 @@ def _plan(
                 raise precondition_failed(
                     f"ifNoneExist '{e.if_none_exist}' matches more than one {e.res_type}"
                 )
+            key = _condition(e.res_type, e.if_none_exist)
             if found:
-                matched[e.index] = found[0]
-                planned[e.index] = found[0].res_id
-        planned.setdefault(e.index, str(uuid4()))
-    elif e.method == "PUT" and e.res_id is None:
-        found = svc.searcher.match(uow.connection, e.res_type, e.query or "")
+                if not policy.can_read(uow.context, found[0].json()):
+                    raise forbidden("The matching resource cannot be used by this client")
+                plan.matched[e.index] = found[0]
+                plan.targets[e.index] = found[0].res_id
+            elif key in plan.conditions:
+                # An earlier entry of this Bundle creates what this one asks for: use it, as a replay would.
+                first = next(i for i, t in plan.targets.items() if t == plan.conditions[key])
+                plan.aliases[e.index] = first
+                plan.targets[e.index] = plan.conditions[key]
+            plan.targets.setdefault(e.index, str(uuid4()))
+            plan.conditions.setdefault(key, plan.targets[e.index])
+        else:
+            plan.targets[e.index] = str(uuid4())
+    elif e.method in ("PUT", "PATCH") and e.res_id is None:
+        if not e.query:
+            raise bad_request(f"{e.method} {e.url} needs an id or a search condition")
+        found = svc.searcher.match(uow.connection, e.res_type, e.query)
         if len(found) > 1:
             raise precondition_failed(f"The condition '{e.query}' matches more than one {e.res_type}")
+        if found and not policy.can_read(uow.context, found[0].json()):
+            raise forbidden("The matching resource cannot be used by this client")
+        if e.method == "PATCH":
+            if not found:
+                raise not_found(f"The condition '{e.query}' matches no {e.res_type}")
+            plan.targets[e.index] = found[0].res_id
+            return
         body_id = (e.resource or {}).get("id")
-        planned[e.index] = found[0].res_id if found else (body_id or str(uuid4()))
+        if found and body_id is not None and body_id != found[0].res_id:
+            raise bad_request(
+                f"The resource id '{body_id}' differs from the matching {e.res_type}/{found[0].res_id}",
+                "id",
+            )
+        plan.targets[e.index] = found[0].res_id if found else (body_id or str(uuid4()))
+        plan.conditions.setdefault(_condition(e.res_type, e.query), plan.targets[e.index])
+
+
+def _check_overlap(entries: list[Entry], plan: Plan) -> None:
+    """Two entries may not change the same resource (R4: identities in DELETE/POST/PUT/PATCH overlap)."""
+    seen: dict[tuple[str, str], int] = {}
+    for e in entries:
+        if e.method in ("GET", "HEAD") or e.index in plan.matched or e.index in plan.aliases:
+            continue
+        target = plan.targets.get(e.index, e.res_id)
+        if target is None:
+            continue
+        key = (e.res_type, target)
+        if key in seen:
+            raise bad_request(
+                f"Bundle.entry[{e.index}] and Bundle.entry[{seen[key]}] both change "
+                f"{e.res_type}/{target}; a transaction changes each resource once",
+                f"Bundle.entry[{e.index}]",
+            )
+        seen[key] = e.index
 
 
 def _at(error: FhirError, e: Entry) -> FhirError:
     where = f"Bundle.entry[{e.index}]"
-    issues = [
-        Issue(i.severity, i.code, f"{where} ({e.method} {e.url}): {i.diagnostics}", i.expression or (where,))
-        for i in error.issues
-    ]
+    issues = []
+    for issue in error.issues:
+        expressions = tuple(_expression(x, where, e) for x in issue.expression) or (where,)
+        diagnostics = issue.diagnostics
+        if not diagnostics.startswith(where):
+            diagnostics = f"{where} ({e.method} {e.url}): {diagnostics}"
+        issues.append(Issue(issue.severity, issue.code, diagnostics, expressions))
     return FhirError(error.status, issues, error.headers)
 
 
-def _rewrite(svc: Services, uow: UnitOfWork, node: Any, ids: dict[str, str]) -> Any:
+def _expression(expression: str, where: str, e: Entry) -> str:
+    """A path in the entry's resource (`Task.status`) as a path in the Bundle."""
+    res_type = e.res_type
+    if expression.startswith("Bundle."):
+        return expression
+    if e.method in ("GET", "HEAD", "DELETE"):  # a search parameter or the like: it is in the url
+        return f"{where}.request.url"
+    if expression == res_type or expression.startswith((f"{res_type}.", f"{res_type}[")):
+        return f"{where}.resource{expression[len(res_type) :]}"
+    return f"{where}.resource.{expression}"
+
+
+def _rewrite(svc: Services, uow: UnitOfWork, node: Any, plan: Plan) -> Any:
+    """Replace references to a Bundle entry's fullUrl by Type/id, and resolve conditional references."""
     if isinstance(node, list):
-        return [_rewrite(svc, uow, item, ids) for item in node]
+        return [_rewrite(svc, uow, item, plan) for item in node]
     if not isinstance(node, dict):
         return node
-    result = {key: _rewrite(svc, uow, value, ids) for key, value in node.items()}
+    result = {key: _rewrite(svc, uow, value, plan) for key, value in node.items()}
     reference = result.get("reference")
     if isinstance(reference, str):
-        if reference in ids:
-            result["reference"] = ids[reference]
-        elif reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
+        if reference in plan.ids:
+            result["reference"] = plan.ids[reference]
+        elif reference.startswith(("urn:uuid:", "urn:oid:")):
             raise bad_request(f"The reference '{reference}' matches no fullUrl in the Bundle")
         elif "?" in reference and reference.split("?")[0] in SUPPORTED:
-            res_type, _, query = reference.partition("?")
-            found = svc.searcher.match(uow.connection, res_type, query)
-            if len(found) != 1:
-                what = "no" if not found else "more than one"
-                raise precondition_failed(
-                    f"The conditional reference '{reference}' matches {what} {res_type}"
-                )
-            result["reference"] = f"{res_type}/{found[0].res_id}"
+            result["reference"] = _resolve(svc, uow, reference, plan)
     return result
 
 
-def _response(result: WriteResult | None, stored: Stored | None, status: int) -> Json:
-    item: Json = {"status": STATUS_TEXT.get(status, str(status))}
+def _resolve(svc: Services, uow: UnitOfWork, reference: str, plan: Plan) -> str:
+    """A conditional reference (`Patient?identifier=…`): exactly one match, in the database as the
+    transaction has left it so far, or the resource another entry creates under the same condition."""
+    res_type, _, query = reference.partition("?")
+    found = svc.searcher.match(uow.connection, res_type, query)
+    if len(found) > 1:
+        raise precondition_failed(f"The conditional reference '{reference}' matches more than one {res_type}")
+    if found:
+        return f"{res_type}/{found[0].res_id}"
+    planned = plan.conditions.get(_condition(res_type, query))
+    if planned is None:
+        raise precondition_failed(f"The conditional reference '{reference}' matches no {res_type}")
+    return f"{res_type}/{planned}"
+
+
+def _response(stored: Stored | None, status: int) -> Json:
+    item: Json = {"status": _status(status)}
     if stored is not None:
         item["location"] = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
         item["etag"] = f'W/"{stored.version_id}"'
@@ -230,84 +378,88 @@ def _response(result: WriteResult | None, stored: Stored | None, status: int) ->
     return item
 
 
-def _execute(
-    svc: Services, uow: UnitOfWork, e: Entry, planned: dict[int, str], matched: dict[int, Stored]
-) -> Json:
+def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> Json:
     write_path = svc.write_path
     base = uow.context.base_url
     if e.method == "DELETE":
         if e.res_id is None:
             raise bad_request("Conditional delete is not supported")
         stored = write_path.delete(uow, e.res_type, e.res_id)
-        return {"response": _response(None, stored, 204 if stored is None else 200)}
+        return {"response": _response(stored, 204 if stored is None else 200)}
+    if e.method in ("GET", "HEAD"):
+        return _get(svc, uow, e)
+    if e.method == "POST" and (e.index in plan.matched or e.index in plan.aliases):
+        found = plan.matched.get(e.index) or uow.repository.current(e.res_type, plan.targets[e.index])
+        assert found is not None  # the earlier entry created it
+        return {**bundle_entry(base, found), "response": _response(found, 200)}
+    body = _rewrite(svc, uow, e.resource, plan)
     if e.method == "POST":
-        if e.index in matched:
-            found = matched[e.index]
-            return {**bundle_entry(base, found), "response": _response(None, found, 200)}
-        result = write_path.create(uow, e.resource, new_id=planned[e.index])
+        result = write_path.create(uow, body, new_id=plan.targets[e.index])
     elif e.method == "PUT":
-        res_id = e.res_id or planned[e.index]
-        body = dict(e.resource or {})
+        res_id = e.res_id or plan.targets[e.index]
         if e.res_id is None:
             body["id"] = res_id
         result = write_path.update(uow, e.res_type, res_id, body, e.if_match)
-    elif e.method == "PATCH":
-        if e.res_id is None:
-            raise bad_request("Conditional patch is not supported")
-        result = write_path.patch(uow, e.res_type, e.res_id, (e.resource or {})["patch"], e.if_match)
     else:
-        return _get(svc, uow, e)
-    return {**bundle_entry(base, result.stored), "response": _response(result, result.stored, result.status)}
+        res_id = e.res_id or plan.targets[e.index]
+        result = write_path.patch(uow, e.res_type, res_id, body["patch"], e.if_match)
+    return {**bundle_entry(base, result.stored), "response": _response(result.stored, result.status)}
 
 
 def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
     base = uow.context.base_url
-    parts = urlsplit(e.url).path.lstrip("/").split("/")
+    policy = svc.hooks.policy
     if e.res_id is None:
+        policy.authorize_search(uow.context, e.res_type)
         search = svc.searcher.parse(e.res_type, parse_qsl(e.query or "", keep_blank_values=True))
         page = svc.searcher.search(uow.connection, search)
-        policy = svc.hooks.policy
         page.matches = [m for m in page.matches if policy.can_read(uow.context, m.json())]
         page.included = [i for i in page.included if policy.can_read(uow.context, i.json())]
-        return {"resource": searchset(base, e.res_type, search, page), "response": {"status": "200 OK"}}
-    if len(parts) == 4 and parts[2] == "_history" and parts[3].isdigit():
-        stored = uow.repository.version(e.res_type, e.res_id, int(parts[3]))
-        if stored is None or not svc.hooks.policy.can_read(uow.context, stored.json()):
+        uow.records.append(
+            AccessRecord("search", e.res_type, [m.res_id for m in page.matches], 200, uow.context)
+        )
+        bundle = searchset(base, e.res_type, search, page)
+        return {"resource": bundle, "response": {"status": _status(200)}}
+    if e.version is not None:
+        stored = uow.repository.version(e.res_type, e.res_id, e.version)
+        if stored is None or not policy.can_read(uow.context, stored.json()):
             raise not_found(f"{e.url} is not known")
+        if stored.deleted:
+            raise gone(f"{e.url} is a deleted version")
+        uow.records.append(AccessRecord("vread", e.res_type, [e.res_id], 200, uow.context))
     else:
         stored = svc.write_path.read(uow, e.res_type, e.res_id)
-    return {**bundle_entry(base, stored), "response": _response(None, stored, 200)}
+    return {**bundle_entry(base, stored), "response": _response(stored, 200)}
 
 
 async def _run_batch(svc: Services, context: RequestContext, raw_entries: list[Any]) -> Json:
+    """Each entry on its own, in a unit of work of its own; a failing entry gets its own status."""
     responses: list[Json] = []
     for index, raw in enumerate(raw_entries):
         try:
             e = _parse_entry(index, raw)
-            if e.resource is not None and e.method in ("POST", "PUT"):
-                for value in _references(e.resource):
-                    if value.startswith("urn:uuid:"):
-                        raise bad_request(f"Batch entries cannot refer to each other ('{value}')")
+        except FhirError as error:
+            responses.append(_failed(error))
+            continue
 
-            def work(uow: UnitOfWork, e: Entry = e) -> Json:
-                planned: dict[int, str] = {}
-                matched: dict[int, Stored] = {}
-                _plan(svc, uow, e, planned, matched)
-                if e.resource is not None and e.method in ("POST", "PUT"):
-                    e.resource = _rewrite(svc, uow, e.resource, {})
-                return _execute(svc, uow, e, planned, matched)
+        def work(uow: UnitOfWork, e: Entry = e) -> Json:
+            for value in _references(e.resource):
+                if value.startswith(("urn:uuid:", "urn:oid:")):
+                    raise bad_request(f"Batch entries cannot refer to each other ('{value}')")
+            plan = Plan()
+            if e.method != "DELETE":
+                _plan(svc, uow, e, plan)
+            return _execute(svc, uow, e, plan)
 
+        try:
             responses.append(await run_in_threadpool(svc.write_path.run, context, work, _writes(raw)))
         except FhirError as error:
-            responses.append(
-                {
-                    "response": {
-                        "status": str(error.status),
-                        "outcome": operation_outcome(error.issues),
-                    }
-                }
-            )
+            responses.append(_failed(_at(error, e)))
     return {"resourceType": "Bundle", "type": "batch-response", "entry": responses}
+
+
+def _failed(error: FhirError) -> Json:
+    return {"response": {"status": _status(error.status), "outcome": operation_outcome(error.issues)}}
 
 
 def _writes(raw: Any) -> bool:
