@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
 from gateway.config import Settings
-from gateway.errors import FhirError
+from gateway.errors import FhirError, Issue
+from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
-from gateway.model.types import loads
+from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
 from gateway.services import Services
 from gateway.store import migrate
-from gateway.store.database import make_engine
+from gateway.store.database import WRITE_OPTION, make_engine
 from gateway.store.repository import R, Repository, Stored
 
 app = typer.Typer(
@@ -28,7 +32,8 @@ app = typer.Typer(
 )
 db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db, name="db")
-console = Console(stderr=True)
+# soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width
+console = Console(stderr=True, soft_wrap=True)
 CLI_CONTEXT = RequestContext(principal=Principal(client_id="cli"))
 
 
@@ -93,36 +98,119 @@ def _store_one(svc: Services, resource: Any) -> None:
     write_path.run(CLI_CONTEXT, work)
 
 
+def post_bundle(svc: Services, bundle: Json) -> Json:
+    """Process a transaction or batch Bundle exactly as POST [base] does; give the response Bundle.
+    A transaction raises FhirError when it is rolled back; a batch reports each entry's outcome."""
+    context = RequestContext(principal=CLI_CONTEXT.principal, base_url=svc.settings.base_url)
+    return asyncio.run(transaction.process_bundle(svc, context, bundle))
+
+
+def _describe(issues: Sequence[object]) -> str:
+    """Issues (or their OperationOutcome JSON) as one line: each diagnostics with where it applies."""
+    parts = []
+    for issue in issues:
+        if isinstance(issue, Issue):
+            diagnostics, expression = issue.diagnostics, list(issue.expression)
+        elif isinstance(issue, dict):
+            diagnostics, expression = str(issue.get("diagnostics", "")), list(issue.get("expression", []))
+        else:
+            continue
+        parts.append(f"{diagnostics} ({', '.join(map(str, expression))})" if expression else diagnostics)
+    return "; ".join(parts)
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, FhirError):
+        return f"{error.status} {_describe(error.issues) or error}"
+    return str(error)
+
+
+def _reject(progress: Progress, message: str) -> None:
+    progress.console.print(f"[red]{escape(message)}[/red]")
+
+
+@dataclass
+class _Tally:
+    loaded: int = 0
+    failed: int = 0
+
+
+def _load_bundle(svc: Services, path: Path, bundle: Json, tally: _Tally, progress: Progress) -> None:
+    """A transaction (all or nothing) or a batch (entry by entry), as POST [base] would process it."""
+    entries = bundle.get("entry") or []
+    task = progress.add_task(f"{path.name} ({bundle.get('type')})", total=None)
+    try:
+        response = post_bundle(svc, bundle)
+    except FhirError as error:
+        tally.failed += len(entries) if isinstance(entries, list) and entries else 1
+        _reject(progress, f"{path}: {bundle.get('type')} rolled back: {_error_text(error)}")
+        return
+    for number, item in enumerate(response.get("entry", [])):
+        status = str(item.get("response", {}).get("status", ""))
+        if status[:1] in ("2", "3"):
+            tally.loaded += 1
+        else:
+            tally.failed += 1
+            outcome = item.get("response", {}).get("outcome", {})
+            _reject(progress, f"{path}: entry {number}: {status} {_describe(outcome.get('issue', []))}")
+        progress.advance(task)
+
+
+def _load_items(
+    svc: Services, path: Path, items: Iterator[tuple[int, Any]], label: str, tally: _Tally, progress: Progress
+) -> None:
+    """Resources one by one, each in a unit of work of its own; a bad one is reported and skipped."""
+    task = progress.add_task(path.name, total=None)
+    for number, item in items:
+        try:
+            resource = loads(item) if isinstance(item, str) else item
+            _store_one(svc, resource)
+            tally.loaded += 1
+        except (FhirError, ValueError) as error:
+            tally.failed += 1
+            _reject(progress, f"{path}: {label} {number}: {_error_text(error)}")
+        progress.advance(task)
+
+
+def _load_json(svc: Services, path: Path, tally: _Tally, progress: Progress) -> None:
+    try:
+        document = loads(path.read_bytes())
+    except ValueError as error:
+        tally.failed += 1
+        _reject(progress, f"{path}: not JSON: {error}")
+        return
+    if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+        _load_items(svc, path, iter([(1, document)]), "resource", tally, progress)
+    elif document.get("type") in ("transaction", "batch"):
+        _load_bundle(svc, path, document, tally, progress)
+    else:
+        entries = document.get("entry") or []
+        items = ((i, e.get("resource") if isinstance(e, dict) else e) for i, e in enumerate(entries))
+        _load_items(svc, path, items, "entry", tally, progress)
+
+
 @app.command()
 def load(
     files: Annotated[list[Path], typer.Argument(help="Bundles (.json) or NDJSON files of resources.")],
 ) -> None:
     """Load resources through the write path: a Bundle (transaction, batch or collection) or NDJSON.
 
-    NDJSON is streamed line by line; a bad line is reported with its number and the rest still loads."""
+    A transaction or batch Bundle is processed as POST [base] would; a collection Bundle's and an NDJSON
+    file's resources are stored one by one. NDJSON is streamed line by line; a bad line is reported with
+    its number and the rest still loads. Exits with 1 when anything was rejected."""
     svc = Services.build(Settings.from_env())
-    loaded = failed = 0
-    with _progress() as progress:
-        for path in files:
-            task = progress.add_task(path.name, total=None)
-            if path.suffix == ".json":
-                entries = loads(path.read_bytes()).get("entry", [])
-                items: Iterator[tuple[int, Any]] = ((i, e.get("resource")) for i, e in enumerate(entries))
-                label = "entry"
-            else:
-                items = ((number, line) for number, line in _lines(path))
-                label = "line"
-            for number, item in items:
-                try:
-                    resource = loads(item) if isinstance(item, str) else item
-                    _store_one(svc, resource)
-                    loaded += 1
-                except (FhirError, ValueError) as error:
-                    failed += 1
-                    progress.console.print(f"[red]{path}: {label} {number}: {error}")
-                progress.advance(task)
-    console.print(f"loaded {loaded}, rejected {failed}")
-    if failed:
+    tally = _Tally()
+    try:
+        with _progress() as progress:
+            for path in files:
+                if path.suffix == ".json":
+                    _load_json(svc, path, tally, progress)
+                else:
+                    _load_items(svc, path, _lines(path), "line", tally, progress)
+    finally:
+        svc.engine.dispose()
+    console.print(f"loaded {tally.loaded}, rejected {tally.failed}")
+    if tally.failed:
         raise typer.Exit(1)
 
 
@@ -131,23 +219,28 @@ def reindex(batch: Annotated[int, typer.Option(help="Resources per transaction."
     """Recompute every resource's index rows from the current search parameter definitions."""
     svc = Services.build(Settings.from_env())
     done, last = 0, 0
-    with _progress() as progress:
-        task = progress.add_task("reindex", total=None)
-        while True:
-            with svc.engine.begin() as connection:
-                rows = connection.execute(
-                    select(R.c.rid)
-                    .where(R.c.rid > last, R.c.deleted.is_(False))
-                    .order_by(R.c.rid)
-                    .limit(batch)
-                ).all()
-                if not rows:
-                    break
-                repository = Repository(connection)
-                current: list[Stored] = repository.current_many([row[0] for row in rows])
-                for stored in current:
-                    repository.replace_index(stored.rid, svc.extractor.rows(stored.json()))
-                last = rows[-1][0]
-                done += len(rows)
-                progress.advance(task, len(rows))
+    try:
+        with _progress() as progress:
+            task = progress.add_task("reindex", total=None)
+            while True:
+                # a write transaction from the start (SQLite: BEGIN IMMEDIATE), like the write path's
+                connection = svc.engine.connect().execution_options(**{WRITE_OPTION: True})
+                with connection, connection.begin():
+                    rows = connection.execute(
+                        select(R.c.rid)
+                        .where(R.c.rid > last, R.c.deleted.is_(False))
+                        .order_by(R.c.rid)
+                        .limit(batch)
+                    ).all()
+                    if not rows:
+                        break
+                    repository = Repository(connection)
+                    current: list[Stored] = repository.current_many([row[0] for row in rows])
+                    for stored in current:
+                        repository.replace_index(stored.rid, svc.extractor.rows(stored.json()))
+                    last = rows[-1][0]
+                    done += len(rows)
+                    progress.advance(task, len(rows))
+    finally:
+        svc.engine.dispose()
     console.print(f"reindexed {done} resources")
