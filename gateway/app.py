@@ -13,6 +13,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
+from gateway.adapters import routes as adapter_routes
 from gateway.config import Settings
 from gateway.errors import FhirError, not_found, too_large
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
@@ -63,6 +64,7 @@ def create_app(
     )
     app.state.services = svc
     app.router.routes.append(Mount("/fhir", routes=routes()))
+    app.include_router(adapter_routes.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(FhirError, handle_fhir_error)
     app.add_exception_handler(Exception, handle_unexpected)

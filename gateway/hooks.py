@@ -1,6 +1,7 @@
 """The named points where cross-cutting concerns plug into every interaction, REST and adapters alike:
-`authorize` (before a write is stored, and on every read), `audit` (after each interaction, also a
-failed one, after its rollback) and `notify` (after commit, with what changed).
+`rules` (business rules on a write, after validation), `authorize` (before a write is stored, and on
+every read), `reactions` (follow-up writes after a store, same transaction), `audit` (after each
+interaction, also a failed one, after its rollback) and `notify` (after commit, with what changed).
 
 This module holds the request's identity and the default implementations: allow everything, audit to
 the log, notify nobody. Security (SMART scopes, organisation policy, AuditEvent) replaces them.
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.model.types import Json
+
+if TYPE_CHECKING:
+    from gateway.pipeline import UnitOfWork, WritePath
+    from gateway.store.repository import Stored
 
 log = logging.getLogger("gateway.audit")
 
@@ -70,6 +75,23 @@ class AccessPolicy(Protocol):
         """Raise a 403 FhirError when `context` may not search or read `res_type` at all."""
 
 
+class Rule(Protocol):
+    """A business rule on a write, run after validation and before authorization, in the write's
+    transaction. It returns the resource to store (possibly completed, e.g. a derived recipient) or
+    raises a FhirError (422 for a rule the content breaks). `action` is create, update or delete."""
+
+    def __call__(self, uow: UnitOfWork, action: str, resource: Json, current: Json | None) -> Json: ...
+
+
+class Reaction(Protocol):
+    """Runs after a version is stored, in the same transaction, and may write more through `write_path`
+    (e.g. a completed Task updating the request it confirms). Its writes pass every step again."""
+
+    def __call__(
+        self, uow: UnitOfWork, write_path: WritePath, stored: Stored, previous: Json | None
+    ) -> None: ...
+
+
 class AuditSink(Protocol):
     def record(self, record: AccessRecord) -> None: ...
 
@@ -111,5 +133,7 @@ class NoNotify:
 @dataclass
 class Hooks:
     policy: AccessPolicy = field(default_factory=AllowAll)
+    rules: list[Rule] = field(default_factory=list)
+    reactions: list[Reaction] = field(default_factory=list)
     audit: AuditSink = field(default_factory=LogAudit)
     notify: Notifier = field(default_factory=NoNotify)

@@ -43,6 +43,7 @@ from gateway.store.repository import Repository, StaleVersion, Stored
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 8
+MAX_REACTION_DEPTH = 3
 
 
 @dataclass
@@ -54,6 +55,7 @@ class UnitOfWork:
     now: datetime
     changes: list[Change] = field(default_factory=list)
     records: list[AccessRecord] = field(default_factory=list)
+    reaction_depth: int = 0
 
     @property
     def repository(self) -> Repository:
@@ -170,6 +172,21 @@ class WritePath:
         uow.changes.append(Change(stored.res_type, stored.res_id, stored.version_id, method))
         return stored
 
+    def _rules(self, uow: UnitOfWork, action: str, resource: Json, current: Json | None) -> Json:
+        for rule in self.hooks.rules:
+            resource = rule(uow, action, resource, current)
+        return resource
+
+    def _react(self, uow: UnitOfWork, stored: Stored, previous: Json | None) -> None:
+        if uow.reaction_depth >= MAX_REACTION_DEPTH:
+            return
+        uow.reaction_depth += 1
+        try:
+            for reaction in self.hooks.reactions:
+                reaction(uow, self, stored, previous)
+        finally:
+            uow.reaction_depth -= 1
+
     def _audit(self, uow: UnitOfWork, interaction: str, stored: Stored, status: int) -> None:
         uow.records.append(AccessRecord(interaction, stored.res_type, [stored.res_id], status, uow.context))
 
@@ -191,9 +208,11 @@ class WritePath:
                 return WriteResult(200, found[0], changed=False)
         resource = dict(resource)
         resource["id"] = new_id or str(uuid4())
+        resource = self._rules(uow, "create", resource, None)
         self.hooks.policy.authorize_write(uow.context, "create", resource, None)
         stored = self._store(uow, None, resource, "POST")
         self._audit(uow, "create", stored, 201)
+        self._react(uow, stored, None)
         return WriteResult(201, stored)
 
     def update(
@@ -206,14 +225,17 @@ class WritePath:
             raise precondition_failed(
                 f"If-Match expects version {if_match} of {res_type}/{res_id}; it has {have}"
             )
-        if current is not None and not current.deleted and content_equal(current.json(), resource):
+        existing = None if current is None or current.deleted else current.json()
+        action = "update" if existing else "create"
+        resource = self._rules(uow, action, resource, existing)
+        if current is not None and existing is not None and content_equal(existing, resource):
             self._audit(uow, "update", current, 200)
             return WriteResult(200, current, changed=False)
-        existing = None if current is None or current.deleted else current.json()
-        self.hooks.policy.authorize_write(uow.context, "update" if existing else "create", resource, existing)
+        self.hooks.policy.authorize_write(uow.context, action, resource, existing)
         stored = self._store(uow, current, resource, "PUT")
         status = 200 if existing is not None else 201
         self._audit(uow, "update", stored, status)
+        self._react(uow, stored, existing)
         return WriteResult(status, stored)
 
     def conditional_update(
@@ -262,6 +284,7 @@ class WritePath:
         current = uow.repository.current(res_type, res_id, lock=True)
         if current is None or current.deleted:
             return None
+        self._rules(uow, "delete", current.json(), current.json())
         self.hooks.policy.authorize_write(uow.context, "delete", current.json(), current.json())
         tombstone = {"resourceType": res_type, "id": res_id}
         meta = {"versionId": str(current.version_id + 1), "lastUpdated": to_instant(uow.now)}
@@ -274,6 +297,7 @@ class WritePath:
             raise Conflict(str(error.orig)) from error
         uow.changes.append(Change(res_type, res_id, stored.version_id, "DELETE"))
         self._audit(uow, "delete", stored, 200)
+        self._react(uow, stored, current.json())
         return stored
 
     # -- reads through the same policy ---------------------------------------------------------------

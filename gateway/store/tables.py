@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -172,3 +173,21 @@ class UriIndex(Base):
 
 
 INDEX_TABLES = (TokenIndex, StringIndex, ReferenceIndex, DateIndex, NumberIndex, UriIndex)
+
+
+class QuarantineItem(Base):
+    """An adapter input that was rejected, kept verbatim to be corrected and replayed."""
+
+    __tablename__ = "quarantine"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    adapter: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime())
+    # The source's own key for the input (ordernummer + version, CSV line, MSH-4 + MSH-10), for people.
+    source_key: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # The OperationOutcome (JSON) that explains the rejection.
+    outcome: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | replayed | discarded
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime())
+    __table_args__ = (Index("ix_quarantine_adapter_status", "adapter", "status", "id"),)
