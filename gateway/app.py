@@ -14,6 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.adapters import routes as adapter_routes
+from gateway.adapters.bestallningsportalen import routes as bestallningsportalen_routes
+from gateway.adapters.device_register import routes as device_register_routes
+from gateway.adapters.hl7v2 import routes as hl7v2_routes
 from gateway.config import Settings
 from gateway.errors import FhirError, not_found, too_large
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
@@ -65,6 +68,12 @@ def create_app(
     app.state.services = svc
     app.router.routes.append(Mount("/fhir", routes=routes()))
     app.include_router(adapter_routes.router)
+    for adapter_router in (
+        bestallningsportalen_routes.router,
+        device_register_routes.router,
+        hl7v2_routes.router,
+    ):
+        app.include_router(adapter_router, prefix="/adapters")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(FhirError, handle_fhir_error)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
+from gateway.adapters.cli import import_app
 from gateway.config import Settings
 from gateway.errors import FhirError, Issue
 from gateway.fhir import transaction
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db, name="db")
+app.add_typer(import_app, name="import")
 # soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width
 console = Console(stderr=True, soft_wrap=True)
 CLI_CONTEXT = RequestContext(principal=Principal(client_id="cli"))

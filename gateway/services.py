@@ -15,6 +15,7 @@ from gateway.search.extract import Extractor
 from gateway.search.query import Planner
 from gateway.search.registry import Registry
 from gateway.store.database import make_engine
+from gateway.workflow import default_reactions, default_rules
 
 
 @dataclass
@@ -29,7 +30,8 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
-        hooks = hooks or Hooks()
+        if hooks is None:
+            hooks = Hooks(rules=default_rules(), reactions=default_reactions())
         engine = engine or make_engine(settings.database_url, settings.database_schema)
         zone = ZoneInfo(settings.local_timezone)
         registry = Registry.load(settings.profiles_dir)

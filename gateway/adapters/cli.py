@@ -1,0 +1,26 @@
+"""`gateway import …`: adapter inputs from files, and replay of quarantined inputs.
+
+Each adapter adds its own command to `import_app` in its package's cli module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import_app = typer.Typer(help="Import source files through the adapters, or replay quarantined inputs.")
+
+
+@import_app.callback(invoke_without_command=True)
+def import_main(
+    ctx: typer.Context,
+    replay: Annotated[int | None, typer.Option(help="Replay the quarantined input with this id.")] = None,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    if replay is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+    from gateway.adapters.replay import replay_item
+
+    raise typer.Exit(replay_item(replay))

@@ -1,0 +1,1 @@
+"""Adapter: device_register."""

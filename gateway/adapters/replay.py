@@ -1,0 +1,37 @@
+"""Replaying a quarantined input through the adapter that rejected it."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from gateway.adapters import quarantine
+from gateway.adapters.registry import ADAPTERS
+from gateway.config import Settings
+from gateway.hooks import Principal, RequestContext
+from gateway.services import Services
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def replay_item(item_id: int) -> int:
+    """Process quarantined item `item_id` again; 0 when every part of it is accepted now."""
+    svc = Services.build(Settings.from_env())
+    item = quarantine.get(svc.engine, item_id)
+    if item is None:
+        console.print(f"[red]no quarantined input with id {item_id}")
+        return 2
+    adapter = ADAPTERS.get(item.adapter)
+    if adapter is None:
+        console.print(f"[red]no adapter named {item.adapter} to replay input {item_id}")
+        return 2
+    context = RequestContext(
+        principal=Principal(client_id=f"adapter:{item.adapter}"), base_url=svc.settings.base_url
+    )
+    response = adapter.replay(svc, context, item.payload, item.content_type)
+    statuses = [entry.get("response", {}).get("status", "") for entry in response.get("entry", [])]
+    accepted = all(status.startswith(("200", "201")) for status in statuses)
+    if accepted:
+        quarantine.set_status(svc.engine, item_id, "replayed")
+    console.print(f"replayed {item_id}: {', '.join(statuses) or 'nothing to do'}")
+    svc.engine.dispose()
+    return 0 if accepted else 1
