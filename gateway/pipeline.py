@@ -73,6 +73,14 @@ class Conflict(Exception):
     """Raised inside a unit of work when the database saw a concurrent writer; the unit is re-run."""
 
 
+class IdentifierTaken(Exception):
+    """A business identifier of the resource is held by another resource of its type."""
+
+    def __init__(self, message: str, expression: str) -> None:
+        super().__init__(message)
+        self.expression = expression
+
+
 def _identifiers(resource: Json) -> Iterator[tuple[str, str]]:
     identifiers = resource.get("identifier")
     if isinstance(identifiers, dict):
@@ -107,7 +115,11 @@ class WritePath:
     # -- units of work ------------------------------------------------------------------------------
 
     def run(self, context: RequestContext, work: Callable[[UnitOfWork], T], write: bool = True) -> T:
-        """Run `work` in one transaction; re-run it when the database reports a concurrent writer."""
+        """Run `work` in one transaction; re-run it when the database reports a concurrent writer.
+
+        An identifier found taken is re-run once (a conditional operation then finds the resource that
+        took it); found taken again, it is a real duplicate and answered 409."""
+        identifier_retried = False
         for attempt in range(MAX_ATTEMPTS):
             uow: UnitOfWork | None = None
             try:
@@ -117,6 +129,11 @@ class WritePath:
                     result = work(uow)
                 self._after_commit(uow)
                 return result
+            except IdentifierTaken as error:
+                if identifier_retried or attempt == MAX_ATTEMPTS - 1:
+                    self._after_rollback(uow, 409)
+                    raise conflict(str(error), error.expression) from error
+                identifier_retried = True
             except (IntegrityError, StaleVersion, Conflict) as error:
                 if attempt < MAX_ATTEMPTS - 1:
                     time.sleep(random.uniform(0, 0.002 * 2**attempt))  # back off, then re-run it all
@@ -159,7 +176,7 @@ class WritePath:
         for system, value in identifiers:
             holder = repository.claimed_by(resource["resourceType"], system, value)
             if holder is not None and (previous is None or holder != previous.rid):
-                raise conflict(
+                raise IdentifierTaken(
                     f"Another {resource['resourceType']} already has the identifier {system}|{value}",
                     f"{resource['resourceType']}.identifier",
                 )

@@ -44,7 +44,7 @@ from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.search import searchset
 from gateway.hooks import AccessRecord, RequestContext
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
-from gateway.pipeline import Conflict, UnitOfWork
+from gateway.pipeline import Conflict, IdentifierTaken, UnitOfWork
 from gateway.search.dates import to_instant
 from gateway.services import Services
 from gateway.store.repository import Stored
@@ -239,6 +239,11 @@ def _guarded(e: Entry, step: Callable[[], T]) -> T:
         raise _at(error, e) from error
     except Conflict as error:
         raise Conflict(f"Bundle.entry[{e.index}] ({e.method} {e.url}): {error}") from error
+    except IdentifierTaken as error:
+        where = f"Bundle.entry[{e.index}]"
+        raise IdentifierTaken(
+            f"{where} ({e.method} {e.url}): {error}", _expression(error.expression, where, e)
+        ) from error
 
 
 def _condition(res_type: str, query: str) -> tuple[str, tuple[tuple[str, str], ...]]:
