@@ -37,7 +37,8 @@ async def search_post(request: Request, res_type: str) -> Response:
 
 async def _search(request: Request, res_type: str, pairs: list[tuple[str, str]]) -> Response:
     svc = services(request)
-    search = svc.searcher.parse(res_type, pairs)
+    base = request_context(request).base_url
+    search = svc.searcher.parse(res_type, pairs, base)
     strict = prefer(request, "handling") == "strict"
     if search.unknown and strict:
         raise bad_request(f"Unknown search parameter(s) for {res_type}: {', '.join(search.unknown)}")
@@ -53,7 +54,6 @@ async def _search(request: Request, res_type: str, pairs: list[tuple[str, str]])
         return page
 
     page = await run(request, work, write=False)
-    base = request_context(request).base_url
     return fhir_response(searchset(base, res_type, search, page))
 
 

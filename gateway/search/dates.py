@@ -50,25 +50,40 @@ def date_range(text: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
         low = datetime(year, month, day, hour, minute, second, micro, tzinfo=offset)
     except ValueError as error:
         raise DateFormatError(f"'{text}' is not a valid date: {error}") from error
-    if g["f"]:
-        high = low + timedelta(microseconds=10 ** (6 - min(len(fraction), 6)))
-    elif g["S"]:
-        high = low + timedelta(seconds=1)
-    elif g["M"]:
-        high = low + timedelta(minutes=1)
-    elif g["H"]:
-        high = low + timedelta(hours=1)
-    elif g["d"]:
-        high = low + timedelta(days=1)
-    elif g["m"]:
-        high = _add_months(low, 1)
-    else:
-        high = low.replace(year=low.year + 1)
+    try:
+        if g["f"]:
+            high = low + timedelta(microseconds=10 ** (6 - min(len(fraction), 6)))
+        elif g["S"]:
+            high = low + timedelta(seconds=1)
+        elif g["M"]:
+            high = low + timedelta(minutes=1)
+        elif g["H"]:
+            high = low + timedelta(hours=1)
+        elif g["d"]:
+            high = low + timedelta(days=1)
+        elif g["m"]:
+            high = _add_months(low, 1)
+        else:
+            high = low.replace(year=low.year + 1)
+    except (OverflowError, ValueError):
+        return _utc(low), datetime.max  # the end of year 9999: past what datetime holds
     return _utc(low), _utc(high)
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None)
+    """As naive UTC; values that fall outside year 1 to 9999 in UTC are held at the nearest end."""
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        return datetime.min if value.year == 1 else datetime.max
+
+
+def shift(value: datetime, delta: timedelta) -> datetime:
+    """`value + delta`, held within what datetime holds."""
+    try:
+        return value + delta
+    except OverflowError:
+        return datetime.min if delta < timedelta(0) else datetime.max
 
 
 def to_instant(value: datetime) -> str:

@@ -11,9 +11,12 @@ from sqlalchemy import Connection, and_, false, func, or_, select
 
 from gateway.errors import bad_request
 from gateway.search.parameters import Include, SearchRequest, parse
-from gateway.search.query import TABLES, Planner, decode_cursor, encode_cursor
+from gateway.search.query import TABLES, Planner, decode_cursor, encode_cursor, local_reference
 from gateway.search.registry import Registry
 from gateway.store.repository import R, Repository, Stored
+
+# How many times `:iterate` includes are followed from what the previous round included.
+MAX_ITERATIONS = 8
 
 
 @dataclass
@@ -32,8 +35,9 @@ class Searcher:
         self.default_count = default_count
         self.max_count = max_count
 
-    def parse(self, res_type: str, pairs: Sequence[tuple[str, str]]) -> SearchRequest:
-        return parse(self.registry, res_type, pairs, self.default_count, self.max_count)
+    def parse(self, res_type: str, pairs: Sequence[tuple[str, str]], base_url: str = "") -> SearchRequest:
+        """`base_url` is this server's base as the client addressed it (references to it are local)."""
+        return parse(self.registry, res_type, pairs, self.default_count, self.max_count, base_url)
 
     def count(self, connection: Connection, request: SearchRequest) -> int:
         statement = select(func.count()).select_from(R).where(self.planner.where(request))
@@ -65,9 +69,11 @@ class Searcher:
         page.included = self._included(connection, page.matches, request)
         return page
 
-    def match(self, connection: Connection, res_type: str, query: str, limit: int = 2) -> list[Stored]:
+    def match(
+        self, connection: Connection, res_type: str, query: str, limit: int = 2, base_url: str = ""
+    ) -> list[Stored]:
         """Resources matching a conditional query (`identifier=sys|val`); unknown parameters are errors."""
-        request = self.parse(res_type, parse_qsl(query, keep_blank_values=True))
+        request = self.parse(res_type, parse_qsl(query, keep_blank_values=True), base_url)
         if request.unknown:
             raise bad_request(f"Unknown search parameter(s) in the condition: {', '.join(request.unknown)}")
         if not request.clauses:
@@ -86,7 +92,12 @@ class Searcher:
         seen = {(m.res_type, m.res_id) for m in matches}
         found = self._round(connection, matches, request, seen, iterate_only=False)
         if any(i.iterate for i in request.includes + request.revincludes):
-            found += self._round(connection, found, request, seen, iterate_only=True)
+            latest = found
+            for _ in range(MAX_ITERATIONS):
+                latest = self._round(connection, latest, request, seen, iterate_only=True)
+                if not latest:
+                    break
+                found += latest
         return found
 
     def _round(
@@ -98,12 +109,13 @@ class Searcher:
         iterate_only: bool,
     ) -> list[Stored]:
         rids: list[int] = []
+        bases = self.planner.bases(request.base_url)
         for include in request.includes:
             if include.iterate or not iterate_only:
-                rids += self._forward(connection, include, sources)
+                rids += self._forward(connection, include, sources, bases)
         for include in request.revincludes:
             if include.iterate or not iterate_only:
-                rids += self._reverse(connection, include, sources)
+                rids += self._reverse(connection, include, sources, bases)
         result = []
         for stored in Repository(connection).current_many(list(dict.fromkeys(rids))):
             key = (stored.res_type, stored.res_id)
@@ -113,7 +125,9 @@ class Searcher:
         return result
 
     @staticmethod
-    def _forward(connection: Connection, include: Include, sources: list[Stored]) -> list[int]:
+    def _forward(
+        connection: Connection, include: Include, sources: list[Stored], bases: tuple[str, ...]
+    ) -> list[int]:
         table = TABLES["reference"]
         source_rids = [s.rid for s in sources if s.res_type == include.source_type]
         if not source_rids:
@@ -126,7 +140,7 @@ class Searcher:
         if include.target_type:
             condition = and_(condition, table.c.target_type == include.target_type)
         targets = select(table.c.target_type, table.c.target_id).where(
-            condition, table.c.target_id.is_not(None)
+            condition, table.c.target_id.is_not(None), local_reference(table, bases)
         )
         pairs = list(connection.execute(targets).all())
         if not pairs:
@@ -137,7 +151,9 @@ class Searcher:
         return [row[0] for row in connection.execute(statement)]
 
     @staticmethod
-    def _reverse(connection: Connection, include: Include, sources: list[Stored]) -> list[int]:
+    def _reverse(
+        connection: Connection, include: Include, sources: list[Stored], bases: tuple[str, ...]
+    ) -> list[int]:
         table = TABLES["reference"]
         options = [
             and_(table.c.target_type == s.res_type, table.c.target_id == s.res_id)
@@ -147,6 +163,9 @@ class Searcher:
         if not options:
             return []
         statement = select(table.c.rid).where(
-            table.c.res_type == include.source_type, table.c.param == include.param.code, or_(*options)
+            table.c.res_type == include.source_type,
+            table.c.param == include.param.code,
+            local_reference(table, bases),
+            or_(*options),
         )
         return [row[0] for row in connection.execute(statement)]

@@ -3,18 +3,56 @@ parameter's type and the shape of the value, as rows for the typed index tables.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.model.validate import reference_type
+from gateway.model.types import is_valid_id
 from gateway.search.dates import MAX, MIN, DateFormatError, date_range
 from gateway.search.registry import Registry, SearchParam
 from gateway.search.text import fold
 
 CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
+
+
+@dataclass(frozen=True)
+class ReferenceKey:
+    """A literal reference as indexed: `Type/id` on this server has `server` None; `Type/id` at another
+    FHIR server keeps that server's base in `server`; anything else (a URN, a URL that does not end in
+    `Type/id`) is only `server`, the whole reference, with `target_type` when one can be told."""
+
+    target_type: str | None
+    target_id: str | None
+    server: str | None
+
+
+def _is_type(name: str) -> bool:
+    return name[:1].isupper() and name.isalpha() and len(name) <= 64
+
+
+def parse_reference(reference: str, bases: tuple[str, ...] = ()) -> ReferenceKey:
+    """Split a reference (or a reference search value) the same way for indexing and searching.
+    `bases` are this server's base URLs: absolute references under them are local. A version
+    (`/_history/n`) is dropped: a search on a reference matches the resource, not a version."""
+    local = reference
+    for base in bases:
+        if base and reference.startswith(base + "/"):
+            local = reference[len(base) + 1 :]
+            break
+    absolute = "://" in local or local.startswith("urn:")
+    parts = local.split("?", maxsplit=1)[0].split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if local.startswith("urn:") or len(parts) < 2 or not _is_type(parts[-2]):
+        return ReferenceKey(None, None, reference)
+    if not is_valid_id(parts[-1]) or (not absolute and len(parts) != 2):
+        return ReferenceKey(parts[-2], None, reference)
+    server = "/".join(parts[:-2]) if absolute else None
+    return ReferenceKey(parts[-2], parts[-1], server)
 
 
 @dataclass
@@ -126,26 +164,21 @@ class Extractor:
                         add(rows.date, low=low, high=high)
                 except DateFormatError:
                     continue
-            elif param.type == "number" and isinstance(value, int | float | str):
+            elif param.type == "number" and isinstance(value, int | float | Decimal | str):
                 try:
-                    add(rows.number, value=float(value))
+                    number = float(value)
                 except ValueError:
                     continue
+                if math.isfinite(number):
+                    add(rows.number, value=number)
             elif param.type == "uri" and isinstance(value, str):
                 add(rows.uri, value=value[:512])
 
     def _reference(self, add: Any, rows: IndexRows, value: Any, target_type: str | None) -> None:
         reference = value.get("reference") if isinstance(value, dict) else value
-        if not isinstance(reference, str) or reference.startswith("#"):
+        if not isinstance(reference, str) or not reference or reference.startswith("#"):
             return
-        local = reference
-        if self.base_url and reference.startswith(self.base_url + "/"):
-            local = reference[len(self.base_url) + 1 :]
-        ref_type = reference_type(local)
-        if target_type is not None and ref_type != target_type:
+        key = parse_reference(reference, (self.base_url,))
+        if target_type is not None and key.target_type != target_type:
             return
-        parts = local.split("/")
-        if ref_type is not None and "://" not in local and len(parts) in (2, 4):
-            add(rows.reference, target_type=parts[0], target_id=parts[1], url=None)
-        else:
-            add(rows.reference, target_type=ref_type, target_id=None, url=reference)
+        add(rows.reference, target_type=key.target_type, target_id=key.target_id, url=key.server)

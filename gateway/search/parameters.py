@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.errors import bad_request
+from gateway.model.types import SUPPORTED
 from gateway.search.registry import Registry, SearchParam
 
 RESULT_PARAMS = frozenset(
@@ -26,10 +27,12 @@ MODIFIERS_BY_TYPE = {
 
 @dataclass(frozen=True)
 class Chain:
-    """`subject:Patient.identifier=…`: the reference's target type and the parameter on the target."""
+    """`subject:Patient.identifier=…`: the reference's target type and the parameter on the target,
+    with that parameter's own modifier (`subject.name:exact=…`)."""
 
     target_type: str | None
     param: SearchParam
+    modifier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,23 @@ class SearchRequest:
     unknown: list[str] = field(default_factory=list)
     # The parameters understood, for the self link.
     used: list[tuple[str, str]] = field(default_factory=list)
+    # This server's base URL as the client addressed it: references to it are local references.
+    base_url: str = ""
+
+
+ESCAPABLE = ",|$\\"
 
 
 def split_values(value: str) -> tuple[str, ...]:
-    """Split on unescaped commas; `\\,` stands for a literal comma."""
+    """Split on commas not escaped by a backslash. The parts keep their escapes (`\\|` must still
+    tell a literal pipe from a token's system separator); `unescape` removes them."""
     parts, current, escaped = [], "", False
     for char in value:
         if escaped:
-            current += char if char in ",|$\\" else "\\" + char
+            current += char
             escaped = False
         elif char == "\\":
+            current += char
             escaped = True
         elif char == ",":
             parts.append(current)
@@ -84,6 +94,32 @@ def split_values(value: str) -> tuple[str, ...]:
             current += char
     parts.append(current)
     return tuple(parts)
+
+
+def unescape(value: str) -> str:
+    """`\\,` `\\|` `\\$` `\\\\` stand for the character; any other backslash is itself."""
+    result, i = "", 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value) and value[i + 1] in ESCAPABLE:
+            result += value[i + 1]
+            i += 2
+        else:
+            result += value[i]
+            i += 1
+    return result
+
+
+def split_token(value: str) -> tuple[str | None, str]:
+    """`system|code` at the first unescaped pipe, each part unescaped; (None, code) without a pipe."""
+    i = 0
+    while i < len(value):
+        if value[i] == "\\":
+            i += 2
+            continue
+        if value[i] == "|":
+            return unescape(value[:i]), unescape(value[i + 1 :])
+        i += 1
+    return None, unescape(value)
 
 
 def _parse_include(registry: Registry, value: str, revinclude: bool, iterate: bool) -> Include:
@@ -102,13 +138,15 @@ def parse(
     pairs: Sequence[tuple[str, str]],
     default_count: int,
     max_count: int,
+    base_url: str = "",
 ) -> SearchRequest:
-    request = SearchRequest(res_type, count=default_count)
+    request = SearchRequest(res_type, count=default_count, base_url=base_url.rstrip("/"))
     for name, value in pairs:
         base, _, modifier = name.partition(":")
         if base in IGNORED_PARAMS:
             continue
         if base in RESULT_PARAMS:
+            _check_text(name, value)
             _result_param(registry, request, base, modifier, value, max_count)
             request.used.append((name, value))
             continue
@@ -116,9 +154,16 @@ def parse(
         if clause is None:
             request.unknown.append(name)
         else:
+            _check_text(name, value)
             request.clauses.append(clause)
             request.used.append((name, value))
     return request
+
+
+def _check_text(name: str, value: str) -> None:
+    """No database stores a NUL in text (PostgreSQL refuses it), so no value can hold one."""
+    if "\x00" in value:
+        raise bad_request(f"The value of '{name}' contains a NUL character", name)
 
 
 def _result_param(
@@ -175,15 +220,26 @@ def _clause(registry: Registry, res_type: str, name: str, value: str) -> Clause 
         target_param = next((p for t in candidates if (p := registry.get(t, chain_code)) is not None), None)
         if target_param is None:
             raise bad_request(f"Unknown chained parameter '{chain_code}' in '{name}'", name)
+        if modifier:
+            _check_type_modifier(param, modifier, name)
         inner = Clause(target_param, values, chain_modifier or None)
         _check_modifier(inner, name)
-        return Clause(param, values, None, target_type, Chain(target_type, target_param))
+        chain = Chain(target_type, target_param, chain_modifier or None)
+        return Clause(param, values, None, target_type, chain)
     type_modifier = None
     if param.type == "reference" and modifier and modifier != "missing":
+        _check_type_modifier(param, modifier, name)
         type_modifier, modifier = modifier, ""
     clause = Clause(param, values, modifier or None, type_modifier)
     _check_modifier(clause, name)
     return clause
+
+
+def _check_type_modifier(param: SearchParam, type_modifier: str, name: str) -> None:
+    """A reference's `:[type]` modifier must name a type this server serves that the parameter may
+    refer to; other modifiers (`:identifier`, `:above`, `:below`) are not supported."""
+    if type_modifier not in SUPPORTED or (param.targets and type_modifier not in param.targets):
+        raise bad_request(f"Modifier ':{type_modifier}' is not supported on '{param.code}'", name)
 
 
 def _check_modifier(clause: Clause, name: str) -> None:

@@ -25,9 +25,10 @@ from sqlalchemy import (
 )
 
 from gateway.errors import bad_request
-from gateway.model.types import dumps, loads
-from gateway.search.dates import MIN, DateFormatError, date_range, utc_now
-from gateway.search.parameters import PREFIXES, Clause, SearchRequest
+from gateway.model.types import SUPPORTED, dumps, is_valid_id, loads
+from gateway.search.dates import MIN, DateFormatError, date_range, shift, utc_now
+from gateway.search.extract import parse_reference
+from gateway.search.parameters import PREFIXES, Clause, SearchRequest, split_token, unescape
 from gateway.search.registry import SearchParam
 from gateway.search.text import fold
 from gateway.store.repository import R
@@ -59,19 +60,32 @@ class Planner:
 
     # -- matching ---------------------------------------------------------------------------------
 
+    def bases(self, request_base: str = "") -> tuple[str, ...]:
+        """This server's base URLs: the configured one and the one the request came in on."""
+        candidates = (self.base_url.rstrip("/"), request_base.rstrip("/"))
+        return tuple(dict.fromkeys(base for base in candidates if base))
+
     def where(self, request: SearchRequest) -> ColumnElement[bool]:
+        bases = self.bases(request.base_url)
         conditions = [R.c.res_type == request.res_type, R.c.deleted == false()]
-        conditions.extend(self.clause(request.res_type, clause) for clause in request.clauses)
+        conditions.extend(self.clause(request.res_type, clause, bases) for clause in request.clauses)
         return and_(*conditions)
 
-    def clause(self, res_type: str, clause: Clause) -> ColumnElement[bool]:
+    def clause(
+        self, res_type: str, clause: Clause, bases: tuple[str, ...] | None = None
+    ) -> ColumnElement[bool]:
+        if bases is None:
+            bases = self.bases()
         param = clause.param
         if param.code == "_id":
-            matched = R.c.res_id.in_(clause.values)
+            matched = R.c.res_id.in_([unescape(v) for v in clause.values])
             return not_(matched) if clause.modifier == "not" else matched
         if param.code == "_lastUpdated":
             return or_(
-                *(self._date(R.c.last_updated, R.c.last_updated, v, point=True) for v in clause.values)
+                *(
+                    self._date(R.c.last_updated, R.c.last_updated, unescape(v), point=True)
+                    for v in clause.values
+                )
             )
         table = TABLES[param.type]
         scope = and_(table.c.res_type == res_type, table.c.param == param.code)
@@ -79,16 +93,19 @@ class Planner:
             present = R.c.rid.in_(select(table.c.rid).where(scope))
             return or_(*(not_(present) if v == "true" else present for v in clause.values))
         if clause.chain is not None:
-            return self._chained(res_type, clause, scope)
+            return self._chained(clause, scope, bases)
         if clause.modifier == "not":
             matches = or_(*(self._token(table, v) for v in clause.values))
             return R.c.rid.not_in(select(table.c.rid).where(scope, matches))
-        matches = or_(*(self._value(param, clause, table, v) for v in clause.values))
+        matches = or_(*(self._value(param, clause, table, v, bases) for v in clause.values))
         return R.c.rid.in_(select(table.c.rid).where(scope, matches))
 
-    def _value(self, param: SearchParam, clause: Clause, table: Any, value: str) -> ColumnElement[bool]:
+    def _value(
+        self, param: SearchParam, clause: Clause, table: Any, raw: str, bases: tuple[str, ...]
+    ) -> ColumnElement[bool]:
         if param.type == "token":
-            return self._token(table, value)
+            return self._token(table, raw)
+        value = unescape(raw)
         if param.type == "string":
             if clause.modifier == "exact":
                 return table.c.value_exact == value  # type: ignore[no-any-return]
@@ -97,7 +114,7 @@ class Planner:
                 return table.c.value_folded.like(f"%{pattern}%", escape="\\")  # type: ignore[no-any-return]
             return table.c.value_folded.like(f"{pattern}%", escape="\\")  # type: ignore[no-any-return]
         if param.type == "reference":
-            return self._reference(table, value, clause.type_modifier)
+            return self._reference(table, value, clause.type_modifier, bases)
         if param.type == "date":
             return self._date(table.c.low, table.c.high, value)
         if param.type == "number":
@@ -110,46 +127,52 @@ class Planner:
 
     @staticmethod
     def _token(table: Any, value: str) -> ColumnElement[bool]:
-        if "|" not in value:
-            return table.c.code == value  # type: ignore[no-any-return]
-        system, _, code = value.partition("|")
+        system, code = split_token(value)
+        if system is None:
+            return table.c.code == code  # type: ignore[no-any-return]
         if not system:
             return and_(table.c.system.is_(None), table.c.code == code)
         if not code:
             return table.c.system == system  # type: ignore[no-any-return]
         return and_(table.c.system == system, table.c.code == code)
 
-    def _reference(self, table: Any, value: str, type_modifier: str | None) -> ColumnElement[bool]:
-        if self.base_url and value.startswith(self.base_url + "/"):
-            value = value[len(self.base_url) + 1 :]
-        if "://" in value or value.startswith("urn:"):
-            return table.c.url == value  # type: ignore[no-any-return]
-        parts = value.split("/")
-        if len(parts) >= 4 and parts[-2] == "_history":
-            parts = parts[:-2]
-        if len(parts) == 2:
-            target_type, target_id = parts
-            if type_modifier and type_modifier != target_type:
+    def _reference(
+        self, table: Any, value: str, type_modifier: str | None, bases: tuple[str, ...]
+    ) -> ColumnElement[bool]:
+        """`Type/id`, a bare id, or a URL: this server's URLs mean local `Type/id`; other FHIR servers'
+        `…/Type/id` URLs and other URLs or URNs match references written that way."""
+        if is_valid_id(value):
+            condition = and_(table.c.target_id == value, local_reference(table, bases))
+            if type_modifier:
+                condition = and_(condition, table.c.target_type == type_modifier)
+            return condition
+        key = parse_reference(value, bases)
+        if type_modifier and key.target_type is not None and key.target_type != type_modifier:
+            return false()
+        if key.target_id is None:
+            if key.server is None:
                 return false()
-            return and_(table.c.target_type == target_type, table.c.target_id == target_id)
-        condition = table.c.target_id == parts[-1]
-        if type_modifier:
-            condition = and_(condition, table.c.target_type == type_modifier)
-        return condition  # type: ignore[no-any-return]
+            return and_(table.c.url == key.server, table.c.target_id.is_(None))
+        at = local_reference(table, bases) if key.server is None else table.c.url == key.server
+        return and_(table.c.target_type == key.target_type, table.c.target_id == key.target_id, at)
 
-    def _chained(self, res_type: str, clause: Clause, scope: ColumnElement[bool]) -> ColumnElement[bool]:
+    def _chained(
+        self, clause: Clause, scope: ColumnElement[bool], bases: tuple[str, ...]
+    ) -> ColumnElement[bool]:
         assert clause.chain is not None
         table = TABLES["reference"]
-        target_types = [clause.chain.target_type] if clause.chain.target_type else list(clause.param.targets)
+        if clause.chain.target_type:
+            target_types = [clause.chain.target_type]
+        else:  # no type given: every target type this server can hold
+            target_types = [t for t in clause.param.targets if t in SUPPORTED]
+        inner = Clause(clause.chain.param, clause.values, clause.chain.modifier)
         options = []
         for target_type in target_types:
-            inner_param = clause.chain.param
-            inner = Clause(inner_param, clause.values)
             targets = select(R.c.res_id).where(
-                R.c.res_type == target_type, R.c.deleted == false(), self.clause(target_type, inner)
+                R.c.res_type == target_type, R.c.deleted == false(), self.clause(target_type, inner, bases)
             )
             options.append(and_(table.c.target_type == target_type, table.c.target_id.in_(targets)))
-        return R.c.rid.in_(select(table.c.rid).where(scope, or_(*options)))
+        return R.c.rid.in_(select(table.c.rid).where(scope, local_reference(table, bases), or_(*options)))
 
     def _date(self, low: Any, high: Any, value: str, point: bool = False) -> ColumnElement[bool]:
         """The spec's prefix semantics on ranges; a `point` (an instant such as _lastUpdated) is the
@@ -185,7 +208,7 @@ class Planner:
             return high_within(s_low)
         # ap: within 10% of the distance between now and the value, at least the value's own range.
         gap = abs(utc_now() - s_low) / 10
-        return and_(low < s_high + gap, high_above(s_low - gap))
+        return and_(low < shift(s_high, gap), high_above(shift(s_low, -gap)))
 
     # -- ordering and paging ----------------------------------------------------------------------
 
@@ -242,19 +265,41 @@ def decode_cursor(keys: Sequence[tuple[Any, bool, str]], token: str) -> tuple[bo
         values = data["v"]
         if len(values) != len(keys):
             raise ValueError("cursor does not fit this search")
-        decoded = [
-            datetime.fromisoformat(v) if kind == "date" and isinstance(v, str) else v
-            for (_, _, kind), v in zip(keys, values, strict=True)
-        ]
+        decoded = [_cursor_value(kind, v) for (_, _, kind), v in zip(keys, values, strict=True)]
         return bool(data["b"]), decoded
     except (ValueError, KeyError, TypeError) as error:
         raise bad_request(f"The paging cursor is not valid: {error}", "_cursor") from error
+
+
+def _cursor_value(kind: str, value: Any) -> Any:
+    """A cursor comes back from the client: each value must have its key's type before it meets SQL."""
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{value!r} is not a number")
+        if not math.isfinite(value) or abs(value) >= 2**63:
+            raise ValueError(f"{value!r} is out of range")
+        return value
+    if not isinstance(value, str) or "\x00" in value:
+        raise TypeError(f"{value!r} is not a string")
+    if kind == "date":
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is not None:
+            raise ValueError(f"{value!r} is not a cursor date")
+        return moment
+    return value
 
 
 def _prefix(value: str) -> tuple[str, str]:
     if len(value) > 2 and value[:2] in PREFIXES and not value[:2].isdigit():
         return value[:2], value[2:]
     return "eq", value
+
+
+def local_reference(table: Any, bases: tuple[str, ...]) -> ColumnElement[bool]:
+    """Reference index rows that point at a resource on this server."""
+    if not bases:
+        return table.c.url.is_(None)  # type: ignore[no-any-return]
+    return or_(table.c.url.is_(None), table.c.url.in_(bases))
 
 
 def _like_escape(value: str) -> str:
@@ -265,12 +310,14 @@ def _number(column: Any, value: str) -> ColumnElement[bool]:
     prefix, text = _prefix(value)
     try:
         number = Decimal(text)
-    except InvalidOperation as error:
-        raise bad_request(f"'{text}' is not a number") from error
-    exponent = number.as_tuple().exponent
-    half = Decimal(5) * Decimal(10) ** (Decimal(exponent if isinstance(exponent, int) else 0) - 1)
-    low, high, exact = float(number - half), float(number + half), float(number)
-    if not math.isfinite(exact):
+        if not number.is_finite():
+            raise InvalidOperation("not finite")
+        exponent = number.as_tuple().exponent
+        half = Decimal(5) * Decimal(10) ** (Decimal(exponent if isinstance(exponent, int) else 0) - 1)
+        low, high, exact = float(number - half), float(number + half), float(number)
+    except ArithmeticError as error:  # InvalidOperation, Overflow
+        raise bad_request(f"'{text}' is not a number this server can search on") from error
+    if not all(math.isfinite(x) for x in (low, high, exact)):
         raise bad_request(f"'{text}' is not a finite number")
     conditions: dict[str, ColumnElement[bool]] = {
         "eq": and_(column >= low, column < high),

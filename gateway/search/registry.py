@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ INDEXED_TYPES = frozenset({"token", "string", "reference", "date", "number", "ur
 
 # Served from the resource table's own columns, not from index rows.
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
+_AS_TYPE = re.compile(r"\(([A-Za-z][\w.]*) as (\w+)\)")
 _RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is (\w+)\)")
+# fhirpathpy does not take `Resource.` or `DomainResource.` as matching every resource type, so such
+# a branch (`Resource.meta.tag`) is compiled relative to the resource itself (`meta.tag`).
+_ABSTRACT_ROOT = re.compile(r"^(\(*\s*)(?:Resource|DomainResource)\.")
 _FHIR_MODEL = models["r4"]
 
 
@@ -80,12 +85,18 @@ def _root_type(branch: str) -> str:
     return match.group(1) if match else ""
 
 
+@cache
 def _compile(branch: str) -> Branch:
+    """Compiled once per process: parsing FHIRPath is slow, and the definitions do not change."""
     target: str | None = None
     match = _RESOLVE_IS.search(branch)
     if match:
         target = match.group(1)
         branch = _RESOLVE_IS.sub("", branch)
+    branch = _ABSTRACT_ROOT.sub(r"\1", branch)
+    # `(X as T)` demands a single X in fhirpathpy, but X is often a collection (every component's
+    # value); `X.ofType(T)` is what the definitions mean and takes collections.
+    branch = _AS_TYPE.sub(r"\1.ofType(\2)", branch)
     compiled = fhirpathpy.compile(branch, _FHIR_MODEL)
     return Branch(branch, compiled, target)
 
@@ -116,6 +127,13 @@ def _search_parameters(document: Json) -> Iterator[Json]:
     elif document.get("resourceType") == "Bundle":
         for entry in document.get("entry", []):
             yield from _search_parameters(entry.get("resource", {}))
+
+
+@cache
+def _official() -> tuple[Json, ...]:
+    """The R4 definitions shipped with the gateway, read once per process (they are not modified)."""
+    official = loads((resources.files("gateway") / "definitions" / "search-parameters.json").read_bytes())
+    return tuple(_search_parameters(official))
 
 
 class Registry:
@@ -160,9 +178,7 @@ class Registry:
 
     @classmethod
     def load(cls, profiles_dir: Path | None) -> Registry:
-        official = loads((resources.files("gateway") / "definitions" / "search-parameters.json").read_bytes())
-        definitions = list(_search_parameters(official))
-        registry = cls(definitions)
+        registry = cls(_official())
         if profiles_dir is not None and profiles_dir.is_dir():
             for path in sorted(profiles_dir.rglob("*.json")):
                 for definition in _search_parameters(loads(path.read_bytes())):
