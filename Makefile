@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/gateway db upgrade
+	$(BIN)/gateway clients demo --url http://127.0.0.1:8080
 	$(BIN)/gateway serve --host 127.0.0.1 --port 8080 --no-upgrade
 
 lint: $(STAMP)

@@ -22,6 +22,10 @@ from gateway.errors import FhirError, not_found, too_large
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
 from gateway.fhir.routes import routes
 from gateway.hooks import Hooks
+from gateway.security.endpoints import router as security_router
+from gateway.security.endpoints import warn_if_off
+from gateway.security.middleware import Authenticate
+from gateway.security.tokens import Authority
 from gateway.services import Services
 
 log = logging.getLogger("gateway")
@@ -66,6 +70,8 @@ def create_app(
         title="FHIR home device gateway", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.services = svc
+    app.state.authority = Authority(svc.settings, svc.engine)
+    app.include_router(security_router)  # before the /fhir mount: it serves /fhir/.well-known/…
     app.router.routes.append(Mount("/fhir", routes=routes()))
     app.include_router(adapter_routes.router)
     for adapter_router in (
@@ -75,6 +81,9 @@ def create_app(
     ):
         app.include_router(adapter_router, prefix="/adapters")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if svc.settings.auth:  # added last, so it runs first: a refused request costs no body
+        app.add_middleware(Authenticate, authority=app.state.authority)
+    warn_if_off(svc.settings)
     app.add_exception_handler(FhirError, handle_fhir_error)
     app.add_exception_handler(Exception, handle_unexpected)
 

@@ -14,6 +14,18 @@ def _int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def _switch(name: str, default: bool) -> bool:
+    """on/off, true/false, yes/no, 1/0; anything else is a configuration error, not a silent default."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"{name} must be on or off, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. Every field has an environment variable of the same name, upper-cased."""
@@ -30,6 +42,23 @@ class Settings:
     # Dates and times without an offset are read in this zone (search values and stored values alike).
     local_timezone: str = "Europe/Stockholm"
     profiles_dir: Path = field(default_factory=lambda: REPO_ROOT / "profiles")
+    # Security (docs/security.md). GATEWAY_AUTH=off serves every request unchecked, for local trials only.
+    auth: bool = True
+    # Lifetime of the access tokens the gateway issues, in seconds (SMART recommends at most 300).
+    token_lifetime: int = 300
+    # The `iss` of the gateway's own tokens; empty means the origin the request came to, plus /auth.
+    auth_issuer: str = ""
+    # Algorithm of new signing keys (`gateway keys rotate`): ES384 or RS384.
+    signing_alg: str = "ES384"
+    # An external OpenID Connect issuer whose access tokens are accepted too (empty: none).
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_jwks_ttl: int = 300
+    # The claims of the external issuer's tokens that carry these (scopes: a space-separated string or list).
+    oidc_claim_organization: str = "hsa_org"
+    oidc_claim_person: str = "hsa_id"
+    oidc_claim_scopes: str = "scope"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,4 +73,17 @@ class Settings:
             max_page_size=_int("GATEWAY_MAX_PAGE_SIZE", defaults.max_page_size),
             local_timezone=os.environ.get("GATEWAY_TIMEZONE", defaults.local_timezone),
             profiles_dir=Path(os.environ.get("GATEWAY_PROFILES_DIR", str(defaults.profiles_dir))),
+            auth=_switch("GATEWAY_AUTH", defaults.auth),
+            token_lifetime=_int("GATEWAY_TOKEN_LIFETIME", defaults.token_lifetime),
+            auth_issuer=os.environ.get("GATEWAY_AUTH_ISSUER", "").rstrip("/"),
+            signing_alg=os.environ.get("GATEWAY_SIGNING_ALG", defaults.signing_alg),
+            oidc_issuer=os.environ.get("GATEWAY_OIDC_ISSUER", ""),
+            oidc_audience=os.environ.get("GATEWAY_OIDC_AUDIENCE", ""),
+            oidc_jwks_url=os.environ.get("GATEWAY_OIDC_JWKS_URL", ""),
+            oidc_jwks_ttl=_int("GATEWAY_OIDC_JWKS_TTL", defaults.oidc_jwks_ttl),
+            oidc_claim_organization=os.environ.get(
+                "GATEWAY_OIDC_CLAIM_ORGANIZATION", defaults.oidc_claim_organization
+            ),
+            oidc_claim_person=os.environ.get("GATEWAY_OIDC_CLAIM_PERSON", defaults.oidc_claim_person),
+            oidc_claim_scopes=os.environ.get("GATEWAY_OIDC_CLAIM_SCOPES", defaults.oidc_claim_scopes),
         )

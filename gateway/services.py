@@ -14,6 +14,7 @@ from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor
 from gateway.search.query import Planner
 from gateway.search.registry import Registry
+from gateway.security.policy import ScopePolicy
 from gateway.store.database import make_engine
 from gateway.workflow import default_reactions, default_rules
 
@@ -32,6 +33,8 @@ class Services:
     def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
         if hooks is None:
             hooks = Hooks(rules=default_rules(), reactions=default_reactions())
+            if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
+                hooks.policy = ScopePolicy()
         engine = engine or make_engine(settings.database_url, settings.database_schema)
         zone = ZoneInfo(settings.local_timezone)
         registry = Registry.load(settings.profiles_dir)

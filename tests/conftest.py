@@ -32,7 +32,9 @@ class Database:
     engine: Engine
 
     def settings(self, **overrides: object) -> Settings:
-        values: dict[str, object] = {"database_url": self.url, "database_schema": self.schema}
+        """Settings for this database; auth is off unless a test asks for it (`auth=True`, or the
+        `secure_services` / `secure_client` fixtures)."""
+        values: dict[str, object] = {"database_url": self.url, "database_schema": self.schema, "auth": False}
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 
@@ -93,4 +95,17 @@ def services(database: Database) -> Services:
 @pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
     with TestClient(create_app(services.settings, services=services)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def secure_services(database: Database) -> Services:
+    """Services with GATEWAY_AUTH on: tokens required, SMART scopes enforced."""
+    database.clear()
+    return Services.build(database.settings(auth=True), engine=database.engine)
+
+
+@pytest.fixture
+def secure_client(secure_services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(secure_services.settings, services=secure_services)) as test_client:
         yield test_client

@@ -12,6 +12,7 @@ from gateway.fhir.context import request_context, services
 from gateway.fhir.http import fhir_response
 from gateway.model.types import SUPPORTED_TYPES
 from gateway.search.dates import to_instant, utc_now
+from gateway.security.endpoints import capability_security
 from gateway.services import Services
 
 TYPE_INTERACTIONS = (
@@ -84,4 +85,5 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
 
 async def metadata(request: Request) -> Response:
     svc = services(request)
-    return fhir_response(capability_statement(svc, request_context(request).base_url))
+    base = request_context(request).base_url
+    return fhir_response(capability_security(capability_statement(svc, base), svc.settings, base))

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from gateway.fhir.http import base_url
-from gateway.hooks import RequestContext
+from gateway.hooks import Principal, RequestContext
 from gateway.pipeline import UnitOfWork
 from gateway.services import Services
 
@@ -24,7 +24,10 @@ def services(request: Request) -> Services:
 def request_context(request: Request) -> RequestContext:
     context = getattr(request.state, "context", None)
     if context is None:
+        # The authentication middleware (gateway.security) puts the token's Principal in request.state.
+        principal = getattr(request.state, "principal", None)
         context = RequestContext(
+            principal=principal if isinstance(principal, Principal) else Principal(),
             base_url=base_url(request, services(request).settings.base_url),
             source_address=request.client.host if request.client else None,
             query=str(request.url.query) or None,

@@ -119,7 +119,8 @@ class ReferenceIndex(Base):
     rid: Mapped[int] = _rid()
     res_type: Mapped[str] = mapped_column(String(64))
     param: Mapped[str] = mapped_column(String(64))
-    # Local references: target type and id. Others (absolute URLs elsewhere, canonicals): url only.
+    # Local references: target type and id, url NULL. Absolute `…/Type/id` on another server: type, id and
+    # that server's base in url. Anything else (urn:, canonicals, no id): the whole reference in url.
     target_type: Mapped[str | None] = mapped_column(String(64))
     target_id: Mapped[str | None] = mapped_column(String(64))
     url: Mapped[str | None] = mapped_column(Text)
@@ -191,3 +192,38 @@ class QuarantineItem(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | replayed | discarded
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime())
     __table_args__ = (Index("ix_quarantine_adapter_status", "adapter", "status", "id"),)
+
+
+class OAuthClient(Base):
+    """A registered system client (SMART Backend Services): the organisation it acts for, the public keys
+    its assertions are signed with (a JWKS), and the scopes it may be granted."""
+
+    __tablename__ = "oauth_client"
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    organization: Mapped[str] = mapped_column(String(255))  # HSA-id
+    jwks: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[str] = mapped_column(Text)  # space-separated
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SigningKey(Base):
+    """The gateway's own token signing keys (private JWK as JSON). The newest active key signs; a retired
+    key stays in the JWKS, for verification, until the tokens it signed have expired."""
+
+    __tablename__ = "signing_key"
+    kid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(16))
+    private_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime())
+
+
+class AssertionJti(Base):
+    """The `jti` of every client assertion accepted, until it expires: a second use is a replay."""
+
+    __tablename__ = "assertion_jti"
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(), index=True)

@@ -49,6 +49,7 @@ def _environment(database: Database) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "GATEWAY_"))}
     env.update(database.environment())
     env["PYTHONUNBUFFERED"] = "1"
+    env["GATEWAY_AUTH"] = "off"  # third-party clients here test FHIR, not SMART; tests/security does
     return env
 
 

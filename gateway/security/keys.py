@@ -1,0 +1,109 @@
+"""The gateway's own signing keys: generated, rotated, published at /auth/jwks, cached per process.
+
+The newest active key signs access tokens. `gateway keys rotate` retires the active keys and adds a new
+one; a retired key stays published (and trusted) until every token it can have signed has expired: the
+token lifetime, plus how long a process may go on signing with a cached key, plus clock leeway.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from joserfc.jwk import ECKey, KeySet, RSAKey
+from sqlalchemy import Engine
+
+from gateway.security import store
+
+ALGORITHMS = ("ES384", "RS384")
+CACHE_SECONDS = 30.0
+RELOAD_AT_MOST_EVERY = 1.0
+LEEWAY_SECONDS = 60
+
+Key = ECKey | RSAKey
+
+
+def generate(alg: str) -> Key:
+    parameters: Any = {"alg": alg, "use": "sig"}
+    if alg == "ES384":
+        return ECKey.generate_key("P-384", parameters=parameters, auto_kid=True)
+    if alg == "RS384":
+        return RSAKey.generate_key(3072, parameters=parameters, auto_kid=True)
+    raise ValueError(f"Signing keys are ES384 or RS384, not {alg!r}")
+
+
+def import_jwk(data: dict[str, Any]) -> Key:
+    kty = data.get("kty")
+    if kty == "EC":
+        return ECKey.import_key(data)
+    if kty == "RSA":
+        return RSAKey.import_key(data)
+    raise ValueError(f"Not an EC or RSA key: {kty}")
+
+
+def retention(token_lifetime: int) -> timedelta:
+    return timedelta(seconds=token_lifetime + CACHE_SECONDS + LEEWAY_SECONDS)
+
+
+def rotate(engine: Engine, alg: str, token_lifetime: int) -> str:
+    """Add a new signing key, retire the others, forget those no token can need any more. Its kid."""
+    key = generate(alg)
+    store.add_key(engine, str(key.kid), alg, key.as_dict(private=True), retire_others=True)
+    store.drop_retired_keys(engine, retention(token_lifetime))
+    return str(key.kid)
+
+
+class KeyRing:
+    """This process's view of the signing keys, reloaded every CACHE_SECONDS and on an unknown kid."""
+
+    def __init__(self, engine: Engine, alg: str, token_lifetime: int) -> None:
+        self.engine = engine
+        self.alg = alg
+        self.keep = retention(token_lifetime)
+        self._rows: list[store.KeyRow] = []
+        self._set = KeySet([])
+        self._loaded = float("-inf")
+        self._lock = threading.Lock()
+
+    def _load(self, force: bool = False) -> list[store.KeyRow]:
+        with self._lock:
+            age = time.monotonic() - self._loaded
+            if age > CACHE_SECONDS or (force and age > RELOAD_AT_MOST_EVERY):
+                self._rows = store.published_keys(self.engine, self.keep)
+                self._set = KeySet([import_jwk(row.private_jwk) for row in self._rows])
+                self._loaded = time.monotonic()
+            return self._rows
+
+    def signer(self) -> tuple[Key, str]:
+        """The key to sign with and its algorithm; the first call on an empty database makes one."""
+        active = [row for row in self._load() if row.retired_at is None]
+        if not active:
+            key = generate(self.alg)
+            store.add_key(self.engine, str(key.kid), self.alg, key.as_dict(private=True), retire_others=False)
+            self._loaded = float("-inf")
+            active = [row for row in self._load() if row.retired_at is None]
+        row = active[0]
+        return import_jwk(row.private_jwk), row.alg
+
+    def stale(self, kid: str | None) -> bool:
+        """Whether `verifier(kid)` would read the database (callers on the event loop hop off it)."""
+        age = time.monotonic() - self._loaded
+        unknown = kid is not None and kid not in {row.kid for row in self._rows}
+        return age > CACHE_SECONDS or (unknown and age > RELOAD_AT_MOST_EVERY)
+
+    def verifier(self, kid: str | None) -> KeySet:
+        """The published keys, reloaded first when `kid` is not among them (a rotation elsewhere)."""
+        rows = self._load()
+        if kid is not None and kid not in {row.kid for row in rows}:
+            self._load(force=True)
+        return self._set
+
+    def jwks(self) -> dict[str, Any]:
+        self.signer()  # never an empty set: the first look makes the first key
+        keys = []
+        for row in self._load():
+            public = import_jwk(row.private_jwk).as_dict(private=False)
+            keys.append(public | {"kid": row.kid, "alg": row.alg, "use": "sig"})
+        return {"keys": keys}

@@ -1,0 +1,152 @@
+"""Security's rows in the database: registered clients, the gateway's signing keys, seen assertion jtis.
+
+Times are naive UTC, like every other DateTime column of the store.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.store.database import WRITE_OPTION
+from gateway.store.tables import AssertionJti, OAuthClient, SigningKey
+
+CLIENTS = cast(Table, OAuthClient.__table__)
+KEYS = cast(Table, SigningKey.__table__)
+JTIS = cast(Table, AssertionJti.__table__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    name: str
+    organization: str
+    jwks: dict[str, Any]
+    scopes: tuple[str, ...]
+    created_at: datetime
+    active: bool
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    kid: str
+    alg: str
+    private_jwk: dict[str, Any]
+    created_at: datetime
+    retired_at: datetime | None
+
+
+def _client(row: Any) -> Client:
+    return Client(
+        row.client_id,
+        row.name,
+        row.organization,
+        json.loads(row.jwks),
+        tuple(row.scopes.split()),
+        row.created_at,
+        bool(row.active),
+    )
+
+
+def add_client(
+    engine: Engine,
+    name: str,
+    organization: str,
+    jwks: dict[str, Any],
+    scopes: list[str],
+    client_id: str | None = None,
+) -> Client:
+    client = Client(
+        client_id or secrets.token_urlsafe(18), name, organization, jwks, tuple(scopes), utc_now(), True
+    )
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        connection.execute(
+            insert(CLIENTS).values(
+                client_id=client.client_id,
+                name=name,
+                organization=organization,
+                jwks=json.dumps(jwks, sort_keys=True),
+                scopes=" ".join(scopes),
+                created_at=client.created_at,
+                active=True,
+            )
+        )
+    return client
+
+
+def update_client(engine: Engine, client_id: str, jwks: dict[str, Any], scopes: list[str]) -> None:
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        connection.execute(
+            update(CLIENTS)
+            .where(CLIENTS.c.client_id == client_id)
+            .values(jwks=json.dumps(jwks, sort_keys=True), scopes=" ".join(scopes), active=True)
+        )
+
+
+def get_client(engine: Engine, client_id: str) -> Client | None:
+    with engine.connect() as connection:
+        row = connection.execute(select(CLIENTS).where(CLIENTS.c.client_id == client_id)).first()
+    return _client(row) if row is not None else None
+
+
+def list_clients(engine: Engine) -> list[Client]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(CLIENTS).order_by(CLIENTS.c.created_at, CLIENTS.c.client_id)).all()
+    return [_client(row) for row in rows]
+
+
+def remember_jti(engine: Engine, client_id: str, jti: str, expires_at: datetime) -> bool:
+    """Record an assertion's jti; False when it was seen before (a replay). The primary key decides, so
+    two workers racing with the same assertion cannot both win. Expired jtis are forgotten on the way."""
+    try:
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+            connection.execute(delete(JTIS).where(JTIS.c.expires_at < utc_now()))
+            connection.execute(insert(JTIS).values(client_id=client_id, jti=jti, expires_at=expires_at))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _key(row: Any) -> KeyRow:
+    return KeyRow(row.kid, row.alg, json.loads(row.private_jwk), row.created_at, row.retired_at)
+
+
+def published_keys(engine: Engine, keep: timedelta) -> list[KeyRow]:
+    """Active keys and those retired less than `keep` ago, newest first."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(KEYS)
+            .where((KEYS.c.retired_at.is_(None)) | (KEYS.c.retired_at > utc_now() - keep))
+            .order_by(KEYS.c.created_at.desc(), KEYS.c.kid)
+        ).all()
+    return [_key(row) for row in rows]
+
+
+def add_key(engine: Engine, kid: str, alg: str, private_jwk: dict[str, Any], retire_others: bool) -> None:
+    """Store a new signing key; with `retire_others`, the keys signing until now become retired."""
+    now = utc_now()
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        if retire_others:
+            connection.execute(update(KEYS).where(KEYS.c.retired_at.is_(None)).values(retired_at=now))
+        connection.execute(
+            insert(KEYS).values(
+                kid=kid, alg=alg, private_jwk=json.dumps(private_jwk), created_at=now, retired_at=None
+            )
+        )
+
+
+def drop_retired_keys(engine: Engine, keep: timedelta) -> int:
+    """Delete keys retired longer than `keep` ago: no unexpired token can carry their signature."""
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        result = connection.execute(delete(KEYS).where(KEYS.c.retired_at <= utc_now() - keep))
+    return int(result.rowcount)

@@ -1,0 +1,226 @@
+"""Every request needs a valid access token, except metadata, discovery, /auth/* and the probes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.hooks import Principal
+from gateway.security.oidc import ExternalIssuer
+from gateway.security.tokens import Authority
+from gateway.services import Services
+from tests.conftest import Database
+from tests.security.conftest import ALL, RegisteredClient, bearer, new_key
+
+
+def _own_token(
+    client: TestClient, key: Any = None, header: dict[str, Any] | None = None, **claims: Any
+) -> str:
+    """An access token made like the gateway's own, with `claims` changed."""
+    authority: Authority = client.app.state.authority  # type: ignore[attr-defined]
+    signing, alg = authority.ring.signer()
+    now = int(time.time())
+    values: dict[str, Any] = {
+        "iss": "http://testserver/auth",
+        "sub": "c1",
+        "aud": "http://testserver/fhir",
+        "iat": now,
+        "exp": now + 300,
+        "jti": "t1",
+        "client_id": "c1",
+        "scope": "system/*.cruds",
+    }
+    values.update(claims)
+    head = {"alg": alg, "kid": signing.kid, "typ": "at+jwt", **(header or {})}
+    return jwt.encode(head, values, key or signing, algorithms=ALL)
+
+
+def test_no_token_is_401_with_a_challenge_and_an_outcome(secure_client: TestClient) -> None:
+    response = secure_client.get("/fhir/Patient")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert response.json()["issue"][0]["code"] == "login"
+
+
+@pytest.mark.parametrize(
+    "path", ["/fhir/metadata", "/fhir/.well-known/smart-configuration", "/healthz", "/readyz", "/auth/jwks"]
+)
+def test_open_paths_need_no_token(secure_client: TestClient, path: str) -> None:
+    assert secure_client.get(path).status_code == 200
+
+
+def test_metadata_names_the_token_endpoint(secure_client: TestClient) -> None:
+    security = secure_client.get("/fhir/metadata").json()["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = security["extension"][0]["extension"]
+    assert {"url": "token", "valueUri": "http://testserver/auth/token"} in uris
+
+
+def test_valid_token_is_accepted(secure_client: TestClient) -> None:
+    assert secure_client.get("/fhir/Patient", headers=bearer(_own_token(secure_client))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "token_of",
+    [
+        pytest.param(lambda c: "not-a-jwt", id="garbage"),
+        pytest.param(lambda c: _own_token(c, exp=int(time.time()) - 3600), id="expired"),
+        pytest.param(lambda c: _own_token(c, key=new_key("ES384")), id="forged"),
+        pytest.param(lambda c: _own_token(c, aud="https://elsewhere.example/fhir"), id="wrong-audience"),
+        pytest.param(lambda c: _own_token(c, iss="https://elsewhere.example/auth"), id="wrong-issuer"),
+        pytest.param(lambda c: _own_token(c, header={"typ": "JWT"}), id="not-an-access-token"),
+        pytest.param(lambda c: _own_token(c, header={"kid": "unknown"}), id="unknown-kid"),
+    ],
+)
+def test_bad_tokens_are_401(secure_client: TestClient, token_of: Any) -> None:
+    response = secure_client.get("/fhir/Patient", headers=bearer(token_of(secure_client)))
+    assert response.status_code == 401, response.text
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+def test_alg_none_token_is_401(secure_client: TestClient) -> None:
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = {
+        "iss": "http://testserver/auth",
+        "aud": "http://testserver/fhir",
+        "client_id": "c1",
+        "scope": "system/*.cruds",
+        "exp": int(time.time()) + 60,
+    }
+    unsigned = f"{part({'alg': 'none', 'typ': 'at+jwt'})}.{part(claims)}."
+    assert secure_client.get("/fhir/Patient", headers=bearer(unsigned)).status_code == 401
+
+
+def test_a_client_assertion_is_not_an_access_token(
+    secure_client: TestClient, full_client: RegisteredClient
+) -> None:
+    assertion = full_client.assertion(aud="http://testserver/fhir")
+    assert secure_client.get("/fhir/Patient", headers=bearer(assertion)).status_code == 401
+
+
+def test_tokens_survive_key_rotation_until_they_expire(
+    secure_services: Services, secure_client: TestClient, full_client: RegisteredClient
+) -> None:
+    from gateway.security import keys
+
+    before = full_client.token(secure_client, "system/*.rs")
+    old_kid = secure_client.get("/auth/jwks").json()["keys"][0]["kid"]
+    new_kid = keys.rotate(secure_services.engine, "RS384", secure_services.settings.token_lifetime)
+    authority: Authority = secure_client.app.state.authority  # type: ignore[attr-defined]
+    authority.ring._loaded = float("-inf")  # as if the cache had run out
+    published = [key["kid"] for key in secure_client.get("/auth/jwks").json()["keys"]]
+    assert published[0] == new_kid and old_kid in published
+    assert secure_client.get("/fhir/Patient", headers=bearer(before)).status_code == 200
+    after = full_client.token(secure_client, "system/*.rs")
+    header = json.loads(base64.urlsafe_b64decode(after.split(".")[0] + "=="))
+    assert header["kid"] == new_kid and header["alg"] == "RS384"
+
+
+def test_auth_off_serves_without_token_and_warns(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    database.clear()
+    services = Services.build(database.settings(auth=False), engine=database.engine)
+    with caplog.at_level(logging.WARNING, logger="gateway.security"):
+        app = create_app(services.settings, services=services)
+    assert any("GATEWAY_AUTH=off" in record.getMessage() for record in caplog.records)
+    with TestClient(app) as client:
+        assert client.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
+        assert client.get("/fhir/Patient").status_code == 200
+        metadata = client.get("/fhir/metadata").json()
+        assert "GATEWAY_AUTH=off" in metadata["implementation"]["description"]
+        assert "GATEWAY_AUTH=off" in metadata["rest"][0]["security"]["description"]
+
+
+def test_external_issuer_claims_become_the_principal() -> None:
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    jwks = KeySet([key]).as_dict(private=False)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
+    settings = Settings(
+        oidc_issuer="https://idp.example",
+        oidc_audience="fhir-gateway",
+        oidc_jwks_url="https://idp.example/jwks",
+        oidc_claim_scopes="scp",
+    )
+    claims = {
+        "iss": "https://idp.example",
+        "aud": ["fhir-gateway", "other"],
+        "client_id": "journal",
+        "exp": int(time.time()) + 300,
+        "hsa_org": "SE2321000016-ORG1",
+        "hsa_id": "SE2321000016-P1",
+        "scp": ["user/Patient.rs", "user/Task.r"],
+    }
+    token = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=ALL)
+    principal = asyncio.run(
+        ExternalIssuer(settings, transport).principal(token, {"alg": "ES256", "kid": key.kid})
+    )
+    assert principal == Principal(
+        "journal", "SE2321000016-ORG1", "SE2321000016-P1", frozenset({"user/Patient.rs", "user/Task.r"})
+    )
+
+
+def test_head_needs_the_same_scope_as_get(secure_services: Services, secure_client: TestClient) -> None:
+    from tests.security.conftest import register
+
+    searcher = register(secure_services, "system/Patient.s")
+    token = bearer(searcher.token(secure_client, "system/Patient.s"))
+    assert secure_client.head("/fhir/Patient/p1", headers=token).status_code == 403
+
+
+def test_external_issuer_tokens_map_claims_to_the_principal(database: Database) -> None:
+    database.clear()
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    jwks = KeySet([key]).as_dict(private=False)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
+    settings = database.settings(
+        auth=True,
+        oidc_issuer="https://idp.example",
+        oidc_audience="fhir-gateway",
+        oidc_jwks_url="https://idp.example/jwks",
+    )
+    services = Services.build(settings, engine=database.engine)
+    app = create_app(settings, services=services)
+    app.state.authority.external = ExternalIssuer(settings, transport)
+    now = int(time.time())
+
+    def token(**changes: Any) -> str:
+        claims = {
+            "iss": "https://idp.example",
+            "aud": "fhir-gateway",
+            "sub": "user-1",
+            "azp": "journal",
+            "exp": now + 300,
+            "hsa_org": "SE2321000016-ORG1",
+            "hsa_id": "SE2321000016-P1",
+            "scope": "user/Patient.rs",
+        } | changes
+        return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=ALL)
+
+    with TestClient(app) as client:
+        assert client.get("/fhir/Patient", headers=bearer(token())).status_code == 200
+        assert client.get("/fhir/Task", headers=bearer(token())).status_code == 403
+        assert client.get("/fhir/Patient", headers=bearer(token(aud="other"))).status_code == 401
+        assert client.get("/fhir/Patient", headers=bearer(token(exp=now - 600))).status_code == 401
+        forged = jwt.encode(
+            {"alg": "ES256", "kid": key.kid},
+            {"iss": "https://idp.example"},
+            ECKey.generate_key("P-256"),
+            algorithms=ALL,
+        )
+        assert client.get("/fhir/Patient", headers=bearer(forged)).status_code == 401
