@@ -147,7 +147,12 @@ def bench_backend(backend: str, url: str, schema: str) -> Run:
     engine.dispose()
     print(f"[{backend}] seeded {run.seeded} in {run.seed_seconds:.0f}s", flush=True)
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "DATABASE_SCHEMA": schema}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DATABASE_SCHEMA": schema,
+        "GATEWAY_AUTH": os.environ.get("GATEWAY_AUTH", "off"),
+    }
     server = subprocess.Popen(
         [GATEWAY, "serve", "--port", str(port), "--workers", str(WORKERS), "--no-upgrade"],
         env=env,

@@ -17,12 +17,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
 from gateway.adapters.cli import import_app
+from gateway.adapters.hl7v2 import cli as hl7v2_cli
 from gateway.config import Settings
 from gateway.errors import FhirError, Issue
 from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
+from gateway.security.cli import clients_app, demo_token, keys_app
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import WRITE_OPTION, make_engine
@@ -34,9 +36,14 @@ app = typer.Typer(
 db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db, name="db")
 app.add_typer(import_app, name="import")
+app.command("mllp")(hl7v2_cli.mllp)
+app.add_typer(clients_app, name="clients")
+app.add_typer(keys_app, name="keys")
+app.command("demo-token")(demo_token)
 # soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width
 console = Console(stderr=True, soft_wrap=True)
-CLI_CONTEXT = RequestContext(principal=Principal(client_id="cli"))
+# The operator at the console has the database already: every interaction on every type (SMART scopes).
+CLI_CONTEXT = RequestContext(principal=Principal(client_id="cli", scopes=frozenset({"system/*.cruds"})))
 
 
 @app.command()

@@ -1,1 +1,3 @@
-"""Adapter: bestallningsportalen."""
+"""Adapter: Beställningsportalen order exports → DeviceRequest, Task, Provenance.
+
+See docs/adapters/bestallningsportalen.md."""

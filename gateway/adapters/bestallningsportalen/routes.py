@@ -1,7 +1,39 @@
-"""HTTP entrance of the bestallningsportalen adapter (mounted under /adapters by gateway.app)."""
+"""HTTP entrance of the Beställningsportalen adapter (mounted under /adapters by gateway.app):
+POST /adapters/bestallningsportalen/orders with one order, a JSON array, or JSON Lines."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.adapters.bestallningsportalen.adapter import (
+    batch_response,
+    context_for,
+    import_pieces,
+)
+from gateway.adapters.bestallningsportalen.parse import pieces
+from gateway.errors import too_large
+from gateway.fhir.context import services
+from gateway.fhir.http import base_url, fhir_response
+
+MAX_ORDERS = 1000
 
 router = APIRouter()
+
+
+@router.post("/bestallningsportalen/orders")
+async def post_orders(request: Request) -> Response:
+    """Each order accepted or rejected on its own; the answer is a batch-response Bundle, one entry an
+    order in input order. More than MAX_ORDERS orders → 413 before anything is written."""
+    svc = services(request)
+    body = (await request.body()).decode("utf-8", errors="replace")
+    lines = "ndjson" in request.headers.get("content-type", "")
+    items = list(pieces([body], lines=lines))
+    if len(items) > MAX_ORDERS:
+        raise too_large(
+            f"The request holds {len(items)} orders; at most {MAX_ORDERS} a request (use the CLI)"
+        )
+    context = context_for(svc, base_url(request, svc.settings.base_url))
+    context.source_address = request.client.host if request.client else None
+    return fhir_response(batch_response(await import_pieces(svc, context, items)))

@@ -1,0 +1,317 @@
+"""The Beställningsportalen adapter: each order checked, compared with what is stored (idempotency by
+ordernummer + version), mapped to a transaction Bundle and handed to the common write path; a rejected
+order is quarantined verbatim. Each order's answer is one `batch-response` entry."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+
+from gateway.adapters import mapping as m
+from gateway.adapters import quarantine
+from gateway.adapters.bestallningsportalen import to_fhir
+from gateway.adapters.bestallningsportalen.parse import Piece, pieces
+from gateway.adapters.mapping import Found
+from gateway.adapters.registry import register
+from gateway.errors import FhirError, Issue
+from gateway.fhir.outcome import operation_outcome
+from gateway.fhir.transaction import process_bundle
+from gateway.hooks import Principal, RequestContext
+from gateway.model.types import Json, loads
+from gateway.pipeline import UnitOfWork
+from gateway.search.dates import to_instant, utc_now
+from gateway.services import Services
+from gateway.store.repository import Stored
+
+NAME = "bestallningsportalen"
+CLIENT_ID = "adapter:bestallningsportalen"
+ATTEMPTS = 3  # an order whose master data changed under it (412) is read and built again
+STATUS_TEXT = {200: "200 OK", 201: "201 Created", 400: "400 Bad Request", 409: "409 Conflict"}
+
+
+# What the adapter may do when SMART scopes are enforced: write the types an order becomes, read them.
+WRITES = (
+    "Patient",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Device",
+    "DeviceRequest",
+    "Task",
+    "CarePlan",
+    "Observation",
+    "Provenance",
+    "Binary",
+)
+SCOPES = frozenset(f"system/{res_type}.crus" for res_type in WRITES)
+
+
+def context_for(svc: Services, base_url: str = "") -> RequestContext:
+    principal = Principal(client_id=CLIENT_ID, scopes=SCOPES)
+    return RequestContext(principal=principal, base_url=base_url or svc.settings.base_url)
+
+
+@dataclass
+class Rejection(Exception):
+    status: int
+    issues: list[Issue]
+
+
+def _q(system: str, value: str) -> str:
+    return "identifier=" + quote(f"{system}|{value}", safe=":/|")
+
+
+def _found(stored: Stored | None) -> Found | None:
+    if stored is None or stored.deleted:
+        return None
+    return Found(stored.res_id, stored.version_id, stored.json())
+
+
+def read_known(svc: Services, context: RequestContext, order: Json) -> to_fhir.Known:
+    """Everything the order touches that the gateway already holds, in one read-only unit of work."""
+    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
+
+    def one(uow: UnitOfWork, res_type: str, query: str) -> Found | None:
+        found = svc.searcher.match(uow.connection, res_type, query)
+        return _found(found[0]) if len(found) == 1 else None
+
+    def work(uow: UnitOfWork) -> to_fhir.Known:
+        known = to_fhir.Known()
+        known.patient = one(uow, "Patient", _q(*to_fhir.patient_identifier(order)))
+        for hsaid in to_fhir.units(order):
+            found = one(uow, "Organization", _q(m.HSA, hsaid))
+            if found:
+                known.organizations[hsaid] = found
+        hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
+        for hsaid in hsaids:
+            found = one(uow, "Practitioner", _q(m.HSA, hsaid))
+            if found:
+                known.practitioners[hsaid] = found
+        for person in to_fhir.people(order):
+            key = f"{person['hsaid']}@{person['enhet_hsaid']}"
+            found = one(uow, "PractitionerRole", _q(m.PRACTITIONER_ROLE, key))
+            if found:
+                known.roles[key] = found
+        for system, value in to_fhir.unit_refs(order):
+            found = one(uow, "Device", _q(system, value))
+            if found:
+                known.devices[(system, value)] = found
+        for res_type, res_id in (
+            ("Provenance", oid),
+            ("Binary", f"{oid}-v{version}"),
+            ("Task", f"{oid}-confirm"),
+            ("Task", f"{oid}-task"),
+            ("CarePlan", f"{oid}-followup"),
+            ("Observation", f"{oid}-selfcare"),
+        ):
+            found = _found(uow.repository.current(res_type, res_id))
+            if found:
+                known.by_id[f"{res_type}/{res_id}"] = found
+        group = "group-identifier=" + quote(f"{m.ORDER}|{order['ordernummer']}", safe=":/|")
+        for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
+            known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
+            known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
+        return known
+
+    return svc.write_path.run(context, work, write=False)
+
+
+def read_state(svc: Services, context: RequestContext, order: Json) -> to_fhir.Known:
+    """The order's Provenance, the Binary of this version and the first resource it wrote, by id."""
+    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
+    first = _first_written(order, oid).split("/")
+
+    def work(uow: UnitOfWork) -> to_fhir.Known:
+        known = to_fhir.Known()
+        for res_type, res_id in (("Provenance", oid), ("Binary", f"{oid}-v{version}"), (first[0], first[1])):
+            found = _found(uow.repository.current(res_type, res_id))
+            if found:
+                known.by_id[f"{res_type}/{res_id}"] = found
+        return known
+
+    return svc.write_path.run(context, work, write=False)
+
+
+def _stored_version(known: to_fhir.Known, oid: str) -> int | None:
+    provenance = known.by_id.get(f"Provenance/{oid}")
+    if provenance is None:
+        return None
+    for extension in provenance.resource.get("extension", []):
+        if extension.get("url") == to_fhir.SOURCE_VERSION:
+            return int(extension["valueInteger"])
+    return None
+
+
+def _check_lines(order: Json) -> list[Issue]:
+    seen: dict[Any, int] = {}
+    issues = []
+    for i, line in enumerate(order.get("rader") or []):
+        number = line.get("radnummer") if isinstance(line, dict) else None
+        if number in seen:
+            where = f"rader[{i}].radnummer"
+            message = f"{where} {number} is also the radnummer of rader[{seen[number]}]"
+            issues.append(Issue("error", "business-rule", message, (where,)))
+        elif number is not None:
+            seen[number] = i
+    return issues
+
+
+def _outcome(issues: list[Issue]) -> Json:
+    return operation_outcome(issues)
+
+
+def _entry(status: int, issues: list[Issue], location: str | None = None) -> Json:
+    response: Json = {"status": STATUS_TEXT.get(status, str(status)), "outcome": _outcome(issues)}
+    if location:
+        response["location"] = location
+    return {"response": response}
+
+
+def _first_written(order: Json, oid: str) -> str:
+    kind = m.code_map(to_fhir.SOURCE, "ordertyp")[order["ordertyp"]]
+    if kind["resource"] == "DeviceRequest":
+        return f"DeviceRequest/{oid}-r{order['rader'][0]['radnummer']}"
+    return f"Task/{oid}-task"
+
+
+def _written(bundle: Json, response: Json, known: to_fhir.Known) -> tuple[list[Issue], dict[str, str]]:
+    """An information issue per resource the Bundle wrote (created, updated or unchanged)."""
+    held: list[Found] = [*known.by_id.values(), *known.organizations.values(), *known.practitioners.values()]
+    held += [*known.roles.values(), *known.devices.values(), *([known.patient] if known.patient else [])]
+    versions = {f"{found.resource['resourceType']}/{found.res_id}": found.version for found in held}
+    issues, locations = [], {}
+    for sent, got in zip(bundle["entry"], response.get("entry", []), strict=False):
+        result = got.get("response", {})
+        location = str(result.get("location", ""))
+        key = "/".join(location.split("/")[:2])
+        version = int(location.rsplit("/", 1)[-1]) if "/_history/" in location else 0
+        if str(result.get("status", "")).startswith("201"):
+            what = "created"
+        elif versions.get(key) == version or sent["request"]["method"] == "POST":
+            what = "unchanged"
+        else:
+            what = "updated"
+        locations[key] = location
+        issues.append(Issue("information", "informational", f"{key} {what}", (key,)))
+    return issues, locations
+
+
+async def import_order(
+    svc: Services, context: RequestContext, piece: Piece, keep_rejected: bool = True
+) -> Json:
+    """One order through the adapter; its batch-response entry. Never raises for bad input."""
+    raw = piece.raw.encode()
+    order: Any = piece.value
+    key = None
+    try:
+        if piece.error is not None:
+            raise Rejection(400, [Issue("error", "structure", piece.error, ("$",))])
+        issues = m.check(order, to_fhir.SOURCE, "order") or _check_lines(order)
+        if issues:
+            raise Rejection(400, issues)
+        key = f"{order['ordernummer']} v{to_fhir.version_of(order)}"
+        return await _store(svc, context, order, raw)
+    except Rejection as rejection:
+        outcome = _outcome(rejection.issues)
+        if keep_rejected:
+            await run_in_threadpool(
+                quarantine.put, svc.engine, NAME, raw, "application/json", outcome, key or f"#{piece.number}"
+            )
+        return {
+            "response": {
+                "status": STATUS_TEXT.get(rejection.status, str(rejection.status)),
+                "outcome": outcome,
+            }
+        }
+
+
+async def _store(svc: Services, context: RequestContext, order: Json, raw: bytes) -> Json:
+    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
+    ordernummer = order["ordernummer"]
+    for attempt in range(ATTEMPTS):
+        # what is stored of this order first (two reads by id): a replay is answered from these alone
+        held = await run_in_threadpool(read_state, svc, context, order)
+        stored = _stored_version(held, oid)
+        if stored is not None and version < stored:
+            message = f"Order {ordernummer} version {version} is older than the stored version {stored}"
+            raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
+        if stored == version:
+            binary = held.by_id.get(f"Binary/{oid}-v{version}")
+            content = loads(base64.b64decode(binary.resource["data"])) if binary else None
+            if content != order:
+                message = f"Order {ordernummer} version {version} is stored with different content"
+                raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
+            first = _first_written(order, oid)
+            found = held.by_id.get(first)
+            location = f"{first}/_history/{found.version}" if found else None
+            message = f"Order {ordernummer} version {version} is already stored; nothing changed"
+            return _entry(200, [Issue("information", "informational", message)], location)
+        known = await run_in_threadpool(read_known, svc, context, order)
+        bundle = to_fhir.build(order, raw, known, to_instant(utc_now()))
+        try:
+            response = await process_bundle(svc, context, bundle)
+        except FhirError as error:
+            if error.status == 412 and attempt < ATTEMPTS - 1:
+                continue  # master data changed between reading and writing: read again
+            status = 409 if error.status == 409 else (error.status if error.status < 500 else 422)
+            raise Rejection(status, _explain(error, bundle)) from error
+        issues, locations = _written(bundle, response, known)
+        first = _first_written(order, oid)
+        return _entry(201 if stored is None else 200, issues, locations.get(first))
+    raise AssertionError("unreachable")
+
+
+def _explain(error: FhirError, bundle: Json) -> list[Issue]:
+    """The write path's objection, with the resource each Bundle entry stood for."""
+    issues = []
+    for issue in error.issues:
+        diagnostics = issue.diagnostics
+        for i, entry in enumerate(bundle["entry"]):
+            marker = f"Bundle.entry[{i}]"
+            if diagnostics.startswith(marker):
+                request = entry["request"]
+                diagnostics = (
+                    f"{request['method']} {request['url']}: {diagnostics[len(marker) :].lstrip(' :')}"
+                )
+                break
+        issues.append(Issue(issue.severity, issue.code, diagnostics, issue.expression))
+    return issues
+
+
+async def import_pieces(
+    svc: Services,
+    context: RequestContext,
+    items: Iterable[Piece] | AsyncIterator[Piece],
+    keep_rejected: bool = True,
+) -> list[Json]:
+    entries = []
+    if isinstance(items, AsyncIterator):
+        async for piece in items:
+            entries.append(await import_order(svc, context, piece, keep_rejected))
+    else:
+        for piece in items:
+            entries.append(await import_order(svc, context, piece, keep_rejected))
+    return entries
+
+
+def batch_response(entries: list[Json]) -> Json:
+    return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+
+
+class OrderAdapter:
+    name = NAME
+
+    def replay(self, services: Services, context: RequestContext, payload: bytes, content_type: str) -> Json:
+        """Process a quarantined order (or batch) again; a still rejected one is not quarantined twice."""
+        items = list(pieces([payload.decode("utf-8", errors="replace")], lines="ndjson" in content_type))
+        own = context_for(services, context.base_url)  # the adapter's own scopes, whoever replays
+        return batch_response(asyncio.run(import_pieces(services, own, items, keep_rejected=False)))
+
+
+ADAPTER = register(OrderAdapter())

@@ -1,0 +1,92 @@
+"""`gateway import orders FILE…`: Beställningsportalen exports (a JSON object, a JSON array or JSON Lines)
+through the adapter, streamed in bounded memory, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gateway.adapters.bestallningsportalen.adapter import context_for, import_order
+from gateway.adapters.bestallningsportalen.parse import pieces
+from gateway.adapters.cli import import_app
+from gateway.config import Settings
+from gateway.services import Services
+
+CHUNK = 1 << 16
+console = Console(stderr=True, soft_wrap=True)
+
+
+def read_chunks(path: Path, advance: Callable[[int], None]) -> Iterator[str]:
+    with path.open(encoding="utf-8-sig") as handle:
+        while chunk := handle.read(CHUNK):
+            advance(len(chunk.encode()))
+            yield chunk
+
+
+def _describe(entry: dict[str, object]) -> str:
+    response = entry.get("response")
+    outcome = response.get("outcome", {}) if isinstance(response, dict) else {}
+    issues = outcome.get("issue", []) if isinstance(outcome, dict) else []
+    return "; ".join(
+        f"{issue.get('diagnostics')} ({', '.join(issue.get('expression', []))})"
+        for issue in issues
+        if issue.get("severity") in ("error", "fatal")
+    )
+
+
+async def import_files(svc: Services, files: list[Path], progress: Progress) -> Counter[str]:
+    tally: Counter[str] = Counter()
+    context = context_for(svc)
+    for path in files:
+        task = progress.add_task(path.name, total=path.stat().st_size)
+        lines = path.suffix in (".ndjson", ".jsonl")
+        chunks = read_chunks(path, lambda n, task=task: progress.advance(task, n))  # type: ignore[misc]
+        for piece in pieces(chunks, lines=lines):
+            entry = await import_order(svc, context, piece)
+            status = str(entry["response"]["status"])
+            if status.startswith("201"):
+                tally["created"] += 1
+            elif status.startswith("200"):
+                text = str(entry["response"].get("outcome", {}))
+                tally["unchanged" if "nothing changed" in text else "updated"] += 1
+            else:
+                tally["rejected"] += 1
+                progress.console.print(
+                    f"[red]{escape(f'{path}: order {piece.number}: {status} {_describe(entry)}')}"
+                )
+    return tally
+
+
+@import_app.command("orders")
+def import_orders(
+    files: Annotated[
+        list[Path], typer.Argument(help="Order exports: .json (object or array), .ndjson/.jsonl.")
+    ],
+) -> None:
+    """Import Beställningsportalen orders. Each order is accepted or rejected on its own; rejected ones are
+    quarantined (`GET /adapters/quarantine`, `gateway import --replay ID`). Exits 1 when any was rejected."""
+    svc = Services.build(Settings.from_env())
+    try:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        with progress:
+            tally = asyncio.run(import_files(svc, files, progress))
+    finally:
+        svc.engine.dispose()
+    summary = ", ".join(f"{key} {tally[key]}" for key in ("created", "updated", "unchanged", "rejected"))
+    console.print(f"orders: {summary}")
+    if tally["rejected"]:
+        raise typer.Exit(1)

@@ -1,0 +1,622 @@
+"""One checked Beställningsportalen order → one transaction Bundle (the mapping; the tables it reads are
+in mappings/bestallningsportalen/). Pure: what the gateway already holds comes in as `Known`, read before.
+
+Ids derive from the order number (`bp-<ordernummer>-r<radnummer>` and so on), so a replay writes to the
+same resources; master data (Patient, Organization, Practitioner, PractitionerRole) is found by its
+identifier and merged (never erased), or created with a conditional create on that identifier."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from gateway.adapters import mapping as m
+from gateway.adapters.mapping import Found
+from gateway.model.types import Json
+
+SOURCE = "bestallningsportalen"
+V3_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+SOURCE_VERSION = f"{m.EXT}/source-version"
+ORDER_TYPE_EXT = f"{m.EXT}/order-type"
+ASSIGNED_UNIT_EXT = f"{m.EXT}/assigned-unit"
+MUNICIPALITY_EXT = f"{m.EXT}/municipality-code"
+RAW_TAG = {"system": m.TAGS, "code": "source-record", "display": "A source record kept verbatim"}
+ORDER_TAG = {"system": m.TAGS, "code": "bestallningsportalen-order", "display": "Beställningsportalen order"}
+UNCONFIRMED = {
+    "system": m.TAGS,
+    "code": "unconfirmed-prescriber",
+    "display": "The requester is the person who keyed the order, assumed to be the prescriber",
+}
+OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
+
+
+@dataclass
+class Known:
+    """What the gateway holds that this order touches, read before the Bundle is built."""
+
+    patient: Found | None = None
+    organizations: dict[str, Found] = field(default_factory=dict)  # by HSA-id
+    practitioners: dict[str, Found] = field(default_factory=dict)  # by HSA-id
+    roles: dict[str, Found] = field(default_factory=dict)  # by "person@unit"
+    devices: dict[tuple[str, str], Found] = field(default_factory=dict)  # by (system, value)
+    by_id: dict[str, Found] = field(default_factory=dict)  # "Type/id" of this order's own resources
+    lines: dict[str, Found] = field(default_factory=dict)  # this order's DeviceRequests by id
+
+
+def order_id(order: Json) -> str:
+    return m.key_id("bp", str(order["ordernummer"]))
+
+
+def version_of(order: Json) -> int:
+    version = order.get("version", 1)
+    return version if isinstance(version, int) else 1
+
+
+def patient_identifier(order: Json) -> tuple[str, str]:
+    patient = order["patient"]
+    if patient.get("personnummer") is not None:
+        return m.PERSONNUMMER, m.person_number(patient["personnummer"]) or ""
+    return m.SAMORDNINGSNUMMER, m.person_number(patient["samordningsnummer"], coordination=True) or ""
+
+
+def units(order: Json) -> dict[str, str | None]:
+    """Every unit (HSA-id → name or None) the order names, the device unit first."""
+    device_unit = m.tables(SOURCE)["device_unit"]
+    found: dict[str, str | None] = {device_unit["hsaid"]: device_unit["name"]}
+    for person in (order.get("forskrivare"), order["registrerad_av"]):
+        if person:
+            found[person["enhet_hsaid"]] = person.get("enhet_namn") or found.get(person["enhet_hsaid"])
+    if order.get("uppfoljning"):
+        found.setdefault(order["uppfoljning"]["ansvarig_enhet_hsaid"], None)
+    return found
+
+
+def people(order: Json) -> list[Json]:
+    """The persons the order names: the prescriber (when named) and the person who keyed it."""
+    return [p for p in (order.get("forskrivare"), order["registrerad_av"]) if p]
+
+
+def extra_practitioners(order: Json) -> list[str]:
+    """HSA-ids of persons named only by id (the self-care assessor)."""
+    assessor = (order.get("egenvard") or {}).get("bedomd_av_hsaid")
+    named = {p["hsaid"] for p in people(order)}
+    return [assessor] if assessor and assessor not in named else []
+
+
+def unit_refs(order: Json) -> list[tuple[str, str]]:
+    """(system, individnummer) of the units the order names (lines and hämtorder)."""
+    default = m.tables(SOURCE)["default_register"]
+    found = [
+        (m.unit_system(line.get("register") or default), line["individnummer"])
+        for line in order["rader"]
+        if line.get("individnummer")
+    ]
+    if order.get("hamtar_individnummer"):
+        found.insert(
+            0, (m.unit_system(order.get("hamtar_register") or default), order["hamtar_individnummer"])
+        )
+    return found
+
+
+def _ref(ref: str, display: str | None = None) -> Json:
+    return {"reference": ref, "display": display} if display else {"reference": ref}
+
+
+def _split_name(name: str) -> Json:
+    words = name.split()
+    result: Json = {"text": name}
+    if len(words) > 1:
+        result["family"] = words[-1]
+        result["given"] = words[:-1]
+    return result
+
+
+class Builder:
+    """Collects the Bundle's entries; resolves each resource to the reference other entries use."""
+
+    def __init__(self, order: Json, known: Known, recorded: str) -> None:
+        self.order = order
+        self.known = known
+        self.recorded = recorded
+        self.event = str(order["skapad"])
+        self.oid = order_id(order)
+        self.entries: list[Json] = []
+        self.targets: list[str] = []
+
+    def entry(self, full_url: str, resource: Json, request: Json, target: bool = True) -> str:
+        self.entries.append({"fullUrl": full_url, "resource": resource, "request": request})
+        if target:
+            self.targets.append(full_url)
+        return full_url
+
+    def master(self, resource: Json, system: str, value: str, found: Found | None) -> str:
+        """Upsert master data on its identifier: merged with what is held, or a conditional create."""
+        res_type = resource["resourceType"]
+        full_url = m.urn(res_type, system, value)
+        if found is None:
+            request = {"method": "POST", "url": res_type, "ifNoneExist": m.identifier_query(system, value)}
+            return self.entry(full_url, m.new_master(resource, self.event), request)
+        merged = m.merge(found.resource, resource, self.event)
+        if merged is found.resource:
+            return f"{res_type}/{found.res_id}"
+        request = {"method": "PUT", "url": f"{res_type}/{found.res_id}", "ifMatch": f'W/"{found.version}"'}
+        return self.entry(full_url, {**merged, "id": found.res_id}, request)
+
+    def own(self, resource: Json, target: bool = True) -> str:
+        """This order's own resources: deterministic ids, written whole."""
+        key = f"{resource['resourceType']}/{resource['id']}"
+        return self.entry(m.urn(key), resource, {"method": "PUT", "url": key}, target)
+
+    # -- master data ---------------------------------------------------------------------------------
+
+    def patient(self) -> str:
+        source = self.order["patient"]
+        system, value = patient_identifier(self.order)
+        resource: Json = {
+            "resourceType": "Patient",
+            "meta": {"profile": [f"{m.PROFILE}SEBasePatient"]},
+            "identifier": [{"system": system, "value": value}],
+        }
+        given, family = source.get("fornamn"), source.get("efternamn")
+        if given or family:
+            name: Json = {"use": "official"}
+            if family:
+                name["family"] = family
+            if given:
+                name["given"] = [given]
+            name["text"] = " ".join(p for p in (given, family) if p)
+            resource["name"] = [name]
+        if source.get("telefon"):
+            resource["telecom"] = [{"system": "phone", "value": source["telefon"], "use": "home"}]
+        address: Json = {}
+        if source.get("adress"):
+            parts = source["adress"]
+            address = {"use": "home", "type": "physical"}
+            if parts.get("gata"):
+                address["line"] = [parts["gata"]]
+            if parts.get("postnummer"):
+                address["postalCode"] = parts["postnummer"].replace(" ", "")
+            if parts.get("ort"):
+                address["city"] = parts["ort"]
+            address["country"] = "SE"
+        if source.get("kommunkod"):
+            coding = {"system": m.KOMMUNKOD, "code": source["kommunkod"]}
+            address = {"use": "home", **address}
+            address["extension"] = [{"url": MUNICIPALITY_EXT, "valueCoding": coding}]
+        if address:
+            resource["address"] = [address]
+        return self.master(resource, system, value, self.known.patient)
+
+    def organization(self, hsaid: str, name: str | None) -> str:
+        resource: Json = {
+            "resourceType": "Organization",
+            "meta": {"profile": [f"{m.PROFILE}SEBaseOrganization"]},
+            "identifier": [{"system": m.HSA, "value": hsaid}],
+            "active": True,
+        }
+        if name:
+            resource["name"] = name
+        return self.master(resource, m.HSA, hsaid, self.known.organizations.get(hsaid))
+
+    def practitioner(self, person: Json) -> str:
+        resource: Json = {
+            "resourceType": "Practitioner",
+            "meta": {"profile": [f"{m.PROFILE}SEBasePractitioner"]},
+            "identifier": [{"system": m.HSA, "value": person["hsaid"]}],
+        }
+        if person.get("namn"):
+            resource["name"] = [_split_name(person["namn"])]
+        yrke = m.code_map(SOURCE, "yrke").get(person.get("yrke") or "")
+        if yrke or person.get("forskrivarkod"):
+            qualification: Json = {"code": {"text": yrke["display"] if yrke else "Förskrivare"}}
+            if yrke:
+                coding = {"system": m.HOSP_YRKE, "code": yrke["code"], "display": yrke["display"]}
+                qualification["code"]["coding"] = [coding]
+            if person.get("forskrivarkod"):
+                qualification["identifier"] = [{"system": m.FORSKRIVARKOD, "value": person["forskrivarkod"]}]
+            resource["qualification"] = [qualification]
+        return self.master(resource, m.HSA, person["hsaid"], self.known.practitioners.get(person["hsaid"]))
+
+    def role(self, person: Json, practitioner: str, organization: str) -> str:
+        key = f"{person['hsaid']}@{person['enhet_hsaid']}"
+        resource: Json = {
+            "resourceType": "PractitionerRole",
+            "meta": {"profile": [f"{m.PROFILE}SEBasePractitionerRole"]},
+            "identifier": [{"system": m.PRACTITIONER_ROLE, "value": key}],
+            "active": True,
+            "practitioner": {**_ref(practitioner), "display": person["namn"]},
+            "organization": _ref(organization),
+        }
+        yrke = m.code_map(SOURCE, "yrke").get(person.get("yrke") or "")
+        if yrke:
+            coding = {"system": m.HOSP_YRKE, "code": yrke["code"], "display": yrke["display"]}
+            resource["code"] = [{"coding": [coding], "text": yrke["display"]}]
+        return self.master(resource, m.PRACTITIONER_ROLE, key, self.known.roles.get(key))
+
+    def device(self, system: str, value: str) -> str:
+        """The unit an order names, by register + individnummer (a stub until the register feeds it)."""
+        found = self.known.devices.get((system, value))
+        if found is not None:
+            return f"Device/{found.res_id}"
+        resource = {"resourceType": "Device", "identifier": [{"system": system, "value": value}]}
+        request = {"method": "POST", "url": "Device", "ifNoneExist": m.identifier_query(system, value)}
+        return self.entry(m.urn("Device", system, value), resource, request)
+
+
+def _coding(table: str, code: str) -> Json:
+    display = m.code_map(SOURCE, table)[code].get("display")
+    coding: Json = {"system": f"{m.ORDER_CODES}-{table}", "code": code}
+    if display:
+        coding["display"] = display
+    return coding
+
+
+def _parameter(code: str, display: str, **value: Any) -> Json:
+    return {
+        "code": {"coding": [{"system": f"{m.ORDER_CODES}-parameter", "code": code, "display": display}]},
+        **value,
+    }
+
+
+def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
+    """The transaction Bundle for one checked order."""
+    b = Builder(order, known, recorded)
+    oid, ordernummer, version = b.oid, str(order["ordernummer"]), version_of(order)
+    kind = m.code_map(SOURCE, "ordertyp")[order["ordertyp"]]
+    status = m.code_map(SOURCE, "status")[order["status"]]
+    group = {"system": m.ORDER, "value": ordernummer}
+
+    raw_ref = b.own(
+        {
+            "resourceType": "Binary",
+            "id": f"{oid}-v{version}",
+            "meta": {"tag": [RAW_TAG]},
+            "contentType": "application/json",
+            "data": base64.b64encode(raw).decode(),
+        },
+        target=False,
+    )
+    patient = b.patient()
+    orgs = {hsaid: b.organization(hsaid, name) for hsaid, name in units(order).items()}
+    device_unit = orgs[m.tables(SOURCE)["device_unit"]["hsaid"]]
+    practitioners = {p["hsaid"]: b.practitioner(p) for p in people(order)}
+    roles = {p["hsaid"]: b.role(p, practitioners[p["hsaid"]], orgs[p["enhet_hsaid"]]) for p in people(order)}
+    for hsaid in extra_practitioners(order):
+        practitioners[hsaid] = b.practitioner({"hsaid": hsaid})
+    orderer = order["registrerad_av"]
+    prescriber = order.get("forskrivare")
+    requester = roles[prescriber["hsaid"]] if prescriber else roles[orderer["hsaid"]]
+    requester_display = (prescriber or orderer)["namn"]
+
+    confirm_id = f"{oid}-confirm"
+    confirm = known.by_id.get(f"Task/{confirm_id}")
+    confirmed = _confirmed_requester(confirm.resource) if confirm else None
+    if prescriber is None and confirmed is not None:
+        requester, requester_display = confirmed["reference"], confirmed.get("display", "")
+    unconfirmed = prescriber is None and confirmed is None
+
+    written_lines: list[str] = []
+    supporting: list[Json] = []
+    if order.get("egenvard") and kind["resource"] == "DeviceRequest":
+        supporting.append(_ref(_self_care(b, order, status, patient, practitioners, roles)))
+    if kind["resource"] == "DeviceRequest":
+        for line in order["rader"]:
+            written_lines.append(
+                _device_request(
+                    b,
+                    order,
+                    line,
+                    kind,
+                    status,
+                    group,
+                    patient,
+                    requester,
+                    requester_display,
+                    device_unit,
+                    supporting,
+                    unconfirmed,
+                )
+            )
+        kept = {f"{oid}-r{line['radnummer']}" for line in order["rader"]}
+        for res_id, found in known.lines.items():
+            if res_id not in kept and found.resource.get("status") != "revoked":  # a withdrawn line
+                b.own({**found.resource, "status": "revoked"})
+        if order.get("uppfoljning"):
+            _follow_up(b, order, status, patient, orgs, written_lines)
+        if unconfirmed or (confirm and confirm.resource.get("status") in OPEN_TASK):
+            _confirm_task(b, order, confirm, unconfirmed, status, group, patient, orgs, written_lines)
+    else:
+        _work_task(b, order, kind, status, group, patient, requester, device_unit)
+
+    agents = [
+        {
+            "type": {"coding": [{"system": PARTICIPANT, "code": "author", "display": "Author"}]},
+            "who": _ref(requester, requester_display),
+        },
+        {
+            "type": {"coding": [{"system": PARTICIPANT, "code": "enterer", "display": "Enterer"}]},
+            "who": _ref(roles[orderer["hsaid"]], orderer["namn"]),
+            **({"onBehalfOf": _ref(requester, requester_display)} if prescriber else {}),
+        },
+        {
+            "type": {"coding": [{"system": PARTICIPANT, "code": "assembler", "display": "Assembler"}]},
+            "who": {"display": f"{m.tables(SOURCE)['source']['name']} (gateway adapter)"},
+        },
+    ]
+    first = known.by_id.get(f"Provenance/{oid}")
+    operation = "UPDATE" if first else "CREATE"
+    provenance = {
+        "resourceType": "Provenance",
+        "id": oid,
+        "meta": {"tag": [ORDER_TAG]},
+        "extension": [{"url": SOURCE_VERSION, "valueInteger": version}],
+        "target": [_ref(t) for t in b.targets],
+        "occurredDateTime": b.event,
+        "recorded": recorded,
+        "activity": {"coding": [{"system": V3_OPERATION, "code": operation}]},
+        "agent": agents,
+        "entity": [
+            {
+                "role": "source",
+                "what": {
+                    **_ref(raw_ref),
+                    "display": f"{m.tables(SOURCE)['source']['name']} order {ordernummer} version {version}",
+                },
+            }
+        ],
+    }
+    b.own(provenance, target=False)
+    return {"resourceType": "Bundle", "type": "transaction", "entry": b.entries}
+
+
+def _confirmed_requester(task: Json) -> Json | None:
+    """The prescriber a completed confirm-prescriber Task names, if any."""
+    if task.get("status") != "completed":
+        return None
+    for output in task.get("output", []):
+        ref = output.get("valueReference") or {}
+        if str(ref.get("reference", "")).startswith("PractitionerRole/"):
+            return dict(ref)
+    return None
+
+
+def _device_request(
+    b: Builder,
+    order: Json,
+    line: Json,
+    kind: Json,
+    status: Json,
+    group: Json,
+    patient: str,
+    requester: str,
+    requester_display: str,
+    device_unit: str,
+    supporting: list[Json],
+    unconfirmed: bool,
+) -> str:
+    ordernummer = str(order["ordernummer"])
+    code: Json = {
+        "coding": [{"system": m.ARTICLE, "code": str(line["artikelnummer"]), "display": line["benamning"]}],
+        "text": line["benamning"],
+    }
+    if line.get("iso9999"):
+        code["coding"].append({"system": m.ISO9999, "code": line["iso9999"]})
+    parameters = [_parameter("antal", "Antal", valueQuantity={"value": line["antal"], "unit": "st"})]
+    if line.get("installningar"):
+        parameters.append(
+            _parameter("installningar", "Inställningar", valueCodeableConcept={"text": line["installningar"]})
+        )
+    delivery = order.get("leverans") or {}
+    if delivery.get("satt"):
+        concept = {"coding": [_coding("leveranssatt", delivery["satt"])]}
+        parameters.append(_parameter("leveranssatt", "Leveranssätt", valueCodeableConcept=concept))
+    for condition in delivery.get("villkor") or []:
+        concept = {"coding": [_coding("villkor", condition)]}
+        parameters.append(_parameter("leveransvillkor", "Villkor för leverans", valueCodeableConcept=concept))
+    resource: Json = {
+        "resourceType": "DeviceRequest",
+        "id": f"{b.oid}-r{line['radnummer']}",
+        "extension": [{"url": ORDER_TYPE_EXT, "valueCoding": _coding("ordertyp", order["ordertyp"])}],
+        "identifier": [{"system": m.ORDER_LINE, "value": f"{ordernummer}:{line['radnummer']}"}],
+        "groupIdentifier": group,
+        "status": status["request"],
+        "intent": kind["intent"],
+        "codeCodeableConcept": code,
+        "parameter": parameters,
+        "subject": _ref(patient),
+        "authoredOn": order["skapad"],
+        "requester": _ref(requester, requester_display),
+        "performer": _ref(device_unit),
+    }
+    if unconfirmed:
+        resource["meta"] = {"tag": [UNCONFIRMED]}
+    if line.get("individnummer"):
+        default = m.tables(SOURCE)["default_register"]
+        system = m.unit_system(line.get("register") or default)
+        unit = {"identifier": {"system": system, "value": line["individnummer"]}}
+        resource["extension"].append({"url": ASSIGNED_UNIT_EXT, "valueReference": unit})
+    if delivery.get("onskat_datum"):
+        resource["occurrenceDateTime"] = delivery["onskat_datum"]
+    if supporting:
+        resource["supportingInfo"] = supporting
+    notes = [
+        text
+        for text in (
+            order.get("meddelande"),
+            f"Leveransadress: {delivery['adress']}" if delivery.get("adress") else None,
+            f"Kostnadsställe: {order['kostnadsstalle']}" if order.get("kostnadsstalle") else None,
+        )
+        if text
+    ]
+    if notes:
+        resource["note"] = [{"text": text} for text in notes]
+    return b.own(resource)
+
+
+def _self_care(
+    b: Builder, order: Json, status: Json, patient: str, practitioners: dict[str, str], roles: dict[str, str]
+) -> str:
+    care = order["egenvard"]
+    resource: Json = {
+        "resourceType": "Observation",
+        "id": f"{b.oid}-selfcare",
+        "status": status["observation"],
+        "code": {"coding": [{"system": m.SELF_CARE, "code": "assessment", "display": "Egenvårdsbedömning"}]},
+        "subject": _ref(patient),
+        "valueCodeableConcept": {
+            "coding": [{**_coding("bedomning", care["bedomning"]), "system": m.SELF_CARE}]
+        },
+    }
+    if care.get("datum"):
+        resource["effectiveDateTime"] = care["datum"]
+    assessor = care.get("bedomd_av_hsaid")
+    if assessor:
+        resource["performer"] = [_ref(roles.get(assessor) or practitioners[assessor])]
+    handlers = care.get("hanteras_av") or []
+    if handlers:
+        # One component whose concept lists every handler. One component per handler is the cleaner
+        # shape, but the search index cannot yet take two Observation components with values (the
+        # official `(Observation.component.value as CodeableConcept)` raises on a collection).
+        codings = [{**_coding("hanteras_av", who), "system": m.SELF_CARE} for who in handlers]
+        texts = [str(c.get("display", c["code"])) for c in codings]
+        resource["component"] = [
+            {
+                "code": {"coding": [{"system": m.SELF_CARE, "code": "handled-by", "display": "Hanteras av"}]},
+                "valueCodeableConcept": {"coding": codings, "text": ", ".join(texts)},
+            }
+        ]
+    return b.own(resource)
+
+
+def _follow_up(
+    b: Builder, order: Json, status: Json, patient: str, orgs: dict[str, str], lines: list[str]
+) -> None:
+    plan = order["uppfoljning"]
+    unit = orgs[plan["ansvarig_enhet_hsaid"]]
+    start = date.fromisoformat(str(order["skapad"])[:10])
+    category = {
+        "system": m.CAREPLAN_CATEGORY,
+        "code": "device-follow-up",
+        "display": "Uppföljning av hjälpmedel",
+    }
+    activities: list[Json] = [{"reference": _ref(line)} for line in lines]
+    for item in plan["plan"]:
+        when = (start + timedelta(days=item["efter_dagar"])).isoformat()
+        activities.append(
+            {
+                "detail": {
+                    "kind": "Appointment",
+                    "code": {"coding": [_coding("uppfoljningssatt", item["satt"])]},
+                    "status": "not-started" if status["careplan"] == "active" else "cancelled",
+                    "scheduledPeriod": {"start": when},
+                    "performer": [_ref(unit)],
+                    "description": f"Uppföljning {item['efter_dagar']} dagar efter förskrivning",
+                }
+            }
+        )
+    b.own(
+        {
+            "resourceType": "CarePlan",
+            "id": f"{b.oid}-followup",
+            "status": status["careplan"],
+            "intent": "plan",
+            "category": [{"coding": [category]}],
+            "title": f"Uppföljning av beställning {order['ordernummer']}",
+            "subject": _ref(patient),
+            "created": order["skapad"],
+            "author": _ref(unit),
+            "activity": activities,
+        }
+    )
+
+
+def _confirm_task(
+    b: Builder,
+    order: Json,
+    current: Found | None,
+    unconfirmed: bool,
+    status: Json,
+    group: Json,
+    patient: str,
+    orgs: dict[str, str],
+    lines: list[str],
+) -> None:
+    """Ask the ordering unit who really prescribed; cancel the question once the order names them."""
+    if current is not None:
+        if unconfirmed and status["task"] != "cancelled":
+            return  # the unit is working on it: leave it as it is
+        reason = "the order now names its prescriber" if not unconfirmed else "the order was cancelled"
+        b.own({**current.resource, "status": "cancelled", "statusReason": {"text": reason}})
+        return
+    orderer = order["registrerad_av"]
+    b.own(
+        {
+            "resourceType": "Task",
+            "id": f"{b.oid}-confirm",
+            "groupIdentifier": group,
+            "status": "cancelled" if status["task"] == "cancelled" else "requested",
+            "intent": "order",
+            "code": {
+                "coding": [
+                    {"system": m.TASK_CODES, "code": "confirm-prescriber", "display": "Bekräfta förskrivare"}
+                ]
+            },
+            "description": (
+                f"Order {order['ordernummer']} was placed by {orderer['namn']} without naming the "
+                "prescriber. "
+                "Complete this Task with an output valueReference to the prescriber's PractitionerRole."
+            ),
+            "focus": _ref(lines[0]),
+            "basedOn": [_ref(line) for line in lines],
+            "for": _ref(patient),
+            "authoredOn": order["skapad"],
+            "owner": _ref(orgs[orderer["enhet_hsaid"]]),
+        }
+    )
+
+
+def _work_task(
+    b: Builder,
+    order: Json,
+    kind: Json,
+    status: Json,
+    group: Json,
+    patient: str,
+    requester: str,
+    device_unit: str,
+) -> None:
+    """hämtorder and arbetsorder: a Task to the device unit, focus the unit concerned."""
+    units = unit_refs(order)
+    task_id = f"{b.oid}-task"
+    current = b.known.by_id.get(f"Task/{task_id}")
+    task_status = status["task"]
+    if current is not None and task_status not in ("cancelled", "completed"):
+        task_status = current.resource.get("status", task_status)  # the device unit's progress stands
+    resource: Json = {
+        "resourceType": "Task",
+        "id": task_id,
+        "groupIdentifier": group,
+        "status": task_status,
+        "intent": "order",
+        "code": {"coding": [{"system": m.TASK_CODES, "code": kind["task_code"], "display": kind["display"]}]},
+        "for": _ref(patient),
+        "authoredOn": order["skapad"],
+        "requester": _ref(requester),
+        "owner": _ref(device_unit),
+    }
+    if units:
+        resource["focus"] = _ref(b.device(*units[0]))
+    if order.get("meddelande"):
+        resource["description"] = order["meddelande"]
+    inputs = [
+        {
+            "type": {"text": f"rad {line['radnummer']}: {line['benamning']} ({line['artikelnummer']})"},
+            "valueString": line.get("installningar") or f"antal {line['antal']}",
+        }
+        for line in order["rader"]
+    ]
+    resource["input"] = inputs
+    b.own(resource)

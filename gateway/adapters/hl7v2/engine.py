@@ -1,0 +1,390 @@
+"""The stay as a function of its messages: every event of a stay, ordered by event time, folded into the
+Encounter, the Tasks, the SIP CarePlan and CareTeam it should have. Because the result depends only on the
+set of messages, arrival order does not matter, and every id derives from the source's own keys."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.adapters.hl7v2.events import Event, Person, Receiver
+from gateway.adapters.hl7v2.mappings import MAPPINGS
+from gateway.adapters.hl7v2.message import as_instant, fhir_time, parse_time
+from gateway.model.types import Json
+
+BASE = "https://fhir.home-device-gateway.se"
+HSA = "urn:oid:1.2.752.29.4.19"
+TASK_SYSTEM = f"{BASE}/CodeSystem/care-transition-task"
+FLAG_SYSTEM = f"{BASE}/CodeSystem/care-transition-flag"
+CAREPLAN_CATEGORY = f"{BASE}/CodeSystem/careplan-category"
+INPUT_SYSTEM = f"{BASE}/CodeSystem/task-input-type"
+TERMINAL = frozenset({"completed", "cancelled", "rejected", "failed", "entered-in-error"})
+
+
+def det_id(kind: str, *parts: str) -> str:
+    """A resource id derived from the source's keys: the same message always gives the same id."""
+    digest = hashlib.sha256("|".join((kind, *parts)).encode()).hexdigest()[:40]
+    return f"hl7v2-{kind}-{digest}"
+
+
+def urn(*parts: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, '|'.join(parts))}"
+
+
+def stay_ids(facility: str, visit: str) -> tuple[str, str, str]:
+    """Encounter, CarePlan and CareTeam ids of a stay."""
+    return det_id("enc", facility, visit), det_id("sip", facility, visit), det_id("team", facility, visit)
+
+
+def message_id(facility: str, control_id: str) -> str:
+    """Provenance and Binary id of a message: MSH-4 + MSH-10, the idempotency key."""
+    return det_id("msg", facility, control_id)
+
+
+@dataclass
+class Refs:
+    """References to the resources a Bundle creates when missing (Patient, Organizations, Practitioners)
+    and the entries that do it."""
+
+    patient: str
+    organizations: dict[str, tuple[str, str]] = field(default_factory=dict)  # hsa → (fullUrl, name)
+    practitioners: dict[str, tuple[str, Person]] = field(default_factory=dict)
+
+    def org(self, hsa: str, name: str = "") -> Json:
+        full_url, known = self.organizations.get(hsa, (urn("Organization", hsa), ""))
+        self.organizations[hsa] = (full_url, known or name)
+        return (
+            {"reference": full_url, "display": known or name} if (known or name) else {"reference": full_url}
+        )
+
+    def practitioner(self, person: Person) -> Json:
+        full_url = urn("Practitioner", person.hsa)
+        self.practitioners.setdefault(person.hsa, (full_url, person))
+        shown = " ".join(p for p in (person.given, person.family) if p)
+        return {"reference": full_url, "display": shown} if shown else {"reference": full_url}
+
+
+@dataclass
+class Context:
+    zone: ZoneInfo
+    refs: Refs
+    devices: list[str] = field(default_factory=list)  # Device/… and DeviceRequest/… of the patient
+    device_requests: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Stay:
+    """The folded state of one stay."""
+
+    facility: str
+    visit: str
+    encounter: Json = field(default_factory=dict)
+    tasks: dict[str, Json] = field(default_factory=dict)
+    careplan: Json | None = None
+    careteam: Json | None = None
+    admits: int = 0
+    discharges: int = 0
+    needs_services: bool = False
+    ready_seen: bool = False
+    sip: bool = False
+    sip_called: bool = False
+    receivers: list[Receiver] = field(default_factory=list)
+    primary_care: Receiver | None = None
+    created_by: dict[str, str] = field(default_factory=dict)  # task id → control id of its message
+
+
+def _deadline(kind: str, start: datetime | date, zone: ZoneInfo) -> datetime:
+    spec = MAPPINGS.tasks["kinds"][kind]
+    moment = as_instant(start, zone).astimezone(zone)
+    if spec.get("endOfDay"):
+        moment = datetime.combine(moment.date(), time(23, 59, 59), tzinfo=zone)
+    return moment + timedelta(hours=MAPPINGS.deadline_hours(kind))
+
+
+def _task(stay: Stay, ctx: Context, e: Event, kind: str, cycle: int, owner: Receiver, focus: str) -> Json:
+    spec = MAPPINGS.tasks["kinds"][kind]
+    starts: dict[str, datetime | date | None] = {
+        "PV1-44": e.admitted,
+        "ZSV-4": e.ready,
+        "PV1-45": e.discharged,
+    }
+    due = _deadline(kind, starts.get(spec["from"]) or e.event_time, ctx.zone)
+    task_id = det_id("task", stay.facility, stay.visit, kind, str(cycle), owner.hsa)
+    enc_id = stay_ids(stay.facility, stay.visit)[0]
+    task: Json = {
+        "resourceType": "Task",
+        "id": task_id,
+        "status": "requested",
+        "businessStatus": {"text": spec["businessStatus"]},
+        "intent": "order",
+        "code": {"coding": [{"system": TASK_SYSTEM, "code": kind, "display": spec["display"]}]},
+        "focus": {"reference": focus},
+        "for": {"reference": ctx.refs.patient},
+        "encounter": {"reference": f"Encounter/{enc_id}"},
+        "authoredOn": fhir_time(e.sent),
+        "requester": ctx.refs.org(stay.facility, e.facility_name),
+        "owner": ctx.refs.org(owner.hsa, owner.name),
+        "restriction": {"period": {"end": fhir_time(due)}},
+    }
+    if e.sent > due:
+        hours = int((e.sent - due).total_seconds() // 3600)
+        task["meta"] = {"tag": [{"system": FLAG_SYSTEM, "code": "late-notice", "display": "Sent notice"}]}
+        task["note"] = [{"text": f"Meddelandet skickades {hours} timmar efter tidsfristen"}]
+    if kind == "handover":
+        inputs = [
+            {
+                "type": {"coding": [{"system": INPUT_SYSTEM, "code": "device"}]},
+                "valueReference": {"reference": r},
+            }
+            for r in ctx.devices
+        ] + [
+            {
+                "type": {"coding": [{"system": INPUT_SYSTEM, "code": "device-request"}]},
+                "valueReference": {"reference": r},
+            }
+            for r in ctx.device_requests
+        ]
+        if inputs:
+            task["input"] = inputs
+    stay.created_by[task_id] = e.control_id
+    return task
+
+
+def _create(stay: Stay, ctx: Context, e: Event, kind: str, cycle: int, receivers: list[Receiver]) -> None:
+    enc_ref = f"Encounter/{stay_ids(stay.facility, stay.visit)[0]}"
+    focus = f"CarePlan/{stay_ids(stay.facility, stay.visit)[1]}" if kind == "kalla-till-sip" else enc_ref
+    for receiver in receivers:
+        task = _task(stay, ctx, e, kind, cycle, receiver, focus)
+        stay.tasks.setdefault(task["id"], task)
+
+
+def _cancel(stay: Stay, kinds: list[str], reason: str) -> None:
+    for task in stay.tasks.values():
+        if task["code"]["coding"][0]["code"] in kinds and task["status"] not in TERMINAL:
+            task["status"] = "cancelled"
+            task["statusReason"] = {"text": reason}
+            task["businessStatus"] = {"text": MAPPINGS.tasks["cancelledBusinessStatus"]}
+
+
+def _sip(stay: Stay, ctx: Context, e: Event) -> None:
+    _, plan_id, team_id = stay_ids(stay.facility, stay.visit)
+    participants = [{"member": ctx.refs.org(stay.facility, e.facility_name)}]
+    participants += [{"member": ctx.refs.org(r.hsa, r.name)} for r in stay.receivers]
+    stay.careteam = {
+        "resourceType": "CareTeam",
+        "id": team_id,
+        "status": "active",
+        "name": "SIP",
+        "subject": {"reference": ctx.refs.patient},
+        "participant": participants,
+    }
+    author = (
+        ctx.refs.practitioner(e.contact)
+        if e.contact
+        else ctx.refs.org(stay.primary_care.hsa, stay.primary_care.name)
+        if stay.primary_care
+        else ctx.refs.org(stay.facility, e.facility_name)
+    )
+    stay.careplan = {
+        "resourceType": "CarePlan",
+        "id": plan_id,
+        "status": "draft",
+        "intent": "plan",
+        "category": [
+            {
+                "coding": [
+                    {"system": CAREPLAN_CATEGORY, "code": "sip", "display": "Samordnad individuell plan"}
+                ]
+            }
+        ],
+        "title": "Samordnad individuell plan (SIP)",
+        "subject": {"reference": ctx.refs.patient},
+        "encounter": {"reference": f"Encounter/{stay_ids(stay.facility, stay.visit)[0]}"},
+        "created": fhir_time(e.sent),
+        "author": author,
+        "careTeam": [{"reference": f"CareTeam/{team_id}"}],
+    }
+
+
+def _call_sip(stay: Stay, ctx: Context, e: Event) -> None:
+    if stay.sip_called or not (stay.sip and stay.ready_seen and stay.primary_care):
+        return
+    stay.sip_called = True
+    _create(stay, ctx, e, "kalla-till-sip", stay.admits, [stay.primary_care])
+    if stay.careplan is not None:
+        kalla = [t for t in stay.tasks.values() if t["code"]["coding"][0]["code"] == "kalla-till-sip"]
+        stay.careplan["activity"] = [{"reference": {"reference": f"Task/{t['id']}"}} for t in kalla]
+
+
+def _encounter(stay: Stay, ctx: Context, e: Event, status: str | None, period: dict[str, Any]) -> None:
+    enc = stay.encounter
+    enc_id = stay_ids(stay.facility, stay.visit)[0]
+    enc.update(
+        {
+            "resourceType": "Encounter",
+            "id": enc_id,
+            "identifier": [
+                {"system": f"{MAPPINGS.encounter['identifierSystem']}/{stay.facility}", "value": stay.visit}
+            ],
+            "subject": {"reference": ctx.refs.patient},
+            "serviceProvider": ctx.refs.org(stay.facility, e.facility_name),
+        }
+    )
+    code = MAPPINGS.code("patient-class", e.patient_class) or "IMP"
+    enc["class"] = {
+        "system": MAPPINGS.codes["patient-class"]["target"],
+        "code": code,
+        "display": MAPPINGS.codes["patient-class"]["display"][code],
+    }
+    if status:
+        enc["status"] = status
+    enc.setdefault("status", "in-progress")
+    if e.attending:
+        enc["participant"] = [
+            {
+                "type": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": "ATND",
+                            }
+                        ]
+                    }
+                ],
+                "individual": ctx.refs.practitioner(e.attending),
+            }
+        ]
+    times = enc.setdefault("period", {})
+    if "start" in period and e.admitted:
+        times["start"] = fhir_time(e.admitted)
+    if "end" in period and e.discharged:
+        times["end"] = fhir_time(e.discharged)
+    if period.get("clearEnd"):
+        times.pop("end", None)
+    if not times:
+        enc.pop("period")
+
+
+def fold(events: list[Event], ctx: Context) -> Stay:
+    """Apply the stay's events in event-time order; the result is the same whatever order they came in."""
+    ordered = sorted(events, key=lambda x: x.order)
+    stay = Stay(ordered[0].facility, ordered[0].visit)
+    for e in ordered:
+        spec = MAPPINGS.triggers[e.trigger]
+        if e.needs_services is not None:
+            stay.needs_services = e.needs_services
+        if e.receivers:
+            stay.receivers = e.receivers
+        if e.primary_care:
+            stay.primary_care = e.primary_care
+        if spec["event"] == "admit":
+            stay.admits += 1
+        if spec["event"] == "discharge":
+            stay.discharges += 1
+        _encounter(stay, ctx, e, spec["encounterStatus"], spec["period"])
+        if spec["cancels"]:
+            _cancel(stay, spec["cancels"], spec["reason"])
+            if spec["event"] == "cancel-admit":
+                stay.ready_seen = stay.sip_called = False
+        for kind in spec["creates"]:
+            if stay.needs_services:
+                cycle = stay.discharges if kind == "handover" else stay.admits
+                _create(stay, ctx, e, kind, cycle, stay.receivers)
+        if spec["event"] in ("cancel-admit", "cancel-discharge"):
+            continue
+        if e.sip and not stay.sip:
+            stay.sip = True
+            _sip(stay, ctx, e)
+        if e.ready and not stay.ready_seen:
+            stay.ready_seen = True
+            if stay.needs_services:
+                _create(stay, ctx, e, "utskrivningsklar", stay.admits, stay.receivers)
+        _call_sip(stay, ctx, e)
+    return stay
+
+
+# -- the Patient ----------------------------------------------------------------------------------------
+
+
+def _set(target: Any, path: list[str], value: Any) -> None:
+    for i, key in enumerate(path):
+        last = i == len(path) - 1
+        next_is_index = not last and path[i + 1].isdigit()
+        if isinstance(target, list):
+            index = int(key)
+            while len(target) <= index:
+                target.append([] if next_is_index else {})
+            if last:
+                target[index] = value
+            else:
+                target = target[index]
+        elif last:
+            target[key] = value
+        else:
+            target = target.setdefault(key, [] if next_is_index else {})
+
+
+def patient(existing: Json | None, events: list[Event], zone: ZoneInfo) -> Json:
+    """The Patient as it is, with what the messages say laid over it in event order; a field the
+    messages lack is kept as it was, never erased."""
+    result: Json = dict(existing) if existing else {"resourceType": "Patient"}
+    result.pop("meta", None)
+    for e in sorted(events, key=lambda x: x.order):
+        identifiers = list(result.get("identifier") or [])
+        system, value = e.identifier
+        if not any(i.get("system") == system and i.get("value") == value for i in identifiers):
+            identifiers.append({"system": system, "value": value})
+        result["identifier"] = identifiers
+        for element in MAPPINGS.patient["elements"]:
+            raw = e.message.get(element["source"])
+            if not raw:
+                continue
+            value_out: Any = raw
+            if element["type"] == "date":
+                moment = parse_time(raw, zone, element["source"])
+                if moment is None:
+                    continue
+                value_out = (moment.date() if isinstance(moment, datetime) else moment).isoformat()
+            elif element["type"] == "code":
+                value_out = MAPPINGS.code(element["map"], raw.upper())
+                if value_out is None:
+                    continue
+            _set(result, element["target"].split("."), value_out)
+        kommun = MAPPINGS.patient["kommunkod"]
+        code = e.message.get(kommun["source"])
+        if code and result.get("address"):
+            address = result["address"][0]
+            others = [x for x in address.get("extension", []) if x.get("url") != kommun["extension"]]
+            address["extension"] = [
+                *others,
+                {"url": kommun["extension"], "valueCoding": {"system": kommun["system"], "code": code}},
+            ]
+    return result
+
+
+def organization(hsa: str, name: str) -> Json:
+    org: Json = {
+        "resourceType": "Organization",
+        "identifier": [{"system": HSA, "value": hsa}],
+        "active": True,
+    }
+    if name:
+        org["name"] = name
+    return org
+
+
+def practitioner(person: Person) -> Json:
+    resource: Json = {"resourceType": "Practitioner", "identifier": [{"system": HSA, "value": person.hsa}]}
+    name: Json = {}
+    if person.family:
+        name["family"] = person.family
+    if person.given:
+        name["given"] = [person.given]
+    if name:
+        resource["name"] = [name]
+    return resource

@@ -1,0 +1,251 @@
+"""Reading an HL7 v2 message: bytes → text (by MSH-18) → hl7apy → field access by `SEG-n.c.s` paths.
+
+hl7apy checks the message (segment names, the MSH structure, the version) and splits it into segments and
+field repetitions; components and subcomponents are read from each repetition's ER7 text, unescaped.
+Problems are `Hl7Error`s carrying the acknowledgement code they deserve: `AR` for what is not HL7 or not
+supported, `AE` for a message understood but not applicable (a field missing or invalid)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from hl7apy.consts import VALIDATION_LEVEL  # type: ignore[import-untyped]
+from hl7apy.parser import parse_message  # type: ignore[import-untyped]
+
+from gateway.adapters.hl7v2.mappings import MAPPINGS
+
+START, END = b"\x0b", b"\x1c\x0d"
+SUPPORTED_VERSIONS = ("2.5", "2.5.1")
+
+
+class Hl7Error(Exception):
+    """A message that cannot be applied: `code` AR (rejected) or AE (error), `location` like `PID-3`."""
+
+    def __init__(self, code: str, text: str, location: str = "", hl7_error: str = "207") -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.location = location
+        self.hl7_error = hl7_error  # HL7 table 0357: 100 segment sequence, 101 required field missing, …
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """One repetition of a field: components, each a list of subcomponents, already unescaped."""
+
+    components: tuple[tuple[str, ...], ...]
+
+    def get(self, component: int = 1, subcomponent: int = 1) -> str:
+        if component > len(self.components):
+            return ""
+        subs = self.components[component - 1]
+        return subs[subcomponent - 1] if subcomponent <= len(subs) else ""
+
+    @property
+    def empty(self) -> bool:
+        return not any(s for c in self.components for s in c)
+
+
+@dataclass
+class Message:
+    raw: bytes
+    charset: str
+    segments: list[tuple[str, list[list[Repetition]]]] = field(default_factory=list)
+
+    def segment(self, name: str) -> list[list[Repetition]] | None:
+        for seg_name, fields in self.segments:
+            if seg_name == name:
+                return fields
+        return None
+
+    def repetitions(self, path: str) -> list[Repetition]:
+        """`PID-3`: every non-empty repetition of the field (of the first such segment)."""
+        seg_name, _, number = path.partition("-")
+        fields = self.segment(seg_name)
+        index = int(number.split(".")[0])
+        if fields is None or index > len(fields):
+            return []
+        return [r for r in fields[index - 1] if not r.empty]
+
+    def get(self, path: str) -> str:
+        """`PV1-7.2` or `PD1-3.6.2`: the value of the first repetition, "" when absent."""
+        seg_field, *rest = path.split(".")
+        reps = self.repetitions(seg_field)
+        if not reps:
+            return ""
+        component = int(rest[0]) if rest else 1
+        subcomponent = int(rest[1]) if len(rest) > 1 else 1
+        return reps[0].get(component, subcomponent).strip()
+
+    @property
+    def trigger(self) -> str:
+        return self.get("MSH-9.2")
+
+    @property
+    def control_id(self) -> str:
+        return self.get("MSH-10")
+
+    @property
+    def facility(self) -> str:
+        """The sending facility's HSA-id: MSH-4 as `Name^HSA-id^L`, or the HSA-id alone."""
+        return self.get("MSH-4.2") or self.get("MSH-4.1")
+
+    @property
+    def facility_name(self) -> str:
+        return self.get("MSH-4.1") if self.get("MSH-4.2") else ""
+
+
+def unframe(data: bytes) -> bytes:
+    """Remove MLLP framing when a message still carries it."""
+    data = data.strip(b" \t\r\n")
+    if data.startswith(START):
+        data = data[1:]
+    if data.endswith(END):
+        data = data[: -len(END)]
+    elif data.endswith(b"\x1c"):
+        data = data[:-1]
+    return data
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """A file of one or more messages (each starting with MSH, segments by CR, LF or CRLF)."""
+    data = data.replace(START, b"").replace(b"\x1c", b"")
+    lines = re.split(rb"\r\n|\r|\n", data)
+    messages: list[list[bytes]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.startswith(b"MSH") or not messages:
+            messages.append([])
+        messages[-1].append(line)
+    return [b"\r".join(m) for m in messages]
+
+
+def _charset(data: bytes) -> str:
+    first = data.split(b"\r", 1)[0].decode("latin-1")
+    if len(first) < 8:
+        raise Hl7Error("AR", "The message has no MSH segment", "MSH", "100")
+    parts = first.split(first[3])
+    declared = parts[17].strip().upper() if len(parts) > 17 else ""
+    charsets: dict[str, str] = MAPPINGS.encounter["charset"]
+    if declared not in charsets:
+        raise Hl7Error("AR", f"Unsupported character set in MSH-18: {declared}", "MSH-18", "203")
+    return charsets[declared]
+
+
+def _unescape(text: str, sep: str) -> str:
+    if "\\" not in text:
+        return text
+    field_sep, comp, rep, esc, sub = sep[0], sep[1], sep[2], sep[3], sep[4]
+    table = {"F": field_sep, "S": comp, "R": rep, "E": esc, "T": sub, ".br": "\n"}
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code in table:
+            return table[code]
+        if code.startswith("X"):
+            try:
+                return bytes.fromhex(code[1:]).decode("latin-1")
+            except ValueError:
+                return ""
+        return ""
+
+    return re.sub(re.escape(esc) + r"(.*?)" + re.escape(esc), one, text)
+
+
+def parse(data: bytes) -> Message:
+    """Bytes (with or without MLLP framing; CR, LF or CRLF between segments) to a Message, or Hl7Error."""
+    data = b"\r".join(line for line in re.split(rb"\r\n|\r|\n", unframe(data)) if line.strip())
+    if not data.startswith(b"MSH") or len(data) < 9:
+        raise Hl7Error("AR", "Not an HL7 v2 message: it does not start with an MSH segment", "MSH", "100")
+    charset = _charset(data)
+    try:
+        text = data.decode(charset)
+    except UnicodeDecodeError as error:
+        problem = f"The message is not valid {charset} as MSH-18 says: {error}"
+        raise Hl7Error("AR", problem, "MSH-18", "203") from error
+    field_sep = text[3]
+    encoding = text[4:8]
+    if len(encoding) < 4 or field_sep.isalnum():
+        raise Hl7Error("AR", "MSH-1 and MSH-2 do not hold the separators", "MSH-2", "102")
+    msh = text.split("\r", 1)[0].split(field_sep)
+    version = msh[11].split(encoding[0])[0] if len(msh) > 11 else ""
+    if version not in SUPPORTED_VERSIONS:
+        raise Hl7Error("AR", f"Unsupported HL7 version in MSH-12: {version or 'none'}", "MSH-12", "203")
+    kind = msh[8].split(encoding[0]) if len(msh) > 8 else []
+    if kind[:1] != ["ADT"] or len(kind) < 2 or kind[1] not in MAPPINGS.triggers:
+        shown = "^".join(kind) or "none"
+        raise Hl7Error("AR", f"Unsupported message type in MSH-9: {shown}", "MSH-9", "200")
+    try:
+        parsed = parse_message(
+            text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT, force_validation=False
+        )
+    except Exception as error:  # hl7apy raises many kinds; each means the same: not a readable message
+        raise Hl7Error("AR", f"Not a readable HL7 v2.5 message: {error}", "", "102") from error
+    separators = field_sep + encoding
+    message = Message(data, charset)
+    for segment in parsed.children:
+        fields: list[list[Repetition]] = []
+        offset = 2 if segment.name == "MSH" else 0  # MSH-1 and MSH-2 are the separators themselves
+        for child in segment.children:
+            try:
+                number = int(child.name.rsplit("_", 1)[1]) - offset
+            except (IndexError, ValueError):
+                continue
+            if number < 1:
+                continue
+            while len(fields) < number:
+                fields.append([])
+            fields[number - 1].append(_repetition(child.to_er7(), separators))
+        if segment.name == "MSH":
+            fields = [[], [], *fields]
+        message.segments.append((segment.name, fields))
+    return message
+
+
+def _repetition(er7: str, separators: str) -> Repetition:
+    comp, sub = separators[1], separators[4]
+    return Repetition(tuple(tuple(_unescape(s, separators) for s in c.split(sub)) for c in er7.split(comp)))
+
+
+# -- times ---------------------------------------------------------------------------------------------
+
+_DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?([+-]\d{4})?$")
+
+
+def parse_time(value: str, zone: ZoneInfo, where: str) -> datetime | date | None:
+    """HL7 DT/DTM: a date (day precision) or an aware datetime; without an offset, local time in `zone`."""
+    value = value.strip()
+    if not value:
+        return None
+    match = _DTM.match(value)
+    if not match or match.group(3) is None:
+        raise Hl7Error("AE", f"{where} is not an HL7 date-time (YYYYMMDD[HHMM[SS]]): {value}", where, "102")
+    year, month, day, hour, minute, second, _, offset = match.groups()
+    try:
+        if hour is None:
+            return date(int(year), int(month), int(day))
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute or 0), int(second or 0))
+    except ValueError as error:
+        raise Hl7Error("AE", f"{where} is not a valid date: {value} ({error})", where, "102") from error
+    if offset:
+        sign = 1 if offset[0] == "+" else -1
+        delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+        return moment.replace(tzinfo=timezone(sign * delta))
+    return moment.replace(tzinfo=zone)
+
+
+def as_instant(value: datetime | date, zone: ZoneInfo) -> datetime:
+    """A day becomes its local midnight; a datetime stays itself."""
+    if isinstance(value, datetime):
+        return value
+    return datetime(value.year, value.month, value.day, tzinfo=zone)
+
+
+def fhir_time(value: datetime | date) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return value.isoformat()

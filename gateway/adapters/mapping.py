@@ -1,0 +1,348 @@
+"""The adapters' mapping engine: reads the source-to-FHIR tables under mappings/<source>/ (fields.yaml:
+what each source field must be and where it goes; codes.yaml: code maps), checks a source record against
+them with errors named by the record's own paths (`patient.personnummer`, `rader[0].antal`), and holds what
+every adapter shares: identifier systems, Swedish personal identity numbers, deterministic ids, and the
+merge of master data (Patient, Organization, Practitioner) that never erases what a source lacks."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.config import REPO_ROOT
+from gateway.errors import Issue
+from gateway.model.types import Json
+
+MAPPINGS_DIR = REPO_ROOT / "mappings"
+BASE = "https://fhir.home-device-gateway.se"
+
+# Identifier systems (HL7 Sweden base profiles, and this gateway's own under BASE)
+PERSONNUMMER = "http://electronichealth.se/identifier/personnummer"
+SAMORDNINGSNUMMER = "http://electronichealth.se/identifier/samordningsnummer"
+HSA = "urn:oid:1.2.752.29.4.19"
+FORSKRIVARKOD = "urn:oid:1.2.752.116.3.1.2"
+HOSP_YRKE = "urn:oid:1.2.752.116.3.1.3"
+ORDER = f"{BASE}/identifier/bestallningsportalen-order"
+ORDER_LINE = f"{BASE}/identifier/bestallningsportalen-orderrad"
+PRACTITIONER_ROLE = f"{BASE}/identifier/practitioner-role"
+ISO9999 = f"{BASE}/CodeSystem/iso9999"
+ARTICLE = f"{BASE}/CodeSystem/hjalpmedel-artikel"
+KOMMUNKOD = f"{BASE}/CodeSystem/kommunkod"
+TAGS = f"{BASE}/CodeSystem/adapter-tags"
+TASK_CODES = f"{BASE}/CodeSystem/task-code"
+ORDER_CODES = f"{BASE}/CodeSystem/bestallningsportalen"
+REGISTER_STATUS = f"{BASE}/CodeSystem/register-status"
+CAREPLAN_CATEGORY = f"{BASE}/CodeSystem/device-careplan-category"
+SELF_CARE = f"{BASE}/CodeSystem/self-care"
+EXT = f"{BASE}/StructureDefinition"
+SOURCE_EVENT_TIME = f"{EXT}/source-event-time"
+PROFILE = "http://hl7.se/fhir/ig/base/StructureDefinition/"
+
+
+def unit_system(register: str) -> str:
+    """The identifier system of a register's asset numbers (individnummer), e.g. …/individnummer/sesam."""
+    return f"{BASE}/identifier/individnummer/{register.strip().lower()}"
+
+
+# -- the tables ---------------------------------------------------------------------------------------
+
+
+@cache
+def tables(source: str) -> dict[str, Any]:
+    """Every YAML file of mappings/<source>/, merged by top-level key."""
+    merged: dict[str, Any] = {}
+    for path in sorted(Path(MAPPINGS_DIR / source).glob("*.yaml")):
+        merged.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return merged
+
+
+def code_map(source: str, name: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = tables(source)[name]
+    return found
+
+
+# -- personal identity numbers --------------------------------------------------------------------------
+
+_PNR = re.compile(r"^(\d{8})-?(\d{4})$")
+
+
+def luhn_ok(ten: str) -> bool:
+    total = 0
+    for i, char in enumerate(ten):
+        digit = int(char) * (2 if i % 2 == 0 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return total % 10 == 0
+
+
+def luhn_digit(nine: str) -> str:
+    """The check digit that makes `nine` + digit pass Luhn (for generating fictitious numbers)."""
+    return next(str(d) for d in range(10) if luhn_ok(nine + str(d)))
+
+
+def person_number(value: Any, coordination: bool = False) -> str | None:
+    """The 12-digit form of a personnummer (or samordningsnummer: day + 60), or None when invalid."""
+    if not isinstance(value, str):
+        return None
+    match = _PNR.match(value.strip())
+    if not match:
+        return None
+    digits = match.group(1) + match.group(2)
+    day = int(digits[6:8]) - (60 if coordination else 0)
+    try:
+        date(int(digits[:4]), int(digits[4:6]), day)
+    except ValueError:
+        return None
+    return digits if luhn_ok(digits[2:]) else None
+
+
+# -- checking a source record against fields.yaml -------------------------------------------------------
+
+_HSA = re.compile(r"^SE\d{10}-[A-Za-z0-9]{1,31}$")
+
+
+def _values(node: Any, parts: list[str], path: str) -> Iterator[tuple[str, Any, bool]]:
+    """(path, value, present) for each place `parts` names below `node`; `x[]` walks a list's items."""
+    if not parts:
+        yield path, node, True
+        return
+    head, rest = parts[0], parts[1:]
+    if not isinstance(node, dict):
+        return
+    if head.endswith("[]"):
+        key = head[:-2]
+        items = node.get(key)
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                yield from _values(item, rest, f"{path}{'.' if path else ''}{key}[{i}]")
+        return
+    where = f"{path}{'.' if path else ''}{head}"
+    if head in node:
+        yield from _values(node[head], rest, where)
+    elif not rest:
+        yield where, None, False
+
+
+def _parent_present(record: Json, name: str) -> Iterator[tuple[str, bool]]:
+    """For a field name (`rader[].antal`), each concrete path (`rader[0].antal`) and whether it is there."""
+    for path, _value, present in _values(record, name.split("."), ""):
+        yield path, present
+
+
+def _type_problem(spec: dict[str, Any], value: Any, codes: dict[str, Any] | None) -> str | None:
+    kind = spec.get("type", "string")
+    if kind == "string":
+        if not isinstance(value, str) or not value.strip():
+            return "must be a non-empty string"
+    elif kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be an integer"
+        if "min" in spec and value < spec["min"]:
+            return f"must be at least {spec['min']}"
+        if "max" in spec and value > spec["max"]:
+            return f"must be at most {spec['max']}"
+    elif kind == "object":
+        if not isinstance(value, dict):
+            return "must be an object"
+    elif kind == "array":
+        if not isinstance(value, list):
+            return "must be a list"
+        if len(value) < spec.get("min_items", 0):
+            return f"must have at least {spec['min_items']} item(s)"
+        if "max_items" in spec and len(value) > spec["max_items"]:
+            return f"must have at most {spec['max_items']} items"
+    elif kind == "list":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return "must be a list of strings"
+        unknown = [v for v in value if codes is not None and v not in codes]
+        if unknown:
+            return f"has unknown value(s) {', '.join(map(repr, unknown))}; known: {', '.join(codes or {})}"
+    elif kind == "code":
+        if not isinstance(value, str) or codes is None or value not in codes:
+            return f"must be one of {', '.join(codes or {})}, not {value!r}"
+    elif kind == "date":
+        try:
+            date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else _raise()
+        except (ValueError, TypeError):
+            return f"must be a date YYYY-MM-DD, not {value!r}"
+    elif kind == "datetime":
+        parsed = parse_datetime(value)
+        if parsed is None:
+            return f"must be a date-time with offset (2026-11-20T09:14:00+01:00), not {value!r}"
+    elif (
+        kind in ("personnummer", "samordningsnummer")
+        and person_number(value, kind == "samordningsnummer") is None
+    ):
+        return f"is not a valid {kind} (12 digits, valid date, Luhn check digit): {value!r}"
+    elif kind == "hsaid" and (not isinstance(value, str) or not _HSA.match(value)):
+        return f"is not an HSA-id (SE + 10 digits + '-' + letters or digits): {value!r}"
+    if isinstance(value, str) and "pattern" in spec and not re.match(spec["pattern"], value):
+        return f"does not have the expected form {spec['pattern']}: {value!r}"
+    return None
+
+
+def _raise() -> None:
+    raise ValueError
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """An ISO date-time with an explicit offset, or None."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def check(record: Any, source: str, label: str = "record") -> list[Issue]:
+    """Every problem of `record` against mappings/<source>/fields.yaml, named by its path."""
+    if not isinstance(record, dict):
+        return [Issue("error", "structure", f"The {label} must be a JSON object", ("$",))]
+    fields: dict[str, dict[str, Any]] = tables(source)["fields"]
+    issues: list[Issue] = []
+    bad: set[str] = set()
+    for name, spec in fields.items():
+        codes = code_map(source, spec["codes"]) if "codes" in spec else None
+        for path, present in _parent_present(record, name):
+            if any(path.startswith(f"{b}.") or path.startswith(f"{b}[") for b in bad):
+                continue
+            required = bool(spec.get("required"))
+            when = spec.get("required_when")
+            if when:
+                required = all(record.get(k) == v for k, v in when.items())
+            value = _lookup(record, path) if present else None
+            if not present or value is None:
+                if required:
+                    issues.append(Issue("error", "required", f"{path} is required", (path,)))
+                    bad.add(path)
+                elif "one_of" in spec and not _any_present(record, path, spec["one_of"]):
+                    options = " or ".join(spec["one_of"])
+                    issues.append(Issue("error", "required", f"{options} is required", (path,)))
+                continue
+            problem = _type_problem(spec, value, codes)
+            if problem:
+                code = "code-invalid" if spec.get("type") in ("code", "list") else "value"
+                issues.append(Issue("error", code, f"{path} {problem}", (path,)))
+                bad.add(path)
+    return issues
+
+
+def _any_present(record: Json, path: str, names: list[str]) -> bool:
+    prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
+    return any(_lookup(record, prefix + name.rsplit(".", 1)[-1]) is not None for name in names)
+
+
+def _lookup(record: Any, path: str) -> Any:
+    node = record
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            index = int(part[1:-1])
+            node = node[index] if isinstance(node, list) and index < len(node) else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return None
+    return node
+
+
+# -- ids and references ---------------------------------------------------------------------------------
+
+_ID_SAFE = re.compile(r"^[A-Za-z0-9.-]{1,40}$")
+
+
+def key_id(prefix: str, key: str) -> str:
+    """A deterministic resource id from a source key: readable when the key is id-safe, else hashed."""
+    if _ID_SAFE.match(key):
+        return f"{prefix}-{key}"
+    return f"{prefix}x-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+
+
+def urn(*parts: str) -> str:
+    """A deterministic urn:uuid for a Bundle entry's fullUrl."""
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()
+    return f"urn:uuid:{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-8{digest[17:20]}-{digest[20:32]}"
+
+
+def identifier_query(system: str, value: str) -> str:
+    return f"identifier={system}|{value}"
+
+
+# -- master data that several sources feed ---------------------------------------------------------------
+
+
+def _event_time(resource: Json) -> datetime | None:
+    for extension in resource.get("extension", []):
+        if extension.get("url") == SOURCE_EVENT_TIME:
+            return parse_datetime(extension.get("valueDateTime"))
+    return None
+
+
+def _with_event_time(resource: Json, when: str) -> Json:
+    others = [e for e in resource.get("extension", []) if e.get("url") != SOURCE_EVENT_TIME]
+    return {**resource, "extension": [*others, {"url": SOURCE_EVENT_TIME, "valueDateTime": when}]}
+
+
+def merge(current: Json, incoming: Json, event_time: str) -> Json:
+    """Master data fed by several sources: a field the incoming source lacks is never erased; for a field
+    both carry, the newer source event wins (the event time is kept in the source-event-time extension).
+    Identifiers and profiles are united. Gives `current` itself when nothing would change."""
+    stored_time = _event_time(current)
+    incoming_time = parse_datetime(event_time)
+    newer = stored_time is None or (incoming_time is not None and incoming_time >= stored_time)
+    result = copy.deepcopy(current)
+    for key, value in incoming.items():
+        if key in ("resourceType", "id", "meta", "extension"):
+            continue
+        if key == "identifier":
+            have = {(i.get("system"), i.get("value")) for i in result.get("identifier", [])}
+            extra = [i for i in value if (i.get("system"), i.get("value")) not in have]
+            result["identifier"] = [*result.get("identifier", []), *extra]
+        elif key not in result or newer:
+            result[key] = value
+    for extension in incoming.get("extension", []):
+        if extension.get("url") == SOURCE_EVENT_TIME:
+            continue
+        others = [e for e in result.get("extension", []) if e.get("url") != extension.get("url")]
+        if newer or len(others) == len(result.get("extension", [])):
+            result["extension"] = [*others, extension]
+    profiles = list((current.get("meta") or {}).get("profile", []))
+    for profile in (incoming.get("meta") or {}).get("profile", []):
+        if profile not in profiles:
+            profiles.append(profile)
+    if profiles:
+        result["meta"] = {**(result.get("meta") or {}), "profile": profiles}
+    if _strip(result) == _strip(current):
+        return current
+    return _with_event_time(result, event_time) if newer else result
+
+
+def _strip(resource: Json) -> Json:
+    clean = {k: v for k, v in resource.items() if k != "meta"}
+    clean["extension"] = [e for e in resource.get("extension", []) if e.get("url") != SOURCE_EVENT_TIME]
+    meta = resource.get("meta") or {}
+    clean["profile"] = meta.get("profile", [])
+    return clean
+
+
+def new_master(resource: Json, event_time: str) -> Json:
+    """A master-data resource created by a source, stamped with the source event's time."""
+    return _with_event_time(resource, event_time)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A resource read before building a Bundle: its id, version and content."""
+
+    res_id: str
+    version: int
+    resource: Json

@@ -1,0 +1,76 @@
+"""`gateway import hl7 FILE…` and `gateway mllp`, against both databases."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from gateway.adapters.hl7v2.ack import read_ack
+from gateway.adapters.hl7v2.mllp import frame
+from gateway.cli import app
+from gateway.services import Services
+from gateway.store.tables import Resource
+from tests.adapters.test_hl7v2_messages import adt
+from tests.conftest import Database
+
+GATEWAY = Path(sys.executable).with_name("gateway")
+
+
+def _count(services: Services, res_type: str) -> int:
+    with services.engine.connect() as connection:
+        statement = select(func.count()).select_from(Resource).where(Resource.res_type == res_type)
+        return int(connection.execute(statement).scalar_one())
+
+
+def test_import_files_of_messages(tmp_path: Path, database: Database, services: Services) -> None:
+    good = tmp_path / "stay.hl7"
+    discharge = adt("A03", "I2", sent="20261127120000", discharged="20261127110000")
+    good.write_bytes((adt("A01", "I1") + discharge).replace(b"\r", b"\r\n"))
+    bad = tmp_path / "bad.hl7"
+    bad.write_bytes(adt("A01", "I3", pnr="191212121213", visit="V3"))
+    env = {**database.environment(), "COLUMNS": "60"}
+    result = CliRunner().invoke(app, ["import", "hl7", str(good), str(bad)], env=env)
+    assert result.exit_code == 1, result.output
+    assert "accepted 2, duplicates 0, errors (AE, quarantined) 1, rejected (AR) 0" in result.output
+    assert _count(services, "Encounter") == 1 and _count(services, "Patient") == 1
+    again = CliRunner().invoke(app, ["import", "hl7", str(good)], env=env)
+    assert again.exit_code == 0 and "duplicates 2" in again.output
+
+
+def test_mllp_command_listens_and_answers(database: Database, services: Services) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, **database.environment(), "GATEWAY_MLLP_FACILITIES": "SE2321000016-KS01"}
+    process = subprocess.Popen(
+        [str(GATEWAY), "mllp", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+        with sock:
+            sock.sendall(frame(adt("A01", "S1")))
+            answer = b""
+            while not answer.endswith(b"\x1c\r"):
+                answer += sock.recv(65536)
+        assert read_ack(answer[1:-2])[:2] == ("AA", "S1")
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert _count(services, "Encounter") == 1

@@ -1,0 +1,55 @@
+"""Golden messages: each tests/golden/hl7v2/NN-*.hl7 holds one or more messages; all but the last set the
+scene, and the last one's ACK code and transaction Bundle must equal NN-*.expected.json. The Patient's id
+(random when the gateway creates it) is replaced by PATIENT-ID. To accept a deliberate change of the
+mappings, run with GATEWAY_GOLDEN_UPDATE=1 and review the diff of the expected files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from gateway.adapters.hl7v2 import service
+from gateway.adapters.hl7v2.message import Hl7Error, split_messages
+from gateway.services import Services
+from gateway.store.tables import Resource
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "hl7v2"
+CASES = sorted(p.stem for p in GOLDEN.glob("*.hl7"))
+
+
+def _normalized(bundle: Any, services: Services) -> Any:
+    text = json.dumps(bundle, ensure_ascii=False, indent=2, sort_keys=True)
+    with services.engine.connect() as connection:
+        ids = connection.execute(select(Resource.res_id).where(Resource.res_type == "Patient")).scalars()
+        for res_id in ids:
+            text = text.replace(res_id, "PATIENT-ID")
+    return json.loads(text)
+
+
+def test_there_are_enough_golden_messages() -> None:
+    assert len(CASES) >= 12
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_message(case: str, services: Services) -> None:
+    messages = split_messages((GOLDEN / f"{case}.hl7").read_bytes())
+    for message in messages[:-1]:
+        assert asyncio.run(service.handle(services, message)).ack.code == "AA"
+    try:
+        bundle = service.plan_bundle(services, messages[-1])
+    except Hl7Error:
+        bundle = None
+    bundle = _normalized(bundle, services)
+    result = asyncio.run(service.handle(services, messages[-1]))
+    actual = {"ack": result.ack.code, "error": result.ack.text, "bundle": bundle}
+    expected_path = GOLDEN / f"{case}.expected.json"
+    if os.environ.get("GATEWAY_GOLDEN_UPDATE") == "1":
+        expected_path.write_text(json.dumps(actual, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    expected = json.loads(expected_path.read_text())
+    assert actual == expected

@@ -1,0 +1,152 @@
+"""The MLLP listener over real sockets: concurrent connections, framing errors, and fuzzing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from gateway.adapters.hl7v2.ack import read_ack
+from gateway.adapters.hl7v2.mllp import Listener, ListenerSettings, frame
+from gateway.services import Services
+from gateway.store.tables import Resource
+from tests.adapters.test_hl7v2_messages import KOMMUN, adt
+
+PNRS = ["191212121212", "195001182046", "196408233234", "197802022389", "198112189876", "199001012385"]
+
+
+class Running:
+    def __init__(self, services: Services, facilities: frozenset[str] | None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.listener = Listener(
+            services, ListenerSettings(port=0, facilities=facilities, max_message_bytes=65536)
+        )
+        asyncio.run_coroutine_threadsafe(self.listener.start(), self.loop).result(10)
+        self.port = self.listener.port
+
+    def stop(self) -> None:
+        assert self.listener.server is not None
+        self.listener.server.close()
+        asyncio.run_coroutine_threadsafe(self.listener.server.wait_closed(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def mllp(services: Services) -> Iterator[Running]:
+    running = Running(services, frozenset({"SE2321000016-KS01"}))
+    yield running
+    running.stop()
+
+
+def exchange(port: int, payloads: list[bytes], raw: bool = False) -> list[bytes]:
+    """Send each payload (framed unless raw) on one connection; read one ACK per payload."""
+    answers = []
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        buffer = b""
+        for payload in payloads:
+            sock.sendall(payload if raw else frame(payload))
+            while b"\x1c\r" not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return answers
+                buffer += chunk
+            ack, _, buffer = buffer.partition(b"\x1c\r")
+            assert ack.startswith(b"\x0b")
+            answers.append(ack[1:])
+    return answers
+
+
+def count(services: Services) -> int:
+    with services.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(Resource)).scalar_one())
+
+
+def test_one_ack_per_message_and_unknown_facilities_get_ar(mllp: Running) -> None:
+    answers = exchange(
+        mllp.port, [adt("A01", "M1"), adt("A01", "M1"), adt("A01", "M2", facility="X^SE999^L")]
+    )
+    assert [read_ack(a)[:2] for a in answers] == [("AA", "M1"), ("AA", "M1"), ("AR", "M2")]
+
+
+def test_concurrent_connections(mllp: Running, services: Services) -> None:
+    def one(i: int) -> list[str]:
+        pnr = PNRS[i % len(PNRS)]
+        messages = [
+            adt("A01", f"C{i}-1", pnr=pnr, visit=f"V{i}"),
+            adt("A03", f"C{i}-2", pnr=pnr, visit=f"V{i}", sent="20261127120000", discharged="20261127110000"),
+        ]
+        return [read_ack(a)[0] for a in exchange(mllp.port, messages)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(12)))
+    assert all(r == ["AA", "AA"] for r in results), results
+    with services.engine.connect() as connection:
+        patients = connection.execute(
+            select(func.count()).select_from(Resource).where(Resource.res_type == "Patient")
+        ).scalar_one()
+        encounters = connection.execute(
+            select(func.count()).select_from(Resource).where(Resource.res_type == "Encounter")
+        ).scalar_one()
+    assert (patients, encounters) == (len(PNRS), 12)
+
+
+def test_framing_errors_never_stop_the_listener(mllp: Running) -> None:
+    junk = b"garbage before\r\n" + frame(adt("A01", "F1"))
+    assert read_ack(exchange(mllp.port, [junk], raw=True)[0])[:2] == ("AA", "F1")
+    with socket.create_connection(("127.0.0.1", mllp.port), timeout=5) as sock:
+        sock.sendall(b"\x0b" + b"x" * 70000)  # larger than the limit, never ends
+        assert b"MSA|AR" in sock.recv(65536)
+    with socket.create_connection(("127.0.0.1", mllp.port), timeout=5) as sock:
+        sock.sendall(b"\x0bMSH|half a message")  # then the client goes away
+    assert read_ack(exchange(mllp.port, [frame(b"not hl7 at all")], raw=True)[0])[0] == "AR"
+    assert read_ack(exchange(mllp.port, [adt("A01", "F2", pnr="195001182046", visit="V9")])[0])[0] == "AA"
+
+
+MESSAGE = adt("A01", "Z1", zsv=f"ZSV|Y|0180^Stockholms stad^{KOMMUN}|SE2321000016-VC01||||N")
+
+
+def mutate(data: Any) -> bytes:
+    message = bytearray(MESSAGE)
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(message) - 1))
+        action = data.draw(st.sampled_from(["flip", "delete", "insert"]))
+        if action == "flip":
+            message[position] = data.draw(st.integers(0, 255))
+        elif action == "delete":
+            del message[position : position + data.draw(st.integers(1, 20))]
+        else:
+            message[position:position] = data.draw(
+                st.sampled_from([b"|", b"^", b"\r", b"\x0b", b"\x1c", b"&"])
+            )
+    return bytes(message)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_random_and_mutated_messages(mllp: Running, services: Services, data: Any) -> None:
+    payload = data.draw(st.one_of(st.binary(max_size=300), st.builds(mutate, st.data())))
+    before = count(services)
+    with socket.create_connection(("127.0.0.1", mllp.port), timeout=20) as sock:
+        sock.sendall(frame(payload))
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    if answer:  # an ACK or a clean close, never anything else
+        assert answer.startswith(b"\x0bMSH|") and answer.endswith(b"\x1c\r")
+        code = read_ack(answer[1:-2])[0]
+        assert code in ("AA", "AE", "AR")
+        if code != "AA":
+            assert count(services) == before  # a refused message writes nothing
+    assert read_ack(exchange(mllp.port, [frame(b"MSH|^~\\&|ping")], raw=True)[0])[0] == "AR"
