@@ -182,8 +182,9 @@ class WritePath:
                 )
         try:
             stored = repository.write(previous, resource, method, uow.now)
-            repository.replace_index(stored.rid, self.extractor.rows(resource))
-            repository.replace_claims(stored.rid, resource["resourceType"], identifiers)
+            fresh = previous is None
+            repository.replace_index(stored.rid, self.extractor.rows(resource), fresh)
+            repository.replace_claims(stored.rid, resource["resourceType"], identifiers, fresh)
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
         uow.changes.append(Change(stored.res_type, stored.res_id, stored.version_id, method))

@@ -125,10 +125,12 @@ class Repository:
                 raise StaleVersion(resource["resourceType"], resource["id"])
         return Stored(rid=rid, **values)
 
-    def replace_index(self, rid: int, rows: IndexRows | None) -> None:
-        """Replace the resource's index rows (None removes them, as for a tombstone)."""
-        for table in _INDEX_TABLES.values():
-            self.connection.execute(delete(table).where(table.c.rid == rid))
+    def replace_index(self, rid: int, rows: IndexRows | None, fresh: bool = False) -> None:
+        """Replace the resource's index rows (None removes them, as for a tombstone). `fresh`: the
+        resource row was just inserted, so there is nothing to remove first."""
+        if not fresh:
+            for table in _INDEX_TABLES.values():
+                self.connection.execute(delete(table).where(table.c.rid == rid))
         if rows is None:
             return
         for name, table in _INDEX_TABLES.items():
@@ -136,10 +138,13 @@ class Repository:
             if batch:
                 self.connection.execute(insert(table), [row | {"rid": rid} for row in batch])
 
-    def replace_claims(self, rid: int, res_type: str, identifiers: Iterable[tuple[str, str]]) -> None:
+    def replace_claims(
+        self, rid: int, res_type: str, identifiers: Iterable[tuple[str, str]], fresh: bool = False
+    ) -> None:
         """Claim each (system, value) for this resource. A claim held by another resource makes the
         insert fail on the primary key: the database, not a prior read, keeps identifiers unique."""
-        self.connection.execute(delete(CLAIM).where(CLAIM.c.rid == rid))
+        if not fresh:
+            self.connection.execute(delete(CLAIM).where(CLAIM.c.rid == rid))
         rows = [
             {"res_type": res_type, "system": system, "value": value, "rid": rid}
             for system, value in sorted(set(identifiers))

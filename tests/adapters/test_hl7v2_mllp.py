@@ -35,9 +35,14 @@ class Running:
         self.port = self.listener.port
 
     def stop(self) -> None:
-        assert self.listener.server is not None
-        self.listener.server.close()
-        asyncio.run_coroutine_threadsafe(self.listener.server.wait_closed(), self.loop).result(10)
+        server = self.listener.server
+        assert server is not None
+
+        async def close() -> None:  # asyncio servers are closed on their own loop's thread
+            server.close()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
