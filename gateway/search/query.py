@@ -16,6 +16,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    exists,
     false,
     func,
     literal,
@@ -29,7 +30,7 @@ from gateway.model.types import SUPPORTED, dumps, is_valid_id, loads
 from gateway.search.dates import MIN, DateFormatError, date_range, shift, utc_now
 from gateway.search.extract import parse_reference
 from gateway.search.parameters import PREFIXES, Clause, SearchRequest, split_token, unescape
-from gateway.search.registry import SearchParam
+from gateway.search.registry import COLUMN_PARAMS, SearchParam
 from gateway.search.text import fold
 from gateway.store.repository import R
 from gateway.store.tables import (
@@ -67,13 +68,26 @@ class Planner:
 
     def where(self, request: SearchRequest) -> ColumnElement[bool]:
         bases = self.bases(request.base_url)
-        conditions = [R.c.res_type == request.res_type, R.c.deleted == false()]
-        conditions.extend(self.clause(request.res_type, clause, bases) for clause in request.clauses)
+        conditions = [R.c.deleted == false()]
+        # One clause that matches index rows drives the query: `rid IN (its index rows)`, which already
+        # names the type, so the type test on `resource` is left out and the database starts from that
+        # index instead of scanning every resource of the type (SQLite otherwise does just that). The
+        # other clauses are checked per candidate (EXISTS on the index rows of that rid), so their
+        # matches are never materialised. Reference clauses are usually the most selective.
+        driving = [c for c in request.clauses if _selects_by_index(c)]
+        driver = next((c for c in driving if c.param.type == "reference"), driving[0] if driving else None)
+        if driver is None:
+            conditions.append(R.c.res_type == request.res_type)
+        for clause in request.clauses:
+            correlated = clause is not driver and _selects_by_index(clause)
+            conditions.append(self.clause(request.res_type, clause, bases, correlated))
         return and_(*conditions)
 
     def clause(
-        self, res_type: str, clause: Clause, bases: tuple[str, ...] | None = None
+        self, res_type: str, clause: Clause, bases: tuple[str, ...] | None = None, correlated: bool = False
     ) -> ColumnElement[bool]:
+        """The clause as a condition on `resource`; `correlated` checks it per resource row (EXISTS)
+        instead of selecting every matching index row (IN)."""
         if bases is None:
             bases = self.bases()
         param = clause.param
@@ -98,6 +112,8 @@ class Planner:
             matches = or_(*(self._token(table, v) for v in clause.values))
             return R.c.rid.not_in(select(table.c.rid).where(scope, matches))
         matches = or_(*(self._value(param, clause, table, v, bases) for v in clause.values))
+        if correlated:
+            return exists().where(table.c.rid == R.c.rid, scope, matches)
         return R.c.rid.in_(select(table.c.rid).where(scope, matches))
 
     def _value(
@@ -287,6 +303,11 @@ def _cursor_value(kind: str, value: Any) -> Any:
             raise ValueError(f"{value!r} is not a cursor date")
         return moment
     return value
+
+
+def _selects_by_index(clause: Clause) -> bool:
+    """Whether the clause is `rid IN (index rows of this type)`, so it implies the resource type."""
+    return clause.param.code not in COLUMN_PARAMS and clause.modifier not in ("missing", "not")
 
 
 def _prefix(value: str) -> tuple[str, str]:
