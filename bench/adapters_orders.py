@@ -16,7 +16,7 @@ import json
 import resource
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +103,13 @@ def main() -> None:
             for order in orders(args.orders, f"BENCH-C{int(time.time())}"):
                 handle.write(json.dumps(order) + "\n")
         print(f"{args.orders} orders on {engine.url.render_as_string(hide_password=True)}")
-        for label, run in (
+        runs: list[tuple[str, Callable[[], tuple[float, int]]]] = [
             ("REST new", lambda: rest(svc, rest_items, args.batch)),
             ("REST replayed", lambda: rest(svc, rest_items, args.batch)),
             ("CLI new", lambda: cli(svc, path)),
             ("CLI replayed", lambda: cli(svc, path)),
-        ):
+        ]
+        for label, run in runs:
             seconds, rejected = run()
             print(f"{label:15} {args.orders / seconds:9.1f} orders/s  ({seconds:.1f} s, {rejected} rejected)")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

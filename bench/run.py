@@ -95,7 +95,8 @@ def scenarios(patients: int) -> list[tuple[str, object]]:
         ).encode()
 
     def update(n: int) -> tuple[str, str, bytes]:
-        target = rng.randrange(patients)
+        # seeded Task n has status STATUSES[n % 5]: update only open ones (terminal states are final)
+        target = rng.randrange(max(1, patients // 5)) * 5 + rng.randrange(3)
         body = dumps(
             {
                 "resourceType": "Task",

@@ -70,7 +70,7 @@ def resources(count: int, seed: int = 7) -> Iterator[Json]:
         yield {
             "resourceType": "Task",
             "id": f"task-{n}",
-            "status": rng.choice(STATUSES),
+            "status": STATUSES[n % len(STATUSES)],
             "intent": "order",
             "for": {"reference": f"Patient/{pid}"},
             "owner": {"reference": owner},
