@@ -149,6 +149,13 @@ def _type_problem(spec: dict[str, Any], value: Any, codes: dict[str, Any] | None
             return f"must be at least {spec['min']}"
         if "max" in spec and value > spec["max"]:
             return f"must be at most {spec['max']}"
+    elif kind == "decimal":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a number"
+        if "min" in spec and value < spec["min"]:
+            return f"must be at least {spec['min']}"
+        if "max" in spec and value > spec["max"]:
+            return f"must be at most {spec['max']}"
     elif kind == "object":
         if not isinstance(value, dict):
             return "must be an object"
@@ -219,7 +226,7 @@ def check(record: Any, source: str, label: str = "record") -> list[Issue]:
             required = bool(spec.get("required"))
             when = spec.get("required_when")
             if when:
-                required = all(record.get(k) == v for k, v in when.items())
+                required = all(_matches(record.get(k), v) for k, v in when.items())
             value = _lookup(record, path) if present else None
             if not present or value is None:
                 if required:
@@ -235,6 +242,11 @@ def check(record: Any, source: str, label: str = "record") -> list[Issue]:
                 issues.append(Issue("error", code, f"{path} {problem}", (path,)))
                 bad.add(path)
     return issues
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    """`required_when` names one value, or a list of values any of which makes the field required."""
+    return value in wanted if isinstance(wanted, list) else bool(value == wanted)
 
 
 def _any_present(record: Json, path: str, names: list[str]) -> bool:

@@ -1,0 +1,454 @@
+"""One checked register row → one transaction Bundle (the mapping; the tables it reads are in
+mappings/device-register/). Pure: what the gateway already holds comes in as `Known`, read before.
+
+The Device is found by register + individnummer (the order adapter may have created a stub on that
+identifier) and rewritten in the fields the register owns, keeping what other sources added; a new one is
+a conditional create on the identifier. Every other resource has an id derived from the unit, so a
+replay writes to the same ones. A resource equal to what is stored gets no entry: a row identical to what
+is stored yields a Bundle without entries, and the adapter writes nothing."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+from dataclasses import dataclass, field
+
+from gateway.adapters import mapping as m
+from gateway.adapters.mapping import Found
+from gateway.errors import Issue
+from gateway.model.types import Json
+
+SOURCE = "device-register"
+V3_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+UCUM = "http://unitsofmeasure.org"
+MAINTENANCE_EXT = f"{m.EXT}/device-maintenance"
+DEVICE_REQUEST_EXT = f"{m.EXT}/device-request"
+REGISTER_TASK = f"{m.BASE}/CodeSystem/device-register-task"
+RAW_TAG = {"system": m.TAGS, "code": "source-record", "display": "A source record kept verbatim"}
+MISSING_TAG = {"system": m.TAGS, "code": "missing-from-register", "display": "Missing from the register"}
+OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
+MANAGED = (
+    "identifier",
+    "status",
+    "statusReason",
+    "serialNumber",
+    "deviceName",
+    "modelNumber",
+    "manufacturer",
+    "type",
+    "owner",
+    "patient",
+)
+
+
+@dataclass
+class Known:
+    """What the gateway holds that this row touches, read before the Bundle is built."""
+
+    device: Found | None = None
+    owner: Found | None = None
+    patient: Found | None = None
+    order_line: Found | None = None  # the DeviceRequest the unit was delivered for
+    uses: list[Found] = field(default_factory=list)  # the unit's active DeviceUseStatements
+    return_tasks: list[Found] = field(default_factory=list)  # open return-device Tasks focused on it
+    by_id: dict[str, Found] = field(default_factory=dict)  # "Type/id" of this unit's own resources
+
+
+def status_of(row: Json) -> Json:
+    found: Json = m.code_map(SOURCE, "register_status")[row["status"]]
+    return found
+
+
+def unit_key(row: Json) -> tuple[str, str]:
+    """(identifier system, individnummer) of the row's unit."""
+    return m.unit_system(row["register"]), row["individnummer"]
+
+
+def _hashed(prefix: str, *parts: str) -> str:
+    return f"{prefix}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:32]}"
+
+
+def use_id(row: Json) -> str:
+    """The DeviceUseStatement of this unit at this patient (the id carries no personal number)."""
+    return _hashed("dr-use", *unit_key(row), row.get("patient_personnummer") or "")
+
+
+def recall_ids(row: Json) -> tuple[str, str]:
+    """(Task id, Communication id) of the unit's recall."""
+    system, value = unit_key(row)
+    return _hashed("dr-recall", system, value), _hashed("dr-recall-msg", system, value)
+
+
+def record_id(raw: bytes) -> str:
+    """The Binary (raw row) and Provenance of one row content."""
+    return _hashed("dr-row", raw.decode("utf-8", errors="replace"))
+
+
+def patient_number(row: Json) -> str | None:
+    """The patient the row places the unit with, when its status allows one."""
+    if status_of(row).get("patient", "none") == "none" or not row.get("patient_personnummer"):
+        return None
+    return m.person_number(row["patient_personnummer"])
+
+
+def _ref(ref: str, display: str | None = None) -> Json:
+    return {"reference": ref, "display": display} if display else {"reference": ref}
+
+
+def _content(resource: Json) -> Json:
+    """What a resource says, without the server's bookkeeping (versionId, lastUpdated)."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    clean = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        clean["meta"] = meta
+    return clean
+
+
+class Builder:
+    """Collects the Bundle's entries; resources equal to what is stored get none."""
+
+    def __init__(self, row: Json, known: Known, recorded: str) -> None:
+        self.row = row
+        self.known = known
+        self.recorded = recorded
+        self.entries: list[Json] = []
+        self.targets: list[str] = []
+        self.notes: list[Issue] = []
+
+    def entry(self, full_url: str, resource: Json, request: Json, target: bool = True) -> str:
+        self.entries.append({"fullUrl": full_url, "resource": resource, "request": request})
+        if target:
+            self.targets.append(full_url)
+        return full_url
+
+    def master(self, resource: Json, system: str, value: str, found: Found | None) -> str:
+        """Upsert master data on its identifier (as the order adapter does): merged, never erased."""
+        res_type = resource["resourceType"]
+        if found is None:
+            request = {"method": "POST", "url": res_type, "ifNoneExist": m.identifier_query(system, value)}
+            return self.entry(m.urn(res_type, system, value), m.new_master(resource, self.recorded), request)
+        merged = m.merge(found.resource, resource, self.recorded)
+        if merged is found.resource:
+            return f"{res_type}/{found.res_id}"
+        request = {"method": "PUT", "url": f"{res_type}/{found.res_id}", "ifMatch": f'W/"{found.version}"'}
+        return self.entry(m.urn(res_type, system, value), {**merged, "id": found.res_id}, request)
+
+    def own(self, resource: Json, found: Found | None, target: bool = True) -> str:
+        """A resource with a deterministic id, written whole unless equal to what is stored."""
+        key = f"{resource['resourceType']}/{resource['id']}"
+        if found is not None and _content(found.resource) == _content(resource):
+            return key
+        request: Json = {"method": "PUT", "url": key}
+        if found is not None:
+            request["ifMatch"] = f'W/"{found.version}"'
+        return self.entry(m.urn(key), resource, request, target)
+
+
+def owner_resource(hsaid: str) -> Json:
+    return {
+        "resourceType": "Organization",
+        "meta": {"profile": [f"{m.PROFILE}SEBaseOrganization"]},
+        "identifier": [{"system": m.HSA, "value": hsaid}],
+        "active": True,
+    }
+
+
+def patient_resource(number: str) -> Json:
+    return {
+        "resourceType": "Patient",
+        "meta": {"profile": [f"{m.PROFILE}SEBasePatient"]},
+        "identifier": [{"system": m.PERSONNUMMER, "value": number}],
+    }
+
+
+def _maintenance(row: Json) -> list[Json]:
+    parts: list[Json] = []
+    if row.get("serviceintervall_manader") is not None:
+        months = row["serviceintervall_manader"]
+        duration = {"value": months, "unit": "months", "system": UCUM, "code": "mo"}
+        parts.append({"url": "serviceInterval", "valueDuration": duration})
+    for column, name in (("senaste_service", "lastService"), ("nasta_service", "nextService")):
+        if row.get(column):
+            parts.append({"url": name, "valueDate": row[column]})
+    if row.get("livslangd_ar") is not None:
+        years = {"value": row["livslangd_ar"], "unit": "years", "system": UCUM, "code": "a"}
+        parts.append({"url": "lifetime", "valueDuration": years})
+    if row.get("inkopsdatum"):
+        parts.append({"url": "purchaseDate", "valueDate": row["inkopsdatum"]})
+    if row.get("batteribackup"):
+        value = bool(m.code_map(SOURCE, "ja_nej")[row["batteribackup"]]["value"])
+        parts.append({"url": "batteryBackup", "valueBoolean": value})
+    system = m.unit_system(row["register"])
+    for other in str(row.get("kopplad_till") or "").split():
+        unit = {"identifier": {"system": system, "value": other}, "display": f"{row['register']} {other}"}
+        parts.append({"url": "linkedUnit", "valueReference": unit})
+    if row.get("leverantor_service"):
+        parts.append({"url": "serviceSupplier", "valueString": row["leverantor_service"]})
+    return [{"url": MAINTENANCE_EXT, "extension": parts}] if parts else []
+
+
+def device_resource(row: Json, owner: str, patient: str | None, stored: Json | None) -> Json:
+    """The Device as the register says it is, laid over what is stored (fields of other sources kept)."""
+    system, value = unit_key(row)
+    status = status_of(row)
+    code: Json = {"coding": [], "text": row["benamning"]}
+    if row.get("iso9999"):
+        code["coding"].append({"system": m.ISO9999, "code": row["iso9999"]})
+    code["coding"].append({"system": m.ARTICLE, "code": row["artikelnummer"], "display": row["benamning"]})
+    reason = {"system": m.REGISTER_STATUS, "code": status["code"], "display": row["status"]}
+    built: Json = {
+        "resourceType": "Device",
+        "identifier": [{"system": system, "value": value}],
+        "status": status["device"],
+        "statusReason": [{"coding": [reason], "text": row["status"]}],
+        "deviceName": [{"name": row["benamning"], "type": "user-friendly-name"}],
+        "type": code,
+        "owner": _ref(owner),
+    }
+    for column, element in (("serienummer", "serialNumber"), ("modell", "modelNumber")):
+        if row.get(column):
+            built[element] = row[column]
+    if row.get("tillverkare"):
+        built["manufacturer"] = row["tillverkare"]
+    if patient:
+        built["patient"] = _ref(patient)
+    if stored is None:
+        extensions = _maintenance(row)
+        return {**built, **({"extension": extensions} if extensions else {})}
+    result = {k: copy.deepcopy(v) for k, v in stored.items() if k not in MANAGED and k != "extension"}
+    result.update({k: v for k, v in built.items() if k != "identifier"})
+    held = stored.get("identifier", [])
+    have = {(i.get("system"), i.get("value")) for i in held}
+    result["identifier"] = [*held, *(i for i in built["identifier"] if (i["system"], i["value"]) not in have)]
+    others = [e for e in stored.get("extension", []) if e.get("url") != MAINTENANCE_EXT]
+    extensions = [*others, *_maintenance(row)]
+    if extensions:
+        result["extension"] = extensions
+    meta = _content(stored).get("meta")
+    if meta:
+        tags = [t for t in meta.get("tag", []) if not _is_missing(t)]
+        meta = {k: v for k, v in meta.items() if k != "tag"}
+        if tags:
+            meta["tag"] = tags
+        if meta:
+            result["meta"] = meta
+        else:
+            result.pop("meta", None)
+    result["id"] = stored["id"]
+    return result
+
+
+def _is_missing(tag: Json) -> bool:
+    return tag.get("system") == MISSING_TAG["system"] and tag.get("code") == MISSING_TAG["code"]
+
+
+def build(row: Json, raw: bytes, known: Known, recorded: str) -> tuple[Json, list[Issue]]:
+    """The transaction Bundle for one checked row (no entries when nothing would change), and notes."""
+    b = Builder(row, known, recorded)
+    status = status_of(row)
+    system, value = unit_key(row)
+    owner = b.master(owner_resource(row["agare_hsaid"]), m.HSA, row["agare_hsaid"], known.owner)
+    number = patient_number(row)
+    patient = b.master(patient_resource(number), m.PERSONNUMMER, number, known.patient) if number else None
+
+    stored = known.device.resource if known.device else None
+    device_json = device_resource(row, owner, patient, stored)
+    if known.device is None:
+        request = {"method": "POST", "url": "Device", "ifNoneExist": m.identifier_query(system, value)}
+        device = b.entry(m.urn("Device", system, value), device_json, request)
+    elif _content(device_json) == _content(known.device.resource):
+        device = f"Device/{known.device.res_id}"
+    else:
+        device = f"Device/{known.device.res_id}"
+        request = {"method": "PUT", "url": device, "ifMatch": f'W/"{known.device.version}"'}
+        b.entry(m.urn("Device", system, value), device_json, request)
+
+    if status.get("use") == "start" and patient:
+        _start_use(b, device, patient)
+    elif status.get("use") == "end":
+        for use in known.uses:
+            _end_use(b, use)
+    if status.get("task") == "complete-return":
+        for task in known.return_tasks:
+            done = {**task.resource, "status": "completed"}
+            done["statusReason"] = {"text": f"{row['register']} reports the unit returned"}
+            b.own(done, task)
+    if status.get("task") == "recall":
+        _recall(b, device, owner, patient)
+
+    if b.targets:
+        _provenance(b, raw, device)
+    return {"resourceType": "Bundle", "type": "transaction", "entry": b.entries}, b.notes
+
+
+def _order_line_ext(b: Builder) -> list[Json]:
+    line = b.known.order_line
+    if b.row.get("forskrivning_ordernummer") and line is None:
+        message = (
+            f"No order line of {b.row['forskrivning_ordernummer']} with article {b.row['artikelnummer']} is "
+            "stored: the DeviceUseStatement does not point at a DeviceRequest"
+        )
+        b.notes.append(Issue("warning", "not-found", message, ("forskrivning_ordernummer",)))
+    if line is None:
+        return []
+    return [{"url": DEVICE_REQUEST_EXT, "valueReference": _ref(f"DeviceRequest/{line.res_id}")}]
+
+
+def _start_use(b: Builder, device: str, patient: str) -> None:
+    res_id = use_id(b.row)
+    for use in b.known.uses:
+        if use.res_id != res_id:
+            _end_use(b, use)  # the unit moved on to another patient
+    found = b.known.by_id.get(f"DeviceUseStatement/{res_id}")
+    resource: Json = {"resourceType": "DeviceUseStatement", "id": res_id}
+    extensions = _order_line_ext(b)
+    if extensions:
+        resource["extension"] = extensions
+    resource.update({"status": "active", "subject": _ref(patient), "device": _ref(device)})
+    if b.row.get("utlamnad_datum"):
+        resource["timingPeriod"] = {"start": b.row["utlamnad_datum"]}
+    b.own(resource, found)
+
+
+def _end_use(b: Builder, use: Found) -> None:
+    period = {**use.resource.get("timingPeriod", {}), "end": b.recorded[:10]}
+    b.own({**use.resource, "status": "completed", "timingPeriod": period}, use)
+
+
+def _recall(b: Builder, device: str, owner: str, patient: str | None) -> None:
+    """A Task to the owner to handle the recall, and a message to the prescriber of a unit at a patient;
+    each made once for the unit (the owner's progress on the Task stands)."""
+    task_id, message_id = recall_ids(b.row)
+    if patient is None and b.known.uses:
+        patient = str(b.known.uses[0].resource.get("subject", {}).get("reference")) or None
+    where = f"{b.row['register']} {b.row['individnummer']} ({b.row['benamning']})"
+    if f"Task/{task_id}" not in b.known.by_id:
+        code = {"system": REGISTER_TASK, "code": "recall-device", "display": "Hantera återkallad enhet"}
+        task: Json = {
+            "resourceType": "Task",
+            "id": task_id,
+            "status": "requested",
+            "intent": "order",
+            "priority": "urgent",
+            "code": {"coding": [code]},
+            "description": f"The manufacturer has recalled {where}"
+            + (", which is at a patient" if patient else ""),
+            "focus": _ref(device),
+            "authoredOn": b.recorded,
+            "owner": _ref(owner),
+        }
+        if patient:
+            task["for"] = _ref(patient)
+        b.own(task, None)
+    line = b.known.order_line
+    prescriber = (line.resource.get("requester") if line else None) or None
+    if patient is None or f"Communication/{message_id}" in b.known.by_id:
+        return
+    if prescriber is None:
+        message = "The unit is at a patient but no prescriber is known: no Communication was sent"
+        b.notes.append(Issue("warning", "not-found", message, ("forskrivning_ordernummer",)))
+        return
+    category = {"system": REGISTER_TASK, "code": "recall-device", "display": "Återkallad enhet"}
+    about = [_ref(device), *([_ref(f"DeviceRequest/{line.res_id}")] if line else [])]
+    communication: Json = {
+        "resourceType": "Communication",
+        "id": message_id,
+        "status": "completed",
+        "category": [{"coding": [category]}],
+        "priority": "urgent",
+        "subject": _ref(patient),
+        "about": about,
+        "sent": b.recorded,
+        "recipient": [dict(prescriber)],
+        "sender": _ref(owner),
+        "payload": [
+            {
+                "contentString": f"The manufacturer has recalled {where}, which you prescribed for this "
+                "patient. The owning device unit has been asked to act."
+            }
+        ],
+    }
+    b.own(communication, None)
+
+
+def _provenance(b: Builder, raw: bytes, device: str) -> None:
+    res_id = record_id(raw)
+    name = m.tables(SOURCE)["source"]["name"]
+    binary = b.own(
+        {
+            "resourceType": "Binary",
+            "id": res_id,
+            "meta": {"tag": [RAW_TAG]},
+            "contentType": "text/csv",
+            "data": base64.b64encode(raw).decode(),
+        },
+        b.known.by_id.get(f"Binary/{res_id}"),
+        target=False,
+    )
+    provenance = {
+        "resourceType": "Provenance",
+        "id": res_id,
+        "target": [_ref(t) for t in b.targets],
+        "recorded": b.recorded,
+        "activity": {"coding": [{"system": V3_OPERATION, "code": "UPDATE" if b.known.device else "CREATE"}]},
+        "agent": [
+            {
+                "type": {"coding": [{"system": PARTICIPANT, "code": "assembler", "display": "Assembler"}]},
+                "who": {"display": f"{b.row['register']} via {name} (gateway adapter)"},
+            }
+        ],
+        "entity": [
+            {
+                "role": "source",
+                "what": {**_ref(binary), "display": f"{b.row['register']} row for {b.row['individnummer']}"},
+            }
+        ],
+    }
+    b.own(provenance, None, target=False)
+
+
+def missing_bundle(found: Found, register: str, recorded: str) -> Json | None:
+    """A Device a full export of `register` no longer lists: tagged missing-from-register, never deleted."""
+    meta = dict(_content(found.resource).get("meta") or {})
+    tags = list(meta.get("tag", []))
+    if any(_is_missing(t) for t in tags):
+        return None
+    device = {**found.resource, "meta": {**meta, "tag": [*tags, MISSING_TAG]}}
+    key = f"Device/{found.res_id}"
+    provenance = {
+        "resourceType": "Provenance",
+        "id": _hashed("dr-missing", found.res_id, recorded),
+        "target": [_ref(key)],
+        "recorded": recorded,
+        "activity": {"coding": [{"system": V3_OPERATION, "code": "UPDATE"}]},
+        "reason": [{"text": f"Not listed in the full export of {register}"}],
+        "agent": [
+            {
+                "type": {"coding": [{"system": PARTICIPANT, "code": "assembler", "display": "Assembler"}]},
+                "who": {"display": f"{register} via {m.tables(SOURCE)['source']['name']} (gateway adapter)"},
+            }
+        ],
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": m.urn(key),
+                "resource": device,
+                "request": {"method": "PUT", "url": key, "ifMatch": f'W/"{found.version}"'},
+            },
+            {
+                "fullUrl": m.urn("Provenance", found.res_id, recorded),
+                "resource": provenance,
+                "request": {"method": "PUT", "url": f"Provenance/{provenance['id']}"},
+            },
+        ],
+    }
+
+
+def content_key(row: Json) -> str:
+    """What a row says, for spotting one unit listed twice with different content in one batch."""
+    return hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()
