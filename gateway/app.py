@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -22,6 +24,7 @@ from gateway.errors import FhirError, not_found, too_large
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
 from gateway.fhir.routes import routes
 from gateway.hooks import Hooks
+from gateway.security.audit import AuditRequests
 from gateway.security.endpoints import router as security_router
 from gateway.security.endpoints import warn_if_off
 from gateway.security.middleware import Authenticate
@@ -66,8 +69,19 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings.from_env()
     svc = services or Services.build(settings, hooks)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(svc.close)  # every audit record stored before the process ends
+
     app = FastAPI(
-        title="FHIR home device gateway", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+        title="FHIR home device gateway",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
     )
     app.state.services = svc
     app.state.authority = Authority(svc.settings, svc.engine)
@@ -83,6 +97,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if svc.settings.auth:  # added last, so it runs first: a refused request costs no body
         app.add_middleware(Authenticate, authority=app.state.authority)
+    if svc.audit is not None:  # outermost: sees refused tokens, and refuses all while the queue is full
+        app.add_middleware(AuditRequests, sink=svc.audit)
     warn_if_off(svc.settings)
     app.add_exception_handler(FhirError, handle_fhir_error)
     app.add_exception_handler(Exception, handle_unexpected)

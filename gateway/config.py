@@ -26,6 +26,10 @@ def _switch(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be on or off, not {value!r}")
 
 
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. Every field has an environment variable of the same name, upper-cased."""
@@ -59,6 +63,19 @@ class Settings:
     oidc_claim_organization: str = "hsa_org"
     oidc_claim_person: str = "hsa_id"
     oidc_claim_scopes: str = "scope"
+    # The organisation policy (docs/security.md): its rules file, and whether it applies.
+    # GATEWAY_ORGANISATION_POLICY is on by default from the environment; Settings() in code leaves it off.
+    organisation_policy: bool = False
+    access_policy: Path = field(default_factory=lambda: REPO_ROOT / "policy" / "access.yaml")
+    # Client ids exempt from the organisation policy (the region's own journal system), comma-separated.
+    region_clients: tuple[str, ...] = ()
+    # Client ids that see protected-identity Patients unmasked, besides those in the policy file.
+    protected_identity_clients: tuple[str, ...] = ()
+    # AuditEvent on every access (docs/security.md): off only for trials and benchmarks without it.
+    audit: bool = True
+    # Records waiting for the batch writer; when full, requests fail closed with 503.
+    audit_queue_size: int = 10000
+    audit_batch_size: int = 500
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -86,4 +103,11 @@ class Settings:
             ),
             oidc_claim_person=os.environ.get("GATEWAY_OIDC_CLAIM_PERSON", defaults.oidc_claim_person),
             oidc_claim_scopes=os.environ.get("GATEWAY_OIDC_CLAIM_SCOPES", defaults.oidc_claim_scopes),
+            organisation_policy=_switch("GATEWAY_ORGANISATION_POLICY", True),
+            access_policy=Path(os.environ.get("GATEWAY_ACCESS_POLICY", str(defaults.access_policy))),
+            region_clients=_list("GATEWAY_REGION_CLIENTS"),
+            protected_identity_clients=_list("GATEWAY_PROTECTED_IDENTITY_CLIENTS"),
+            audit=_switch("GATEWAY_AUDIT", defaults.audit),
+            audit_queue_size=_int("GATEWAY_AUDIT_QUEUE_SIZE", defaults.audit_queue_size),
+            audit_batch_size=_int("GATEWAY_AUDIT_BATCH_SIZE", defaults.audit_batch_size),
         )

@@ -38,6 +38,10 @@ class RequestContext:
     base_url: str = ""
     source_address: str | None = None
     query: str | None = None
+    # Per-request memo for policies (e.g. an organisation's related patients), keyed by the policy.
+    cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    # Set by the audit sink once a record of this request is queued (see gateway.security.audit).
+    audited: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,35 @@ class AccessRecord:
     status: int
     context: RequestContext
     detail: str = ""
+    # The patients concerned, as `Patient/id` (from the resources' subject, patient, for, … references).
+    patients: list[str] = field(default_factory=list)
+
+
+PATIENT_FIELDS = ("subject", "patient", "for", "beneficiary")
+
+
+def patients_of(resource: Json | None) -> list[str]:
+    """The patients a resource concerns: itself when a Patient, else its subject/patient/for/beneficiary
+    references to a Patient (absolute references reduced to `Patient/id`)."""
+    if not resource:
+        return []
+    if resource.get("resourceType") == "Patient":
+        return [f"Patient/{resource.get('id')}"] if resource.get("id") else []
+    found: list[str] = []
+    for name in PATIENT_FIELDS:
+        value = resource.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            reference = item.get("reference") if isinstance(item, dict) else None
+            if isinstance(reference, str) and "Patient/" in reference:
+                local = "Patient/" + reference.rsplit("Patient/", 1)[1].split("/", 1)[0]
+                if local not in found:
+                    found.append(local)
+    return found
+
+
+def patients_in(resources: list[Json]) -> list[str]:
+    """The patients of several resources, each once, in order."""
+    return list(dict.fromkeys(p for resource in resources for p in patients_of(resource)))
 
 
 class AccessPolicy(Protocol):
@@ -73,6 +106,31 @@ class AccessPolicy(Protocol):
 
     def authorize_search(self, context: RequestContext, res_type: str) -> None:
         """Raise a 403 FhirError when `context` may not search or read `res_type` at all."""
+
+
+def mask(policy: AccessPolicy, context: RequestContext, resource: Json) -> Json:
+    """The resource as `context` may see it in a response: an AccessPolicy may also have
+    `mask(context, resource) -> resource` (e.g. protected-identity Patients without name, address,
+    telecom); without one the resource is served as stored."""
+    masking = getattr(policy, "mask", None)
+    if masking is None:
+        return resource
+    masked: Json = masking(context, resource)
+    return masked
+
+
+def masked_match(
+    policy: AccessPolicy, context: RequestContext, resource: Json, parameters: list[str]
+) -> bool:
+    """Whether a search match must be left out because the search parameters (`parameters`, as given)
+    look into what the policy's mask hides from `context` (a protected patient found by name)."""
+    check = getattr(policy, "masked_match", None)
+    return bool(check is not None and check(context, resource, parameters))
+
+
+def masks(policy: AccessPolicy) -> bool:
+    """Whether responses need `mask` at all (so the plain path serves stored content unparsed)."""
+    return getattr(policy, "mask", None) is not None
 
 
 class Rule(Protocol):

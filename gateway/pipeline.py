@@ -28,11 +28,12 @@ from gateway.errors import (
     conflict,
     forbidden,
     gone,
+    method_not_allowed,
     not_found,
     precondition_failed,
     unprocessable,
 )
-from gateway.hooks import AccessRecord, Change, Hooks, RequestContext
+from gateway.hooks import AccessRecord, Change, Hooks, RequestContext, patients_of
 from gateway.model.types import Json
 from gateway.model.validate import validate
 from gateway.search.dates import to_instant, utc_now
@@ -44,6 +45,7 @@ from gateway.store.repository import Repository, StaleVersion, Stored
 T = TypeVar("T")
 MAX_ATTEMPTS = 8
 MAX_REACTION_DEPTH = 3
+AUDIT_EVENT = "AuditEvent"
 
 
 @dataclass
@@ -205,14 +207,28 @@ class WritePath:
         finally:
             uow.reaction_depth -= 1
 
-    def _audit(self, uow: UnitOfWork, interaction: str, stored: Stored, status: int) -> None:
-        uow.records.append(AccessRecord(interaction, stored.res_type, [stored.res_id], status, uow.context))
+    def _audit(
+        self, uow: UnitOfWork, interaction: str, stored: Stored, status: int, resource: Json | None = None
+    ) -> None:
+        if resource is None and not stored.deleted:
+            resource = stored.json()
+        patients = patients_of(resource)
+        record = AccessRecord(interaction, stored.res_type, [stored.res_id], status, uow.context)
+        record.patients = patients
+        uow.records.append(record)
+
+    @staticmethod
+    def _not_audit(res_type: object) -> None:
+        """AuditEvents are the gateway's own append-only records: no entrance creates or changes one."""
+        if res_type == AUDIT_EVENT:
+            raise method_not_allowed("AuditEvents are written by the gateway only; they cannot be changed")
 
     # -- interactions ---------------------------------------------------------------------------------
 
     def create(
         self, uow: UnitOfWork, resource: Any, if_none_exist: str | None = None, new_id: str | None = None
     ) -> WriteResult:
+        self._not_audit(resource.get("resourceType") if isinstance(resource, dict) else None)
         resource = validate(resource)
         res_type = resource["resourceType"]
         if if_none_exist:
@@ -229,13 +245,14 @@ class WritePath:
         resource = self._rules(uow, "create", resource, None)
         self.hooks.policy.authorize_write(uow.context, "create", resource, None)
         stored = self._store(uow, None, resource, "POST")
-        self._audit(uow, "create", stored, 201)
+        self._audit(uow, "create", stored, 201, resource)
         self._react(uow, stored, None)
         return WriteResult(201, stored)
 
     def update(
         self, uow: UnitOfWork, res_type: str, res_id: str, resource: Any, if_match: int | None = None
     ) -> WriteResult:
+        self._not_audit(res_type)
         resource = validate(resource, res_type, res_id)
         current = uow.repository.current(res_type, res_id, lock=True)
         if if_match is not None and (current is None or current.version_id != if_match):
@@ -247,12 +264,12 @@ class WritePath:
         action = "update" if existing else "create"
         resource = self._rules(uow, action, resource, existing)
         if current is not None and existing is not None and content_equal(existing, resource):
-            self._audit(uow, "update", current, 200)
+            self._audit(uow, "update", current, 200, existing)
             return WriteResult(200, current, changed=False)
         self.hooks.policy.authorize_write(uow.context, action, resource, existing)
         stored = self._store(uow, current, resource, "PUT")
         status = 200 if existing is not None else 201
-        self._audit(uow, "update", stored, status)
+        self._audit(uow, "update", stored, status, resource)
         self._react(uow, stored, existing)
         return WriteResult(status, stored)
 
@@ -283,6 +300,7 @@ class WritePath:
         self, uow: UnitOfWork, res_type: str, res_id: str, operations: Any, if_match: int | None = None
     ) -> WriteResult:
         """Apply a JSON Patch to the current version and store the result as an update of that version."""
+        self._not_audit(res_type)
         current = self.read(uow, res_type, res_id)
         if if_match is not None and current.version_id != if_match:
             raise precondition_failed(
@@ -299,6 +317,7 @@ class WritePath:
 
     def delete(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored | None:
         """Delete as a versioned tombstone; deleting what is absent or already deleted is a no-op."""
+        self._not_audit(res_type)
         current = uow.repository.current(res_type, res_id, lock=True)
         if current is None or current.deleted:
             return None
@@ -314,7 +333,7 @@ class WritePath:
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
         uow.changes.append(Change(res_type, res_id, stored.version_id, "DELETE"))
-        self._audit(uow, "delete", stored, 200)
+        self._audit(uow, "delete", stored, 200, current.json())
         self._react(uow, stored, current.json())
         return stored
 
@@ -326,7 +345,8 @@ class WritePath:
             raise not_found(f"{res_type}/{res_id} is not known")
         if current.deleted:
             raise gone(f"{res_type}/{res_id} was deleted (version {current.version_id})")
-        if not self.hooks.policy.can_read(uow.context, current.json()):
+        resource = current.json()
+        if not self.hooks.policy.can_read(uow.context, resource):
             raise not_found(f"{res_type}/{res_id} is not known")
-        self._audit(uow, "read", current, 200)
+        self._audit(uow, "read", current, 200, resource)
         return current

@@ -14,6 +14,8 @@ from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor
 from gateway.search.query import Planner
 from gateway.search.registry import Registry
+from gateway.security.audit import AuditQueue
+from gateway.security.organisation import AllOf, OrganisationPolicy, Rules
 from gateway.security.policy import ScopePolicy
 from gateway.store.database import make_engine
 from gateway.workflow import default_reactions, default_rules
@@ -28,18 +30,37 @@ class Services:
     extractor: Extractor
     write_path: WritePath
     hooks: Hooks
+    audit: AuditQueue | None = None  # the AuditEvent writer, when the hooks audit to it
 
     @classmethod
     def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
+        default_hooks = hooks is None
+        engine = engine or make_engine(settings.database_url, settings.database_schema)
         if hooks is None:
             hooks = Hooks(rules=default_rules(), reactions=default_reactions())
             if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
                 hooks.policy = ScopePolicy()
-        engine = engine or make_engine(settings.database_url, settings.database_schema)
+                if settings.organisation_policy:  # both must allow (docs/security.md)
+                    organisation = OrganisationPolicy(
+                        Rules.load(settings.access_policy),
+                        engine,
+                        settings.region_clients,
+                        settings.protected_identity_clients,
+                    )
+                    hooks.policy = AllOf(ScopePolicy(), organisation)
         zone = ZoneInfo(settings.local_timezone)
         registry = Registry.load(settings.profiles_dir)
         planner = Planner(zone, settings.base_url)
         searcher = Searcher(registry, planner, settings.default_page_size, settings.max_page_size)
         extractor = Extractor(registry, zone, settings.base_url)
+        audit = None
+        if default_hooks and settings.audit:
+            audit = AuditQueue(engine, extractor, settings.audit_queue_size, settings.audit_batch_size)
+            hooks.audit = audit
         write_path = WritePath(engine, searcher, extractor, hooks)
-        return cls(settings, engine, registry, searcher, extractor, write_path, hooks)
+        return cls(settings, engine, registry, searcher, extractor, write_path, hooks, audit)
+
+    def close(self) -> None:
+        """Store every queued audit record and stop the writer (at shutdown)."""
+        if self.audit is not None:
+            self.audit.close()

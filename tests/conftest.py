@@ -33,14 +33,22 @@ class Database:
 
     def settings(self, **overrides: object) -> Settings:
         """Settings for this database; auth is off unless a test asks for it (`auth=True`, or the
-        `secure_services` / `secure_client` fixtures)."""
-        values: dict[str, object] = {"database_url": self.url, "database_schema": self.schema, "auth": False}
+        `secure_services` / `secure_client` fixtures), and so is audit (`audit=True`, tests/security/
+        test_audit.py): AuditEvents would otherwise show up in tests that count what is stored."""
+        values: dict[str, object] = {
+            "database_url": self.url,
+            "database_schema": self.schema,
+            "auth": False,
+            "audit": False,
+        }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 
     def environment(self) -> dict[str, str]:
-        """The environment a `gateway` subprocess needs to use this database."""
-        return {"DATABASE_URL": self.url, "DATABASE_SCHEMA": self.schema}
+        """The environment a `gateway` subprocess needs to use this database. Its audit trail is off,
+        like the in-process fixtures': a background audit writer would race the tables' clearing
+        between tests (tests/security/test_audit.py covers the audit trail)."""
+        return {"DATABASE_URL": self.url, "DATABASE_SCHEMA": self.schema, "GATEWAY_AUDIT": "off"}
 
     def clear(self) -> None:
         tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
@@ -87,9 +95,11 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture
-def services(database: Database) -> Services:
+def services(database: Database) -> Iterator[Services]:
     database.clear()
-    return Services.build(database.settings(), engine=database.engine)
+    built = Services.build(database.settings(), engine=database.engine)
+    yield built
+    built.close()  # no audit record of this test is written after the next one clears the tables
 
 
 @pytest.fixture
@@ -99,10 +109,12 @@ def client(services: Services) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def secure_services(database: Database) -> Services:
+def secure_services(database: Database) -> Iterator[Services]:
     """Services with GATEWAY_AUTH on: tokens required, SMART scopes enforced."""
     database.clear()
-    return Services.build(database.settings(auth=True), engine=database.engine)
+    built = Services.build(database.settings(auth=True), engine=database.engine)
+    yield built
+    built.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from gateway.errors import bad_request, not_found
 from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response
-from gateway.hooks import AccessRecord
+from gateway.hooks import AccessRecord, mask, masks, patients_in
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import DateFormatError, date_range, to_instant
 from gateway.store.repository import Stored
@@ -59,20 +59,21 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
         # The next page starts below the last version this page looked at, whether or not the client
         # may see it: leaving versions out must not end the paging early.
         following = rows[limit - 1][0] if len(rows) > limit else None
-        visible = [
-            row for row in rows[:limit] if row[2].deleted or policy.can_read(uow.context, row[2].json())
-        ]
-        uow.records.append(
-            AccessRecord("history", res_type, [row[2].res_id for row in visible], 200, uow.context)
-        )
+        parsed = [(row, None if row[2].deleted else row[2].json()) for row in rows[:limit]]
+        kept = [(row, r) for row, r in parsed if r is None or policy.can_read(uow.context, r)]
+        visible = [row for row, _ in kept]
+        record = AccessRecord("history", res_type, [row[2].res_id for row in visible], 200, uow.context)
+        record.patients = patients_in([r for _, r in kept if r is not None])
+        uow.records.append(record)
         return visible, following
 
     rows, following = await run(request, work, write=False)
+    context, masking = request_context(request), masks(policy)
     entries = []
     for _seq, method, stored in rows:
         item: dict[str, Any] = {"fullUrl": f"{base}/{stored.res_type}/{stored.res_id}"}
         if not stored.deleted:
-            item["resource"] = stored.json()
+            item["resource"] = mask(policy, context, stored.json()) if masking else stored.json()
         http_method = method if method in ("POST", "PUT", "DELETE") else "PUT"
         created = http_method == "POST" or (http_method == "PUT" and stored.version_id == 1)
         url = f"{stored.res_type}/{stored.res_id}" if http_method != "POST" else stored.res_type

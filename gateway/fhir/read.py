@@ -5,11 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.fhir.context import run, services
+from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response, version_headers
+from gateway.hooks import mask, masks
 
 
 async def read(request: Request, res_type: str, res_id: str) -> Response:
     write_path = services(request).write_path
     stored = await run(request, lambda uow: write_path.read(uow, res_type, res_id), write=False)
-    return fhir_response(stored.content, 200, version_headers(stored))
+    policy = services(request).hooks.policy
+    body = mask(policy, request_context(request), stored.json()) if masks(policy) else stored.content
+    return fhir_response(body, 200, version_headers(stored))

@@ -4,6 +4,7 @@ OperationOutcome entry naming the parameters that were ignored."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -14,7 +15,7 @@ from gateway.errors import Issue, bad_request
 from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import entry, fhir_response, prefer
 from gateway.fhir.outcome import operation_outcome
-from gateway.hooks import AccessRecord
+from gateway.hooks import AccessRecord, mask, masked_match, masks, patients_in
 from gateway.pipeline import UnitOfWork
 from gateway.search.engine import Page
 from gateway.search.parameters import SearchRequest
@@ -47,14 +48,29 @@ async def _search(request: Request, res_type: str, pairs: list[tuple[str, str]])
     def work(uow: UnitOfWork) -> Page:
         policy.authorize_search(uow.context, res_type)
         page = svc.searcher.search(uow.connection, search)
-        page.matches = [m for m in page.matches if policy.can_read(uow.context, m.json())]
-        page.included = [i for i in page.included if policy.can_read(uow.context, i.json())]
+        found = len(page.matches)
+        matches = [(m, m.json()) for m in page.matches]
+        matches = [(m, r) for m, r in matches if policy.can_read(uow.context, r)]
+        included = [(i, i.json()) for i in page.included]
+        included = [(i, r) for i, r in included if policy.can_read(uow.context, r)]
+        if masks(policy):  # a protected identity is not found by what its mask hides
+            names = [name for name, _ in search.used]
+            matches = [(m, r) for m, r in matches if not masked_match(policy, uow.context, r, names)]
+        page.matches = [m for m, _ in matches]
+        page.included = [i for i, _ in included]
+        if page.total is not None and len(page.matches) < found:  # a total must not count hidden ones
+            single = page.next_cursor is None and page.previous_cursor is None
+            page.total = len(page.matches) if single else None
         ids = [m.res_id for m in page.matches]
-        uow.records.append(AccessRecord("search", res_type, ids, 200, uow.context))
+        record = AccessRecord("search", res_type, ids, 200, uow.context)
+        record.patients = patients_in([r for _, r in matches + included])
+        uow.records.append(record)
         return page
 
     page = await run(request, work, write=False)
-    return fhir_response(searchset(base, res_type, search, page))
+    context = request_context(request)
+    view = (lambda resource: mask(policy, context, resource)) if masks(policy) else None
+    return fhir_response(searchset(base, res_type, search, page, view))
 
 
 def _link(base: str, res_type: str, search: SearchRequest, cursor: str | None) -> str:
@@ -72,7 +88,14 @@ def _elements(resource: dict[str, Any], elements: list[str]) -> dict[str, Any]:
     return kept
 
 
-def searchset(base: str, res_type: str, search: SearchRequest, page: Page) -> dict[str, Any]:
+def searchset(
+    base: str,
+    res_type: str,
+    search: SearchRequest,
+    page: Page,
+    view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The searchset Bundle; `view` (the policy's mask) is applied to every resource in it."""
     links = [{"relation": "self", "url": _link(base, res_type, search, search.cursor)}]
     if page.next_cursor:
         links.append({"relation": "next", "url": _link(base, res_type, search, page.next_cursor)})
@@ -85,6 +108,10 @@ def searchset(base: str, res_type: str, search: SearchRequest, page: Page) -> di
             item["resource"] = _elements(item["resource"], search.elements)
         entries.append(item)
     entries.extend(entry(base, stored, "include") for stored in page.included)
+    if view is not None:
+        for item in entries:
+            if "resource" in item:
+                item["resource"] = view(item["resource"])
     if search.unknown:
         message = f"Ignored unknown search parameter(s): {', '.join(search.unknown)}"
         outcome = operation_outcome([Issue("warning", "not-supported", message, tuple(search.unknown))])

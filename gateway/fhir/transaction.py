@@ -42,7 +42,7 @@ from gateway.fhir.http import entry as bundle_entry
 from gateway.fhir.http import fhir_response, read_json
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.search import searchset
-from gateway.hooks import AccessRecord, RequestContext
+from gateway.hooks import AccessRecord, RequestContext, mask, masked_match, masks, patients_in, patients_of
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
 from gateway.pipeline import Conflict, IdentifierTaken, UnitOfWork
 from gateway.search.dates import to_instant
@@ -418,12 +418,20 @@ def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
         policy.authorize_search(uow.context, e.res_type)
         search = svc.searcher.parse(e.res_type, parse_qsl(e.query or "", keep_blank_values=True))
         page = svc.searcher.search(uow.connection, search)
-        page.matches = [m for m in page.matches if policy.can_read(uow.context, m.json())]
-        page.included = [i for i in page.included if policy.can_read(uow.context, i.json())]
-        uow.records.append(
-            AccessRecord("search", e.res_type, [m.res_id for m in page.matches], 200, uow.context)
-        )
-        bundle = searchset(base, e.res_type, search, page)
+        matches = [(m, m.json()) for m in page.matches]
+        matches = [(m, r) for m, r in matches if policy.can_read(uow.context, r)]
+        included = [(i, i.json()) for i in page.included]
+        included = [(i, r) for i, r in included if policy.can_read(uow.context, r)]
+        if masks(policy):  # a protected identity is not found by what its mask hides
+            names = [name for name, _ in search.used]
+            matches = [(m, r) for m, r in matches if not masked_match(policy, uow.context, r, names)]
+        page.matches = [m for m, _ in matches]
+        page.included = [i for i, _ in included]
+        record = AccessRecord("search", e.res_type, [m.res_id for m in page.matches], 200, uow.context)
+        record.patients = patients_in([r for _, r in matches + included])
+        uow.records.append(record)
+        view = (lambda resource: mask(policy, uow.context, resource)) if masks(policy) else None
+        bundle = searchset(base, e.res_type, search, page, view)
         return {"resource": bundle, "response": {"status": _status(200)}}
     if e.version is not None:
         stored = uow.repository.version(e.res_type, e.res_id, e.version)
@@ -431,10 +439,15 @@ def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
             raise not_found(f"{e.url} is not known")
         if stored.deleted:
             raise gone(f"{e.url} is a deleted version")
-        uow.records.append(AccessRecord("vread", e.res_type, [e.res_id], 200, uow.context))
+        record = AccessRecord("vread", e.res_type, [e.res_id], 200, uow.context)
+        record.patients = patients_of(stored.json())
+        uow.records.append(record)
     else:
         stored = svc.write_path.read(uow, e.res_type, e.res_id)
-    return {**bundle_entry(base, stored), "response": _response(stored, 200)}
+    item = bundle_entry(base, stored)
+    if "resource" in item and masks(policy):
+        item["resource"] = mask(policy, uow.context, item["resource"])
+    return {**item, "response": _response(stored, 200)}
 
 
 async def _run_batch(svc: Services, context: RequestContext, raw_entries: list[Any]) -> Json:

@@ -6,8 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import gone, not_found
-from gateway.fhir.context import run, services
+from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response, version_headers
+from gateway.hooks import AccessRecord, mask, masks, patients_of
 from gateway.pipeline import UnitOfWork
 from gateway.store.repository import Stored
 
@@ -26,7 +27,11 @@ async def vread(request: Request, res_type: str, res_id: str, version_id: str) -
             raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
         if stored.deleted:
             raise gone(f"Version {version_id} of {res_type}/{res_id} is a deletion")
+        record = AccessRecord("vread", res_type, [res_id], 200, uow.context)
+        record.patients = patients_of(stored.json())
+        uow.records.append(record)
         return stored
 
     stored = await run(request, work, write=False)
-    return fhir_response(stored.content, 200, version_headers(stored))
+    body = mask(policy, request_context(request), stored.json()) if masks(policy) else stored.content
+    return fhir_response(body, 200, version_headers(stored))

@@ -11,8 +11,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import FhirError, Issue
+from gateway.errors import FhirError, Issue, method_not_allowed
 from gateway.fhir.outcome import error_response
+from gateway.security.audit import changes_audit
 from gateway.security.interactions import check
 from gateway.security.oidc import Rejected
 from gateway.security.scopes import grants
@@ -69,6 +70,11 @@ class Authenticate:
             principal = await self.authority.principal(token, urls)
         except Rejected as rejected:
             await error_response(unauthorized(str(rejected)))(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal  # known to audit, also when refused
+        if changes_audit(scope["method"], scope["path"]):
+            message = "AuditEvents are written by the gateway only; they cannot be created or changed"
+            await error_response(method_not_allowed(message))(scope, receive, send)
             return
         refused = check(scope["method"], scope["path"], grants(principal.scopes))
         if refused is not None:

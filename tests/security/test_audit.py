@@ -1,0 +1,230 @@
+"""AuditEvent on every access: each interaction leaves its AuditEvent, a patient's access log is one search,
+AuditEvents cannot be changed (405), a full audit queue fails closed (503), refused tokens and rolled-back
+writes are audited."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.security.audit import AuditQueue
+from gateway.services import Services
+from tests.conftest import Database
+from tests.security.conftest import RegisteredClient, bearer, register
+
+ORG = "SE2321000016-AUDIT"
+PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Loggad"}]}
+
+
+def _build(database: Database, **overrides: Any) -> Services:
+    database.clear()
+    return Services.build(database.settings(auth=True, audit=True, **overrides), engine=database.engine)
+
+
+@pytest.fixture
+def audited(database: Database) -> Iterator[Services]:
+    services = _build(database)
+    yield services
+    services.close()
+
+
+@pytest.fixture
+def client(audited: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(audited.settings, services=audited)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def worker(audited: Services) -> RegisteredClient:
+    return register(audited, "system/*.cruds", org=ORG)
+
+
+def _sink(services: Services) -> AuditQueue:
+    assert services.audit is not None
+    return services.audit
+
+
+def _log(services: Services, client: TestClient, query: str) -> list[dict[str, Any]]:
+    """The AuditEvents a search finds, once every queued record is stored."""
+    _sink(services).flush()
+    auditor = register(services, "gateway/audit.read")
+    token = auditor.token(client, "gateway/audit.read")
+    _sink(services).flush()
+    response = client.get(f"/fhir/AuditEvent?{query}&_count=500", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    return [entry["resource"] for entry in response.json().get("entry", [])]
+
+
+def _subtype(event: dict[str, Any]) -> str:
+    code: str = event["subtype"][0]["code"]
+    return code
+
+
+def _patch(path: str, value: str) -> list[dict[str, Any]]:
+    return [{"op": "replace", "path": path, "value": value}]
+
+
+def test_each_interaction_leaves_its_audit_event(
+    audited: Services, client: TestClient, worker: RegisteredClient
+) -> None:
+    headers = bearer(worker.token(client, "system/*.cruds"))
+    assert client.put("/fhir/Patient/p1", json=PATIENT, headers=headers).status_code == 201
+    assert client.put("/fhir/Patient/p1", json=PATIENT, headers=headers).status_code == 200  # unchanged
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": "Patient/p1"},
+    }
+    created = client.post("/fhir/Task", json=task, headers=headers)
+    assert created.status_code == 201
+    task_id = created.json()["id"]
+    assert client.get(f"/fhir/Task/{task_id}", headers=headers).status_code == 200
+    assert client.get(f"/fhir/Task/{task_id}/_history/1", headers=headers).status_code == 200
+    assert client.get(f"/fhir/Task/{task_id}/_history", headers=headers).status_code == 200
+    assert client.get("/fhir/Task?patient=Patient/p1", headers=headers).status_code == 200
+    patched = client.patch(
+        f"/fhir/Task/{task_id}",
+        json=_patch("/status", "accepted"),
+        headers=headers | {"Content-Type": "application/json-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "GET", "url": "Patient/p1"}}],
+    }
+    assert client.post("/fhir", json=bundle, headers=headers).status_code == 200
+    assert client.delete(f"/fhir/Task/{task_id}", headers=headers).status_code == 200
+    assert client.get("/fhir/Patient/unknown", headers=headers).status_code == 404
+
+    log = _log(audited, client, "patient=Patient/p1")
+    seen = [(_subtype(e), e["action"]) for e in log]
+    for expected in [
+        ("update", "C"),  # PUT that created Patient/p1
+        ("update", "U"),  # the unchanged replay is audited too
+        ("create", "C"),
+        ("read", "R"),
+        ("vread", "R"),
+        ("history", "R"),
+        ("search", "E"),
+        ("delete", "D"),
+    ]:
+        assert expected in seen, (expected, seen)
+    assert seen.count(("update", "U")) >= 2  # the replay, and the patch
+    assert seen.count(("read", "R")) >= 3  # read, the patch's read, the transaction's GET entry
+    for event in log:
+        assert event["outcome"] == "0"
+        assert event["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
+        client_agent, org_agent = event["agent"][0], event["agent"][1]
+        assert client_agent["altId"] == worker.client_id
+        assert client_agent["network"]["address"] == "testclient"
+        assert org_agent["who"]["identifier"]["value"] == ORG
+        whats = [entity.get("what", {}).get("reference") for entity in event["entity"]]
+        assert "Patient/p1" in whats
+    search = next(e for e in log if _subtype(e) == "search")
+    query = next(entity for entity in search["entity"] if "query" in entity)
+    assert base64.b64decode(query["query"]).decode() == "patient=Patient/p1"
+    assert f"Task/{task_id}" in [entity.get("what", {}).get("reference") for entity in search["entity"]]
+
+    missing = _log(audited, client, "entity=Patient/unknown")
+    assert [(_subtype(e), e["outcome"], e["outcomeDesc"][:3]) for e in missing] == [("read", "4", "404")]
+    assert len(_log(audited, client, "agent-name=nobody")) == 0
+    assert _log(audited, client, f"altid={worker.client_id}&action=D")
+
+
+def test_audit_events_cannot_be_changed(
+    audited: Services, client: TestClient, worker: RegisteredClient
+) -> None:
+    headers = bearer(worker.token(client, "system/*.cruds"))
+    client.get("/fhir/Patient/p1", headers=headers)
+    event = _log(audited, client, "outcome=4")[0]
+    url = f"/fhir/AuditEvent/{event['id']}"
+    assert client.put(url, json=event, headers=headers).status_code == 405
+    assert client.delete(url, headers=headers).status_code == 405
+    patch_headers = headers | {"Content-Type": "application/json-patch+json"}
+    assert client.patch(url, json=_patch("/outcome", "0"), headers=patch_headers).status_code == 405
+    assert client.post("/fhir/AuditEvent", json=event, headers=headers).status_code == 405
+    for method, entry_url in [("PUT", f"AuditEvent/{event['id']}"), ("DELETE", f"AuditEvent/{event['id']}")]:
+        entry: dict[str, Any] = {"request": {"method": method, "url": entry_url}}
+        if method == "PUT":
+            entry["resource"] = event
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+        assert client.post("/fhir", json=bundle, headers=headers).status_code == 405
+    unchanged = _log(audited, client, f"_id={event['id']}")
+    assert unchanged == [event]
+
+
+def test_audit_event_writes_are_refused_with_auth_off(database: Database) -> None:
+    services = Services.build(database.settings(audit=True), engine=database.engine)
+    try:
+        with TestClient(create_app(services.settings, services=services)) as client:
+            event = {"resourceType": "AuditEvent", "id": "x"}
+            assert client.put("/fhir/AuditEvent/x", json=event).status_code == 405
+            assert client.post("/fhir/AuditEvent", json=event).status_code == 405
+            assert client.delete("/fhir/AuditEvent/x").status_code == 405
+    finally:
+        services.close()
+
+
+def test_a_full_queue_fails_closed(database: Database) -> None:
+    services = _build(database, audit_queue_size=1)
+    try:
+        with TestClient(create_app(services.settings, services=services)) as client:
+            worker = register(services, "system/*.cruds", org=ORG)
+            headers = bearer(worker.token(client, "system/*.cruds"))
+            sink = _sink(services)
+            sink.flush()
+            statuses = []
+            with sink.paused():
+                for _ in range(4):
+                    response = client.get("/fhir/Patient?name=x", headers=headers)
+                    statuses.append(response.status_code)
+                    if response.status_code == 503:
+                        assert response.json()["resourceType"] == "OperationOutcome"
+            assert statuses[0] == 200
+            assert 503 in statuses
+            sink.flush()
+            assert client.get("/fhir/Patient?name=x", headers=headers).status_code == 200
+    finally:
+        services.close()
+
+
+def test_a_refused_token_is_audited(audited: Services, client: TestClient, worker: RegisteredClient) -> None:
+    assert client.get("/fhir/Patient/p1", headers=bearer("not-a-token")).status_code == 401
+    assert client.get("/fhir/Patient/p1").status_code == 401
+    read_only = worker.token(client, "system/Task.r")
+    assert client.get("/fhir/Patient/p1", headers=bearer(read_only)).status_code == 403
+    refused = _log(audited, client, "entity=Patient/p1&outcome=4")
+    found = sorted((e["outcomeDesc"][:3], e["agent"][0]["altId"]) for e in refused)
+    assert found == [("401", "anonymous"), ("401", "anonymous"), ("403", worker.client_id)]
+
+
+def test_a_rolled_back_transaction_is_audited(
+    audited: Services, client: TestClient, worker: RegisteredClient
+) -> None:
+    headers = bearer(worker.token(client, "system/*.cruds"))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "PUT", "url": "Patient/p9"}, "resource": {**PATIENT, "id": "p9"}},
+            {
+                "request": {"method": "PUT", "url": "Task/t9"},  # PUTs run in order: after Patient/p9
+                "resource": {"resourceType": "Task", "id": "t9", "status": "nonsense", "intent": "order"},
+            },
+        ],
+    }
+    response = client.post("/fhir", json=bundle, headers=headers)
+    assert response.status_code >= 400
+    assert client.get("/fhir/Patient/p9", headers=headers).status_code == 404
+    log = _log(audited, client, "patient=Patient/p9")
+    writes = [e for e in log if _subtype(e) == "update"]
+    assert len(writes) == 1
+    assert writes[0]["outcome"] == "4"
+    assert writes[0]["outcomeDesc"] == f"{response.status_code} rolled back"
