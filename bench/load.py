@@ -30,9 +30,9 @@ class Result:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def _request_bytes(host: str, method: str, path: str, body: bytes | None) -> bytes:
+def _request_bytes(host: str, method: str, path: str, body: bytes | None, extra: str) -> bytes:
     head = (
-        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/fhir+json\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/fhir+json\r\n{extra}"
         f"Content-Type: application/fhir+json\r\nContent-Length: {len(body or b'')}\r\n\r\n"
     )
     return head.encode() + (body or b"")
@@ -53,13 +53,16 @@ async def _response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _run(base: str, make: Request, clients: int, seconds: float, name: str) -> Result:
+async def _run(
+    base: str, make: Request, clients: int, seconds: float, name: str, headers: dict[str, str]
+) -> Result:
     url = urlsplit(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     latencies: list[float] = []
     errors = 0
     counter = itertools.count()
     deadline = time.perf_counter() + seconds
+    extra = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
 
     async def worker() -> None:
         nonlocal errors
@@ -68,7 +71,7 @@ async def _run(base: str, make: Request, clients: int, seconds: float, name: str
             while time.perf_counter() < deadline:
                 method, path, body = make(next(counter))
                 start = time.perf_counter()
-                writer.write(_request_bytes(f"{host}:{port}", method, path, body))
+                writer.write(_request_bytes(f"{host}:{port}", method, path, body, extra))
                 status = await _response(reader)
                 latencies.append(time.perf_counter() - start)
                 if status >= 400:
@@ -84,6 +87,14 @@ async def _run(base: str, make: Request, clients: int, seconds: float, name: str
     return Result(name, len(latencies), errors, elapsed, statistics.median(ordered) * 1000, p95 * 1000)
 
 
-def measure(base: str, name: str, make: Request, clients: int, seconds: float, warmup: float = 1.0) -> Result:
-    asyncio.run(_run(base, make, clients, warmup, name))
-    return asyncio.run(_run(base, make, clients, seconds, name))
+def measure(
+    base: str,
+    name: str,
+    make: Request,
+    clients: int,
+    seconds: float,
+    warmup: float = 1.0,
+    headers: dict[str, str] | None = None,
+) -> Result:
+    asyncio.run(_run(base, make, clients, warmup, name, headers or {}))
+    return asyncio.run(_run(base, make, clients, seconds, name, headers or {}))

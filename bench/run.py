@@ -6,6 +6,7 @@ BENCH_POSTGRES_URL (default the local test server; set it empty to skip PostgreS
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -13,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +23,12 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
+from bench.load import Request as LoadRequest
 from bench.load import Result, measure
 from bench.seed import ORGANIZATIONS, clear, seed
 from gateway.config import REPO_ROOT, Settings
 from gateway.model.types import dumps
+from gateway.security.cli import DEMO_CLIENT_ID, assertion, seed_demo
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import make_engine
@@ -34,6 +39,7 @@ CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 GATEWAY = str(Path(sys.executable).parent / "gateway")
+BENCH_KEY = REPO_ROOT / "var" / "bench-client.jwk.json"
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Run:
     seeded: int = 0
     seed_seconds: float = 0.0
     results: list[Result] = field(default_factory=list)
+    secure: list[Result] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
 
 
@@ -79,7 +86,7 @@ def worker_rss(pid: int) -> list[float]:
     return sizes
 
 
-def scenarios(patients: int) -> list[tuple[str, object]]:
+def scenarios(patients: int) -> list[tuple[str, LoadRequest]]:
     rng = random.Random(11)
     statuses = ["requested", "accepted"]
 
@@ -147,35 +154,82 @@ def bench_backend(backend: str, url: str, schema: str) -> Run:
             connection.execute(text("ANALYZE"))
     engine.dispose()
     print(f"[{backend}] seeded {run.seeded} in {run.seed_seconds:.0f}s", flush=True)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "DATABASE_SCHEMA": schema,
-        "GATEWAY_AUTH": os.environ.get("GATEWAY_AUTH", "off"),
+    patients = (run.seeded - ORGANIZATIONS) // 4
+    base_env = {**os.environ, "DATABASE_URL": url, "DATABASE_SCHEMA": schema}
+    with serving({**base_env, "GATEWAY_AUTH": "off", "GATEWAY_AUDIT": "off"}) as base:
+        for name, make in scenarios(patients):
+            run.results.append(report_line(backend, measure(base, name, make, CLIENTS, SECONDS)))
+        run.rss_mb = worker_rss(current_server_pid())
+    # The same reads and searches with security on: a SMART token, scope checks and the audit trail.
+    # The client is region-wide, so the organisation policy's relationship queries are not in these figures.
+    engine = make_engine(url, schema)
+    seed_demo(engine, BENCH_KEY)
+    engine.dispose()
+    secure_env = {
+        **base_env,
+        "GATEWAY_AUTH": "on",
+        "GATEWAY_AUDIT": "on",
+        "GATEWAY_REGION_CLIENTS": DEMO_CLIENT_ID,
     }
+    with serving(secure_env) as base:
+        headers = {"Authorization": f"Bearer {token(base)}"}
+        for name, make in scenarios(patients):
+            if name.startswith(("read", "search")):
+                result = measure(base, f"{name} (auth + audit on)", make, CLIENTS, SECONDS, headers=headers)
+                run.secure.append(report_line(backend, result))
+    return run
+
+
+_SERVER: list[subprocess.Popen[bytes]] = []
+
+
+@contextmanager
+def serving(env: dict[str, str]) -> Iterator[str]:
+    """A `gateway serve` process with this environment; yields its base URL."""
+    port = free_port()
     server = subprocess.Popen(
         [GATEWAY, "serve", "--port", str(port), "--workers", str(WORKERS), "--no-upgrade"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    _SERVER.append(server)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", server)
-        patients = (run.seeded - ORGANIZATIONS) // 4
-        for name, make in scenarios(patients):
-            result = measure(f"http://127.0.0.1:{port}", name, make, CLIENTS, SECONDS)  # type: ignore[arg-type]
-            print(
-                f"[{backend}] {name}: {result.per_second:.0f}/s p50 {result.p50_ms:.1f} ms "
-                f"p95 {result.p95_ms:.1f} ms errors {result.errors}",
-                flush=True,
-            )
-            run.results.append(result)
-        run.rss_mb = worker_rss(server.pid)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(30)
-    return run
+        _SERVER.remove(server)
+
+
+def current_server_pid() -> int:
+    return _SERVER[-1].pid
+
+
+def token(base: str) -> str:
+    """An access token for the bench client, got the SMART Backend Services way."""
+    private = json.loads(BENCH_KEY.read_text(encoding="utf-8"))
+    endpoint = f"{base}/auth/token"
+    form = {
+        "grant_type": "client_credentials",
+        "scope": "system/*.rs",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion(DEMO_CLIENT_ID, private, endpoint),
+    }
+    response = httpx.post(endpoint, data=form, timeout=10)
+    response.raise_for_status()
+    access: str = response.json()["access_token"]
+    return access
+
+
+def report_line(backend: str, result: Result) -> Result:
+    print(
+        f"[{backend}] {result.name}: {result.per_second:.0f}/s p50 {result.p50_ms:.1f} ms "
+        f"p95 {result.p95_ms:.1f} ms errors {result.errors}",
+        flush=True,
+    )
+    return result
 
 
 def bench_bare() -> Result:
@@ -270,6 +324,25 @@ def report(runs: list[Run], bare: Result) -> str:
             )
         rss = ", ".join(f"{size:.0f}" for size in run.rss_mb) or "n/a"
         lines += ["", f"Worker RSS after the run: {rss} MB.", ""]
+        if run.secure:
+            lines += [
+                "The cost of security (SMART token, scope checks, AuditEvent per access; a region-wide",
+                "client, so without the organisation policy's relationship queries), same store:",
+                "",
+                "| scenario | auth off req/s | auth + audit on req/s | ratio | p95 ms on |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            plain = {r.name: r for r in run.results}
+            for r in run.secure:
+                off = plain.get(r.name.removesuffix(" (auth + audit on)"))
+                if off is None:
+                    continue
+                ratio = r.per_second / off.per_second if off.per_second else 0
+                lines.append(
+                    f"| {off.name} | {off.per_second:.0f} | {r.per_second:.0f} | {ratio:.2f} "
+                    f"| {r.p95_ms:.1f} |"
+                )
+            lines.append("")
     return "\n".join(lines)
 
 
