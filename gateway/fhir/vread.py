@@ -32,6 +32,6 @@ async def vread(request: Request, res_type: str, res_id: str, version_id: str) -
         uow.records.append(record)
         return stored
 
-    stored = await run(request, work, write=False)
+    stored = await run(request, work, write=False, point_read=True)
     body = mask(policy, request_context(request), stored.json()) if masks(policy) else stored.content
     return fhir_response(body, 200, version_headers(stored))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.adapters.mapping import luhn_digit
 from gateway.app import create_app
 from gateway.hooks import Principal, RequestContext
 from gateway.security.organisation import AllOf, OrganisationPolicy
@@ -24,11 +25,7 @@ LABELS = "http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel"
 def pnr(serial: int) -> str:
     """A fictitious personnummer (1912-12-xx) with a correct Luhn digit."""
     body = f"121212{serial:03d}"
-    total = 0
-    for index, char in enumerate(body):
-        digit = int(char) * (2 if index % 2 == 0 else 1)
-        total += digit - 9 if digit > 9 else digit
-    return f"19{body}{(10 - total % 10) % 10}"
+    return f"19{body}{luhn_digit(body)}"
 
 
 def ref(target: str) -> dict[str, str]:
