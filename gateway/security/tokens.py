@@ -26,6 +26,7 @@ from gateway.security.scopes import grant, split
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the future
+VERIFIED_CACHE_SIZE = 10_000  # verified access tokens remembered per process
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068: only tokens made as access tokens are taken as access tokens
 
 
@@ -67,6 +68,7 @@ class Authority:
         self.engine = engine
         self.ring = KeyRing(engine, settings.signing_alg, settings.token_lifetime)
         self.external = external or (ExternalIssuer(settings) if settings.oidc_issuer else None)
+        self._verified: dict[tuple[str, str, str], tuple[Principal, float]] = {}
 
     # -- the token endpoint ---------------------------------------------------------------------------
 
@@ -152,13 +154,29 @@ class Authority:
     # -- access tokens on every request -----------------------------------------------------------------
 
     async def principal(self, token: str, urls: Urls) -> Principal:
-        """Who the bearer of `token` is; Rejected when the token is not acceptable, for any reason."""
+        """Who the bearer of `token` is; Rejected when the token is not acceptable, for any reason.
+
+        A token this gateway issued and already verified is remembered until it expires: checking an
+        ES384 signature on every request cost more than the request itself."""
+        key = (token, urls.issuer, urls.fhir_base)
+        known = self._verified.get(key)
+        if known is not None and known[1] >= time.time() - LEEWAY:
+            return known[0]
+        principal, exp = await self._verify(token, urls)
+        if exp is not None:
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[key] = (principal, exp)
+        return principal
+
+    async def _verify(self, token: str, urls: Urls) -> tuple[Principal, float | None]:
+        """Verify `token` fully; give its principal and, for this gateway's own tokens, its expiry."""
         try:
             header, unverified = peek(token)
         except Unreadable as error:
             raise Rejected(str(error)) from error
         if self.external is not None and unverified.get("iss") == self.external.issuer:
-            return await self.external.principal(token, header)
+            return await self.external.principal(token, header), None
         if header.get("alg") not in CLIENT_ALGORITHMS:
             raise Rejected("The token's algorithm is not accepted")
         kid = header.get("kid")
@@ -186,8 +204,9 @@ class Authority:
         client_id, organization = claims.get("client_id"), claims.get("organization")
         if not isinstance(client_id, str):
             raise Rejected("The token names no client")
-        return Principal(
+        principal = Principal(
             client_id=client_id,
             organization=organization if isinstance(organization, str) else None,
             scopes=frozenset(split(claims.get("scope") if isinstance(claims.get("scope"), str) else "")),
         )
+        return principal, exp

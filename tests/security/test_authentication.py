@@ -73,6 +73,15 @@ def test_valid_token_is_accepted(secure_client: TestClient) -> None:
     assert secure_client.get("/fhir/Patient", headers=bearer(_own_token(secure_client))).status_code == 200
 
 
+def test_a_remembered_token_still_expires(secure_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = _own_token(secure_client, exp=int(time.time()) + 120)
+    assert secure_client.get("/fhir/Patient", headers=bearer(token)).status_code == 200
+    assert secure_client.get("/fhir/Patient", headers=bearer(token)).status_code == 200  # from the cache
+    later = time.time() + 3600
+    monkeypatch.setattr("gateway.security.tokens.time.time", lambda: later)
+    assert secure_client.get("/fhir/Patient", headers=bearer(token)).status_code == 401
+
+
 @pytest.mark.parametrize(
     "token_of",
     [
