@@ -358,3 +358,33 @@ class Found:
     res_id: str
     version: int
     resource: Json
+
+
+class BundleBuilder:
+    """Collects one source record's transaction entries; `event` is the source event's time, which
+    decides whose fields win when master data (Patient, Organization, …) is merged."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self.entries: list[Json] = []
+        self.targets: list[str] = []
+
+    def entry(self, full_url: str, resource: Json, request: Json, target: bool = True) -> str:
+        self.entries.append({"fullUrl": full_url, "resource": resource, "request": request})
+        if target:
+            self.targets.append(full_url)
+        return full_url
+
+    def master(self, resource: Json, system: str, value: str, found: Found | None) -> str:
+        """Upsert master data on its identifier: merged with what is held (a source lacking a field never
+        erases it), or a conditional create; nothing when the merge changes nothing."""
+        res_type = resource["resourceType"]
+        full_url = urn(res_type, system, value)
+        if found is None:
+            request = {"method": "POST", "url": res_type, "ifNoneExist": identifier_query(system, value)}
+            return self.entry(full_url, new_master(resource, self.event), request)
+        merged = merge(found.resource, resource, self.event)
+        if merged is found.resource:
+            return f"{res_type}/{found.res_id}"
+        request = {"method": "PUT", "url": f"{res_type}/{found.res_id}", "ifMatch": f'W/"{found.version}"'}
+        return self.entry(full_url, {**merged, "id": found.res_id}, request)

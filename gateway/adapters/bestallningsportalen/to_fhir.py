@@ -114,36 +114,15 @@ def _split_name(name: str) -> Json:
     return result
 
 
-class Builder:
+class Builder(m.BundleBuilder):
     """Collects the Bundle's entries; resolves each resource to the reference other entries use."""
 
     def __init__(self, order: Json, known: Known, recorded: str) -> None:
+        super().__init__(str(order["skapad"]))
         self.order = order
         self.known = known
         self.recorded = recorded
-        self.event = str(order["skapad"])
         self.oid = order_id(order)
-        self.entries: list[Json] = []
-        self.targets: list[str] = []
-
-    def entry(self, full_url: str, resource: Json, request: Json, target: bool = True) -> str:
-        self.entries.append({"fullUrl": full_url, "resource": resource, "request": request})
-        if target:
-            self.targets.append(full_url)
-        return full_url
-
-    def master(self, resource: Json, system: str, value: str, found: Found | None) -> str:
-        """Upsert master data on its identifier: merged with what is held, or a conditional create."""
-        res_type = resource["resourceType"]
-        full_url = m.urn(res_type, system, value)
-        if found is None:
-            request = {"method": "POST", "url": res_type, "ifNoneExist": m.identifier_query(system, value)}
-            return self.entry(full_url, m.new_master(resource, self.event), request)
-        merged = m.merge(found.resource, resource, self.event)
-        if merged is found.resource:
-            return f"{res_type}/{found.res_id}"
-        request = {"method": "PUT", "url": f"{res_type}/{found.res_id}", "ifMatch": f'W/"{found.version}"'}
-        return self.entry(full_url, {**merged, "id": found.res_id}, request)
 
     def own(self, resource: Json, target: bool = True) -> str:
         """This order's own resources: deterministic ids, written whole."""

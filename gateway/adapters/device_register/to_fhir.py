@@ -106,34 +106,16 @@ def _content(resource: Json) -> Json:
     return clean
 
 
-class Builder:
-    """Collects the Bundle's entries; resources equal to what is stored get none."""
+class Builder(m.BundleBuilder):
+    """Collects the Bundle's entries; resources equal to what is stored get none. Master data merges
+    by the time the register row was recorded."""
 
     def __init__(self, row: Json, known: Known, recorded: str) -> None:
+        super().__init__(recorded)
         self.row = row
         self.known = known
         self.recorded = recorded
-        self.entries: list[Json] = []
-        self.targets: list[str] = []
         self.notes: list[Issue] = []
-
-    def entry(self, full_url: str, resource: Json, request: Json, target: bool = True) -> str:
-        self.entries.append({"fullUrl": full_url, "resource": resource, "request": request})
-        if target:
-            self.targets.append(full_url)
-        return full_url
-
-    def master(self, resource: Json, system: str, value: str, found: Found | None) -> str:
-        """Upsert master data on its identifier (as the order adapter does): merged, never erased."""
-        res_type = resource["resourceType"]
-        if found is None:
-            request = {"method": "POST", "url": res_type, "ifNoneExist": m.identifier_query(system, value)}
-            return self.entry(m.urn(res_type, system, value), m.new_master(resource, self.recorded), request)
-        merged = m.merge(found.resource, resource, self.recorded)
-        if merged is found.resource:
-            return f"{res_type}/{found.res_id}"
-        request = {"method": "PUT", "url": f"{res_type}/{found.res_id}", "ifMatch": f'W/"{found.version}"'}
-        return self.entry(m.urn(res_type, system, value), {**merged, "id": found.res_id}, request)
 
     def own(self, resource: Json, found: Found | None, target: bool = True) -> str:
         """A resource with a deterministic id, written whole unless equal to what is stored."""
