@@ -7,6 +7,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def file_progress(console: Console) -> Progress:
+    """The progress bar of a streamed file import: bytes read per file, and time."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(), console=console
+    )
+
 
 import_app = typer.Typer(help="Import source files through the adapters, or replay quarantined inputs.")
 

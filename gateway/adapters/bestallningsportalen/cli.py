@@ -12,11 +12,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from gateway.adapters.bestallningsportalen.adapter import context_for, import_order
 from gateway.adapters.bestallningsportalen.parse import pieces
-from gateway.adapters.cli import import_app
+from gateway.adapters.cli import file_progress, import_app
 from gateway.config import Settings
 from gateway.services import Services
 
@@ -75,13 +75,7 @@ def import_orders(
     quarantined (`GET /adapters/quarantine`, `gateway import --replay ID`). Exits 1 when any was rejected."""
     svc = Services.build(Settings.from_env())
     try:
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
+        progress = file_progress(console)
         with progress:
             tally = asyncio.run(import_files(svc, files, progress))
     finally:

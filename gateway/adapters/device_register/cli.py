@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from gateway.adapters.bestallningsportalen.cli import _describe, console, read_chunks
-from gateway.adapters.cli import import_app
+from gateway.adapters.cli import file_progress, import_app
 from gateway.adapters.device_register.adapter import MODES, Importer, context_for, open_csv
 from gateway.adapters.device_register.parse import HeaderError
 from gateway.config import Settings
@@ -72,13 +72,7 @@ def import_devices(
         raise typer.BadParameter("full or delta", param_hint="--mode")
     svc = Services.build(Settings.from_env())
     try:
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
+        progress = file_progress(console)
         with progress:
             tally = asyncio.run(import_files(svc, files, mode, progress))
     finally:
