@@ -5,41 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
 from gateway.adapters.bestallningsportalen.adapter import context_for, import_order
 from gateway.adapters.bestallningsportalen.parse import pieces
-from gateway.adapters.cli import file_progress, import_app
+from gateway.adapters.cli import console, count, describe, file_progress, import_app, read_chunks
 from gateway.config import Settings
 from gateway.services import Services
-
-CHUNK = 1 << 16
-console = Console(stderr=True, soft_wrap=True)
-
-
-def read_chunks(path: Path, advance: Callable[[int], None]) -> Iterator[str]:
-    with path.open(encoding="utf-8-sig") as handle:
-        while chunk := handle.read(CHUNK):
-            advance(len(chunk.encode()))
-            yield chunk
-
-
-def _describe(entry: dict[str, object]) -> str:
-    response = entry.get("response")
-    outcome = response.get("outcome", {}) if isinstance(response, dict) else {}
-    issues = outcome.get("issue", []) if isinstance(outcome, dict) else []
-    return "; ".join(
-        f"{issue.get('diagnostics')} ({', '.join(issue.get('expression', []))})"
-        for issue in issues
-        if issue.get("severity") in ("error", "fatal")
-    )
 
 
 async def import_files(svc: Services, files: list[Path], progress: Progress) -> Counter[str]:
@@ -51,16 +28,10 @@ async def import_files(svc: Services, files: list[Path], progress: Progress) -> 
         chunks = read_chunks(path, lambda n, task=task: progress.advance(task, n))  # type: ignore[misc]
         for piece in pieces(chunks, lines=lines):
             entry = await import_order(svc, context, piece)
-            status = str(entry["response"]["status"])
-            if status.startswith("201"):
-                tally["created"] += 1
-            elif status.startswith("200"):
-                text = str(entry["response"].get("outcome", {}))
-                tally["unchanged" if "nothing changed" in text else "updated"] += 1
-            else:
-                tally["rejected"] += 1
+            status = count(tally, entry)
+            if not status.startswith(("200", "201")):
                 progress.console.print(
-                    f"[red]{escape(f'{path}: order {piece.number}: {status} {_describe(entry)}')}"
+                    f"[red]{escape(f'{path}: order {piece.number}: {status} {describe(entry)}')}"
                 )
     return tally
 

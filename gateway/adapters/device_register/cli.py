@@ -11,25 +11,11 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
-from gateway.adapters.bestallningsportalen.cli import _describe, console, read_chunks
-from gateway.adapters.cli import file_progress, import_app
+from gateway.adapters.cli import console, count, describe, file_progress, import_app, read_chunks
 from gateway.adapters.device_register.adapter import MODES, Importer, context_for, open_csv
 from gateway.adapters.device_register.parse import HeaderError
 from gateway.config import Settings
-from gateway.model.types import Json
 from gateway.services import Services
-
-
-def _count(tally: Counter[str], entry: Json) -> str:
-    status = str(entry["response"]["status"])
-    if status.startswith("201"):
-        tally["created"] += 1
-    elif status.startswith("200"):
-        text = str(entry["response"].get("outcome", {}))
-        tally["unchanged" if "nothing changed" in text else "updated"] += 1
-    else:
-        tally["rejected"] += 1
-    return status
 
 
 async def import_files(svc: Services, files: list[Path], mode: str, progress: Progress) -> Counter[str]:
@@ -47,9 +33,9 @@ async def import_files(svc: Services, files: list[Path], mode: str, progress: Pr
         importer = Importer(svc, context, export.header_text, mode)
         for row in export.rows():
             entry = await importer.row(row)
-            status = _count(tally, entry)
+            status = count(tally, entry)
             if not status.startswith(("200", "201")):
-                progress.console.print(f"{path}: line {row.line}: {status} {_describe(entry)}", markup=False)
+                progress.console.print(f"{path}: line {row.line}: {status} {describe(entry)}", markup=False)
         tally["marked missing"] += len(await importer.finish())
     return tally
 
