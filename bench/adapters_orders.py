@@ -5,34 +5,30 @@ file), on the database at DATABASE_URL (default: a fresh SQLite file), with the 
     python -m bench.adapters_orders --orders 10000            # the issue's figures
     python -m bench.adapters_orders --orders 50 --batch 25    # a smoke run
 
-Each order writes ~12 resources (Binary, Patient, Organizations, Practitioners, roles, DeviceRequest,
-Observation, CarePlan, Task, Provenance). Figures go to docs/performance.md by hand, with the machine."""
+Each order writes ~8 resources (Binary, Patient, DeviceRequest, Observation, CarePlan, Provenance, a Task
+for half of them, and the Organizations, Practitioners and roles the first time they are seen), and an
+AuditEvent per resource it touches. Figures go to docs/performance.md with the machine."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import resource
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi.testclient import TestClient
 from rich.progress import Progress
 
+from bench.adapter_runs import Bench
 from gateway.adapters.bestallningsportalen.cli import import_files
 from gateway.adapters.mapping import luhn_digit
-from gateway.app import create_app
-from gateway.config import Settings
-from gateway.services import Services
-from gateway.store import migrate
-from gateway.store.database import make_engine
 
 
 def person(n: int) -> str:
+    """A fictitious personnummer (born 1940-1999) with a correct Luhn digit."""
     nine = f"{40 + n % 60:02d}{1 + n % 12:02d}{1 + n % 28:02d}{n % 1000:03d}"
     return f"19{nine[:6]}-{nine[6:]}{luhn_digit(nine)}"
 
@@ -60,25 +56,16 @@ def orders(count: int, prefix: str) -> Iterator[dict[str, Any]]:
         yield order
 
 
-def rest(svc: Services, items: list[dict[str, Any]], batch: int) -> tuple[float, int]:
-    rejected = 0
-    with TestClient(create_app(svc.settings, services=svc)) as client:
-        started = time.perf_counter()
-        for i in range(0, len(items), batch):
-            body = "\n".join(json.dumps(o) for o in items[i : i + batch])
-            answer = client.post(
-                "/adapters/bestallningsportalen/orders",
-                content=body,
-                headers={"Content-Type": "application/x-ndjson"},
-            ).json()
-            rejected += sum(1 for e in answer["entry"] if e["response"]["status"][:3] not in ("200", "201"))
-        return time.perf_counter() - started, rejected
+def ndjson(items: list[dict[str, Any]], batch: int) -> Iterator[str]:
+    for i in range(0, len(items), batch):
+        yield "\n".join(json.dumps(order) for order in items[i : i + batch])
 
 
-def cli(svc: Services, path: Path) -> tuple[float, int]:
+def cli(bench: Bench, path: Path) -> tuple[float, int]:
     started = time.perf_counter()
     with Progress(disable=True) as progress:
-        tally = asyncio.run(import_files(svc, [path], progress))
+        tally = asyncio.run(import_files(bench.svc, [path], progress))
+    bench.flush()
     return time.perf_counter() - started, tally["rejected"]
 
 
@@ -90,31 +77,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = Settings.from_env().database_url
-        if "DATABASE_URL" not in __import__("os").environ:
-            url = f"sqlite:///{tmp}/bench.db"
-        settings = Settings(database_url=url, auth=False)
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        svc = Services.build(settings, engine=engine)
+        bench = Bench.open(tmp)
         rest_items = list(orders(args.orders, f"BENCH-R{int(time.time())}"))
         path = Path(tmp) / "orders.ndjson"
         with path.open("w", encoding="utf-8") as handle:
             for order in orders(args.orders, f"BENCH-C{int(time.time())}"):
                 handle.write(json.dumps(order) + "\n")
-        print(f"{args.orders} orders on {engine.url.render_as_string(hide_password=True)}")
-        runs: list[tuple[str, Callable[[], tuple[float, int]]]] = [
-            ("REST new", lambda: rest(svc, rest_items, args.batch)),
-            ("REST replayed", lambda: rest(svc, rest_items, args.batch)),
-            ("CLI new", lambda: cli(svc, path)),
-            ("CLI replayed", lambda: cli(svc, path)),
-        ]
-        for label, run in runs:
-            seconds, rejected = run()
-            print(f"{label:15} {args.orders / seconds:9.1f} orders/s  ({seconds:.1f} s, {rejected} rejected)")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"peak RSS {peak:.0f} MiB")
-        engine.dispose()
+        url, kind = "/adapters/bestallningsportalen/orders", "application/x-ndjson"
+        bench.report(
+            args.orders,
+            "orders",
+            [
+                ("REST new", lambda: bench.post(url, ndjson(rest_items, args.batch), kind)),
+                ("REST replayed", lambda: bench.post(url, ndjson(rest_items, args.batch), kind)),
+                ("CLI new", lambda: cli(bench, path)),
+                ("CLI replayed", lambda: cli(bench, path)),
+            ],
+        )
 
 
 if __name__ == "__main__":

@@ -10,13 +10,16 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Connection, and_, false, func, or_, select
 
 from gateway.errors import bad_request
-from gateway.search.parameters import Include, SearchRequest, parse
+from gateway.search.parameters import Include, SearchRequest, parse, split_token
 from gateway.search.query import TABLES, Planner, decode_cursor, encode_cursor, local_reference
 from gateway.search.registry import Registry
 from gateway.store.repository import R, Repository, Stored
 
 # How many times `:iterate` includes are followed from what the previous round included.
 MAX_ITERATIONS = 8
+
+
+CLAIM_LENGTH = 255  # identifier_claim.system and .value (gateway/store/tables.py)
 
 
 @dataclass
@@ -73,7 +76,11 @@ class Searcher:
         self, connection: Connection, res_type: str, query: str, limit: int = 2, base_url: str = ""
     ) -> list[Stored]:
         """Resources matching a conditional query (`identifier=sys|val`); unknown parameters are errors."""
-        request = self.parse(res_type, parse_qsl(query, keep_blank_values=True), base_url)
+        pairs = parse_qsl(query, keep_blank_values=True)
+        claimed = self._claimed(connection, res_type, pairs)
+        if claimed is not None:
+            return claimed
+        request = self.parse(res_type, pairs, base_url)
         if request.unknown:
             raise bad_request(f"Unknown search parameter(s) in the condition: {', '.join(request.unknown)}")
         if not request.clauses:
@@ -81,6 +88,24 @@ class Searcher:
         statement = select(R.c.rid).where(self.planner.where(request)).order_by(R.c.rid).limit(limit)
         rids = [row[0] for row in connection.execute(statement)]
         return Repository(connection).current_many(rids)
+
+    def _claimed(
+        self, connection: Connection, res_type: str, pairs: Sequence[tuple[str, str]]
+    ) -> list[Stored] | None:
+        """`identifier=system|value` alone, the most common condition by far, answered from the identifier
+        claims (unique per type, system and value, kept with every write) instead of a planned search.
+        None when the condition is anything else, or `identifier` searches more than `<Type>.identifier`."""
+        if len(pairs) != 1 or pairs[0][0] != "identifier":
+            return None
+        param = self.registry.get(res_type, "identifier")
+        if param is None or param.expression != f"{res_type}.identifier":
+            return None
+        system, value = split_token(pairs[0][1])
+        if not system or not value or len(system) > CLAIM_LENGTH or len(value) > CLAIM_LENGTH:
+            return None
+        repository = Repository(connection)
+        rid = repository.claimed_by(res_type, system, value)
+        return repository.current_many([rid] if rid is not None else [])
 
     # -- _include and _revinclude -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from gateway.model.types import SUPPORTED, Json, loads
+from gateway.search.paths import compile_path
 
 INDEXED_TYPES = frozenset({"token", "string", "reference", "date", "number", "uri"})
 
@@ -97,8 +98,7 @@ def _compile(branch: str) -> Branch:
     # `(X as T)` demands a single X in fhirpathpy, but X is often a collection (every component's
     # value); `X.ofType(T)` is what the definitions mean and takes collections.
     branch = _AS_TYPE.sub(r"\1.ofType(\2)", branch)
-    compiled = fhirpathpy.compile(branch, _FHIR_MODEL)
-    return Branch(branch, compiled, target)
+    return Branch(branch, compile_path(branch) or fhirpathpy.compile(branch, _FHIR_MODEL), target)
 
 
 def _types_of(root: str) -> frozenset[str]:

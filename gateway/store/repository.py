@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
@@ -34,6 +34,34 @@ _INDEX_TABLES = {
     "date": cast(Table, DateIndex.__table__),
     "number": cast(Table, NumberIndex.__table__),
     "uri": cast(Table, UriIndex.__table__),
+}
+
+# The statements of every write, built once: building and cache-keying a statement per call cost more
+# than running it (bench/adapters_orders.py).
+_CURRENT = select(R).where(R.c.res_type == bindparam("res_type"), R.c.res_id == bindparam("res_id"))
+_CURRENT_LOCKED = _CURRENT.with_for_update()
+_INSERT_VERSION = insert(V)
+_INSERT_CURRENT = insert(R).returning(R.c.rid)
+_UPDATE_CURRENT = (
+    update(R)
+    .where(R.c.rid == bindparam("old_rid"), R.c.version_id == bindparam("old_version"))
+    .values(
+        version_id=bindparam("version_id"),
+        last_updated=bindparam("last_updated"),
+        deleted=bindparam("deleted"),
+        content=bindparam("content"),
+    )
+)
+_CLAIMED_BY = select(CLAIM.c.rid).where(
+    CLAIM.c.res_type == bindparam("res_type"),
+    CLAIM.c.system == bindparam("system"),
+    CLAIM.c.value == bindparam("value"),
+)
+_INSERT_CLAIMS = insert(CLAIM)
+_DELETE_CLAIMS = delete(CLAIM).where(CLAIM.c.rid == bindparam("old_rid"))
+_INSERT_INDEX = {name: insert(table) for name, table in _INDEX_TABLES.items()}
+_DELETE_INDEX = {
+    name: delete(table).where(table.c.rid == bindparam("old_rid")) for name, table in _INDEX_TABLES.items()
 }
 
 
@@ -73,10 +101,8 @@ class Repository:
     def current(self, res_type: str, res_id: str, lock: bool = False) -> Stored | None:
         """The current version; `lock` holds its row until the transaction ends (PostgreSQL), so
         concurrent updaters of one resource queue instead of colliding."""
-        statement = select(R).where(R.c.res_type == res_type, R.c.res_id == res_id)
-        if lock:
-            statement = statement.with_for_update()
-        row = self.connection.execute(statement).first()
+        statement = _CURRENT_LOCKED if lock else _CURRENT
+        row = self.connection.execute(statement, {"res_type": res_type, "res_id": res_id}).first()
         return _stored(row) if row else None
 
     def current_many(self, rids: Sequence[int]) -> list[Stored]:
@@ -113,13 +139,14 @@ class Repository:
             "deleted": deleted,
             "content": content,
         }
-        self.connection.execute(insert(V).values(method=method, **values))
+        self.connection.execute(_INSERT_VERSION, values | {"method": method})
         if previous is None:
-            rid = self.connection.execute(insert(R).values(**values).returning(R.c.rid)).scalar_one()
+            rid = self.connection.execute(_INSERT_CURRENT, values).scalar_one()
         else:
             rid = previous.rid
+            changed = {key: values[key] for key in ("version_id", "last_updated", "deleted", "content")}
             result = self.connection.execute(
-                update(R).where(R.c.rid == rid, R.c.version_id == previous.version_id).values(**values)
+                _UPDATE_CURRENT, changed | {"old_rid": rid, "old_version": previous.version_id}
             )
             if result.rowcount != 1:
                 raise StaleVersion(resource["resourceType"], resource["id"])
@@ -129,14 +156,14 @@ class Repository:
         """Replace the resource's index rows (None removes them, as for a tombstone). `fresh`: the
         resource row was just inserted, so there is nothing to remove first."""
         if not fresh:
-            for table in _INDEX_TABLES.values():
-                self.connection.execute(delete(table).where(table.c.rid == rid))
+            for removal in _DELETE_INDEX.values():
+                self.connection.execute(removal, {"old_rid": rid})
         if rows is None:
             return
-        for name, table in _INDEX_TABLES.items():
+        for name, addition in _INSERT_INDEX.items():
             batch = getattr(rows, name)
             if batch:
-                self.connection.execute(insert(table), [row | {"rid": rid} for row in batch])
+                self.connection.execute(addition, [row | {"rid": rid} for row in batch])
 
     def replace_claims(
         self, rid: int, res_type: str, identifiers: Iterable[tuple[str, str]], fresh: bool = False
@@ -144,19 +171,17 @@ class Repository:
         """Claim each (system, value) for this resource. A claim held by another resource makes the
         insert fail on the primary key: the database, not a prior read, keeps identifiers unique."""
         if not fresh:
-            self.connection.execute(delete(CLAIM).where(CLAIM.c.rid == rid))
+            self.connection.execute(_DELETE_CLAIMS, {"old_rid": rid})
         rows = [
             {"res_type": res_type, "system": system, "value": value, "rid": rid}
             for system, value in sorted(set(identifiers))
         ]
         if rows:
-            self.connection.execute(insert(CLAIM), rows)
+            self.connection.execute(_INSERT_CLAIMS, rows)
 
     def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
         return self.connection.execute(
-            select(CLAIM.c.rid).where(
-                CLAIM.c.res_type == res_type, CLAIM.c.system == system, CLAIM.c.value == value
-            )
+            _CLAIMED_BY, {"res_type": res_type, "system": system, "value": value}
         ).scalar()
 
 
