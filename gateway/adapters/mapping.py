@@ -41,11 +41,15 @@ TAGS = f"{BASE}/CodeSystem/adapter-tags"
 TASK_CODES = f"{BASE}/CodeSystem/task-code"
 ORDER_CODES = f"{BASE}/CodeSystem/bestallningsportalen"
 REGISTER_STATUS = f"{BASE}/CodeSystem/register-status"
-CAREPLAN_CATEGORY = f"{BASE}/CodeSystem/device-careplan-category"
+CAREPLAN_CATEGORY = f"{BASE}/CodeSystem/careplan-category"
 SELF_CARE = f"{BASE}/CodeSystem/self-care"
 EXT = f"{BASE}/StructureDefinition"
 SOURCE_EVENT_TIME = f"{EXT}/source-event-time"
 PROFILE = "http://hl7.se/fhir/ig/base/StructureDefinition/"
+V3_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+RAW_TAG = {"system": TAGS, "code": "source-record", "display": "A source record kept verbatim"}
+OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
 def unit_system(register: str) -> str:
@@ -104,6 +108,16 @@ def person_number(value: Any, coordination: bool = False) -> str | None:
     return digits if luhn_ok(digits[2:]) else None
 
 
+def person_identifier(value: Any) -> tuple[str, str] | None:
+    """(identifier system, 12 digits) of a personnummer or a samordningsnummer, told apart by the day
+    (a samordningsnummer's is the birth day + 60, so the two never overlap), or None when it is neither."""
+    for system, coordination in ((PERSONNUMMER, False), (SAMORDNINGSNUMMER, True)):
+        number = person_number(value, coordination)
+        if number is not None:
+            return system, number
+    return None
+
+
 # -- checking a source record against fields.yaml -------------------------------------------------------
 
 _HSA = re.compile(r"^SE\d{10}-[A-Za-z0-9]{1,31}$")
@@ -145,17 +159,11 @@ def _type_problem(spec: dict[str, Any], value: Any, codes: dict[str, Any] | None
     elif kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             return "must be an integer"
-        if "min" in spec and value < spec["min"]:
-            return f"must be at least {spec['min']}"
-        if "max" in spec and value > spec["max"]:
-            return f"must be at most {spec['max']}"
+        return _range_problem(spec, value)
     elif kind == "decimal":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return "must be a number"
-        if "min" in spec and value < spec["min"]:
-            return f"must be at least {spec['min']}"
-        if "max" in spec and value > spec["max"]:
-            return f"must be at most {spec['max']}"
+        return _range_problem(spec, value)
     elif kind == "object":
         if not isinstance(value, dict):
             return "must be an object"
@@ -189,10 +197,23 @@ def _type_problem(spec: dict[str, Any], value: Any, codes: dict[str, Any] | None
         and person_number(value, kind == "samordningsnummer") is None
     ):
         return f"is not a valid {kind} (12 digits, valid date, Luhn check digit): {value!r}"
+    elif kind == "person-id" and person_identifier(value) is None:
+        return (
+            "is neither a valid personnummer nor a valid samordningsnummer (12 digits, a valid date with "
+            f"day + 60 for a samordningsnummer, Luhn check digit): {value!r}"
+        )
     elif kind == "hsaid" and (not isinstance(value, str) or not _HSA.match(value)):
         return f"is not an HSA-id (SE + 10 digits + '-' + letters or digits): {value!r}"
     if isinstance(value, str) and "pattern" in spec and not re.match(spec["pattern"], value):
         return f"does not have the expected form {spec['pattern']}: {value!r}"
+    return None
+
+
+def _range_problem(spec: dict[str, Any], value: float) -> str | None:
+    if "min" in spec and value < spec["min"]:
+        return f"must be at least {spec['min']}"
+    if "max" in spec and value > spec["max"]:
+        return f"must be at most {spec['max']}"
     return None
 
 
@@ -289,6 +310,17 @@ def identifier_query(system: str, value: str) -> str:
     return f"identifier={system}|{value}"
 
 
+def ref(reference: str, display: str | None = None) -> Json:
+    """A Reference, with its display when there is one."""
+    return {"reference": reference, "display": display} if display else {"reference": reference}
+
+
+def agent(role: str, who: Json, **more: Json) -> Json:
+    """A Provenance agent whose type is a provenance-participant-type code (author, enterer, assembler)."""
+    coding = {"system": PARTICIPANT, "code": role, "display": role.capitalize()}
+    return {"type": {"coding": [coding]}, "who": who, **more}
+
+
 # -- master data that several sources feed ---------------------------------------------------------------
 
 
@@ -344,6 +376,29 @@ def _strip(resource: Json) -> Json:
     meta = resource.get("meta") or {}
     clean["profile"] = meta.get("profile", [])
     return clean
+
+
+def organization(hsaid: str, name: str | None = None) -> Json:
+    """An Organization (HL7 Sweden SEBaseOrganization) by its HSA-id, as a source names it."""
+    resource: Json = {
+        "resourceType": "Organization",
+        "meta": {"profile": [f"{PROFILE}SEBaseOrganization"]},
+        "identifier": [{"system": HSA, "value": hsaid}],
+        "active": True,
+    }
+    if name:
+        resource["name"] = name
+    return resource
+
+
+def patient(system: str, number: str) -> Json:
+    """A Patient (HL7 Sweden SEBasePatient) by its personnummer or samordningsnummer; a source adds what
+    else it knows."""
+    return {
+        "resourceType": "Patient",
+        "meta": {"profile": [f"{PROFILE}SEBasePatient"]},
+        "identifier": [{"system": system, "value": number}],
+    }
 
 
 def new_master(resource: Json, event_time: str) -> Json:

@@ -171,6 +171,57 @@ def test_a_higher_version_updates_and_withdraws_dropped_lines(client: TestClient
     assert read(client, "Task/bp-BP-2026-004712-confirm")["status"] == "cancelled"
 
 
+def test_a_version_without_follow_up_or_self_care_ends_the_earlier_ones(
+    client: TestClient, services: Services
+) -> None:
+    order = golden("01")  # uppfoljning and egenvard
+    post(client, order)
+    [line] = [read(client, "DeviceRequest/bp-BP-2026-004711-r1")]
+    assert line["supportingInfo"] == [{"reference": "Observation/bp-BP-2026-004711-selfcare"}]
+    newer = {k: v for k, v in order.items() if k not in ("uppfoljning", "egenvard")}
+    [entry] = post(client, {**newer, "version": 2})
+    assert entry["status"] == "200 OK", entry
+    plan = read(client, "CarePlan/bp-BP-2026-004711-followup")
+    assert plan["status"] == "revoked" and plan["meta"]["versionId"] == "2"
+    assert "Version 2 of order BP-2026-004711 no longer has uppfoljning" in plan["note"][0]["text"]
+    assert [a["detail"]["status"] for a in plan["activity"] if "detail" in a] == ["cancelled", "cancelled"]
+    assert [a["reference"] for a in plan["activity"] if "reference" in a] == [
+        {"reference": "DeviceRequest/bp-BP-2026-004711-r1"}
+    ]
+    assessment = read(client, "Observation/bp-BP-2026-004711-selfcare")
+    assert assessment["status"] == "cancelled" and assessment["meta"]["versionId"] == "2"
+    assert "no longer has egenvard" in assessment["note"][0]["text"]
+    assert "supportingInfo" not in read(client, "DeviceRequest/bp-BP-2026-004711-r1")
+    assert search(client, "CarePlan?status=active") == []
+    assert search(client, "Observation?status=final") == []
+    [provenance] = search(client, "Provenance?_id=bp-BP-2026-004711")
+    targets = {t["reference"] for t in provenance["target"]}
+    assert {"CarePlan/bp-BP-2026-004711-followup", "Observation/bp-BP-2026-004711-selfcare"} <= targets
+    # the same version again, and a later one still without them, leave them as they are
+    history = versions(services)
+    [again] = post(client, {**newer, "version": 2})
+    assert again["status"] == "200 OK" and "nothing changed" in json.dumps(again["outcome"])
+    assert versions(services) == history
+    post(client, {**newer, "version": 3, "meddelande": "Ändrad igen"})
+    assert read(client, "CarePlan/bp-BP-2026-004711-followup")["meta"]["versionId"] == "2"
+    assert read(client, "Observation/bp-BP-2026-004711-selfcare")["meta"]["versionId"] == "2"
+
+
+def test_a_follow_up_activity_already_done_stands_when_the_plan_is_withdrawn(client: TestClient) -> None:
+    order = golden("01")
+    post(client, order)
+    plan = read(client, "CarePlan/bp-BP-2026-004711-followup")
+    plan["activity"][1]["detail"]["status"] = "completed"  # the unit made the 21-day visit
+    plan["activity"][2]["detail"]["status"] = "in-progress"
+    response = client.put("/fhir/CarePlan/bp-BP-2026-004711-followup", json=plan)
+    assert response.status_code == 200, response.text
+    post(client, {**{k: v for k, v in order.items() if k != "uppfoljning"}, "version": 2})
+    withdrawn = read(client, "CarePlan/bp-BP-2026-004711-followup")
+    assert withdrawn["status"] == "revoked"
+    assert [a["detail"]["status"] for a in withdrawn["activity"][1:]] == ["completed", "stopped"]
+    assert read(client, "Observation/bp-BP-2026-004711-selfcare")["status"] == "final"  # egenvard kept
+
+
 def test_an_older_version_or_other_content_is_409_and_quarantined(
     client: TestClient, services: Services
 ) -> None:

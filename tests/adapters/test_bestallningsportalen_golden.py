@@ -19,6 +19,7 @@ from gateway.adapters.bestallningsportalen import to_fhir
 GOLDEN = Path(__file__).parents[1] / "golden" / "bestallningsportalen"
 ORDERS = sorted(GOLDEN.glob("*.order.json"))
 RECORDED = "2026-11-22T12:00:00.000Z"
+PROFILES = Path(__file__).parents[2] / "profiles"
 
 
 def test_there_are_enough_golden_orders_to_cover_the_format() -> None:
@@ -40,6 +41,26 @@ def test_an_order_maps_to_its_golden_bundle(path: Path) -> None:
         expected_path.write_text(json.dumps(bundle, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     expected: dict[str, Any] = json.loads(expected_path.read_text(encoding="utf-8"))
     assert bundle == expected
+
+
+def test_the_follow_up_category_is_declared_beside_sip_in_the_one_careplan_category_codesystem() -> None:
+    [declared] = [
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in PROFILES.glob("CodeSystem-*.json")
+        if "careplan-category" in path.name
+    ]
+    assert declared["url"] == mapping.CAREPLAN_CATEGORY
+    codes = {concept["code"] for concept in declared["concept"]}
+    assert codes == {"sip", "device-follow-up"}
+    used = {
+        (coding["system"], coding["code"])
+        for path in GOLDEN.glob("*.bundle.json")
+        for entry in json.loads(path.read_text(encoding="utf-8"))["entry"]
+        if entry["resource"]["resourceType"] == "CarePlan"
+        for category in entry["resource"]["category"]
+        for coding in category["coding"]
+    }
+    assert used == {(mapping.CAREPLAN_CATEGORY, "device-follow-up")}
 
 
 def test_every_golden_order_is_stored_and_a_replay_changes_nothing(client: TestClient) -> None:

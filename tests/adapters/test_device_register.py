@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from threading import Barrier
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from gateway.adapters.device_register.adapter import (
     open_csv,
     required_columns,
 )
+from gateway.app import create_app
 from gateway.cli import app
 from gateway.services import Services
 from gateway.store.tables import ResourceVersion
@@ -120,6 +123,59 @@ def test_a_unit_on_loan_becomes_a_device_at_the_patient_used_for_its_order_line(
     assert binary["contentType"] == "text/csv"
     text = json.dumps(entry["outcome"])
     assert "DeviceUseStatement/" in text and "created" in text
+
+
+SAMORDNINGSNUMMER = "http://electronichealth.se/identifier/samordningsnummer"
+
+
+def test_a_unit_on_loan_to_a_patient_with_a_samordningsnummer_is_with_the_orders_patient(
+    client: TestClient,
+) -> None:
+    post_order(client, "10")  # the order names its patient by samordningsnummer 19121272-4569
+    [entry] = post(client, row_of("09"))
+    assert entry["status"] == "201 Created", entry
+    [patient] = search(client, "Patient")  # one Patient: the order's, not a duplicate
+    assert patient["identifier"] == [{"system": SAMORDNINGSNUMMER, "value": "191212724569"}]
+    unit = device(client, "SESAM", "MAH-000130")
+    assert unit["patient"]["reference"] == f"Patient/{patient['id']}"
+    [use] = search(client, f"DeviceUseStatement?device=Device/{unit['id']}")
+    assert use["subject"]["reference"] == f"Patient/{patient['id']}"
+    [line] = search(client, "DeviceRequest")
+    assert use["extension"][0]["valueReference"]["reference"] == f"DeviceRequest/{line['id']}"
+
+
+def test_a_register_patient_by_samordningsnummer_is_the_one_a_later_order_names(client: TestClient) -> None:
+    post(client, changed("09", patient_personnummer="191212724569"))  # without the hyphen
+    [patient] = search(client, "Patient")
+    assert patient["identifier"] == [{"system": SAMORDNINGSNUMMER, "value": "191212724569"}]
+    post_order(client, "10")
+    [same] = search(client, "Patient")
+    assert same["id"] == patient["id"]
+    [line] = search(client, "DeviceRequest")
+    assert line["subject"]["reference"] == f"Patient/{patient['id']}"
+
+
+def test_the_patients_number_with_or_without_its_hyphen_is_the_same_use(
+    client: TestClient, services: Services
+) -> None:
+    post(client, row_of("09"))  # 19121272-4569
+    before = versions(services)
+    [entry] = post(client, changed("09", patient_personnummer="191212724569"))
+    assert entry["status"] == "200 OK" and "nothing changed" in json.dumps(entry["outcome"])
+    assert versions(services) == before
+
+
+def test_a_bad_samordningsnummer_is_rejected_naming_the_column(
+    client: TestClient, services: Services
+) -> None:
+    # the Luhn check digit is right, but the day is 92 - 60 = 32
+    [entry] = post(client, changed("09", patient_personnummer="19121292-4565"))
+    assert entry["status"] == "400 Bad Request"
+    [issue] = entry["outcome"]["issue"]
+    assert issue["expression"] == ["patient_personnummer"]
+    assert issue["diagnostics"].startswith("line 2, column patient_personnummer:")
+    assert "samordningsnummer" in issue["diagnostics"]
+    assert versions(services) == 0
 
 
 def test_a_row_identical_to_what_is_stored_changes_nothing(client: TestClient, services: Services) -> None:
@@ -226,6 +282,7 @@ def test_a_row_lacking_a_required_value_is_rejected_by_line_and_column(
     [
         ({"status": "Försvunnen"}, "status"),
         ({"patient_personnummer": "191212121213"}, "patient_personnummer"),
+        ({"patient_personnummer": "19121272-4568"}, "patient_personnummer"),  # samordningsnummer, bad Luhn
         ({"status": "Utlånad", "patient_personnummer": ""}, "patient_personnummer"),
         ({"nasta_service": "2027-13-01"}, "nasta_service"),
         ({"agare_hsaid": "MAH1"}, "agare_hsaid"),
@@ -300,6 +357,59 @@ def test_a_hamtorder_stub_and_the_register_row_are_one_device(client: TestClient
     assert entry["status"] == "200 OK", entry  # the stub Device, updated
     assert len(search(client, "Device")) == 1
     assert device(client, "SESAM", "MAH-000123")["serialNumber"] == "SN88231"
+
+
+CLIENTS = 6
+
+
+def send_at_once(services: Services, rows: list[str]) -> list[dict[str, Any]]:
+    """Each row sent by a client of its own, in real threads released together against the real
+    database: each client reads the unit as new, builds its Bundle and writes."""
+    barrier = Barrier(len(rows))
+
+    def send(text: str) -> dict[str, Any]:
+        export = open_csv(["\n".join([HEADER, text]) + "\n"])
+        importer = Importer(services, context_for(services), export.header_text, "delta")
+        [row] = list(export.rows())
+        barrier.wait()
+        entry: dict[str, Any] = asyncio.run(importer.row(row))["response"]
+        return entry
+
+    with ThreadPoolExecutor(len(rows)) as pool:
+        return list(pool.map(send, rows))
+
+
+def test_clients_sending_the_same_new_unit_at_once_make_one_device(services: Services) -> None:
+    """The database, not the read, decides which client creates the unit; the others read again and
+    find it stored as their row says."""
+    entries = send_at_once(services, [row_of("02")] * CLIENTS)  # on loan: Patient, Organization, use
+    statuses = sorted(e["status"] for e in entries)
+    assert statuses == ["200 OK"] * (CLIENTS - 1) + ["201 Created"], entries
+    assert len({e["location"].split("/_history/")[0] for e in entries}) == 1
+    with TestClient(create_app(services.settings, services=services)) as client:
+        [unit] = search(client, "Device")
+        assert unit["identifier"][0]["value"] == "MAH-000123"
+        assert len(search(client, "Patient")) == len(search(client, "Organization")) == 1
+        [use] = search(client, "DeviceUseStatement")
+        assert use["device"]["reference"] == f"Device/{unit['id']}"
+        [provenance] = search(client, "Provenance")
+    # the clients that lost wrote nothing: every resource is at its first version
+    assert {r["meta"]["versionId"] for r in (unit, use, provenance)} == {"1"}
+    assert versions(services) == 6  # Organization, Patient, Device, DeviceUseStatement, Binary, Provenance
+    assert quarantine.listing(services.engine, "device-register") == []
+
+
+def test_two_clients_sending_one_new_unit_with_other_content_at_once_lose_neither_row(
+    services: Services,
+) -> None:
+    entries = send_at_once(services, [row_of("01"), changed("01", modell="OC-6")])
+    assert sorted(e["status"] for e in entries) == ["200 OK", "201 Created"], entries
+    [second] = [i for i, e in enumerate(entries) if e["status"] == "200 OK"]
+    assert "updated" in json.dumps(entries[second]["outcome"])
+    with TestClient(create_app(services.settings, services=services)) as client:
+        unit = device(client, "SESAM", "MAH-000200")
+    assert unit["meta"]["versionId"] == "2"  # created by one, then updated by the other: not dropped
+    assert unit["modelNumber"] == ("OC-5", "OC-6")[second]
 
 
 def test_the_adapters_own_scopes_suffice_when_scopes_are_enforced(secure_services: Services) -> None:

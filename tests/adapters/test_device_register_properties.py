@@ -36,6 +36,7 @@ DATE = st.dates().map(lambda d: d.isoformat()).filter(lambda s: len(s) == 10)
 def person_numbers(draw: st.DrawFn) -> str:
     year = draw(st.integers(1900, 2020))
     month, day = draw(st.integers(1, 12)), draw(st.integers(1, 28))
+    day += draw(st.sampled_from([0, 60]))  # a personnummer, or a samordningsnummer (day + 60)
     serial = draw(st.integers(0, 999))
     nine = f"{year % 100:02d}{month:02d}{day:02d}{serial:03d}"
     return f"{year}{month:02d}{day:02d}{serial:03d}{mapping.luhn_digit(nine)}"

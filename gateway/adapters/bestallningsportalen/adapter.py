@@ -7,32 +7,37 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 
 from gateway.adapters import mapping as m
-from gateway.adapters import quarantine
 from gateway.adapters.bestallningsportalen import to_fhir
 from gateway.adapters.bestallningsportalen.parse import Piece, pieces
+from gateway.adapters.intake import (
+    AdapterClient,
+    Rejection,
+    batch_response,
+    by_id,
+    entry,
+    explain,
+    identifier_search,
+    one,
+    reject,
+)
 from gateway.adapters.mapping import Found
 from gateway.adapters.registry import register
 from gateway.errors import FhirError, Issue
-from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.transaction import process_bundle
-from gateway.hooks import Principal, RequestContext
+from gateway.hooks import RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
-from gateway.store.repository import Stored
 
 NAME = "bestallningsportalen"
 CLIENT_ID = "adapter:bestallningsportalen"
 ATTEMPTS = 3  # an order whose master data changed under it (412) is read and built again
-STATUS_TEXT = {200: "200 OK", 201: "201 Created", 400: "400 Bad Request", 409: "409 Conflict"}
 
 
 # What the adapter may do when SMART scopes are enforced: write the types an order becomes, read them.
@@ -50,56 +55,36 @@ WRITES = (
     "Binary",
 )
 SCOPES = frozenset(f"system/{res_type}.crus" for res_type in WRITES)
-
-
-def context_for(svc: Services, base_url: str = "") -> RequestContext:
-    principal = Principal(client_id=CLIENT_ID, scopes=SCOPES)
-    return RequestContext(principal=principal, base_url=base_url or svc.settings.base_url)
-
-
-@dataclass
-class Rejection(Exception):
-    status: int
-    issues: list[Issue]
-
-
-def _q(system: str, value: str) -> str:
-    return "identifier=" + quote(f"{system}|{value}", safe=":/|")
-
-
-def _found(stored: Stored | None) -> Found | None:
-    if stored is None or stored.deleted:
-        return None
-    return Found(stored.res_id, stored.version_id, stored.json())
+CLIENT = AdapterClient(CLIENT_ID, SCOPES)
+context_for = CLIENT.context
 
 
 def read_known(svc: Services, context: RequestContext, order: Json) -> to_fhir.Known:
     """Everything the order touches that the gateway already holds, in one read-only unit of work."""
     oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
 
-    def one(uow: UnitOfWork, res_type: str, query: str) -> Found | None:
-        found = svc.searcher.match(uow.connection, res_type, query)
-        return _found(found[0]) if len(found) == 1 else None
+    def find(uow: UnitOfWork, res_type: str, system: str, value: str) -> Found | None:
+        return one(svc, uow, res_type, identifier_search(system, value))
 
     def work(uow: UnitOfWork) -> to_fhir.Known:
         known = to_fhir.Known()
-        known.patient = one(uow, "Patient", _q(*to_fhir.patient_identifier(order)))
+        known.patient = find(uow, "Patient", *to_fhir.patient_identifier(order))
         for hsaid in to_fhir.units(order):
-            found = one(uow, "Organization", _q(m.HSA, hsaid))
+            found = find(uow, "Organization", m.HSA, hsaid)
             if found:
                 known.organizations[hsaid] = found
         hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
         for hsaid in hsaids:
-            found = one(uow, "Practitioner", _q(m.HSA, hsaid))
+            found = find(uow, "Practitioner", m.HSA, hsaid)
             if found:
                 known.practitioners[hsaid] = found
         for person in to_fhir.people(order):
             key = f"{person['hsaid']}@{person['enhet_hsaid']}"
-            found = one(uow, "PractitionerRole", _q(m.PRACTITIONER_ROLE, key))
+            found = find(uow, "PractitionerRole", m.PRACTITIONER_ROLE, key)
             if found:
                 known.roles[key] = found
         for system, value in to_fhir.unit_refs(order):
-            found = one(uow, "Device", _q(system, value))
+            found = find(uow, "Device", system, value)
             if found:
                 known.devices[(system, value)] = found
         for res_type, res_id in (
@@ -110,10 +95,10 @@ def read_known(svc: Services, context: RequestContext, order: Json) -> to_fhir.K
             ("CarePlan", f"{oid}-followup"),
             ("Observation", f"{oid}-selfcare"),
         ):
-            found = _found(uow.repository.current(res_type, res_id))
+            found = by_id(uow, res_type, res_id)
             if found:
                 known.by_id[f"{res_type}/{res_id}"] = found
-        group = "group-identifier=" + quote(f"{m.ORDER}|{order['ordernummer']}", safe=":/|")
+        group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
         for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
             known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
             known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
@@ -130,7 +115,7 @@ def read_state(svc: Services, context: RequestContext, order: Json) -> to_fhir.K
     def work(uow: UnitOfWork) -> to_fhir.Known:
         known = to_fhir.Known()
         for res_type, res_id in (("Provenance", oid), ("Binary", f"{oid}-v{version}"), (first[0], first[1])):
-            found = _found(uow.repository.current(res_type, res_id))
+            found = by_id(uow, res_type, res_id)
             if found:
                 known.by_id[f"{res_type}/{res_id}"] = found
         return known
@@ -160,17 +145,6 @@ def _check_lines(order: Json) -> list[Issue]:
         elif number is not None:
             seen[number] = i
     return issues
-
-
-def _outcome(issues: list[Issue]) -> Json:
-    return operation_outcome(issues)
-
-
-def _entry(status: int, issues: list[Issue], location: str | None = None) -> Json:
-    response: Json = {"status": STATUS_TEXT.get(status, str(status)), "outcome": _outcome(issues)}
-    if location:
-        response["location"] = location
-    return {"response": response}
 
 
 def _first_written(order: Json, oid: str) -> str:
@@ -218,17 +192,8 @@ async def import_order(
         key = f"{order['ordernummer']} v{to_fhir.version_of(order)}"
         return await _store(svc, context, order, raw)
     except Rejection as rejection:
-        outcome = _outcome(rejection.issues)
-        if keep_rejected:
-            await run_in_threadpool(
-                quarantine.put, svc.engine, NAME, raw, "application/json", outcome, key or f"#{piece.number}"
-            )
-        return {
-            "response": {
-                "status": STATUS_TEXT.get(rejection.status, str(rejection.status)),
-                "outcome": outcome,
-            }
-        }
+        source_key = key or f"#{piece.number}"
+        return await reject(svc.engine, NAME, rejection, raw, "application/json", source_key, keep_rejected)
 
 
 async def _store(svc: Services, context: RequestContext, order: Json, raw: bytes) -> Json:
@@ -251,7 +216,7 @@ async def _store(svc: Services, context: RequestContext, order: Json, raw: bytes
             found = held.by_id.get(first)
             location = f"{first}/_history/{found.version}" if found else None
             message = f"Order {ordernummer} version {version} is already stored; nothing changed"
-            return _entry(200, [Issue("information", "informational", message)], location)
+            return entry(200, [Issue("information", "informational", message)], location)
         known = await run_in_threadpool(read_known, svc, context, order)
         bundle = to_fhir.build(order, raw, known, to_instant(utc_now()))
         try:
@@ -260,28 +225,11 @@ async def _store(svc: Services, context: RequestContext, order: Json, raw: bytes
             if error.status == 412 and attempt < ATTEMPTS - 1:
                 continue  # master data changed between reading and writing: read again
             status = 409 if error.status == 409 else (error.status if error.status < 500 else 422)
-            raise Rejection(status, _explain(error, bundle)) from error
+            raise Rejection(status, explain(error, bundle)) from error
         issues, locations = _written(bundle, response, known)
         first = _first_written(order, oid)
-        return _entry(201 if stored is None else 200, issues, locations.get(first))
+        return entry(201 if stored is None else 200, issues, locations.get(first))
     raise AssertionError("unreachable")
-
-
-def _explain(error: FhirError, bundle: Json) -> list[Issue]:
-    """The write path's objection, with the resource each Bundle entry stood for."""
-    issues = []
-    for issue in error.issues:
-        diagnostics = issue.diagnostics
-        for i, entry in enumerate(bundle["entry"]):
-            marker = f"Bundle.entry[{i}]"
-            if diagnostics.startswith(marker):
-                request = entry["request"]
-                diagnostics = (
-                    f"{request['method']} {request['url']}: {diagnostics[len(marker) :].lstrip(' :')}"
-                )
-                break
-        issues.append(Issue(issue.severity, issue.code, diagnostics, issue.expression))
-    return issues
 
 
 async def import_pieces(
@@ -298,10 +246,6 @@ async def import_pieces(
         for piece in items:
             entries.append(await import_order(svc, context, piece, keep_rejected))
     return entries
-
-
-def batch_response(entries: list[Json]) -> Json:
-    return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
 
 
 class OrderAdapter:

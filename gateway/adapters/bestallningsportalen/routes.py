@@ -7,12 +7,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.adapters.bestallningsportalen.adapter import (
-    batch_response,
-    context_for,
-    import_pieces,
-)
+from gateway.adapters.bestallningsportalen.adapter import context_for, import_pieces
 from gateway.adapters.bestallningsportalen.parse import pieces
+from gateway.adapters.intake import batch_response
 from gateway.errors import too_large
 from gateway.fhir.context import services
 from gateway.fhir.http import base_url, fhir_response

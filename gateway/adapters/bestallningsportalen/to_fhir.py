@@ -17,20 +17,16 @@ from gateway.adapters.mapping import Found
 from gateway.model.types import Json
 
 SOURCE = "bestallningsportalen"
-V3_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
-PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 SOURCE_VERSION = f"{m.EXT}/source-version"
 ORDER_TYPE_EXT = f"{m.EXT}/order-type"
 ASSIGNED_UNIT_EXT = f"{m.EXT}/assigned-unit"
 MUNICIPALITY_EXT = f"{m.EXT}/municipality-code"
-RAW_TAG = {"system": m.TAGS, "code": "source-record", "display": "A source record kept verbatim"}
 ORDER_TAG = {"system": m.TAGS, "code": "bestallningsportalen-order", "display": "Beställningsportalen order"}
 UNCONFIRMED = {
     "system": m.TAGS,
     "code": "unconfirmed-prescriber",
     "display": "The requester is the person who keyed the order, assumed to be the prescriber",
 }
-OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
 @dataclass
@@ -101,10 +97,6 @@ def unit_refs(order: Json) -> list[tuple[str, str]]:
     return found
 
 
-def _ref(ref: str, display: str | None = None) -> Json:
-    return {"reference": ref, "display": display} if display else {"reference": ref}
-
-
 def _split_name(name: str) -> Json:
     words = name.split()
     result: Json = {"text": name}
@@ -134,11 +126,7 @@ class Builder(m.BundleBuilder):
     def patient(self) -> str:
         source = self.order["patient"]
         system, value = patient_identifier(self.order)
-        resource: Json = {
-            "resourceType": "Patient",
-            "meta": {"profile": [f"{m.PROFILE}SEBasePatient"]},
-            "identifier": [{"system": system, "value": value}],
-        }
+        resource = m.patient(system, value)
         given, family = source.get("fornamn"), source.get("efternamn")
         if given or family:
             name: Json = {"use": "official"}
@@ -170,14 +158,7 @@ class Builder(m.BundleBuilder):
         return self.master(resource, system, value, self.known.patient)
 
     def organization(self, hsaid: str, name: str | None) -> str:
-        resource: Json = {
-            "resourceType": "Organization",
-            "meta": {"profile": [f"{m.PROFILE}SEBaseOrganization"]},
-            "identifier": [{"system": m.HSA, "value": hsaid}],
-            "active": True,
-        }
-        if name:
-            resource["name"] = name
+        resource = m.organization(hsaid, name)
         return self.master(resource, m.HSA, hsaid, self.known.organizations.get(hsaid))
 
     def practitioner(self, person: Json) -> str:
@@ -206,8 +187,8 @@ class Builder(m.BundleBuilder):
             "meta": {"profile": [f"{m.PROFILE}SEBasePractitionerRole"]},
             "identifier": [{"system": m.PRACTITIONER_ROLE, "value": key}],
             "active": True,
-            "practitioner": {**_ref(practitioner), "display": person["namn"]},
-            "organization": _ref(organization),
+            "practitioner": {**m.ref(practitioner), "display": person["namn"]},
+            "organization": m.ref(organization),
         }
         yrke = m.code_map(SOURCE, "yrke").get(person.get("yrke") or "")
         if yrke:
@@ -252,7 +233,7 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
         {
             "resourceType": "Binary",
             "id": f"{oid}-v{version}",
-            "meta": {"tag": [RAW_TAG]},
+            "meta": {"tag": [m.RAW_TAG]},
             "contentType": "application/json",
             "data": base64.b64encode(raw).decode(),
         },
@@ -280,7 +261,9 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
     written_lines: list[str] = []
     supporting: list[Json] = []
     if order.get("egenvard") and kind["resource"] == "DeviceRequest":
-        supporting.append(_ref(_self_care(b, order, status, patient, practitioners, roles)))
+        supporting.append(m.ref(_self_care(b, order, status, patient, practitioners, roles)))
+    elif kind["resource"] == "DeviceRequest":
+        _withdraw(b, "observation", f"Observation/{oid}-selfcare", "egenvard (self-care assessment)")
     if kind["resource"] == "DeviceRequest":
         for line in order["rader"]:
             written_lines.append(
@@ -305,25 +288,18 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
                 b.own({**found.resource, "status": "revoked"})
         if order.get("uppfoljning"):
             _follow_up(b, order, status, patient, orgs, written_lines)
-        if unconfirmed or (confirm and confirm.resource.get("status") in OPEN_TASK):
+        else:
+            _withdraw(b, "careplan", f"CarePlan/{oid}-followup", "uppfoljning (follow-up plan)")
+        if unconfirmed or (confirm and confirm.resource.get("status") in m.OPEN_TASK):
             _confirm_task(b, order, confirm, unconfirmed, status, group, patient, orgs, written_lines)
     else:
         _work_task(b, order, kind, status, group, patient, requester, device_unit)
 
+    on_behalf = {"onBehalfOf": m.ref(requester, requester_display)} if prescriber else {}
     agents = [
-        {
-            "type": {"coding": [{"system": PARTICIPANT, "code": "author", "display": "Author"}]},
-            "who": _ref(requester, requester_display),
-        },
-        {
-            "type": {"coding": [{"system": PARTICIPANT, "code": "enterer", "display": "Enterer"}]},
-            "who": _ref(roles[orderer["hsaid"]], orderer["namn"]),
-            **({"onBehalfOf": _ref(requester, requester_display)} if prescriber else {}),
-        },
-        {
-            "type": {"coding": [{"system": PARTICIPANT, "code": "assembler", "display": "Assembler"}]},
-            "who": {"display": f"{m.tables(SOURCE)['source']['name']} (gateway adapter)"},
-        },
+        m.agent("author", m.ref(requester, requester_display)),
+        m.agent("enterer", m.ref(roles[orderer["hsaid"]], orderer["namn"]), **on_behalf),
+        m.agent("assembler", {"display": f"{m.tables(SOURCE)['source']['name']} (gateway adapter)"}),
     ]
     first = known.by_id.get(f"Provenance/{oid}")
     operation = "UPDATE" if first else "CREATE"
@@ -332,16 +308,16 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
         "id": oid,
         "meta": {"tag": [ORDER_TAG]},
         "extension": [{"url": SOURCE_VERSION, "valueInteger": version}],
-        "target": [_ref(t) for t in b.targets],
+        "target": [m.ref(t) for t in b.targets],
         "occurredDateTime": b.event,
         "recorded": recorded,
-        "activity": {"coding": [{"system": V3_OPERATION, "code": operation}]},
+        "activity": {"coding": [{"system": m.V3_OPERATION, "code": operation}]},
         "agent": agents,
         "entity": [
             {
                 "role": "source",
                 "what": {
-                    **_ref(raw_ref),
+                    **m.ref(raw_ref),
                     "display": f"{m.tables(SOURCE)['source']['name']} order {ordernummer} version {version}",
                 },
             }
@@ -405,10 +381,10 @@ def _device_request(
         "intent": kind["intent"],
         "codeCodeableConcept": code,
         "parameter": parameters,
-        "subject": _ref(patient),
+        "subject": m.ref(patient),
         "authoredOn": order["skapad"],
-        "requester": _ref(requester, requester_display),
-        "performer": _ref(device_unit),
+        "requester": m.ref(requester, requester_display),
+        "performer": m.ref(device_unit),
     }
     if unconfirmed:
         resource["meta"] = {"tag": [UNCONFIRMED]}
@@ -444,7 +420,7 @@ def _self_care(
         "id": f"{b.oid}-selfcare",
         "status": status["observation"],
         "code": {"coding": [{"system": m.SELF_CARE, "code": "assessment", "display": "Egenvårdsbedömning"}]},
-        "subject": _ref(patient),
+        "subject": m.ref(patient),
         "valueCodeableConcept": {
             "coding": [{**_coding("bedomning", care["bedomning"]), "system": m.SELF_CARE}]
         },
@@ -453,7 +429,7 @@ def _self_care(
         resource["effectiveDateTime"] = care["datum"]
     assessor = care.get("bedomd_av_hsaid")
     if assessor:
-        resource["performer"] = [_ref(roles.get(assessor) or practitioners[assessor])]
+        resource["performer"] = [m.ref(roles.get(assessor) or practitioners[assessor])]
     handlers = care.get("hanteras_av") or []
     if handlers:
         # One component whose concept lists every handler. One component per handler is the cleaner
@@ -481,7 +457,7 @@ def _follow_up(
         "code": "device-follow-up",
         "display": "Uppföljning av hjälpmedel",
     }
-    activities: list[Json] = [{"reference": _ref(line)} for line in lines]
+    activities: list[Json] = [{"reference": m.ref(line)} for line in lines]
     for item in plan["plan"]:
         when = (start + timedelta(days=item["efter_dagar"])).isoformat()
         activities.append(
@@ -491,7 +467,7 @@ def _follow_up(
                     "code": {"coding": [_coding("uppfoljningssatt", item["satt"])]},
                     "status": "not-started" if status["careplan"] == "active" else "cancelled",
                     "scheduledPeriod": {"start": when},
-                    "performer": [_ref(unit)],
+                    "performer": [m.ref(unit)],
                     "description": f"Uppföljning {item['efter_dagar']} dagar efter förskrivning",
                 }
             }
@@ -504,12 +480,40 @@ def _follow_up(
             "intent": "plan",
             "category": [{"coding": [category]}],
             "title": f"Uppföljning av beställning {order['ordernummer']}",
-            "subject": _ref(patient),
+            "subject": m.ref(patient),
             "created": order["skapad"],
-            "author": _ref(unit),
+            "author": m.ref(unit),
             "activity": activities,
         }
     )
+
+
+def _withdraw(b: Builder, kind: str, key: str, what: str) -> None:
+    """An earlier version's resource (`key`) that this version of the order no longer has: ended with the
+    status `withdrawn` in codes.yaml names and a note saying why, never deleted; left as it is when held
+    with an ended status already (so a later version writes nothing more)."""
+    found = b.known.by_id.get(key)
+    rule = m.tables(SOURCE)["withdrawn"][kind]
+    if found is None or found.resource.get("status") in rule["ended"]:
+        return
+    reason = f"Version {version_of(b.order)} of order {b.order['ordernummer']} no longer has {what}"
+    resource = {
+        **found.resource,
+        "status": rule["status"],
+        "note": [*found.resource.get("note", []), {"text": reason}],
+    }
+    if "activity" in resource:
+        resource["activity"] = [_end_activity(activity) for activity in resource["activity"]]
+    b.own(resource)
+
+
+def _end_activity(activity: Json) -> Json:
+    """A withdrawn CarePlan's activity: ended when not yet done (codes.yaml `withdrawn.activity`)."""
+    detail = activity.get("detail")
+    ended = m.tables(SOURCE)["withdrawn"]["activity"].get((detail or {}).get("status"))
+    if detail is None or ended is None:
+        return activity
+    return {**activity, "detail": {**detail, "status": ended}}
 
 
 def _confirm_task(
@@ -548,11 +552,11 @@ def _confirm_task(
                 "prescriber. "
                 "Complete this Task with an output valueReference to the prescriber's PractitionerRole."
             ),
-            "focus": _ref(lines[0]),
-            "basedOn": [_ref(line) for line in lines],
-            "for": _ref(patient),
+            "focus": m.ref(lines[0]),
+            "basedOn": [m.ref(line) for line in lines],
+            "for": m.ref(patient),
             "authoredOn": order["skapad"],
-            "owner": _ref(orgs[orderer["enhet_hsaid"]]),
+            "owner": m.ref(orgs[orderer["enhet_hsaid"]]),
         }
     )
 
@@ -581,13 +585,13 @@ def _work_task(
         "status": task_status,
         "intent": "order",
         "code": {"coding": [{"system": m.TASK_CODES, "code": kind["task_code"], "display": kind["display"]}]},
-        "for": _ref(patient),
+        "for": m.ref(patient),
         "authoredOn": order["skapad"],
-        "requester": _ref(requester),
-        "owner": _ref(device_unit),
+        "requester": m.ref(requester),
+        "owner": m.ref(device_unit),
     }
     if units:
-        resource["focus"] = _ref(b.device(*units[0]))
+        resource["focus"] = m.ref(b.device(*units[0]))
     if order.get("meddelande"):
         resource["description"] = order["meddelande"]
     inputs = [

@@ -9,30 +9,37 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 
 from gateway.adapters import mapping as m
-from gateway.adapters import quarantine
-from gateway.adapters.bestallningsportalen.adapter import STATUS_TEXT, Rejection, _explain, batch_response
 from gateway.adapters.device_register import to_fhir
 from gateway.adapters.device_register.parse import RegisterCsv, Row, typed, verbatim
+from gateway.adapters.intake import (
+    AdapterClient,
+    Rejection,
+    batch_response,
+    by_id,
+    entry,
+    explain,
+    found,
+    identifier_search,
+    one,
+    reject,
+)
 from gateway.adapters.mapping import Found
 from gateway.adapters.registry import register
 from gateway.errors import FhirError, Issue
-from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.transaction import process_bundle
-from gateway.hooks import Principal, RequestContext
+from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
-from gateway.store.repository import Stored
 
 NAME = "device-register"
 CLIENT_ID = "adapter:device-register"
-ATTEMPTS = 3  # a row whose resources changed under it (412) is read and built again
+ATTEMPTS = 3  # a row whose resources changed under it (412, or its new unit created: 409) is built again
 MODES = ("full", "delta")
 
 # What the adapter may do when SMART scopes are enforced: write the types a row becomes, read them, and
@@ -48,11 +55,8 @@ WRITES = (
     "Binary",
 )
 SCOPES = frozenset({*(f"system/{res_type}.crus" for res_type in WRITES), "system/DeviceRequest.rs"})
-
-
-def context_for(svc: Services, base_url: str = "") -> RequestContext:
-    principal = Principal(client_id=CLIENT_ID, scopes=SCOPES)
-    return RequestContext(principal=principal, base_url=base_url or svc.settings.base_url)
+CLIENT = AdapterClient(CLIENT_ID, SCOPES)
+context_for = CLIENT.context
 
 
 def fields() -> dict[str, dict[str, Any]]:
@@ -69,16 +73,6 @@ def open_csv(chunks: Iterable[str]) -> RegisterCsv:
     return RegisterCsv(chunks, required_columns())
 
 
-def _q(system: str, value: str) -> str:
-    return "identifier=" + quote(f"{system}|{value}", safe=":/|")
-
-
-def _found(stored: Stored | None) -> Found | None:
-    if stored is None or stored.deleted:
-        return None
-    return Found(stored.res_id, stored.version_id, stored.json())
-
-
 def _has_article(request: Json, article: str) -> bool:
     codings = (request.get("codeCodeableConcept") or {}).get("coding", [])
     return any(c.get("system") == m.ARTICLE and c.get("code") == article for c in codings)
@@ -87,30 +81,26 @@ def _has_article(request: Json, article: str) -> bool:
 def read_known(svc: Services, context: RequestContext, row: Json) -> to_fhir.Known:
     """Everything the row touches that the gateway already holds, in one read-only unit of work."""
 
-    def one(uow: UnitOfWork, res_type: str, query: str) -> Found | None:
-        found = svc.searcher.match(uow.connection, res_type, query)
-        return _found(found[0]) if len(found) == 1 else None
-
     def many(uow: UnitOfWork, res_type: str, query: str) -> list[Found]:
-        found = (_found(s) for s in svc.searcher.match(uow.connection, res_type, query, limit=1000))
-        return [f for f in found if f is not None]
+        matches = (found(s) for s in svc.searcher.match(uow.connection, res_type, query, limit=1000))
+        return [f for f in matches if f is not None]
 
     def work(uow: UnitOfWork) -> to_fhir.Known:
         known = to_fhir.Known()
-        known.device = one(uow, "Device", _q(*to_fhir.unit_key(row)))
-        known.owner = one(uow, "Organization", _q(m.HSA, row["agare_hsaid"]))
-        number = to_fhir.patient_number(row)
-        if number:
-            known.patient = one(uow, "Patient", _q(m.PERSONNUMMER, number))
+        known.device = one(svc, uow, "Device", identifier_search(*to_fhir.unit_key(row)))
+        known.owner = one(svc, uow, "Organization", identifier_search(m.HSA, row["agare_hsaid"]))
+        person = to_fhir.patient_identifier(row)
+        if person:
+            known.patient = one(svc, uow, "Patient", identifier_search(*person))
         if known.device:
             device = f"Device/{known.device.res_id}"
             uses = many(uow, "DeviceUseStatement", f"device={device}")
             known.uses = [u for u in uses if u.resource.get("status") == "active"]
-            code = quote(f"{m.TASK_CODES}|return-device", safe=":/|")
-            tasks = many(uow, "Task", f"focus={device}&code={code}")
-            known.return_tasks = [t for t in tasks if t.resource.get("status") in to_fhir.OPEN_TASK]
+            code = identifier_search(m.TASK_CODES, "return-device", "code")
+            tasks = many(uow, "Task", f"focus={device}&{code}")
+            known.return_tasks = [t for t in tasks if t.resource.get("status") in m.OPEN_TASK]
         if row.get("forskrivning_ordernummer"):
-            group = "group-identifier=" + quote(f"{m.ORDER}|{row['forskrivning_ordernummer']}", safe=":/|")
+            group = identifier_search(m.ORDER, row["forskrivning_ordernummer"], "group-identifier")
             lines = [line for line in many(uow, "DeviceRequest", group) if line.resource.get("status")]
             matching = sorted(
                 (line for line in lines if _has_article(line.resource, row["artikelnummer"])),
@@ -123,26 +113,19 @@ def read_known(svc: Services, context: RequestContext, row: Json) -> to_fhir.Kno
                     reference = str((extension.get("valueReference") or {}).get("reference", ""))
                     if extension.get("url") == to_fhir.DEVICE_REQUEST_EXT and "/" in reference:
                         res_type, res_id = reference.split("/")[:2]
-                        known.order_line = _found(uow.repository.current(res_type, res_id))
+                        known.order_line = by_id(uow, res_type, res_id)
         task_id, message_id = to_fhir.recall_ids(row)
         for res_type, res_id in (
             ("DeviceUseStatement", to_fhir.use_id(row)),
             ("Task", task_id),
             ("Communication", message_id),
         ):
-            found = _found(uow.repository.current(res_type, res_id))
-            if found:
-                known.by_id[f"{res_type}/{res_id}"] = found
+            held = by_id(uow, res_type, res_id)
+            if held:
+                known.by_id[f"{res_type}/{res_id}"] = held
         return known
 
     return svc.write_path.run(context, work, write=False)
-
-
-def _entry(status: int, issues: list[Issue], location: str | None = None) -> Json:
-    response: Json = {"status": STATUS_TEXT.get(status, str(status)), "outcome": operation_outcome(issues)}
-    if location:
-        response["location"] = location
-    return {"response": response}
 
 
 def _written(bundle: Json, response: Json) -> tuple[list[Issue], str | None]:
@@ -157,6 +140,12 @@ def _written(bundle: Json, response: Json) -> tuple[list[Issue], str | None]:
             device = location
         issues.append(Issue("information", "informational", f"{key} {what}", (key,)))
     return issues, device
+
+
+def _stale(error: FhirError, known: to_fhir.Known) -> bool:
+    """The write failed because the Bundle was built on a view another writer changed: a resource read
+    has a newer version (412), or the unit taken for new was created meanwhile (409, identifier taken)."""
+    return error.status == 412 or (error.status == 409 and known.device is None)
 
 
 def _at_line(line: int, issues: list[Issue]) -> list[Issue]:
@@ -208,18 +197,10 @@ class Importer:
                 raise Rejection(409, [Issue("error", "conflict", message, ("individnummer",))])
             return await self._store(record, raw)
         except Rejection as rejection:
-            outcome = operation_outcome(rejection.issues)
-            if self.keep_rejected:
-                source_key = " ".join(u for u in unit if u) or f"line {row.line}"
-                await run_in_threadpool(
-                    quarantine.put, self.svc.engine, NAME, raw, "text/csv", outcome, source_key
-                )
-            return {
-                "response": {
-                    "status": STATUS_TEXT.get(rejection.status, str(rejection.status)),
-                    "outcome": outcome,
-                }
-            }
+            source_key = " ".join(u for u in unit if u) or f"line {row.line}"
+            return await reject(
+                self.svc.engine, NAME, rejection, raw, "text/csv", source_key, self.keep_rejected
+            )
 
     async def _store(self, row: Json, raw: bytes) -> Json:
         for attempt in range(ATTEMPTS):
@@ -231,16 +212,16 @@ class Importer:
                 message = (
                     f"{row['register']} {row['individnummer']} is stored as the row says; nothing changed"
                 )
-                return _entry(200, [Issue("information", "informational", message), *notes], location)
+                return entry(200, [Issue("information", "informational", message), *notes], location)
             try:
                 response = await process_bundle(self.svc, self.context, bundle)
             except FhirError as error:
-                if error.status == 412 and attempt < ATTEMPTS - 1:
-                    continue
+                if _stale(error, known) and attempt < ATTEMPTS - 1:
+                    continue  # built on what another writer has changed since: read and build again
                 status = 409 if error.status in (409, 412) else (error.status if error.status < 500 else 422)
-                raise Rejection(status, _explain(error, bundle)) from error
+                raise Rejection(status, explain(error, bundle)) from error
             issues, location = _written(bundle, response)
-            return _entry(201 if known.device is None else 200, [*issues, *notes], location)
+            return entry(201 if known.device is None else 200, [*issues, *notes], location)
         raise AssertionError("unreachable")
 
     async def finish(self) -> list[Json]:
@@ -251,35 +232,33 @@ class Importer:
         entries = []
         for register_name, listed in sorted(self.listed.items()):
             system = m.unit_system(register_name)
-            for found in await run_in_threadpool(self._units, system):
+            for unit in await run_in_threadpool(self._units, system):
                 values = {
-                    i.get("value") for i in found.resource.get("identifier", []) if i.get("system") == system
+                    i.get("value") for i in unit.resource.get("identifier", []) if i.get("system") == system
                 }
                 if values & listed:
                     continue
-                bundle = to_fhir.missing_bundle(found, register_name, to_instant(utc_now()))
+                bundle = to_fhir.missing_bundle(unit, register_name, to_instant(utc_now()))
                 if bundle is None:
                     continue
-                key = f"Device/{found.res_id}"
+                key = f"Device/{unit.res_id}"
                 try:
                     response = await process_bundle(self.svc, self.context, bundle)
                 except FhirError as error:
                     entries.append(
-                        _entry(409 if error.status == 412 else error.status, _explain(error, bundle))
+                        entry(409 if error.status == 412 else error.status, explain(error, bundle))
                     )
                     continue
                 location = response["entry"][0]["response"].get("location")
                 message = f"{key} is not listed in this full export of {register_name}: tagged missing"
-                entries.append(
-                    _entry(200, [Issue("information", "informational", message, (key,))], location)
-                )
+                entries.append(entry(200, [Issue("information", "informational", message, (key,))], location))
         return entries
 
     def _units(self, system: str) -> list[Found]:
         def work(uow: UnitOfWork) -> list[Found]:
-            query = "identifier=" + quote(f"{system}|", safe=":/|")
-            found = (_found(s) for s in self.svc.searcher.match(uow.connection, "Device", query, limit=10**7))
-            return [f for f in found if f is not None]
+            query = identifier_search(system, "")
+            units = (found(s) for s in self.svc.searcher.match(uow.connection, "Device", query, limit=10**7))
+            return [u for u in units if u is not None]
 
         return self.svc.write_path.run(self.context, work, write=False)
 

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.adapters import mapping as m
-from gateway.adapters.bestallningsportalen.adapter import batch_response
 from gateway.adapters.device_register import to_fhir
 from gateway.adapters.device_register.adapter import MODES, Importer, context_for, import_rows, open_csv
 from gateway.adapters.device_register.parse import HeaderError
+from gateway.adapters.intake import batch_response
 from gateway.errors import bad_request, too_large
 from gateway.fhir.context import services
 from gateway.fhir.http import base_url, fhir_response

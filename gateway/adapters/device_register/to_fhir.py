@@ -3,9 +3,10 @@ mappings/device-register/). Pure: what the gateway already holds comes in as `Kn
 
 The Device is found by register + individnummer (the order adapter may have created a stub on that
 identifier) and rewritten in the fields the register owns, keeping what other sources added; a new one is
-a conditional create on the identifier. Every other resource has an id derived from the unit, so a
-replay writes to the same ones. A resource equal to what is stored gets no entry: a row identical to what
-is stored yields a Bundle without entries, and the adapter writes nothing."""
+a plain create, which fails (409, identifier taken) when another writer created the unit meanwhile.
+Every other resource has an id derived from the unit, so a replay writes to the same ones. A resource
+equal to what is stored gets no entry: a row identical to what is stored yields a Bundle without entries,
+and the adapter writes nothing."""
 
 from __future__ import annotations
 
@@ -20,15 +21,11 @@ from gateway.errors import Issue
 from gateway.model.types import Json
 
 SOURCE = "device-register"
-V3_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
-PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 UCUM = "http://unitsofmeasure.org"
 MAINTENANCE_EXT = f"{m.EXT}/device-maintenance"
 DEVICE_REQUEST_EXT = f"{m.EXT}/device-request"
 REGISTER_TASK = f"{m.BASE}/CodeSystem/device-register-task"
-RAW_TAG = {"system": m.TAGS, "code": "source-record", "display": "A source record kept verbatim"}
 MISSING_TAG = {"system": m.TAGS, "code": "missing-from-register", "display": "Missing from the register"}
-OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 MANAGED = (
     "identifier",
     "status",
@@ -71,8 +68,10 @@ def _hashed(prefix: str, *parts: str) -> str:
 
 
 def use_id(row: Json) -> str:
-    """The DeviceUseStatement of this unit at this patient (the id carries no personal number)."""
-    return _hashed("dr-use", *unit_key(row), row.get("patient_personnummer") or "")
+    """The DeviceUseStatement of this unit at this patient (the id carries no personal number; the same
+    whether the row writes the number with a hyphen or not)."""
+    person = patient_identifier(row)
+    return _hashed("dr-use", *unit_key(row), person[1] if person else "")
 
 
 def recall_ids(row: Json) -> tuple[str, str]:
@@ -86,15 +85,12 @@ def record_id(raw: bytes) -> str:
     return _hashed("dr-row", raw.decode("utf-8", errors="replace"))
 
 
-def patient_number(row: Json) -> str | None:
-    """The patient the row places the unit with, when its status allows one."""
+def patient_identifier(row: Json) -> tuple[str, str] | None:
+    """(system, number) of the patient the row places the unit with, when its status allows one: the
+    column takes a personnummer or a samordningsnummer, identified as the order adapter does."""
     if status_of(row).get("patient", "none") == "none" or not row.get("patient_personnummer"):
         return None
-    return m.person_number(row["patient_personnummer"])
-
-
-def _ref(ref: str, display: str | None = None) -> Json:
-    return {"reference": ref, "display": display} if display else {"reference": ref}
+    return m.person_identifier(row["patient_personnummer"])
 
 
 def _content(resource: Json) -> Json:
@@ -126,23 +122,6 @@ class Builder(m.BundleBuilder):
         if found is not None:
             request["ifMatch"] = f'W/"{found.version}"'
         return self.entry(m.urn(key), resource, request, target)
-
-
-def owner_resource(hsaid: str) -> Json:
-    return {
-        "resourceType": "Organization",
-        "meta": {"profile": [f"{m.PROFILE}SEBaseOrganization"]},
-        "identifier": [{"system": m.HSA, "value": hsaid}],
-        "active": True,
-    }
-
-
-def patient_resource(number: str) -> Json:
-    return {
-        "resourceType": "Patient",
-        "meta": {"profile": [f"{m.PROFILE}SEBasePatient"]},
-        "identifier": [{"system": m.PERSONNUMMER, "value": number}],
-    }
 
 
 def _maintenance(row: Json) -> list[Json]:
@@ -187,7 +166,7 @@ def device_resource(row: Json, owner: str, patient: str | None, stored: Json | N
         "statusReason": [{"coding": [reason], "text": row["status"]}],
         "deviceName": [{"name": row["benamning"], "type": "user-friendly-name"}],
         "type": code,
-        "owner": _ref(owner),
+        "owner": m.ref(owner),
     }
     for column, element in (("serienummer", "serialNumber"), ("modell", "modelNumber")):
         if row.get(column):
@@ -195,7 +174,7 @@ def device_resource(row: Json, owner: str, patient: str | None, stored: Json | N
     if row.get("tillverkare"):
         built["manufacturer"] = row["tillverkare"]
     if patient:
-        built["patient"] = _ref(patient)
+        built["patient"] = m.ref(patient)
     if stored is None:
         extensions = _maintenance(row)
         return {**built, **({"extension": extensions} if extensions else {})}
@@ -231,15 +210,16 @@ def build(row: Json, raw: bytes, known: Known, recorded: str) -> tuple[Json, lis
     b = Builder(row, known, recorded)
     status = status_of(row)
     system, value = unit_key(row)
-    owner = b.master(owner_resource(row["agare_hsaid"]), m.HSA, row["agare_hsaid"], known.owner)
-    number = patient_number(row)
-    patient = b.master(patient_resource(number), m.PERSONNUMMER, number, known.patient) if number else None
+    owner = b.master(m.organization(row["agare_hsaid"]), m.HSA, row["agare_hsaid"], known.owner)
+    person = patient_identifier(row)
+    patient = b.master(m.patient(*person), *person, known.patient) if person else None
 
     stored = known.device.resource if known.device else None
     device_json = device_resource(row, owner, patient, stored)
     if known.device is None:
-        request = {"method": "POST", "url": "Device", "ifNoneExist": m.identifier_query(system, value)}
-        device = b.entry(m.urn("Device", system, value), device_json, request)
+        # a plain create, not a conditional one: should another writer create the unit first, its
+        # identifier is taken, the transaction fails whole and the adapter reads and builds again
+        device = b.entry(m.urn("Device", system, value), device_json, {"method": "POST", "url": "Device"})
     elif _content(device_json) == _content(known.device.resource):
         device = f"Device/{known.device.res_id}"
     else:
@@ -275,7 +255,7 @@ def _order_line_ext(b: Builder) -> list[Json]:
         b.notes.append(Issue("warning", "not-found", message, ("forskrivning_ordernummer",)))
     if line is None:
         return []
-    return [{"url": DEVICE_REQUEST_EXT, "valueReference": _ref(f"DeviceRequest/{line.res_id}")}]
+    return [{"url": DEVICE_REQUEST_EXT, "valueReference": m.ref(f"DeviceRequest/{line.res_id}")}]
 
 
 def _start_use(b: Builder, device: str, patient: str) -> None:
@@ -288,7 +268,7 @@ def _start_use(b: Builder, device: str, patient: str) -> None:
     extensions = _order_line_ext(b)
     if extensions:
         resource["extension"] = extensions
-    resource.update({"status": "active", "subject": _ref(patient), "device": _ref(device)})
+    resource.update({"status": "active", "subject": m.ref(patient), "device": m.ref(device)})
     if b.row.get("utlamnad_datum"):
         resource["timingPeriod"] = {"start": b.row["utlamnad_datum"]}
     b.own(resource, found)
@@ -317,12 +297,12 @@ def _recall(b: Builder, device: str, owner: str, patient: str | None) -> None:
             "code": {"coding": [code]},
             "description": f"The manufacturer has recalled {where}"
             + (", which is at a patient" if patient else ""),
-            "focus": _ref(device),
+            "focus": m.ref(device),
             "authoredOn": b.recorded,
-            "owner": _ref(owner),
+            "owner": m.ref(owner),
         }
         if patient:
-            task["for"] = _ref(patient)
+            task["for"] = m.ref(patient)
         b.own(task, None)
     line = b.known.order_line
     prescriber = (line.resource.get("requester") if line else None) or None
@@ -333,18 +313,18 @@ def _recall(b: Builder, device: str, owner: str, patient: str | None) -> None:
         b.notes.append(Issue("warning", "not-found", message, ("forskrivning_ordernummer",)))
         return
     category = {"system": REGISTER_TASK, "code": "recall-device", "display": "Återkallad enhet"}
-    about = [_ref(device), *([_ref(f"DeviceRequest/{line.res_id}")] if line else [])]
+    about = [m.ref(device), *([m.ref(f"DeviceRequest/{line.res_id}")] if line else [])]
     communication: Json = {
         "resourceType": "Communication",
         "id": message_id,
         "status": "completed",
         "category": [{"coding": [category]}],
         "priority": "urgent",
-        "subject": _ref(patient),
+        "subject": m.ref(patient),
         "about": about,
         "sent": b.recorded,
         "recipient": [dict(prescriber)],
-        "sender": _ref(owner),
+        "sender": m.ref(owner),
         "payload": [
             {
                 "contentString": f"The manufacturer has recalled {where}, which you prescribed for this "
@@ -355,14 +335,19 @@ def _recall(b: Builder, device: str, owner: str, patient: str | None) -> None:
     b.own(communication, None)
 
 
+def _assembler(register: str) -> Json:
+    """The Provenance agent of a register's rows: the register, through this adapter."""
+    name = m.tables(SOURCE)["source"]["name"]
+    return m.agent("assembler", {"display": f"{register} via {name} (gateway adapter)"})
+
+
 def _provenance(b: Builder, raw: bytes, device: str) -> None:
     res_id = record_id(raw)
-    name = m.tables(SOURCE)["source"]["name"]
     binary = b.own(
         {
             "resourceType": "Binary",
             "id": res_id,
-            "meta": {"tag": [RAW_TAG]},
+            "meta": {"tag": [m.RAW_TAG]},
             "contentType": "text/csv",
             "data": base64.b64encode(raw).decode(),
         },
@@ -372,19 +357,16 @@ def _provenance(b: Builder, raw: bytes, device: str) -> None:
     provenance = {
         "resourceType": "Provenance",
         "id": res_id,
-        "target": [_ref(t) for t in b.targets],
+        "target": [m.ref(t) for t in b.targets],
         "recorded": b.recorded,
-        "activity": {"coding": [{"system": V3_OPERATION, "code": "UPDATE" if b.known.device else "CREATE"}]},
-        "agent": [
-            {
-                "type": {"coding": [{"system": PARTICIPANT, "code": "assembler", "display": "Assembler"}]},
-                "who": {"display": f"{b.row['register']} via {name} (gateway adapter)"},
-            }
-        ],
+        "activity": {
+            "coding": [{"system": m.V3_OPERATION, "code": "UPDATE" if b.known.device else "CREATE"}]
+        },
+        "agent": [_assembler(b.row["register"])],
         "entity": [
             {
                 "role": "source",
-                "what": {**_ref(binary), "display": f"{b.row['register']} row for {b.row['individnummer']}"},
+                "what": {**m.ref(binary), "display": f"{b.row['register']} row for {b.row['individnummer']}"},
             }
         ],
     }
@@ -402,16 +384,11 @@ def missing_bundle(found: Found, register: str, recorded: str) -> Json | None:
     provenance = {
         "resourceType": "Provenance",
         "id": _hashed("dr-missing", found.res_id, recorded),
-        "target": [_ref(key)],
+        "target": [m.ref(key)],
         "recorded": recorded,
-        "activity": {"coding": [{"system": V3_OPERATION, "code": "UPDATE"}]},
+        "activity": {"coding": [{"system": m.V3_OPERATION, "code": "UPDATE"}]},
         "reason": [{"text": f"Not listed in the full export of {register}"}],
-        "agent": [
-            {
-                "type": {"coding": [{"system": PARTICIPANT, "code": "assembler", "display": "Assembler"}]},
-                "who": {"display": f"{register} via {m.tables(SOURCE)['source']['name']} (gateway adapter)"},
-            }
-        ],
+        "agent": [_assembler(register)],
     }
     return {
         "resourceType": "Bundle",
