@@ -63,9 +63,16 @@ class Settings:
     oidc_claim_organization: str = "hsa_org"
     oidc_claim_person: str = "hsa_id"
     oidc_claim_scopes: str = "scope"
+    # The claim carrying the access's v3 PurposeOfUse code (AuditEvent.purposeOfEvent; TREAT without it).
+    oidc_claim_purpose: str = "purpose_of_use"
+    # Clients' default purpose of use, "client_id=CODE", comma-separated (docs/security.md).
+    client_purposes: tuple[str, ...] = ()
+    # The secret the signing keys' private parts are encrypted with in the database. Production sets it;
+    # empty means a generated development secret kept in key_secret_file (docs/security.md).
+    key_secret: str = ""
+    key_secret_file: Path = field(default_factory=lambda: REPO_ROOT / "var" / "key-secret")
     # The organisation policy (docs/security.md): its rules file, and whether it applies.
-    # GATEWAY_ORGANISATION_POLICY is on by default from the environment; Settings() in code leaves it off.
-    organisation_policy: bool = False
+    organisation_policy: bool = True
     access_policy: Path = field(default_factory=lambda: REPO_ROOT / "policy" / "access.yaml")
     # Client ids exempt from the organisation policy (the region's own journal system), comma-separated.
     region_clients: tuple[str, ...] = ()
@@ -76,6 +83,17 @@ class Settings:
     # Records waiting for the batch writer; when full, requests fail closed with 503.
     audit_queue_size: int = 10000
     audit_batch_size: int = 500
+    # The MLLP listener (docs/adapters/hl7v2.md). With mllp_port set, `gateway serve` runs it too.
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int | None = None
+    # Accepted sending facilities and the client each acts as: "MSH-4 HSA-id=client id", comma-separated.
+    mllp_facilities: tuple[str, ...] = ()
+    mllp_max_bytes: int = 1024 * 1024
+    mllp_idle_seconds: int = 300
+    # TLS: certificate chain and key (PEM); a client CA file makes client certificates required (mTLS).
+    mllp_tls_cert: str = ""
+    mllp_tls_key: str = ""
+    mllp_tls_client_ca: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -103,11 +121,23 @@ class Settings:
             ),
             oidc_claim_person=os.environ.get("GATEWAY_OIDC_CLAIM_PERSON", defaults.oidc_claim_person),
             oidc_claim_scopes=os.environ.get("GATEWAY_OIDC_CLAIM_SCOPES", defaults.oidc_claim_scopes),
-            organisation_policy=_switch("GATEWAY_ORGANISATION_POLICY", True),
+            oidc_claim_purpose=os.environ.get("GATEWAY_OIDC_CLAIM_PURPOSE", defaults.oidc_claim_purpose),
+            client_purposes=_list("GATEWAY_CLIENT_PURPOSES"),
+            key_secret=os.environ.get("GATEWAY_KEY_SECRET", ""),
+            key_secret_file=Path(os.environ.get("GATEWAY_KEY_SECRET_FILE", str(defaults.key_secret_file))),
+            organisation_policy=_switch("GATEWAY_ORGANISATION_POLICY", defaults.organisation_policy),
             access_policy=Path(os.environ.get("GATEWAY_ACCESS_POLICY", str(defaults.access_policy))),
             region_clients=_list("GATEWAY_REGION_CLIENTS"),
             protected_identity_clients=_list("GATEWAY_PROTECTED_IDENTITY_CLIENTS"),
             audit=_switch("GATEWAY_AUDIT", defaults.audit),
             audit_queue_size=_int("GATEWAY_AUDIT_QUEUE_SIZE", defaults.audit_queue_size),
             audit_batch_size=_int("GATEWAY_AUDIT_BATCH_SIZE", defaults.audit_batch_size),
+            mllp_host=os.environ.get("GATEWAY_MLLP_HOST", "") or defaults.mllp_host,
+            mllp_port=_int("GATEWAY_MLLP_PORT", 0) or None,
+            mllp_facilities=_list("GATEWAY_MLLP_FACILITIES"),
+            mllp_max_bytes=_int("GATEWAY_MLLP_MAX_BYTES", defaults.mllp_max_bytes),
+            mllp_idle_seconds=_int("GATEWAY_MLLP_IDLE_SECONDS", defaults.mllp_idle_seconds),
+            mllp_tls_cert=os.environ.get("GATEWAY_MLLP_TLS_CERT", ""),
+            mllp_tls_key=os.environ.get("GATEWAY_MLLP_TLS_KEY", ""),
+            mllp_tls_client_ca=os.environ.get("GATEWAY_MLLP_TLS_CLIENT_CA", ""),
         )

@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.model.types import Json
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from gateway.pipeline import UnitOfWork, WritePath
+    from gateway.search.parameters import MaskedSort
     from gateway.store.repository import Stored
 
 log = logging.getLogger("gateway.audit")
@@ -30,6 +33,8 @@ class Principal:
     organization: str | None = None
     person: str | None = None
     scopes: frozenset[str] = frozenset()
+    # Why it accesses: a v3 PurposeOfUse code (gateway.security.purpose), TREAT unless its token says.
+    purpose: str = "TREAT"
 
 
 @dataclass
@@ -42,6 +47,10 @@ class RequestContext:
     cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
     # Set by the audit sink once a record of this request is queued (see gateway.security.audit).
     audited: bool = False
+    # The connection of the unit of work running now (set by the write path; a context runs one unit of
+    # work at a time): policies query through it, so they see what the transaction has written so far
+    # (a relationship made by an earlier entry).
+    connection: Connection | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,14 @@ def masked_match(
     look into what the policy's mask hides from `context` (a protected patient found by name)."""
     check = getattr(policy, "masked_match", None)
     return bool(check is not None and check(context, resource, parameters))
+
+
+def masked_sort(policy: AccessPolicy, context: RequestContext, res_type: str) -> MaskedSort | None:
+    """The sort parameters of `res_type` whose values the policy's mask hides from `context` in some
+    resources (an AccessPolicy may have `masked_sort(context, res_type)`): those sort as valueless."""
+    check = getattr(policy, "masked_sort", None)
+    found: MaskedSort | None = check(context, res_type) if check is not None else None
+    return found
 
 
 def masks(policy: AccessPolicy) -> bool:

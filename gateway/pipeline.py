@@ -128,6 +128,7 @@ class WritePath:
                 options = {WRITE_OPTION: write}
                 with self.engine.connect().execution_options(**options) as connection, connection.begin():
                     uow = UnitOfWork(connection, context, utc_now())
+                    context.connection = connection  # policies see this transaction's writes
                     result = work(uow)
                 self._after_commit(uow)
                 return result

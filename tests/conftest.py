@@ -110,7 +110,8 @@ def client(services: Services) -> Iterator[TestClient]:
 
 @pytest.fixture
 def secure_services(database: Database) -> Iterator[Services]:
-    """Services with GATEWAY_AUTH on: tokens required, SMART scopes enforced."""
+    """Services with GATEWAY_AUTH on: tokens required, SMART scopes and the organisation policy enforced
+    (a client registered with `region=True`, tests/security/conftest.py, is exempt from the latter)."""
     database.clear()
     built = Services.build(database.settings(auth=True), engine=database.engine)
     yield built

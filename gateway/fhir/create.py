@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import bad_request
-from gateway.fhir.context import request_context, run, services
+from gateway.fhir.context import run, services
 from gateway.fhir.http import read_json
 from gateway.fhir.respond import write_response
 
@@ -18,4 +18,4 @@ async def create(request: Request, res_type: str) -> Response:
     write_path = services(request).write_path
     condition = request.headers.get("if-none-exist")
     result = await run(request, lambda uow: write_path.create(uow, body, condition))
-    return write_response(request, request_context(request).base_url, result)
+    return write_response(request, result)

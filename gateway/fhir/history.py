@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -12,7 +11,8 @@ from starlette.responses import Response
 from gateway.errors import bad_request, not_found
 from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response
-from gateway.hooks import AccessRecord, mask, masks, patients_in
+from gateway.fhir.view import View
+from gateway.hooks import AccessRecord, patients_in
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import DateFormatError, date_range, to_instant
 from gateway.store.repository import Stored
@@ -68,12 +68,10 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
         return visible, following
 
     rows, following = await run(request, work, write=False)
-    context, masking = request_context(request), masks(policy)
+    view = View(policy, request_context(request))
     entries = []
     for _seq, method, stored in rows:
-        item: dict[str, Any] = {"fullUrl": f"{base}/{stored.res_type}/{stored.res_id}"}
-        if not stored.deleted:
-            item["resource"] = mask(policy, context, stored.json()) if masking else stored.json()
+        item = view.entry(base, stored)
         http_method = method if method in ("POST", "PUT", "DELETE") else "PUT"
         created = http_method == "POST" or (http_method == "PUT" and stored.version_id == 1)
         url = f"{stored.res_type}/{stored.res_id}" if http_method != "POST" else stored.res_type

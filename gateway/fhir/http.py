@@ -92,13 +92,3 @@ def base_url(request: Request, configured: str) -> str:
 
 def instant(stored: Stored) -> str:
     return to_instant(stored.last_updated)
-
-
-def entry(base: str, stored: Stored, mode: str | None = None) -> dict[str, Any]:
-    """A Bundle entry for a stored resource (the resource left out for a tombstone)."""
-    item: dict[str, Any] = {"fullUrl": f"{base}/{stored.res_type}/{stored.res_id}"}
-    if not stored.deleted:
-        item["resource"] = stored.json()
-    if mode is not None:
-        item["search"] = {"mode": mode}
-    return item

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import bad_request
-from gateway.fhir.context import request_context, run, services
+from gateway.fhir.context import run, services
 from gateway.fhir.http import if_match, read_json
 from gateway.fhir.respond import write_response
 
@@ -21,4 +21,4 @@ async def patch(request: Request, res_type: str, res_id: str) -> Response:
     write_path = services(request).write_path
     expected = if_match(request)
     result = await run(request, lambda uow: write_path.patch(uow, res_type, res_id, operations, expected))
-    return write_response(request, request_context(request).base_url, result)
+    return write_response(request, result)

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response, version_headers
-from gateway.hooks import mask, masks
+from gateway.fhir.view import View
 
 
 async def read(request: Request, res_type: str, res_id: str) -> Response:
@@ -15,6 +15,5 @@ async def read(request: Request, res_type: str, res_id: str) -> Response:
     stored = await run(
         request, lambda uow: write_path.read(uow, res_type, res_id), write=False, point_read=True
     )
-    policy = services(request).hooks.policy
-    body = mask(policy, request_context(request), stored.json()) if masks(policy) else stored.content
-    return fhir_response(body, 200, version_headers(stored))
+    view = View(services(request).hooks.policy, request_context(request))
+    return fhir_response(view.body(stored), 200, version_headers(stored))

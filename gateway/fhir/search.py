@@ -4,7 +4,7 @@ OperationOutcome entry naming the parameters that were ignored."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -13,13 +13,25 @@ from starlette.responses import Response
 
 from gateway.errors import Issue, bad_request
 from gateway.fhir.context import request_context, run, services
-from gateway.fhir.http import entry, fhir_response, prefer
+from gateway.fhir.http import fhir_response, prefer
 from gateway.fhir.outcome import operation_outcome
-from gateway.hooks import AccessRecord, mask, masked_match, masks, patients_in
+from gateway.fhir.view import View
+from gateway.hooks import (
+    AccessPolicy,
+    AccessRecord,
+    AllowAll,
+    RequestContext,
+    masked_match,
+    masked_sort,
+    masks,
+    patients_in,
+)
+from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.search.engine import Page
 from gateway.search.parameters import SearchRequest
 from gateway.services import Services
+from gateway.store.repository import Stored
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 
@@ -50,26 +62,26 @@ async def _search(request: Request, res_type: str, pairs: list[tuple[str, str]])
         return visible_page(svc, uow, res_type, search)
 
     page = await run(request, work, write=False)
-    context = request_context(request)
-    view = (lambda resource: mask(policy, context, resource)) if masks(policy) else None
+    view = View(policy, request_context(request))
     return fhir_response(searchset(base, res_type, search, page, view))
 
 
 def visible_page(svc: Services, uow: UnitOfWork, res_type: str, search: SearchRequest) -> Page:
     """Run a search as `uow.context` may see it: what the policy hides is left out (a protected
-    identity is not found by what its mask hides), a total never counts hidden resources, and the
-    access is recorded for audit. REST search and GET entries of Bundles both come here."""
+    identity is neither found by nor sorted by what its mask hides), a total never counts hidden
+    resources, and the access is recorded for audit. REST search and GET entries of Bundles both come
+    here."""
     policy = svc.hooks.policy
     policy.authorize_search(uow.context, res_type)
-    page = svc.searcher.search(uow.connection, search)
+    search.masked_sort = masked_sort(policy, uow.context, res_type)
+    if search.summary_count and not isinstance(policy, AllowAll):
+        page = Page([], total=_visible_total(svc, uow, search))
+    else:
+        page = svc.searcher.search(uow.connection, search)
     found = len(page.matches)
-    matches = [(m, m.json()) for m in page.matches]
-    matches = [(m, r) for m, r in matches if policy.can_read(uow.context, r)]
+    matches = _shown(policy, uow.context, search, page.matches)
     included = [(i, i.json()) for i in page.included]
     included = [(i, r) for i, r in included if policy.can_read(uow.context, r)]
-    if masks(policy):
-        names = [name for name, _ in search.used]
-        matches = [(m, r) for m, r in matches if not masked_match(policy, uow.context, r, names)]
     page.matches = [m for m, _ in matches]
     page.included = [i for i, _ in included]
     if page.total is not None and len(page.matches) < found:
@@ -79,6 +91,40 @@ def visible_page(svc: Services, uow: UnitOfWork, res_type: str, search: SearchRe
     record.patients = patients_in([r for _, r in matches + included])
     uow.records.append(record)
     return page
+
+
+def _shown(
+    policy: AccessPolicy, context: RequestContext, search: SearchRequest, found: list[Stored]
+) -> list[tuple[Stored, Json]]:
+    """The matches the client may see, and that were not found by what a mask hides from it."""
+    matches = [(m, m.json()) for m in found]
+    matches = [(m, r) for m, r in matches if policy.can_read(context, r)]
+    if masks(policy):
+        names = [name for name, _ in search.used]
+        matches = [(m, r) for m, r in matches if not masked_match(policy, context, r, names)]
+    return matches
+
+
+def _visible_total(svc: Services, uow: UnitOfWork, search: SearchRequest) -> int:
+    """`_summary=count` as the client may see it: every match is looked at, a page at a time, and only
+    those shown counted; a count of the index rows would tell what the policy hides."""
+    walk = replace(
+        search,
+        summary_count=False,
+        total_accurate=False,
+        count=svc.searcher.max_count,
+        sort=[],
+        includes=[],
+        revincludes=[],
+        cursor=None,
+    )
+    total = 0
+    while True:
+        page = svc.searcher.search(uow.connection, walk)
+        total += len(_shown(svc.hooks.policy, uow.context, search, page.matches))
+        if page.next_cursor is None:
+            return total
+        walk.cursor = page.next_cursor
 
 
 def _link(base: str, res_type: str, search: SearchRequest, cursor: str | None) -> str:
@@ -101,9 +147,9 @@ def searchset(
     res_type: str,
     search: SearchRequest,
     page: Page,
-    view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    view: View,
 ) -> dict[str, Any]:
-    """The searchset Bundle; `view` (the policy's mask) is applied to every resource in it."""
+    """The searchset Bundle, every resource in it as `view` shows it (masked)."""
     links = [{"relation": "self", "url": _link(base, res_type, search, search.cursor)}]
     if page.next_cursor:
         links.append({"relation": "next", "url": _link(base, res_type, search, page.next_cursor)})
@@ -111,15 +157,11 @@ def searchset(
         links.append({"relation": "previous", "url": _link(base, res_type, search, page.previous_cursor)})
     entries = []
     for stored in page.matches:
-        item = entry(base, stored, "match")
+        item = view.entry(base, stored, "match")
         if search.elements and "resource" in item:
             item["resource"] = _elements(item["resource"], search.elements)
         entries.append(item)
-    entries.extend(entry(base, stored, "include") for stored in page.included)
-    if view is not None:
-        for item in entries:
-            if "resource" in item:
-                item["resource"] = view(item["resource"])
+    entries.extend(view.entry(base, stored, "include") for stored in page.included)
     if search.unknown:
         message = f"Ignored unknown search parameter(s): {', '.join(search.unknown)}"
         outcome = operation_outcome([Issue("warning", "not-supported", message, tuple(search.unknown))])

@@ -38,11 +38,11 @@ from gateway.errors import (
     too_large,
 )
 from gateway.fhir.context import request_context, services
-from gateway.fhir.http import entry as bundle_entry
 from gateway.fhir.http import fhir_response, read_json
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.search import searchset, visible_page
-from gateway.hooks import AccessRecord, RequestContext, mask, masks, patients_of
+from gateway.fhir.view import View
+from gateway.hooks import AccessRecord, RequestContext, patients_of
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
 from gateway.pipeline import Conflict, IdentifierTaken, UnitOfWork
 from gateway.search.dates import to_instant
@@ -95,6 +95,23 @@ async def transaction_or_batch(request: Request) -> Response:
 async def process_bundle(svc: Services, context: RequestContext, bundle: Any) -> Json:
     """Process a transaction or batch Bundle as POST [base] does and give the response Bundle. A failed
     transaction raises FhirError (nothing is stored); a batch reports each entry's outcome."""
+    kind, raw_entries = _checked(svc, bundle)
+    if kind == "batch":
+        return await _run_batch(svc, context, raw_entries)
+    return await run_in_threadpool(_run_transaction, svc, context, raw_entries)
+
+
+def run_transaction(svc: Services, context: RequestContext, bundle: Any) -> Json:
+    """A transaction Bundle processed on the calling thread: the adapters' entrance, which already runs
+    an input's reads and its write on one worker thread (one hand-over per input, not one per step)."""
+    kind, raw_entries = _checked(svc, bundle)
+    if kind != "transaction":
+        raise bad_request("The adapters write transaction Bundles only", "Bundle.type")
+    return _run_transaction(svc, context, raw_entries)
+
+
+def _checked(svc: Services, bundle: Any) -> tuple[str, list[Any]]:
+    """The Bundle's type and entries, after the checks every entrance makes."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise bad_request("POST to the base takes a Bundle", "Bundle")
     kind = bundle.get("type")
@@ -108,11 +125,7 @@ async def process_bundle(svc: Services, context: RequestContext, bundle: Any) ->
             f"The Bundle has {len(raw_entries)} entries; "
             f"this server takes at most {svc.settings.max_bundle_entries}"
         )
-    if kind == "batch":
-        return await _run_batch(svc, context, raw_entries)
-    entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
-    _check_full_urls(entries)
-    return await _run_transaction(svc, context, entries)
+    return kind, raw_entries
 
 
 def _parse_entry(index: int, raw: Any) -> Entry:
@@ -201,11 +214,14 @@ def _patch_body(resource: Any, where: str) -> Json:
     )
 
 
-async def _run_transaction(svc: Services, context: RequestContext, entries: list[Entry]) -> Json:
+def _run_transaction(svc: Services, context: RequestContext, raw_entries: list[Any]) -> Json:
+    entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+    _check_full_urls(entries)
+
     def work(uow: UnitOfWork) -> list[Json]:
         return _transaction(svc, uow, entries)
 
-    responses = await run_in_threadpool(svc.write_path.run, context, work, True)
+    responses = svc.write_path.run(context, work, True)
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}
 
 
@@ -384,8 +400,10 @@ def _response(stored: Stored | None, status: int) -> Json:
 
 
 def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> Json:
+    """One entry's response; a resource in it is shown as the client may see it (masked)."""
     write_path = svc.write_path
     base = uow.context.base_url
+    view = View(svc.hooks.policy, uow.context)
     if e.method == "DELETE":
         if e.res_id is None:
             raise bad_request("Conditional delete is not supported")
@@ -396,7 +414,7 @@ def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> Json:
     if e.method == "POST" and (e.index in plan.matched or e.index in plan.aliases):
         found = plan.matched.get(e.index) or uow.repository.current(e.res_type, plan.targets[e.index])
         assert found is not None  # the earlier entry created it
-        return {**bundle_entry(base, found), "response": _response(found, 200)}
+        return {**view.entry(base, found), "response": _response(found, 200)}
     body = _rewrite(svc, uow, e.resource, plan)
     if e.method == "POST":
         result = write_path.create(uow, body, new_id=plan.targets[e.index])
@@ -408,16 +426,16 @@ def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> Json:
     else:
         res_id = e.res_id or plan.targets[e.index]
         result = write_path.patch(uow, e.res_type, res_id, body["patch"], e.if_match)
-    return {**bundle_entry(base, result.stored), "response": _response(result.stored, result.status)}
+    return {**view.entry(base, result.stored), "response": _response(result.stored, result.status)}
 
 
 def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
     base = uow.context.base_url
     policy = svc.hooks.policy
+    view = View(policy, uow.context)
     if e.res_id is None:
         search = svc.searcher.parse(e.res_type, parse_qsl(e.query or "", keep_blank_values=True))
         page = visible_page(svc, uow, e.res_type, search)
-        view = (lambda resource: mask(policy, uow.context, resource)) if masks(policy) else None
         bundle = searchset(base, e.res_type, search, page, view)
         return {"resource": bundle, "response": {"status": _status(200)}}
     if e.version is not None:
@@ -431,10 +449,7 @@ def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
         uow.records.append(record)
     else:
         stored = svc.write_path.read(uow, e.res_type, e.res_id)
-    item = bundle_entry(base, stored)
-    if "resource" in item and masks(policy):
-        item["resource"] = mask(policy, uow.context, item["resource"])
-    return {**item, "response": _response(stored, 200)}
+    return {**view.entry(base, stored), "response": _response(stored, 200)}
 
 
 async def _run_batch(svc: Services, context: RequestContext, raw_entries: list[Any]) -> Json:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.fhir.context import request_context, run, services
+from gateway.fhir.context import run, services
 from gateway.fhir.http import if_match, read_json
 from gateway.fhir.respond import write_response
 
@@ -16,7 +16,7 @@ async def update(request: Request, res_type: str, res_id: str) -> Response:
     write_path = services(request).write_path
     version = if_match(request)
     result = await run(request, lambda uow: write_path.update(uow, res_type, res_id, body, version))
-    return write_response(request, request_context(request).base_url, result)
+    return write_response(request, result)
 
 
 async def conditional_update(request: Request, res_type: str) -> Response:
@@ -27,4 +27,4 @@ async def conditional_update(request: Request, res_type: str) -> Response:
     result = await run(
         request, lambda uow: write_path.conditional_update(uow, res_type, query, body, version)
     )
-    return write_response(request, request_context(request).base_url, result)
+    return write_response(request, result)

@@ -8,7 +8,8 @@ from starlette.responses import Response
 from gateway.errors import gone, not_found
 from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response, version_headers
-from gateway.hooks import AccessRecord, mask, masks, patients_of
+from gateway.fhir.view import View
+from gateway.hooks import AccessRecord, patients_of
 from gateway.pipeline import UnitOfWork
 from gateway.store.repository import Stored
 
@@ -33,5 +34,5 @@ async def vread(request: Request, res_type: str, res_id: str, version_id: str) -
         return stored
 
     stored = await run(request, work, write=False, point_read=True)
-    body = mask(policy, request_context(request), stored.json()) if masks(policy) else stored.content
-    return fhir_response(body, 200, version_headers(stored))
+    view = View(policy, request_context(request))
+    return fhir_response(view.body(stored), 200, version_headers(stored))

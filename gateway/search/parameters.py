@@ -54,6 +54,16 @@ class Include:
     iterate: bool = False
 
 
+@dataclass(frozen=True)
+class MaskedSort:
+    """Sort parameters whose values an access policy hides from this client in some resources: those
+    labelled (`meta.security`, indexed as `_security`) with one of `labels` sort as if they had no value
+    for `params`, so their order does not tell what is hidden (a protected patient's name)."""
+
+    params: frozenset[str]
+    labels: frozenset[tuple[str, str]]
+
+
 @dataclass
 class SearchRequest:
     res_type: str
@@ -71,6 +81,8 @@ class SearchRequest:
     used: list[tuple[str, str]] = field(default_factory=list)
     # This server's base URL as the client addressed it: references to it are local references.
     base_url: str = ""
+    # Set by the caller from the access policy (gateway.hooks.masked_sort), not from the URL.
+    masked_sort: MaskedSort | None = None
 
 
 ESCAPABLE = ",|$\\"

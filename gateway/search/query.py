@@ -240,11 +240,11 @@ class Planner:
                 table = TABLES[param.type]
                 column = table.c[SORT_COLUMNS[param.type]]
                 aggregate = func.max(column) if descending else func.min(column)
-                sub = (
-                    select(aggregate)
-                    .where(table.c.rid == R.c.rid, table.c.param == param.code)
-                    .scalar_subquery()
-                )
+                values = select(aggregate).where(table.c.rid == R.c.rid, table.c.param == param.code)
+                masked = request.masked_sort
+                if masked is not None and param.code in masked.params:
+                    values = values.where(not_(_labelled(table.c.rid, masked.labels)))
+                sub = values.scalar_subquery()
                 keys.append((func.coalesce(sub, literal(NULL_SORT[param.type])), descending, param.type))
         keys.append((R.c.rid, False, "number"))
         return keys
@@ -256,6 +256,13 @@ class Planner:
             statement = statement.where(_after(keys, cursor, backwards))
         order = [(key.desc() if descending != backwards else key.asc()) for key, descending, _ in keys]
         return statement.order_by(*order).limit(request.count + 1)
+
+
+def _labelled(rid: Any, labels: frozenset[tuple[str, str]]) -> ColumnElement[bool]:
+    """The resource `rid` (a column of the enclosing query) carries one of these security labels."""
+    table = TABLES["token"]
+    options = [and_(table.c.system == system, table.c.code == code) for system, code in sorted(labels)]
+    return exists().where(table.c.rid == rid, table.c.param == "_security", or_(false(), *options))
 
 
 def _after(keys: list[tuple[Any, bool, str]], cursor: list[Any], backwards: bool) -> ColumnElement[bool]:

@@ -34,24 +34,23 @@ from gateway.hooks import AccessRecord, Principal, RequestContext
 from gateway.model.types import Json, dumps
 from gateway.search.dates import to_instant, utc_now
 from gateway.search.extract import Extractor
+from gateway.security import purpose
 from gateway.store.database import WRITE_OPTION
 from gateway.store.repository import _INDEX_TABLES, R, V
 
 log = logging.getLogger("gateway.audit")
 
 AUDIT_TYPE = "AuditEvent"
+LINGER_SECONDS = 0.02  # how long the writer waits to fill a batch after its first record
 HSA = "urn:oid:1.2.752.29.4.19"
 CLIENT_SYSTEM = "urn:gateway:client-id"
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 INTERACTION = "http://hl7.org/fhir/restful-interaction"
 GATEWAY_EVENTS = "urn:gateway:audit-event"
-ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-# The purpose of every access through the gateway: care of the patient (Patientdatalagen 4 kap.).
-PURPOSE = {"coding": [{"system": ACT_REASON, "code": "TREAT", "display": "treatment"}]}
 ACTIONS = {
     "create": "C",
     "import": "C",
@@ -156,7 +155,7 @@ def audit_event(record: AccessRecord, recorded: datetime) -> Json:
         "recorded": to_instant(recorded),
         "outcome": outcome_of(record.status),
         "outcomeDesc": f"{record.status}" + (f" {record.detail}" if record.detail else ""),
-        "purposeOfEvent": [PURPOSE],
+        "purposeOfEvent": [purpose.coding(context.principal.purpose)],
         "agent": agents,
         "source": {
             "site": context.base_url or "gateway",
@@ -224,9 +223,12 @@ class AuditQueue:
                 continue
             with self._writing:
                 items = [first]
+                # Linger a moment for more records: one commit per batch instead of one per request
+                # keeps the writer from contending for SQLite's single write lock with every request.
+                deadline = time.monotonic() + LINGER_SECONDS
                 while len(items) < self.batch:
                     try:
-                        items.append(self.queue.get_nowait())
+                        items.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
                     except queue.Empty:
                         break
                 try:

@@ -19,6 +19,7 @@ from gateway.config import REPO_ROOT, Settings
 from gateway.security import keys, store
 from gateway.security.jwts import CLIENT_ALGORITHMS
 from gateway.security.scopes import GATEWAY_SCOPES, is_known, split
+from gateway.security.sealing import Sealer
 from gateway.security.tokens import ASSERTION_TYPE
 from gateway.store.database import make_engine
 
@@ -115,7 +116,7 @@ def rotate(
         console.print(f"[red]--alg must be one of {', '.join(keys.ALGORITHMS)}[/red]")
         raise typer.Exit(2)
     try:
-        kid = keys.rotate(engine, chosen, settings.token_lifetime)
+        kid = keys.rotate(engine, Sealer.of(settings), chosen, settings.token_lifetime)
     finally:
         engine.dispose()
     print(f"kid: {kid}")

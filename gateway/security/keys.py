@@ -3,6 +3,9 @@
 The newest active key signs access tokens. `gateway keys rotate` retires the active keys and adds a new
 one; a retired key stays published (and trusted) until every token it can have signed has expired: the
 token lifetime, plus how long a process may go on signing with a cached key, plus clock leeway.
+
+The private parts are stored sealed (`gateway.security.sealing`); a key stored plain before that is sealed
+when a KeyRing first loads it, or at the next rotation.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import Engine
 
 from gateway.security import store
+from gateway.security.sealing import Sealer, is_sealed
 
 ALGORITHMS = ("ES384", "RS384")
 CACHE_SECONDS = 30.0
@@ -47,22 +51,42 @@ def retention(token_lifetime: int) -> timedelta:
     return timedelta(seconds=token_lifetime + CACHE_SECONDS + LEEWAY_SECONDS)
 
 
-def rotate(engine: Engine, alg: str, token_lifetime: int) -> str:
-    """Add a new signing key, retire the others, forget those no token can need any more. Its kid."""
+def add(engine: Engine, sealer: Sealer, alg: str, retire_others: bool) -> str:
+    """Generate a key and store it sealed; its kid."""
     key = generate(alg)
-    store.add_key(engine, str(key.kid), alg, key.as_dict(private=True), retire_others=True)
+    kid = str(key.kid)
+    store.add_key(engine, kid, alg, sealer.seal(kid, key.as_dict(private=True)), retire_others)
+    return kid
+
+
+def seal_plain_keys(engine: Engine, sealer: Sealer) -> int:
+    """Seal the keys stored plain (before encryption at rest); how many there were."""
+    plain = [row for row in store.all_keys(engine) if not is_sealed(row.stored_jwk)]
+    for row in plain:
+        private_jwk = sealer.unseal(row.kid, row.stored_jwk)
+        store.reseal_key(engine, row.kid, row.stored_jwk, sealer.seal(row.kid, private_jwk))
+    return len(plain)
+
+
+def rotate(engine: Engine, sealer: Sealer, alg: str, token_lifetime: int) -> str:
+    """Add a new signing key, retire the others, forget those no token can need any more, seal any key
+    still stored plain. The new key's kid."""
+    kid = add(engine, sealer, alg, retire_others=True)
     store.drop_retired_keys(engine, retention(token_lifetime))
-    return str(key.kid)
+    seal_plain_keys(engine, sealer)
+    return kid
 
 
 class KeyRing:
     """This process's view of the signing keys, reloaded every CACHE_SECONDS and on an unknown kid."""
 
-    def __init__(self, engine: Engine, alg: str, token_lifetime: int) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer, alg: str, token_lifetime: int) -> None:
         self.engine = engine
+        self.sealer = sealer
         self.alg = alg
         self.keep = retention(token_lifetime)
         self._rows: list[store.KeyRow] = []
+        self._keys: dict[str, Key] = {}
         self._set = KeySet([])
         self._loaded = float("-inf")
         self._lock = threading.Lock()
@@ -71,8 +95,14 @@ class KeyRing:
         with self._lock:
             age = time.monotonic() - self._loaded
             if age > CACHE_SECONDS or (force and age > RELOAD_AT_MOST_EVERY):
-                self._rows = store.published_keys(self.engine, self.keep)
-                self._set = KeySet([import_jwk(row.private_jwk) for row in self._rows])
+                rows = store.published_keys(self.engine, self.keep)
+                if not all(is_sealed(row.stored_jwk) for row in rows):
+                    seal_plain_keys(self.engine, self.sealer)
+                self._keys = {
+                    row.kid: import_jwk(self.sealer.unseal(row.kid, row.stored_jwk)) for row in rows
+                }
+                self._rows = rows
+                self._set = KeySet(list(self._keys.values()))
                 self._loaded = time.monotonic()
             return self._rows
 
@@ -80,12 +110,11 @@ class KeyRing:
         """The key to sign with and its algorithm; the first call on an empty database makes one."""
         active = [row for row in self._load() if row.retired_at is None]
         if not active:
-            key = generate(self.alg)
-            store.add_key(self.engine, str(key.kid), self.alg, key.as_dict(private=True), retire_others=False)
+            add(self.engine, self.sealer, self.alg, retire_others=False)
             self._loaded = float("-inf")
             active = [row for row in self._load() if row.retired_at is None]
         row = active[0]
-        return import_jwk(row.private_jwk), row.alg
+        return self._keys[row.kid], row.alg
 
     def stale(self, kid: str | None) -> bool:
         """Whether `verifier(kid)` would read the database (callers on the event loop hop off it)."""
@@ -104,6 +133,6 @@ class KeyRing:
         self.signer()  # never an empty set: the first look makes the first key
         keys = []
         for row in self._load():
-            public = import_jwk(row.private_jwk).as_dict(private=False)
+            public = self._keys[row.kid].as_dict(private=False)
             keys.append(public | {"kid": row.kid, "alg": row.alg, "use": "sig"})
         return {"keys": keys}

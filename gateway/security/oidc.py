@@ -14,6 +14,7 @@ from joserfc.jwk import KeySet
 
 from gateway.config import Settings
 from gateway.hooks import Principal
+from gateway.security import purpose
 from gateway.security.jwts import EXTERNAL_ALGORITHMS, LEEWAY, audiences, number
 
 REFETCH_AT_MOST_EVERY = 10.0
@@ -39,6 +40,7 @@ class ExternalIssuer:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self.issuer = settings.oidc_issuer
+        self.purposes = purpose.client_defaults(settings.client_purposes)
         self._transport = transport
         self._keys: KeySet | None = None
         self._fetched = float("-inf")
@@ -89,9 +91,22 @@ class ExternalIssuer:
         if nbf is not None and nbf > now + LEEWAY:
             raise Rejected("The token is not valid yet")
         client_id = _text(claims.get("client_id")) or _text(claims.get("azp")) or _text(claims.get("sub"))
+        client_id = client_id or "external"
         return Principal(
-            client_id=client_id or "external",
+            client_id=client_id,
             organization=_text(claims.get(self.settings.oidc_claim_organization)),
             person=_text(claims.get(self.settings.oidc_claim_person)),
             scopes=_scopes(claims.get(self.settings.oidc_claim_scopes)),
+            purpose=self._purpose(claims, client_id),
         )
+
+    def _purpose(self, claims: dict[str, Any], client_id: str) -> str:
+        """The token's purpose of use (a code, or a list of one); without one, the client's default."""
+        value = claims.get(self.settings.oidc_claim_purpose)
+        if value is None:
+            return self.purposes.get(client_id, purpose.DEFAULT)
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, str) or value not in purpose.CODES:
+            raise Rejected(f"The token's {self.settings.oidc_claim_purpose} is not one v3 PurposeOfUse code")
+        return value

@@ -3,10 +3,11 @@ and change. Its rules are data (policy/access.yaml, documented in docs/security.
 them. It is composed with the SMART ScopePolicy (`AllOf`): both must allow.
 
 An organisation is "it" when an Organization carries the client's HSA-id as identifier; its PractitionerRoles
-(organization = it) are its people. Its related patients are computed once per request with a few
-indexed queries on the reference and token index tables (`Relations`), cached in the RequestContext and
-dropped after each authorized write, since a write can change them. Everything else is decided on the
-resource's JSON in memory.
+(organization = it) are its people. Its related patients are computed with a few indexed queries on the
+reference and token index tables (`Relations`), through the unit of work's own connection (so what its
+transaction wrote so far counts: a Task an earlier Bundle entry made), cached in the RequestContext for
+that unit of work and dropped after each authorized write, since a write can change them. Everything else
+is decided on the resource's JSON in memory.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import Engine, and_, false, or_, select
+from sqlalchemy import Connection, Engine, and_, false, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.errors import forbidden, not_found
 from gateway.hooks import AccessPolicy, RequestContext
 from gateway.model.types import Json
+from gateway.search.parameters import MaskedSort
 from gateway.store.tables import ReferenceIndex, Resource, TokenIndex
 
 CACHE_KEY = "gateway.security.organisation"
@@ -226,59 +229,78 @@ class OrganisationPolicy:
 
     # -- relationships -------------------------------------------------------------------------------
 
+    @contextmanager
+    def _connection(self, context: RequestContext) -> Iterator[Connection]:
+        """The unit of work's connection, so the queries see what its transaction has written so far (a
+        Task an earlier Bundle entry made); a connection of its own outside a unit of work."""
+        current = context.connection
+        if current is not None and not current.closed:
+            yield current
+            return
+        with self.engine.connect() as connection:
+            yield connection
+
+    def _cached(self, context: RequestContext, key: str) -> object:
+        """A memo of this request, if made in the unit of work running now: another one (a batch
+        entry's, a re-run after a conflict) may not have kept the writes that memo saw."""
+        cached = context.cache.get(key)
+        if isinstance(cached, tuple) and cached[0] is context.connection:
+            return cached[1]
+        return None
+
     def relations(self, context: RequestContext) -> Relations:
-        cached = context.cache.get(CACHE_KEY)
+        cached = self._cached(context, CACHE_KEY)
         if isinstance(cached, Relations):
             return cached
-        found = self._compute(context.principal.organization or "")
-        context.cache[CACHE_KEY] = found
+        with self._connection(context) as connection:
+            found = self._compute(connection, context.principal.organization or "")
+        context.cache[CACHE_KEY] = (context.connection, found)
         return found
 
-    def _compute(self, hsa: str) -> Relations:
+    def _compute(self, connection: Connection, hsa: str) -> Relations:
         if not hsa:
             return Relations(hsa, frozenset(), frozenset(), frozenset(), frozenset())
-        with self.engine.connect() as connection:
-            organizations = frozenset(
+        organizations = frozenset(
+            connection.execute(
+                select(RESOURCE.c.res_id)
+                .join(TOKEN, TOKEN.c.rid == RESOURCE.c.rid)
+                .where(
+                    TOKEN.c.res_type == "Organization",
+                    TOKEN.c.param == "identifier",
+                    TOKEN.c.code == hsa,
+                    TOKEN.c.system == self.rules.hsa_system,
+                )
+            ).scalars()
+        )
+        if not organizations:
+            return Relations(hsa, frozenset(), frozenset(), frozenset(), frozenset())
+        role = REF.alias("role")
+        roles = {
+            rid: res_id
+            for rid, res_id in connection.execute(
+                select(RESOURCE.c.rid, RESOURCE.c.res_id)
+                .join(role, role.c.rid == RESOURCE.c.rid)
+                .where(
+                    role.c.res_type == "PractitionerRole",
+                    role.c.param == "organization",
+                    role.c.target_type == "Organization",
+                    role.c.target_id.in_(sorted(organizations)),
+                )
+            )
+        }
+        practitioners: frozenset[str] = frozenset()
+        if roles:
+            practitioners = frozenset(
                 connection.execute(
-                    select(RESOURCE.c.res_id)
-                    .join(TOKEN, TOKEN.c.rid == RESOURCE.c.rid)
-                    .where(
-                        TOKEN.c.res_type == "Organization",
-                        TOKEN.c.param == "identifier",
-                        TOKEN.c.code == hsa,
-                        TOKEN.c.system == self.rules.hsa_system,
+                    select(REF.c.target_id).where(
+                        REF.c.rid.in_(sorted(roles)),
+                        REF.c.param == "practitioner",
+                        REF.c.target_type == "Practitioner",
                     )
                 ).scalars()
             )
-            if not organizations:
-                return Relations(hsa, frozenset(), frozenset(), frozenset(), frozenset())
-            role = REF.alias("role")
-            roles = {
-                rid: res_id
-                for rid, res_id in connection.execute(
-                    select(RESOURCE.c.rid, RESOURCE.c.res_id)
-                    .join(role, role.c.rid == RESOURCE.c.rid)
-                    .where(
-                        role.c.res_type == "PractitionerRole",
-                        role.c.param == "organization",
-                        role.c.target_type == "Organization",
-                        role.c.target_id.in_(sorted(organizations)),
-                    )
-                )
-            }
-            practitioners: frozenset[str] = frozenset()
-            if roles:
-                practitioners = frozenset(
-                    connection.execute(
-                        select(REF.c.target_id).where(
-                            REF.c.rid.in_(sorted(roles)),
-                            REF.c.param == "practitioner",
-                            REF.c.target_type == "Practitioner",
-                        )
-                    ).scalars()
-                )
-            patients = self._patients(connection, organizations, frozenset(roles.values()))
-            groups = self._groups(connection, organizations, frozenset(roles.values()))
+        patients = self._patients(connection, organizations, frozenset(roles.values()))
+        groups = self._groups(connection, organizations, frozenset(roles.values()))
         return Relations(hsa, organizations, frozenset(roles.values()), practitioners, patients, groups)
 
     def _groups(
@@ -350,7 +372,7 @@ class OrganisationPolicy:
             found.update(str(value) for value in connection.execute(query).scalars() if value)
         return frozenset(found)
 
-    def linked(self, relations: Relations) -> set[Ref]:
+    def linked(self, context: RequestContext, relations: Relations) -> set[Ref]:
         """What the resources naming the organisation (for its patients, or for no patient) reference
         through the link elements: one query, on first need in the request."""
         if relations._linked is not None:
@@ -366,7 +388,7 @@ class OrganisationPolicy:
                     ),
                 )
             )
-            with self.engine.connect() as connection:
+            with self._connection(context) as connection:
                 rows = connection.execute(
                     select(RESOURCE.c.content).where(
                         RESOURCE.c.rid.in_(naming), RESOURCE.c.deleted == false()
@@ -444,7 +466,7 @@ class OrganisationPolicy:
             return True
         if patients and related and res_type in self.rules.patient_wide_types:
             return True
-        return (res_type, str(resource.get("id"))) in self.linked(relations)
+        return (res_type, str(resource.get("id"))) in self.linked(context, relations)
 
     def authorize_search(self, context: RequestContext, res_type: str) -> None:
         return None  # searching is allowed; what is found is filtered by can_read
@@ -462,7 +484,9 @@ class OrganisationPolicy:
             self._authorize_change(relations, action, resource, current)
         if action != "delete":
             self._authorize_content(relations, resource)
-        context.cache.pop(CACHE_KEY, None)  # the write may change whom the organisation is related to
+        # the write may change whom the organisation is related to, and which patients are protected
+        context.cache.pop(CACHE_KEY, None)
+        context.cache.pop(PROTECTED_KEY, None)
 
     def _authorize_content(self, relations: Relations, resource: Json) -> None:
         """What a client may create (or make a resource into): for its patients, or naming itself."""
@@ -533,6 +557,13 @@ class OrganisationPolicy:
         protected = self.protected_patients(context)
         return any(ref[0] == "Patient" and ref[1] in protected for ref in references(resource))
 
+    def masked_sort(self, context: RequestContext, res_type: str) -> MaskedSort | None:
+        """Sorting Patients by a masked parameter (`_sort=name`, `family`, `address`, …) orders the
+        protected ones as if they had no value, unless the client sees them unmasked."""
+        if res_type != "Patient" or self.unmasked(context):
+            return None
+        return MaskedSort(self.rules.masked_parameters, self.rules.protected_labels)
+
     def unmasked(self, context: RequestContext) -> bool:
         principal = context.principal
         return (
@@ -542,7 +573,7 @@ class OrganisationPolicy:
 
     def protected_patients(self, context: RequestContext) -> frozenset[str]:
         """The ids of every labelled Patient: one indexed query, on first need in the request."""
-        cached = context.cache.get(PROTECTED_KEY)
+        cached = self._cached(context, PROTECTED_KEY)
         if isinstance(cached, frozenset):
             return cached
         labels = [
@@ -554,9 +585,9 @@ class OrganisationPolicy:
             .join(TOKEN, TOKEN.c.rid == RESOURCE.c.rid)
             .where(TOKEN.c.res_type == "Patient", TOKEN.c.param == "_security", or_(false(), *labels))
         )
-        with self.engine.connect() as connection:
+        with self._connection(context) as connection:
             found = frozenset(str(res_id) for res_id in connection.execute(query).scalars())
-        context.cache[PROTECTED_KEY] = found
+        context.cache[PROTECTED_KEY] = (context.connection, found)
         return found
 
     def mask(self, context: RequestContext, resource: Json) -> Json:
@@ -618,6 +649,17 @@ class AllOf:
             if masking is not None:
                 resource = masking(context, resource)
         return resource
+
+    def masked_sort(self, context: RequestContext, res_type: str) -> MaskedSort | None:
+        """What any policy masks (the union hides at least what each one hides)."""
+        params: frozenset[str] = frozenset()
+        labels: frozenset[tuple[str, str]] = frozenset()
+        for policy in self.policies:
+            check = getattr(policy, "masked_sort", None)
+            found = check(context, res_type) if check is not None else None
+            if found is not None:
+                params, labels = params | found.params, labels | found.labels
+        return MaskedSort(params, labels) if params and labels else None
 
     def masked_match(self, context: RequestContext, resource: Json, parameters: list[str]) -> bool:
         for policy in self.policies:

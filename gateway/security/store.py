@@ -41,7 +41,8 @@ class Client:
 class KeyRow:
     kid: str
     alg: str
-    private_jwk: dict[str, Any]
+    # The private JWK as stored: sealed (gateway.security.sealing), or plain JSON from before encryption.
+    stored_jwk: str
     created_at: datetime
     retired_at: datetime | None
 
@@ -118,7 +119,7 @@ def remember_jti(engine: Engine, client_id: str, jti: str, expires_at: datetime)
 
 
 def _key(row: Any) -> KeyRow:
-    return KeyRow(row.kid, row.alg, json.loads(row.private_jwk), row.created_at, row.retired_at)
+    return KeyRow(row.kid, row.alg, row.private_jwk, row.created_at, row.retired_at)
 
 
 def published_keys(engine: Engine, keep: timedelta) -> list[KeyRow]:
@@ -132,16 +133,31 @@ def published_keys(engine: Engine, keep: timedelta) -> list[KeyRow]:
     return [_key(row) for row in rows]
 
 
-def add_key(engine: Engine, kid: str, alg: str, private_jwk: dict[str, Any], retire_others: bool) -> None:
-    """Store a new signing key; with `retire_others`, the keys signing until now become retired."""
+def add_key(engine: Engine, kid: str, alg: str, sealed_jwk: str, retire_others: bool) -> None:
+    """Store a new signing key (its private JWK sealed); with `retire_others`, the keys signing until now
+    become retired."""
     now = utc_now()
     with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
         if retire_others:
             connection.execute(update(KEYS).where(KEYS.c.retired_at.is_(None)).values(retired_at=now))
         connection.execute(
-            insert(KEYS).values(
-                kid=kid, alg=alg, private_jwk=json.dumps(private_jwk), created_at=now, retired_at=None
-            )
+            insert(KEYS).values(kid=kid, alg=alg, private_jwk=sealed_jwk, created_at=now, retired_at=None)
+        )
+
+
+def all_keys(engine: Engine) -> list[KeyRow]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(KEYS).order_by(KEYS.c.created_at, KEYS.c.kid)).all()
+    return [_key(row) for row in rows]
+
+
+def reseal_key(engine: Engine, kid: str, plain_jwk: str, sealed_jwk: str) -> None:
+    """Replace a key's plain private JWK by its sealed form (only while it is still the plain one)."""
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        connection.execute(
+            update(KEYS)
+            .where(KEYS.c.kid == kid, KEYS.c.private_jwk == plain_jwk)
+            .values(private_jwk=sealed_jwk)
         )
 
 

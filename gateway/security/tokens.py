@@ -18,16 +18,18 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.config import Settings
 from gateway.hooks import Principal
-from gateway.security import store
+from gateway.security import purpose, store
 from gateway.security.jwts import CLIENT_ALGORITHMS, LEEWAY, Unreadable, audiences, number, peek
 from gateway.security.keys import KeyRing
 from gateway.security.oidc import ExternalIssuer, Rejected
 from gateway.security.scopes import grant, split
+from gateway.security.sealing import Sealer
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the future
 VERIFIED_CACHE_SIZE = 10_000  # verified access tokens remembered per process
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068: only tokens made as access tokens are taken as access tokens
+PURPOSE_CLAIM = "purpose_of_use"  # in the gateway's own tokens: the client's configured purpose of use
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,9 @@ class Authority:
     def __init__(self, settings: Settings, engine: Engine, external: ExternalIssuer | None = None) -> None:
         self.settings = settings
         self.engine = engine
-        self.ring = KeyRing(engine, settings.signing_alg, settings.token_lifetime)
+        self.ring = KeyRing(engine, Sealer.of(settings), settings.signing_alg, settings.token_lifetime)
         self.external = external or (ExternalIssuer(settings) if settings.oidc_issuer else None)
+        self.purposes = purpose.client_defaults(settings.client_purposes)
         self._verified: dict[tuple[str, str, str], tuple[Principal, float]] = {}
 
     # -- the token endpoint ---------------------------------------------------------------------------
@@ -147,6 +150,7 @@ class Authority:
             "client_id": client.client_id,
             "organization": client.organization,
             "scope": " ".join(scopes),
+            PURPOSE_CLAIM: self.purposes.get(client.client_id, purpose.DEFAULT),
         }
         header = {"alg": alg, "kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
         return jwt.encode(header, claims, key, algorithms=CLIENT_ALGORITHMS)
@@ -204,9 +208,11 @@ class Authority:
         client_id, organization = claims.get("client_id"), claims.get("organization")
         if not isinstance(client_id, str):
             raise Rejected("The token names no client")
+        stated = claims.get(PURPOSE_CLAIM)
         principal = Principal(
             client_id=client_id,
             organization=organization if isinstance(organization, str) else None,
             scopes=frozenset(split(claims.get("scope") if isinstance(claims.get("scope"), str) else "")),
+            purpose=stated if isinstance(stated, str) and stated in purpose.CODES else purpose.DEFAULT,
         )
         return principal, exp

@@ -13,6 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from gateway.security import store
+from gateway.security.organisation import AllOf, OrganisationPolicy
 from gateway.security.tokens import ASSERTION_TYPE
 from gateway.services import Services
 
@@ -64,12 +65,28 @@ def new_key(alg: str) -> ECKey | RSAKey:
     return RSAKey.generate_key(2048, auto_kid=True)
 
 
+def organisation_policy(services: Services) -> OrganisationPolicy:
+    policy = services.hooks.policy
+    assert isinstance(policy, AllOf)
+    found = [p for p in policy.policies if isinstance(p, OrganisationPolicy)]
+    return found[0]
+
+
 def register(
-    services: Services, scopes: str, alg: str = "ES384", org: str = "SE2321000016-TEST"
+    services: Services,
+    scopes: str,
+    alg: str = "ES384",
+    org: str = "SE2321000016-TEST",
+    region: bool = False,
 ) -> RegisteredClient:
+    """A registered client; with `region`, exempt from the organisation policy like the region's own
+    journal system (GATEWAY_REGION_CLIENTS), for tests of other things than who sees what."""
     key = new_key(alg)
     jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
     client = store.add_client(services.engine, f"test {alg}", org, jwks, scopes.split())
+    if region:
+        policy = organisation_policy(services)
+        policy.region_clients = policy.region_clients | {client.client_id}
     return RegisteredClient(client.client_id, key, alg)
 
 
@@ -79,8 +96,9 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def full_client(secure_services: Services) -> RegisteredClient:
-    """A client registered for everything on every type, plus every gateway scope."""
+    """A client registered for everything on every type, plus every gateway scope, region-wide."""
     return register(
         secure_services,
         "system/*.cruds gateway/adapter.quarantine gateway/adapter.hl7v2 gateway/audit.read",
+        region=True,
     )

@@ -12,10 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
+from gateway.security import store
 from gateway.security.audit import AuditQueue
+from gateway.security.purpose import ACT_REASON
 from gateway.services import Services
 from tests.conftest import Database
-from tests.security.conftest import RegisteredClient, bearer, register
+from tests.security.conftest import RegisteredClient, bearer, new_key, register
 
 ORG = "SE2321000016-AUDIT"
 PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Loggad"}]}
@@ -41,7 +43,7 @@ def client(audited: Services) -> Iterator[TestClient]:
 
 @pytest.fixture
 def worker(audited: Services) -> RegisteredClient:
-    return register(audited, "system/*.cruds", org=ORG)
+    return register(audited, "system/*.cruds", org=ORG, region=True)
 
 
 def _sink(services: Services) -> AuditQueue:
@@ -52,7 +54,7 @@ def _sink(services: Services) -> AuditQueue:
 def _log(services: Services, client: TestClient, query: str) -> list[dict[str, Any]]:
     """The AuditEvents a search finds, once every queued record is stored."""
     _sink(services).flush()
-    auditor = register(services, "gateway/audit.read")
+    auditor = register(services, "gateway/audit.read", region=True)
     token = auditor.token(client, "gateway/audit.read")
     _sink(services).flush()
     response = client.get(f"/fhir/AuditEvent?{query}&_count=500", headers=bearer(token))
@@ -176,7 +178,7 @@ def test_a_full_queue_fails_closed(database: Database) -> None:
     services = _build(database, audit_queue_size=1)
     try:
         with TestClient(create_app(services.settings, services=services)) as client:
-            worker = register(services, "system/*.cruds", org=ORG)
+            worker = register(services, "system/*.cruds", org=ORG, region=True)
             headers = bearer(worker.token(client, "system/*.cruds"))
             sink = _sink(services)
             sink.flush()
@@ -228,3 +230,36 @@ def test_a_rolled_back_transaction_is_audited(
     assert len(writes) == 1
     assert writes[0]["outcome"] == "4"
     assert writes[0]["outcomeDesc"] == f"{response.status_code} rolled back"
+
+
+def test_purpose_of_event_is_the_clients_purpose_of_use(database: Database) -> None:
+    services = _build(database, client_purposes=("billing-client=HPAYMT",))
+    try:
+        with TestClient(create_app(services.settings, services=services)) as client:
+            key = new_key("ES384")
+            jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
+            store.add_client(services.engine, "billing", ORG, jwks, ["system/*.cruds"], "billing-client")
+            billing = RegisteredClient("billing-client", key, "ES384")
+            treating = register(services, "system/*.cruds", org=ORG, region=True)
+            for who in (billing, treating):
+                headers = bearer(who.token(client, "system/*.cruds"))
+                assert client.put("/fhir/Patient/p1", json=PATIENT, headers=headers).status_code in (200, 201)
+            purposes = {
+                event["agent"][0]["altId"]: event["purposeOfEvent"]
+                for event in _log(services, client, "patient=Patient/p1")
+            }
+            assert purposes["billing-client"] == [
+                {"coding": [{"system": ACT_REASON, "code": "HPAYMT", "display": "healthcare payment"}]}
+            ]
+            assert purposes[treating.client_id][0]["coding"][0]["code"] == "TREAT"
+    finally:
+        services.close()
+
+
+def test_an_unknown_client_purpose_stops_start_up(database: Database) -> None:
+    services = _build(database, client_purposes=("c1=SHOPPING",))
+    try:
+        with pytest.raises(ValueError, match="PurposeOfUse"):
+            create_app(services.settings, services=services)
+    finally:
+        services.close()

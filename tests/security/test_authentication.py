@@ -18,7 +18,8 @@ from joserfc.jwk import ECKey, KeySet
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.hooks import Principal
-from gateway.security.oidc import ExternalIssuer
+from gateway.security.oidc import ExternalIssuer, Rejected
+from gateway.security.sealing import Sealer
 from gateway.security.tokens import Authority
 from gateway.services import Services
 from tests.conftest import Database
@@ -129,7 +130,8 @@ def test_tokens_survive_key_rotation_until_they_expire(
 
     before = full_client.token(secure_client, "system/*.rs")
     old_kid = secure_client.get("/auth/jwks").json()["keys"][0]["kid"]
-    new_kid = keys.rotate(secure_services.engine, "RS384", secure_services.settings.token_lifetime)
+    sealer = Sealer.of(secure_services.settings)
+    new_kid = keys.rotate(secure_services.engine, sealer, "RS384", secure_services.settings.token_lifetime)
     authority: Authority = secure_client.app.state.authority  # type: ignore[attr-defined]
     authority.ring._loaded = float("-inf")  # as if the cache had run out
     published = [key["kid"] for key in secure_client.get("/auth/jwks").json()["keys"]]
@@ -233,3 +235,31 @@ def test_external_issuer_tokens_map_claims_to_the_principal(database: Database) 
             algorithms=ALL,
         )
         assert client.get("/fhir/Patient", headers=bearer(forged)).status_code == 401
+
+
+def test_external_issuer_purpose_of_use() -> None:
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    jwks = KeySet([key]).as_dict(private=False)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
+    settings = Settings(
+        oidc_issuer="https://idp.example",
+        oidc_audience="fhir-gateway",
+        oidc_jwks_url="https://idp.example/jwks",
+        oidc_claim_purpose="pou",
+        client_purposes=("registry=HOPERAT",),
+    )
+    issuer = ExternalIssuer(settings, transport)
+
+    def purpose(**claims: Any) -> str:
+        values = {"iss": "https://idp.example", "aud": "fhir-gateway", "exp": int(time.time()) + 300} | claims
+        token = jwt.encode({"alg": "ES256", "kid": key.kid}, values, key, algorithms=ALL)
+        return asyncio.run(issuer.principal(token, {"alg": "ES256", "kid": key.kid})).purpose
+
+    assert purpose(client_id="journal") == "TREAT"
+    assert purpose(client_id="registry") == "HOPERAT"  # the client's configured default
+    assert purpose(client_id="registry", pou="ETREAT") == "ETREAT"  # the token's own claim wins
+    assert purpose(client_id="journal", pou=["HRESCH"]) == "HRESCH"
+    assert purpose(client_id="journal", purpose_of_use="HPAYMT") == "TREAT"  # not the configured claim
+    for wrong in ("treat", "SHOPPING", ["TREAT", "HPAYMT"], 7):
+        with pytest.raises(Rejected, match="PurposeOfUse"):
+            purpose(client_id="journal", pou=wrong)

@@ -25,7 +25,7 @@ def _seed(client: TestClient, full: RegisteredClient) -> tuple[str, str]:
 
 
 def _token(services: Services, client: TestClient, scopes: str) -> dict[str, str]:
-    return bearer(register(services, scopes).token(client, scopes))
+    return bearer(register(services, scopes, region=True).token(client, scopes))
 
 
 def test_each_interaction_needs_its_letter(

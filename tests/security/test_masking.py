@@ -4,6 +4,8 @@ allow, in every response that carries the Patient."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +16,10 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.hooks import Principal, RequestContext
 from gateway.services import Services
+from tests.api.helpers import PNR, patient
 from tests.conftest import Database
-from tests.security.conftest import bearer, register
-from tests.security.test_organisation_policy import ALL, World, organisation_policy
+from tests.security.conftest import bearer, organisation_policy, register
+from tests.security.test_organisation_policy import ALL, World, pnr
 
 
 @dataclass
@@ -117,6 +120,11 @@ def test_search_cannot_confirm_a_hidden_name(seeded: Seeded) -> None:
         "Patient?phone=070-0000000",
         "Patient?telecom=070-0000000",
         "Patient?name:exact=Skyddad",
+        "Patient?name:contains=kydd",
+        "Patient?given=Tolvan",
+        "Patient?address=Hemlig",
+        "Patient?family=Skyddad&_sort=family",
+        "Patient?_id=pp&phone=070-0000000",
         "DeviceRequest?subject:Patient.name=Skyddad",
     ):
         bundle = c.get(f"/fhir/{query}", headers=a).json()
@@ -173,3 +181,176 @@ def test_mask_unit(seeded: Seeded) -> None:
         **{**policy.rules.__dict__, "unmasked_organizations": frozenset({"SE-ALLOWED"})}
     )
     assert policy.mask(allowed_org, labelled) is labelled
+
+
+PROTECTED = {
+    "security": [
+        {"system": "http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel", "code": "sekretessmarkering"}
+    ]
+}
+SECRET = ("Skyddad", "Hemlig", "070-", "Nyskyddad")
+
+
+def assert_nothing_secret(text: str) -> None:
+    for value in SECRET:
+        assert value not in text, value
+
+
+def protected_patient(serial: int, **extra: Any) -> dict[str, Any]:
+    return patient(
+        pnr(serial),
+        family="Nyskyddad",
+        address=[{"city": "Hemlig"}],
+        telecom=[{"system": "phone", "value": "070-1111111"}],
+        meta=PROTECTED,
+        **extra,
+    )
+
+
+def test_create_update_and_patch_responses_masked(seeded: Seeded) -> None:
+    c, region = seeded.client, seeded.world.region
+    for prefer in ({}, {"Prefer": "return=representation"}):
+        created = c.post("/fhir/Patient", json=protected_patient(40 + len(prefer)), headers=region | prefer)
+        assert created.status_code == 201, created.text
+        assert_masked(created.json())
+        assert_nothing_secret(created.text)
+        new_id = created.json()["id"]
+        full = protected_patient(40 + len(prefer), id=new_id, gender="female")
+        updated = c.put(f"/fhir/Patient/{new_id}", json=full, headers=region | prefer)
+        assert updated.status_code == 200, updated.text
+        assert_masked(updated.json())
+        assert_nothing_secret(updated.text)
+        operations = [{"op": "replace", "path": "/gender", "value": "other"}]
+        patch_headers = region | prefer | {"Content-Type": "application/json-patch+json"}
+        patched = c.patch(f"/fhir/Patient/{new_id}", content=json.dumps(operations), headers=patch_headers)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["gender"] == "other"
+        assert_masked(patched.json())
+        assert_nothing_secret(patched.text)
+    # the stored resource keeps what the response hides
+    stored = seeded.services.write_path.run(
+        RequestContext(Principal(client_id="cli")),
+        lambda uow: uow.repository.current("Patient", new_id),
+        write=False,
+    )
+    assert stored is not None and "Nyskyddad" in stored.content
+
+
+def test_conditional_create_and_update_on_a_protected_match_masked(seeded: Seeded) -> None:
+    c, world = seeded.client, seeded.world
+    condition = f"identifier={PNR}|{pnr(6)}"
+    for who in (world.a, world.region):
+        matched = c.post(
+            "/fhir/Patient", json=patient(pnr(6), family="Annan"), headers=who | {"If-None-Exist": condition}
+        )
+        assert matched.status_code == 200, matched.text
+        assert matched.json()["id"] == "pp"
+        assert_masked(matched.json())
+        assert_nothing_secret(matched.text)
+    full = c.get("/fhir/Patient/pp", headers=world.region).json()
+    assert "name" not in full
+    stored = protected_patient(6, id="pp", name=[{"family": "Skyddad"}])
+    updated = c.put(f"/fhir/Patient?{condition}", json=stored, headers=world.region)
+    assert updated.status_code == 200, updated.text
+    assert_masked(updated.json())
+    assert_nothing_secret(updated.text)
+
+
+def test_transaction_and_batch_write_entries_masked(seeded: Seeded) -> None:
+    c, world = seeded.client, seeded.world
+    for kind in ("transaction", "batch"):
+        serial = 50 if kind == "transaction" else 51
+        bundle = {
+            "resourceType": "Bundle",
+            "type": kind,
+            "entry": [
+                {
+                    "fullUrl": f"urn:uuid:00000000-0000-0000-0000-0000000000{serial}",
+                    "resource": protected_patient(serial),
+                    "request": {"method": "POST", "url": "Patient"},
+                },
+                {
+                    "resource": patient(pnr(6), family="Annan"),
+                    "request": {
+                        "method": "POST",
+                        "url": "Patient",
+                        "ifNoneExist": f"identifier={PNR}|{pnr(6)}",
+                    },
+                },
+                {
+                    "resource": protected_patient(7, id="pq"),
+                    "request": {"method": "PUT", "url": "Patient/pq"},
+                },
+                {
+                    "resource": {
+                        "resourceType": "Binary",
+                        "contentType": "application/json-patch+json",
+                        "data": base64.b64encode(
+                            json.dumps([{"op": "add", "path": "/gender", "value": "male"}]).encode()
+                        ).decode(),
+                    },
+                    "request": {"method": "PATCH", "url": "Patient/pp"},
+                },
+            ],
+        }
+        answer = c.post("/fhir", json=bundle, headers=world.region)
+        assert answer.status_code == 200, answer.text
+        entries = answer.json()["entry"]
+        assert [e["response"]["status"][:3] for e in entries] == ["201", "200", "200", "200"], kind
+        for item in entries:
+            assert_masked(item["resource"])
+        assert_nothing_secret(answer.text)
+        assert "Folkbokford" not in answer.text
+
+
+def ids(bundle: dict[str, Any]) -> list[str]:
+    return [
+        e["resource"]["id"] for e in bundle.get("entry", []) if e["resource"]["resourceType"] == "Patient"
+    ]
+
+
+def cursor_text(url: str) -> str:
+    token = url.split("_cursor=")[1].split("&", maxsplit=1)[0]
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+
+
+@pytest.mark.parametrize("key", ["family", "name", "address", "address-city", "telecom", "phone"])
+def test_sort_by_a_masked_parameter_treats_masked_as_valueless(seeded: Seeded, key: str) -> None:
+    c, world = seeded.client, seeded.world
+    ascending = ids(c.get(f"/fhir/Patient?_sort={key}", headers=world.a).json())
+    descending = ids(c.get(f"/fhir/Patient?_sort=-{key}", headers=world.a).json())
+    assert set(ascending) == {"pa", "pc", "pd", "pe", "pp", "pq"}, (ascending, descending)
+    # no value sorts first ascending and last descending, in the order of storage, whatever the name
+    assert ascending.index("pp") < ascending.index("pq")
+    assert descending.index("pp") < descending.index("pq")
+    if key in ("family", "name"):  # unmasked, Folkbokford would come before Skyddad, and after descending
+        assert ascending[:2] == ["pp", "pq"], (ascending, descending)
+        assert descending[-2:] == ["pp", "pq"]
+    paged = c.get(f"/fhir/Patient?_sort={key}&_count=1", headers=world.a).json()
+    following = next(link["url"] for link in paged["link"] if link["relation"] == "next")
+    assert "skyddad" not in cursor_text(following).lower()
+
+
+def test_sort_unmasked_for_an_allowed_client(seeded: Seeded) -> None:
+    org_services, c = seeded.services, seeded.client
+    allowed = register(org_services, ALL, org="SE-A")
+    policy = organisation_policy(org_services)
+    policy.unmasked_clients = policy.unmasked_clients | {allowed.client_id}
+    headers = bearer(allowed.token(c, ALL))
+    ascending = ids(c.get("/fhir/Patient?_sort=family", headers=headers).json())
+    assert ascending[:2] == ["pq", "pp"]  # Folkbokford, Skyddad, then the Tolvanssons
+
+
+def test_summary_count_counts_only_what_is_shown(seeded: Seeded) -> None:
+    c, world = seeded.client, seeded.world
+    for query, who, expected in (
+        ("Patient?name=Skyddad&_summary=count", world.a, 0),
+        ("Patient?family=Folkbokford&_summary=count", world.region, 0),
+        ("Patient?_summary=count", world.a, 6),
+        ("Patient?_summary=count", world.b, 2),
+        ("Observation?_summary=count", world.nobody, 0),
+        ("Patient?_summary=count", world.region, 7),
+    ):
+        bundle = c.get(f"/fhir/{query}", headers=who).json()
+        assert bundle["total"] == expected, query
+        assert "entry" not in bundle

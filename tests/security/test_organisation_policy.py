@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection
 
 from gateway.adapters.mapping import luhn_digit
 from gateway.app import create_app
+from gateway.errors import FhirError, unprocessable
 from gateway.hooks import Principal, RequestContext
-from gateway.security.organisation import AllOf, OrganisationPolicy
+from gateway.pipeline import UnitOfWork
 from gateway.services import Services
 from tests.api.helpers import HSA, PNR, patient
 from tests.conftest import Database
-from tests.security.conftest import bearer, register
+from tests.security.conftest import bearer, organisation_policy, register
 
 ALL = "system/*.cruds"
 LABELS = "http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel"
@@ -30,13 +32,6 @@ def pnr(serial: int) -> str:
 
 def ref(target: str) -> dict[str, str]:
     return {"reference": target}
-
-
-def organisation_policy(services: Services) -> OrganisationPolicy:
-    policy = services.hooks.policy
-    assert isinstance(policy, AllOf)
-    found = [p for p in policy.policies if isinstance(p, OrganisationPolicy)]
-    return found[0]
 
 
 @pytest.fixture
@@ -489,16 +484,78 @@ def test_relations_are_computed_once_per_request(org_services: Services, world: 
     calls = 0
     original = policy._compute
 
-    def counting(hsa: str) -> Any:
+    def counting(connection: Connection, hsa: str) -> Any:
         nonlocal calls
         calls += 1
-        return original(hsa)
+        return original(connection, hsa)
 
     policy._compute = counting  # type: ignore[method-assign]
     for target in ("pa", "pb", "pc", "pd", "pe"):
         policy.can_read(context, {"resourceType": "Patient", "id": target})
     assert calls == 1
     assert policy.relations(context).patients == {"pa", "pc", "pd", "pe", "pp", "pq"}
+
+
+def test_a_transaction_sees_the_relationships_it_makes(world: World) -> None:
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "requester": ref("Organization/orgA"),
+    }
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "puls"}}
+    new = "urn:uuid:7d0c6c55-0000-4000-8000-000000000001"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": new, "resource": patient(pnr(9)), "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {**task, "for": ref(new)}, "request": {"method": "POST", "url": "Task"}},
+            {"resource": {**obs, "subject": ref(new)}, "request": {"method": "POST", "url": "Observation"}},
+            # B's patient: the Task A requests makes the relationship, so A may write and read for pb
+            {"resource": {**task, "for": ref("Patient/pb")}, "request": {"method": "POST", "url": "Task"}},
+            {
+                "resource": {**obs, "subject": ref("Patient/pb"), "performer": [ref("Organization/orgA")]},
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {"request": {"method": "GET", "url": "Patient/pb"}},
+            {"request": {"method": "GET", "url": "Observation?subject=Patient/pb"}},
+        ],
+    }
+    answer = world.client.post("/fhir", json=bundle, headers=world.a)
+    assert answer.status_code == 200, answer.text
+    entries = answer.json()["entry"]
+    assert [e["response"]["status"][:3] for e in entries] == ["201"] * 5 + ["200"] * 2
+    assert entries[5]["resource"]["id"] == "pb"
+    found = matches(entries[6]["resource"])
+    assert found == {f"Observation/{entries[4]['resource']['id']}"}  # not B's own obsB, which names B
+    assert world.client.get("/fhir/Patient/pb", headers=world.a).status_code == 200
+
+
+def test_relationships_of_a_rolled_back_unit_of_work_are_forgotten(
+    org_services: Services, world: World
+) -> None:
+    policy = organisation_policy(org_services)
+    write_path = org_services.write_path
+    context = RequestContext(Principal(client_id="someone", organization="SE-A", scopes=frozenset({ALL})))
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": ref("Patient/pb"),
+        "requester": ref("Organization/orgA"),
+    }
+    pb = {"resourceType": "Patient", "id": "pb"}
+
+    def related_then_refused(uow: UnitOfWork) -> None:
+        assert not policy.can_read(uow.context, pb)
+        write_path.create(uow, task)
+        assert policy.can_read(uow.context, pb)  # the pending Task counts within its transaction
+        raise unprocessable("refused after the write")
+
+    with pytest.raises(FhirError):
+        write_path.run(context, related_then_refused)
+    assert not write_path.run(context, lambda uow: policy.can_read(uow.context, pb), write=False)
 
 
 HOSTILE = [

@@ -30,7 +30,7 @@ def test_discovery_document_describes_backend_services(secure_client: TestClient
 def test_signed_assertion_gets_a_token_that_reads_and_searches(
     secure_services: Services, secure_client: TestClient, alg: str
 ) -> None:
-    registered = register(secure_services, "system/Patient.cruds", alg)
+    registered = register(secure_services, "system/Patient.cruds", alg, region=True)
     response = secure_client.post("/auth/token", data=registered.form("system/Patient.cruds"))
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
@@ -64,7 +64,7 @@ def test_token_is_signed_with_a_published_key(
 def test_granted_scopes_are_those_the_registration_covers(
     secure_services: Services, secure_client: TestClient
 ) -> None:
-    registered = register(secure_services, "system/Patient.rs system/Task.read")
+    registered = register(secure_services, "system/Patient.rs system/Task.read", region=True)
     form = registered.form("system/Patient.r system/Task.s system/Task.c gateway/audit.read")
     response = secure_client.post("/auth/token", data=form)
     assert response.status_code == 200, response.text
@@ -72,7 +72,7 @@ def test_granted_scopes_are_those_the_registration_covers(
 
 
 def test_no_covered_scope_is_invalid_scope(secure_services: Services, secure_client: TestClient) -> None:
-    registered = register(secure_services, "system/Patient.rs")
+    registered = register(secure_services, "system/Patient.rs", region=True)
     response = secure_client.post("/auth/token", data=registered.form("system/Task.cruds"))
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_scope"

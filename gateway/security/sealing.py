@@ -1,0 +1,94 @@
+"""The signing keys' private parts, encrypted at rest (AES-256-GCM, `cryptography`).
+
+The database holds `enc:v1:` + base64url(nonce ‖ ciphertext ‖ tag) of the private JWK, with the key id as
+associated data (a sealed key cannot be passed off as another row's). The AES key is derived (HKDF-SHA256)
+from GATEWAY_KEY_SECRET; without one, from a development secret generated once into GATEWAY_KEY_SECRET_FILE
+(`var/key-secret`), so tests and `make run` work as they are. Production sets GATEWAY_KEY_SECRET
+(docs/security.md). Rows from before encryption (plain JSON) still load, and are sealed on first load.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.config import Settings
+
+log = logging.getLogger("gateway.security")
+
+PREFIX = "enc:v1:"
+NONCE_BYTES = 12
+SALT = b"fhir-home-device-gateway signing keys"
+
+
+class KeySecretError(Exception):
+    """A stored key cannot be decrypted: the secret is not the one it was sealed with."""
+
+
+def development_secret(path: Path) -> str:
+    """The secret in `path`, made (random, owner-only) when there is none yet."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(secret + "\n")
+    log.warning("Generated a development key secret in %s; production sets GATEWAY_KEY_SECRET", path)
+    return secret
+
+
+class Sealer:
+    """Seals and opens private JWKs with a key derived from one secret."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("The key secret is empty")
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=SALT, info=b"v1").derive(secret.encode())
+        self._aead = AESGCM(derived)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Sealer:
+        """From GATEWAY_KEY_SECRET, else from the development secret file."""
+        return cls(settings.key_secret or development_secret(settings.key_secret_file))
+
+    def seal(self, kid: str, private_jwk: dict[str, Any]) -> str:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, json.dumps(private_jwk).encode(), kid.encode())
+        return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+    def unseal(self, kid: str, stored: str) -> dict[str, Any]:
+        """The private JWK of a stored row, sealed or (from before encryption) plain JSON."""
+        if not is_sealed(stored):
+            plain: dict[str, Any] = json.loads(stored)
+            return plain
+        raw = stored.removeprefix(PREFIX)
+        data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        try:
+            opened = self._aead.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], kid.encode())
+        except InvalidTag as error:
+            raise KeySecretError(
+                f"The signing key {kid} cannot be decrypted: GATEWAY_KEY_SECRET is not the secret it was "
+                "encrypted with"
+            ) from error
+        found: dict[str, Any] = json.loads(opened)
+        return found
+
+
+def is_sealed(stored: str) -> bool:
+    return stored.startswith(PREFIX)
