@@ -18,6 +18,7 @@ from gateway import __version__
 from gateway.adapters import routes as adapter_routes
 from gateway.adapters.bestallningsportalen import routes as bestallningsportalen_routes
 from gateway.adapters.device_register import routes as device_register_routes
+from gateway.adapters.hl7v2 import mllp
 from gateway.adapters.hl7v2 import routes as hl7v2_routes
 from gateway.config import Settings
 from gateway.errors import FhirError, not_found, too_large
@@ -72,8 +73,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await run_in_threadpool(svc.close)  # every audit record stored before the process ends
+        listener = await mllp.start_embedded(svc)  # GATEWAY_MLLP_PORT: MLLP on this event loop too
+        try:
+            yield
+        finally:
+            if listener is not None:
+                await listener.stop()
+            await run_in_threadpool(svc.close)  # every audit record stored before the process ends
 
     app = FastAPI(
         title="FHIR home device gateway",

@@ -53,8 +53,11 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     upgrade: Annotated[bool, typer.Option(help="Migrate the database first.")] = True,
 ) -> None:
-    """Serve FHIR at http://HOST:PORT/fhir."""
+    """Serve FHIR at http://HOST:PORT/fhir (and MLLP too when GATEWAY_MLLP_PORT is set)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers > 1 and Settings.from_env().mllp_port is not None:
+        console.print("[red]GATEWAY_MLLP_PORT runs the MLLP listener in the server: use one worker")
+        raise typer.Exit(2)
     if upgrade:
         upgrade_database()
     uvicorn.run(

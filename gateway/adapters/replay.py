@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 from gateway.adapters import quarantine
 from gateway.adapters.registry import ADAPTERS
 from gateway.config import Settings
 from gateway.hooks import Principal, RequestContext
+from gateway.model.types import Json
 from gateway.services import Services
 
 console = Console(stderr=True, soft_wrap=True)
@@ -33,5 +35,17 @@ def replay_item(item_id: int) -> int:
     if accepted:
         quarantine.set_status(svc.engine, item_id, "replayed")
     console.print(f"replayed {item_id}: {', '.join(statuses) or 'nothing to do'}")
+    for diagnostics in _diagnostics(response):
+        console.print(f"  {escape(diagnostics)}")
     svc.engine.dispose()
     return 0 if accepted else 1
+
+
+def _diagnostics(response: Json) -> list[str]:
+    """What the entries' OperationOutcomes say (e.g. the HL7 ACK of a replayed message)."""
+    return [
+        str(issue["diagnostics"])
+        for entry in response.get("entry", [])
+        for issue in entry.get("response", {}).get("outcome", {}).get("issue", [])
+        if issue.get("diagnostics")
+    ]

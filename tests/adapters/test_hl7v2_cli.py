@@ -12,12 +12,15 @@ from pathlib import Path
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from gateway.adapters import quarantine
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.mllp import frame
 from gateway.cli import app
+from gateway.security.scopes import ADAPTER_HL7V2
 from gateway.services import Services
 from gateway.store.tables import Resource
 from tests.adapters.test_hl7v2_messages import adt
+from tests.adapters.test_hl7v2_mllp import HOSPITAL_CLIENT, HOSPITAL_HSA, register
 from tests.conftest import Database
 
 GATEWAY = Path(sys.executable).with_name("gateway")
@@ -42,13 +45,25 @@ def test_import_files_of_messages(tmp_path: Path, database: Database, services: 
     assert _count(services, "Encounter") == 1 and _count(services, "Patient") == 1
     again = CliRunner().invoke(app, ["import", "hl7", str(good)], env=env)
     assert again.exit_code == 0 and "duplicates 2" in again.output
+    [item] = quarantine.listing(services.engine, "hl7v2")
+    replayed = CliRunner().invoke(app, ["import", "--replay", str(item.id)], env=env)
+    assert replayed.exit_code == 1, replayed.output
+    assert f"replayed {item.id}: 422 Unprocessable Entity" in replayed.output
+    assert "HL7 ACK AE for message I3: " in replayed.output and "personnummer" in replayed.output
 
 
 def test_mllp_command_listens_and_answers(database: Database, services: Services) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, **database.environment(), "GATEWAY_MLLP_FACILITIES": "SE2321000016-KS01"}
+    register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2, "system/*.cruds"])
+    env = {
+        **os.environ,
+        **database.environment(),
+        "GATEWAY_MLLP_FACILITIES": f"{HOSPITAL_HSA}={HOSPITAL_CLIENT}",
+        # auth and the organisation policy are on: the hospital's journal system writes region-wide
+        "GATEWAY_REGION_CLIENTS": HOSPITAL_CLIENT,
+    }
     process = subprocess.Popen(
         [str(GATEWAY), "mllp", "--host", "127.0.0.1", "--port", str(port)],
         env=env,

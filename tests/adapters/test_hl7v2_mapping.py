@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from gateway.adapters import quarantine
 from tests.adapters.test_hl7v2_messages import adt, post
 
 
@@ -73,13 +74,37 @@ def test_invalid_personnummer_is_ae_quarantined_and_writes_nothing(client: TestC
     assert search(client, "Patient") == [] and search(client, "Encounter") == []
     [item] = client.get("/adapters/quarantine?adapter=hl7v2").json()["items"]
     assert item["sourceKey"].endswith("BAD1")
+    stored = quarantine.get(services.engine, item["id"])
+    assert stored is not None
     from gateway.adapters.registry import ADAPTERS
     from gateway.hooks import RequestContext
 
     fixed = adt("A01", "BAD1")
+    again = ADAPTERS["hl7v2"].replay(services, RequestContext(), stored.payload, stored.content_type)
+    [failed] = [entry["response"] for entry in again["entry"]]
+    assert failed["status"] == "422 Unprocessable Entity" and "etag" not in failed
+    ack, *errors = failed["outcome"]["issue"]
+    assert ack["severity"] == "error" and ack["details"]["coding"][0]["code"] == "AE"
+    assert (
+        ack["diagnostics"].startswith("HL7 ACK AE for message BAD1: ")
+        and "personnummer" in ack["diagnostics"]
+    )
+    assert errors and all(issue["severity"] == "error" for issue in errors)
     response = ADAPTERS["hl7v2"].replay(services, RequestContext(), fixed, "application/hl7-v2")
-    assert response["entry"][0]["response"]["status"].startswith("200")
+    [accepted] = [entry["response"] for entry in response["entry"]]
+    assert accepted["status"] == "200 OK" and "etag" not in accepted
+    assert accepted["outcome"]["issue"] == [
+        {
+            "severity": "information",
+            "code": "informational",
+            "details": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0008", "code": "AA"}]
+            },
+            "diagnostics": "HL7 ACK AA for message BAD1",
+        }
+    ]
     assert len(search(client, "Patient")) == 1
+    assert client.get("/adapters/quarantine?adapter=hl7v2").json()["items"] == [item]  # not kept twice
 
 
 def test_not_hl7_or_unsupported_is_ar(client: TestClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,47 +17,60 @@ from sqlalchemy import func, select
 
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.mllp import Listener, ListenerSettings, frame
+from gateway.adapters.hl7v2.senders import Senders
+from gateway.security import store
+from gateway.security.scopes import ADAPTER_HL7V2
 from gateway.services import Services
 from gateway.store.tables import Resource
 from tests.adapters.test_hl7v2_messages import KOMMUN, adt
+from tests.conftest import Database
 
 PNRS = ["191212121212", "195001182046", "196408233234", "197802022389", "198112189876", "199001012385"]
 
 
+HOSPITAL_HSA = "SE2321000016-KS01"
+HOSPITAL_CLIENT = "karolinska-journal"
+
+
 class Running:
-    def __init__(self, services: Services, facilities: frozenset[str] | None) -> None:
+    """A Listener on its own event loop in a thread, on a free port."""
+
+    def __init__(self, services: Services, settings: ListenerSettings) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.listener = Listener(
-            services, ListenerSettings(port=0, facilities=facilities, max_message_bytes=65536)
-        )
+        self.listener = Listener(services, settings)
         asyncio.run_coroutine_threadsafe(self.listener.start(), self.loop).result(10)
         self.port = self.listener.port
 
     def stop(self) -> None:
-        server = self.listener.server
-        assert server is not None
-
-        async def close() -> None:  # asyncio servers are closed on their own loop's thread
-            server.close()
-            await server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        # asyncio servers are closed on their own loop's thread
+        asyncio.run_coroutine_threadsafe(self.listener.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
 
+def register(services: Services, client_id: str, organization: str, scopes: list[str]) -> None:
+    store.add_client(services.engine, client_id, organization, {"keys": []}, scopes, client_id)
+
+
+def hospital_senders(services: Services) -> Senders:
+    """Only the hospital is accepted, as its registered journal system's client."""
+    register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2, "system/*.cruds"])
+    return Senders({HOSPITAL_HSA: HOSPITAL_CLIENT})
+
+
 @pytest.fixture
 def mllp(services: Services) -> Iterator[Running]:
-    running = Running(services, frozenset({"SE2321000016-KS01"}))
+    settings = ListenerSettings(port=0, senders=hospital_senders(services), max_message_bytes=65536)
+    running = Running(services, settings)
     yield running
     running.stop()
 
 
 def exchange(port: int, payloads: list[bytes], raw: bool = False) -> list[bytes]:
     """Send each payload (framed unless raw) on one connection; read one ACK per payload."""
-    answers = []
+    answers: list[bytes] = []
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         buffer = b""
         for payload in payloads:
@@ -73,8 +87,10 @@ def exchange(port: int, payloads: list[bytes], raw: bool = False) -> list[bytes]
 
 
 def count(services: Services) -> int:
+    """Stored resources, audit records left out."""
+    query = select(func.count()).select_from(Resource).where(Resource.res_type != "AuditEvent")
     with services.engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(Resource)).scalar_one())
+        return int(connection.execute(query).scalar_one())
 
 
 def test_one_ack_per_message_and_unknown_facilities_get_ar(mllp: Running) -> None:
@@ -155,3 +171,100 @@ def test_fuzz_random_and_mutated_messages(mllp: Running, services: Services, dat
         if code != "AA":
             assert count(services) == before  # a refused message writes nothing
     assert read_ack(exchange(mllp.port, [frame(b"MSH|^~\\&|ping")], raw=True)[0])[0] == "AR"
+
+
+# -- identity: the sending facility's client ------------------------------------------------------------
+
+
+@pytest.fixture
+def audited(database: Database) -> Iterator[Services]:
+    """Services that write AuditEvents, with SMART scopes and the organisation policy enforced; the
+    hospital's journal system is region-wide (its messages write for the municipality and primary care)."""
+    database.clear()
+    settings = database.settings(
+        auth=True, audit=True, organisation_policy=True, region_clients=(HOSPITAL_CLIENT,)
+    )
+    built = Services.build(settings, engine=database.engine)
+    yield built
+    built.close()
+
+
+def audit_events(services: Services, query: str) -> list[dict[str, Any]]:
+    assert services.audit is not None
+    services.audit.flush()
+    with services.engine.connect() as connection:
+        return [s.json() for s in services.searcher.match(connection, "AuditEvent", query, 1000)]
+
+
+def listening(services: Services, senders: Senders) -> Running:
+    return Running(services, ListenerSettings(port=0, senders=senders))
+
+
+def test_messages_are_written_and_audited_as_the_facilitys_client(audited: Services) -> None:
+    running = listening(audited, hospital_senders(audited))
+    try:
+        [answer] = exchange(running.port, [adt("A01", "I1")])
+    finally:
+        running.stop()
+    assert read_ack(answer) == ("AA", "I1", "")
+    [record] = audit_events(audited, "subtype=import")
+    client, organization = record["agent"][:2]
+    assert client["who"]["identifier"]["value"] == HOSPITAL_CLIENT
+    assert client["network"]["address"] == "127.0.0.1"
+    assert organization["who"]["identifier"]["value"] == HOSPITAL_HSA
+    assert "I1" in record["outcomeDesc"] and record["outcome"] == "0"
+    writes = audit_events(audited, "subtype=create")
+    assert writes, "the writes of the message are audited too"
+    assert {e["agent"][0]["who"]["identifier"]["value"] for e in writes} == {HOSPITAL_CLIENT}
+
+
+def test_the_clients_own_scopes_govern_its_writes(audited: Services) -> None:
+    register(audited, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2, "system/Patient.rs"])
+    running = listening(audited, Senders({HOSPITAL_HSA: HOSPITAL_CLIENT}))
+    try:
+        [answer] = exchange(running.port, [adt("A01", "I2")])
+    finally:
+        running.stop()
+    code, control, text = read_ack(answer)
+    assert (code, control) == ("AE", "I2") and text.startswith("403")
+    assert count(audited) == 0
+    [record] = audit_events(audited, "subtype=import")
+    assert record["agent"][0]["who"]["identifier"]["value"] == HOSPITAL_CLIENT
+    assert record["outcome"] == "4"
+
+
+def test_a_client_without_the_adapter_scope_or_unregistered_gets_ar(services: Services) -> None:
+    register(services, "no-scope", HOSPITAL_HSA, ["system/*.cruds"])
+    senders = Senders({HOSPITAL_HSA: "no-scope", "SE2321000016-SS01": "never-registered"})
+    running = listening(services, senders)
+    try:
+        answers = exchange(
+            running.port,
+            [adt("A01", "J1"), adt("A01", "J2", facility="Södersjukhuset^SE2321000016-SS01^L")],
+        )
+    finally:
+        running.stop()
+    first, second = (read_ack(a) for a in answers)
+    assert first[:2] == ("AR", "J1") and ADAPTER_HL7V2 in first[2]
+    assert second[:2] == ("AR", "J2") and "no active client" in second[2]
+    assert count(services) == 0
+
+
+def test_without_a_list_every_facility_is_accepted_with_a_warning(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.adapters.hl7v2.mllp"):
+        running = listening(services, Senders())
+    try:
+        answers = exchange(running.port, [adt("A01", "K1", facility="Annat^SE2321000016-XX01^L")])
+    finally:
+        running.stop()
+    assert read_ack(answers[0])[:2] == ("AA", "K1")
+    assert "every sending facility is accepted" in caplog.text
+
+
+def test_a_facility_list_must_name_clients() -> None:
+    assert Senders.parse([" SE1 = c1 ", "SE2=c2"]).clients == {"SE1": "c1", "SE2": "c2"}
+    assert Senders.parse([]).clients is None
+    with pytest.raises(ValueError, match="HSA-id=client-id"):
+        Senders.parse(["SE2321000016-KS01"])

@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from zoneinfo import ZoneInfo
 
 from gateway.adapters.hl7v2 import service
+from gateway.adapters.hl7v2.ack import Ack
 from gateway.adapters.registry import register
 from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.services import Services
+
+ACK_CODES = "http://terminology.hl7.org/CodeSystem/v2-0008"  # HL7 table 0008, acknowledgment code
+
+
+def ack_issue(ack: Ack) -> Json:
+    """The ACK as an OperationOutcome issue: its code (MSA-1) and text, for the operator."""
+    accepted = ack.code == "AA"
+    diagnostics = f"HL7 ACK {ack.code} for message {ack.control_id or '(no MSH-10)'}"
+    if ack.text:
+        diagnostics += f": {ack.text}"
+    return {
+        "severity": "information" if accepted else "error",
+        "code": "informational" if accepted else "processing",
+        "details": {"coding": [{"system": ACK_CODES, "code": ack.code}]},
+        "diagnostics": diagnostics,
+    }
+
+
+def entry_of(result: service.Result) -> Json:
+    """One batch-response entry: the status, and an OperationOutcome with the ACK and any errors."""
+    issues = list(result.outcome["issue"]) if result.outcome is not None else []
+    outcome: Json = {"resourceType": "OperationOutcome", "issue": [ack_issue(result.ack), *issues]}
+    status = "200 OK" if result.ack.code == "AA" else "422 Unprocessable Entity"
+    return {"response": {"status": status, "outcome": outcome}}
 
 
 class Hl7v2Adapter:
@@ -20,14 +44,7 @@ class Hl7v2Adapter:
         result = asyncio.run(
             service.handle(services, payload, content_type=content_type, keep_rejected=False)
         )
-        ack = result.encode(ZoneInfo(services.settings.local_timezone)).decode()
-        entry: Json = {
-            "response": {"status": "200 OK" if result.ack.code == "AA" else "422 Unprocessable Entity"}
-        }
-        if result.outcome is not None:
-            entry["response"]["outcome"] = result.outcome
-        entry["response"]["etag"] = ack.split("\r")[1]  # the MSA segment, for the operator
-        return {"resourceType": "Bundle", "type": "batch-response", "entry": [entry]}
+        return {"resourceType": "Bundle", "type": "batch-response", "entry": [entry_of(result)]}
 
 
 ADAPTER = register(Hl7v2Adapter())

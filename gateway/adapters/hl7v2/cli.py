@@ -31,11 +31,12 @@ def mllp(
     port: Annotated[int | None, typer.Option(help="Port (default GATEWAY_MLLP_PORT or 2575).")] = None,
     upgrade: Annotated[bool, typer.Option(help="Migrate the database first.")] = True,
 ) -> None:
-    """Listen for HL7 v2 ADT messages over MLLP; answer each with an ACK."""
+    """Listen for HL7 v2 ADT messages over MLLP (TLS when configured); answer each with an ACK."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = ListenerSettings.from_env()
+    gateway_settings = Settings.from_env()
+    settings = ListenerSettings.from_settings(gateway_settings)
     settings = replace(settings, host=host or settings.host, port=port or settings.port)
-    svc = Services.build(Settings.from_env())
+    svc = Services.build(gateway_settings)
     if upgrade:
         migrate.upgrade(svc.engine)
     try:

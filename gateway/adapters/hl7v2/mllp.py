@@ -2,44 +2,69 @@
 
 Each message arrives framed as 0x0B … 0x1C 0x0D. Bytes outside a frame are skipped (and logged), a frame
 larger than the limit is answered AR and the connection closed, an idle connection is closed after the
-timeout; none of it affects other connections or the listener. Accepted sending facilities (MSH-4) come
-from GATEWAY_MLLP_FACILITIES (comma separated HSA-ids); with none configured every facility is accepted
-and a warning is logged at start-up."""
+timeout; none of it affects other connections or the listener. The sending facilities (MSH-4) it accepts
+and the client each acts as come from GATEWAY_MLLP_FACILITIES (`senders.py`); with TLS configured
+(GATEWAY_MLLP_TLS_CERT and _KEY, optionally _CLIENT_CA for client certificates) it speaks only TLS.
+It runs as `gateway mllp`, or inside `gateway serve` when GATEWAY_MLLP_PORT is set (`start_embedded`).
+Every message is audited as an `import` by the client it was written as."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from gateway.adapters.hl7v2 import service
 from gateway.adapters.hl7v2.ack import Ack
 from gateway.adapters.hl7v2.message import END, START
+from gateway.adapters.hl7v2.senders import Senders
+from gateway.config import Settings
+from gateway.errors import FhirError
+from gateway.hooks import AccessRecord, Principal, RequestContext
 from gateway.services import Services
 
 log = logging.getLogger("gateway.adapters.hl7v2.mllp")
+DEFAULT_PORT = 2575
+AUDIT_STATUS = {"AA": 200, "AE": 422, "AR": 400}
+
+
+def tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext | None:
+    """The server's TLS context (TLS 1.2 or later), or None when no certificate is configured. With a
+    client CA, clients must present a certificate it signed (mutual TLS)."""
+    if not cert and not key and not client_ca:
+        return None
+    if not cert or not key:
+        raise ValueError("MLLP TLS needs both GATEWAY_MLLP_TLS_CERT and GATEWAY_MLLP_TLS_KEY")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 @dataclass(frozen=True)
 class ListenerSettings:
     host: str = "127.0.0.1"
-    port: int = 2575
-    facilities: frozenset[str] | None = None
+    port: int = DEFAULT_PORT
+    senders: Senders = field(default_factory=Senders)
     max_message_bytes: int = 1024 * 1024
     idle_timeout: float = 300.0
+    tls: ssl.SSLContext | None = None
 
     @classmethod
-    def from_env(cls) -> ListenerSettings:
-        names = [n.strip() for n in os.environ.get("GATEWAY_MLLP_FACILITIES", "").split(",") if n.strip()]
+    def from_settings(cls, settings: Settings) -> ListenerSettings:
         return cls(
-            host=os.environ.get("GATEWAY_MLLP_HOST", cls.host),
-            port=int(os.environ.get("GATEWAY_MLLP_PORT", str(cls.port))),
-            facilities=frozenset(names) if names else None,
-            max_message_bytes=int(os.environ.get("GATEWAY_MLLP_MAX_BYTES", str(cls.max_message_bytes))),
-            idle_timeout=float(os.environ.get("GATEWAY_MLLP_IDLE_SECONDS", str(cls.idle_timeout))),
+            host=settings.mllp_host,
+            port=settings.mllp_port or DEFAULT_PORT,
+            senders=Senders.parse(settings.mllp_facilities),
+            max_message_bytes=settings.mllp_max_bytes,
+            idle_timeout=float(settings.mllp_idle_seconds),
+            tls=tls_context(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca),
         )
 
 
@@ -53,14 +78,32 @@ class Listener:
         self.settings = settings
         self.zone = ZoneInfo(svc.settings.local_timezone)
         self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.address = ""  # host:port, once listening
 
     async def start(self) -> asyncio.Server:
-        if self.settings.facilities is None:
-            log.warning("MLLP: no GATEWAY_MLLP_FACILITIES configured: every sending facility is accepted")
+        await asyncio.to_thread(self.settings.senders.check, self.svc.engine)
         self.server = await asyncio.start_server(
-            self._connection, self.settings.host, self.settings.port, limit=self.settings.max_message_bytes
+            self._connection,
+            self.settings.host,
+            self.settings.port,
+            limit=self.settings.max_message_bytes,
+            ssl=self.settings.tls,
         )
+        scheme = "MLLP over TLS" if self.settings.tls else "MLLP"
+        self.address = f"{self.settings.host}:{self.port}"
+        log.info("%s listening on %s", scheme, self.address)
         return self.server
+
+    async def stop(self) -> None:
+        """Stop accepting, close the open connections, and wait until the server is closed."""
+        if self.server is None:
+            return
+        self.server.close()
+        for writer in list(self.writers):
+            writer.close()
+        await self.server.wait_closed()
+        log.info("MLLP listener on %s stopped", self.address)
 
     @property
     def port(self) -> int:
@@ -70,18 +113,22 @@ class Listener:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        self.writers.add(writer)
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, peer[0] if peer else None)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception:  # one connection's trouble never reaches the listener
             log.exception("MLLP connection from %s failed", peer)
         finally:
+            self.writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str | None
+    ) -> None:
         buffer = b""
         limit = self.settings.max_message_bytes
         while True:
@@ -111,8 +158,29 @@ class Listener:
                 buffer = rest[1:] if rest.startswith(b"\r") else rest
                 if START in payload:  # a frame started again before this one ended: keep the newer
                     payload = payload[payload.rfind(START) + 1 :]
-                result = await service.handle(self.svc, payload, accepted=self.settings.facilities)
+                result = await service.handle(
+                    self.svc, payload, senders=self.settings.senders, source_address=peer
+                )
+                self._audit(result, peer)
                 await self._send(writer, result.ack)
+
+    def _audit(self, result: service.Result, peer: str | None) -> None:
+        """One `import` record a message, naming the client it was written as (beside the records of
+        its writes); a refused sender is recorded as anonymous, with the refusal."""
+        ack = result.ack
+        context = RequestContext(
+            principal=result.principal or Principal(),
+            base_url=self.svc.settings.base_url,
+            source_address=peer,
+        )
+        detail = f"MLLP ADT^{ack.trigger} {ack.control_id} from {ack.receiving_facility}: {ack.code}"
+        if ack.text:
+            detail += f" {ack.text}"
+        record = AccessRecord("import", None, [], AUDIT_STATUS.get(ack.code, 400), context, detail[:1000])
+        try:
+            self.svc.hooks.audit.record(record)
+        except FhirError:
+            log.error("audit record lost (queue full): %s", detail)
 
     async def _send(self, writer: asyncio.StreamWriter, ack: Ack) -> None:
         writer.write(frame(ack.encode(self.zone)))
@@ -122,6 +190,16 @@ class Listener:
 async def serve_forever(svc: Services, settings: ListenerSettings) -> None:
     listener = Listener(svc, settings)
     server = await listener.start()
-    log.info("MLLP listening on %s:%d", settings.host, listener.port)
-    async with server:
+    try:
         await server.serve_forever()
+    finally:
+        await listener.stop()
+
+
+async def start_embedded(svc: Services) -> Listener | None:
+    """The listener `gateway serve` runs on its own event loop when GATEWAY_MLLP_PORT is set."""
+    if svc.settings.mllp_port is None:
+        return None
+    listener = Listener(svc, ListenerSettings.from_settings(svc.settings))
+    await listener.start()
+    return listener

@@ -21,6 +21,7 @@ from gateway.adapters.hl7v2.ack import Ack
 from gateway.adapters.hl7v2.engine import TERMINAL, Context, Refs, message_id, stay_ids, urn
 from gateway.adapters.hl7v2.events import Event, read_event
 from gateway.adapters.hl7v2.message import Hl7Error, fhir_time, parse, unframe
+from gateway.adapters.hl7v2.senders import NotAccepted, Senders
 from gateway.errors import FhirError
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.transaction import process_bundle
@@ -57,14 +58,18 @@ class Result:
     outcome: Json | None = None  # the OperationOutcome of an AE or AR
     duplicate: bool = False
     quarantined: int | None = None
+    principal: Principal | None = None  # who the message was written as (None: refused before that)
 
     def encode(self, zone: ZoneInfo) -> bytes:
         return self.ack.encode(zone)
 
 
-def context_for(svc: Services, organization: str | None = None) -> RequestContext:
+def context_for(
+    svc: Services, organization: str | None = None, principal: Principal | None = None
+) -> RequestContext:
+    """The adapter's own identity (for `organization`), or `principal` when the sender has a client."""
     return RequestContext(
-        principal=Principal(client_id=CLIENT_ID, organization=organization, scopes=SCOPES),
+        principal=principal or Principal(client_id=CLIENT_ID, organization=organization, scopes=SCOPES),
         base_url=svc.settings.base_url,
     )
 
@@ -105,11 +110,13 @@ async def handle(
     data: bytes,
     *,
     organization: str | None = None,
-    accepted: frozenset[str] | None = None,
+    senders: Senders | None = None,
+    source_address: str | None = None,
     content_type: str = "application/hl7-v2",
     keep_rejected: bool = True,
 ) -> Result:
-    """Process one message; give the acknowledgement to send. Never raises."""
+    """Process one message; give the acknowledgement to send. Never raises. With `senders` (MLLP) the
+    sending facility must be accepted, and the message is written as the facility's client."""
     control, app, facility, trigger = _salvage(data)
     try:
         message = parse(data)
@@ -128,46 +135,67 @@ async def handle(
         receiving_facility=message.get("MSH-4"),
         trigger=message.trigger,
     )
-    if accepted is not None and message.facility not in accepted:
-        text = f"The sending facility {message.facility} is not accepted by this listener"
-        return Result(ack_base("AR", text=text, location="MSH-4", hl7_error="207"), _outcome(text, "MSH-4"))
+    try:
+        principal = await _admit(svc, senders, message.facility)
+    except NotAccepted as refused:
+        ack = ack_base("AR", text=refused.text, location="MSH-4", hl7_error="207")
+        return Result(ack, _outcome(refused.text, "MSH-4"))
+    except Exception as error:  # the clients table cannot be read: try again later
+        log.exception("could not look up the client of sending facility %s", message.facility)
+        return Result(ack_base("AE", text=f"Internal error: {type(error).__name__}", hl7_error="207"))
+    context = context_for(svc, organization or message.facility, principal)
+    context.source_address = source_address
+    written = context.principal
     zone = ZoneInfo(svc.settings.local_timezone)
     try:
         event = read_event(message, zone)
     except Hl7Error as error:
         ack = ack_base(error.code, text=error.text, location=error.location, hl7_error=error.hl7_error)
         outcome = _outcome(error.text, error.location)
-        return await _rejected(svc, data, content_type, ack, outcome, keep_rejected)
-    context = context_for(svc, organization or event.facility)
+        return await _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
     async with _lock(event.facility, event.visit):
         for attempt in range(ATTEMPTS):
             try:
                 work = partial(_plan, svc, event, data, zone)
                 bundle = await run_in_threadpool(svc.write_path.run, context, work, False)
                 if bundle is None:
-                    return Result(ack_base("AA"), duplicate=True)
+                    return Result(ack_base("AA"), duplicate=True, principal=written)
                 await process_bundle(svc, context, bundle)
-                return Result(ack_base("AA"))
+                return Result(ack_base("AA"), principal=written)
             except FhirError as error:
                 if error.status in (409, 412) and attempt < ATTEMPTS - 1:
                     await asyncio.sleep(0.005 * 2**attempt)
                     continue
                 outcome = operation_outcome(error.issues)
                 ack = ack_base("AE", text=f"{error.status}: {error}", hl7_error="207")
-                return await _rejected(svc, data, content_type, ack, outcome, keep_rejected)
+                return await _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
             except Hl7Error as error:
                 ack = ack_base("AE", text=error.text, location=error.location, hl7_error=error.hl7_error)
                 outcome = _outcome(error.text, error.location)
-                return await _rejected(svc, data, content_type, ack, outcome, keep_rejected)
+                return await _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
             except Exception as error:
                 log.exception("unexpected error applying message %s", message.control_id)
                 ack = ack_base("AE", text=f"Internal error: {type(error).__name__}", hl7_error="207")
-                return await _rejected(svc, data, content_type, ack, _outcome(str(error), ""), keep_rejected)
+                outcome = _outcome(str(error), "")
+                return await _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
     raise AssertionError("unreachable")
 
 
+async def _admit(svc: Services, senders: Senders | None, facility: str) -> Principal | None:
+    """The sender's client (None: the adapter's own identity); NotAccepted when it may not send."""
+    if senders is None or senders.clients is None:
+        return None
+    return await run_in_threadpool(senders.admit, svc.engine, facility)
+
+
 async def _rejected(
-    svc: Services, data: bytes, content_type: str, ack: Ack, outcome: Json, keep: bool
+    svc: Services,
+    data: bytes,
+    content_type: str,
+    ack: Ack,
+    outcome: Json,
+    keep: bool,
+    principal: Principal | None = None,
 ) -> Result:
     """An AE is kept verbatim in the quarantine (its own transaction), to be corrected and replayed."""
     item: int | None = None
@@ -179,7 +207,7 @@ async def _rejected(
             )
         except Exception:
             log.exception("could not quarantine message %s", ack.control_id)
-    return Result(ack, outcome, quarantined=item)
+    return Result(ack, outcome, quarantined=item, principal=principal)
 
 
 # -- planning: read the stay, fold its messages, build the Bundle --------------------------------------
