@@ -63,18 +63,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=10_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench.open(tmp)
+    with tempfile.TemporaryDirectory() as tmp, Bench.open(tmp) as bench:
         path = Path(tmp) / "register.csv"
         with path.open("w", encoding="utf-8") as handle:
             for body in csv_bodies(args.rows, "BENCH-C", args.rows):
                 handle.write(body)
         url, kind = "/adapters/device-register/records?mode=delta", "text/csv"
+        rest = csv_bodies(args.rows, "BENCH-R", args.batch)
         bench.report(
             args.rows,
             "rows",
             [
-                ("REST new", lambda: bench.post(url, csv_bodies(args.rows, "BENCH-R", args.batch), kind)),
+                ("REST new", lambda: bench.post(url, rest, kind)),
                 (
                     "REST unchanged",
                     lambda: bench.post(url, csv_bodies(args.rows, "BENCH-R", args.batch), kind),

@@ -76,12 +76,11 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench.open(tmp)
-        rest_items = list(orders(args.orders, f"BENCH-R{int(time.time())}"))
+    with tempfile.TemporaryDirectory() as tmp, Bench.open(tmp) as bench:
+        rest_items = list(orders(args.orders, "BENCH-R"))
         path = Path(tmp) / "orders.ndjson"
         with path.open("w", encoding="utf-8") as handle:
-            for order in orders(args.orders, f"BENCH-C{int(time.time())}"):
+            for order in orders(args.orders, "BENCH-C"):
                 handle.write(json.dumps(order) + "\n")
         url, kind = "/adapters/bestallningsportalen/orders", "application/x-ndjson"
         bench.report(

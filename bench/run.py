@@ -2,7 +2,8 @@
 
 Environment: BENCH_SIZE (resources seeded, default 100000), BENCH_SECONDS (per scenario, default 10),
 BENCH_CLIENTS (concurrent clients, default 8), BENCH_WORKERS (server processes, default 2),
-BENCH_POSTGRES_URL (default the local test server; set it empty to skip PostgreSQL)."""
+BENCH_POSTGRES_URL (default the local test server; set it empty to skip PostgreSQL); the adapter
+benchmarks' sizes: see bench/adapter_report.py."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
+from bench.adapter_report import adapter_sections
 from bench.load import Request as LoadRequest
 from bench.load import Result, measure
 from bench.seed import ORGANIZATIONS, clear, seed
@@ -357,7 +359,7 @@ def main() -> None:
         runs.append(bench_backend("PostgreSQL", POSTGRES, schema))
     bare = bench_bare()
     print(f"bare: {bare.per_second:.0f}/s", flush=True)
-    text_out = report(runs, bare)
+    text_out = "\n".join([report(runs, bare), *adapter_sections(POSTGRES if schema else None)])
     existing = REPO_ROOT / "docs" / "performance.md"
     analysis = ""
     if existing.exists() and "<!-- analysis -->" in existing.read_text():

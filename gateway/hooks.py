@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.audit")
 
+# The gateway's own identity: workflow reactions write as it, on behalf of the client whose write
+# triggered them (RequestContext.on_behalf_of).
+GATEWAY_CLIENT = "gateway"
+GATEWAY_SCOPES = frozenset({"system/*.cruds"})
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -51,6 +56,27 @@ class RequestContext:
     # work at a time): policies query through it, so they see what the transaction has written so far
     # (a relationship made by an earlier entry).
     connection: Connection | None = field(default=None, compare=False, repr=False)
+    # Set only by the write path, for a reaction's writes: the client whose write triggered them, while
+    # `principal` is the gateway's own (no token can set it).
+    on_behalf_of: Principal | None = None
+
+    @property
+    def requestor(self) -> Principal:
+        """The client whose request this is: the triggering client of a reaction, else the principal."""
+        return self.on_behalf_of or self.principal
+
+    def for_reaction(self) -> RequestContext:
+        """The context a workflow reaction writes in: the gateway with every scope, on behalf of the
+        requestor, for the same purpose, from the same address; it shares this unit of work's connection."""
+        requestor = self.requestor
+        gateway = Principal(client_id=GATEWAY_CLIENT, scopes=GATEWAY_SCOPES, purpose=requestor.purpose)
+        return RequestContext(
+            principal=gateway,
+            base_url=self.base_url,
+            source_address=self.source_address,
+            connection=self.connection,
+            on_behalf_of=requestor,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,8 @@ class AccessRecord:
     detail: str = ""
     # The patients concerned, as `Patient/id` (from the resources' subject, patient, for, … references).
     patients: list[str] = field(default_factory=list)
+    # Resources of any type concerned, as `Type/id`, beside `res_ids` (e.g. what one imported record touched).
+    resources: list[str] = field(default_factory=list)
 
 
 PATIENT_FIELDS = ("subject", "patient", "for", "beneficiary")
@@ -145,6 +173,27 @@ def masked_sort(policy: AccessPolicy, context: RequestContext, res_type: str) ->
     return found
 
 
+def keep_hidden(policy: AccessPolicy, context: RequestContext, resource: Json, current: Json | None) -> Json:
+    """The resource an update stores: an AccessPolicy may have `keep_hidden(context, resource, current)`
+    putting back what its mask hides from `context` (a protected Patient's name, address, telecom), so a
+    client cannot change, or wipe by writing back what it read, what it is not shown."""
+    keeping = getattr(policy, "keep_hidden", None)
+    if keeping is None or current is None:
+        return resource
+    kept: Json = keeping(context, resource, current)
+    return kept
+
+
+def authorize_patch(
+    policy: AccessPolicy, context: RequestContext, current: Stored, operations: object
+) -> None:
+    """Raise a 403 FhirError when a JSON Patch may not be applied as given: an AccessPolicy may have
+    `authorize_patch(context, current, operations)` (a patch touching what its mask hides)."""
+    check = getattr(policy, "authorize_patch", None)
+    if check is not None:
+        check(context, current.json(), operations)
+
+
 def masks(policy: AccessPolicy) -> bool:
     """Whether responses need `mask` at all (so the plain path serves stored content unparsed)."""
     return getattr(policy, "mask", None) is not None
@@ -160,7 +209,8 @@ class Rule(Protocol):
 
 class Reaction(Protocol):
     """Runs after a version is stored, in the same transaction, and may write more through `write_path`
-    (e.g. a completed Task updating the request it confirms). Its writes pass every step again."""
+    (e.g. a completed Task updating the request it confirms). Its writes pass every step again, as the
+    gateway on behalf of the client whose write triggered it (`uow.context` is `for_reaction()` then)."""
 
     def __call__(
         self, uow: UnitOfWork, write_path: WritePath, stored: Stored, previous: Json | None

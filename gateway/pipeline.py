@@ -33,7 +33,15 @@ from gateway.errors import (
     precondition_failed,
     unprocessable,
 )
-from gateway.hooks import AccessRecord, Change, Hooks, RequestContext, patients_of
+from gateway.hooks import (
+    AccessRecord,
+    Change,
+    Hooks,
+    RequestContext,
+    authorize_patch,
+    keep_hidden,
+    patients_of,
+)
 from gateway.model.types import Json
 from gateway.model.validate import validate
 from gateway.search.dates import to_instant, utc_now
@@ -202,10 +210,12 @@ class WritePath:
         if uow.reaction_depth >= MAX_REACTION_DEPTH:
             return
         uow.reaction_depth += 1
+        acting, uow.context = uow.context, uow.context.for_reaction()  # the gateway writes, for the client
         try:
             for reaction in self.hooks.reactions:
                 reaction(uow, self, stored, previous)
         finally:
+            uow.context = acting
             uow.reaction_depth -= 1
 
     def _audit(
@@ -262,6 +272,7 @@ class WritePath:
                 f"If-Match expects version {if_match} of {res_type}/{res_id}; it has {have}"
             )
         existing = None if current is None or current.deleted else current.json()
+        resource = keep_hidden(self.hooks.policy, uow.context, resource, existing)  # not the client's
         action = "update" if existing else "create"
         resource = self._rules(uow, action, resource, existing)
         if current is not None and existing is not None and content_equal(existing, resource):
@@ -308,6 +319,7 @@ class WritePath:
                 f"If-Match expects version {if_match} of {res_type}/{res_id}; "
                 f"it has version {current.version_id}"
             )
+        authorize_patch(self.hooks.policy, uow.context, current, operations)  # before a `test` answers
         try:
             patched = jsonpatch.JsonPatch(operations).apply(current.json())
         except (jsonpatch.InvalidJsonPatch, TypeError) as error:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +15,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
+from gateway.adapters.intake import AdapterClient, UnknownClient
+from gateway.hooks import AccessRecord, AuditSink, RequestContext, patients_of
 from gateway.model.types import Json
+from gateway.services import Services
+from gateway.store.repository import Repository
 
 CHUNK = 1 << 16
 console = Console(stderr=True, soft_wrap=True)
@@ -57,6 +63,107 @@ def describe(entry: Json) -> str:
         for issue in issues
         if issue.get("severity") in ("error", "fatal")
     )
+
+
+# -- one audit record per input record -------------------------------------------------------------------
+
+
+def named(entry: Json) -> list[str]:
+    """The resources a batch-response entry names (its location, its issues' expressions), as `Type/id`."""
+    response = entry.get("response") or {}
+    issues = (response.get("outcome") or {}).get("issue") or []
+    found = [response.get("location"), *(e for i in issues for e in i.get("expression") or [])]
+    return list(dict.fromkeys(ref for ref in (_local(f) for f in found if isinstance(f, str)) if ref))
+
+
+def _local(reference: str) -> str | None:
+    """`Type/id` of a reference (`Type/id/_history/n` too); None for anything else (a JSON path …)."""
+    parts = reference.split("/")
+    if len(parts) not in (2, 4) or not parts[0].isalpha() or not parts[0][:1].isupper() or not parts[1]:
+        return None
+    return "/".join(parts[:2])
+
+
+def entry_status(entry: Json) -> int:
+    status = str((entry.get("response") or {}).get("status", "500")).split(" ", 1)[0]
+    return int(status) if status.isdigit() else 500
+
+
+class _Tee:
+    """An AuditSink that also keeps the patients of what it passes on, by resource."""
+
+    def __init__(self, sink: AuditSink, patients: dict[str, list[str]]) -> None:
+        self.sink, self.patients = sink, patients
+
+    def record(self, record: AccessRecord) -> None:
+        for res_id in record.res_ids if record.res_type else []:
+            self.patients.setdefault(f"{record.res_type}/{res_id}", []).extend(record.patients)
+        self.sink.record(record)
+
+
+@dataclass
+class ImportAudit:
+    """One `import` AccessRecord per input record of `gateway import …`, whatever its outcome (unchanged,
+    rejected, broken off): the patients and resources it touched, through the same sink as every other
+    record (the REST entrances get one per request from AuditRequests). The resources are those its
+    answer names; their patients come from the records of the writes made meanwhile (`collecting`), or
+    else from what is stored (a record that changed nothing)."""
+
+    svc: Services
+    context: RequestContext
+    command: str
+    seen: dict[str, list[str]] = field(default_factory=dict)
+
+    @contextmanager
+    def collecting(self) -> Iterator[None]:
+        """Note the patients of every interaction audited in the block (one input record, or a chunk)."""
+        self.seen = {}
+        sink = self.svc.hooks.audit
+        self.svc.hooks.audit = _Tee(sink, self.seen)
+        try:
+            yield
+        finally:
+            self.svc.hooks.audit = sink
+
+    def record(self, where: str, entry: Json | None) -> None:
+        """Audit one input record by its batch-response entry (None: it broke off, 500)."""
+        status = entry_status(entry) if entry is not None else 500
+        resources = named(entry) if entry is not None else []
+        detail = f"gateway import {self.command} {where}: {status}"[:1000]
+        record = AccessRecord("import", None, [], status, self.context, detail)
+        record.patients = self._patients(resources)
+        record.resources = [ref for ref in resources if ref not in record.patients]
+        self.svc.hooks.audit.record(record)
+
+    def _patients(self, resources: list[str]) -> list[str]:
+        patients = [p for ref in resources for p in self.seen.get(ref, [])]
+        unseen = [ref for ref in resources if ref not in self.seen]
+        if unseen:
+            with self.svc.engine.connect() as connection:
+                repository = Repository(connection)
+                for ref in unseen:
+                    res_type, res_id = ref.split("/")
+                    stored = repository.current(res_type, res_id)
+                    patients += patients_of(stored.json()) if stored and not stored.deleted else []
+        return list(dict.fromkeys(patients))
+
+
+def act_as(client: AdapterClient, svc: Services, client_id: str | None) -> RequestContext:
+    """The context of an import: the adapter's own, or `--client`'s (a usage error when it cannot)."""
+    try:
+        return client.cli_context(svc, client_id)
+    except UnknownClient as error:
+        raise typer.BadParameter(str(error), param_hint="--client") from error
+
+
+ClientOption = Annotated[
+    str | None,
+    typer.Option(
+        "--client",
+        help="Act as this registered client (its organisation and scopes; it needs the adapter's "
+        "gateway/adapter.<name> scope), as if it had sent the records. Default: the adapter itself.",
+    ),
+]
 
 
 import_app = typer.Typer(help="Import source files through the adapters, or replay quarantined inputs.")

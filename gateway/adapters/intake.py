@@ -4,19 +4,24 @@ the client each writes as, reading what the gateway already holds, and the answe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from gateway.adapters import quarantine
 from gateway.adapters.mapping import Found
 from gateway.errors import FhirError, Issue
+from gateway.fhir.context import request_context
+from gateway.fhir.http import base_url
 from gateway.fhir.outcome import operation_outcome
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
+from gateway.security import purpose, store
+from gateway.security.scopes import grants
 from gateway.services import Services
 from gateway.store.repository import Stored
 
@@ -26,17 +31,59 @@ STATUS_TEXT = {200: "200 OK", 201: "201 Created", 400: "400 Bad Request", 409: "
 # -- the client an adapter writes as ----------------------------------------------------------------------
 
 
+class UnknownClient(ValueError):
+    """A client named to act as (`gateway import … --client`) that cannot use the adapter."""
+
+
 @dataclass(frozen=True)
 class AdapterClient:
-    """An adapter as a client of the write path: its client id, and the SMART scopes it holds (what it
-    may do when scopes are enforced, whoever sent the records or replays them)."""
+    """An adapter as a client of the write path: its client id, and the SMART scopes of the writes it
+    makes (what it may do when scopes are enforced). It writes as its own client when nobody else is
+    known (auth off, replay, the CLI without `--client`), else as the client that sent the records."""
 
     client_id: str
     scopes: frozenset[str]
 
+    @property
+    def entrance_scope(self) -> str:
+        """The scope a client needs to use the adapter: `gateway/adapter.<name>`."""
+        return "gateway/adapter." + self.client_id.removeprefix("adapter:")
+
     def context(self, svc: Services, base_url: str = "") -> RequestContext:
         principal = Principal(client_id=self.client_id, scopes=self.scopes)
         return RequestContext(principal=principal, base_url=base_url or svc.settings.base_url)
+
+    def acting_as(self, caller: Principal) -> Principal:
+        """A client using the adapter: its identity (client id, organisation, person, purpose), with the
+        adapter's writes added to its scopes, which the entrance scope that let it in implies."""
+        return replace(caller, scopes=caller.scopes | self.scopes)
+
+    def request_context(self, svc: Services, request: Request) -> RequestContext:
+        """The context a REST entrance writes in: the calling client's, as its token says; the adapter's
+        own with GATEWAY_AUTH=off."""
+        context = self.context(svc, base_url(request, svc.settings.base_url))
+        if svc.settings.auth:
+            context.principal = self.acting_as(request_context(request).principal)
+        context.source_address = request.client.host if request.client else None
+        return context
+
+    def cli_context(self, svc: Services, client_id: str | None) -> RequestContext:
+        """The context of `gateway import …`: the adapter's own, or the registered client `client_id`
+        (active and holding the entrance scope), as if it had sent the records itself."""
+        context = self.context(svc)
+        if client_id is None:
+            return context
+        client = store.get_client(svc.engine, client_id)
+        if client is None or not client.active:
+            raise UnknownClient(f"{client_id!r} is not an active registered client")
+        if not grants(frozenset(client.scopes)).has(self.entrance_scope):
+            raise UnknownClient(f"the client {client_id!r} lacks the scope {self.entrance_scope}")
+        purpose_of_use = purpose.client_defaults(svc.settings.client_purposes).get(client_id, purpose.DEFAULT)
+        principal = Principal(
+            client.client_id, client.organization, scopes=frozenset(client.scopes), purpose=purpose_of_use
+        )
+        context.principal = self.acting_as(principal)
+        return context
 
 
 # -- reading what is stored -------------------------------------------------------------------------------

@@ -86,38 +86,50 @@ def _query(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-def audit_event(record: AccessRecord, recorded: datetime) -> Json:
-    """The AuditEvent of one AccessRecord (FHIR R4, in the manner of IHE Basic Audit Log Patterns)."""
-    context = record.context
-    principal = context.principal
-    code = record.interaction
-    subtype = {"system": INTERACTION if code in REST_CODES else GATEWAY_EVENTS, "code": code}
+def _client_id(client_id: str) -> Json:
+    return {"identifier": {"system": CLIENT_SYSTEM, "value": client_id}}
+
+
+def _agents(principal: Principal, source_address: str | None) -> list[Json]:
+    """The client who asked (the requestor unless a person is named), its organisation, its person."""
     client: Json = {
         "type": {"coding": [{"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}]},
-        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": principal.client_id}},
+        "who": _client_id(principal.client_id),
         "altId": principal.client_id,
         "name": principal.client_id,
         "requestor": principal.person is None,
     }
-    if context.source_address:
-        client["network"] = {"address": context.source_address, "type": "2"}
+    if source_address:
+        client["network"] = {"address": source_address, "type": "2"}
     agents = [client]
-    if principal.organization:
-        agents.append(
-            {
-                "who": {"identifier": {"system": HSA, "value": principal.organization}},
-                "altId": principal.organization,
-                "requestor": False,
-            }
-        )
-    if principal.person:
-        agents.append(
-            {
-                "who": {"identifier": {"system": HSA, "value": principal.person}},
-                "altId": principal.person,
-                "requestor": True,
-            }
-        )
+    for hsa, requestor in ((principal.organization, False), (principal.person, True)):
+        if hsa:
+            agents.append(
+                {"who": {"identifier": {"system": HSA, "value": hsa}}, "altId": hsa, "requestor": requestor}
+            )
+    return agents
+
+
+def _performer(principal: Principal) -> Json:
+    """The gateway itself, when it wrote on behalf of the requestor (a workflow reaction): an agent that
+    performed the event without initiating it."""
+    return {
+        "type": {"coding": [{"system": PARTICIPATION, "code": "PRF", "display": "performer"}]},
+        "who": _client_id(principal.client_id),
+        "altId": principal.client_id,
+        "name": principal.client_id,
+        "requestor": False,
+    }
+
+
+def audit_event(record: AccessRecord, recorded: datetime) -> Json:
+    """The AuditEvent of one AccessRecord (FHIR R4, in the manner of IHE Basic Audit Log Patterns)."""
+    context = record.context
+    code = record.interaction
+    subtype = {"system": INTERACTION if code in REST_CODES else GATEWAY_EVENTS, "code": code}
+    agents = _agents(context.requestor, context.source_address)
+    if context.on_behalf_of is not None:
+        agents.append(_performer(context.principal))
     entities: list[Json] = [
         {
             "what": {"reference": patient},
@@ -126,9 +138,9 @@ def audit_event(record: AccessRecord, recorded: datetime) -> Json:
         }
         for patient in record.patients
     ]
-    for res_id in record.res_ids:
-        reference = f"{record.res_type}/{res_id}"
-        if record.res_type == "Patient" and reference in record.patients:
+    references = [f"{record.res_type}/{res_id}" for res_id in record.res_ids] + record.resources
+    for reference in dict.fromkeys(references):
+        if reference.startswith("Patient/") and reference in record.patients:
             continue
         entities.append(
             {
@@ -155,7 +167,7 @@ def audit_event(record: AccessRecord, recorded: datetime) -> Json:
         "recorded": to_instant(recorded),
         "outcome": outcome_of(record.status),
         "outcomeDesc": f"{record.status}" + (f" {record.detail}" if record.detail else ""),
-        "purposeOfEvent": [purpose.coding(context.principal.purpose)],
+        "purposeOfEvent": [purpose.coding(context.requestor.purpose)],
         "agent": agents,
         "source": {
             "site": context.base_url or "gateway",

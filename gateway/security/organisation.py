@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, and_, false, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.errors import forbidden, not_found
-from gateway.hooks import AccessPolicy, RequestContext
+from gateway.hooks import AccessPolicy, RequestContext, keep_hidden
 from gateway.model.types import Json
 from gateway.search.parameters import MaskedSort
 from gateway.store.tables import ReferenceIndex, Resource, TokenIndex
@@ -220,6 +220,10 @@ class OrganisationPolicy:
     # -- who is exempt ------------------------------------------------------------------------------
 
     def exempt(self, context: RequestContext) -> bool:
+        """The gateway's own writes (workflow reactions, on behalf of a client), the gateway's internal
+        clients (`adapter:…`, `cli`) and the region's clients are not restricted by organisation."""
+        if context.on_behalf_of is not None:
+            return True
         client = context.principal.client_id
         return (
             client in self.rules.exempt_clients
@@ -571,6 +575,61 @@ class OrganisationPolicy:
             or principal.organization in self.rules.unmasked_organizations
         )
 
+    def masks_writes_of(self, context: RequestContext) -> bool:
+        """Whether the client writes what it was served masked: it is not allowed to see protected
+        identities, and it is not one of the gateway's own writers (adapters, `cli`, reactions), which
+        build from what is stored."""
+        client = context.principal.client_id
+        internal = (
+            context.on_behalf_of is not None
+            or client in self.rules.exempt_clients
+            or client.startswith(self.rules.exempt_client_prefixes)
+        )
+        return not internal and not self.unmasked(context)
+
+    def _hidden(self, context: RequestContext, current: Json) -> bool:
+        """Whether `current` is a protected Patient that `context` is served masked and writes as such."""
+        return (
+            current.get("resourceType") == "Patient"
+            and self.protected(current)
+            and self.masks_writes_of(context)
+        )
+
+    def keep_hidden(self, context: RequestContext, resource: Json, current: Json | None) -> Json:
+        """An update of a protected Patient by a client that is served it masked keeps the stored masked
+        elements (name, address, telecom, …) and protection labels: they are not the client's to change,
+        and a PUT of what it read must not wipe them. The REDACTED label the mask added is dropped."""
+        if current is None or not self._hidden(context, current):
+            return resource
+        masked = self.rules.masked_elements
+        kept = {k: v for k, v in resource.items() if k not in masked}
+        kept.update({k: v for k, v in current.items() if k in masked})
+        meta = {k: v for k, v in (kept.get("meta") or {}).items() if k != "security"}
+        labels = self._kept_labels(kept.get("meta") or {}, current.get("meta") or {})
+        kept["meta"] = {**meta, "security": labels} if labels else meta
+        return kept
+
+    def _kept_labels(self, meta: Json, held: Json) -> list[Any]:
+        """The client's security labels without REDACTED, and every stored protection label."""
+        labels = [label for label in meta.get("security") or [] if _coding(label) != _coding(REDACTED)]
+        stored = [label for label in held.get("security") or [] if label not in labels]
+        return labels + [label for label in stored if _coding(label) in self.rules.protected_labels]
+
+    def authorize_patch(self, context: RequestContext, current: Json, operations: Any) -> None:
+        """A JSON Patch of a protected Patient that touches a masked element (any operation: test,
+        replace, remove, add, move, copy; `path` or `from`), by a client served it masked, is refused
+        before it is applied, whatever the values: a `test` would otherwise confirm a guess."""
+        if not isinstance(operations, list) or not self._hidden(context, current):
+            return
+        masked = frozenset(self.rules.masked_elements)
+        for operation in operations:
+            pointers = [operation.get(key) for key in ("path", "from")] if isinstance(operation, dict) else []
+            if any(isinstance(pointer, str) and _touches(pointer, masked) for pointer in pointers):
+                raise forbidden(
+                    "This Patient's protected elements are hidden from this client; a patch may not touch "
+                    f"{', '.join(self.rules.masked_elements)} (nor the whole resource)"
+                )
+
     def protected_patients(self, context: RequestContext) -> frozenset[str]:
         """The ids of every labelled Patient: one indexed query, on first need in the request."""
         cached = self._cached(context, PROTECTED_KEY)
@@ -602,6 +661,19 @@ class OrganisationPolicy:
         meta["security"] = [*meta.get("security", []), REDACTED]
         masked["meta"] = meta
         return masked
+
+
+def _touches(pointer: str, elements: frozenset[str]) -> bool:
+    """Whether a JSON Pointer reaches into one of the top-level `elements`, or is the whole document."""
+    if not pointer:
+        return True
+    parts = pointer.split("/")
+    top = parts[1] if len(parts) > 1 else parts[0]  # not a pointer ("name"): judged as if it were one
+    return top.replace("~1", "/").replace("~0", "~") in elements
+
+
+def _coding(label: Any) -> tuple[Any, Any]:
+    return (label.get("system"), label.get("code")) if isinstance(label, dict) else (None, None)
 
 
 def _json(content: str) -> Json:
@@ -649,6 +721,17 @@ class AllOf:
             if masking is not None:
                 resource = masking(context, resource)
         return resource
+
+    def keep_hidden(self, context: RequestContext, resource: Json, current: Json | None) -> Json:
+        for policy in self.policies:
+            resource = keep_hidden(policy, context, resource, current)
+        return resource
+
+    def authorize_patch(self, context: RequestContext, current: Json, operations: Any) -> None:
+        for policy in self.policies:
+            check = getattr(policy, "authorize_patch", None)
+            if check is not None:
+                check(context, current, operations)
 
     def masked_sort(self, context: RequestContext, res_type: str) -> MaskedSort | None:
         """What any policy masks (the union hides at least what each one hides)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, tuple_, update
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
@@ -178,6 +178,26 @@ class Repository:
         ]
         if rows:
             self.connection.execute(_INSERT_CLAIMS, rows)
+
+    def current_of(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+        """Current versions of many (type, id) keys in one query; absent ones are left out."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        rows = self.connection.execute(select(R).where(tuple_(R.c.res_type, R.c.res_id).in_(wanted)))
+        return {(row.res_type, row.res_id): _stored(row) for row in rows}
+
+    def claimed_many(
+        self, res_type: str, identifiers: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """The resource (rid) holding each identifier (system, value) of this type, in one query."""
+        wanted = sorted(set(identifiers))
+        if not wanted:
+            return {}
+        statement = select(CLAIM.c.system, CLAIM.c.value, CLAIM.c.rid).where(
+            CLAIM.c.res_type == res_type, tuple_(CLAIM.c.system, CLAIM.c.value).in_(wanted)
+        )
+        return {(row.system, row.value): row.rid for row in self.connection.execute(statement)}
 
     def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
         return self.connection.execute(

@@ -10,7 +10,8 @@ Rules (in the write's transaction, so they hold under concurrency, whoever write
 Reaction:
 - `confirm_prescriber`: a Task `confirm-prescriber` completed with an output valueReference to a
   PractitionerRole makes that role the requester of the order's DeviceRequests, removes their
-  `unconfirmed-prescriber` tag, and records a Provenance of the change.
+  `unconfirmed-prescriber` tag, and records a Provenance of the change (the Task's owner verified, the
+  prescriber is the author, the gateway performed it on behalf of the client that completed the Task).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import quote
 from uuid import uuid4
 
 from gateway.errors import conflict
-from gateway.hooks import Reaction, Rule
+from gateway.hooks import Reaction, RequestContext, Rule
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork, WritePath
 from gateway.search.dates import to_instant
@@ -33,6 +34,7 @@ TAGS = f"{BASE}/CodeSystem/adapter-tags"
 TASK_CODES = f"{BASE}/CodeSystem/task-code"
 SOURCE_VERSION = f"{BASE}/StructureDefinition/source-version"
 PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+CLIENT_SYSTEM = "urn:gateway:client-id"  # as in the AuditEvents (gateway.security.audit)
 
 
 def _version(resource: Json | None) -> int | None:
@@ -103,6 +105,25 @@ def _confirmed(task: Json) -> Json | None:
     return None
 
 
+def _client(client_id: str, display: str | None = None) -> Json:
+    """A registered client (or the gateway itself) as a logical reference to a Device: a system."""
+    return {
+        "type": "Device",
+        "identifier": {"system": CLIENT_SYSTEM, "value": client_id},
+        "display": display or client_id,
+    }
+
+
+def gateway_agent(context: RequestContext) -> Json:
+    """The Provenance agent of a reaction's write: the gateway performed it, on behalf of the client
+    whose write triggered it."""
+    return {
+        "type": {"coding": [{"system": PARTICIPANT, "code": "performer", "display": "Performer"}]},
+        "who": _client(context.principal.client_id, "fhir-home-device-gateway"),
+        "onBehalfOf": _client(context.requestor.client_id),
+    }
+
+
 def confirm_prescriber(uow: UnitOfWork, write_path: WritePath, stored: Stored, previous: Json | None) -> None:
     if stored.res_type != "Task" or stored.deleted:
         return
@@ -137,12 +158,13 @@ def confirm_prescriber(uow: UnitOfWork, write_path: WritePath, stored: Stored, p
     agents: list[Json] = [
         {
             "type": {"coding": [{"system": PARTICIPANT, "code": "verifier", "display": "Verifier"}]},
-            "who": task.get("owner") or {"display": uow.context.principal.client_id},
+            "who": task.get("owner") or {"display": uow.context.requestor.client_id},
         },
         {
             "type": {"coding": [{"system": PARTICIPANT, "code": "author", "display": "Author"}]},
             "who": prescriber,
         },
+        gateway_agent(uow.context),
     ]
     provenance = {
         "resourceType": "Provenance",

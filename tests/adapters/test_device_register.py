@@ -372,7 +372,7 @@ def send_at_once(services: Services, rows: list[str]) -> list[dict[str, Any]]:
         importer = Importer(services, context_for(services), export.header_text, "delta")
         [row] = list(export.rows())
         barrier.wait()
-        entry: dict[str, Any] = asyncio.run(importer.row(row))["response"]
+        entry: dict[str, Any] = asyncio.run(importer.rows([row]))[0]["response"]
         return entry
 
     with ThreadPoolExecutor(len(rows)) as pool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from gateway.adapters.hl7v2.ack import read_ack
+from gateway.adapters.hl7v2.message import Hl7Error
 from gateway.adapters.hl7v2.mllp import Listener, ListenerSettings, frame
 from gateway.adapters.hl7v2.senders import Senders
 from gateway.security import store
@@ -132,6 +134,39 @@ def test_framing_errors_never_stop_the_listener(mllp: Running) -> None:
         sock.sendall(b"\x0bMSH|half a message")  # then the client goes away
     assert read_ack(exchange(mllp.port, [frame(b"not hl7 at all")], raw=True)[0])[0] == "AR"
     assert read_ack(exchange(mllp.port, [adt("A01", "F2", pnr="195001182046", visit="V9")])[0])[0] == "AA"
+
+
+def test_parsing_in_other_processes_answers_exactly_as_parsing_in_process(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    messages = [
+        adt("A01", "P1"),
+        adt("A03", "P2", sent="20261127120000", discharged="20261127110000"),
+        adt("A01", "P3", pnr="191212121213"),  # AE: the Luhn digit is wrong
+        adt("A01", "P4", charset="EBCDIC"),  # AR from parse
+        b"MSH|^~\\&|ping",
+        adt("A01", "P1"),  # a duplicate
+    ]
+    answers: dict[int, list[tuple[str, str, str]]] = {}
+    before: dict[int, int] = {}
+    for processes in (1, 0):
+        before[processes] = count(services)
+        running = Running(services, ListenerSettings(port=0, parse_processes=processes))
+        assert (running.listener.parse_pool is not None) == (processes > 0)
+        try:
+            answers[processes] = [read_ack(a) for a in exchange(running.port, messages)]
+        finally:
+            running.stop()
+    assert [a[0] for a in answers[1]] == ["AA", "AA", "AE", "AR", "AR", "AA"]
+    assert answers[1] == answers[0]
+    assert "parse pool" not in caplog.text  # the pool parsed them all, none fell back
+    assert count(services) > before[1] and count(services) == before[0]  # the second run: all known
+
+
+def test_an_hl7_error_crosses_processes_whole() -> None:
+    error = Hl7Error("AE", "PV1-19 (visit number) is missing", "PV1-19", "101")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.code, copy.text, copy.location, copy.hl7_error) == ("AE", error.text, "PV1-19", "101")
 
 
 MESSAGE = adt("A01", "Z1", zsv=f"ZSV|Y|0180^Stockholms stad^{KOMMUN}|SE2321000016-VC01||||N")

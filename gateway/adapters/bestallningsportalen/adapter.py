@@ -28,7 +28,7 @@ from gateway.adapters.intake import (
 from gateway.adapters.mapping import Found
 from gateway.adapters.registry import register
 from gateway.errors import FhirError, Issue
-from gateway.fhir.transaction import process_bundle
+from gateway.fhir.transaction import run_transaction
 from gateway.hooks import RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
@@ -59,68 +59,72 @@ CLIENT = AdapterClient(CLIENT_ID, SCOPES)
 context_for = CLIENT.context
 
 
-def read_known(svc: Services, context: RequestContext, order: Json) -> to_fhir.Known:
-    """Everything the order touches that the gateway already holds, in one read-only unit of work."""
+def read(svc: Services, context: RequestContext, order: Json) -> tuple[to_fhir.Known, to_fhir.Known | None]:
+    """In one read-only unit of work: what is stored of the order (its Provenance, this version's Binary,
+    the first resource it wrote: a replay is answered from these alone) and, unless this version or a
+    later one is stored, everything else the order touches."""
     oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
 
-    def find(uow: UnitOfWork, res_type: str, system: str, value: str) -> Found | None:
-        return one(svc, uow, res_type, identifier_search(system, value))
-
-    def work(uow: UnitOfWork) -> to_fhir.Known:
-        known = to_fhir.Known()
-        known.patient = find(uow, "Patient", *to_fhir.patient_identifier(order))
-        for hsaid in to_fhir.units(order):
-            found = find(uow, "Organization", m.HSA, hsaid)
-            if found:
-                known.organizations[hsaid] = found
-        hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
-        for hsaid in hsaids:
-            found = find(uow, "Practitioner", m.HSA, hsaid)
-            if found:
-                known.practitioners[hsaid] = found
-        for person in to_fhir.people(order):
-            key = f"{person['hsaid']}@{person['enhet_hsaid']}"
-            found = find(uow, "PractitionerRole", m.PRACTITIONER_ROLE, key)
-            if found:
-                known.roles[key] = found
-        for system, value in to_fhir.unit_refs(order):
-            found = find(uow, "Device", system, value)
-            if found:
-                known.devices[(system, value)] = found
-        for res_type, res_id in (
-            ("Provenance", oid),
-            ("Binary", f"{oid}-v{version}"),
-            ("Task", f"{oid}-confirm"),
-            ("Task", f"{oid}-task"),
-            ("CarePlan", f"{oid}-followup"),
-            ("Observation", f"{oid}-selfcare"),
-        ):
-            found = by_id(uow, res_type, res_id)
-            if found:
-                known.by_id[f"{res_type}/{res_id}"] = found
-        group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
-        for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
-            known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
-            known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
-        return known
+    def work(uow: UnitOfWork) -> tuple[to_fhir.Known, to_fhir.Known | None]:
+        held = _held(uow, order)
+        stored = _stored_version(held, oid)
+        return held, (None if stored is not None and stored >= version else _known(svc, uow, order, held))
 
     return svc.write_path.run(context, work, write=False)
 
 
-def read_state(svc: Services, context: RequestContext, order: Json) -> to_fhir.Known:
-    """The order's Provenance, the Binary of this version and the first resource it wrote, by id."""
+def _held(uow: UnitOfWork, order: Json) -> to_fhir.Known:
     oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
     first = _first_written(order, oid).split("/")
+    held = to_fhir.Known()
+    for res_type, res_id in (("Provenance", oid), ("Binary", f"{oid}-v{version}"), (first[0], first[1])):
+        found = by_id(uow, res_type, res_id)
+        if found:
+            held.by_id[f"{res_type}/{res_id}"] = found
+    return held
 
-    def work(uow: UnitOfWork) -> to_fhir.Known:
-        known = to_fhir.Known()
-        for res_type, res_id in (("Provenance", oid), ("Binary", f"{oid}-v{version}"), (first[0], first[1])):
-            found = by_id(uow, res_type, res_id)
-            if found:
-                known.by_id[f"{res_type}/{res_id}"] = found
-        return known
 
-    return svc.write_path.run(context, work, write=False)
+def _known(svc: Services, uow: UnitOfWork, order: Json, held: to_fhir.Known) -> to_fhir.Known:
+    """Everything the order touches that the gateway already holds (`held`: what `_held` read)."""
+    oid = to_fhir.order_id(order)
+
+    def find(res_type: str, system: str, value: str) -> Found | None:
+        return one(svc, uow, res_type, identifier_search(system, value))
+
+    known = to_fhir.Known(by_id=dict(held.by_id))
+    known.patient = find("Patient", *to_fhir.patient_identifier(order))
+    for hsaid in to_fhir.units(order):
+        found = find("Organization", m.HSA, hsaid)
+        if found:
+            known.organizations[hsaid] = found
+    hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
+    for hsaid in hsaids:
+        found = find("Practitioner", m.HSA, hsaid)
+        if found:
+            known.practitioners[hsaid] = found
+    for person in to_fhir.people(order):
+        key = f"{person['hsaid']}@{person['enhet_hsaid']}"
+        found = find("PractitionerRole", m.PRACTITIONER_ROLE, key)
+        if found:
+            known.roles[key] = found
+    for system, value in to_fhir.unit_refs(order):
+        found = find("Device", system, value)
+        if found:
+            known.devices[(system, value)] = found
+    for res_type, res_id in (
+        ("Task", f"{oid}-confirm"),
+        ("Task", f"{oid}-task"),
+        ("CarePlan", f"{oid}-followup"),
+        ("Observation", f"{oid}-selfcare"),
+    ):
+        found = by_id(uow, res_type, res_id)
+        if found:
+            known.by_id[f"{res_type}/{res_id}"] = found
+    group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
+    for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
+        known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
+        known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
+    return known
 
 
 def _stored_version(known: to_fhir.Known, oid: str) -> int | None:
@@ -190,18 +194,18 @@ async def import_order(
         if issues:
             raise Rejection(400, issues)
         key = f"{order['ordernummer']} v{to_fhir.version_of(order)}"
-        return await _store(svc, context, order, raw)
+        # The order's reads and its transaction on one worker thread: one hand-over per order.
+        return await run_in_threadpool(_store, svc, context, order, raw)
     except Rejection as rejection:
         source_key = key or f"#{piece.number}"
         return await reject(svc.engine, NAME, rejection, raw, "application/json", source_key, keep_rejected)
 
 
-async def _store(svc: Services, context: RequestContext, order: Json, raw: bytes) -> Json:
+def _store(svc: Services, context: RequestContext, order: Json, raw: bytes) -> Json:
     oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
     ordernummer = order["ordernummer"]
     for attempt in range(ATTEMPTS):
-        # what is stored of this order first (two reads by id): a replay is answered from these alone
-        held = await run_in_threadpool(read_state, svc, context, order)
+        held, known = read(svc, context, order)
         stored = _stored_version(held, oid)
         if stored is not None and version < stored:
             message = f"Order {ordernummer} version {version} is older than the stored version {stored}"
@@ -217,10 +221,10 @@ async def _store(svc: Services, context: RequestContext, order: Json, raw: bytes
             location = f"{first}/_history/{found.version}" if found else None
             message = f"Order {ordernummer} version {version} is already stored; nothing changed"
             return entry(200, [Issue("information", "informational", message)], location)
-        known = await run_in_threadpool(read_known, svc, context, order)
+        assert known is not None  # read() reads it whenever this version is not stored
         bundle = to_fhir.build(order, raw, known, to_instant(utc_now()))
         try:
-            response = await process_bundle(svc, context, bundle)
+            response = run_transaction(svc, context, bundle)
         except FhirError as error:
             if error.status == 412 and attempt < ATTEMPTS - 1:
                 continue  # master data changed between reading and writing: read again

@@ -7,12 +7,12 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.adapters.bestallningsportalen.adapter import context_for, import_pieces
+from gateway.adapters.bestallningsportalen.adapter import CLIENT, import_pieces
 from gateway.adapters.bestallningsportalen.parse import pieces
 from gateway.adapters.intake import batch_response
 from gateway.errors import too_large
 from gateway.fhir.context import services
-from gateway.fhir.http import base_url, fhir_response
+from gateway.fhir.http import fhir_response
 
 MAX_ORDERS = 1000
 
@@ -31,6 +31,5 @@ async def post_orders(request: Request) -> Response:
         raise too_large(
             f"The request holds {len(items)} orders; at most {MAX_ORDERS} a request (use the CLI)"
         )
-    context = context_for(svc, base_url(request, svc.settings.base_url))
-    context.source_address = request.client.host if request.client else None
+    context = CLIENT.request_context(svc, request)  # as the calling client (docs/security.md)
     return fhir_response(batch_response(await import_pieces(svc, context, items)))

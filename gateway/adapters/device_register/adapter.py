@@ -6,9 +6,10 @@ answer is one `batch-response` entry; a full export then marks the units it no l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 
@@ -24,23 +25,24 @@ from gateway.adapters.intake import (
     explain,
     found,
     identifier_search,
-    one,
     reject,
 )
 from gateway.adapters.mapping import Found
 from gateway.adapters.registry import register
 from gateway.errors import FhirError, Issue
-from gateway.fhir.transaction import process_bundle
+from gateway.fhir.transaction import process_bundle, run_transaction
 from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import to_instant, utc_now
+from gateway.search.extract import parse_reference
 from gateway.services import Services
 
 NAME = "device-register"
 CLIENT_ID = "adapter:device-register"
 ATTEMPTS = 3  # a row whose resources changed under it (412, or its new unit created: 409) is built again
 MODES = ("full", "delta")
+CHUNK = 100  # rows whose stored state is read in one unit of work
 
 # What the adapter may do when SMART scopes are enforced: write the types a row becomes, read them, and
 # read the order lines a unit was delivered for.
@@ -78,54 +80,139 @@ def _has_article(request: Json, article: str) -> bool:
     return any(c.get("system") == m.ARTICLE and c.get("code") == article for c in codings)
 
 
-def read_known(svc: Services, context: RequestContext, row: Json) -> to_fhir.Known:
-    """Everything the row touches that the gateway already holds, in one read-only unit of work."""
+def read_known(svc: Services, context: RequestContext, rows: list[Json]) -> list[to_fhir.Known]:
+    """Everything each row touches that the gateway already holds, in one read-only unit of work."""
+    return svc.write_path.run(context, lambda uow: _known(svc, uow, rows), write=False)
 
-    def many(uow: UnitOfWork, res_type: str, query: str) -> list[Found]:
-        matches = (found(s) for s in svc.searcher.match(uow.connection, res_type, query, limit=1000))
-        return [f for f in matches if f is not None]
 
-    def work(uow: UnitOfWork) -> to_fhir.Known:
-        known = to_fhir.Known()
-        known.device = one(svc, uow, "Device", identifier_search(*to_fhir.unit_key(row)))
-        known.owner = one(svc, uow, "Organization", identifier_search(m.HSA, row["agare_hsaid"]))
-        person = to_fhir.patient_identifier(row)
-        if person:
-            known.patient = one(svc, uow, "Patient", identifier_search(*person))
-        if known.device:
-            device = f"Device/{known.device.res_id}"
-            uses = many(uow, "DeviceUseStatement", f"device={device}")
-            known.uses = [u for u in uses if u.resource.get("status") == "active"]
-            code = identifier_search(m.TASK_CODES, "return-device", "code")
-            tasks = many(uow, "Task", f"focus={device}&{code}")
-            known.return_tasks = [t for t in tasks if t.resource.get("status") in m.OPEN_TASK]
+def _known(svc: Services, uow: UnitOfWork, rows: list[Json]) -> list[to_fhir.Known]:
+    """What each row touches: its unit, owner, patient, the unit's active uses and open return Tasks,
+    the order line it was delivered for, and its own resources by id. Each kind is read for all the
+    rows at once (a few queries a chunk, not a few a row)."""
+    repository = uow.repository
+    units = _holders(uow, "Device", [to_fhir.unit_key(row) for row in rows])
+    owners = _holders(uow, "Organization", [(m.HSA, row["agare_hsaid"]) for row in rows])
+    persons = [to_fhir.patient_identifier(row) for row in rows]
+    patients = _holders(uow, "Patient", [person for person in persons if person])
+    devices = [units.get(to_fhir.unit_key(row)) for row in rows]
+    references = sorted({f"Device/{device.res_id}" for device in devices if device})
+    uses = _grouped(svc, uow, "DeviceUseStatement", "device", references, "device")
+    tasks = _grouped(svc, uow, "Task", "focus", references, "focus", _RETURN_TASK)
+    orders = sorted({row["forskrivning_ordernummer"] for row in rows if row.get("forskrivning_ordernummer")})
+    lines = _order_lines(svc, uow, orders)
+    own = [(row, _own_ids(row)) for row in rows]
+    held = {key: f for key, stored in repository.current_of(k for _, ids in own for k in ids).items()
+            if (f := found(stored)) is not None}  # fmt: skip
+    knowns = []
+    for (row, ids), device, person in zip(own, devices, persons, strict=True):
+        known = to_fhir.Known(device=device, owner=owners.get((m.HSA, row["agare_hsaid"])))
+        known.patient = patients.get(person) if person else None
+        if device:
+            reference = f"Device/{device.res_id}"
+            known.uses = [u for u in uses.get(reference, []) if u.resource.get("status") == "active"]
+            known.return_tasks = [
+                t for t in tasks.get(reference, []) if t.resource.get("status") in m.OPEN_TASK
+            ]
         if row.get("forskrivning_ordernummer"):
-            group = identifier_search(m.ORDER, row["forskrivning_ordernummer"], "group-identifier")
-            lines = [line for line in many(uow, "DeviceRequest", group) if line.resource.get("status")]
             matching = sorted(
-                (line for line in lines if _has_article(line.resource, row["artikelnummer"])),
+                (line for line in lines.get(row["forskrivning_ordernummer"], [])
+                 if _has_article(line.resource, row["artikelnummer"])),
                 key=lambda line: line.res_id,
-            )
+            )  # fmt: skip
             known.order_line = matching[0] if matching else None
         else:
-            for use in known.uses:
-                for extension in use.resource.get("extension", []):
-                    reference = str((extension.get("valueReference") or {}).get("reference", ""))
-                    if extension.get("url") == to_fhir.DEVICE_REQUEST_EXT and "/" in reference:
-                        res_type, res_id = reference.split("/")[:2]
-                        known.order_line = by_id(uow, res_type, res_id)
-        task_id, message_id = to_fhir.recall_ids(row)
-        for res_type, res_id in (
-            ("DeviceUseStatement", to_fhir.use_id(row)),
-            ("Task", task_id),
-            ("Communication", message_id),
-        ):
-            held = by_id(uow, res_type, res_id)
-            if held:
-                known.by_id[f"{res_type}/{res_id}"] = held
-        return known
+            known.order_line = _delivered_for(uow, known.uses)
+        known.by_id = {
+            f"{res_type}/{res_id}": held[(res_type, res_id)]
+            for res_type, res_id in ids
+            if (res_type, res_id) in held
+        }
+        knowns.append(known)
+    return knowns
 
-    return svc.write_path.run(context, work, write=False)
+
+_RETURN_TASK = identifier_search(m.TASK_CODES, "return-device", "code")
+_LIMIT = 1_000_000  # searches of a chunk's resources are not paged
+
+
+def _holders(
+    uow: UnitOfWork, res_type: str, identifiers: list[tuple[str, str]]
+) -> dict[tuple[str, str], Found]:
+    """The resource of `res_type` holding each identifier (identifiers are unique per type)."""
+    repository = uow.repository
+    claims = repository.claimed_many(res_type, identifiers)
+    stored = {s.rid: s for s in repository.current_many(sorted(set(claims.values())))}
+    holders = {key: found(stored.get(rid)) for key, rid in claims.items()}
+    return {key: holder for key, holder in holders.items() if holder is not None}
+
+
+def _escaped(value: str) -> str:
+    """A search value with the characters FHIR search gives a meaning escaped (`,` `|` `$` `\\`)."""
+    for char in ("\\", ",", "|", "$"):
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+def _grouped(
+    svc: Services,
+    uow: UnitOfWork,
+    res_type: str,
+    param: str,
+    references: list[str],
+    element: str,
+    extra: str = "",
+) -> dict[str, list[Found]]:
+    """Resources whose `param` names any of `references`, by the reference their `element` holds."""
+    if not references:
+        return {}
+    query = f"{param}={quote(','.join(references), safe='/,')}" + (f"&{extra}" if extra else "")
+    grouped: dict[str, list[Found]] = {}
+    base = (svc.settings.base_url.rstrip("/"),)
+    for stored in svc.searcher.match(uow.connection, res_type, query, limit=_LIMIT):
+        resource = found(stored)
+        if resource is None:
+            continue
+        values = resource.resource.get(element)
+        for value in values if isinstance(values, list) else [values]:
+            reference = (value or {}).get("reference") if isinstance(value, dict) else None
+            if isinstance(reference, str):
+                key = parse_reference(reference, base)
+                grouped.setdefault(f"{key.target_type}/{key.target_id}", []).append(resource)
+    return grouped
+
+
+def _order_lines(svc: Services, uow: UnitOfWork, orders: list[str]) -> dict[str, list[Found]]:
+    """The DeviceRequests (with a status) of each order number."""
+    if not orders:
+        return {}
+    values = ",".join(f"{_escaped(m.ORDER)}|{_escaped(number)}" for number in orders)
+    query = "group-identifier=" + quote(values, safe=":/|,\\")
+    lines: dict[str, list[Found]] = {}
+    for stored in svc.searcher.match(uow.connection, "DeviceRequest", query, limit=_LIMIT):
+        line = found(stored)
+        if line is None or not line.resource.get("status"):
+            continue
+        group = line.resource.get("groupIdentifier") or {}
+        if group.get("system") == m.ORDER and isinstance(group.get("value"), str):
+            lines.setdefault(group["value"], []).append(line)
+    return lines
+
+
+def _delivered_for(uow: UnitOfWork, uses: list[Found]) -> Found | None:
+    """The order line an active use points at (its DeviceRequest extension), when the row names none."""
+    line = None
+    for use in uses:
+        for extension in use.resource.get("extension", []):
+            reference = str((extension.get("valueReference") or {}).get("reference", ""))
+            if extension.get("url") == to_fhir.DEVICE_REQUEST_EXT and "/" in reference:
+                res_type, res_id = reference.split("/")[:2]
+                line = by_id(uow, res_type, res_id)
+    return line
+
+
+def _own_ids(row: Json) -> list[tuple[str, str]]:
+    task_id, message_id = to_fhir.recall_ids(row)
+    return [("DeviceUseStatement", to_fhir.use_id(row)), ("Task", task_id), ("Communication", message_id)]
 
 
 def _written(bundle: Json, response: Json) -> tuple[list[Issue], str | None]:
@@ -173,38 +260,73 @@ class Importer:
     seen: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
     listed: dict[str, set[str]] = field(default_factory=dict)
 
-    async def row(self, row: Row) -> Json:
-        """One row through the adapter; its batch-response entry. Never raises for bad input."""
-        raw = verbatim(self.header, row)
+    async def rows(self, rows: list[Row]) -> list[Json]:
+        """A chunk of rows through the adapter; their batch-response entries in order. Never raises for
+        bad input. The chunk is checked, read and written on one worker thread; rejected rows are then
+        quarantined."""
+        results = await run_in_threadpool(self._chunk, rows)
+        entries: list[Json] = []
+        for row, (raw, result) in zip(rows, results, strict=True):
+            if isinstance(result, Rejection):
+                entries.append(await self._reject(row, raw, result))
+            else:
+                entries.append(result)
+        return entries
+
+    def _chunk(self, rows: list[Row]) -> list[tuple[bytes, Json | Rejection]]:
+        """Each row checked; what is stored of all the good ones read in one unit of work; a row that
+        changes nothing answered from that read alone, the others written one by one."""
+        results: list[tuple[bytes, Json | Rejection]] = []
+        checked: list[tuple[int, Json]] = []
+        for index, row in enumerate(rows):
+            raw = verbatim(self.header, row)
+            try:
+                checked.append((index, self._check(row)))
+                results.append((raw, {}))
+            except Rejection as rejection:
+                results.append((raw, rejection))
+        knowns = read_known(self.svc, self.context, [record for _, record in checked]) if checked else []
+        for (index, record), known in zip(checked, knowns, strict=True):
+            raw = results[index][0]
+            try:
+                results[index] = (raw, self._store(record, raw, known))
+            except Rejection as rejection:
+                results[index] = (raw, rejection)
+        return results
+
+    def _check(self, row: Row) -> Json:
+        """The row as typed values, checked against the register's field table and the rest of the export."""
         unit = (row.values.get("register"), row.values.get("individnummer"))
         if unit[0] and unit[1]:
             self.listed.setdefault(unit[0], set()).add(unit[1])
-        try:
-            if row.error is not None:
-                raise Rejection(400, [Issue("error", "structure", row.error, (f"line {row.line}",))])
-            record = typed(row.values, fields())
-            issues = m.check(record, to_fhir.SOURCE, "row")
-            if issues:
-                raise Rejection(400, _at_line(row.line, issues))
-            key = to_fhir.unit_key(record)
-            content = to_fhir.content_key(record)
-            earlier = self.seen.setdefault(key, (row.line, content))
-            if earlier[1] != content:
-                message = (
-                    f"line {row.line}: {record['register']} {record['individnummer']} is also listed on line "
-                    f"{earlier[0]} with other content"
-                )
-                raise Rejection(409, [Issue("error", "conflict", message, ("individnummer",))])
-            return await self._store(record, raw)
-        except Rejection as rejection:
-            source_key = " ".join(u for u in unit if u) or f"line {row.line}"
-            return await reject(
-                self.svc.engine, NAME, rejection, raw, "text/csv", source_key, self.keep_rejected
+        if row.error is not None:
+            raise Rejection(400, [Issue("error", "structure", row.error, (f"line {row.line}",))])
+        record = typed(row.values, fields())
+        issues = m.check(record, to_fhir.SOURCE, "row")
+        if issues:
+            raise Rejection(400, _at_line(row.line, issues))
+        key = to_fhir.unit_key(record)
+        content = to_fhir.content_key(record)
+        earlier = self.seen.setdefault(key, (row.line, content))
+        if earlier[1] != content:
+            message = (
+                f"line {row.line}: {record['register']} {record['individnummer']} is also listed on line "
+                f"{earlier[0]} with other content"
             )
+            raise Rejection(409, [Issue("error", "conflict", message, ("individnummer",))])
+        return record
 
-    async def _store(self, row: Json, raw: bytes) -> Json:
+    async def _reject(self, row: Row, raw: bytes, rejection: Rejection) -> Json:
+        unit = (row.values.get("register"), row.values.get("individnummer"))
+        source_key = " ".join(u for u in unit if u) or f"line {row.line}"
+        return await reject(self.svc.engine, NAME, rejection, raw, "text/csv", source_key, self.keep_rejected)
+
+    def _store(self, row: Json, raw: bytes, known: to_fhir.Known) -> Json:
+        """Build the row's Bundle on `known` and write it; built on what another writer (or an earlier row
+        of the chunk) has changed since, the write fails whole and the row is read and built again."""
         for attempt in range(ATTEMPTS):
-            known = await run_in_threadpool(read_known, self.svc, self.context, row)
+            if attempt:
+                known = read_known(self.svc, self.context, [row])[0]
             bundle, notes = to_fhir.build(row, raw, known, to_instant(utc_now()))
             if not bundle["entry"]:
                 device = known.device
@@ -214,7 +336,7 @@ class Importer:
                 )
                 return entry(200, [Issue("information", "informational", message), *notes], location)
             try:
-                response = await process_bundle(self.svc, self.context, bundle)
+                response = run_transaction(self.svc, self.context, bundle)
             except FhirError as error:
                 if _stale(error, known) and attempt < ATTEMPTS - 1:
                     continue  # built on what another writer has changed since: read and build again
@@ -263,8 +385,20 @@ class Importer:
         return self.svc.write_path.run(self.context, work, write=False)
 
 
+def in_chunks(rows: Iterable[Row], size: int = CHUNK) -> Iterator[list[Row]]:
+    """The rows in lists of `size` (the last one shorter), read lazily."""
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 async def import_rows(importer: Importer, rows: Iterable[Row]) -> list[Json]:
-    entries = [await importer.row(row) for row in rows]
+    entries = [entry for chunk in in_chunks(rows) for entry in await importer.rows(chunk)]
     return [*entries, *await importer.finish()]
 
 

@@ -11,16 +11,32 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
-from gateway.adapters.cli import console, count, describe, file_progress, import_app, read_chunks
-from gateway.adapters.device_register.adapter import MODES, Importer, context_for, open_csv
-from gateway.adapters.device_register.parse import HeaderError
+from gateway.adapters.cli import (
+    ClientOption,
+    ImportAudit,
+    act_as,
+    console,
+    count,
+    describe,
+    file_progress,
+    import_app,
+    read_chunks,
+)
+from gateway.adapters.device_register.adapter import CLIENT, MODES, Importer, in_chunks, open_csv
+from gateway.adapters.device_register.parse import HeaderError, Row
 from gateway.config import Settings
+from gateway.hooks import RequestContext
+from gateway.model.types import Json
 from gateway.services import Services
 
 
-async def import_files(svc: Services, files: list[Path], mode: str, progress: Progress) -> Counter[str]:
+async def import_files(
+    svc: Services, files: list[Path], mode: str, progress: Progress, context: RequestContext | None = None
+) -> Counter[str]:
+    """Import register files as `context` (default: the adapter's own client), one audit record a row."""
     tally: Counter[str] = Counter()
-    context = context_for(svc)
+    context = context or CLIENT.context(svc)
+    audit = ImportAudit(svc, context, "devices")
     for path in files:
         task = progress.add_task(path.name, total=path.stat().st_size)
         chunks = read_chunks(path, lambda n, task=task: progress.advance(task, n))  # type: ignore[misc]
@@ -31,13 +47,27 @@ async def import_files(svc: Services, files: list[Path], mode: str, progress: Pr
             progress.console.print(f"[red]{path}: rejected whole: {error}", markup=False)
             continue
         importer = Importer(svc, context, export.header_text, mode)
-        for row in export.rows():
-            entry = await importer.row(row)
-            status = count(tally, entry)
-            if not status.startswith(("200", "201")):
-                progress.console.print(f"{path}: line {row.line}: {status} {describe(entry)}", markup=False)
+        for rows in in_chunks(export.rows()):
+            for row, entry in zip(rows, await _audited(audit, path, importer, rows), strict=True):
+                status = count(tally, entry)
+                if not status.startswith(("200", "201")):
+                    progress.console.print(
+                        f"{path}: line {row.line}: {status} {describe(entry)}", markup=False
+                    )
         tally["marked missing"] += len(await importer.finish())
     return tally
+
+
+async def _audited(audit: ImportAudit, path: Path, importer: Importer, rows: list[Row]) -> list[Json]:
+    """A chunk of rows through the importer, each row audited (as broken off when the chunk is)."""
+    entries: list[Json] = []
+    try:
+        with audit.collecting():
+            entries = await importer.rows(rows)
+    finally:
+        for index, row in enumerate(rows):
+            audit.record(f"{path}: line {row.line}", entries[index] if entries else None)
+    return entries
 
 
 @import_app.command("devices")
@@ -50,18 +80,21 @@ def import_devices(
             "missing); delta: only changed rows."
         ),
     ] = "delta",
+    client: ClientOption = None,
 ) -> None:
     """Import device register rows (SESAM, Medusa). Each row is accepted or rejected on its own; rejected
     rows are quarantined (`GET /adapters/quarantine`, `gateway import --replay ID`). Exits 1 when any row
-    or file was rejected."""
+    or file was rejected. Each row is audited (an `import` AuditEvent), whatever its outcome."""
     if mode not in MODES:
         raise typer.BadParameter("full or delta", param_hint="--mode")
     svc = Services.build(Settings.from_env())
     try:
+        context = act_as(CLIENT, svc, client)
         progress = file_progress(console)
         with progress:
-            tally = asyncio.run(import_files(svc, files, mode, progress))
+            tally = asyncio.run(import_files(svc, files, mode, progress, context))
     finally:
+        svc.close()  # every audit record stored before the command ends
         svc.engine.dispose()
     keys = ("created", "updated", "unchanged", "rejected", "marked missing", "rejected files")
     console.print(f"device rows ({mode}): " + ", ".join(f"{key} {tally[key]}" for key in keys))

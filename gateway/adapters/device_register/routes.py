@@ -9,12 +9,12 @@ from starlette.responses import Response
 
 from gateway.adapters import mapping as m
 from gateway.adapters.device_register import to_fhir
-from gateway.adapters.device_register.adapter import MODES, Importer, context_for, import_rows, open_csv
+from gateway.adapters.device_register.adapter import CLIENT, MODES, Importer, import_rows, open_csv
 from gateway.adapters.device_register.parse import HeaderError
 from gateway.adapters.intake import batch_response
 from gateway.errors import bad_request, too_large
 from gateway.fhir.context import services
-from gateway.fhir.http import base_url, fhir_response
+from gateway.fhir.http import fhir_response
 
 router = APIRouter()
 
@@ -40,7 +40,6 @@ async def post_records(request: Request) -> Response:
     limit = int(m.tables(to_fhir.SOURCE)["max_rows"])
     if len(rows) > limit:
         raise too_large(f"The request holds {len(rows)} rows; at most {limit} a request (use the CLI)")
-    context = context_for(svc, base_url(request, svc.settings.base_url))
-    context.source_address = request.client.host if request.client else None
+    context = CLIENT.request_context(svc, request)  # as the calling client (docs/security.md)
     importer = Importer(svc, context, export.header_text, mode)
     return fhir_response(batch_response(await import_rows(importer, rows)))

@@ -30,12 +30,17 @@ def mllp(
     host: Annotated[str | None, typer.Option(help="Address (default GATEWAY_MLLP_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default GATEWAY_MLLP_PORT or 2575).")] = None,
     upgrade: Annotated[bool, typer.Option(help="Migrate the database first.")] = True,
+    parse_processes: Annotated[
+        int, typer.Option(min=0, help="Parse messages in this many processes beside the listener's own.")
+    ] = 0,
 ) -> None:
     """Listen for HL7 v2 ADT messages over MLLP (TLS when configured); answer each with an ACK."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     gateway_settings = Settings.from_env()
     settings = ListenerSettings.from_settings(gateway_settings)
-    settings = replace(settings, host=host or settings.host, port=port or settings.port)
+    settings = replace(
+        settings, host=host or settings.host, port=port or settings.port, parse_processes=parse_processes
+    )
     svc = Services.build(gateway_settings)
     if upgrade:
         migrate.upgrade(svc.engine)

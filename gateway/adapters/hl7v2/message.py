@@ -31,6 +31,10 @@ class Hl7Error(Exception):
         self.location = location
         self.hl7_error = hl7_error  # HL7 table 0357: 100 segment sequence, 101 required field missing, …
 
+    def __reduce__(self) -> tuple[type[Hl7Error], tuple[str, str, str, str]]:
+        """Pickled whole (a message may be parsed in another process)."""
+        return Hl7Error, (self.code, self.text, self.location, self.hl7_error)
+
 
 @dataclass(frozen=True)
 class Repetition:

@@ -5,7 +5,8 @@ larger than the limit is answered AR and the connection closed, an idle connecti
 timeout; none of it affects other connections or the listener. The sending facilities (MSH-4) it accepts
 and the client each acts as come from GATEWAY_MLLP_FACILITIES (`senders.py`); with TLS configured
 (GATEWAY_MLLP_TLS_CERT and _KEY, optionally _CLIENT_CA for client certificates) it speaks only TLS.
-It runs as `gateway mllp`, or inside `gateway serve` when GATEWAY_MLLP_PORT is set (`start_embedded`).
+It runs as `gateway mllp`, or inside `gateway serve` when GATEWAY_MLLP_PORT is set (`start_embedded`);
+`gateway mllp --parse-processes N` parses in N processes beside the listener's own (`service.handle`).
 Every message is audited as an `import` by the client it was written as."""
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import ssl
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -55,6 +58,7 @@ class ListenerSettings:
     max_message_bytes: int = 1024 * 1024
     idle_timeout: float = 300.0
     tls: ssl.SSLContext | None = None
+    parse_processes: int = 0  # > 0: parse messages in that many processes beside this one
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ListenerSettings:
@@ -80,6 +84,7 @@ class Listener:
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.address = ""  # host:port, once listening
+        self.parse_pool: ProcessPoolExecutor | None = None
 
     async def start(self) -> asyncio.Server:
         await asyncio.to_thread(self.settings.senders.check, self.svc.engine)
@@ -90,6 +95,9 @@ class Listener:
             limit=self.settings.max_message_bytes,
             ssl=self.settings.tls,
         )
+        if self.settings.parse_processes > 0:
+            context = multiprocessing.get_context("spawn")  # not fork: this process has threads
+            self.parse_pool = ProcessPoolExecutor(self.settings.parse_processes, mp_context=context)
         scheme = "MLLP over TLS" if self.settings.tls else "MLLP"
         self.address = f"{self.settings.host}:{self.port}"
         log.info("%s listening on %s", scheme, self.address)
@@ -103,6 +111,8 @@ class Listener:
         for writer in list(self.writers):
             writer.close()
         await self.server.wait_closed()
+        if self.parse_pool is not None:
+            self.parse_pool.shutdown(wait=False, cancel_futures=True)
         log.info("MLLP listener on %s stopped", self.address)
 
     @property
@@ -159,7 +169,11 @@ class Listener:
                 if START in payload:  # a frame started again before this one ended: keep the newer
                     payload = payload[payload.rfind(START) + 1 :]
                 result = await service.handle(
-                    self.svc, payload, senders=self.settings.senders, source_address=peer
+                    self.svc,
+                    payload,
+                    senders=self.settings.senders,
+                    source_address=peer,
+                    parse_pool=self.parse_pool,
                 )
                 self._audit(result, peer)
                 await self._send(writer, result.ack)

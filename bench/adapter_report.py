@@ -1,0 +1,67 @@
+"""The adapter sections of docs/performance.md: each adapter benchmark run as its own process (so its
+peak RSS is its own) on SQLite and on PostgreSQL, read from its `RESULT {json}` line.
+
+Environment: BENCH_ORDERS (orders, default 10000), BENCH_ROWS (register rows, default 100000),
+BENCH_MESSAGES (HL7 v2 messages, default 400)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+ORDERS = int(os.environ.get("BENCH_ORDERS", "10000"))
+ROWS = int(os.environ.get("BENCH_ROWS", "100000"))
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "400"))
+
+
+def _run(module: str, args: list[str], database_url: str) -> dict[str, object] | None:
+    env = dict(os.environ, DATABASE_URL=database_url)
+    print(f"{module} {' '.join(args)} on {database_url or 'SQLite'}", flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, capture_output=True, text=True, check=False
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, object] = json.loads(line.removeprefix("RESULT "))
+            return result
+    print(done.stdout[-2000:], done.stderr[-2000:], flush=True)
+    return None
+
+
+def _table(title: str, unit: str, results: list[dict[str, object]]) -> Iterator[str]:
+    yield f"### {title}"
+    yield ""
+    yield f"| database | run | {unit}/s | seconds | rejected | peak RSS MiB |"
+    yield "|---|---|---:|---:|---:|---:|"
+    for result in results:
+        runs = result["runs"]
+        assert isinstance(runs, dict)
+        for label, figures in runs.items():
+            yield (
+                f"| {result['database']} | {label} | {figures['per_second']:.0f} | {figures['seconds']:.1f} "
+                f"| {figures['rejected']} | {result['peak_rss_mib']} |"
+            )
+    yield ""
+
+
+def adapter_sections(postgres_url: str | None) -> list[str]:
+    """Markdown for the order and register adapters, on SQLite and (when given) PostgreSQL."""
+    urls = ["", *([postgres_url] if postgres_url else [])]
+    orders = [_run("bench.adapters_orders", ["--orders", str(ORDERS)], url) for url in urls]
+    rows = [_run("bench.adapters_devices", ["--rows", str(ROWS)], url) for url in urls]
+    lines = [
+        "## Adapters",
+        "",
+        "In-process: the REST entrance through Starlette's test client (batches of 500 orders, 10,000",
+        "rows), the CLI path streaming one file; auth off, audit on. Each input's AuditEvents are written",
+        "before its run is timed as done.",
+        "",
+    ]
+    lines += _table(
+        f"Beställningsportalen orders ({ORDERS:,}, each ~8 resources)", "orders", [o for o in orders if o]
+    )
+    lines += _table(f"Device register rows ({ROWS:,}-row export)", "rows", [r for r in rows if r])
+    return lines

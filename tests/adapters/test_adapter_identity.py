@@ -1,0 +1,198 @@
+"""Who an adapter writes as, and what its imports leave in the audit log.
+
+The REST entrances write as the calling client (its token's client id, organisation and person), the
+entrance scope implying the adapter's writes; `gateway import … --client ID` acts as a registered client;
+each record the CLI imports leaves one `import` AuditEvent naming its patients and resources, whatever its
+outcome."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from gateway.app import create_app
+from gateway.cli import app
+from gateway.security import store
+from gateway.security.audit import CLIENT_SYSTEM
+from gateway.security.scopes import ADAPTER_BESTALLNINGSPORTALEN, ADAPTER_DEVICE_REGISTER, ADAPTER_HL7V2
+from gateway.services import Services
+from gateway.store.tables import Resource
+from tests.adapters.test_bestallningsportalen import golden
+from tests.adapters.test_device_register import HEADER, changed, row_of
+from tests.adapters.test_hl7v2_messages import adt
+from tests.conftest import Database
+from tests.security.conftest import bearer, register
+
+ORDERS = "/adapters/bestallningsportalen/orders"
+PORTAL_HSA = "SE2321000016-PORTAL"
+
+
+@pytest.fixture
+def audited(database: Database) -> Iterator[Services]:
+    database.clear()
+    services = Services.build(database.settings(auth=True, audit=True), engine=database.engine)
+    yield services
+    services.close()
+
+
+@pytest.fixture
+def api(audited: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(audited.settings, services=audited)) as test_client:
+        yield test_client
+
+
+def events(services: Services | Database) -> list[dict[str, Any]]:
+    """Every stored AuditEvent, once what is queued is stored."""
+    if isinstance(services, Services) and services.audit is not None:
+        services.audit.flush()
+    with services.engine.connect() as connection:
+        rows = connection.execute(select(Resource.content).where(Resource.res_type == "AuditEvent"))
+        return [json.loads(content) for content in rows.scalars()]
+
+
+def writers(found: list[dict[str, Any]], subtype: str) -> set[str]:
+    """The clients (agent who.identifier) of the AuditEvents of one subtype."""
+    return {
+        agent["who"]["identifier"]["value"]
+        for event in found
+        if event["subtype"][0]["code"] == subtype
+        for agent in event["agent"]
+        if agent["who"]["identifier"]["system"] == CLIENT_SYSTEM
+    }
+
+
+def entities(event: dict[str, Any], role: str) -> set[str]:
+    return {e["what"]["reference"] for e in event.get("entity", []) if e["role"]["code"] == role}
+
+
+# -- the REST entrances -----------------------------------------------------------------------------------
+
+
+def test_an_order_is_written_as_the_calling_client(audited: Services, api: TestClient) -> None:
+    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, org=PORTAL_HSA, region=True)
+    token = bearer(portal.token(api, ADAPTER_BESTALLNINGSPORTALEN))
+    response = api.post(ORDERS, json=golden("01"), headers=token)
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["response"]["status"] == "201 Created"
+    found = events(audited)
+    assert writers(found, "create") == {portal.client_id}  # the entrance scope implies the writes
+    [imported] = [event for event in found if event["subtype"][0]["code"] == "import"]
+    assert {"system": "urn:oid:1.2.752.29.4.19", "value": PORTAL_HSA} in [
+        agent["who"]["identifier"] for agent in imported["agent"]
+    ]
+
+
+def test_the_calling_clients_organisation_bounds_what_the_adapter_writes(
+    audited: Services, api: TestClient
+) -> None:
+    """Not region-wide, the portal's client may not write master data of other organisations."""
+    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, org=PORTAL_HSA)
+    token = bearer(portal.token(api, ADAPTER_BESTALLNINGSPORTALEN))
+    [entry] = api.post(ORDERS, json=golden("01"), headers=token).json()["entry"]
+    assert entry["response"]["status"].startswith("403")
+    creates = [event for event in events(audited) if event["subtype"][0]["code"] == "create"]
+    assert creates and {event["outcome"] for event in creates} == {"4"}  # rolled back, audited as refused
+    assert writers(creates, "create") == {portal.client_id}
+
+
+def test_register_rows_and_hl7_messages_are_written_as_the_calling_client(
+    audited: Services, api: TestClient
+) -> None:
+    register_client = register(audited, ADAPTER_DEVICE_REGISTER, region=True)
+    token = bearer(register_client.token(api, ADAPTER_DEVICE_REGISTER))
+    body = "\n".join([HEADER, row_of("01")]) + "\n"
+    response = api.post(
+        "/adapters/device-register/records",
+        content=body.encode(),
+        headers={**token, "Content-Type": "text/csv"},
+    )
+    assert response.json()["entry"][0]["response"]["status"] == "201 Created", response.text
+    assert writers(events(audited), "create") == {register_client.client_id}
+
+    journal = register(audited, ADAPTER_HL7V2, region=True)
+    token = bearer(journal.token(api, ADAPTER_HL7V2))
+    response = api.post(
+        "/adapters/hl7v2", content=adt("A01", "M1"), headers={**token, "Content-Type": "application/hl7-v2"}
+    )
+    assert b"MSA|AA" in response.content, response.content
+    assert writers(events(audited), "create") == {register_client.client_id, journal.client_id}
+
+
+def test_each_entrance_still_needs_its_scope(audited: Services, api: TestClient) -> None:
+    other = register(audited, "system/*.cruds", region=True)
+    token = bearer(other.token(api, "system/*.cruds"))
+    assert api.post(ORDERS, json=golden("01"), headers=token).status_code == 403
+    assert api.post("/adapters/hl7v2", content=adt("A01", "M1"), headers=token).status_code == 403
+
+
+# -- the CLI ----------------------------------------------------------------------------------------------
+
+
+def _import(database: Database, *args: str, **env: str) -> Any:
+    environment = {**database.environment(), "GATEWAY_AUDIT": "on", "COLUMNS": "80", **env}
+    return CliRunner().invoke(app, ["import", *args], env=environment)
+
+
+def _imports(database: Database) -> list[dict[str, Any]]:
+    return [event for event in events(database) if event["subtype"][0]["code"] == "import"]
+
+
+@pytest.fixture
+def clean(database: Database) -> Database:
+    database.clear()
+    return database
+
+
+def test_each_imported_order_is_audited_also_when_nothing_changes(clean: Database, tmp_path: Path) -> None:
+    orders = tmp_path / "orders.ndjson"
+    orders.write_text(json.dumps(golden("01")) + "\n{broken\n", encoding="utf-8")
+    assert _import(clean, "orders", str(orders)).exit_code == 1  # the broken one is rejected
+    assert _import(clean, "orders", str(orders)).exit_code == 1  # the first unchanged now
+    found = _imports(clean)
+    assert len(found) == 4
+    by_order = sorted(found, key=lambda event: (event["recorded"], event["outcomeDesc"]))
+    created, rejected, unchanged, rejected_again = by_order
+    assert created["outcome"] == unchanged["outcome"] == "0"
+    assert rejected["outcome"] == rejected_again["outcome"] == "4"
+    assert "order 1: 201" in created["outcomeDesc"] and "order 1: 200" in unchanged["outcomeDesc"]
+    assert "order 2: 400" in rejected["outcomeDesc"] and "entity" not in rejected
+    patients = entities(created, "1")
+    assert len(patients) == 1 and entities(unchanged, "1") == patients
+    assert any(ref.startswith("DeviceRequest/") for ref in entities(unchanged, "4"))
+    assert entities(unchanged, "4") <= entities(created, "4")
+    assert {writers([event], "import").pop() for event in found} == {"adapter:bestallningsportalen"}
+
+
+def test_each_imported_register_row_is_audited(clean: Database, tmp_path: Path) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("\n".join([HEADER, row_of("01"), changed("05", status="x")]) + "\n", encoding="utf-8")
+    assert _import(clean, "devices", str(rows)).exit_code == 1
+    assert _import(clean, "devices", str(rows)).exit_code == 1
+    found = sorted(_imports(clean), key=lambda event: (event["recorded"], event["outcomeDesc"]))
+    assert [event["outcomeDesc"].rsplit(": ", 1)[1] for event in found] == ["201", "400", "200", "400"]
+    assert any(ref.startswith("Device/") for ref in entities(found[2], "4"))
+    assert entities(found[2], "4") <= entities(found[0], "4")
+
+
+def test_the_cli_acts_as_a_named_registered_client(clean: Database, tmp_path: Path) -> None:
+    orders = tmp_path / "orders.json"
+    orders.write_text(json.dumps(golden("01")), encoding="utf-8")
+    scopes = [ADAPTER_BESTALLNINGSPORTALEN]
+    store.add_client(clean.engine, "portal", PORTAL_HSA, {"keys": []}, scopes, "portal-client")
+    store.add_client(clean.engine, "other", PORTAL_HSA, {"keys": []}, ["system/*.cruds"], "other-client")
+    for unusable in ("no-such-client", "other-client"):
+        result = _import(clean, "orders", "--client", unusable, str(orders))
+        assert result.exit_code == 2 and "--client" in result.output, result.output
+    result = _import(
+        clean, "orders", "--client", "portal-client", str(orders), GATEWAY_REGION_CLIENTS="portal-client"
+    )
+    assert result.exit_code == 0, result.output
+    found = events(clean)
+    assert writers(found, "create") == writers(found, "import") == {"portal-client"}
