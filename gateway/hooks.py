@@ -28,6 +28,15 @@ log = logging.getLogger("gateway.audit")
 # triggered them (RequestContext.on_behalf_of).
 GATEWAY_CLIENT = "gateway"
 GATEWAY_SCOPES = frozenset({"system/*.cruds"})
+# Client ids the gateway keeps for itself (its reactions, the CLI, the adapters' own clients, a request
+# without a token): no access token may present one and no registered client may take one, since the
+# organisation policy exempts some of them (policy/access.yaml).
+INTERNAL_CLIENTS = frozenset({GATEWAY_CLIENT, "cli", "anonymous"})
+INTERNAL_CLIENT_PREFIX = "adapter:"
+
+
+def internal_client(client_id: str) -> bool:
+    return client_id in INTERNAL_CLIENTS or client_id.startswith(INTERNAL_CLIENT_PREFIX)
 
 
 @dataclass(frozen=True)

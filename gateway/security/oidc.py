@@ -13,7 +13,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from gateway.config import Settings
-from gateway.hooks import Principal
+from gateway.hooks import Principal, internal_client
 from gateway.security import purpose
 from gateway.security.jwts import EXTERNAL_ALGORITHMS, LEEWAY, audiences, number
 
@@ -92,6 +92,8 @@ class ExternalIssuer:
             raise Rejected("The token is not valid yet")
         client_id = _text(claims.get("client_id")) or _text(claims.get("azp")) or _text(claims.get("sub"))
         client_id = client_id or "external"
+        if internal_client(client_id):
+            raise Rejected(f"The token names client '{client_id}', an id the gateway keeps for itself")
         return Principal(
             client_id=client_id,
             organization=_text(claims.get(self.settings.oidc_claim_organization)),

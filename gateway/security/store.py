@@ -14,6 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.hooks import internal_client
 from gateway.store.database import WRITE_OPTION
 from gateway.store.tables import AssertionJti, OAuthClient, SigningKey
 
@@ -67,6 +68,8 @@ def add_client(
     scopes: list[str],
     client_id: str | None = None,
 ) -> Client:
+    if client_id is not None and internal_client(client_id):
+        raise ValueError(f"'{client_id}' is a client id the gateway keeps for itself")
     client = Client(
         client_id or secrets.token_urlsafe(18), name, organization, jwks, tuple(scopes), utc_now(), True
     )

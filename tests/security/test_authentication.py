@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.hooks import Principal
 from gateway.security.oidc import ExternalIssuer, Rejected
 from gateway.security.sealing import Sealer
+from gateway.security.store import add_client
 from gateway.security.tokens import Authority
 from gateway.services import Services
 from tests.conftest import Database
@@ -263,3 +264,34 @@ def test_external_issuer_purpose_of_use() -> None:
     for wrong in ("treat", "SHOPPING", ["TREAT", "HPAYMT"], 7):
         with pytest.raises(Rejected, match="PurposeOfUse"):
             purpose(client_id="journal", pou=wrong)
+
+
+@pytest.mark.parametrize("client_id", ["adapter:bestallningsportalen", "cli", "gateway", "anonymous"])
+def test_external_tokens_cannot_name_the_gateways_own_clients(client_id: str) -> None:
+    """Some of the gateway's own client ids are exempt from the organisation policy: a token from the
+    external issuer presenting one is refused, not trusted."""
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    jwks = KeySet([key]).as_dict(private=False)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
+    settings = Settings(
+        oidc_issuer="https://idp.example",
+        oidc_audience="fhir-gateway",
+        oidc_jwks_url="https://idp.example/jwks",
+    )
+    claims = {
+        "iss": "https://idp.example",
+        "aud": "fhir-gateway",
+        "azp": client_id,
+        "exp": int(time.time()) + 300,
+    }
+    token = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=ALL)
+    with pytest.raises(Rejected, match="keeps for itself"):
+        asyncio.run(ExternalIssuer(settings, transport).principal(token, {"alg": "ES256", "kid": key.kid}))
+
+
+@pytest.mark.parametrize("client_id", ["adapter:x", "cli", "gateway"])
+def test_no_registered_client_takes_an_internal_id(database: Database, client_id: str) -> None:
+    with pytest.raises(ValueError, match="keeps for itself"):
+        add_client(
+            database.engine, "x", "SE2321000016-ORG1", {"keys": []}, ["system/*.rs"], client_id=client_id
+        )
