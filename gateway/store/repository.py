@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
@@ -180,24 +180,32 @@ class Repository:
             self.connection.execute(_INSERT_CLAIMS, rows)
 
     def current_of(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
-        """Current versions of many (type, id) keys in one query; absent ones are left out."""
-        wanted = sorted(set(keys))
-        if not wanted:
-            return {}
-        rows = self.connection.execute(select(R).where(tuple_(R.c.res_type, R.c.res_id).in_(wanted)))
-        return {(row.res_type, row.res_id): _stored(row) for row in rows}
+        """Current versions of many (type, id) keys, one query per type (`res_type = ? AND res_id IN …`,
+        which the (res_type, res_id) index answers); absent ones are left out."""
+        by_type: dict[str, set[str]] = {}
+        for res_type, res_id in keys:
+            by_type.setdefault(res_type, set()).add(res_id)
+        found: dict[tuple[str, str], Stored] = {}
+        for res_type, ids in sorted(by_type.items()):
+            statement = select(R).where(R.c.res_type == res_type, R.c.res_id.in_(sorted(ids)))
+            found |= {(row.res_type, row.res_id): _stored(row) for row in self.connection.execute(statement)}
+        return found
 
     def claimed_many(
         self, res_type: str, identifiers: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
-        """The resource (rid) holding each identifier (system, value) of this type, in one query."""
-        wanted = sorted(set(identifiers))
-        if not wanted:
-            return {}
-        statement = select(CLAIM.c.system, CLAIM.c.value, CLAIM.c.rid).where(
-            CLAIM.c.res_type == res_type, tuple_(CLAIM.c.system, CLAIM.c.value).in_(wanted)
-        )
-        return {(row.system, row.value): row.rid for row in self.connection.execute(statement)}
+        """The resource (rid) holding each identifier (system, value) of this type: one query per system
+        (`res_type = ? AND system = ? AND value IN …`, answered by the claims' primary key)."""
+        by_system: dict[str, set[str]] = {}
+        for system, value in identifiers:
+            by_system.setdefault(system, set()).add(value)
+        holders: dict[tuple[str, str], int] = {}
+        for system, values in sorted(by_system.items()):
+            statement = select(CLAIM.c.value, CLAIM.c.rid).where(
+                CLAIM.c.res_type == res_type, CLAIM.c.system == system, CLAIM.c.value.in_(sorted(values))
+            )
+            holders |= {(system, row.value): row.rid for row in self.connection.execute(statement)}
+        return holders
 
     def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
         return self.connection.execute(

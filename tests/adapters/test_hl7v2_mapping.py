@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from gateway.adapters import quarantine
+from gateway.adapters.hl7v2 import service
+from gateway.adapters.hl7v2.message import Message
 from tests.adapters.test_hl7v2_messages import adt, post
 
 
@@ -198,3 +201,28 @@ def test_out_of_order_arrival_gives_the_same_end_state(client: TestClient, datab
     assert _state(client) == in_order
     [encounter] = search(client, "Encounter")
     assert encounter["status"] == "finished"
+
+
+def test_each_message_is_parsed_once_and_read_back_alike(
+    client: TestClient, database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stay's earlier messages come from the adapter's cache of parsed messages, not parsed again;
+    read back from their Binaries instead (the cache emptied before every message), the end state is
+    the same."""
+    parses: list[bytes] = []
+    real_parse = service.parse
+
+    def counting(data: bytes) -> Message:
+        parses.append(data)
+        return real_parse(data)
+
+    for message in STAY:
+        service._events.items.clear()
+        assert post(client, message)[0] == "AA"
+    from_binaries = _state(client)
+    database.clear()
+    monkeypatch.setattr(service, "parse", counting)
+    for message in STAY:
+        assert post(client, message)[0] == "AA"
+    assert _state(client) == from_binaries
+    assert len(parses) == len(STAY)

@@ -1,14 +1,20 @@
-"""One message in, one ACK out: parse → read the stay → fold → one transaction Bundle → process_bundle.
+"""One message in, one ACK out: parse → read the stay → fold → one transaction Bundle → run_transaction.
 
-Every entrance (MLLP, HTTP, files, replay) calls `handle`. It never raises: an unreadable or unsupported
-message is `AR`, a message that cannot be applied is `AE` (kept in the quarantine), and a database
-conflict with a concurrent writer re-plans the message from the state that writer left."""
+Every entrance (MLLP, HTTP, files, replay) calls `handle`, which does it all in one call on a worker
+thread (`handle_sync`). It never raises: an unreadable or unsupported message is `AR`, a message that
+cannot be applied is `AE` (kept in the quarantine), and a database conflict with a concurrent writer
+re-plans the message from the state that writer left."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -20,22 +26,24 @@ from gateway.adapters.hl7v2 import engine
 from gateway.adapters.hl7v2.ack import Ack
 from gateway.adapters.hl7v2.engine import TERMINAL, Context, Refs, message_id, stay_ids, urn
 from gateway.adapters.hl7v2.events import Event, read_event
-from gateway.adapters.hl7v2.message import Hl7Error, fhir_time, parse, unframe
+from gateway.adapters.hl7v2.mappings import MAPPINGS
+from gateway.adapters.hl7v2.message import Hl7Error, Message, fhir_time, parse, unframe
 from gateway.adapters.hl7v2.senders import NotAccepted, Senders
 from gateway.errors import FhirError
 from gateway.fhir.outcome import operation_outcome
-from gateway.fhir.transaction import process_bundle
+from gateway.fhir.transaction import run_transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.services import Services
+from gateway.store.database import is_sqlite
+from gateway.store.repository import Stored
 
 log = logging.getLogger("gateway.adapters.hl7v2")
 NAME = "hl7v2"
 CLIENT_ID = "adapter:hl7v2"
 ATTEMPTS = 6
 HSA = engine.HSA
-_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
 # What the adapter itself may do when auth is on: exactly the types its Bundles read and write.
 WRITTEN = (
     "Patient",
@@ -95,14 +103,63 @@ def _outcome(text: str, location: str) -> Json:
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
-def _lock(facility: str, visit: str) -> asyncio.Lock:
-    key = (id(asyncio.get_running_loop()), facility, visit)
-    lock = _locks.get(key)
-    if lock is None:
-        if len(_locks) > 10000:
-            _locks.clear()
-        lock = _locks[key] = asyncio.Lock()
-    return lock
+def _lock(facility: str, visit: str) -> threading.Lock:
+    """The lock that serialises the messages of one stay in this process (one of a fixed set: two
+    stays may share one, which only makes them wait for each other)."""
+    return _LOCKS[hash((facility, visit)) % len(_LOCKS)]
+
+
+_SQLITE_WRITER = threading.Lock()
+
+
+def _writer(svc: Services) -> contextlib.AbstractContextManager[object]:
+    """SQLite takes one writer at a time and makes the others poll (sleeping ever longer): this
+    process's messages queue for it here instead. PostgreSQL takes concurrent writers."""
+    return _SQLITE_WRITER if is_sqlite(svc.engine) else contextlib.nullcontext()
+
+
+def _stored(data: bytes) -> str:
+    """The message as its Binary keeps it (`Binary.data`)."""
+    return base64.b64encode(unframe(data)).decode()
+
+
+class _Events:
+    """The last messages read, as Events, by (time zone, `Binary.data`). Every message of a stay reads
+    the stay's earlier ones back from their Binaries, and parsing one (hl7apy) costs about as much as
+    storing a message; a message written here is put in, so that the next of its stay finds it. An
+    Event depends only on the bytes and the zone, so a hit is exactly what a parse would give; the
+    fold only reads Events, never changes them. A miss (an older message, another process) parses."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[tuple[str, str], Event] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, zone: ZoneInfo, data: str) -> Event | None:
+        with self.lock:
+            event = self.items.get((zone.key, data))
+            if event is not None:
+                self.items.move_to_end((zone.key, data))
+            return event
+
+    def put(self, zone: ZoneInfo, data: str, event: Event) -> None:
+        with self.lock:
+            self.items[(zone.key, data)] = event
+            self.items.move_to_end((zone.key, data))
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+    def read(self, zone: ZoneInfo, data: str) -> Event:
+        """The Event of a stored message (Hl7Error, KeyError, ValueError when it cannot be read)."""
+        event = self.get(zone, data)
+        if event is None:
+            event = read_event(parse(base64.b64decode(data)), zone)
+            self.put(zone, data, event)
+        return event
+
+
+_LOCKS = tuple(threading.Lock() for _ in range(256))
+_events = _Events(1024)  # about 16 KiB an Event: some 16 MiB
 
 
 async def handle(
@@ -114,12 +171,68 @@ async def handle(
     source_address: str | None = None,
     content_type: str = "application/hl7-v2",
     keep_rejected: bool = True,
+    parse_pool: Executor | None = None,
 ) -> Result:
     """Process one message; give the acknowledgement to send. Never raises. With `senders` (MLLP) the
-    sending facility must be accepted, and the message is written as the facility's client."""
+    sending facility must be accepted, and the message is written as the facility's client.
+
+    All of it (parse, the sender's client, the stay's reads, the transaction, the quarantine) runs in
+    one call on a worker thread: one hand-over a message, and the event loop is free meanwhile. With a
+    `parse_pool` (processes) the message is parsed there first, so that parsing, the costliest step,
+    runs beside this process's database work instead of under its interpreter lock."""
+    parsed = await _parse_in(parse_pool, data) if parse_pool is not None else None
+    return await run_in_threadpool(
+        handle_sync,
+        svc,
+        data,
+        organization=organization,
+        senders=senders,
+        source_address=source_address,
+        content_type=content_type,
+        keep_rejected=keep_rejected,
+        parsed=parsed,
+    )
+
+
+async def _parse_in(pool: Executor, data: bytes) -> Message | Exception | None:
+    """`parse(data)` run in `pool`: the Message, or the exception it raised; None when the pool cannot
+    run it (shut down or broken: the message is then parsed on the worker thread as without a pool)."""
+    try:
+        future = pool.submit(parse, data)
+    except (BrokenExecutor, RuntimeError):
+        log.warning("the parse pool is shut down or broken; parsing in process")
+        return None
+    try:
+        message: Message = await asyncio.wrap_future(future)
+        return message
+    except BrokenExecutor:
+        log.warning("the parse pool broke; parsing in process")
+        return None
+    except Exception as error:
+        return error
+
+
+def handle_sync(
+    svc: Services,
+    data: bytes,
+    *,
+    organization: str | None = None,
+    senders: Senders | None = None,
+    source_address: str | None = None,
+    content_type: str = "application/hl7-v2",
+    keep_rejected: bool = True,
+    parsed: Message | Exception | None = None,
+) -> Result:
+    """`handle` on the calling thread (which it blocks, the database included); `parsed` is what
+    `parse(data)` gave elsewhere, Message or exception (None: parse it here)."""
     control, app, facility, trigger = _salvage(data)
     try:
-        message = parse(data)
+        if parsed is None:
+            message = parse(data)
+        elif isinstance(parsed, Message):
+            message = parsed
+        else:
+            raise parsed
     except Hl7Error as error:
         return Result(
             Ack("AR", control, error.text, error.location, error.hl7_error, app, facility, trigger),
@@ -136,7 +249,7 @@ async def handle(
         trigger=message.trigger,
     )
     try:
-        principal = await _admit(svc, senders, message.facility)
+        principal = _admit(svc, senders, message.facility)
     except NotAccepted as refused:
         ack = ack_base("AR", text=refused.text, location="MSH-4", hl7_error="207")
         return Result(ack, _outcome(refused.text, "MSH-4"))
@@ -152,43 +265,44 @@ async def handle(
     except Hl7Error as error:
         ack = ack_base(error.code, text=error.text, location=error.location, hl7_error=error.hl7_error)
         outcome = _outcome(error.text, error.location)
-        return await _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
-    async with _lock(event.facility, event.visit):
+        return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+    with _lock(event.facility, event.visit):
         for attempt in range(ATTEMPTS):
             try:
-                work = partial(_plan, svc, event, data, zone)
-                bundle = await run_in_threadpool(svc.write_path.run, context, work, False)
+                bundle = svc.write_path.run(context, partial(_plan, svc, event, data, zone), False)
                 if bundle is None:
                     return Result(ack_base("AA"), duplicate=True, principal=written)
-                await process_bundle(svc, context, bundle)
+                with _writer(svc):
+                    run_transaction(svc, context, bundle)
+                _events.put(zone, _stored(data), event)  # the stay's next message need not parse it
                 return Result(ack_base("AA"), principal=written)
             except FhirError as error:
                 if error.status in (409, 412) and attempt < ATTEMPTS - 1:
-                    await asyncio.sleep(0.005 * 2**attempt)
+                    time.sleep(0.005 * 2**attempt)
                     continue
                 outcome = operation_outcome(error.issues)
                 ack = ack_base("AE", text=f"{error.status}: {error}", hl7_error="207")
-                return await _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
             except Hl7Error as error:
                 ack = ack_base("AE", text=error.text, location=error.location, hl7_error=error.hl7_error)
                 outcome = _outcome(error.text, error.location)
-                return await _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
             except Exception as error:
                 log.exception("unexpected error applying message %s", message.control_id)
                 ack = ack_base("AE", text=f"Internal error: {type(error).__name__}", hl7_error="207")
                 outcome = _outcome(str(error), "")
-                return await _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
     raise AssertionError("unreachable")
 
 
-async def _admit(svc: Services, senders: Senders | None, facility: str) -> Principal | None:
+def _admit(svc: Services, senders: Senders | None, facility: str) -> Principal | None:
     """The sender's client (None: the adapter's own identity); NotAccepted when it may not send."""
     if senders is None or senders.clients is None:
         return None
-    return await run_in_threadpool(senders.admit, svc.engine, facility)
+    return senders.admit(svc.engine, facility)
 
 
-async def _rejected(
+def _rejected(
     svc: Services,
     data: bytes,
     content_type: str,
@@ -202,9 +316,7 @@ async def _rejected(
     if ack.code == "AE" and keep:
         try:
             key = f"{ack.receiving_facility} {ack.control_id}"
-            item = await run_in_threadpool(
-                quarantine.put, svc.engine, NAME, data, content_type, outcome, key[:255]
-            )
+            item = quarantine.put(svc.engine, NAME, data, content_type, outcome, key[:255])
         except Exception:
             log.exception("could not quarantine message %s", ack.control_id)
     return Result(ack, outcome, quarantined=item, principal=principal)
@@ -214,32 +326,49 @@ async def _rejected(
 
 
 def _previous(svc: Services, uow: UnitOfWork, enc_id: str, event: Event, zone: ZoneInfo) -> list[Event]:
-    """The stay's earlier messages, from the Binaries their Provenances keep."""
-    events: list[Event] = []
-    repository = uow.repository
+    """The stay's earlier messages, from the Binaries their Provenances keep (read in one query)."""
+    references: list[str] = []
     for provenance in svc.searcher.match(uow.connection, "Provenance", f"target=Encounter/{enc_id}", 1000):
         for entity in provenance.json().get("entity", []):
             reference = str(entity.get("what", {}).get("reference", ""))
-            if not reference.startswith("Binary/"):
-                continue
-            binary = repository.current("Binary", reference.split("/", 1)[1])
-            if binary is None or binary.deleted:
-                continue
-            try:
-                earlier = read_event(parse(base64.b64decode(binary.json()["data"])), zone)
-            except (Hl7Error, KeyError, ValueError):
-                log.warning("stored message %s can no longer be read; left out of the stay", reference)
-                continue
-            if (earlier.facility, earlier.control_id) != (event.facility, event.control_id):
-                events.append(earlier)
+            if reference.startswith("Binary/"):
+                references.append(reference)
+    binaries = _current(uow, [("Binary", r.split("/", 1)[1]) for r in references])
+    events: list[Event] = []
+    for reference in references:
+        binary = binaries.get(("Binary", reference.split("/", 1)[1]))
+        if binary is None:
+            continue
+        try:
+            earlier = _events.read(zone, binary.json()["data"])
+        except (Hl7Error, KeyError, ValueError):
+            log.warning("stored message %s can no longer be read; left out of the stay", reference)
+            continue
+        if (earlier.facility, earlier.control_id) != (event.facility, event.control_id):
+            events.append(earlier)
     return events
 
 
-def _existing(uow: UnitOfWork, res_type: str, res_id: str) -> tuple[Json | None, int | None]:
-    stored = uow.repository.current(res_type, res_id)
-    if stored is None or stored.deleted:
+def _current(uow: UnitOfWork, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+    """The current, not deleted, versions of these resources (absent ones left out). One indexed read
+    each: `Repository.current_of` reads them in one query, but SQLite answers its row-value IN with a
+    scan of the whole resource table."""
+    found = {key: uow.repository.current(*key) for key in dict.fromkeys(keys)}
+    return {key: stored for key, stored in found.items() if stored is not None and not stored.deleted}
+
+
+def _existing(
+    found: dict[tuple[str, str], Stored], res_type: str, res_id: str
+) -> tuple[Json | None, int | None]:
+    stored = found.get((res_type, res_id))
+    if stored is None:
         return None, None
     return stored.json(), stored.version_id
+
+
+def _hands_over(event: Event) -> bool:
+    """Whether the event makes handover Tasks, the only ones that list the patient's Devices."""
+    return "handover" in MAPPINGS.triggers[event.trigger]["creates"]
 
 
 def _put(resource: Json, version: int | None, full_url: str | None = None) -> Json:
@@ -256,18 +385,20 @@ def _put(resource: Json, version: int | None, full_url: str | None = None) -> Js
 def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWork) -> Json | None:
     """The transaction Bundle for `event`, or None when the message was processed before."""
     mid = message_id(event.facility, event.control_id)
-    if _existing(uow, "Provenance", mid)[0] is not None:
+    enc_id, plan_id, team_id = stay_ids(event.facility, event.visit)
+    keys = [("Provenance", mid), ("Encounter", enc_id), ("CarePlan", plan_id), ("CareTeam", team_id)]
+    stay_now = _current(uow, keys)
+    if ("Provenance", mid) in stay_now:
         return None
     system, value = event.identifier
     found = svc.searcher.match(uow.connection, "Patient", f"identifier={system}|{value}")
     if len(found) > 1:
         raise Hl7Error("AE", f"More than one Patient has the identifier {value}", "PID-3", "207")
     current_patient = found[0] if found else None
-    enc_id, plan_id, team_id = stay_ids(event.facility, event.visit)
     events = [*_previous(svc, uow, enc_id, event, zone), event]
     refs = Refs(patient=urn("Patient", system, value))
     ctx = Context(zone, refs)
-    if current_patient is not None:
+    if current_patient is not None and any(_hands_over(e) for e in events):
         subject = f"patient=Patient/{current_patient.res_id}&status=active"
         ctx.devices = [
             f"Device/{d.res_id}" for d in svc.searcher.match(uow.connection, "Device", subject, 200)
@@ -289,10 +420,11 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
     entries.append(patient_entry)
 
     written: list[str] = [f"Encounter/{enc_id}"]
-    version = _existing(uow, "Encounter", enc_id)[1]
+    version = _existing(stay_now, "Encounter", enc_id)[1]
     entries.append(_put(stay.encounter, version, urn("Encounter", enc_id)))
+    tasks = _current(uow, [("Task", task_id) for task_id in stay.tasks])
     for task_id, task in stay.tasks.items():
-        current, version = _existing(uow, "Task", task_id)
+        current, version = _existing(tasks, "Task", task_id)
         if current is not None:
             if current.get("status") in TERMINAL:
                 continue  # answered or cancelled before: it stays as it is
@@ -301,13 +433,13 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
         entries.append(_put(task, version))
         written.append(f"Task/{task_id}")
     if stay.careplan is not None and stay.careteam is not None:
-        current, version = _existing(uow, "CarePlan", plan_id)
+        current, version = _existing(stay_now, "CarePlan", plan_id)
         plan = stay.careplan
         if current is not None:
             plan = {**current, **plan, "status": current.get("status", "draft")}
             plan.pop("meta", None)
         entries.append(_put(plan, version))
-        entries.append(_put(stay.careteam, _existing(uow, "CareTeam", team_id)[1]))
+        entries.append(_put(stay.careteam, _existing(stay_now, "CareTeam", team_id)[1]))
         written += [f"CarePlan/{plan_id}", f"CareTeam/{team_id}"]
 
     sender = refs.org(event.facility, event.facility_name)
@@ -320,7 +452,7 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
         "resourceType": "Binary",
         "id": mid,
         "contentType": "application/hl7-v2",
-        "data": base64.b64encode(unframe(raw)).decode(),
+        "data": _stored(raw),
     }
     entries.append(_put(binary, None))
     provenance = {
