@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Connection, and_, false, func, or_, select
 
 from gateway.errors import bad_request
-from gateway.search.parameters import Include, SearchRequest, parse, split_token
+from gateway.search.parameters import Include, SearchRequest, parse, split_token, split_values
 from gateway.search.query import TABLES, Planner, decode_cursor, encode_cursor, local_reference
 from gateway.search.registry import Registry
 from gateway.store.repository import R, Repository, Stored
@@ -95,8 +95,8 @@ class Searcher:
         """`identifier=system|value` alone, the most common condition by far, answered from the identifier
         claims (unique per type, system and value, kept with every write) instead of a planned search.
         None when the condition is anything else, or `identifier` searches more than `<Type>.identifier`."""
-        if len(pairs) != 1 or pairs[0][0] != "identifier":
-            return None
+        if len(pairs) != 1 or pairs[0][0] != "identifier" or len(split_values(pairs[0][1])) != 1:
+            return None  # another parameter, a modifier, or several values (an OR list)
         param = self.registry.get(res_type, "identifier")
         if param is None or param.expression != f"{res_type}.identifier":
             return None

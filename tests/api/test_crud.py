@@ -114,6 +114,15 @@ def test_conditional_create(client: TestClient) -> None:
     assert several.status_code == 412
 
 
+def test_conditional_create_with_an_or_list_of_identifiers_finds_the_stored_one(client: TestClient) -> None:
+    """`identifier=a,b` is an OR list (not one value with a comma): the stored Patient matches."""
+    first = client.post("/fhir/Patient", json=patient())
+    condition = {"If-None-Exist": f"identifier={PNR}|201212121212,{PNR}|191212121212"}
+    again = client.post("/fhir/Patient", json=patient(), headers=condition)
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+
+
 def test_conditional_update_on_identifier(client: TestClient) -> None:
     url = f"/fhir/Patient?identifier={PNR}|191212121212"
     created = client.put(url, json=patient())
