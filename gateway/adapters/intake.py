@@ -25,7 +25,13 @@ from gateway.security.scopes import grants
 from gateway.services import Services
 from gateway.store.repository import Stored
 
-STATUS_TEXT = {200: "200 OK", 201: "201 Created", 400: "400 Bad Request", 409: "409 Conflict"}
+STATUS_TEXT = {
+    200: "200 OK",
+    201: "201 Created",
+    400: "400 Bad Request",
+    403: "403 Forbidden",
+    409: "409 Conflict",
+}
 
 
 # -- the client an adapter writes as ----------------------------------------------------------------------

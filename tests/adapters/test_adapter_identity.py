@@ -102,6 +102,45 @@ def test_the_calling_clients_organisation_bounds_what_the_adapter_writes(
     assert writers(creates, "create") == {portal.client_id}
 
 
+def test_another_organisations_stored_order_is_answered_without_telling_anything(
+    audited: Services, api: TestClient
+) -> None:
+    """A replay (or other content for the same version) of an order the caller may not see gets 403 with
+    no location and no word of the stored version, as the write path would answer: not 200 with the
+    DeviceRequest's location, nor 409 "stored with different content"."""
+    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, region=True)
+    stored = api.post(
+        ORDERS, json=golden("01"), headers=bearer(portal.token(api, ADAPTER_BESTALLNINGSPORTALEN))
+    )
+    assert stored.json()["entry"][0]["response"]["status"] == "201 Created"
+    stranger = register(audited, ADAPTER_BESTALLNINGSPORTALEN, org="SE2321000016-OTHER")
+    token = bearer(stranger.token(api, ADAPTER_BESTALLNINGSPORTALEN))
+    altered = {**golden("01"), "meddelande": "other content, same version"}
+    for order in (golden("01"), altered):
+        [entry] = api.post(ORDERS, json=order, headers=token).json()["entry"]
+        assert entry["response"]["status"] == "403 Forbidden"
+        assert "location" not in entry["response"]
+        assert "stored" not in json.dumps(entry["response"]["outcome"])
+
+
+def test_another_organisations_unchanged_unit_is_answered_without_telling_anything(
+    audited: Services, api: TestClient
+) -> None:
+    register_client = register(audited, ADAPTER_DEVICE_REGISTER, region=True)
+    body = ("\n".join([HEADER, row_of("01")]) + "\n").encode()
+    kind = {"Content-Type": "text/csv"}
+    url = "/adapters/device-register/records"
+    token = bearer(register_client.token(api, ADAPTER_DEVICE_REGISTER))
+    assert api.post(url, content=body, headers={**token, **kind}).json()["entry"][0]["response"][
+        "status"
+    ] == ("201 Created")
+    stranger = register(audited, ADAPTER_DEVICE_REGISTER, org="SE2321000016-OTHER")
+    token = bearer(stranger.token(api, ADAPTER_DEVICE_REGISTER))
+    [entry] = api.post(url, content=body, headers={**token, **kind}).json()["entry"]
+    assert entry["response"]["status"] == "403 Forbidden"
+    assert "location" not in entry["response"]
+
+
 def test_register_rows_and_hl7_messages_are_written_as_the_calling_client(
     audited: Services, api: TestClient
 ) -> None:

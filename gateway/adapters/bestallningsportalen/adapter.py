@@ -73,6 +73,12 @@ def read(svc: Services, context: RequestContext, order: Json) -> tuple[to_fhir.K
     return svc.write_path.run(context, work, write=False)
 
 
+def _visible(svc: Services, context: RequestContext, order: Json, held: to_fhir.Known) -> bool:
+    """Whether the client may see the stored order's first resource (its DeviceRequest or Task)."""
+    first = held.by_id.get(_first_written(order, to_fhir.order_id(order)))
+    return first is None or svc.hooks.policy.can_read(context, first.resource)
+
+
 def _held(uow: UnitOfWork, order: Json) -> to_fhir.Known:
     oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
     first = _first_written(order, oid).split("/")
@@ -207,6 +213,10 @@ def _store(svc: Services, context: RequestContext, order: Json, raw: bytes) -> J
     for attempt in range(ATTEMPTS):
         held, known = read(svc, context, order)
         stored = _stored_version(held, oid)
+        if stored is not None and not _visible(svc, context, order, held):
+            # another organisation's order: answered as the write path would, telling nothing of it
+            message = f"This client may not change order {ordernummer}"
+            raise Rejection(403, [Issue("error", "forbidden", message, ("ordernummer",))])
         if stored is not None and version < stored:
             message = f"Order {ordernummer} version {version} is older than the stored version {stored}"
             raise Rejection(409, [Issue("error", "conflict", message, ("version",))])

@@ -330,6 +330,10 @@ class Importer:
             bundle, notes = to_fhir.build(row, raw, known, to_instant(utc_now()))
             if not bundle["entry"]:
                 device = known.device
+                if device is not None and not self.svc.hooks.policy.can_read(self.context, device.resource):
+                    # another organisation's unit: answered as the write path would, telling nothing
+                    message = f"This client may not change {row['register']} {row['individnummer']}"
+                    raise Rejection(403, [Issue("error", "forbidden", message, ("individnummer",))])
                 location = f"Device/{device.res_id}/_history/{device.version}" if device else None
                 message = (
                     f"{row['register']} {row['individnummer']} is stored as the row says; nothing changed"
