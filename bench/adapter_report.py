@@ -47,6 +47,29 @@ def _table(title: str, unit: str, results: list[dict[str, object]]) -> Iterator[
     yield ""
 
 
+def mllp_section(postgres_url: str | None) -> list[str]:
+    """The HL7 v2 benchmark's own report (bench/hl7v2_mllp.py: it starts the listener process)."""
+    args = ["--messages", str(MESSAGES), *(["--database-url", postgres_url] if postgres_url else [])]
+    print(f"bench/hl7v2_mllp.py {' '.join(args)}", flush=True)
+    done = subprocess.run(
+        [sys.executable, "bench/hl7v2_mllp.py", *args], capture_output=True, text=True, check=False
+    )
+    shown = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode:
+        shown.append(f"(failed: {done.stderr.strip().splitlines()[-1:]})")
+    return [
+        "## HL7 v2 over MLLP",
+        "",
+        f"bench/hl7v2_mllp.py, {MESSAGES} messages (A01 + A03 pairs) per run, listener in its own process,",
+        "auth off, audit on; aim: end to end ≥ 0.8 × the bare parse rate × the cores.",
+        "",
+        "```",
+        *shown,
+        "```",
+        "",
+    ]
+
+
 def adapter_sections(postgres_url: str | None) -> list[str]:
     """Markdown for the order and register adapters, on SQLite and (when given) PostgreSQL."""
     urls = ["", *([postgres_url] if postgres_url else [])]

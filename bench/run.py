@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from bench.adapter_report import adapter_sections
+from bench.adapter_report import adapter_sections, mllp_section
 from bench.load import Request as LoadRequest
 from bench.load import Result, measure
 from bench.seed import ORGANIZATIONS, clear, seed
@@ -359,7 +359,8 @@ def main() -> None:
         runs.append(bench_backend("PostgreSQL", POSTGRES, schema))
     bare = bench_bare()
     print(f"bare: {bare.per_second:.0f}/s", flush=True)
-    text_out = "\n".join([report(runs, bare), *adapter_sections(POSTGRES if schema else None)])
+    postgres = POSTGRES if schema else None
+    text_out = "\n".join([report(runs, bare), *adapter_sections(postgres), *mllp_section(postgres)])
     existing = REPO_ROOT / "docs" / "performance.md"
     analysis = ""
     if existing.exists() and "<!-- analysis -->" in existing.read_text():
