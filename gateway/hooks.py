@@ -193,6 +193,15 @@ def keep_hidden(policy: AccessPolicy, context: RequestContext, resource: Json, c
     return kept
 
 
+def acts_for(policy: AccessPolicy, context: RequestContext, node: object) -> bool:
+    """Whether the client whose write this is (`context.requestor`: in a reaction, the client that
+    triggered it) acts for the organisation `node` references (a Task's owner), so a reaction may act on
+    its answer: an AccessPolicy may have `acts_for(context, node)`; without one (auth off), every client
+    does."""
+    check = getattr(policy, "acts_for", None)
+    return True if check is None else bool(check(context, node))
+
+
 def authorize_patch(
     policy: AccessPolicy, context: RequestContext, current: Stored, operations: object
 ) -> None:

@@ -25,13 +25,14 @@ from sqlalchemy import Connection, Engine, and_, false, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.errors import forbidden, not_found
-from gateway.hooks import AccessPolicy, RequestContext, keep_hidden
+from gateway.hooks import AccessPolicy, RequestContext, acts_for, keep_hidden
 from gateway.model.types import Json
 from gateway.search.parameters import MaskedSort
 from gateway.store.tables import ReferenceIndex, Resource, TokenIndex
 
 CACHE_KEY = "gateway.security.organisation"
 PROTECTED_KEY = "gateway.security.organisation.protected"
+NEW_PATIENTS_KEY = "gateway.security.organisation.new-patients"
 REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "REDACTED"}
 
 Ref = tuple[str, str]
@@ -53,6 +54,21 @@ class RestrictedOwner:
 
 
 @dataclass(frozen=True)
+class GatewayTasks:
+    """Tasks the gateway sets up (by their code): what a client that is not exempt may change in one."""
+
+    codes: frozenset[tuple[str, str]]
+    may_change: frozenset[str]
+
+    def covers(self, resource: Json | None) -> bool:
+        if resource is None or resource.get("resourceType") != "Task":
+            return False
+        code = resource.get("code")
+        codings = code.get("coding") if isinstance(code, dict) else None
+        return any(_coding(c) in self.codes for c in (codings if isinstance(codings, list) else []))
+
+
+@dataclass(frozen=True)
 class Rules:
     """policy/access.yaml, parsed and checked."""
 
@@ -67,6 +83,7 @@ class Rules:
     addressed_types: dict[str, str]
     ownership_elements: tuple[str, ...]
     restricted_owners: dict[str, RestrictedOwner]
+    gateway_tasks: GatewayTasks
     protected_labels: frozenset[tuple[str, str]]
     masked_elements: tuple[str, ...]
     masked_parameters: frozenset[str]
@@ -92,6 +109,7 @@ class Rules:
                 )
             )
         protected = data.get("protected_identity") or {}
+        tasks = data.get("gateway_tasks") or {}
         return cls(
             hsa_system=str(data["hsa_system"]),
             exempt_client_prefixes=tuple(data.get("exempt_client_prefixes") or ()),
@@ -107,6 +125,10 @@ class Rules:
                 str(k): RestrictedOwner(str(v["element"]), frozenset(v["may_change"]))
                 for k, v in (data.get("restricted_owners") or {}).items()
             },
+            gateway_tasks=GatewayTasks(
+                frozenset((str(x["system"]), str(x["code"])) for x in tasks.get("codes") or ()),
+                frozenset(str(e) for e in tasks.get("may_change") or ()),
+            ),
             protected_labels=frozenset(
                 (str(x["system"]), str(x["code"])) for x in protected.get("labels") or ()
             ),
@@ -486,29 +508,87 @@ class OrganisationPolicy:
             if not self.can_read(context, current):
                 raise not_found(f"{res_type}/{resource.get('id')} is not known")
             self._authorize_change(relations, action, resource, current)
+        self._authorize_gateway_task(action, resource, current)
         if action != "delete":
-            self._authorize_content(relations, resource)
+            self._authorize_content(context, relations, resource)
+            self._note_new_patient(context, resource, current)
         # the write may change whom the organisation is related to, and which patients are protected
         context.cache.pop(CACHE_KEY, None)
         context.cache.pop(PROTECTED_KEY, None)
 
-    def _authorize_content(self, relations: Relations, resource: Json) -> None:
-        """What a client may create (or make a resource into): for its patients, or naming itself."""
+    def _authorize_content(self, context: RequestContext, relations: Relations, resource: Json) -> None:
+        """What a client may create (or make a resource into): for patients it is already related to (or
+        made in this unit of work), or, naming no patient, naming itself. Its own write never makes it
+        related to a patient: that comes only from what others (and the gateway) wrote."""
         res_type = str(resource.get("resourceType"))
         if res_type == "Patient":
             return  # identities are global; a duplicate is refused by the identifier claim
         if self.is_itself(relations, resource):
             return
         patients = self.patients_of(resource)
-        if patients and patients <= relations.patients:
+        if patients:
+            if patients - relations.patients - self._new_patients(context):
+                raise forbidden(
+                    f"This organisation has no relationship with the patient of this {res_type}: it may "
+                    "write for a patient only once the patient is related to it by what others wrote "
+                    "(or it created the Patient in this same request)"
+                )
             return
         owners = self.owners(resource, self.rules.ownership_elements)
-        if self.names(relations, owners) or (not patients and self.names(relations, resource)):
-            return  # it takes responsibility itself: a Task it requests, a DeviceRequest it prescribes
+        if self.names(relations, owners) or self.names(relations, resource):
+            return  # for no patient, it takes responsibility itself: a Task it requests
         raise forbidden(
-            f"This organisation has no relationship with the patient of this {res_type}, and it does "
-            "not name the organisation as its author, requester or owner"
+            f"This {res_type} names no patient of this organisation, and does not name the organisation"
         )
+
+    def _authorize_gateway_task(self, action: str, resource: Json, current: Json | None) -> None:
+        """A Task with one of the gateway's codes (policy `gateway_tasks`) is set up only by the gateway's
+        own writers and the region's clients, since reactions act on its answer: a client may not create
+        one, give a Task such a code, or delete one, and in one it may change only what answers it."""
+        tasks = self.rules.gateway_tasks
+        if not (tasks.covers(resource) or tasks.covers(current)):
+            return
+        if current is None or not tasks.covers(current):
+            raise forbidden(
+                "Tasks with this code are set up by the gateway's adapters and the region's clients only"
+            )
+        if action == "delete":
+            raise forbidden("A Task the gateway set up may not be deleted by a client")
+        refused = sorted(_changed_elements(current, resource) - tasks.may_change)
+        if refused:
+            allowed = ", ".join(sorted(tasks.may_change))
+            raise forbidden(
+                f"In a Task the gateway set up a client may change only {allowed}; not {', '.join(refused)}"
+            )
+
+    def _new_patients(self, context: RequestContext) -> frozenset[str]:
+        """The Patients this client created in the unit of work running now (none else's data is about
+        them, so resources for them may go in the same transaction)."""
+        cached = self._cached(context, NEW_PATIENTS_KEY)
+        return cached if isinstance(cached, frozenset) else frozenset()
+
+    def _note_new_patient(self, context: RequestContext, resource: Json, current: Json | None) -> None:
+        """Remember a Patient this client creates under an id never stored before (not one deleted: what
+        others wrote about it may still be there)."""
+        if resource.get("resourceType") != "Patient" or current is not None:
+            return
+        patient_id = str(resource.get("id"))
+        query = select(RESOURCE.c.rid).where(
+            RESOURCE.c.res_type == "Patient", RESOURCE.c.res_id == patient_id
+        )
+        with self._connection(context) as connection:
+            if connection.execute(query.limit(1)).first() is not None:
+                return
+        context.cache[NEW_PATIENTS_KEY] = (context.connection, self._new_patients(context) | {patient_id})
+
+    def acts_for(self, context: RequestContext, node: Any) -> bool:
+        """Whether the client whose write this is (for a reaction's write, the client that triggered it)
+        acts for what `node` references: it is exempt in its own right (an internal or region-wide
+        client), or `node` names its organisation or one of its PractitionerRoles."""
+        client = RequestContext(principal=context.requestor, connection=context.connection)
+        if self.exempt(client):
+            return True
+        return self.names(self.relations(client), node)
 
     def _authorize_change(self, relations: Relations, action: str, resource: Json, current: Json) -> None:
         res_type = str(current.get("resourceType"))
@@ -743,6 +823,9 @@ class AllOf:
             if found is not None:
                 params, labels = params | found.params, labels | found.labels
         return MaskedSort(params, labels) if params and labels else None
+
+    def acts_for(self, context: RequestContext, node: Any) -> bool:
+        return all(acts_for(policy, context, node) for policy in self.policies)
 
     def masked_match(self, context: RequestContext, resource: Json, parameters: list[str]) -> bool:
         for policy in self.policies:

@@ -8,10 +8,11 @@ Rules (in the write's transaction, so they hold under concurrency, whoever write
   version sent with other content is refused (409); the same content in other bytes changes nothing.
 
 Reaction:
-- `confirm_prescriber`: a Task `confirm-prescriber` completed with an output valueReference to a
-  PractitionerRole makes that role the requester of the order's DeviceRequests, removes their
-  `unconfirmed-prescriber` tag, and records a Provenance of the change (the Task's owner verified, the
-  prescriber is the author, the gateway performed it on behalf of the client that completed the Task).
+- `confirm_prescriber`: a Task `confirm-prescriber` completed by its owner (or an exempt client) with an
+  output valueReference to one of the owner's PractitionerRoles makes that role the requester of the
+  order's DeviceRequests still tagged `unconfirmed-prescriber`, removes the tag, and records a Provenance
+  of the change (the Task's owner verified, the prescriber is the author, the gateway performed it on
+  behalf of the client that completed the Task). A role of another organisation is 422.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 from urllib.parse import quote
 from uuid import uuid4
 
-from gateway.errors import conflict
-from gateway.hooks import Reaction, RequestContext, Rule
+from gateway.errors import conflict, unprocessable
+from gateway.hooks import Reaction, RequestContext, Rule, acts_for
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork, WritePath
 from gateway.search.dates import to_instant
@@ -124,20 +125,62 @@ def gateway_agent(context: RequestContext) -> Json:
     }
 
 
-def confirm_prescriber(uow: UnitOfWork, write_path: WritePath, stored: Stored, previous: Json | None) -> None:
+def _just_completed_confirmation(stored: Stored, previous: Json | None) -> Json | None:
+    """The confirm-prescriber Task that this write completed, if it is one."""
     if stored.res_type != "Task" or stored.deleted:
-        return
+        return None
     task = stored.json()
     codes = (task.get("code") or {}).get("coding", [])
     if not any(c.get("system") == TASK_CODES and c.get("code") == "confirm-prescriber" for c in codes):
-        return
+        return None
     if task.get("status") != "completed" or (previous or {}).get("status") == "completed":
+        return None
+    return task
+
+
+def _local(reference: Any) -> str:
+    """`Type/id` of a literal reference (relative, absolute or versioned), else ""."""
+    parts = [p for p in str(reference or "").split("/") if p]
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else ""
+
+
+def _of_the_owner(uow: UnitOfWork, task: Json, prescriber: Json) -> bool:
+    """Whether the confirmed PractitionerRole is one of the Task owner's (the ordering unit's) people."""
+    owner = _local((task.get("owner") or {}).get("reference"))
+    role_id = _local(prescriber.get("reference")).removeprefix("PractitionerRole/")
+    role = uow.repository.current("PractitionerRole", role_id) if role_id else None
+    if not owner or role is None or role.deleted:
+        return False
+    return _local((role.json().get("organization") or {}).get("reference")) == owner
+
+
+def _unconfirmed(uow: UnitOfWork, write_path: WritePath, task: Json) -> list[Stored]:
+    """The order's DeviceRequests that still wait for their prescriber (tagged unconfirmed-prescriber)."""
+    return [r for r in _order_requests(uow, write_path, task) if _tagged(r.json(), "unconfirmed-prescriber")]
+
+
+def confirm_prescriber(uow: UnitOfWork, write_path: WritePath, stored: Stored, previous: Json | None) -> None:
+    """Acts only on the answer of the Task's owner (or of an exempt client): the Task itself was set up by
+    the gateway, since only its writers may give a Task this code (policy `gateway_tasks`), and only they
+    may change its focus, basedOn and groupIdentifier. The confirmed role must be one of the owner's."""
+    task = _just_completed_confirmation(stored, previous)
+    prescriber = _confirmed(task) if task is not None else None
+    if task is None or prescriber is None:
         return
-    prescriber = _confirmed(task)
-    if prescriber is None:
+    if not acts_for(write_path.hooks.policy, uow.context, task.get("owner")):
+        return  # not the owner's answer: the gateway does nothing for it
+    requests = _unconfirmed(uow, write_path, task)
+    if not requests:
         return
+    if not _of_the_owner(uow, task, prescriber):
+        raise unprocessable(
+            "The confirmed prescriber must be a PractitionerRole of the organisation that owns this Task",
+            "Task.output",
+        )
     changed = []
-    for request in _order_requests(uow, write_path, task):
+    for request in requests:
         resource = request.json()
         meta = dict(resource.get("meta") or {})
         tags = [

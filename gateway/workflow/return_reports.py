@@ -5,14 +5,16 @@ DeviceRequest, CarePlan or Task they concern, routed to the actual prescriber(s)
   it concerns (directly, or carried by the Task as inputs, or referred to by the CarePlan), never the
   orderer. A request still tagged `unconfirmed-prescriber` routes the report to the ordering unit
   instead (the `enterer` agent's onBehalfOf, else the requester's organisation), and the report says so.
-- Reaction: a handover Task rejected or completed yields such a report for the DeviceRequests it carried.
+- Reaction: a handover Task rejected or completed by its owner (the receiver; or an exempt client) yields
+  such a report for the DeviceRequests it carried. Only the gateway's writers may give a Task the code
+  `handover` or change its inputs (policy `gateway_tasks`), so the Task is one the HL7 v2 adapter made.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.hooks import Reaction, Rule
+from gateway.hooks import Reaction, Rule, acts_for
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.workflow.sip import referring
@@ -132,6 +134,8 @@ def handover_answered(uow: UnitOfWork, write_path: WritePath, stored: Stored, pr
         return
     if _task_kind(task) != "handover":
         return
+    if not acts_for(write_path.hooks.policy, uow.context, task.get("owner")):
+        return  # only the receiver's answer is reported (the Task itself is the HL7 v2 adapter's)
     carried = [
         str(i.get("valueReference", {}).get("reference", ""))
         for i in task.get("input") or []

@@ -419,18 +419,19 @@ def test_writes(world: World) -> None:
     assert (
         c.post("/fhir/Observation", json={**obs, "subject": ref("Patient/pb")}, headers=a).status_code == 403
     )
-    # a Task it requests makes the relationship, for a new patient too
+    # a Task it requests makes no relationship: not even with a Patient it made in an earlier request
+    # (one made in the same transaction counts: test_a_transaction_sees_the_relationships_it_makes)
     new = c.post("/fhir/Patient", json=patient(pnr(8)), headers=a)
     assert new.status_code == 201
     pid = new.json()["id"]
     assert c.get(f"/fhir/Patient/{pid}", headers=a).status_code == 404
     task = {"resourceType": "Task", "status": "requested", "intent": "order", "for": ref(f"Patient/{pid}")}
     assert c.post("/fhir/Task", json=task, headers=a).status_code == 403
-    assert (
-        c.post("/fhir/Task", json={**task, "requester": ref("Organization/orgA")}, headers=a).status_code
-        == 201
-    )
-    assert c.get(f"/fhir/Patient/{pid}", headers=a).status_code == 200
+    mine = {**task, "requester": ref("Organization/orgA")}
+    assert c.post("/fhir/Task", json=mine, headers=a).status_code == 403
+    assert c.get(f"/fhir/Patient/{pid}", headers=a).status_code == 404
+    # for no patient, a Task it requests is its own
+    assert c.post("/fhir/Task", json={**mine, "for": None}, headers=a).status_code == 201
     # update or delete only what it authored, requested or owns
     linked = c.get("/fhir/Observation/obsLinked", headers=a).json()
     assert (
@@ -497,6 +498,8 @@ def test_relations_are_computed_once_per_request(org_services: Services, world: 
 
 
 def test_a_transaction_sees_the_relationships_it_makes(world: World) -> None:
+    """A Patient the client creates in a transaction is one it may write for in that transaction (no one
+    else's data is about it); the Task it requests for it then relates it, for the later entries too."""
     task = {
         "resourceType": "Task",
         "status": "requested",
@@ -512,24 +515,95 @@ def test_a_transaction_sees_the_relationships_it_makes(world: World) -> None:
             {"fullUrl": new, "resource": patient(pnr(9)), "request": {"method": "POST", "url": "Patient"}},
             {"resource": {**task, "for": ref(new)}, "request": {"method": "POST", "url": "Task"}},
             {"resource": {**obs, "subject": ref(new)}, "request": {"method": "POST", "url": "Observation"}},
-            # B's patient: the Task A requests makes the relationship, so A may write and read for pb
-            {"resource": {**task, "for": ref("Patient/pb")}, "request": {"method": "POST", "url": "Task"}},
+            {"resource": patient(pnr(10), id="pnew"), "request": {"method": "PUT", "url": "Patient/pnew"}},
+            # entries run DELETE, POST, PUT, GET: these PUTs follow the Patient's, in order
             {
-                "resource": {**obs, "subject": ref("Patient/pb"), "performer": [ref("Organization/orgA")]},
-                "request": {"method": "POST", "url": "Observation"},
+                "resource": {
+                    **obs,
+                    "id": "onew",
+                    "subject": ref("Patient/pnew"),
+                    "performer": [ref("Organization/orgA")],
+                },
+                "request": {"method": "PUT", "url": "Observation/onew"},
             },
-            {"request": {"method": "GET", "url": "Patient/pb"}},
-            {"request": {"method": "GET", "url": "Observation?subject=Patient/pb"}},
+            {
+                "resource": {**task, "id": "tnew", "for": ref("Patient/pnew")},
+                "request": {"method": "PUT", "url": "Task/tnew"},
+            },
+            {"request": {"method": "GET", "url": "Patient/pnew"}},
+            {"request": {"method": "GET", "url": "Observation?subject=Patient/pnew"}},
         ],
     }
     answer = world.client.post("/fhir", json=bundle, headers=world.a)
     assert answer.status_code == 200, answer.text
     entries = answer.json()["entry"]
-    assert [e["response"]["status"][:3] for e in entries] == ["201"] * 5 + ["200"] * 2
-    assert entries[5]["resource"]["id"] == "pb"
-    found = matches(entries[6]["resource"])
-    assert found == {f"Observation/{entries[4]['resource']['id']}"}  # not B's own obsB, which names B
-    assert world.client.get("/fhir/Patient/pb", headers=world.a).status_code == 200
+    assert [e["response"]["status"][:3] for e in entries] == ["201"] * 6 + ["200"] * 2
+    assert entries[6]["resource"]["id"] == "pnew"
+    assert matches(entries[7]["resource"]) == {"Observation/onew"}
+    assert world.client.get("/fhir/Patient/pnew", headers=world.a).status_code == 200
+    assert world.client.get("/fhir/Patient/pnew", headers=world.b).status_code == 404
+
+
+def test_a_client_cannot_relate_itself_to_a_patient(world: World) -> None:
+    """Naming a patient and itself in a resource of its own (a Task it requests and owns, a DeviceRequest
+    it prescribes) does not make another organisation's patient its own: refused, in any form."""
+    c, b = world.client, world.b
+    assert c.get("/fhir/Patient/pa", headers=b).status_code == 404
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": ref("Patient/pa"),
+        "requester": ref("Organization/orgB"),
+        "owner": ref("Organization/orgB"),
+    }
+    request = {
+        "resourceType": "DeviceRequest",
+        "status": "active",
+        "intent": "order",
+        "codeCodeableConcept": {"text": "rollator"},
+        "subject": ref("Patient/pa"),
+        "requester": ref("Organization/orgB"),
+    }
+    assert c.post("/fhir/Task", json=task, headers=b).status_code == 403
+    assert c.post("/fhir/DeviceRequest", json=request, headers=b).status_code == 403
+    assert c.put("/fhir/Task/mine", json={**task, "id": "mine"}, headers=b).status_code == 403
+    # nor by turning a resource of its own into one for that patient
+    own = {**task, "for": ref("Patient/pb")}
+    created = c.post("/fhir/Task", json=own, headers=b)
+    assert created.status_code == 201
+    moved = {**created.json(), "for": ref("Patient/pa")}
+    assert c.put(f"/fhir/Task/{moved['id']}", json=moved, headers=b).status_code == 403
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient(pnr(11)), "request": {"method": "POST", "url": "Patient"}},
+            {"resource": task, "request": {"method": "POST", "url": "Task"}},
+        ],
+    }
+    assert c.post("/fhir", json=bundle, headers=b).status_code == 403
+    assert c.get("/fhir/Patient/pa", headers=b).status_code == 404
+
+
+def test_a_deleted_patient_made_again_is_not_new(world: World) -> None:
+    """A Patient id stored before (deleted since) is not a new patient: what others wrote about it may
+    still be there, so a client re-creating it does not become related to it."""
+    c = world.client
+    assert c.delete("/fhir/Patient/pe", headers=world.region).status_code in (200, 204)
+    task = {"resourceType": "Task", "status": "requested", "intent": "order", "for": ref("Patient/pe")}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient(pnr(5), id="pe"), "request": {"method": "PUT", "url": "Patient/pe"}},
+            {
+                "resource": {**task, "requester": ref("Organization/orgB")},
+                "request": {"method": "POST", "url": "Task"},
+            },
+        ],
+    }
+    assert c.post("/fhir", json=bundle, headers=world.b).status_code == 403
 
 
 def test_relationships_of_a_rolled_back_unit_of_work_are_forgotten(
@@ -545,17 +619,21 @@ def test_relationships_of_a_rolled_back_unit_of_work_are_forgotten(
         "for": ref("Patient/pb"),
         "requester": ref("Organization/orgA"),
     }
-    pb = {"resourceType": "Patient", "id": "pb"}
+    fresh = {**patient(pnr(12)), "id": "pfresh"}
 
     def related_then_refused(uow: UnitOfWork) -> None:
-        assert not policy.can_read(uow.context, pb)
-        write_path.create(uow, task)
-        assert policy.can_read(uow.context, pb)  # the pending Task counts within its transaction
+        assert not policy.can_read(uow.context, fresh)
+        write_path.update(uow, "Patient", "pfresh", fresh)  # new: A may write for it in this unit
+        write_path.create(uow, {**task, "for": ref("Patient/pfresh")})
+        assert policy.can_read(uow.context, fresh)  # the pending Task counts within its transaction
         raise unprocessable("refused after the write")
 
     with pytest.raises(FhirError):
         write_path.run(context, related_then_refused)
-    assert not write_path.run(context, lambda uow: policy.can_read(uow.context, pb), write=False)
+    assert not write_path.run(context, lambda uow: policy.can_read(uow.context, fresh), write=False)
+    with pytest.raises(FhirError) as refused:  # nor is the Patient new to A any more: it was rolled back
+        write_path.run(context, lambda uow: write_path.create(uow, {**task, "for": ref("Patient/pfresh")}))
+    assert refused.value.status == 403
 
 
 HOSTILE = [

@@ -14,7 +14,7 @@ from gateway.app import create_app
 from gateway.hooks import GATEWAY_CLIENT
 from gateway.services import Services
 from gateway.workflow.care_transitions import return_reports
-from gateway.workflow.orders import CLIENT_SYSTEM, TASK_CODES
+from gateway.workflow.orders import CLIENT_SYSTEM, TAGS, TASK_CODES
 from tests.api.helpers import HSA, create, patient
 from tests.conftest import Database
 from tests.security.conftest import bearer, register
@@ -134,10 +134,14 @@ def test_the_client_still_needs_its_own_scopes_for_its_own_write(secured: Servic
 
 def test_a_confirmed_prescribers_provenance_names_the_gateway_and_the_client(client: TestClient) -> None:
     person = create(client, patient())
+    unit = create(client, {"resourceType": "Organization", "name": "Beställande enhet"})
+    lakare = {"resourceType": "PractitionerRole", "organization": {"reference": f"Organization/{unit['id']}"}}
+    assert client.put("/fhir/PractitionerRole/lakare-1", json={**lakare, "id": "lakare-1"}).status_code == 201
     request = create(
         client,
         {
             "resourceType": "DeviceRequest",
+            "meta": {"tag": [{"system": TAGS, "code": "unconfirmed-prescriber"}]},
             "status": "active",
             "intent": "order",
             "codeCodeableConcept": {"text": "Rollator"},
@@ -154,6 +158,7 @@ def test_a_confirmed_prescribers_provenance_names_the_gateway_and_the_client(cli
             "code": {"coding": [{"system": TASK_CODES, "code": "confirm-prescriber"}]},
             "focus": {"reference": f"DeviceRequest/{request['id']}"},
             "for": {"reference": f"Patient/{person['id']}"},
+            "owner": {"reference": f"Organization/{unit['id']}"},
             "output": [
                 {
                     "type": {"text": "förskrivare"},
