@@ -220,6 +220,7 @@ def load(
                 else:
                     _load_items(svc, path, _lines(path), "line", tally, progress)
     finally:
+        svc.close()  # every audit record stored before the command ends
         svc.engine.dispose()
     console.print(f"loaded {tally.loaded}, rejected {tally.failed}")
     if tally.failed:

@@ -90,6 +90,8 @@ class Settings:
     mllp_facilities: tuple[str, ...] = ()
     mllp_max_bytes: int = 1024 * 1024
     mllp_idle_seconds: int = 300
+    # Processes that parse messages beside the listener's own (0: on its worker threads).
+    mllp_parse_processes: int = 0
     # TLS: certificate chain and key (PEM); a client CA file makes client certificates required (mTLS).
     mllp_tls_cert: str = ""
     mllp_tls_key: str = ""
@@ -137,6 +139,7 @@ class Settings:
             mllp_facilities=_list("GATEWAY_MLLP_FACILITIES"),
             mllp_max_bytes=_int("GATEWAY_MLLP_MAX_BYTES", defaults.mllp_max_bytes),
             mllp_idle_seconds=_int("GATEWAY_MLLP_IDLE_SECONDS", defaults.mllp_idle_seconds),
+            mllp_parse_processes=_int("GATEWAY_MLLP_PARSE_PROCESSES", defaults.mllp_parse_processes),
             mllp_tls_cert=os.environ.get("GATEWAY_MLLP_TLS_CERT", ""),
             mllp_tls_key=os.environ.get("GATEWAY_MLLP_TLS_KEY", ""),
             mllp_tls_client_ca=os.environ.get("GATEWAY_MLLP_TLS_CLIENT_CA", ""),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gateway.adapters.intake import AdapterClient, UnknownClient
-from gateway.hooks import AccessRecord, AuditSink, RequestContext, patients_of
+from gateway.hooks import AccessRecord, AuditSink, Principal, RequestContext, patients_of
 from gateway.model.types import Json
 from gateway.services import Services
 from gateway.store.repository import Repository
@@ -125,12 +125,24 @@ class ImportAudit:
         finally:
             self.svc.hooks.audit = sink
 
-    def record(self, where: str, entry: Json | None) -> None:
-        """Audit one input record by its batch-response entry (None: it broke off, 500)."""
+    def record(
+        self,
+        where: str,
+        entry: Json | None,
+        *,
+        touched: bool = False,
+        principal: Principal | None = None,
+    ) -> None:
+        """Audit one input record by its batch-response entry (None: it broke off, 500). With `touched`
+        it names, beside what its answer names, every resource whose write was audited meanwhile (an
+        HL7 ACK names none); `principal`: who it was written as, when not the command's client."""
         status = entry_status(entry) if entry is not None else 500
         resources = named(entry) if entry is not None else []
+        if touched:
+            resources = list(dict.fromkeys([*resources, *self.seen]))
         detail = f"gateway import {self.command} {where}: {status}"[:1000]
-        record = AccessRecord("import", None, [], status, self.context, detail)
+        context = replace(self.context, principal=principal) if principal is not None else self.context
+        record = AccessRecord("import", None, [], status, context, detail)
         record.patients = self._patients(resources)
         record.resources = [ref for ref in resources if ref not in record.patients]
         self.svc.hooks.audit.record(record)

@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.message import Hl7Error
 from gateway.adapters.hl7v2.mllp import Listener, ListenerSettings, frame
 from gateway.adapters.hl7v2.senders import Senders
+from gateway.config import Settings
 from gateway.security import store
 from gateway.security.scopes import ADAPTER_HL7V2
 from gateway.services import Services
@@ -253,19 +255,67 @@ def test_messages_are_written_and_audited_as_the_facilitys_client(audited: Servi
     assert {e["agent"][0]["who"]["identifier"]["value"] for e in writes} == {HOSPITAL_CLIENT}
 
 
-def test_the_clients_own_scopes_govern_its_writes(audited: Services) -> None:
-    register(audited, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2, "system/Patient.rs"])
+def test_the_entrance_scope_implies_the_adapters_writes(audited: Services) -> None:
+    """As at the REST entrances: the facility's client holds only `gateway/adapter.hl7v2`, and writes
+    with the adapter's scopes added to its own (docs/security.md, "Who an adapter writes as")."""
+    register(audited, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2])
     running = listening(audited, Senders({HOSPITAL_HSA: HOSPITAL_CLIENT}))
     try:
         [answer] = exchange(running.port, [adt("A01", "I2")])
     finally:
         running.stop()
-    code, control, text = read_ack(answer)
-    assert (code, control) == ("AE", "I2") and text.startswith("403")
-    assert count(audited) == 0
-    [record] = audit_events(audited, "subtype=import")
-    assert record["agent"][0]["who"]["identifier"]["value"] == HOSPITAL_CLIENT
-    assert record["outcome"] == "4"
+    assert read_ack(answer) == ("AA", "I2", "")
+    assert count(audited) > 0
+    writes = audit_events(audited, "subtype=create")
+    assert {e["agent"][0]["who"]["identifier"]["value"] for e in writes} == {HOSPITAL_CLIENT}
+
+
+def test_the_organisation_policy_is_not_widened(database: Database) -> None:
+    """Not region-wide, the facility's client may not write the municipality's and primary care's
+    Tasks and Organizations: AE, nothing written, audited as its client."""
+    database.clear()
+    settings = database.settings(auth=True, audit=True, organisation_policy=True)
+    services = Services.build(settings, engine=database.engine)
+    try:
+        register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2, "system/*.cruds"])
+        running = listening(services, Senders({HOSPITAL_HSA: HOSPITAL_CLIENT}))
+        try:
+            [answer] = exchange(running.port, [adt("A01", "I3")])
+        finally:
+            running.stop()
+        code, control, text = read_ack(answer)
+        assert (code, control) == ("AE", "I3") and text.startswith("403")
+        assert count(services) == 0
+        [record] = audit_events(services, "subtype=import")
+        assert record["agent"][0]["who"]["identifier"]["value"] == HOSPITAL_CLIENT
+        assert record["outcome"] == "4"
+    finally:
+        services.close()
+
+
+def test_a_message_is_audited_under_its_clients_configured_purpose(database: Database) -> None:
+    database.clear()
+    settings = database.settings(
+        auth=True,
+        audit=True,
+        region_clients=(HOSPITAL_CLIENT,),
+        client_purposes=(f"{HOSPITAL_CLIENT}=CAREMGT",),
+        mllp_facilities=(f"{HOSPITAL_HSA}={HOSPITAL_CLIENT}",),
+    )
+    services = Services.build(settings, engine=database.engine)
+    try:
+        register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2])
+        running = Running(services, replace(ListenerSettings.from_settings(settings), port=0))
+        try:
+            [answer] = exchange(running.port, [adt("A01", "I4")])
+        finally:
+            running.stop()
+        assert read_ack(answer)[0] == "AA"
+        found = audit_events(services, "subtype=import") + audit_events(services, "subtype=create")
+        assert len(found) > 1
+        assert {e["purposeOfEvent"][0]["coding"][0]["code"] for e in found} == {"CAREMGT"}
+    finally:
+        services.close()
 
 
 def test_a_client_without_the_adapter_scope_or_unregistered_gets_ar(services: Services) -> None:
@@ -303,3 +353,13 @@ def test_a_facility_list_must_name_clients() -> None:
     assert Senders.parse([]).clients is None
     with pytest.raises(ValueError, match="HSA-id=client-id"):
         Senders.parse(["SE2321000016-KS01"])
+
+
+def test_the_parse_processes_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GATEWAY_MLLP_PARSE_PROCESSES reaches the listener `gateway serve` starts (`start_embedded`)."""
+    assert ListenerSettings.from_settings(Settings.from_env()).parse_processes == 0
+    monkeypatch.setenv("GATEWAY_MLLP_PARSE_PROCESSES", "2")
+    assert ListenerSettings.from_settings(Settings.from_env()).parse_processes == 2
+    monkeypatch.setenv("GATEWAY_MLLP_PARSE_PROCESSES", "-1")
+    with pytest.raises(ValueError, match="GATEWAY_MLLP_PARSE_PROCESSES"):
+        ListenerSettings.from_settings(Settings.from_env())

@@ -62,6 +62,16 @@ def test_serve_runs_the_mllp_listener_beside_the_http_api(database: Database, tm
         assert f"MLLP listener on 127.0.0.1:{port} stopped" in log
 
 
+def test_serve_parses_in_processes_when_configured(database: Database, tmp_path: Path) -> None:
+    settings = {"GATEWAY_MLLP_PARSE_PROCESSES": "1"}
+    with gateway_serve(database, tmp_path / "serve.log", **settings) as (server, port):
+        answers = exchange(port, [adt("A01", "S1"), adt("A01", "S2", charset="EBCDIC")])
+        assert [read_ack(ack)[:2] for ack in answers] == [("AA", "S1"), ("AR", "S2")]
+        log = server.log_since(0)
+    assert "MLLP: parse processes beside the listener: 1" in log
+    assert "parse pool" not in log  # parsed in the pool, none fell back
+
+
 def test_serve_without_the_setting_has_no_listener(database: Database, tmp_path: Path) -> None:
     with gateway_serve(database, tmp_path / "serve.log", GATEWAY_MLLP_PORT="") as (server, _port):
         assert httpx.get(f"{server.base_url}/metadata").status_code == 200

@@ -29,11 +29,14 @@ from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.services import Services
 
+HEADER_REJECTED: Json = {"response": {"status": "400 Bad Request"}}  # a file's audit record: no row read
+
 
 async def import_files(
     svc: Services, files: list[Path], mode: str, progress: Progress, context: RequestContext | None = None
 ) -> Counter[str]:
-    """Import register files as `context` (default: the adapter's own client), one audit record a row."""
+    """Import register files as `context` (default: the adapter's own client), one audit record a row
+    (a file rejected whole at its header: one for the file)."""
     tally: Counter[str] = Counter()
     context = context or CLIENT.context(svc)
     audit = ImportAudit(svc, context, "devices")
@@ -45,6 +48,7 @@ async def import_files(
         except HeaderError as error:
             tally["rejected files"] += 1
             progress.console.print(f"[red]{path}: rejected whole: {error}", markup=False)
+            audit.record(f"{path}: file rejected whole at its header ({error})", HEADER_REJECTED)
             continue
         importer = Importer(svc, context, export.header_text, mode)
         for rows in in_chunks(export.rows()):
@@ -84,7 +88,8 @@ def import_devices(
 ) -> None:
     """Import device register rows (SESAM, Medusa). Each row is accepted or rejected on its own; rejected
     rows are quarantined (`GET /adapters/quarantine`, `gateway import --replay ID`). Exits 1 when any row
-    or file was rejected. Each row is audited (an `import` AuditEvent), whatever its outcome."""
+    or file was rejected. Each row is audited (an `import` AuditEvent), whatever its outcome, and so is
+    a file rejected whole at its header."""
     if mode not in MODES:
         raise typer.BadParameter("full or delta", param_hint="--mode")
     svc = Services.build(Settings.from_env())

@@ -6,8 +6,9 @@ timeout; none of it affects other connections or the listener. The sending facil
 and the client each acts as come from GATEWAY_MLLP_FACILITIES (`senders.py`); with TLS configured
 (GATEWAY_MLLP_TLS_CERT and _KEY, optionally _CLIENT_CA for client certificates) it speaks only TLS.
 It runs as `gateway mllp`, or inside `gateway serve` when GATEWAY_MLLP_PORT is set (`start_embedded`);
-`gateway mllp --parse-processes N` parses in N processes beside the listener's own (`service.handle`).
-Every message is audited as an `import` by the client it was written as."""
+with GATEWAY_MLLP_PARSE_PROCESSES=N (or `gateway mllp --parse-processes N`) it parses in N processes
+beside the listener's own (`service.handle`). Every message is audited as an `import` by the client it
+was written as."""
 
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ class ListenerSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ListenerSettings:
+        if settings.mllp_parse_processes < 0:
+            raise ValueError("GATEWAY_MLLP_PARSE_PROCESSES must be 0 or more")
         return cls(
             host=settings.mllp_host,
             port=settings.mllp_port or DEFAULT_PORT,
@@ -69,6 +72,7 @@ class ListenerSettings:
             max_message_bytes=settings.mllp_max_bytes,
             idle_timeout=float(settings.mllp_idle_seconds),
             tls=tls_context(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca),
+            parse_processes=settings.mllp_parse_processes,
         )
 
 
@@ -87,7 +91,7 @@ class Listener:
         self.parse_pool: ProcessPoolExecutor | None = None
 
     async def start(self) -> asyncio.Server:
-        await asyncio.to_thread(self.settings.senders.check, self.svc.engine)
+        await asyncio.to_thread(self.settings.senders.check, self.svc)
         self.server = await asyncio.start_server(
             self._connection,
             self.settings.host,
@@ -98,6 +102,7 @@ class Listener:
         if self.settings.parse_processes > 0:
             context = multiprocessing.get_context("spawn")  # not fork: this process has threads
             self.parse_pool = ProcessPoolExecutor(self.settings.parse_processes, mp_context=context)
+            log.info("MLLP: parse processes beside the listener: %d", self.settings.parse_processes)
         scheme = "MLLP over TLS" if self.settings.tls else "MLLP"
         self.address = f"{self.settings.host}:{self.port}"
         log.info("%s listening on %s", scheme, self.address)

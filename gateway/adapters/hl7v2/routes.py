@@ -3,33 +3,17 @@ POST /adapters/hl7v2 with one message (application/hl7-v2 or text/plain) → 200
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
-from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.adapters.hl7v2 import adapter, service
-from gateway.adapters.hl7v2.senders import Senders
-from gateway.adapters.intake import AdapterClient
 from gateway.fhir.context import services
-from gateway.hooks import Principal
 
 router = APIRouter()
 assert adapter.ADAPTER.name == "hl7v2"  # registered for replay
-CLIENT = AdapterClient(service.CLIENT_ID, service.SCOPES)
-
-
-@dataclass(frozen=True)
-class _Caller(Senders):
-    """Every message of one request admitted as the calling client, whatever its sending facility."""
-
-    principal: Principal = field(default_factory=Principal)
-
-    def admit(self, engine: Engine, facility: str) -> Principal | None:
-        return self.principal
 
 
 @router.post("/hl7v2")
@@ -39,11 +23,11 @@ async def receive(request: Request) -> Response:
     body = await request.body()
     content_type = request.headers.get("content-type", "application/hl7-v2").split(";")[0].strip()
     # With auth on, written as the calling client (docs/security.md); off, as the adapter (facility's org).
-    caller = CLIENT.request_context(svc, request) if svc.settings.auth else None
+    caller = service.CLIENT.request_context(svc, request).principal if svc.settings.auth else None
     result = await service.handle(
         svc,
         body,
-        senders=_Caller({}, caller.principal) if caller else None,
+        principal=caller,
         source_address=request.client.host if request.client else None,
         content_type=content_type or "application/hl7-v2",
     )

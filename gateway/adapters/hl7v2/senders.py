@@ -2,9 +2,10 @@
 
 GATEWAY_MLLP_FACILITIES lists `HSA-id=client id` pairs. A message from a listed facility is written with
 that client's Principal (its organisation and scopes, read from the clients table for every message, so a
-client deactivated or changed takes effect at once); the client must be active and hold
-`gateway/adapter.hl7v2`. Any other facility is refused (`AR`). With no list, every facility is accepted
-and the adapter writes as its own client (`adapter:hl7v2`)."""
+client deactivated or changed takes effect at once, and its purpose of use from GATEWAY_CLIENT_PURPOSES);
+the client must be active and hold `gateway/adapter.hl7v2`, which implies the adapter's writes (added to
+its scopes by `service`, as at the REST entrance). Any other facility is refused (`AR`). With no list,
+every facility is accepted and the adapter writes as its own client (`adapter:hl7v2`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from gateway.hooks import Principal
-from gateway.security import store
+from gateway.security import purpose, store
 from gateway.security.scopes import ADAPTER_HL7V2, grants
+from gateway.services import Services
 
 log = logging.getLogger("gateway.adapters.hl7v2.mllp")
 SETTING = "GATEWAY_MLLP_FACILITIES"
@@ -45,30 +45,32 @@ class Senders:
             clients[facility] = client
         return cls(clients or None)
 
-    def admit(self, engine: Engine, facility: str) -> Principal | None:
-        """The Principal the facility's messages are written as (None: the adapter's own), or NotAccepted."""
+    def admit(self, svc: Services, facility: str) -> Principal | None:
+        """The Principal of the client the facility's messages are written as (its own scopes and
+        configured purpose of use; None: the adapter's own), or NotAccepted."""
         if self.clients is None:
             return None
         client_id = self.clients.get(facility)
         if client_id is None:
             raise NotAccepted(f"The sending facility {facility} is not accepted by this listener")
-        client = store.get_client(engine, client_id)
+        client = store.get_client(svc.engine, client_id)
         if client is None or not client.active:
             log.error("MLLP: facility %s is mapped to client %r, not an active client", facility, client_id)
             raise NotAccepted(f"The sending facility {facility} has no active client")
         scopes = frozenset(client.scopes)
         if not grants(scopes).has(ADAPTER_HL7V2):
             raise NotAccepted(f"The client of sending facility {facility} lacks the scope {ADAPTER_HL7V2}")
-        return Principal(client_id=client.client_id, organization=client.organization, scopes=scopes)
+        purpose_of_use = purpose.client_defaults(svc.settings.client_purposes).get(client_id, purpose.DEFAULT)
+        return Principal(client.client_id, client.organization, scopes=scopes, purpose=purpose_of_use)
 
-    def check(self, engine: Engine) -> None:
+    def check(self, svc: Services) -> None:
         """Log at start-up what the configuration means, and every mapped client that cannot be used."""
         if self.clients is None:
             log.warning("MLLP: no %s configured: every sending facility is accepted", SETTING)
             return
         for facility in sorted(self.clients):
             try:
-                principal = self.admit(engine, facility)
+                principal = self.admit(svc, facility)
             except NotAccepted as refused:
                 log.warning("MLLP: %s", refused.text)
                 continue

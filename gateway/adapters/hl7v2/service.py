@@ -29,6 +29,7 @@ from gateway.adapters.hl7v2.events import Event, read_event
 from gateway.adapters.hl7v2.mappings import MAPPINGS
 from gateway.adapters.hl7v2.message import Hl7Error, Message, fhir_time, parse, unframe
 from gateway.adapters.hl7v2.senders import NotAccepted, Senders
+from gateway.adapters.intake import AdapterClient
 from gateway.errors import FhirError
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.transaction import run_transaction
@@ -58,6 +59,9 @@ WRITTEN = (
 SCOPES = frozenset(
     {*(f"system/{t}.crus" for t in (*WRITTEN, "Binary")), "system/Device.rs", "system/DeviceRequest.rs"}
 )
+# The adapter as a client of the write path: a client using it (REST caller, `--client`, a facility's
+# client over MLLP) writes with these scopes added to its own (docs/security.md).
+CLIENT = AdapterClient(CLIENT_ID, SCOPES)
 
 
 @dataclass(frozen=True)
@@ -167,14 +171,18 @@ async def handle(
     data: bytes,
     *,
     organization: str | None = None,
+    principal: Principal | None = None,
     senders: Senders | None = None,
     source_address: str | None = None,
     content_type: str = "application/hl7-v2",
     keep_rejected: bool = True,
     parse_pool: Executor | None = None,
 ) -> Result:
-    """Process one message; give the acknowledgement to send. Never raises. With `senders` (MLLP) the
-    sending facility must be accepted, and the message is written as the facility's client.
+    """Process one message; give the acknowledgement to send. Never raises. The message is written as
+    `principal` when given (the calling client of `POST /adapters/hl7v2`, `gateway import hl7 --client`),
+    whatever its sending facility; else, with `senders` (MLLP), the sending facility must be accepted and
+    it is written as the facility's client, the adapter's writes added to its scopes; else as the
+    adapter's own client (`adapter:hl7v2`, organisation `organization` or MSH-4).
 
     All of it (parse, the sender's client, the stay's reads, the transaction, the quarantine) runs in
     one call on a worker thread: one hand-over a message, and the event loop is free meanwhile. With a
@@ -186,6 +194,7 @@ async def handle(
         svc,
         data,
         organization=organization,
+        principal=principal,
         senders=senders,
         source_address=source_address,
         content_type=content_type,
@@ -217,6 +226,7 @@ def handle_sync(
     data: bytes,
     *,
     organization: str | None = None,
+    principal: Principal | None = None,
     senders: Senders | None = None,
     source_address: str | None = None,
     content_type: str = "application/hl7-v2",
@@ -249,7 +259,7 @@ def handle_sync(
         trigger=message.trigger,
     )
     try:
-        principal = _admit(svc, senders, message.facility)
+        principal = principal or _admit(svc, senders, message.facility)
     except NotAccepted as refused:
         ack = ack_base("AR", text=refused.text, location="MSH-4", hl7_error="207")
         return Result(ack, _outcome(refused.text, "MSH-4"))
@@ -296,10 +306,12 @@ def handle_sync(
 
 
 def _admit(svc: Services, senders: Senders | None, facility: str) -> Principal | None:
-    """The sender's client (None: the adapter's own identity); NotAccepted when it may not send."""
+    """The sender's client (None: the adapter's own identity) with the adapter's writes added to its
+    scopes, as at the REST entrance; NotAccepted when it may not send."""
     if senders is None or senders.clients is None:
         return None
-    return senders.admit(svc.engine, facility)
+    sender = senders.admit(svc, facility)
+    return CLIENT.acting_as(sender) if sender is not None else None
 
 
 def _rejected(

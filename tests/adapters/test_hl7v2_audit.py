@@ -1,0 +1,189 @@
+"""The audit trail of the commands, run as real processes: every `import` record (a message, a replayed
+input, a register file rejected whole) and every write's record is in the database as soon as the
+command has returned, since nothing is left behind in the background audit writer when a process ends.
+And who `gateway import hl7` writes as."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.adapters import quarantine
+from gateway.adapters.hl7v2.ack import read_ack
+from gateway.adapters.hl7v2.mllp import frame
+from gateway.security import store
+from gateway.security.scopes import ADAPTER_HL7V2
+from tests.adapters.test_adapter_identity import entities, events, writers
+from tests.adapters.test_device_register import row_of
+from tests.adapters.test_hl7v2_messages import adt
+from tests.adapters.test_hl7v2_mllp import HOSPITAL_CLIENT, HOSPITAL_HSA
+from tests.conftest import Database
+
+GATEWAY = Path(sys.executable).with_name("gateway")
+DISCHARGE = adt("A03", "H2", sent="20261127120000", discharged="20261127110000")
+BAD_PNR = adt("A01", "H3", pnr="191212121213", visit="V3")  # AE: the Luhn digit is wrong
+
+
+@pytest.fixture
+def clean(database: Database) -> Database:
+    database.clear()
+    return database
+
+
+def environment(database: Database, **settings: str) -> dict[str, str]:
+    return {**os.environ, **database.environment(), "GATEWAY_AUDIT": "on", "COLUMNS": "200", **settings}
+
+
+def gateway(database: Database, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`gateway ARGS…` in its own process, with the audit trail on."""
+    return subprocess.run(
+        [str(GATEWAY), *args],
+        env=environment(database, **settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def imports(database: Database) -> list[dict[str, Any]]:
+    """The stored `import` AuditEvents, by their record time."""
+    found = [event for event in events(database) if event["subtype"][0]["code"] == "import"]
+    return sorted(found, key=lambda event: (event["recorded"], event["outcomeDesc"]))
+
+
+def test_each_imported_message_is_audited_before_the_command_returns(clean: Database, tmp_path: Path) -> None:
+    stay = tmp_path / "stay.hl7"
+    stay.write_bytes(adt("A01", "H1") + DISCHARGE + BAD_PNR + b"MSH|^~\\&|ping")
+    done = gateway(clean, "import", "hl7", str(stay))
+    assert done.returncode == 1, done.stderr
+    assert "accepted 2, duplicates 0, errors (AE, quarantined) 1, rejected (AR) 1" in done.stderr
+    found = imports(clean)
+    assert [event["outcomeDesc"].split(": ", 1)[1] for event in found] == [
+        "message 1: 200",
+        "message 2: 200",
+        "message 3: 422",
+        "message 4: 400",
+    ]
+    assert [event["outcome"] for event in found] == ["0", "0", "4", "4"]
+    assert writers(found, "import") == writers(events(clean), "create") == {"adapter:hl7v2"}
+    admission = found[0]
+    [patient] = entities(admission, "1")
+    assert patient.startswith("Patient/")
+    assert any(ref.startswith("Encounter/") for ref in entities(admission, "4"))
+    assert {"system": "urn:oid:1.2.752.29.4.19", "value": HOSPITAL_HSA} in [
+        agent["who"]["identifier"] for agent in admission["agent"]
+    ], "written as the adapter for the sending facility"
+
+    again = gateway(clean, "import", "hl7", str(stay))
+    assert "duplicates 2" in again.stderr, again.stderr
+    assert len(imports(clean)) == 8  # a duplicate changes nothing, and is audited all the same
+
+
+def test_import_hl7_acts_as_a_named_registered_client(clean: Database, tmp_path: Path) -> None:
+    message = tmp_path / "admission.hl7"
+    message.write_bytes(adt("A01", "H1"))
+    # Only the entrance scope: it implies the adapter's writes, as at the REST entrance.
+    store.add_client(clean.engine, "journal", HOSPITAL_HSA, {"keys": []}, [ADAPTER_HL7V2], HOSPITAL_CLIENT)
+    store.add_client(clean.engine, "other", HOSPITAL_HSA, {"keys": []}, ["system/*.cruds"], "other-client")
+    for unusable in ("no-such-client", "other-client"):
+        refused = gateway(clean, "import", "hl7", "--client", unusable, str(message))
+        assert refused.returncode == 2 and "--client" in refused.stderr, refused.stderr
+    done = gateway(
+        clean,
+        "import",
+        "hl7",
+        "--client",
+        HOSPITAL_CLIENT,
+        str(message),
+        GATEWAY_AUTH="on",
+        GATEWAY_REGION_CLIENTS=HOSPITAL_CLIENT,
+        GATEWAY_CLIENT_PURPOSES=f"{HOSPITAL_CLIENT}=CAREMGT",
+    )
+    assert done.returncode == 0, done.stderr
+    found = events(clean)
+    assert writers(found, "create") == writers(found, "import") == {HOSPITAL_CLIENT}
+    assert {event["purposeOfEvent"][0]["coding"][0]["code"] for event in found} == {"CAREMGT"}
+
+
+def test_a_replay_is_audited_before_the_command_returns(clean: Database, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.hl7"
+    bad.write_bytes(BAD_PNR)
+    assert gateway(clean, "import", "hl7", str(bad)).returncode == 1
+    [item] = quarantine.listing(clean.engine, "hl7v2")
+    before = len(imports(clean))
+    replayed = gateway(clean, "import", "--replay", str(item.id))
+    assert replayed.returncode == 1 and "HL7 ACK AE for message H3" in replayed.stderr, replayed.stderr
+    [record] = imports(clean)[before:]
+    assert record["outcomeDesc"].endswith(f"gateway import --replay {item.id} (hl7v2): 422")
+    assert record["outcome"] == "4"
+    assert writers([record], "import") == {"adapter:hl7v2"}
+
+
+def test_a_register_file_rejected_at_its_header_is_audited(clean: Database, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.csv"
+    broken.write_text("not;a;register;header\n" + row_of("01") + "\n", encoding="utf-8")
+    done = gateway(clean, "import", "devices", str(broken))
+    assert done.returncode == 1 and "rejected whole" in done.stderr, done.stderr
+    [record] = imports(clean)
+    assert record["outcome"] == "4" and record["outcomeDesc"].endswith(": 400")
+    assert f"gateway import devices {broken}: file rejected whole at its header" in record["outcomeDesc"]
+    assert writers([record], "import") == {"adapter:device-register"}
+
+
+def test_load_stores_its_audit_records_before_it_returns(clean: Database, tmp_path: Path) -> None:
+    resources = tmp_path / "patients.ndjson"
+    patient = {"resourceType": "Patient", "name": [{"family": "Tolvansson"}]}
+    resources.write_text("\n".join(json.dumps(patient) for _ in range(3)) + "\n", encoding="utf-8")
+    done = gateway(clean, "load", str(resources))
+    assert done.returncode == 0, done.stderr
+    creates = [event for event in events(clean) if event["subtype"][0]["code"] == "create"]
+    assert len(creates) == 3
+
+
+def test_mllp_stores_its_audit_records_when_terminated(clean: Database) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(GATEWAY), "mllp", "--host", "127.0.0.1", "--port", str(port), "--no-upgrade"]
+    process = subprocess.Popen(
+        command, env=environment(clean), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+        with sock:
+            answers = []
+            for message in (adt("A01", "H1"), DISCHARGE):
+                sock.sendall(frame(message))
+                answer = b""
+                while not answer.endswith(b"\x1c\r"):
+                    answer += sock.recv(65536)
+                answers.append(read_ack(answer[1:-2])[0])
+        assert answers == ["AA", "AA"]
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert process.returncode == 0, log
+    assert b"Traceback" not in log and b"stopped" in log
+    found = imports(clean)
+    assert len(found) == 2 and writers(found, "import") == {"adapter:hl7v2"}
+    assert ["H1 from" in found[0]["outcomeDesc"], "H2 from" in found[1]["outcomeDesc"]] == [True, True]
