@@ -6,8 +6,10 @@ path (the file streamed as a full export), on DATABASE_URL (default: a fresh SQL
     python -m bench.adapters_devices --rows 200 --batch 100    # a smoke run
 
 Every other unit is on loan (`Utlånad`) to a patient, so half the rows also upsert a Patient and write a
-DeviceUseStatement; each row writes its Provenance and raw row (Binary). Run it at two sizes to see that
-memory stays flat in the file size (the CLI streams; each REST request holds its own rows)."""
+DeviceUseStatement; each row writes its Provenance and raw row (Binary). The REST rows are MEDUSA's
+units, the CLI's SESAM's, so the CLI's full export marks none of the REST units missing. Run it at two
+sizes to see that memory stays flat in the file size (the CLI streams; each REST request holds its own
+rows)."""
 
 from __future__ import annotations
 
@@ -31,20 +33,21 @@ HEADER = (
 )
 
 
-def row(n: int, prefix: str) -> str:
+def row(n: int, register: str) -> str:
     on_loan = n % 2 == 1
     status, patient, handed = (
         ("Utlånad", person(n).replace("-", ""), "2026-11-20") if on_loan else ("I lager", "", "")
     )
     return (
-        f"{prefix}-{n:07d};SESAM;SN{n:08d};730012;Syrgaskoncentrator stationär;04 03 12;Acme Medical;OC-5;"
-        f"{status};SE2321000016-MAH1;{patient};;{handed};12;2026-01-10;2027-01-10;7;2023-05-02;Nej;;"
+        f"{register[:3]}-{n:07d};{register};SN{n:08d};730012;Syrgaskoncentrator stationär;04 03 12;"
+        f"Acme Medical;OC-5;{status};SE2321000016-MAH1;{patient};;{handed};12;2026-01-10;2027-01-10;7;"
+        "2023-05-02;Nej;;"
     )
 
 
-def csv_bodies(count: int, prefix: str, batch: int) -> Iterator[str]:
+def csv_bodies(count: int, register: str, batch: int) -> Iterator[str]:
     for start in range(0, count, batch):
-        lines = [row(n, prefix) for n in range(start, min(count, start + batch))]
+        lines = [row(n, register) for n in range(start, min(count, start + batch))]
         yield "\n".join([HEADER, *lines]) + "\n"
 
 
@@ -66,10 +69,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, Bench.open(tmp) as bench:
         path = Path(tmp) / "register.csv"
         with path.open("w", encoding="utf-8") as handle:
-            for body in csv_bodies(args.rows, "BENCH-C", args.rows):
+            for body in csv_bodies(args.rows, "SESAM", args.rows):
                 handle.write(body)
         url, kind = "/adapters/device-register/records?mode=delta", "text/csv"
-        rest = csv_bodies(args.rows, "BENCH-R", args.batch)
+        rest = csv_bodies(args.rows, "MEDUSA", args.batch)
         bench.report(
             args.rows,
             "rows",
@@ -77,7 +80,7 @@ def main() -> None:
                 ("REST new", lambda: bench.post(url, rest, kind)),
                 (
                     "REST unchanged",
-                    lambda: bench.post(url, csv_bodies(args.rows, "BENCH-R", args.batch), kind),
+                    lambda: bench.post(url, csv_bodies(args.rows, "MEDUSA", args.batch), kind),
                 ),
                 ("CLI new", lambda: cli(bench, path)),
                 ("CLI unchanged", lambda: cli(bench, path)),

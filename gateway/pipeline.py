@@ -34,6 +34,7 @@ from gateway.errors import (
     unprocessable,
 )
 from gateway.hooks import (
+    AccessPolicy,
     AccessRecord,
     Change,
     Hooks,
@@ -66,6 +67,8 @@ class UnitOfWork:
     changes: list[Change] = field(default_factory=list)
     records: list[AccessRecord] = field(default_factory=list)
     reaction_depth: int = 0
+    # The write path's access policy, for rules that must read only what the writing client may see.
+    policy: AccessPolicy | None = field(default=None, compare=False, repr=False)
 
     @property
     def repository(self) -> Repository:
@@ -135,7 +138,7 @@ class WritePath:
             try:
                 options = {WRITE_OPTION: write}
                 with self.engine.connect().execution_options(**options) as connection, connection.begin():
-                    uow = UnitOfWork(connection, context, utc_now())
+                    uow = UnitOfWork(connection, context, utc_now(), policy=self.hooks.policy)
                     context.connection = connection  # policies see this transaction's writes
                     result = work(uow)
                 self._after_commit(uow)

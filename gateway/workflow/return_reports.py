@@ -38,11 +38,17 @@ def is_return_report(resource: Json) -> bool:
 
 
 def _read(uow: UnitOfWork, reference: str) -> Json | None:
+    """The resource as the writing client may see it (None when it may not): a report can only reach the
+    prescribers of requests its writer may see, and tells it nothing of others."""
     res_type, _, res_id = reference.partition("/")
     if not res_id or "/" in res_id:
         return None
     stored = uow.repository.current(res_type, res_id)
-    return None if stored is None or stored.deleted else stored.json()
+    if stored is None or stored.deleted:
+        return None
+    resource = stored.json()
+    visible = uow.policy is None or uow.policy.can_read(uow.context, resource)
+    return resource if visible else None
 
 
 def _device_requests(uow: UnitOfWork, resource: Json) -> list[tuple[str, Json]]:

@@ -237,3 +237,31 @@ def test_the_owner_of_a_handover_gets_its_return_report(orders: Orders) -> None:
     assert response.status_code == 200, response.text
     [report] = orders.reports()
     assert report["recipient"] == [ref("Organization/orgA")]  # the prescriber is still unconfirmed
+
+
+def test_a_return_report_reaches_only_prescribers_of_requests_its_writer_may_see(orders: Orders) -> None:
+    """B cares for the patient too (a Task of its own for her) but may not see A's DeviceRequest: a report
+    B bases on that request gets no recipients from it, so B can neither message A's prescribers through
+    the gateway nor learn from the answer who they are."""
+    visit = {
+        "resourceType": "Task",
+        "id": "visitB",
+        "status": "requested",
+        "intent": "order",
+        "code": {"text": "hembesök"},
+        "for": ref("Patient/pa"),
+        "owner": ref("Organization/orgB"),
+    }
+    assert orders.put(visit, orders.region) == 201
+    assert orders.api.get("/fhir/DeviceRequest/drA", headers=orders.b).status_code == 404
+    report = {
+        "resourceType": "Communication",
+        "status": "completed",
+        "category": [{"coding": [{"system": return_reports.CATEGORY, "code": "returrapport"}]}],
+        "subject": ref("Patient/pa"),
+        "basedOn": [ref("DeviceRequest/drA")],
+        "payload": [{"contentString": "Hjälpmedlet fungerar inte."}],
+    }
+    created = orders.api.post("/fhir/Communication", json=report, headers=orders.b)
+    assert created.status_code == 201, created.text
+    assert "recipient" not in created.json()
