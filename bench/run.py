@@ -331,8 +331,8 @@ def report(runs: list[Run], bare: Result) -> str:
                 "The cost of security (SMART token, scope checks, AuditEvent per access; a region-wide",
                 "client, so without the organisation policy's relationship queries), same store:",
                 "",
-                "| scenario | auth off req/s | auth + audit on req/s | ratio | p95 ms on |",
-                "|---|---:|---:|---:|---:|",
+                "| scenario | auth off req/s | auth + audit on req/s | ratio | p95 ms on | errors on |",
+                "|---|---:|---:|---:|---:|---:|",
             ]
             plain = {r.name: r for r in run.results}
             for r in run.secure:
@@ -342,7 +342,7 @@ def report(runs: list[Run], bare: Result) -> str:
                 ratio = r.per_second / off.per_second if off.per_second else 0
                 lines.append(
                     f"| {off.name} | {off.per_second:.0f} | {r.per_second:.0f} | {ratio:.2f} "
-                    f"| {r.p95_ms:.1f} |"
+                    f"| {r.p95_ms:.1f} | {r.errors} |"
                 )
             lines.append("")
     return "\n".join(lines)
