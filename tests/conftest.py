@@ -122,3 +122,18 @@ def secure_services(database: Database) -> Iterator[Services]:
 def secure_client(secure_services: Services) -> Iterator[TestClient]:
     with TestClient(create_app(secure_services.settings, services=secure_services)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def audited_services(database: Database) -> Iterator[Services]:
+    """`secure_services` with the audit trail on: AuditEvents are stored (all of them once closed)."""
+    database.clear()
+    built = Services.build(database.settings(auth=True, audit=True), engine=database.engine)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def audited_client(audited_services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(audited_services.settings, services=audited_services)) as test_client:
+        yield test_client

@@ -8,7 +8,6 @@ outcome."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from gateway.app import create_app
 from gateway.cli import app
 from gateway.security import store
 from gateway.security.audit import CLIENT_SYSTEM
@@ -35,17 +33,13 @@ PORTAL_HSA = "SE2321000016-PORTAL"
 
 
 @pytest.fixture
-def audited(database: Database) -> Iterator[Services]:
-    database.clear()
-    services = Services.build(database.settings(auth=True, audit=True), engine=database.engine)
-    yield services
-    services.close()
+def audited(audited_services: Services) -> Services:
+    return audited_services
 
 
 @pytest.fixture
-def api(audited: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(audited.settings, services=audited)) as test_client:
-        yield test_client
+def api(audited_client: TestClient) -> TestClient:
+    return audited_client
 
 
 def events(services: Services | Database) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@ data, through any interaction; what it may write; protected identities masked; h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,13 +10,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection
 
 from gateway.adapters.mapping import luhn_digit
-from gateway.app import create_app
 from gateway.errors import FhirError, unprocessable
 from gateway.hooks import Principal, RequestContext
 from gateway.pipeline import UnitOfWork
 from gateway.services import Services
 from tests.api.helpers import HSA, PNR, patient
-from tests.conftest import Database
 from tests.security.conftest import bearer, organisation_policy, register
 
 ALL = "system/*.cruds"
@@ -35,17 +32,14 @@ def ref(target: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def org_services(database: Database) -> Iterator[Services]:
-    database.clear()
-    built = Services.build(database.settings(auth=True, organisation_policy=True), engine=database.engine)
-    yield built
-    built.close()
+def org_services(secure_services: Services) -> Services:
+    """Auth and the organisation policy on (its default)."""
+    return secure_services
 
 
 @pytest.fixture
-def org_client(org_services: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(org_services.settings, services=org_services)) as test_client:
-        yield test_client
+def org_client(secure_client: TestClient) -> TestClient:
+    return secure_client
 
 
 class World:

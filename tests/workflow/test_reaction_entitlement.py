@@ -5,18 +5,15 @@ cannot make such a Task itself, nor re-point one, to get the gateway to write fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
 from gateway.services import Services
 from gateway.workflow.care_transitions import return_reports
 from gateway.workflow.orders import TAGS, TASK_CODES
 from tests.api.helpers import HSA, patient
-from tests.conftest import Database
 from tests.security.conftest import bearer, organisation_policy, register
 
 ALL = "system/*.cruds"
@@ -30,17 +27,14 @@ def ref(target: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def org_services(database: Database) -> Iterator[Services]:
-    database.clear()
-    built = Services.build(database.settings(auth=True, organisation_policy=True), engine=database.engine)
-    yield built
-    built.close()
+def org_services(secure_services: Services) -> Services:
+    """Auth and the organisation policy on (its default)."""
+    return secure_services
 
 
 @pytest.fixture
-def api(org_services: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(org_services.settings, services=org_services)) as test_client:
-        yield test_client
+def api(secure_client: TestClient) -> TestClient:
+    return secure_client
 
 
 class Orders:

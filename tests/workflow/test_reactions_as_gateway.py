@@ -4,19 +4,16 @@ AuditEvents and Provenance of those writes name both."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
 from gateway.hooks import GATEWAY_CLIENT
 from gateway.services import Services
 from gateway.workflow.care_transitions import return_reports
 from gateway.workflow.orders import CLIENT_SYSTEM, TAGS, TASK_CODES
 from tests.api.helpers import HSA, create, patient
-from tests.conftest import Database
 from tests.security.conftest import bearer, register
 
 KOMMUN = "SE2120000000-KOMMUN"
@@ -24,17 +21,13 @@ PATCH = {"Content-Type": "application/json-patch+json"}
 
 
 @pytest.fixture
-def secured(database: Database) -> Iterator[Services]:
-    database.clear()
-    services = Services.build(database.settings(auth=True, audit=True), engine=database.engine)
-    yield services
-    services.close()
+def secured(audited_services: Services) -> Services:
+    return audited_services
 
 
 @pytest.fixture
-def api(secured: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(secured.settings, services=secured)) as test_client:
-        yield test_client
+def api(audited_client: TestClient) -> TestClient:
+    return audited_client
 
 
 def _handover(api: TestClient, region: dict[str, str]) -> dict[str, Any]:
