@@ -207,6 +207,13 @@ class Repository:
             holders |= {(system, row.value): row.rid for row in self.connection.execute(statement)}
         return holders
 
+    def claims_in(self, res_type: str, system: str) -> list[tuple[int, str]]:
+        """(rid, value) of every identifier of this type in `system`: what holds identifiers there."""
+        statement = select(CLAIM.c.rid, CLAIM.c.value).where(
+            CLAIM.c.res_type == res_type, CLAIM.c.system == system
+        )
+        return [(row.rid, row.value) for row in self.connection.execute(statement)]
+
     def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
         return self.connection.execute(
             _CLAIMED_BY, {"res_type": res_type, "system": system, "value": value}

@@ -358,12 +358,7 @@ class Importer:
         entries = []
         for register_name, listed in sorted(self.listed.items()):
             system = m.unit_system(register_name)
-            for unit in await run_in_threadpool(self._units, system):
-                values = {
-                    i.get("value") for i in unit.resource.get("identifier", []) if i.get("system") == system
-                }
-                if values & listed:
-                    continue
+            for unit in await run_in_threadpool(self._unlisted, system, listed):
                 bundle = to_fhir.missing_bundle(unit, register_name, to_instant(utc_now()))
                 if bundle is None:
                     continue
@@ -380,11 +375,17 @@ class Importer:
                 entries.append(entry(200, [Issue("information", "informational", message, (key,))], location))
         return entries
 
-    def _units(self, system: str) -> list[Found]:
+    def _unlisted(self, system: str, listed: set[str]) -> list[Found]:
+        """The register's units (a Device with an identifier in its system) of which the export lists
+        none of their identifiers; only those are read whole, so memory follows what is missing."""
+
         def work(uow: UnitOfWork) -> list[Found]:
-            query = identifier_search(system, "")
-            units = (found(s) for s in self.svc.searcher.match(uow.connection, "Device", query, limit=10**7))
-            return [u for u in units if u is not None]
+            values: dict[int, set[str]] = {}
+            for rid, value in uow.repository.claims_in("Device", system):
+                values.setdefault(rid, set()).add(value)
+            missing = sorted(rid for rid, held in values.items() if not held & listed)
+            units = (found(stored) for stored in uow.repository.current_many(missing))
+            return [unit for unit in units if unit is not None]
 
         return self.svc.write_path.run(self.context, work, write=False)
 
