@@ -613,6 +613,13 @@ class OrganisationPolicy:
 
     # -- protected identity -----------------------------------------------------------------------------
 
+    def _protected_patient(self, resource: Any) -> bool:
+        return (
+            isinstance(resource, dict)
+            and resource.get("resourceType") == "Patient"
+            and self.protected(resource)
+        )
+
     def protected(self, resource: Json) -> bool:
         meta = resource.get("meta")
         labels = meta.get("security") if isinstance(meta, dict) else None
@@ -731,10 +738,14 @@ class OrganisationPolicy:
 
     def mask(self, context: RequestContext, resource: Json) -> Json:
         """A Patient labelled sekretessmarkering or skyddad folkbokföring without name, address, telecom
-        (and the other masked elements), unless the client or its organisation is explicitly allowed."""
-        if resource.get("resourceType") != "Patient" or not self.protected(resource):
-            return resource
+        (and the other masked elements), unless the client or its organisation is explicitly allowed; so
+        too a labelled Patient contained in any resource."""
         if self.unmasked(context):
+            return resource
+        contained = resource.get("contained")
+        if isinstance(contained, list) and any(self._protected_patient(c) for c in contained):
+            resource = {**resource, "contained": [self.mask(context, c) for c in contained]}
+        if not self._protected_patient(resource):
             return resource
         masked = {k: v for k, v in resource.items() if k not in self.rules.masked_elements}
         meta = copy.deepcopy(masked.get("meta") or {})

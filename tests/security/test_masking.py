@@ -354,3 +354,29 @@ def test_summary_count_counts_only_what_is_shown(seeded: Seeded) -> None:
         bundle = c.get(f"/fhir/{query}", headers=who).json()
         assert bundle["total"] == expected, query
         assert "entry" not in bundle
+
+
+def test_contained_protected_patients_masked(seeded: Seeded) -> None:
+    """A labelled Patient contained in another resource is served masked as a stored one is."""
+    world = seeded.world
+    observation = {
+        "resourceType": "Observation",
+        "id": "obs-contained",
+        "status": "final",
+        "code": {"text": "anhörig"},
+        "subject": {"reference": "Patient/pa"},
+        "performer": [{"reference": "#kin"}],
+        "contained": [protected_patient(901, id="kin")],
+    }
+    world.put(observation)
+    read = world.client.get("/fhir/Observation/obs-contained", headers=world.region)
+    assert read.status_code == 200
+    [kin] = read.json()["contained"]
+    assert_masked(kin)
+    assert_nothing_secret(read.text)
+    found = world.client.get("/fhir/Observation?_id=obs-contained", headers=world.region)
+    assert_nothing_secret(found.text)
+    policy = organisation_policy(seeded.services)
+    stored = {**observation, "contained": [protected_patient(901, id="kin")]}
+    assert policy.mask(RequestContext(Principal(client_id="x", organization="SE-A")), stored) is not stored
+    assert stored["contained"][0]["name"]  # the stored resource is not changed
