@@ -89,7 +89,8 @@ def test_every_valid_row_passes_the_checks_and_maps(row: dict[str, str]) -> None
     export = open_csv([as_csv([row])])
     [parsed] = list(export.rows())
     record = typed(parsed.values, fields())
-    assert record == {k: v for k, v in typed(row, fields()).items() if v != ""}
+    values: dict[str, str | None] = dict(row)
+    assert record == {k: v for k, v in typed(values, fields()).items() if v != ""}
     assert mapping.check(record, SOURCE) == []
     bundle, _notes = to_fhir.build(
         record, verbatim(export.header_text, parsed), to_fhir.Known(), "2026-11-22"

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from gateway.adapters import quarantine
 from gateway.adapters.hl7v2 import service
 from gateway.adapters.hl7v2.message import Message
+from gateway.adapters.hl7v2.message import parse as message_parse
 from tests.adapters.test_hl7v2_messages import adt, post
 
 
@@ -210,7 +211,7 @@ def test_each_message_is_parsed_once_and_read_back_alike(
     read back from their Binaries instead (the cache emptied before every message), the end state is
     the same."""
     parses: list[bytes] = []
-    real_parse = service.parse
+    real_parse = message_parse
 
     def counting(data: bytes) -> Message:
         parses.append(data)

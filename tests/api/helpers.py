@@ -23,13 +23,18 @@ def patient(
 
 
 def task(
-    patient_id: str, owner: str = "Organization/kommun-1", status: str = "requested", **extra: Any
+    patient_id: str,
+    owner: str = "Organization/kommun-1",
+    status: str = "requested",
+    subject: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """A Task for Patient/`patient_id`, or for the reference `subject` (any form) when given."""
     return {
         "resourceType": "Task",
         "status": status,
         "intent": "order",
-        "for": {"reference": f"Patient/{patient_id}"},
+        "for": {"reference": subject or f"Patient/{patient_id}"},
         "owner": {"reference": owner},
         **extra,
     }

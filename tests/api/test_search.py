@@ -299,7 +299,7 @@ def test_reference_by_full_url_on_this_server(client: TestClient, tasks: None) -
 
 
 def test_reference_stored_as_full_url_on_this_server_is_local(client: TestClient, people: None) -> None:
-    put(client, task("p1", id="t9", **{"for": {"reference": f"{BASE}/Patient/p1"}}))
+    put(client, task("p1", id="t9", subject=f"{BASE}/Patient/p1"))
     assert found(client, "Task", "patient=Patient/p1") == {"t9"}
     assert found(client, "Task", "patient=p1") == {"t9"}
     assert found(client, "Task", f"subject={BASE}/Patient/p1") == {"t9"}
@@ -307,7 +307,7 @@ def test_reference_stored_as_full_url_on_this_server_is_local(client: TestClient
 
 def test_reference_to_another_server_is_not_local(client: TestClient, people: None) -> None:
     elsewhere = "http://elsewhere.example/fhir/Patient/p1"
-    put(client, task("p1", id="t8", **{"for": {"reference": elsewhere}}))
+    put(client, task("p1", id="t8", subject=elsewhere))
     put(client, task("p1", id="t9"))
     assert found(client, "Task", "patient=p1") == {"t9"}
     assert found(client, "Task", "patient=Patient/p1") == {"t9"}

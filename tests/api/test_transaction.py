@@ -37,7 +37,8 @@ def entry(
 
 def submit(client: TestClient, *entries: dict[str, Any], kind: str = "transaction") -> Response:
     bundle = {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
-    return client.post("/fhir", json=bundle)
+    response: Response = client.post("/fhir", json=bundle)
+    return response
 
 
 def ok(response: Response) -> list[dict[str, Any]]:
@@ -89,7 +90,7 @@ def test_urn_uuid_references_are_resolved_across_entries(client: TestClient) -> 
         submit(
             client,
             entry("POST", "Provenance", provenance(P, T), V),
-            entry("POST", "Task", task("x", **{"for": {"reference": P}}), T),
+            entry("POST", "Task", task("x", subject=P), T),
             entry("POST", "Patient", patient(), P),
         )
     )
@@ -142,7 +143,7 @@ def test_processing_order_delete_post_put_get(client: TestClient) -> None:
         submit(
             client,
             entry("GET", f"Patient?identifier={PNR}|191212121212"),
-            entry("PUT", "Task/t1", task("x", **{"for": {"reference": P}}, id="t1")),
+            entry("PUT", "Task/t1", task("x", subject=P, id="t1")),
             entry("POST", "Patient", patient(family="Ny"), P),
             entry("DELETE", f"Patient/{old['id']}"),
         )
@@ -159,7 +160,7 @@ def test_invalid_entry_fails_the_whole_transaction(client: TestClient) -> None:
     response = submit(
         client,
         entry("POST", "Patient", patient(), P),
-        entry("POST", "Task", task("x", status="bogus", **{"for": {"reference": P}})),
+        entry("POST", "Task", task("x", status="bogus", subject=P)),
     )
     outcome = outcome_of(response, 400)
     issue = outcome["issue"][0]
@@ -186,7 +187,7 @@ def test_failure_after_earlier_writes_rolls_everything_back(client: TestClient) 
 
 
 def test_malformed_transactions_are_refused(client: TestClient) -> None:
-    unresolved = submit(client, entry("POST", "Task", task("x", **{"for": {"reference": P}})))
+    unresolved = submit(client, entry("POST", "Task", task("x", subject=P)))
     assert "Bundle.entry[0]" in outcome_of(unresolved, 400)["issue"][0]["diagnostics"]
     no_request = client.post(
         "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient()}]}
@@ -220,7 +221,7 @@ def test_conditional_create_inside_a_transaction(client: TestClient) -> None:
         return submit(
             client,
             entry("POST", "Patient", patient(), P, ifNoneExist=condition),
-            entry("POST", "Task", task("x", **{"for": {"reference": P}})),
+            entry("POST", "Task", task("x", subject=P)),
         )
 
     first = ok(run())
@@ -251,7 +252,7 @@ def test_conditional_update_inside_a_transaction(client: TestClient) -> None:
         submit(
             client,
             entry("PUT", url, patient(), P),
-            entry("POST", "Task", task("x", **{"for": {"reference": P}})),
+            entry("POST", "Task", task("x", subject=P)),
         )
     )
     assert first[0]["response"]["status"] == "201 Created"
@@ -274,17 +275,15 @@ def test_conditional_update_inside_a_transaction(client: TestClient) -> None:
 def test_conditional_references(client: TestClient) -> None:
     pid = create(client, patient())["id"]
     reference = f"Patient?identifier={PNR}|191212121212"
-    entries = ok(submit(client, entry("POST", "Task", task("x", **{"for": {"reference": reference}}))))
+    entries = ok(submit(client, entry("POST", "Task", task("x", subject=reference))))
     assert entries[0]["resource"]["for"]["reference"] == f"Patient/{pid}"
     missing = submit(
         client,
-        entry("POST", "Task", task("x", **{"for": {"reference": f"Patient?identifier={PNR}|201212121212"}})),
+        entry("POST", "Task", task("x", subject=f"Patient?identifier={PNR}|201212121212")),
     )
     assert "Bundle.entry[0]" in outcome_of(missing, 412)["issue"][0]["diagnostics"]
     create(client, patient("201212121212"))
-    several = submit(
-        client, entry("POST", "Task", task("x", **{"for": {"reference": "Patient?family=Tolv"}}))
-    )
+    several = submit(client, entry("POST", "Task", task("x", subject="Patient?family=Tolv")))
     assert outcome_of(several, 412)
     assert history_total(client, "Task") == 1
 
@@ -294,7 +293,7 @@ def test_conditional_reference_to_a_resource_created_in_the_same_transaction(cli
     entries = ok(
         submit(
             client,
-            entry("POST", "Task", task("x", **{"for": {"reference": reference}})),
+            entry("POST", "Task", task("x", subject=reference)),
             entry("PUT", reference, patient()),
         )
     )
@@ -303,7 +302,7 @@ def test_conditional_reference_to_a_resource_created_in_the_same_transaction(cli
 
 def test_patch_entries_carry_json_patch_in_a_binary(client: TestClient) -> None:
     tid = create(client, task("p1"))["id"]
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "replace", "path": "/status", "value": "accepted"},
         {"op": "add", "path": "/focus", "value": {"reference": P}},
     ]
@@ -342,7 +341,7 @@ def test_replaying_a_conditional_transaction_changes_nothing(client: TestClient)
                 entry(
                     "POST",
                     "Task",
-                    with_identifier(task("x", **{"for": {"reference": P}}), "t-1"),
+                    with_identifier(task("x", subject=P), "t-1"),
                     T,
                     ifNoneExist=f"identifier={TASK_ID}|t-1",
                 ),
@@ -384,7 +383,7 @@ def test_batch_entries_are_independent(client: TestClient) -> None:
         entry("POST", "Task", task(pid, status="bogus")),
         entry("GET", "Patient/nope"),
         entry("GET", f"Patient/{pid}"),
-        entry("POST", "Task", task("x", **{"for": {"reference": P}})),
+        entry("POST", "Task", task("x", subject=P)),
         {"resource": patient()},
         entry("POST", "Patient", patient(), ifNoneExist=f"identifier={PNR}|191212121212"),
         kind="batch",
@@ -418,7 +417,7 @@ def test_the_same_condition_twice_creates_one_resource(client: TestClient) -> No
             client,
             entry("POST", "Patient", patient(), P, ifNoneExist=condition),
             entry("POST", "Patient", patient(), T, ifNoneExist=condition),
-            entry("POST", "Task", task("x", **{"for": {"reference": T}})),
+            entry("POST", "Task", task("x", subject=T)),
         )
     )
     assert [e["response"]["status"] for e in entries] == ["201 Created", "200 OK", "201 Created"]

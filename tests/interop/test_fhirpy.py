@@ -43,7 +43,7 @@ def test_crud_through_fhirpy_resources(base_url: str) -> None:
     assert again["meta"]["versionId"] == "2"
     assert [p.id for p in client.resources("Patient").search(family="Ändrad").fetch()] == [created.id]
 
-    again.delete()
+    again.delete()  # type: ignore[no-untyped-call]
     with pytest.raises(ResourceNotFound):
         client.reference("Patient", created.id).to_resource()
     assert client.resources("Patient").fetch() == []

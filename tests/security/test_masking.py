@@ -377,6 +377,7 @@ def test_contained_protected_patients_masked(seeded: Seeded) -> None:
     found = world.client.get("/fhir/Observation?_id=obs-contained", headers=world.region)
     assert_nothing_secret(found.text)
     policy = organisation_policy(seeded.services)
-    stored = {**observation, "contained": [protected_patient(901, id="kin")]}
+    kin_stored = protected_patient(901, id="kin")
+    stored = {**observation, "contained": [kin_stored]}
     assert policy.mask(RequestContext(Principal(client_id="x", organization="SE-A")), stored) is not stored
-    assert stored["contained"][0]["name"]  # the stored resource is not changed
+    assert kin_stored["name"]  # the stored resource is not changed

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.services import Services
-from gateway.workflow.care_transitions import return_reports
+from gateway.workflow import return_reports
 from gateway.workflow.orders import TAGS, TASK_CODES
 from tests.api.helpers import HSA, patient
 from tests.security.conftest import bearer, organisation_policy, register
@@ -54,8 +54,8 @@ class Orders:
 
     def put(self, resource: dict[str, Any], headers: dict[str, str]) -> int:
         url = f"/fhir/{resource['resourceType']}/{resource['id']}"
-        response = self.api.put(url, json=resource, headers=headers)
-        return response.status_code
+        status: int = self.api.put(url, json=resource, headers=headers).status_code
+        return status
 
     def get(self, target: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
         response = self.api.get(f"/fhir/{target}", headers=headers or self.region)
@@ -118,7 +118,8 @@ class Orders:
             },
         ]
         response = self.api.patch(f"/fhir/Task/{task_id}", json=completion, headers={**headers, **PATCH})
-        return response.status_code
+        status: int = response.status_code
+        return status
 
     def reports(self) -> list[dict[str, Any]]:
         bundle = self.get("Communication?based-on=DeviceRequest/drA")

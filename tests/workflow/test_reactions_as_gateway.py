@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from gateway.hooks import GATEWAY_CLIENT
 from gateway.services import Services
-from gateway.workflow.care_transitions import return_reports
+from gateway.workflow import return_reports
 from gateway.workflow.orders import CLIENT_SYSTEM, TAGS, TASK_CODES
 from tests.api.helpers import HSA, create, patient
 from tests.security.conftest import bearer, register
