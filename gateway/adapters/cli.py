@@ -4,18 +4,20 @@ Each adapter adds its own command to `import_app` in its package's cli module.""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gateway.adapters.intake import AdapterClient, UnknownClient
+from gateway.config import Settings
 from gateway.hooks import AccessRecord, AuditSink, Principal, RequestContext, patients_of
 from gateway.model.types import Json
 from gateway.services import Services
@@ -166,6 +168,24 @@ def act_as(client: AdapterClient, svc: Services, client_id: str | None) -> Reque
         return client.cli_context(svc, client_id)
     except UnknownClient as error:
         raise typer.BadParameter(str(error), param_hint="--client") from error
+
+
+def run_import(
+    adapter: AdapterClient,
+    client_id: str | None,
+    work: Callable[[Services, Progress, RequestContext], Coroutine[Any, Any, Counter[str]]],
+) -> Counter[str]:
+    """An import command's frame: the services from the environment, the context it acts in (the
+    adapter's own, or `--client`'s), `work` under a progress bar; every audit record stored before it
+    returns."""
+    svc = Services.build(Settings.from_env())
+    try:
+        context = act_as(adapter, svc, client_id)
+        with file_progress(console) as progress:
+            return asyncio.run(work(svc, progress, context))
+    finally:
+        svc.close()
+        svc.engine.dispose()
 
 
 ClientOption = Annotated[

@@ -3,7 +3,6 @@ through the adapter, streamed in bounded memory, with a progress bar and a summa
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -17,15 +16,13 @@ from gateway.adapters.bestallningsportalen.parse import pieces
 from gateway.adapters.cli import (
     ClientOption,
     ImportAudit,
-    act_as,
     console,
     count,
     describe,
-    file_progress,
     import_app,
     read_chunks,
+    run_import,
 )
-from gateway.config import Settings
 from gateway.hooks import RequestContext
 from gateway.services import Services
 
@@ -66,15 +63,9 @@ def import_orders(
     """Import Beställningsportalen orders. Each order is accepted or rejected on its own; rejected ones are
     quarantined (`GET /adapters/quarantine`, `gateway import --replay ID`). Exits 1 when any was rejected.
     Each order is audited (an `import` AuditEvent), whatever its outcome."""
-    svc = Services.build(Settings.from_env())
-    try:
-        context = act_as(CLIENT, svc, client)
-        progress = file_progress(console)
-        with progress:
-            tally = asyncio.run(import_files(svc, files, progress, context))
-    finally:
-        svc.close()  # every audit record stored before the command ends
-        svc.engine.dispose()
+    tally = run_import(
+        CLIENT, client, lambda svc, progress, context: import_files(svc, files, progress, context)
+    )
     summary = ", ".join(f"{key} {tally[key]}" for key in ("created", "updated", "unchanged", "rejected"))
     console.print(f"orders: {summary}")
     if tally["rejected"]:

@@ -3,7 +3,6 @@ streamed in bounded memory, with a progress bar and a summary."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -14,17 +13,15 @@ from rich.progress import Progress
 from gateway.adapters.cli import (
     ClientOption,
     ImportAudit,
-    act_as,
     console,
     count,
     describe,
-    file_progress,
     import_app,
     read_chunks,
+    run_import,
 )
 from gateway.adapters.device_register.adapter import CLIENT, MODES, Importer, in_chunks, open_csv
 from gateway.adapters.device_register.parse import HeaderError, Row
-from gateway.config import Settings
 from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.services import Services
@@ -92,15 +89,9 @@ def import_devices(
     a file rejected whole at its header."""
     if mode not in MODES:
         raise typer.BadParameter("full or delta", param_hint="--mode")
-    svc = Services.build(Settings.from_env())
-    try:
-        context = act_as(CLIENT, svc, client)
-        progress = file_progress(console)
-        with progress:
-            tally = asyncio.run(import_files(svc, files, mode, progress, context))
-    finally:
-        svc.close()  # every audit record stored before the command ends
-        svc.engine.dispose()
+    tally = run_import(
+        CLIENT, client, lambda svc, progress, context: import_files(svc, files, mode, progress, context)
+    )
     keys = ("created", "updated", "unchanged", "rejected", "marked missing", "rejected files")
     console.print(f"device rows ({mode}): " + ", ".join(f"{key} {tally[key]}" for key in keys))
     if tally["rejected"] or tally["rejected files"]:
