@@ -305,8 +305,9 @@ def report(runs: list[Run], bare: Result) -> str:
         f"Python {platform.python_version()}",
         f"- Server: `gateway serve --workers {WORKERS}` (uvicorn); load: {CLIENTS} concurrent keep-alive "
         f"clients, {SECONDS:.0f} s per scenario after 1 s warm-up.",
-        "- The load generator (Python, asyncio + httpx) runs on the same 2 cores as the server and the",
-        "  database, so it takes CPU from them: every figure is a lower bound for the server alone.",
+        "- The load generator (bench/load.py: HTTP/1.1 over asyncio streams) runs on the same 2 cores as",
+        "  the server and the database, so it takes CPU from them: every figure is a lower bound for the",
+        "  server alone.",
         f"- Ceiling: a bare FastAPI endpoint served the same way answered **{bare.per_second:.0f} req/s** "
         f"(p50 {bare.p50_ms:.1f} ms, p95 {bare.p95_ms:.1f} ms).",
         "",
