@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -159,30 +160,43 @@ def test_auth_off_serves_without_token_and_warns(
         assert "GATEWAY_AUTH=off" in metadata["rest"][0]["security"]["description"]
 
 
+IDP: dict[str, Any] = {
+    "oidc_issuer": "https://idp.example",
+    "oidc_audience": "fhir-gateway",
+    "oidc_jwks_url": "https://idp.example/jwks",
+}
+
+
+@dataclass
+class Idp:
+    """An external OpenID Connect issuer: its signing key, its JWKS behind a mock transport, and the
+    tokens it signs (iss, aud and exp filled in unless given)."""
+
+    key: ECKey = field(default_factory=lambda: ECKey.generate_key("P-256", auto_kid=True))
+
+    def transport(self) -> httpx.MockTransport:
+        jwks = KeySet([self.key]).as_dict(private=False)
+        return httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
+
+    def token(self, **claims: Any) -> str:
+        issued = {"iss": IDP["oidc_issuer"], "aud": IDP["oidc_audience"], "exp": int(time.time()) + 300}
+        return jwt.encode({"alg": "ES256", "kid": self.key.kid}, issued | claims, self.key, algorithms=ALL)
+
+    def principal(self, issuer: ExternalIssuer, token: str) -> Principal:
+        return asyncio.run(issuer.principal(token, {"alg": "ES256", "kid": self.key.kid}))
+
+
 def test_external_issuer_claims_become_the_principal() -> None:
-    key = ECKey.generate_key("P-256", auto_kid=True)
-    jwks = KeySet([key]).as_dict(private=False)
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
-    settings = Settings(
-        oidc_issuer="https://idp.example",
-        oidc_audience="fhir-gateway",
-        oidc_jwks_url="https://idp.example/jwks",
-        oidc_claim_scopes="scp",
+    idp = Idp()
+    issuer = ExternalIssuer(Settings(**IDP, oidc_claim_scopes="scp"), idp.transport())
+    token = idp.token(
+        aud=["fhir-gateway", "other"],
+        client_id="journal",
+        hsa_org="SE2321000016-ORG1",
+        hsa_id="SE2321000016-P1",
+        scp=["user/Patient.rs", "user/Task.r"],
     )
-    claims = {
-        "iss": "https://idp.example",
-        "aud": ["fhir-gateway", "other"],
-        "client_id": "journal",
-        "exp": int(time.time()) + 300,
-        "hsa_org": "SE2321000016-ORG1",
-        "hsa_id": "SE2321000016-P1",
-        "scp": ["user/Patient.rs", "user/Task.r"],
-    }
-    token = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=ALL)
-    principal = asyncio.run(
-        ExternalIssuer(settings, transport).principal(token, {"alg": "ES256", "kid": key.kid})
-    )
-    assert principal == Principal(
+    assert idp.principal(issuer, token) == Principal(
         "journal", "SE2321000016-ORG1", "SE2321000016-P1", frozenset({"user/Patient.rs", "user/Task.r"})
     )
 
@@ -197,32 +211,16 @@ def test_head_needs_the_same_scope_as_get(secure_services: Services, secure_clie
 
 def test_external_issuer_tokens_map_claims_to_the_principal(database: Database) -> None:
     database.clear()
-    key = ECKey.generate_key("P-256", auto_kid=True)
-    jwks = KeySet([key]).as_dict(private=False)
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
-    settings = database.settings(
-        auth=True,
-        oidc_issuer="https://idp.example",
-        oidc_audience="fhir-gateway",
-        oidc_jwks_url="https://idp.example/jwks",
-    )
+    idp = Idp()
+    settings = database.settings(auth=True, **IDP)
     services = Services.build(settings, engine=database.engine)
     app = create_app(settings, services=services)
-    app.state.authority.external = ExternalIssuer(settings, transport)
+    app.state.authority.external = ExternalIssuer(settings, idp.transport())
     now = int(time.time())
 
     def token(**changes: Any) -> str:
-        claims = {
-            "iss": "https://idp.example",
-            "aud": "fhir-gateway",
-            "sub": "user-1",
-            "azp": "journal",
-            "exp": now + 300,
-            "hsa_org": "SE2321000016-ORG1",
-            "hsa_id": "SE2321000016-P1",
-            "scope": "user/Patient.rs",
-        } | changes
-        return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=ALL)
+        claims = {"sub": "user-1", "azp": "journal", "exp": now + 300, "hsa_org": "SE2321000016-ORG1"}
+        return idp.token(**claims | {"hsa_id": "SE2321000016-P1", "scope": "user/Patient.rs"} | changes)
 
     with TestClient(app) as client:
         assert client.get("/fhir/Patient", headers=bearer(token())).status_code == 200
@@ -230,7 +228,7 @@ def test_external_issuer_tokens_map_claims_to_the_principal(database: Database) 
         assert client.get("/fhir/Patient", headers=bearer(token(aud="other"))).status_code == 401
         assert client.get("/fhir/Patient", headers=bearer(token(exp=now - 600))).status_code == 401
         forged = jwt.encode(
-            {"alg": "ES256", "kid": key.kid},
+            {"alg": "ES256", "kid": idp.key.kid},
             {"iss": "https://idp.example"},
             ECKey.generate_key("P-256"),
             algorithms=ALL,
@@ -239,22 +237,12 @@ def test_external_issuer_tokens_map_claims_to_the_principal(database: Database) 
 
 
 def test_external_issuer_purpose_of_use() -> None:
-    key = ECKey.generate_key("P-256", auto_kid=True)
-    jwks = KeySet([key]).as_dict(private=False)
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
-    settings = Settings(
-        oidc_issuer="https://idp.example",
-        oidc_audience="fhir-gateway",
-        oidc_jwks_url="https://idp.example/jwks",
-        oidc_claim_purpose="pou",
-        client_purposes=("registry=HOPERAT",),
-    )
-    issuer = ExternalIssuer(settings, transport)
+    idp = Idp()
+    settings = Settings(**IDP, oidc_claim_purpose="pou", client_purposes=("registry=HOPERAT",))
+    issuer = ExternalIssuer(settings, idp.transport())
 
     def purpose(**claims: Any) -> str:
-        values = {"iss": "https://idp.example", "aud": "fhir-gateway", "exp": int(time.time()) + 300} | claims
-        token = jwt.encode({"alg": "ES256", "kid": key.kid}, values, key, algorithms=ALL)
-        return asyncio.run(issuer.principal(token, {"alg": "ES256", "kid": key.kid})).purpose
+        return idp.principal(issuer, idp.token(**claims)).purpose
 
     assert purpose(client_id="journal") == "TREAT"
     assert purpose(client_id="registry") == "HOPERAT"  # the client's configured default
@@ -270,23 +258,9 @@ def test_external_issuer_purpose_of_use() -> None:
 def test_external_tokens_cannot_name_the_gateways_own_clients(client_id: str) -> None:
     """Some of the gateway's own client ids are exempt from the organisation policy: a token from the
     external issuer presenting one is refused, not trusted."""
-    key = ECKey.generate_key("P-256", auto_kid=True)
-    jwks = KeySet([key]).as_dict(private=False)
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
-    settings = Settings(
-        oidc_issuer="https://idp.example",
-        oidc_audience="fhir-gateway",
-        oidc_jwks_url="https://idp.example/jwks",
-    )
-    claims = {
-        "iss": "https://idp.example",
-        "aud": "fhir-gateway",
-        "azp": client_id,
-        "exp": int(time.time()) + 300,
-    }
-    token = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=ALL)
+    idp = Idp()
     with pytest.raises(Rejected, match="keeps for itself"):
-        asyncio.run(ExternalIssuer(settings, transport).principal(token, {"alg": "ES256", "kid": key.kid}))
+        idp.principal(ExternalIssuer(Settings(**IDP), idp.transport()), idp.token(azp=client_id))
 
 
 @pytest.mark.parametrize("client_id", ["adapter:x", "cli", "gateway"])

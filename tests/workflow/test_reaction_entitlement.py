@@ -15,26 +15,12 @@ from gateway.workflow import return_reports
 from gateway.workflow.orders import TAGS, TASK_CODES
 from tests.api.helpers import HSA, patient
 from tests.security.conftest import bearer, organisation_policy, register
+from tests.security.test_organisation_policy import ref
 
 ALL = "system/*.cruds"
 ORDER = "urn:example:ordernummer"
 PATCH = {"Content-Type": "application/json-patch+json"}
 UNCONFIRMED = {"system": TAGS, "code": "unconfirmed-prescriber"}
-
-
-def ref(target: str) -> dict[str, str]:
-    return {"reference": target}
-
-
-@pytest.fixture
-def org_services(secure_services: Services) -> Services:
-    """Auth and the organisation policy on (its default)."""
-    return secure_services
-
-
-@pytest.fixture
-def api(secure_client: TestClient) -> TestClient:
-    return secure_client
 
 
 class Orders:
@@ -131,8 +117,9 @@ class Orders:
 
 
 @pytest.fixture
-def orders(org_services: Services, api: TestClient) -> Orders:
-    return Orders(org_services, api)
+def orders(secure_services: Services, secure_client: TestClient) -> Orders:
+    """Auth and the organisation policy (its default) on."""
+    return Orders(secure_services, secure_client)
 
 
 def forged_confirmation(**extra: Any) -> dict[str, Any]:
