@@ -114,6 +114,41 @@ class AccessRecord:
     resources: list[str] = field(default_factory=list)
 
 
+# Interactions whose records in one unit of work are audited together (searches and histories carry
+# their own query, imports their own detail: each stays one AuditEvent).
+COMBINED = frozenset({"create", "update", "patch", "delete", "read", "vread"})
+
+
+def combined(records: list[AccessRecord]) -> list[AccessRecord]:
+    """One record per interaction, outcome and actor of a unit of work: a transaction that writes eight
+    resources is one AuditEvent with eight entities (as IHE MHD audits a whole Provide Bundle), not eight
+    AuditEvents; each resource and patient is still named, so `AuditEvent?entity=` and `?patient=` find it."""
+    into: dict[tuple[object, ...], AccessRecord] = {}
+    result: list[AccessRecord] = []
+    for record in records:
+        context = record.context
+        actors = (context.principal.client_id, context.requestor.client_id, context.query)
+        key: tuple[object, ...] = (record.interaction, record.status, record.detail, *actors)
+        target = into.get(key) if record.interaction in COMBINED else None
+        if target is None:
+            target = AccessRecord(
+                record.interaction, record.res_type, [], record.status, context, record.detail
+            )
+            if record.interaction in COMBINED:
+                into[key] = target
+            result.append(target)
+        elif target.res_type != record.res_type:  # several types: each named as Type/id
+            target.resources = [f"{target.res_type}/{res_id}" for res_id in target.res_ids] + target.resources
+            target.res_type, target.res_ids = None, []
+        if target.res_type is None and record.res_type is not None:
+            target.resources += [f"{record.res_type}/{res_id}" for res_id in record.res_ids]
+        else:
+            target.res_ids += record.res_ids
+        target.resources += record.resources
+        target.patients += [patient for patient in record.patients if patient not in target.patients]
+    return result
+
+
 PATIENT_FIELDS = ("subject", "patient", "for", "beneficiary")
 
 

@@ -40,6 +40,7 @@ from gateway.hooks import (
     Hooks,
     RequestContext,
     authorize_patch,
+    combined,
     keep_hidden,
     patients_of,
 )
@@ -49,7 +50,7 @@ from gateway.search.dates import to_instant, utc_now
 from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor
 from gateway.store.database import WRITE_OPTION
-from gateway.store.repository import Repository, StaleVersion, Stored
+from gateway.store.repository import Repository, StaleVersion, Stored, hold_index_writes
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 8
@@ -121,6 +122,7 @@ def content_equal(a: Json, b: Json) -> bool:
 class WritePath:
     def __init__(self, engine: Engine, searcher: Searcher, extractor: Extractor, hooks: Hooks) -> None:
         self.engine = engine
+        hold_index_writes(engine)  # one multi-row INSERT per index table and unit of work
         self.searcher = searcher
         self.extractor = extractor
         self.hooks = hooks
@@ -162,7 +164,7 @@ class WritePath:
         raise AssertionError("unreachable")
 
     def _after_commit(self, uow: UnitOfWork) -> None:
-        for record in uow.records:
+        for record in combined(uow.records):
             self.hooks.audit.record(record)
         if uow.changes:
             self.hooks.notify.changed(uow.changes)
@@ -173,6 +175,7 @@ class WritePath:
         for record in uow.records:
             record.status = status if record.status < 400 else record.status
             record.detail = "rolled back"
+        for record in combined(uow.records):
             self.hooks.audit.record(record)
 
     # -- the steps ----------------------------------------------------------------------------------

@@ -98,8 +98,11 @@ class _Tee:
         self.sink, self.patients = sink, patients
 
     def record(self, record: AccessRecord) -> None:
-        for res_id in record.res_ids if record.res_type else []:
-            self.patients.setdefault(f"{record.res_type}/{res_id}", []).extend(record.patients)
+        """A record of one unit of work names its resources and their patients together: each resource
+        is noted with all of them (one input record's unit of work concerns one patient)."""
+        named = [f"{record.res_type}/{res_id}" for res_id in record.res_ids] if record.res_type else []
+        for reference in named + record.resources:
+            self.patients.setdefault(reference, []).extend(record.patients)
         self.sink.record(record)
 
 

@@ -108,14 +108,17 @@ def found(stored: Stored | None) -> Found | None:
     return Found(stored.res_id, stored.version_id, stored.json())
 
 
-def one(svc: Services, uow: UnitOfWork, res_type: str, query: str) -> Found | None:
-    """The resource `query` finds, when it finds exactly one."""
-    matches = svc.searcher.match(uow.connection, res_type, query)
-    return found(matches[0]) if len(matches) == 1 else None
-
-
 def by_id(uow: UnitOfWork, res_type: str, res_id: str) -> Found | None:
     return found(uow.repository.current(res_type, res_id))
+
+
+def holders(
+    uow: UnitOfWork, res_type: str, identifiers: list[tuple[str, str]]
+) -> dict[tuple[str, str], Found]:
+    """The resource of `res_type` holding each identifier (system, value): identifiers are unique per
+    type, so this is what `identifier=system|value` finds, for many identifiers in one query per system."""
+    held = {key: found(stored) for key, stored in uow.repository.held_by(res_type, identifiers).items()}
+    return {key: holder for key, holder in held.items() if holder is not None}
 
 
 # -- the answer per record --------------------------------------------------------------------------------

@@ -103,9 +103,7 @@ class Searcher:
         system, value = split_token(pairs[0][1])
         if not system or not value or len(system) > CLAIM_LENGTH or len(value) > CLAIM_LENGTH:
             return None
-        repository = Repository(connection)
-        rid = repository.claimed_by(res_type, system, value)
-        return repository.current_many([rid] if rid is not None else [])
+        return list(Repository(connection).held_by(res_type, [(system, value)]).values())
 
     # -- _include and _revinclude -------------------------------------------------------------------
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
+from gateway.store import pending
 from gateway.store.tables import (
     DateIndex,
     IdentifierClaim,
@@ -52,6 +53,20 @@ _UPDATE_CURRENT = (
         content=bindparam("content"),
     )
 )
+_CURRENT_MANY = select(R).where(R.c.rid.in_(bindparam("rids", expanding=True)))
+_CURRENT_OF = select(R).where(
+    R.c.res_type == bindparam("res_type"), R.c.res_id.in_(bindparam("ids", expanding=True))
+)
+# The current rows holding identifiers of one type and system, with the identifier: one query, claim and row.
+_HELD_BY = (
+    select(CLAIM.c.value, *R.c)
+    .join(R, R.c.rid == CLAIM.c.rid)
+    .where(
+        CLAIM.c.res_type == bindparam("res_type"),
+        CLAIM.c.system == bindparam("system"),
+        CLAIM.c.value.in_(bindparam("values", expanding=True)),
+    )
+)
 _CLAIMED_BY = select(CLAIM.c.rid).where(
     CLAIM.c.res_type == bindparam("res_type"),
     CLAIM.c.system == bindparam("system"),
@@ -63,6 +78,25 @@ _INSERT_INDEX = {name: insert(table) for name, table in _INDEX_TABLES.items()}
 _DELETE_INDEX = {
     name: delete(table).where(table.c.rid == bindparam("old_rid")) for name, table in _INDEX_TABLES.items()
 }
+
+
+# Statements that read neither index rows nor claims (claims held back are looked up beside _CLAIMED_BY):
+# held-back rows need not be written before them.
+QUIET = (
+    _CURRENT,
+    _CURRENT_LOCKED,
+    _INSERT_VERSION,
+    _INSERT_CURRENT,
+    _UPDATE_CURRENT,
+    _CLAIMED_BY,
+    _DELETE_CLAIMS,
+    *_DELETE_INDEX.values(),
+)
+
+
+def hold_index_writes(engine: Engine) -> None:
+    """Index rows and claims of this engine's write transactions are held back and written together."""
+    pending.install(engine, QUIET)
 
 
 @dataclass(frozen=True)
@@ -109,7 +143,7 @@ class Repository:
         """Current versions by rid, in the order given."""
         if not rids:
             return []
-        rows = self.connection.execute(select(R).where(R.c.rid.in_(list(rids)))).all()
+        rows = self.connection.execute(_CURRENT_MANY, {"rids": list(rids)}).all()
         by_rid = {row.rid: _stored(row) for row in rows}
         return [by_rid[rid] for rid in rids if rid in by_rid]
 
@@ -154,29 +188,40 @@ class Repository:
 
     def replace_index(self, rid: int, rows: IndexRows | None, fresh: bool = False) -> None:
         """Replace the resource's index rows (None removes them, as for a tombstone). `fresh`: the
-        resource row was just inserted, so there is nothing to remove first."""
+        resource row was just inserted, so there is nothing to remove first. The new rows are held back
+        until the transaction next reads or commits (gateway.store.pending)."""
+        waiting = pending.held(self.connection)
         if not fresh:
+            if waiting is not None:
+                waiting.drop_index(rid)
             for removal in _DELETE_INDEX.values():
                 self.connection.execute(removal, {"old_rid": rid})
         if rows is None:
             return
         for name, addition in _INSERT_INDEX.items():
-            batch = getattr(rows, name)
-            if batch:
-                self.connection.execute(addition, [row | {"rid": rid} for row in batch])
+            batch = [row | {"rid": rid} for row in getattr(rows, name)]
+            if batch and waiting is not None:
+                waiting.add_index(_INDEX_TABLES[name], batch)
+            elif batch:
+                self.connection.execute(addition, batch)
 
     def replace_claims(
         self, rid: int, res_type: str, identifiers: Iterable[tuple[str, str]], fresh: bool = False
     ) -> None:
         """Claim each (system, value) for this resource. A claim held by another resource makes the
         insert fail on the primary key: the database, not a prior read, keeps identifiers unique."""
+        waiting = pending.held(self.connection)
         if not fresh:
+            if waiting is not None:
+                waiting.drop_claims(rid)
             self.connection.execute(_DELETE_CLAIMS, {"old_rid": rid})
         rows = [
             {"res_type": res_type, "system": system, "value": value, "rid": rid}
             for system, value in sorted(set(identifiers))
         ]
-        if rows:
+        if rows and waiting is not None:
+            waiting.add_claims(rows)
+        elif rows:
             self.connection.execute(_INSERT_CLAIMS, rows)
 
     def current_of(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
@@ -187,24 +232,23 @@ class Repository:
             by_type.setdefault(res_type, set()).add(res_id)
         found: dict[tuple[str, str], Stored] = {}
         for res_type, ids in sorted(by_type.items()):
-            statement = select(R).where(R.c.res_type == res_type, R.c.res_id.in_(sorted(ids)))
-            found |= {(row.res_type, row.res_id): _stored(row) for row in self.connection.execute(statement)}
+            rows = self.connection.execute(_CURRENT_OF, {"res_type": res_type, "ids": sorted(ids)})
+            found |= {(row.res_type, row.res_id): _stored(row) for row in rows}
         return found
 
-    def claimed_many(
-        self, res_type: str, identifiers: Iterable[tuple[str, str]]
-    ) -> dict[tuple[str, str], int]:
-        """The resource (rid) holding each identifier (system, value) of this type: one query per system
-        (`res_type = ? AND system = ? AND value IN …`, answered by the claims' primary key)."""
+    def held_by(self, res_type: str, identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+        """The current version of the resource holding each identifier (system, value) of this type: one
+        query per system (`res_type = ? AND system = ? AND value IN …`, answered by the claims' primary
+        key, joined to the resource row)."""
         by_system: dict[str, set[str]] = {}
         for system, value in identifiers:
             by_system.setdefault(system, set()).add(value)
-        holders: dict[tuple[str, str], int] = {}
+        holders: dict[tuple[str, str], Stored] = {}
         for system, values in sorted(by_system.items()):
-            statement = select(CLAIM.c.value, CLAIM.c.rid).where(
-                CLAIM.c.res_type == res_type, CLAIM.c.system == system, CLAIM.c.value.in_(sorted(values))
+            rows = self.connection.execute(
+                _HELD_BY, {"res_type": res_type, "system": system, "values": sorted(values)}
             )
-            holders |= {(system, row.value): row.rid for row in self.connection.execute(statement)}
+            holders |= {(system, row.value): _stored(row) for row in rows}
         return holders
 
     def claims_in(self, res_type: str, system: str) -> list[tuple[int, str]]:
@@ -215,6 +259,11 @@ class Repository:
         return [(row.rid, row.value) for row in self.connection.execute(statement)]
 
     def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
+        """The resource holding the identifier: a claim held back in this transaction, or a stored one."""
+        waiting = pending.held(self.connection)
+        holder = waiting.claimed_by(res_type, system, value) if waiting is not None else None
+        if holder is not None:
+            return holder
         return self.connection.execute(
             _CLAIMED_BY, {"res_type": res_type, "system": system, "value": value}
         ).scalar()

@@ -232,6 +232,37 @@ def test_a_rolled_back_transaction_is_audited(
     assert writes[0]["outcomeDesc"] == f"{response.status_code} rolled back"
 
 
+def test_a_transaction_is_one_audit_event_per_interaction_naming_every_resource(
+    audited: Services, client: TestClient, worker: RegisteredClient
+) -> None:
+    headers = bearer(worker.token(client, "system/*.cruds"))
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": "Patient/p7"},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "PUT", "url": "Patient/p7"}, "resource": {**PATIENT, "id": "p7"}},
+            {"request": {"method": "POST", "url": "Task"}, "resource": task},
+            {"request": {"method": "POST", "url": "Task"}, "resource": task},
+        ],
+    }
+    response = client.post("/fhir", json=bundle, headers=headers)
+    assert response.status_code == 200, response.text
+    tasks = [e["response"]["location"].split("/")[1] for e in response.json()["entry"][1:]]
+    log = _log(audited, client, "patient=Patient/p7")
+    assert sorted((_subtype(e), e["action"]) for e in log) == [("create", "C"), ("update", "C")]
+    created = next(e for e in log if _subtype(e) == "create")
+    whats = [entity["what"]["reference"] for entity in created["entity"]]
+    assert whats == ["Patient/p7", *(f"Task/{task_id}" for task_id in tasks)]
+    for task_id in tasks:  # each resource's own access log still finds it
+        assert [_subtype(e) for e in _log(audited, client, f"entity=Task/{task_id}")] == ["create"]
+
+
 def test_purpose_of_event_is_the_clients_purpose_of_use(database: Database) -> None:
     services = _build(database, client_purposes=("billing-client=HPAYMT",))
     try:

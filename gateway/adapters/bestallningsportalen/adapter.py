@@ -21,8 +21,8 @@ from gateway.adapters.intake import (
     by_id,
     entry,
     explain,
+    holders,
     identifier_search,
-    one,
     reject,
 )
 from gateway.adapters.mapping import Found
@@ -93,30 +93,16 @@ def _held(uow: UnitOfWork, order: Json) -> to_fhir.Known:
 def _known(svc: Services, uow: UnitOfWork, order: Json, held: to_fhir.Known) -> to_fhir.Known:
     """Everything the order touches that the gateway already holds (`held`: what `_held` read)."""
     oid = to_fhir.order_id(order)
-
-    def find(res_type: str, system: str, value: str) -> Found | None:
-        return one(svc, uow, res_type, identifier_search(system, value))
-
     known = to_fhir.Known(by_id=dict(held.by_id))
-    known.patient = find("Patient", *to_fhir.patient_identifier(order))
-    for hsaid in to_fhir.units(order):
-        found = find("Organization", m.HSA, hsaid)
-        if found:
-            known.organizations[hsaid] = found
+    patient = to_fhir.patient_identifier(order)
+    known.patient = holders(uow, "Patient", [patient]).get(patient)
+    known.organizations = _held_by(uow, "Organization", m.HSA, list(to_fhir.units(order)))
     hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
-    for hsaid in hsaids:
-        found = find("Practitioner", m.HSA, hsaid)
-        if found:
-            known.practitioners[hsaid] = found
-    for person in to_fhir.people(order):
-        key = f"{person['hsaid']}@{person['enhet_hsaid']}"
-        found = find("PractitionerRole", m.PRACTITIONER_ROLE, key)
-        if found:
-            known.roles[key] = found
-    for system, value in to_fhir.unit_refs(order):
-        found = find("Device", system, value)
-        if found:
-            known.devices[(system, value)] = found
+    known.practitioners = _held_by(uow, "Practitioner", m.HSA, hsaids)
+    roles = [f"{person['hsaid']}@{person['enhet_hsaid']}" for person in to_fhir.people(order)]
+    known.roles = _held_by(uow, "PractitionerRole", m.PRACTITIONER_ROLE, roles)
+    devices = to_fhir.unit_refs(order)
+    known.devices = holders(uow, "Device", devices) if devices else {}
     for res_type, res_id in (
         ("Task", f"{oid}-confirm"),
         ("Task", f"{oid}-task"),
@@ -131,6 +117,12 @@ def _known(svc: Services, uow: UnitOfWork, order: Json, held: to_fhir.Known) -> 
         known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
         known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
     return known
+
+
+def _held_by(uow: UnitOfWork, res_type: str, system: str, values: list[str]) -> dict[str, Found]:
+    """The resources of `res_type` holding the identifiers `system|value`, by value, in the order given."""
+    held = holders(uow, res_type, [(system, value) for value in values])
+    return {value: held[(system, value)] for value in values if (system, value) in held}
 
 
 def _stored_version(known: to_fhir.Known, oid: str) -> int | None:

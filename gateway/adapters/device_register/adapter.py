@@ -24,6 +24,7 @@ from gateway.adapters.intake import (
     entry,
     explain,
     found,
+    holders,
     identifier_search,
     reject,
 )
@@ -90,10 +91,10 @@ def _known(svc: Services, uow: UnitOfWork, rows: list[Json]) -> list[to_fhir.Kno
     the order line it was delivered for, and its own resources by id. Each kind is read for all the
     rows at once (a few queries a chunk, not a few a row)."""
     repository = uow.repository
-    units = _holders(uow, "Device", [to_fhir.unit_key(row) for row in rows])
-    owners = _holders(uow, "Organization", [(m.HSA, row["agare_hsaid"]) for row in rows])
+    units = holders(uow, "Device", [to_fhir.unit_key(row) for row in rows])
+    owners = holders(uow, "Organization", [(m.HSA, row["agare_hsaid"]) for row in rows])
     persons = [to_fhir.patient_identifier(row) for row in rows]
-    patients = _holders(uow, "Patient", [person for person in persons if person])
+    patients = holders(uow, "Patient", [person for person in persons if person])
     devices = [units.get(to_fhir.unit_key(row)) for row in rows]
     references = sorted({f"Device/{device.res_id}" for device in devices if device})
     uses = _grouped(svc, uow, "DeviceUseStatement", "device", references, "device")
@@ -133,17 +134,6 @@ def _known(svc: Services, uow: UnitOfWork, rows: list[Json]) -> list[to_fhir.Kno
 
 _RETURN_TASK = identifier_search(m.TASK_CODES, "return-device", "code")
 _LIMIT = 1_000_000  # searches of a chunk's resources are not paged
-
-
-def _holders(
-    uow: UnitOfWork, res_type: str, identifiers: list[tuple[str, str]]
-) -> dict[tuple[str, str], Found]:
-    """The resource of `res_type` holding each identifier (identifiers are unique per type)."""
-    repository = uow.repository
-    claims = repository.claimed_many(res_type, identifiers)
-    stored = {s.rid: s for s in repository.current_many(sorted(set(claims.values())))}
-    holders = {key: found(stored.get(rid)) for key, rid in claims.items()}
-    return {key: holder for key, holder in holders.items() if holder is not None}
 
 
 def _escaped(value: str) -> str:

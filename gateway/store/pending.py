@@ -1,0 +1,96 @@
+"""Index rows and identifier claims held back until the transaction next reads, or commits.
+
+A transaction that writes eight resources would otherwise send one INSERT per index table per resource
+(~25 statements, each a round trip on PostgreSQL); held back, it sends one multi-row INSERT per table.
+Nothing can see the difference: before any statement other than the write path's own (reading a row by
+id, writing resource and version rows, checking and removing a resource's claims and index rows) the
+held rows are written, and at the latest when the transaction commits; a rollback drops them. The rows
+live in the connection's `info` for the length of one transaction, and only on engines where `install`
+put these hooks (elsewhere the repository writes them at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import Connection, Engine, Table, event, insert
+
+from gateway.store.tables import IdentifierClaim
+
+KEY = "gateway_pending_rows"
+CLAIMS = cast(Table, IdentifierClaim.__table__)
+_QUIET: WeakKeyDictionary[Engine, frozenset[int]] = WeakKeyDictionary()
+
+
+@dataclass
+class PendingRows:
+    index: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
+    claims: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (type, system, value)
+
+    def __bool__(self) -> bool:
+        return bool(self.index or self.claims)
+
+    def add_index(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        self.index.setdefault(table, []).extend(rows)
+
+    def add_claims(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.claims[(row["res_type"], row["system"], row["value"])] = row
+
+    def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
+        row = self.claims.get((res_type, system, value))
+        return int(row["rid"]) if row is not None else None
+
+    def drop_index(self, rid: int) -> None:
+        """Forget the index rows held for a resource whose index rows are being replaced."""
+        for table, rows in self.index.items():
+            self.index[table] = [row for row in rows if row["rid"] != rid]
+
+    def drop_claims(self, rid: int) -> None:
+        """Forget the claims held for a resource whose claims are being replaced."""
+        self.claims = {key: row for key, row in self.claims.items() if row["rid"] != rid}
+
+
+def held(connection: Connection) -> PendingRows | None:
+    """The rows held back in this connection's transaction; None where the engine writes them at once."""
+    if connection.engine not in _QUIET:
+        return None
+    rows: PendingRows | None = connection.info.get(KEY)
+    if rows is None:
+        rows = connection.info[KEY] = PendingRows()
+    return rows
+
+
+def write(connection: Connection) -> None:
+    """Write what is held, one multi-row INSERT per table (claims first: a taken identifier fails first)."""
+    rows: PendingRows | None = connection.info.pop(KEY, None)
+    if not rows:
+        return
+    if rows.claims:
+        connection.execute(insert(CLAIMS), list(rows.claims.values()))
+    for table, batch in rows.index.items():
+        if batch:
+            connection.execute(insert(table), batch)
+
+
+def install(engine: Engine, quiet: Iterable[object]) -> None:
+    """Hold index rows and claims back on this engine: written before any statement not in `quiet`
+    (statements that read neither index rows nor claims), and before commit; dropped on rollback."""
+    if engine in _QUIET:
+        return
+    _QUIET[engine] = frozenset(id(statement) for statement in quiet)
+    event.listen(engine, "before_execute", _before_execute)
+    event.listen(engine, "commit", write)
+    event.listen(engine, "rollback", _drop)
+
+
+def _before_execute(connection: Connection, statement: object, *_: Any) -> None:
+    if connection.info.get(KEY) and id(statement) not in _QUIET.get(connection.engine, frozenset()):
+        write(connection)
+
+
+def _drop(connection: Connection) -> None:
+    connection.info.pop(KEY, None)
