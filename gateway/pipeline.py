@@ -180,8 +180,16 @@ class WritePath:
 
     # -- the steps ----------------------------------------------------------------------------------
 
-    def _store(self, uow: UnitOfWork, previous: Stored | None, resource: Json, method: str) -> Stored:
-        """store → index, in the unit of work's transaction."""
+    def _store(
+        self,
+        uow: UnitOfWork,
+        previous: Stored | None,
+        resource: Json,
+        method: str,
+        existing: Json | None = None,
+    ) -> Stored:
+        """store → index, in the unit of work's transaction. `existing`: the previous version's content,
+        when the caller has it (identifiers it already holds need no new claim)."""
         resource = copy.copy(resource)
         version = previous.version_id + 1 if previous else 1
         meta = dict(resource.get("meta") or {})
@@ -190,7 +198,8 @@ class WritePath:
         resource["meta"] = meta
         repository = uow.repository
         identifiers = list(_identifiers(resource))
-        for system, value in identifiers:
+        kept = existing is not None and set(identifiers) == set(_identifiers(existing))
+        for system, value in [] if kept else identifiers:
             holder = repository.claimed_by(resource["resourceType"], system, value)
             if holder is not None and (previous is None or holder != previous.rid):
                 raise IdentifierTaken(
@@ -201,7 +210,8 @@ class WritePath:
             stored = repository.write(previous, resource, method, uow.now)
             fresh = previous is None
             repository.replace_index(stored.rid, self.extractor.rows(resource), fresh)
-            repository.replace_claims(stored.rid, resource["resourceType"], identifiers, fresh)
+            if not kept:
+                repository.replace_claims(stored.rid, resource["resourceType"], identifiers, fresh)
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
         uow.changes.append(Change(stored.res_type, stored.res_id, stored.version_id, method))
@@ -285,7 +295,7 @@ class WritePath:
             self._audit(uow, "update", current, 200, existing)
             return WriteResult(200, current, changed=False)
         self.hooks.policy.authorize_write(uow.context, action, resource, existing)
-        stored = self._store(uow, current, resource, "PUT")
+        stored = self._store(uow, current, resource, "PUT", existing)
         status = 200 if existing is not None else 201
         self._audit(uow, "update", stored, status, resource)
         self._react(uow, stored, existing)

@@ -88,9 +88,10 @@ def _compile_steps(path: str) -> list[_Step] | None:
         if full in _CHOICES:
             typed = _OF_TYPE.fullmatch(following) if following else None
             if typed:
-                if typed.group(1) not in _CHOICES[full]:
+                suffix = typed.group(1)[:1].upper() + typed.group(1)[1:]  # ofType(dateTime): valueDateTime
+                if suffix not in _CHOICES[full]:
                     return None
-                steps.append(_Step(keys=(word + typed.group(1),)))
+                steps.append(_Step(keys=(word + suffix,)))
                 state = typed.group(1)
                 index += 2
             else:

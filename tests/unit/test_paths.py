@@ -23,6 +23,16 @@ GOLDEN = Path(__file__).parent.parent / "golden"
 
 EXTENSION = {"url": "u", "valueCode": "x"}
 BUILT: list[Json] = [
+    # `X.ofType(dateTime)` / `ofType(string)`: a primitive type named in lower case, the key capitalised
+    {"resourceType": "Observation", "status": "final", "code": {}, "valueDateTime": "2026-03-01T12:00:00Z"},
+    {"resourceType": "Observation", "status": "final", "code": {}, "valueString": "Höger"},
+    {"resourceType": "Patient", "deceasedDateTime": "2026-02-01"},
+    {"resourceType": "DeviceRequest", "status": "active", "occurrenceDateTime": "2026-12-01"},
+    {
+        "resourceType": "Provenance",
+        "occurredDateTime": "2026-11-01T10:00:00+01:00",
+        "recorded": "2026-11-01T10:00:00Z",
+    },
     {
         "resourceType": "Observation",
         "status": "final",
