@@ -157,11 +157,9 @@ class ImportAudit:
         unseen = [ref for ref in resources if ref not in self.seen]
         if unseen:
             with self.svc.engine.connect() as connection:
-                repository = Repository(connection)
-                for ref in unseen:
-                    res_type, res_id = ref.split("/")
-                    stored = repository.current(res_type, res_id)
-                    patients += patients_of(stored.json()) if stored and not stored.deleted else []
+                keys = [(ref.split("/")[0], ref.split("/")[1]) for ref in unseen]
+                for stored in Repository(connection).current_of(keys).values():
+                    patients += patients_of(stored.json()) if not stored.deleted else []
         return list(dict.fromkeys(patients))
 
 

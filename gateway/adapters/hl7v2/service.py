@@ -362,11 +362,10 @@ def _previous(svc: Services, uow: UnitOfWork, enc_id: str, event: Event, zone: Z
 
 
 def _current(uow: UnitOfWork, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
-    """The current, not deleted, versions of these resources (absent ones left out). One indexed read
-    each: `Repository.current_of` reads them in one query, but SQLite answers its row-value IN with a
-    scan of the whole resource table."""
-    found = {key: uow.repository.current(*key) for key in dict.fromkeys(keys)}
-    return {key: stored for key, stored in found.items() if stored is not None and not stored.deleted}
+    """The current, not deleted, versions of these resources (absent ones left out): one indexed query
+    per resource type."""
+    found = uow.repository.current_of(keys)
+    return {key: stored for key, stored in found.items() if not stored.deleted}
 
 
 def _existing(
