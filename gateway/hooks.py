@@ -120,15 +120,17 @@ COMBINED = frozenset({"create", "update", "patch", "delete", "read", "vread"})
 
 
 def combined(records: list[AccessRecord]) -> list[AccessRecord]:
-    """One record per interaction, outcome and actor of a unit of work: a transaction that writes eight
-    resources is one AuditEvent with eight entities (as IHE MHD audits a whole Provide Bundle), not eight
-    AuditEvents; each resource and patient is still named, so `AuditEvent?entity=` and `?patient=` find it."""
+    """One record per interaction, outcome, actor and patient(s) of a unit of work: a transaction that
+    writes six resources of one patient is one AuditEvent with six entities (as IHE MHD audits a whole
+    Provide Bundle), not six; resources of different patients, or of none, stay apart (IHE BALP: one
+    AuditEvent per patient). Each resource is still named, so `AuditEvent?entity=` finds it."""
     into: dict[tuple[object, ...], AccessRecord] = {}
     result: list[AccessRecord] = []
     for record in records:
         context = record.context
         actors = (context.principal.client_id, context.requestor.client_id, context.query)
-        key: tuple[object, ...] = (record.interaction, record.status, record.detail, *actors)
+        concerns = tuple(sorted(record.patients))  # one AuditEvent per patient (IHE BALP)
+        key: tuple[object, ...] = (record.interaction, record.status, record.detail, *actors, concerns)
         target = into.get(key) if record.interaction in COMBINED else None
         if target is None:
             target = AccessRecord(

@@ -98,8 +98,8 @@ class _Tee:
         self.sink, self.patients = sink, patients
 
     def record(self, record: AccessRecord) -> None:
-        """A record of one unit of work names its resources and their patients together: each resource
-        is noted with all of them (one input record's unit of work concerns one patient)."""
+        """A record names its resources and the patients they concern (records are combined per
+        patient set, `hooks.combined`): each resource is noted with those patients."""
         named = [f"{record.res_type}/{res_id}" for res_id in record.res_ids] if record.res_type else []
         for reference in named + record.resources:
             self.patients.setdefault(reference, []).extend(record.patients)

@@ -6,7 +6,8 @@ Nothing can see the difference: before any statement other than the write path's
 id, writing resource and version rows, checking and removing a resource's claims and index rows) the
 held rows are written, and at the latest when the transaction commits; a rollback drops them. The rows
 live in the connection's `info` for the length of one transaction, and only on engines where `install`
-put these hooks (elsewhere the repository writes them at once).
+put these hooks (elsewhere the repository writes them at once). Savepoints are not supported: nothing
+uses them; rows held before a savepoint rolled back to would be written all the same.
 """
 
 from __future__ import annotations
@@ -29,16 +30,21 @@ _QUIET: WeakKeyDictionary[Engine, frozenset[int]] = WeakKeyDictionary()
 class PendingRows:
     index: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
     claims: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (type, system, value)
+    rids: set[int] = field(
+        default_factory=set
+    )  # resources with rows held (a replacement of others costs nothing)
 
     def __bool__(self) -> bool:
         return bool(self.index or self.claims)
 
     def add_index(self, table: Table, rows: list[dict[str, Any]]) -> None:
         self.index.setdefault(table, []).extend(rows)
+        self.rids.update(row["rid"] for row in rows)
 
     def add_claims(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
             self.claims[(row["res_type"], row["system"], row["value"])] = row
+            self.rids.add(row["rid"])
 
     def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
         row = self.claims.get((res_type, system, value))
@@ -46,17 +52,22 @@ class PendingRows:
 
     def drop_index(self, rid: int) -> None:
         """Forget the index rows held for a resource whose index rows are being replaced."""
+        if rid not in self.rids:
+            return
         for table, rows in self.index.items():
             self.index[table] = [row for row in rows if row["rid"] != rid]
 
     def drop_claims(self, rid: int) -> None:
         """Forget the claims held for a resource whose claims are being replaced."""
+        if rid not in self.rids:
+            return
         self.claims = {key: row for key, row in self.claims.items() if row["rid"] != rid}
 
 
 def held(connection: Connection) -> PendingRows | None:
-    """The rows held back in this connection's transaction; None where the engine writes them at once."""
-    if connection.engine not in _QUIET:
+    """The rows held back in this connection's transaction; None where they are written at once: on an
+    engine without the hooks, or outside a transaction (no commit would write them)."""
+    if connection.engine not in _QUIET or not connection.in_transaction():
         return None
     rows: PendingRows | None = connection.info.get(KEY)
     if rows is None:
@@ -69,8 +80,8 @@ def write(connection: Connection) -> None:
     rows: PendingRows | None = connection.info.pop(KEY, None)
     if not rows:
         return
-    if rows.claims:
-        connection.execute(insert(CLAIMS), list(rows.claims.values()))
+    if rows.claims:  # in key order, as every transaction takes them: no two wait on each other crosswise
+        connection.execute(insert(CLAIMS), [rows.claims[key] for key in sorted(rows.claims)])
     for table, batch in rows.index.items():
         if batch:
             connection.execute(insert(table), batch)
@@ -93,4 +104,6 @@ def _before_execute(connection: Connection, statement: object, *_: Any) -> None:
 
 
 def _drop(connection: Connection) -> None:
+    if connection.invalidated:  # lost with its database connection (reading `info` would raise)
+        return
     connection.info.pop(KEY, None)

@@ -232,33 +232,41 @@ def test_a_rolled_back_transaction_is_audited(
     assert writes[0]["outcomeDesc"] == f"{response.status_code} rolled back"
 
 
-def test_a_transaction_is_one_audit_event_per_interaction_naming_every_resource(
+def test_a_transaction_is_one_audit_event_per_interaction_and_patient(
     audited: Services, client: TestClient, worker: RegisteredClient
 ) -> None:
     headers = bearer(worker.token(client, "system/*.cruds"))
-    task = {
-        "resourceType": "Task",
-        "status": "requested",
-        "intent": "order",
-        "for": {"reference": "Patient/p7"},
-    }
+
+    def task(patient: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "for": {"reference": patient},
+        }
+
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
             {"request": {"method": "PUT", "url": "Patient/p7"}, "resource": {**PATIENT, "id": "p7"}},
-            {"request": {"method": "POST", "url": "Task"}, "resource": task},
-            {"request": {"method": "POST", "url": "Task"}, "resource": task},
+            {"request": {"method": "PUT", "url": "Patient/p8"}, "resource": {**PATIENT, "id": "p8"}},
+            {"request": {"method": "POST", "url": "Task"}, "resource": task("Patient/p7")},
+            {"request": {"method": "POST", "url": "Task"}, "resource": task("Patient/p7")},
+            {"request": {"method": "POST", "url": "Task"}, "resource": task("Patient/p8")},
         ],
     }
     response = client.post("/fhir", json=bundle, headers=headers)
     assert response.status_code == 200, response.text
-    tasks = [e["response"]["location"].split("/")[1] for e in response.json()["entry"][1:]]
+    tasks = [e["response"]["location"].split("/")[1] for e in response.json()["entry"][2:]]
     log = _log(audited, client, "patient=Patient/p7")
     assert sorted((_subtype(e), e["action"]) for e in log) == [("create", "C"), ("update", "C")]
     created = next(e for e in log if _subtype(e) == "create")
     whats = [entity["what"]["reference"] for entity in created["entity"]]
-    assert whats == ["Patient/p7", *(f"Task/{task_id}" for task_id in tasks)]
+    assert whats == ["Patient/p7", f"Task/{tasks[0]}", f"Task/{tasks[1]}"], "one event, p7's resources only"
+    other = _log(audited, client, "patient=Patient/p8")
+    assert sorted(_subtype(e) for e in other) == ["create", "update"]
+    assert all("Patient/p7" not in str(e["entity"]) for e in other), "another patient's event is its own"
     for task_id in tasks:  # each resource's own access log still finds it
         assert [_subtype(e) for e in _log(audited, client, f"entity=Task/{task_id}")] == ["create"]
 
