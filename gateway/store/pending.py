@@ -30,9 +30,8 @@ _QUIET: WeakKeyDictionary[Engine, frozenset[int]] = WeakKeyDictionary()
 class PendingRows:
     index: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
     claims: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (type, system, value)
-    rids: set[int] = field(
-        default_factory=set
-    )  # resources with rows held (a replacement of others costs nothing)
+    # The resources with rows held: replacing the rows of any other resource has nothing to drop here.
+    rids: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.index or self.claims)
