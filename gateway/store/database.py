@@ -32,7 +32,11 @@ def make_engine(url: str, schema: str = "") -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    connect_args: dict[str, Any] = {}
+    # No server-side prepared statements: psycopg prepares a statement after its 5th use, and PostgreSQL
+    # then may plan it generically; the write path's row lookup by (type, id) went from ~0.5 ms to 1-4 ms
+    # a call, growing with the store (bench/adapters_devices.py, docs/performance.md). The multi-row
+    # INSERTs vary in shape and would churn psycopg's cache of prepared statements anyway.
+    connect_args: dict[str, Any] = {"prepare_threshold": None}
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
     engine = create_engine(
