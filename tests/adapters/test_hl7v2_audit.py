@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +17,13 @@ import pytest
 
 from gateway.adapters import quarantine
 from gateway.adapters.hl7v2.ack import read_ack
-from gateway.adapters.hl7v2.mllp import frame
 from gateway.security import store
 from gateway.security.scopes import ADAPTER_HL7V2
 from tests.adapters.test_adapter_identity import entities, events, writers
 from tests.adapters.test_device_register import row_of
+from tests.adapters.test_hl7v2_cli import await_listener, free_port
 from tests.adapters.test_hl7v2_messages import adt
-from tests.adapters.test_hl7v2_mllp import HOSPITAL_CLIENT, HOSPITAL_HSA
+from tests.adapters.test_hl7v2_mllp import HOSPITAL_CLIENT, HOSPITAL_HSA, exchange
 from tests.conftest import Database
 
 GATEWAY = Path(sys.executable).with_name("gateway")
@@ -151,30 +149,14 @@ def test_load_stores_its_audit_records_before_it_returns(clean: Database, tmp_pa
 
 
 def test_mllp_stores_its_audit_records_when_terminated(clean: Database) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [str(GATEWAY), "mllp", "--host", "127.0.0.1", "--port", str(port), "--no-upgrade"]
     process = subprocess.Popen(
         command, env=environment(clean), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.1)
-        with sock:
-            answers = []
-            for message in (adt("A01", "H1"), DISCHARGE):
-                sock.sendall(frame(message))
-                answer = b""
-                while not answer.endswith(b"\x1c\r"):
-                    answer += sock.recv(65536)
-                answers.append(read_ack(answer[1:-2])[0])
+        await_listener(port, process)
+        answers = [read_ack(ack)[0] for ack in exchange(port, [adt("A01", "H1"), DISCHARGE])]
         assert answers == ["AA", "AA"]
         process.send_signal(signal.SIGTERM)
         _, log = process.communicate(timeout=30)

@@ -14,13 +14,12 @@ from typer.testing import CliRunner
 
 from gateway.adapters import quarantine
 from gateway.adapters.hl7v2.ack import read_ack
-from gateway.adapters.hl7v2.mllp import frame
 from gateway.cli import app
 from gateway.security.scopes import ADAPTER_HL7V2
 from gateway.services import Services
 from gateway.store.tables import Resource
 from tests.adapters.test_hl7v2_messages import adt
-from tests.adapters.test_hl7v2_mllp import HOSPITAL_CLIENT, HOSPITAL_HSA, register
+from tests.adapters.test_hl7v2_mllp import HOSPITAL_CLIENT, HOSPITAL_HSA, exchange, register
 from tests.conftest import Database
 
 GATEWAY = Path(sys.executable).with_name("gateway")
@@ -52,10 +51,27 @@ def test_import_files_of_messages(tmp_path: Path, database: Database, services: 
     assert "HL7 ACK AE for message I3: " in replayed.output and "personnummer" in replayed.output
 
 
-def test_mllp_command_listens_and_answers(database: Database, services: Services) -> None:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def await_listener(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Wait until the listener `process` started accepts connections on `port` (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=20).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+
+
+def test_mllp_command_listens_and_answers(database: Database, services: Services) -> None:
+    port = free_port()
     register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2, "system/*.cruds"])
     env = {
         **os.environ,
@@ -71,20 +87,9 @@ def test_mllp_command_listens_and_answers(database: Database, services: Services
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.1)
-        with sock:
-            sock.sendall(frame(adt("A01", "S1")))
-            answer = b""
-            while not answer.endswith(b"\x1c\r"):
-                answer += sock.recv(65536)
-        assert read_ack(answer[1:-2])[:2] == ("AA", "S1")
+        await_listener(port, process)
+        [answer] = exchange(port, [adt("A01", "S1")])
+        assert read_ack(answer)[:2] == ("AA", "S1")
     finally:
         process.terminate()
         process.wait(10)
