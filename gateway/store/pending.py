@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, cast
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, Table, event, insert
+from sqlalchemy import Connection, Engine, Insert, Table, event, insert
 
 from gateway.store.tables import IdentifierClaim
 
@@ -80,10 +81,16 @@ def write(connection: Connection) -> None:
     if not rows:
         return
     if rows.claims:  # in key order, as every transaction takes them: no two wait on each other crosswise
-        connection.execute(insert(CLAIMS), [rows.claims[key] for key in sorted(rows.claims)])
+        connection.execute(_insert(CLAIMS), [rows.claims[key] for key in sorted(rows.claims)])
     for table, batch in rows.index.items():
         if batch:
-            connection.execute(insert(table), batch)
+            connection.execute(_insert(table), batch)
+
+
+@cache
+def _insert(table: Table) -> Insert:
+    """The INSERT of a table, built once (building and cache-keying it at every commit costs)."""
+    return insert(table)
 
 
 def install(engine: Engine, quiet: Iterable[object]) -> None:
