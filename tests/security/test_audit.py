@@ -5,7 +5,6 @@ writes are audited."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,16 +28,13 @@ def _build(database: Database, **overrides: Any) -> Services:
 
 
 @pytest.fixture
-def audited(database: Database) -> Iterator[Services]:
-    services = _build(database)
-    yield services
-    services.close()
+def audited(audited_services: Services) -> Services:
+    return audited_services
 
 
 @pytest.fixture
-def client(audited: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(audited.settings, services=audited)) as test_client:
-        yield test_client
+def client(audited_client: TestClient) -> TestClient:
+    return audited_client
 
 
 @pytest.fixture
