@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -70,6 +70,22 @@ class UnitOfWork:
     reaction_depth: int = 0
     # The write path's access policy, for rules that must read only what the writing client may see.
     policy: AccessPolicy | None = field(default=None, compare=False, repr=False)
+    # Current rows read ahead and locked for writes to come (a transaction's PUTs, in one query); None
+    # where none is stored. Each is taken once, and dropped when this unit of work writes the resource.
+    read_ahead: dict[tuple[str, str], Stored | None] = field(default_factory=dict, repr=False)
+
+    def read_ahead_for_write(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Read the current rows of resources about to be written, locked, in one query."""
+        wanted = [key for key in keys if key not in self.read_ahead]
+        found = self.repository.current_of(wanted, lock=True)
+        self.read_ahead |= {key: found.get(key) for key in wanted}
+
+    def current_for_write(self, res_type: str, res_id: str) -> Stored | None:
+        """The current row of a resource about to be written, locked: as read ahead, or read now."""
+        key = (res_type, res_id)
+        if key in self.read_ahead:
+            return self.read_ahead.pop(key)
+        return self.repository.current(res_type, res_id, lock=True)
 
     @property
     def repository(self) -> Repository:
@@ -214,6 +230,7 @@ class WritePath:
                 repository.replace_claims(stored.rid, resource["resourceType"], identifiers, fresh)
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
+        uow.read_ahead.pop((stored.res_type, stored.res_id), None)
         uow.changes.append(Change(stored.res_type, stored.res_id, stored.version_id, method))
         return stored
 
@@ -281,7 +298,7 @@ class WritePath:
     ) -> WriteResult:
         self._not_audit(res_type)
         resource = validate(resource, res_type, res_id)
-        current = uow.repository.current(res_type, res_id, lock=True)
+        current = uow.current_for_write(res_type, res_id)
         if if_match is not None and (current is None or current.version_id != if_match):
             have = f"version {current.version_id}" if current else "no version"
             raise precondition_failed(
@@ -347,7 +364,7 @@ class WritePath:
     def delete(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored | None:
         """Delete as a versioned tombstone; deleting what is absent or already deleted is a no-op."""
         self._not_audit(res_type)
-        current = uow.repository.current(res_type, res_id, lock=True)
+        current = uow.current_for_write(res_type, res_id)
         if current is None or current.deleted:
             return None
         self._rules(uow, "delete", current.json(), current.json())
@@ -361,6 +378,7 @@ class WritePath:
             uow.repository.replace_claims(stored.rid, res_type, [])
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
+        uow.read_ahead.pop((res_type, res_id), None)
         uow.changes.append(Change(res_type, res_id, stored.version_id, "DELETE"))
         self._audit(uow, "delete", stored, 200, current.json())
         self._react(uow, stored, current.json())

@@ -112,12 +112,10 @@ def by_id(uow: UnitOfWork, res_type: str, res_id: str) -> Found | None:
     return found(uow.repository.current(res_type, res_id))
 
 
-def holders(
-    uow: UnitOfWork, res_type: str, identifiers: list[tuple[str, str]]
-) -> dict[tuple[str, str], Found]:
-    """The resource of `res_type` holding each identifier (system, value): identifiers are unique per
-    type, so this is what `identifier=system|value` finds, for many identifiers in one query per system."""
-    held = {key: found(stored) for key, stored in uow.repository.held_by(res_type, identifiers).items()}
+def holders(uow: UnitOfWork, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], Found]:
+    """The resource holding each identifier (type, system, value): identifiers are unique per type, so
+    this is what `Type?identifier=system|value` finds, for any number of identifiers in one query."""
+    held = {key: found(stored) for key, stored in uow.repository.held_by(keys).items()}
     return {key: holder for key, holder in held.items() if holder is not None}
 
 

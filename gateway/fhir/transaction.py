@@ -241,6 +241,9 @@ def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry]) -> list[J
         if e.full_url and target and e.method not in ("GET", "HEAD"):
             plan.ids[e.full_url] = f"{e.res_type}/{target}"
     _check_overlap(entries, plan)
+    uow.read_ahead_for_write(
+        (e.res_type, e.res_id or plan.targets[e.index]) for e in entries if e.method == "PUT"
+    )
     for e in ordered:
         if e.method != "DELETE":
             responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan))

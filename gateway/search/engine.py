@@ -103,7 +103,7 @@ class Searcher:
         system, value = split_token(pairs[0][1])
         if not system or not value or len(system) > CLAIM_LENGTH or len(value) > CLAIM_LENGTH:
             return None
-        return list(Repository(connection).held_by(res_type, [(system, value)]).values())
+        return list(Repository(connection).held_by([(res_type, system, value)]).values())
 
     # -- _include and _revinclude -------------------------------------------------------------------
 

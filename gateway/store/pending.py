@@ -1,7 +1,8 @@
-"""Index rows and identifier claims held back until the transaction next reads, or commits.
+"""Version rows, index rows and identifier claims held back until the transaction next reads, or commits.
 
-A transaction that writes eight resources would otherwise send one INSERT per index table per resource
-(~25 statements, each a round trip on PostgreSQL); held back, it sends one multi-row INSERT per table.
+A transaction that writes eight resources would otherwise send one INSERT per index table per resource and
+one per version row (~33 statements, each a round trip on PostgreSQL); held back, it sends one multi-row
+INSERT per table.
 Nothing can see the difference: before any statement other than the write path's own (reading a row by
 id, writing resource and version rows, checking and removing a resource's claims and index rows) the
 held rows are written, and at the latest when the transaction commits; a rollback drops them. The rows
@@ -20,22 +21,27 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, Insert, Table, event, insert
 
-from gateway.store.tables import IdentifierClaim
+from gateway.store.tables import IdentifierClaim, ResourceVersion
 
 KEY = "gateway_pending_rows"
 CLAIMS = cast(Table, IdentifierClaim.__table__)
+VERSIONS = cast(Table, ResourceVersion.__table__)
 _QUIET: WeakKeyDictionary[Engine, frozenset[int]] = WeakKeyDictionary()
 
 
 @dataclass
 class PendingRows:
+    versions: list[dict[str, Any]] = field(default_factory=list)
     index: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
     claims: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (type, system, value)
     # The resources with rows held: replacing the rows of any other resource has nothing to drop here.
     rids: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.index or self.claims)
+        return bool(self.versions or self.index or self.claims)
+
+    def add_version(self, row: dict[str, Any]) -> None:
+        self.versions.append(row)
 
     def add_index(self, table: Table, rows: list[dict[str, Any]]) -> None:
         self.index.setdefault(table, []).extend(rows)
@@ -76,12 +82,15 @@ def held(connection: Connection) -> PendingRows | None:
 
 
 def write(connection: Connection) -> None:
-    """Write what is held, one multi-row INSERT per table (claims first: a taken identifier fails first)."""
+    """Write what is held, one multi-row INSERT per table (claims first: a taken identifier fails first;
+    then the versions, in the order written: their sequence numbers order history)."""
     rows: PendingRows | None = connection.info.pop(KEY, None)
     if not rows:
         return
     if rows.claims:  # in key order, as every transaction takes them: no two wait on each other crosswise
         connection.execute(_insert(CLAIMS), [rows.claims[key] for key in sorted(rows.claims)])
+    if rows.versions:
+        connection.execute(_insert(VERSIONS), rows.versions)
     for table, batch in rows.index.items():
         if batch:
             connection.execute(_insert(table), batch)
@@ -94,8 +103,9 @@ def _insert(table: Table) -> Insert:
 
 
 def install(engine: Engine, quiet: Iterable[object]) -> None:
-    """Hold index rows and claims back on this engine: written before any statement not in `quiet`
-    (statements that read neither index rows nor claims), and before commit; dropped on rollback."""
+    """Hold version rows, index rows and claims back on this engine: written before any statement not in
+    `quiet` (statements that read no version rows, index rows or claims), and before commit; dropped on
+    rollback."""
     if engine in _QUIET:
         return
     _QUIET[engine] = frozenset(id(statement) for statement in quiet)

@@ -54,16 +54,20 @@ _UPDATE_CURRENT = (
     )
 )
 _CURRENT_MANY = select(R).where(R.c.rid.in_(bindparam("rids", expanding=True)))
+# Many (type, id) keys in one query: every type asked × every id asked, which the unique (type, id) index
+# answers key by key (a row-value IN list would scan it on SQLite); rows of keys not asked are dropped.
 _CURRENT_OF = select(R).where(
-    R.c.res_type == bindparam("res_type"), R.c.res_id.in_(bindparam("ids", expanding=True))
+    R.c.res_type.in_(bindparam("types", expanding=True)), R.c.res_id.in_(bindparam("ids", expanding=True))
 )
-# The current rows holding identifiers of one type and system, with the identifier: one query, claim and row.
+_CURRENT_OF_LOCKED = _CURRENT_OF.with_for_update()
+# The current rows holding identifiers, with the identifier: claim and row in one query, for every type,
+# system and value asked (the claims' primary key answers each combination; those not asked are dropped).
 _HELD_BY = (
-    select(CLAIM.c.value, *R.c)
+    select(CLAIM.c.system.label("claim_system"), CLAIM.c.value.label("claim_value"), *R.c)
     .join(R, R.c.rid == CLAIM.c.rid)
     .where(
-        CLAIM.c.res_type == bindparam("res_type"),
-        CLAIM.c.system == bindparam("system"),
+        CLAIM.c.res_type.in_(bindparam("types", expanding=True)),
+        CLAIM.c.system.in_(bindparam("systems", expanding=True)),
         CLAIM.c.value.in_(bindparam("values", expanding=True)),
     )
 )
@@ -80,11 +84,14 @@ _DELETE_INDEX = {
 }
 
 
-# Statements that read neither index rows nor claims (claims held back are looked up beside _CLAIMED_BY):
+# Statements that read no version rows, index rows or claims (claims held back are looked up beside
+# _CLAIMED_BY):
 # held-back rows need not be written before them.
 QUIET = (
     _CURRENT,
     _CURRENT_LOCKED,
+    _CURRENT_OF,
+    _CURRENT_OF_LOCKED,
     _INSERT_VERSION,
     _INSERT_CURRENT,
     _UPDATE_CURRENT,
@@ -95,7 +102,8 @@ QUIET = (
 
 
 def hold_index_writes(engine: Engine) -> None:
-    """Index rows and claims of this engine's write transactions are held back and written together."""
+    """Version rows, index rows and claims of this engine's write transactions are held back and written
+    together."""
     pending.install(engine, QUIET)
 
 
@@ -161,8 +169,10 @@ class Repository:
         now: datetime,
         deleted: bool = False,
     ) -> Stored:
-        """Store a new version (the next after `previous`). A concurrent writer of the same version makes
-        the unique constraint on resource_version fail, which the caller turns into a retry or a 412."""
+        """Store a new version (the next after `previous`). A concurrent writer of the same version is
+        caught on the current row (the UPDATE replaces only the version it read: StaleVersion; the INSERT
+        of a new resource meets the unique type and id), and again by the unique constraint on
+        resource_version when the held-back version rows are written; the caller re-runs or answers 412."""
         version_id = previous.version_id + 1 if previous else 1
         content = dumps(resource)
         values = {
@@ -173,7 +183,11 @@ class Repository:
             "deleted": deleted,
             "content": content,
         }
-        self.connection.execute(_INSERT_VERSION, values | {"method": method})
+        waiting = pending.held(self.connection)
+        if waiting is not None:
+            waiting.add_version(values | {"method": method})
+        else:
+            self.connection.execute(_INSERT_VERSION, values | {"method": method})
         if previous is None:
             rid = self.connection.execute(_INSERT_CURRENT, values).scalar_one()
         else:
@@ -224,32 +238,33 @@ class Repository:
         elif rows:
             self.connection.execute(_INSERT_CLAIMS, rows)
 
-    def current_of(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
-        """Current versions of many (type, id) keys, one query per type (`res_type = ? AND res_id IN …`,
-        which the (res_type, res_id) index answers); absent ones are left out."""
-        by_type: dict[str, set[str]] = {}
-        for res_type, res_id in keys:
-            by_type.setdefault(res_type, set()).add(res_id)
-        found: dict[tuple[str, str], Stored] = {}
-        for res_type, ids in sorted(by_type.items()):
-            rows = self.connection.execute(_CURRENT_OF, {"res_type": res_type, "ids": sorted(ids)})
-            found |= {(row.res_type, row.res_id): _stored(row) for row in rows}
-        return found
+    def current_of(
+        self, keys: Iterable[tuple[str, str]], lock: bool = False
+    ) -> dict[tuple[str, str], Stored]:
+        """Current versions of many (type, id) keys in one query; absent ones are left out. `lock` holds
+        the rows found as `current` does (PostgreSQL; also a row of an asked type and an asked id that
+        was not asked as a pair, which is rare: ids are UUIDs or made from the type's own source key)."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        types, ids = sorted({key[0] for key in wanted}), sorted({key[1] for key in wanted})
+        rows = self.connection.execute(
+            _CURRENT_OF_LOCKED if lock else _CURRENT_OF, {"types": types, "ids": ids}
+        )
+        found = {(row.res_type, row.res_id): _stored(row) for row in rows}
+        return {key: stored for key, stored in found.items() if key in wanted}
 
-    def held_by(self, res_type: str, identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
-        """The current version of the resource holding each identifier (system, value) of this type: one
-        query per system (`res_type = ? AND system = ? AND value IN …`, answered by the claims' primary
-        key, joined to the resource row)."""
-        by_system: dict[str, set[str]] = {}
-        for system, value in identifiers:
-            by_system.setdefault(system, set()).add(value)
-        holders: dict[tuple[str, str], Stored] = {}
-        for system, values in sorted(by_system.items()):
-            rows = self.connection.execute(
-                _HELD_BY, {"res_type": res_type, "system": system, "values": sorted(values)}
-            )
-            holders |= {(system, row.value): _stored(row) for row in rows}
-        return holders
+    def held_by(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], Stored]:
+        """The current version of the resource holding each identifier, by (type, system, value): one
+        query for them all, answered by the claims' primary key and joined to the resource row. It
+        probes every type × system × value asked: keys of many values are best asked type by type."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        types, systems, values = (sorted({key[i] for key in wanted}) for i in range(3))
+        rows = self.connection.execute(_HELD_BY, {"types": types, "systems": systems, "values": values})
+        found = {(row.res_type, row.claim_system, row.claim_value): _stored(row) for row in rows}
+        return {key: stored for key, stored in found.items() if key in wanted}
 
     def claims_in(self, res_type: str, system: str) -> list[tuple[int, str]]:
         """(rid, value) of every identifier of this type in `system`: what holds identifiers there."""

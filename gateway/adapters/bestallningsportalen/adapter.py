@@ -18,9 +18,9 @@ from gateway.adapters.intake import (
     AdapterClient,
     Rejection,
     batch_response,
-    by_id,
     entry,
     explain,
+    found,
     holders,
     identifier_search,
     reject,
@@ -80,49 +80,57 @@ def _visible(svc: Services, context: RequestContext, order: Json, held: to_fhir.
 
 
 def _held(uow: UnitOfWork, order: Json) -> to_fhir.Known:
-    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
-    first = _first_written(order, oid).split("/")
+    """The order's own resources (deterministic ids) as stored, in one query."""
     held = to_fhir.Known()
-    for res_type, res_id in (("Provenance", oid), ("Binary", f"{oid}-v{version}"), (first[0], first[1])):
-        found = by_id(uow, res_type, res_id)
-        if found:
-            held.by_id[f"{res_type}/{res_id}"] = found
+    for (res_type, res_id), stored in uow.repository.current_of(_own_ids(order)).items():
+        if (holder := found(stored)) is not None:
+            held.by_id[f"{res_type}/{res_id}"] = holder
     return held
 
 
-def _known(svc: Services, uow: UnitOfWork, order: Json, held: to_fhir.Known) -> to_fhir.Known:
-    """Everything the order touches that the gateway already holds (`held`: what `_held` read)."""
-    oid = to_fhir.order_id(order)
-    known = to_fhir.Known(by_id=dict(held.by_id))
-    patient = to_fhir.patient_identifier(order)
-    known.patient = holders(uow, "Patient", [patient]).get(patient)
-    known.organizations = _held_by(uow, "Organization", m.HSA, list(to_fhir.units(order)))
-    hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
-    known.practitioners = _held_by(uow, "Practitioner", m.HSA, hsaids)
-    roles = [f"{person['hsaid']}@{person['enhet_hsaid']}" for person in to_fhir.people(order)]
-    known.roles = _held_by(uow, "PractitionerRole", m.PRACTITIONER_ROLE, roles)
-    devices = to_fhir.unit_refs(order)
-    known.devices = holders(uow, "Device", devices) if devices else {}
-    for res_type, res_id in (
+def _own_ids(order: Json) -> list[tuple[str, str]]:
+    """(type, id) of the order's own resources other than its lines: its Provenance, this version's
+    Binary, the first resource it writes, its Tasks, follow-up plan and self-care assessment."""
+    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
+    first = _first_written(order, oid).split("/")
+    return [
+        ("Provenance", oid),
+        ("Binary", f"{oid}-v{version}"),
+        (first[0], first[1]),
         ("Task", f"{oid}-confirm"),
         ("Task", f"{oid}-task"),
         ("CarePlan", f"{oid}-followup"),
         ("Observation", f"{oid}-selfcare"),
-    ):
-        found = by_id(uow, res_type, res_id)
-        if found:
-            known.by_id[f"{res_type}/{res_id}"] = found
-    group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
-    for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
-        known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
-        known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
+    ]
+
+
+def _known(svc: Services, uow: UnitOfWork, order: Json, held: to_fhir.Known) -> to_fhir.Known:
+    """Everything the order touches that the gateway already holds (`held`: what `_held` read): the
+    master data it names, in one query, and the lines of an earlier version of the order."""
+    known = to_fhir.Known(by_id=dict(held.by_id))
+    patient = ("Patient", *to_fhir.patient_identifier(order))
+    units = [("Organization", m.HSA, hsaid) for hsaid in to_fhir.units(order)]
+    hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
+    practitioners = [("Practitioner", m.HSA, hsaid) for hsaid in hsaids]
+    roles = [
+        ("PractitionerRole", m.PRACTITIONER_ROLE, f"{person['hsaid']}@{person['enhet_hsaid']}")
+        for person in to_fhir.people(order)
+    ]
+    devices = [("Device", system, value) for system, value in to_fhir.unit_refs(order)]
+    held_by = holders(uow, [patient, *units, *practitioners, *roles, *devices])
+    known.patient = held_by.get(patient)
+    known.organizations = {key[2]: held_by[key] for key in units if key in held_by}
+    known.practitioners = {key[2]: held_by[key] for key in practitioners if key in held_by}
+    known.roles = {key[2]: held_by[key] for key in roles if key in held_by}
+    known.devices = {key[1:]: held_by[key] for key in devices if key in held_by}
+    if f"Provenance/{to_fhir.order_id(order)}" in held.by_id:
+        # An earlier version is stored (every version writes the Provenance): its lines, to revoke the
+        # ones this version no longer has. A new order has none.
+        group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
+        for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
+            known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
+            known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
     return known
-
-
-def _held_by(uow: UnitOfWork, res_type: str, system: str, values: list[str]) -> dict[str, Found]:
-    """The resources of `res_type` holding the identifiers `system|value`, by value, in the order given."""
-    held = holders(uow, res_type, [(system, value) for value in values])
-    return {value: held[(system, value)] for value in values if (system, value) in held}
 
 
 def _stored_version(known: to_fhir.Known, oid: str) -> int | None:

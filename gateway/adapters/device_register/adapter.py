@@ -91,11 +91,12 @@ def _known(svc: Services, uow: UnitOfWork, rows: list[Json]) -> list[to_fhir.Kno
     the order line it was delivered for, and its own resources by id. Each kind is read for all the
     rows at once (a few queries a chunk, not a few a row)."""
     repository = uow.repository
-    units = holders(uow, "Device", [to_fhir.unit_key(row) for row in rows])
-    owners = holders(uow, "Organization", [(m.HSA, row["agare_hsaid"]) for row in rows])
+    # One query per kind: a single one would probe every type × system × value asked, here ~100 each.
     persons = [to_fhir.patient_identifier(row) for row in rows]
-    patients = holders(uow, "Patient", [person for person in persons if person])
-    devices = [units.get(to_fhir.unit_key(row)) for row in rows]
+    held_by = holders(uow, [("Device", *to_fhir.unit_key(row)) for row in rows])
+    held_by |= holders(uow, [("Organization", m.HSA, row["agare_hsaid"]) for row in rows])
+    held_by |= holders(uow, [("Patient", *person) for person in persons if person])
+    devices = [held_by.get(("Device", *to_fhir.unit_key(row))) for row in rows]
     references = sorted({f"Device/{device.res_id}" for device in devices if device})
     uses = _grouped(svc, uow, "DeviceUseStatement", "device", references, "device")
     tasks = _grouped(svc, uow, "Task", "focus", references, "focus", _RETURN_TASK)
@@ -106,8 +107,8 @@ def _known(svc: Services, uow: UnitOfWork, rows: list[Json]) -> list[to_fhir.Kno
             if (f := found(stored)) is not None}  # fmt: skip
     knowns = []
     for (row, ids), device, person in zip(own, devices, persons, strict=True):
-        known = to_fhir.Known(device=device, owner=owners.get((m.HSA, row["agare_hsaid"])))
-        known.patient = patients.get(person) if person else None
+        known = to_fhir.Known(device=device, owner=held_by.get(("Organization", m.HSA, row["agare_hsaid"])))
+        known.patient = held_by.get(("Patient", *person)) if person else None
         if device:
             reference = f"Device/{device.res_id}"
             known.uses = [u for u in uses.get(reference, []) if u.resource.get("status") == "active"]
