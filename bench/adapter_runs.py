@@ -1,34 +1,59 @@
 """What the adapter benchmarks share: a fresh database (a SQLite file, or a fresh schema on the
-PostgreSQL server at DATABASE_URL), posting batches through the REST entrance (in-process ASGI), timing
-each run, and the peak RSS. Each benchmark ends with one `RESULT {json}` line that bench/run.py reads."""
+PostgreSQL server at DATABASE_URL), posting batches through the REST entrance of a real `gateway serve`
+(BENCH_WORKERS worker processes, default 2) from BENCH_ADAPTER_CLIENTS concurrent HTTP clients (default
+2), timing each run, and the peak RSS. Each benchmark ends with one `RESULT {json}` line that
+bench/run.py reads."""
 
 from __future__ import annotations
 
 import json
 import os
 import resource
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from fastapi.testclient import TestClient
+import httpx
 from sqlalchemy import Engine, create_engine, text
 
-from gateway.app import create_app
+from bench.serving import free_port, wait_ready, worker_peak_rss
 from gateway.config import Settings
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import make_engine
 
-Run = Callable[[], tuple[float, int]]  # → (seconds, inputs rejected)
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+CLIENTS = int(os.environ.get("BENCH_ADAPTER_CLIENTS", "2"))
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    rejected: int  # inputs not answered 200/201
+    peak_rss_mib: float  # of the process(es) that did the work
+
+
+Run = Callable[[], Measured]
+
+
+def own_peak_rss() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass
 class Bench:
     svc: Services
     engine: Engine
+    url: str
+    schema: str
 
     @classmethod
     @contextmanager
@@ -44,25 +69,34 @@ class Bench:
         try:
             migrate.upgrade(engine)
             settings = Settings(database_url=url, database_schema=schema, auth=False)
-            yield cls(Services.build(settings, engine=engine), engine)
+            yield cls(Services.build(settings, engine=engine), engine, url, schema)
         finally:
             engine.dispose()
             if schema:
                 with create_engine(url).begin() as connection:
                     connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
-    def post(self, path: str, bodies: Iterable[str], content_type: str) -> tuple[float, int]:
-        """POST each body to the adapter entrance; seconds taken and entries not answered 200/201."""
-        rejected = 0
-        with TestClient(create_app(self.svc.settings, services=self.svc)) as client:
+    def post(self, path: str, bodies: Iterable[str], content_type: str) -> Measured:
+        """POST each body to the adapter entrance of a `gateway serve` started for this run, from CLIENTS
+        concurrent clients. Timed from the first request until the server has stopped, which it does
+        only when every AuditEvent it queued is stored: they are part of each input's cost."""
+        port = free_port()
+        env = dict(os.environ, DATABASE_URL=self.url, DATABASE_SCHEMA=self.schema, GATEWAY_AUTH="off")
+        command = [GATEWAY, "serve", "--port", str(port), "--workers", str(WORKERS), "--no-upgrade"]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(f"{base}/readyz", server)
             started = time.perf_counter()
-            for body in bodies:
-                answer = client.post(path, content=body.encode(), headers={"Content-Type": content_type})
-                answer.raise_for_status()
-                entries = answer.json()["entry"]
-                rejected += sum(1 for e in entries if e["response"]["status"][:3] not in ("200", "201"))
-            self.flush()
-            return time.perf_counter() - started, rejected
+            rejected = _post_all(f"{base}{path}", iter(bodies), content_type)
+            peak = max(worker_peak_rss(server.pid), default=0.0)
+            server.terminate()
+            server.wait(600)
+            return Measured(time.perf_counter() - started, rejected, peak)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
 
     def flush(self) -> None:
         """Wait for the audit writer: its records are part of each input's cost."""
@@ -74,13 +108,51 @@ class Bench:
         print(f"{count} {unit} on {database}", flush=True)
         results = {}
         for label, run in runs:
-            seconds, rejected = run()
-            results[label] = {"per_second": count / seconds, "seconds": seconds, "rejected": rejected}
+            measured = run()
+            results[label] = {
+                "per_second": count / measured.seconds,
+                "seconds": measured.seconds,
+                "rejected": measured.rejected,
+                "peak_rss_mib": round(measured.peak_rss_mib),
+            }
             print(
-                f"{label:18} {count / seconds:9.1f} {unit}/s  ({seconds:.1f} s, {rejected} rejected)",
+                f"{label:18} {count / measured.seconds:9.1f} {unit}/s  ({measured.seconds:.1f} s, "
+                f"{measured.rejected} rejected, peak RSS {measured.peak_rss_mib:.0f} MiB)",
                 flush=True,
             )
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"peak RSS {peak:.0f} MiB")
         summary = {"count": count, "unit": unit, "database": self.engine.dialect.name, "runs": results}
-        print("RESULT " + json.dumps(summary | {"peak_rss_mib": round(peak)}))
+        summary |= {"workers": WORKERS, "clients": CLIENTS}
+        print("RESULT " + json.dumps(summary))
+
+
+def _post_all(url: str, bodies: Iterator[str], content_type: str) -> int:
+    """Send every body from CLIENTS threads, each taking the next body when its answer is in; the
+    entries not answered 200 or 201."""
+    lock = threading.Lock()
+    rejected: list[int] = []
+    failures: list[BaseException] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=3600) as http:
+            while True:
+                with lock:
+                    body = next(bodies, None)
+                if body is None or failures:
+                    return
+                try:
+                    answer = http.post(url, content=body.encode(), headers={"Content-Type": content_type})
+                    answer.raise_for_status()
+                except httpx.HTTPError as error:
+                    failures.append(error)
+                    return
+                entries = answer.json()["entry"]
+                rejected.append(sum(1 for e in entries if e["response"]["status"][:3] not in ("200", "201")))
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return sum(rejected)

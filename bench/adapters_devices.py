@@ -1,6 +1,7 @@
 """Benchmark of the device register adapter: new and unchanged register rows per second for one CSV
-export, through the REST entrance (in-process ASGI, `--batch` rows a request, at most 10,000) and the CLI
-path (the file streamed as a full export), on DATABASE_URL (default: a fresh SQLite file), with peak RSS.
+export, through the REST entrance (a real `gateway serve`, bench/adapter_runs.py; `--batch` rows a
+request, at most 10,000) and the CLI path (the file streamed as a full export), on DATABASE_URL (default:
+a fresh SQLite file), with peak RSS.
 
     python -m bench.adapters_devices --rows 100000             # the issue's figures
     python -m bench.adapters_devices --rows 200 --batch 100    # a smoke run
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from bench.adapter_runs import Bench
+from bench.adapter_runs import Bench, Measured, own_peak_rss
 from bench.adapters_orders import person
 from gateway.adapters.device_register.cli import import_files
 
@@ -51,12 +52,14 @@ def csv_bodies(count: int, register: str, batch: int) -> Iterator[str]:
         yield "\n".join([HEADER, *lines]) + "\n"
 
 
-def cli(bench: Bench, path: Path) -> tuple[float, int]:
+def cli(bench: Bench, path: Path) -> Measured:
     started = time.perf_counter()
     with Progress(disable=True) as progress:
         tally = asyncio.run(import_files(bench.svc, [path], "full", progress))
     bench.flush()
-    return time.perf_counter() - started, tally["rejected"] + tally["rejected files"]
+    return Measured(
+        time.perf_counter() - started, tally["rejected"] + tally["rejected files"], own_peak_rss()
+    )
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Benchmark of the Beställningsportalen adapter: new and replayed (unchanged) orders per second, through
-the REST entrance (in-process ASGI, batches of `--batch` orders) and the CLI path (a streamed JSON Lines
-file), on the database at DATABASE_URL (default: a fresh SQLite file), with the peak RSS.
+the REST entrance (a real `gateway serve`, see bench/adapter_runs.py; batches of `--batch` orders) and
+the CLI path (a streamed JSON Lines file), on the database at DATABASE_URL (default: a fresh SQLite
+file), with the peak RSS.
 
     python -m bench.adapters_orders --orders 10000            # the issue's figures
     python -m bench.adapters_orders --orders 50 --batch 25    # a smoke run
@@ -22,7 +23,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from bench.adapter_runs import Bench
+from bench.adapter_runs import Bench, Measured, own_peak_rss
 from gateway.adapters.bestallningsportalen.cli import import_files
 from gateway.adapters.mapping import luhn_digit
 
@@ -61,12 +62,12 @@ def ndjson(items: list[dict[str, Any]], batch: int) -> Iterator[str]:
         yield "\n".join(json.dumps(order) for order in items[i : i + batch])
 
 
-def cli(bench: Bench, path: Path) -> tuple[float, int]:
+def cli(bench: Bench, path: Path) -> Measured:
     started = time.perf_counter()
     with Progress(disable=True) as progress:
         tally = asyncio.run(import_files(bench.svc, [path], progress))
     bench.flush()
-    return time.perf_counter() - started, tally["rejected"]
+    return Measured(time.perf_counter() - started, tally["rejected"], own_peak_rss())
 
 
 def main() -> None:

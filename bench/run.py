@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from bench.adapter_report import adapter_sections, mllp_section
 from bench.load import Request as LoadRequest
 from bench.load import Result, measure
 from bench.seed import ORGANIZATIONS, clear, seed
+from bench.serving import free_port, wait_ready, worker_rss
 from gateway.config import REPO_ROOT, Settings
 from gateway.model.types import dumps
 from gateway.security.cli import DEMO_CLIENT_ID, assertion, seed_demo
@@ -52,40 +52,6 @@ class Run:
     results: list[Result] = field(default_factory=list)
     secure: list[Result] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} never became ready")
-
-
-def worker_rss(pid: int) -> list[float]:
-    """Resident memory of the server's worker processes (its children), in MB."""
-    sizes = []
-    for child in Path("/proc").glob("[0-9]*"):
-        try:
-            status = (child / "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(pid):
-            sizes.append(int(fields["VmRSS"].split()[0]) / 1024)
-    return sizes
 
 
 def scenarios(patients: int) -> list[tuple[str, LoadRequest]]:
