@@ -85,8 +85,7 @@ _DELETE_INDEX = {
 
 
 # Statements that read no version rows, index rows or claims (claims held back are looked up beside
-# _CLAIMED_BY):
-# held-back rows need not be written before them.
+# _CLAIMED_BY): held-back rows need not be written before them.
 QUIET = (
     _CURRENT,
     _CURRENT_LOCKED,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
+from gateway.fhir.transaction import run_transaction
 from gateway.hooks import RequestContext
 from gateway.pipeline import UnitOfWork
 from gateway.services import Services
@@ -112,3 +113,65 @@ def test_a_rollback_leaves_no_held_rows_behind(services: Services) -> None:
     with services.engine.connect() as connection:
         values = connection.execute(select(IdentifierClaim.value).where(IdentifierClaim.system == SYSTEM))
         assert sorted(row[0] for row in values) == ["p4"]
+
+
+def test_a_transaction_reads_its_put_targets_in_one_query(services: Services) -> None:
+    ids = services.write_path.run(
+        CONTEXT, lambda uow: [services.write_path.create(uow, patient(n)).stored.res_id for n in (5, 6, 7)]
+    )
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if (
+            statement.startswith("SELECT")
+            and "FROM resource" in statement
+            and "identifier_claim" not in statement
+        ):
+            reads.append(statement)
+
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": patient(n) | {"id": res_id, "name": [{"family": f"Renamed{n}"}]},
+                "request": {"method": "PUT", "url": f"Patient/{res_id}"},
+            }
+            for n, res_id in zip((5, 6, 7), ids, strict=True)
+        ]
+        + [
+            {
+                "resource": patient(8) | {"id": "held-new"},
+                "request": {"method": "PUT", "url": "Patient/held-new"},
+            }
+        ],
+    }
+    event.listen(services.engine, "before_cursor_execute", count)
+    try:
+        response = run_transaction(services, CONTEXT, bundle)
+    finally:
+        event.remove(services.engine, "before_cursor_execute", count)
+    assert [entry["response"]["status"][:3] for entry in response["entry"]] == ["200", "200", "200", "201"]
+    assert len(reads) == 1, reads
+
+
+def test_a_row_read_ahead_is_taken_once_and_dropped_when_written(services: Services) -> None:
+    res_id = services.write_path.run(
+        CONTEXT, lambda uow: services.write_path.create(uow, patient(9)).stored.res_id
+    )
+
+    def work(uow: UnitOfWork) -> list[int]:
+        uow.read_ahead_for_write([("Patient", res_id), ("Patient", "held-later")])
+        versions = []
+        for family in ("First", "Second"):  # the second update must see the first one's version
+            body = patient(9) | {"id": res_id, "name": [{"family": family}]}
+            versions.append(services.write_path.update(uow, "Patient", res_id, body).stored.version_id)
+        # Read ahead as absent, then created by another step of the unit of work: the update that
+        # follows must find it, not the stale "absent".
+        services.write_path.create(uow, patient(10), new_id="held-later")
+        assert ("Patient", "held-later") not in uow.read_ahead
+        body = patient(10) | {"id": "held-later", "name": [{"family": "Later"}]}
+        versions.append(services.write_path.update(uow, "Patient", "held-later", body).stored.version_id)
+        return versions
+
+    assert services.write_path.run(CONTEXT, work) == [2, 3, 2]
