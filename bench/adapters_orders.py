@@ -7,8 +7,8 @@ file), with the peak RSS.
     python -m bench.adapters_orders --orders 50 --batch 25    # a smoke run
 
 Each order writes ~8 resources (Binary, Patient, DeviceRequest, Observation, CarePlan, Provenance, a Task
-for half of them, and the Organizations, Practitioners and roles the first time they are seen), and an
-AuditEvent per resource it touches. Figures go to docs/performance.md with the machine."""
+for half of them, and the Organizations, Practitioners and roles the first time they are seen), and its
+AuditEvents (one per interaction and patient). Figures go to docs/performance.md with the machine."""
 
 from __future__ import annotations
 
