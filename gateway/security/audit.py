@@ -35,6 +35,7 @@ from gateway.model.types import Json, dumps
 from gateway.search.dates import to_instant, utc_now
 from gateway.search.extract import Extractor
 from gateway.security import purpose
+from gateway.store.bulk import insert_all
 from gateway.store.database import WRITE_OPTION
 from gateway.store.repository import _INDEX_TABLES, R, V
 
@@ -283,7 +284,7 @@ class AuditQueue:
             )
         options = {WRITE_OPTION: True}
         with self.engine.connect().execution_options(**options) as connection, connection.begin():
-            connection.execute(insert(V), [row | {"method": "POST"} for row in rows])
+            insert_all(connection, V, [row | {"method": "POST"} for row in rows])
             rids = connection.execute(insert(R).returning(R.c.rid, sort_by_parameter_order=True), rows)
             index: dict[str, list[dict[str, Any]]] = {name: [] for name in _INDEX_TABLES}
             for rid, event in zip(list(rids.scalars()), events, strict=True):
@@ -292,7 +293,7 @@ class AuditQueue:
                     index[name].extend(row | {"rid": rid} for row in getattr(extracted, name))
             for name, table in _INDEX_TABLES.items():
                 if index[name]:
-                    connection.execute(insert(table), index[name])
+                    insert_all(connection, table, index[name])
 
     # -- control ------------------------------------------------------------------------------------
 

@@ -42,9 +42,10 @@ def make_engine(url: str, schema: str = "") -> Engine:
     engine = create_engine(
         parsed, connect_args=connect_args, pool_size=10, max_overflow=20, pool_pre_ping=True
     )
-    # Many-row INSERTs (a resource's index rows, a batch of AuditEvents) as one multi-row VALUES statement
-    # instead of psycopg's executemany, which sends each row in pipeline mode and waits for its sync: the
-    # same "insertmanyvalues" SQLAlchemy already uses for INSERT … RETURNING (bench/adapters_orders.py).
+    # Many-row INSERTs not sent through gateway.store.bulk (which sends the write path's and the audit
+    # writer's as one JSON parameter) as one multi-row VALUES statement instead of psycopg's executemany,
+    # which sends each row in pipeline mode and waits for its sync: the same "insertmanyvalues" SQLAlchemy
+    # already uses for INSERT … RETURNING (bench/adapters_orders.py).
     engine.dialect.use_insertmanyvalues_wo_returning = True
     return engine
 

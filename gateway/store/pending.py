@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, cast
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, Insert, Table, event, insert
+from sqlalchemy import Connection, Engine, Table, event
 
+from gateway.store.bulk import insert_all
 from gateway.store.tables import IdentifierClaim, ResourceVersion
 
 KEY = "gateway_pending_rows"
@@ -88,18 +88,12 @@ def write(connection: Connection) -> None:
     if not rows:
         return
     if rows.claims:  # in key order, as every transaction takes them: no two wait on each other crosswise
-        connection.execute(_insert(CLAIMS), [rows.claims[key] for key in sorted(rows.claims)])
+        insert_all(connection, CLAIMS, [rows.claims[key] for key in sorted(rows.claims)])
     if rows.versions:
-        connection.execute(_insert(VERSIONS), rows.versions)
+        insert_all(connection, VERSIONS, rows.versions)
     for table, batch in rows.index.items():
         if batch:
-            connection.execute(_insert(table), batch)
-
-
-@cache
-def _insert(table: Table) -> Insert:
-    """The INSERT of a table, built once (building and cache-keying it at every commit costs)."""
-    return insert(table)
+            insert_all(connection, table, batch)
 
 
 def install(engine: Engine, quiet: Iterable[object]) -> None:
