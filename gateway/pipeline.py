@@ -49,7 +49,7 @@ from gateway.model.validate import validate
 from gateway.search.dates import to_instant, utc_now
 from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor
-from gateway.store.database import WRITE_OPTION
+from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.repository import Repository, StaleVersion, Stored, hold_index_writes
 
 T = TypeVar("T")
@@ -155,7 +155,11 @@ class WritePath:
             uow: UnitOfWork | None = None
             try:
                 options = {WRITE_OPTION: write}
-                with self.engine.connect().execution_options(**options) as connection, connection.begin():
+                with (
+                    self.engine.connect().execution_options(**options) as connection,
+                    writer_turn(connection, write),
+                    connection.begin(),
+                ):
                     uow = UnitOfWork(connection, context, utc_now(), policy=self.hooks.policy)
                     context.connection = connection  # policies see this transaction's writes
                     result = work(uow)
@@ -270,10 +274,16 @@ class WritePath:
     # -- interactions ---------------------------------------------------------------------------------
 
     def create(
-        self, uow: UnitOfWork, resource: Any, if_none_exist: str | None = None, new_id: str | None = None
+        self,
+        uow: UnitOfWork,
+        resource: Any,
+        if_none_exist: str | None = None,
+        new_id: str | None = None,
+        checked: bool = False,
     ) -> WriteResult:
+        """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`)."""
         self._not_audit(resource.get("resourceType") if isinstance(resource, dict) else None)
-        resource = validate(resource)
+        resource = validate(resource, checked=checked)
         res_type = resource["resourceType"]
         if if_none_exist:
             found = self.searcher.match(uow.connection, res_type, if_none_exist)
@@ -294,10 +304,17 @@ class WritePath:
         return WriteResult(201, stored)
 
     def update(
-        self, uow: UnitOfWork, res_type: str, res_id: str, resource: Any, if_match: int | None = None
+        self,
+        uow: UnitOfWork,
+        res_type: str,
+        res_id: str,
+        resource: Any,
+        if_match: int | None = None,
+        checked: bool = False,
     ) -> WriteResult:
+        """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`)."""
         self._not_audit(res_type)
-        resource = validate(resource, res_type, res_id)
+        resource = validate(resource, res_type, res_id, checked=checked)
         current = uow.current_for_write(res_type, res_id)
         if if_match is not None and (current is None or current.version_id != if_match):
             have = f"version {current.version_id}" if current else "no version"

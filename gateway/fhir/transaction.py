@@ -14,7 +14,6 @@ entry's outcome; its entries cannot refer to each other.
 from __future__ import annotations
 
 import base64
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,7 +43,8 @@ from gateway.fhir.search import searchset, visible_page
 from gateway.fhir.view import View
 from gateway.hooks import AccessRecord, RequestContext, patients_of
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
-from gateway.pipeline import Conflict, IdentifierTaken, UnitOfWork
+from gateway.model.validate import validate
+from gateway.pipeline import AUDIT_EVENT, Conflict, IdentifierTaken, UnitOfWork
 from gateway.search.dates import to_instant
 from gateway.services import Services
 from gateway.store.repository import Stored
@@ -177,7 +177,7 @@ def _parse_entry(index: int, raw: Any) -> Entry:
         res_type,
         res_id,
         query or None,
-        copy.deepcopy(resource),
+        resource,  # read only: `_rewrite` builds the copy that is written
         raw.get("fullUrl"),
         if_none_exist.lstrip("?") if isinstance(if_none_exist, str) and if_none_exist else None,
         expected,
@@ -217,12 +217,23 @@ def _patch_body(resource: Any, where: str) -> Json:
 def _run_transaction(svc: Services, context: RequestContext, raw_entries: list[Any]) -> Json:
     entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
     _check_full_urls(entries)
+    _validate(entries)
 
     def work(uow: UnitOfWork) -> list[Json]:
         return _transaction(svc, uow, entries)
 
     responses = svc.write_path.run(context, work, True)
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}
+
+
+def _validate(entries: list[Entry]) -> None:
+    """Validate the resources the entries write, in processing order, before the unit of work: not under
+    SQLite's write lock, and once however often a conflict re-runs the unit of work. Rewriting their
+    references changes nothing else of them, so the write path checks only the references again."""
+    for e in sorted(entries, key=lambda x: (ORDER[x.method], x.index)):
+        if e.method in ("POST", "PUT") and e.res_type != AUDIT_EVENT:  # AuditEvents: the write path refuses
+            expected = (e.res_type, e.res_id) if e.method == "PUT" else (None, None)
+            _guarded(e, partial(validate, e.resource, *expected))
 
 
 def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry]) -> list[Json]:
@@ -419,13 +430,13 @@ def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> Json:
         assert found is not None  # the earlier entry created it
         return {**view.entry(base, found), "response": _response(found, 200)}
     body = _rewrite(svc, uow, e.resource, plan)
-    if e.method == "POST":
-        result = write_path.create(uow, body, new_id=plan.targets[e.index])
+    if e.method == "POST":  # validated before the unit of work (`_validate`)
+        result = write_path.create(uow, body, new_id=plan.targets[e.index], checked=True)
     elif e.method == "PUT":
         res_id = e.res_id or plan.targets[e.index]
         if e.res_id is None:
             body["id"] = res_id
-        result = write_path.update(uow, e.res_type, res_id, body, e.if_match)
+        result = write_path.update(uow, e.res_type, res_id, body, e.if_match, checked=True)
     else:
         res_id = e.res_id or plan.targets[e.index]
         result = write_path.patch(uow, e.res_type, res_id, body["patch"], e.if_match)
@@ -474,8 +485,12 @@ async def _run_batch(svc: Services, context: RequestContext, raw_entries: list[A
                 _plan(svc, uow, e, plan)
             return _execute(svc, uow, e, plan)
 
+        def validated_run(e: Entry = e, writes: bool = _writes(raw)) -> Json:
+            _validate([e])
+            return svc.write_path.run(context, partial(work, e=e), writes)
+
         try:
-            responses.append(await run_in_threadpool(svc.write_path.run, context, work, _writes(raw)))
+            responses.append(await run_in_threadpool(validated_run))
         except FhirError as error:
             responses.append(_failed(_at(error, e)))
     return {"resourceType": "Bundle", "type": "batch-response", "entry": responses}

@@ -6,6 +6,10 @@ writers queue on the database lock instead of failing when a read transaction tr
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 
 WRITE_OPTION = "gateway_write"
+_LOCK_FILE = "gateway_writer_lock"  # the DBAPI connection's `info` key of its writer-queue file
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -69,3 +74,26 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def writer_turn(connection: Connection, write: bool) -> Iterator[None]:
+    """SQLite: hold the database file's writer queue (an OS file lock beside it) around a write
+    transaction, from before its BEGIN IMMEDIATE until after its COMMIT or ROLLBACK. SQLite's own busy
+    handler makes a waiting writer sleep 1, 2, 5, 10 … ms between tries, so a writer that commits and
+    begins again at once keeps the lock and the others mostly sleep; on the file lock a waiter wakes
+    when it is released. Every connection has its own lock file descriptor, so threads of one process
+    queue as processes do. Elsewhere (PostgreSQL, an in-memory SQLite, a read) it does nothing."""
+    database = connection.engine.url.database if is_sqlite(connection.engine) else None
+    if not write or not database or database == ":memory:":
+        yield
+        return
+    info = connection.connection.info
+    fd = info.get(_LOCK_FILE)
+    if fd is None:
+        fd = info[_LOCK_FILE] = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)

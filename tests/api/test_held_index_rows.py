@@ -3,6 +3,8 @@ INSERT per table), yet every read inside the transaction sees them, and a rollba
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -10,11 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
+from gateway.errors import FhirError
 from gateway.fhir.transaction import run_transaction
 from gateway.hooks import RequestContext
 from gateway.pipeline import UnitOfWork
 from gateway.services import Services
 from gateway.store import pending
+from gateway.store.database import is_sqlite
 from gateway.store.tables import IdentifierClaim, StringIndex
 
 CONTEXT = RequestContext(base_url="http://test/fhir")
@@ -175,3 +179,59 @@ def test_a_row_read_ahead_is_taken_once_and_dropped_when_written(services: Servi
         return versions
 
     assert services.write_path.run(CONTEXT, work) == [2, 3, 2]
+
+
+def test_a_transaction_validates_its_entries_before_its_unit_of_work(services: Services) -> None:
+    """An invalid entry is refused before anything is sent to the database (on SQLite: before the write
+    lock is taken), with the entry and the field named."""
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient(11), "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {"resourceType": "Task", "id": "held-task", "status": "bogus", "intent": "order"},
+                "request": {"method": "PUT", "url": "Task/held-task"},
+            },
+        ],
+    }
+    event.listen(services.engine, "before_cursor_execute", count)
+    try:
+        with pytest.raises(FhirError) as refused:
+            run_transaction(services, CONTEXT, bundle)
+    finally:
+        event.remove(services.engine, "before_cursor_execute", count)
+    assert refused.value.status == 400
+    assert refused.value.issues[0].expression == ("Bundle.entry[1].resource.status",)
+    assert sent == []
+
+
+def test_sqlite_write_units_of_work_take_turns_on_the_writer_queue(services: Services) -> None:
+    """A write unit of work on a SQLite file holds the queue (a file lock beside the database) from before
+    its BEGIN until after its COMMIT; another writer, thread or process, waits for its turn."""
+    if not is_sqlite(services.engine):
+        pytest.skip("PostgreSQL has no writer queue: its writers lock rows")
+    lock_file = f"{services.engine.url.database}-writer"
+
+    def held_by_another() -> bool:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a lock this descriptor took
+        return False
+
+    def work(uow: UnitOfWork) -> bool:
+        services.write_path.create(uow, patient(12))
+        return held_by_another()
+
+    assert services.write_path.run(CONTEXT, work) is True, "held while writing"
+    assert held_by_another() is False, "released after the commit"
+    assert services.write_path.run(CONTEXT, lambda uow: held_by_another(), write=False) is False, "reads"

@@ -213,8 +213,10 @@ def test_a_rolled_back_transaction_is_audited(
         "entry": [
             {"request": {"method": "PUT", "url": "Patient/p9"}, "resource": {**PATIENT, "id": "p9"}},
             {
-                "request": {"method": "PUT", "url": "Task/t9"},  # PUTs run in order: after Patient/p9
-                "resource": {"resourceType": "Task", "id": "t9", "status": "nonsense", "intent": "order"},
+                # PUTs run in order: after Patient/p9 is written, this one fails (no version 5 of Task/t9).
+                # (An invalid resource would not do: entries are validated before anything is written.)
+                "request": {"method": "PUT", "url": "Task/t9", "ifMatch": 'W/"5"'},
+                "resource": {"resourceType": "Task", "id": "t9", "status": "requested", "intent": "order"},
             },
         ],
     }
