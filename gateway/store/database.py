@@ -17,7 +17,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 
 WRITE_OPTION = "gateway_write"
-_LOCK_FILE = "gateway_writer_lock"  # the DBAPI connection's `info` key of its writer-queue file
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -82,18 +81,16 @@ def writer_turn(connection: Connection, write: bool) -> Iterator[None]:
     transaction, from before its BEGIN IMMEDIATE until after its COMMIT or ROLLBACK. SQLite's own busy
     handler makes a waiting writer sleep 1, 2, 5, 10 … ms between tries, so a writer that commits and
     begins again at once keeps the lock and the others mostly sleep; on the file lock a waiter wakes
-    when it is released. Every connection has its own lock file descriptor, so threads of one process
-    queue as processes do. Elsewhere (PostgreSQL, an in-memory SQLite, a read) it does nothing."""
+    when it is released. Each turn opens the lock file anew (a descriptor of its own, closed with the
+    turn), so threads of one process queue as processes do. Elsewhere (PostgreSQL, an in-memory SQLite,
+    a read) it does nothing."""
     database = connection.engine.url.database if is_sqlite(connection.engine) else None
     if not write or not database or database == ":memory:":
         yield
         return
-    info = connection.connection.info
-    fd = info.get(_LOCK_FILE)
-    if fd is None:
-        fd = info[_LOCK_FILE] = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    fd = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)  # which releases the lock
