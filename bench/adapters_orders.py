@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from typing import Any
 from rich.progress import Progress
 
 from bench.adapter_runs import Bench, Measured, own_peak_rss
-from gateway.adapters.bestallningsportalen.cli import import_files
+from gateway.adapters.bestallningsportalen.cli import import_files, import_in_workers
 from gateway.adapters.mapping import luhn_digit
 
 
@@ -70,6 +71,16 @@ def cli(bench: Bench, path: Path) -> Measured:
     return Measured(time.perf_counter() - started, tally["rejected"], own_peak_rss())
 
 
+def cli_workers(bench: Bench, path: Path, workers: int = 2) -> Measured:
+    """`gateway import orders --workers N`'s path; its worker processes find the database in the
+    environment. Peak RSS: the main process's (it reads ahead; each worker is like the one-process CLI)."""
+    os.environ |= {"DATABASE_URL": bench.url, "DATABASE_SCHEMA": bench.schema}
+    started = time.perf_counter()
+    with Progress(disable=True) as progress:
+        tally = import_in_workers([path], progress, None, workers)
+    return Measured(time.perf_counter() - started, tally["rejected"], own_peak_rss())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,10 +90,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Bench.open(tmp) as bench:
         rest_items = list(orders(args.orders, "BENCH-R"))
-        path = Path(tmp) / "orders.ndjson"
-        with path.open("w", encoding="utf-8") as handle:
-            for order in orders(args.orders, "BENCH-C"):
-                handle.write(json.dumps(order) + "\n")
+        path, parallel = Path(tmp) / "orders.ndjson", Path(tmp) / "orders-workers.ndjson"
+        for prefix, file in (("BENCH-C", path), ("BENCH-W", parallel)):
+            with file.open("w", encoding="utf-8") as handle:
+                for order in orders(args.orders, prefix):
+                    handle.write(json.dumps(order) + "\n")
         url, kind = "/adapters/bestallningsportalen/orders", "application/x-ndjson"
         bench.report(
             args.orders,
@@ -92,6 +104,8 @@ def main() -> None:
                 ("REST replayed", lambda: bench.post(url, ndjson(rest_items, args.batch), kind)),
                 ("CLI new", lambda: cli(bench, path)),
                 ("CLI replayed", lambda: cli(bench, path)),
+                ("CLI new, 2 workers", lambda: cli_workers(bench, parallel)),
+                ("CLI replayed, 2 workers", lambda: cli_workers(bench, parallel)),
             ],
         )
 

@@ -1,7 +1,7 @@
 """The audit trail of the commands, run as real processes: every `import` record (a message, a replayed
 input, a register file rejected whole) and every write's record is in the database as soon as the
 command has returned, since nothing is left behind in the background audit writer when a process ends.
-And who `gateway import hl7` writes as."""
+And who `gateway import hl7` writes as; orders imported by worker processes."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 
 from gateway.adapters import quarantine
+from gateway.adapters.bestallningsportalen import to_fhir
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.security import store
 from gateway.security.scopes import ADAPTER_HL7V2
+from gateway.store.repository import Repository
 from tests.adapters.test_adapter_identity import entities, events, writers
+from tests.adapters.test_bestallningsportalen import golden
 from tests.adapters.test_device_register import row_of
 from tests.adapters.test_hl7v2_cli import await_listener, free_port
 from tests.adapters.test_hl7v2_messages import adt
@@ -169,3 +172,26 @@ def test_mllp_stores_its_audit_records_when_terminated(clean: Database) -> None:
     found = imports(clean)
     assert len(found) == 2 and writers(found, "import") == {"adapter:hl7v2"}
     assert ["H1 from" in found[0]["outcomeDesc"], "H2 from" in found[1]["outcomeDesc"]] == [True, True]
+
+
+def test_orders_imported_in_worker_processes_are_all_audited(clean: Database, tmp_path: Path) -> None:
+    """`import orders --workers 2`: the answers one process gives, an `import` record per order stored
+    before the command returns, and an order's two versions imported in file order (its ordernummer
+    sends both to one worker)."""
+    first = golden("01")
+    second = {**first, "version": 2, "rader": [{**first["rader"][0], "antal": 3}]}
+    path = tmp_path / "orders.ndjson"
+    orders = [first, golden("02"), golden("03"), second]
+    path.write_text("\n".join(json.dumps(order) for order in orders) + "\n{broken\n", encoding="utf-8")
+    done = gateway(clean, "import", "orders", "--workers", "2", str(path))
+    assert done.returncode == 1, done.stderr
+    assert "orders: created 3, updated 1, unchanged 0, rejected 1" in done.stderr
+    assert "orders.ndjson: order 5: 400 Bad Request" in done.stderr
+    records = imports(clean)
+    assert sorted(record["outcomeDesc"].split(": ")[-1] for record in records) == [
+        "200", "201", "201", "201", "400"
+    ]  # fmt: skip
+    with clean.engine.connect() as connection:
+        provenance = Repository(connection).current("Provenance", to_fhir.order_id(first))
+    assert provenance is not None
+    assert provenance.json()["extension"][0]["valueInteger"] == 2
