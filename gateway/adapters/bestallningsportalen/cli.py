@@ -10,6 +10,8 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -98,11 +100,13 @@ def import_in_workers(
         while waiting:
             done_where, answer = waiting.popleft()
             _tell(tally, progress, done_where, answer.result())
-        for pool in pools:
-            pool.submit(_stop_worker).result()  # every audit record stored
     finally:
+        for _, answer in waiting:  # broken off: what no worker has begun is not imported
+            answer.cancel()
         for pool in pools:
-            pool.shutdown(cancel_futures=True)
+            with suppress(BrokenProcessPool):
+                pool.submit(_stop_worker).result()  # every audit record of the worker stored
+            pool.shutdown()
     return tally
 
 
