@@ -49,14 +49,21 @@ async def import_files(
     context = context or CLIENT.context(svc)
     audit = ImportAudit(svc, context, "orders")
     for where, piece in _read(files, progress):
-        entry = None
-        try:
-            with audit.collecting():
-                entry = await import_order(svc, context, piece)
-        finally:
-            audit.record(where, entry)
-        _tell(tally, progress, where, entry)
+        _tell(tally, progress, where, await _import_audited(svc, context, audit, where, piece))
     return tally
+
+
+async def _import_audited(
+    svc: Services, context: RequestContext, audit: ImportAudit, where: str, piece: Piece
+) -> Json:
+    """One order, and its `import` audit record whatever becomes of it; its batch-response entry."""
+    entry = None
+    try:
+        with audit.collecting():
+            entry = await import_order(svc, context, piece)
+    finally:
+        audit.record(where, entry)
+    return entry
 
 
 def _read(files: list[Path], progress: Progress) -> Iterator[tuple[str, Piece]]:
@@ -131,15 +138,10 @@ def _start_worker(client_id: str | None) -> None:
 
 
 def _import_piece(where: str, piece: Piece) -> Json:
-    """One order, audited as `import_files` audits it; its batch-response entry."""
     worker = _WORKER[0]
-    entry = None
-    try:
-        with worker.audit.collecting():
-            entry = worker.loop.run_until_complete(import_order(worker.svc, worker.context, piece))
-    finally:
-        worker.audit.record(where, entry)
-    return entry
+    return worker.loop.run_until_complete(
+        _import_audited(worker.svc, worker.context, worker.audit, where, piece)
+    )
 
 
 def _stop_worker() -> None:
