@@ -226,11 +226,16 @@ def _run_transaction(svc: Services, context: RequestContext, raw_entries: list[A
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}
 
 
+def _in_processing_order(entries: list[Entry]) -> list[Entry]:
+    """DELETE, then POST, then PUT and PATCH, then GET (R4 transaction rules), each in Bundle order."""
+    return sorted(entries, key=lambda x: (ORDER[x.method], x.index))
+
+
 def _validate(entries: list[Entry]) -> None:
     """Validate the resources the entries write, in processing order, before the unit of work: not under
     SQLite's write lock, and once however often a conflict re-runs the unit of work. Rewriting their
     references changes nothing else of them, so the write path checks only the references again."""
-    for e in sorted(entries, key=lambda x: (ORDER[x.method], x.index)):
+    for e in _in_processing_order(entries):
         if e.method in ("POST", "PUT") and e.res_type != AUDIT_EVENT:  # AuditEvents: the write path refuses
             expected = (e.res_type, e.res_id) if e.method == "PUT" else (None, None)
             _guarded(e, partial(validate, e.resource, *expected))
@@ -240,7 +245,7 @@ def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry]) -> list[J
     """The R4 transaction processing rules: DELETE, then POST, then PUT and PATCH, then GET; ids are
     decided (after the DELETEs) before anything else is written, so every `fullUrl` resolves."""
     responses: list[Json] = [{} for _ in entries]
-    ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
+    ordered = _in_processing_order(entries)
     plan = Plan()
     for e in ordered:
         if e.method == "DELETE":

@@ -1,8 +1,8 @@
 """Version rows, index rows and identifier claims held back until the transaction next reads, or commits.
 
 A transaction that writes eight resources would otherwise send one INSERT per index table per resource and
-one per version row (~33 statements, each a round trip on PostgreSQL); held back, it sends one multi-row
-INSERT per table.
+one per version row (~33 statements, each a round trip on PostgreSQL); held back, it sends one INSERT of
+many rows per table (gateway/store/bulk.py).
 Nothing can see the difference: before any statement other than the write path's own (reading a row by
 id, writing resource and version rows, checking and removing a resource's claims and index rows) the
 held rows are written, and at the latest when the transaction commits; a rollback drops them. The rows
@@ -82,7 +82,7 @@ def held(connection: Connection) -> PendingRows | None:
 
 
 def write(connection: Connection) -> None:
-    """Write what is held, one multi-row INSERT per table (claims first: a taken identifier fails first;
+    """Write what is held, one INSERT per table (claims first: a taken identifier fails first;
     then the versions, in the order written: their sequence numbers order history)."""
     rows: PendingRows | None = connection.info.pop(KEY, None)
     if not rows:
