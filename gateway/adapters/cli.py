@@ -141,26 +141,47 @@ class ImportAudit:
         """Audit one input record by its batch-response entry (None: it broke off, 500). With `touched`
         it names, beside what its answer names, every resource whose write was audited meanwhile (an
         HL7 ACK names none); `principal`: who it was written as, when not the command's client."""
-        status = entry_status(entry) if entry is not None else 500
-        resources = named(entry) if entry is not None else []
-        if touched:
-            resources = list(dict.fromkeys([*resources, *self.seen]))
-        detail = f"gateway import {self.command} {where}: {status}"[:1000]
-        context = replace(self.context, principal=principal) if principal is not None else self.context
-        record = AccessRecord("import", None, [], status, context, detail)
-        record.patients = self._patients(resources)
-        record.resources = [ref for ref in resources if ref not in record.patients]
-        self.svc.hooks.audit.record(record)
+        self.record_many([(where, entry)], touched=touched, principal=principal)
 
-    def _patients(self, resources: list[str]) -> list[str]:
-        patients = [p for ref in resources for p in self.seen.get(ref, [])]
-        unseen = [ref for ref in resources if ref not in self.seen]
-        if unseen:
-            with self.svc.engine.connect() as connection:
-                keys = [(ref.split("/")[0], ref.split("/")[1]) for ref in unseen]
-                for stored in Repository(connection).current_of(keys).values():
-                    patients += patients_of(stored.json()) if not stored.deleted else []
-        return list(dict.fromkeys(patients))
+    def record_many(
+        self,
+        inputs: list[tuple[str, Json | None]],
+        *,
+        touched: bool = False,
+        principal: Principal | None = None,
+    ) -> None:
+        """Audit input records (where each is, its batch-response entry) as `record` does one; the
+        patients of what they name that no write meanwhile noted are read in one query for them all."""
+        context = replace(self.context, principal=principal) if principal is not None else self.context
+        named_by: list[tuple[str, int, list[str]]] = []
+        for where, entry in inputs:
+            status = entry_status(entry) if entry is not None else 500
+            resources = named(entry) if entry is not None else []
+            if touched:
+                resources = list(dict.fromkeys([*resources, *self.seen]))
+            named_by.append((where, status, resources))
+        unseen = [ref for _, _, refs in named_by for ref in refs if ref not in self.seen]
+        stored = self._stored_patients(unseen)
+        for where, status, resources in named_by:
+            detail = f"gateway import {self.command} {where}: {status}"[:1000]
+            record = AccessRecord("import", None, [], status, context, detail)
+            patients = [p for ref in resources for p in self.seen.get(ref, stored.get(ref, []))]
+            record.patients = list(dict.fromkeys(patients))
+            record.resources = [ref for ref in resources if ref not in record.patients]
+            self.svc.hooks.audit.record(record)
+
+    def _stored_patients(self, resources: list[str]) -> dict[str, list[str]]:
+        """The patients each stored resource concerns, by `Type/id` (read in one query)."""
+        if not resources:
+            return {}
+        keys = [(ref.split("/")[0], ref.split("/")[1]) for ref in dict.fromkeys(resources)]
+        with self.svc.engine.connect() as connection:
+            held = Repository(connection).current_of(keys)
+        return {
+            f"{res_type}/{res_id}": patients_of(stored.json())
+            for (res_type, res_id), stored in held.items()
+            if not stored.deleted
+        }
 
 
 def act_as(client: AdapterClient, svc: Services, client_id: str | None) -> RequestContext:

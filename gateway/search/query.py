@@ -111,7 +111,10 @@ class Planner:
         if clause.modifier == "not":
             matches = or_(*(self._token(table, v) for v in clause.values))
             return R.c.rid.not_in(select(table.c.rid).where(scope, matches))
-        matches = or_(*(self._value(param, clause, table, v, bases) for v in clause.values))
+        if param.type == "reference" and len(clause.values) > 1:
+            matches = self._references(table, clause, bases)
+        else:
+            matches = or_(*(self._value(param, clause, table, v, bases) for v in clause.values))
         if correlated:
             return exists().where(table.c.rid == R.c.rid, scope, matches)
         return R.c.rid.in_(select(table.c.rid).where(scope, matches))
@@ -171,6 +174,26 @@ class Planner:
             return and_(table.c.url == key.server, table.c.target_id.is_(None))
         at = local_reference(table, bases) if key.server is None else table.c.url == key.server
         return and_(table.c.target_type == key.target_type, table.c.target_id == key.target_id, at)
+
+    def _references(self, table: Any, clause: Clause, bases: tuple[str, ...]) -> ColumnElement[bool]:
+        """Many values of one reference clause: the local `Type/id` ones as one `target_id IN (…)` per
+        type (a condition per value makes a statement that costs more to build than to run), the others
+        one by one as `_reference` matches them."""
+        local: dict[str, list[str]] = {}
+        others = []
+        for raw in clause.values:
+            value = unescape(raw)
+            key = parse_reference(value, bases)
+            typed = key.target_type is not None and key.target_id is not None and key.server is None
+            if typed and not is_valid_id(value) and clause.type_modifier in (None, key.target_type):
+                local.setdefault(str(key.target_type), []).append(str(key.target_id))
+            else:
+                others.append(self._reference(table, value, clause.type_modifier, bases))
+        grouped = [
+            and_(table.c.target_type == res_type, table.c.target_id.in_(ids), local_reference(table, bases))
+            for res_type, ids in local.items()
+        ]
+        return or_(*grouped, *others)
 
     def _chained(
         self, clause: Clause, scope: ColumnElement[bool], bases: tuple[str, ...]

@@ -319,6 +319,19 @@ def test_reference_to_another_server_is_not_local(client: TestClient, people: No
     assert ids(bundle, "include") == ["t9"]
 
 
+def test_reference_many_values_are_ored_whatever_their_form(client: TestClient, tasks: None) -> None:
+    """Several values: local `Type/id` ones are matched together per type, the others one by one."""
+    assert found(client, "Task", "owner=Organization/org1,Practitioner/pr1") == {"t1", "t2"}
+    assert found(client, "Task", "owner=Organization/org1,Organization/nothing") == {"t1"}
+    assert found(client, "Task", "owner=Practitioner/org1,Practitioner/nothing") == set()
+    assert found(client, "Task", f"owner=pr1,{BASE}/Organization/org1") == {"t1", "t2"}
+    assert found(client, "Task", "owner:Organization=Organization/org1,Practitioner/pr1") == {"t1"}
+    assert found(client, "Task", "patient=Patient/p1/_history/1,Patient/p2") == {"t1", "t2"}
+    elsewhere = "http://elsewhere.example/fhir/Patient/p3"
+    put(client, task("p3", id="t7", subject=elsewhere))
+    assert found(client, "Task", f"patient=Patient/p1,{elsewhere}") == {"t1", "t7"}
+
+
 def test_reference_to_a_version_matches_the_resource(client: TestClient, tasks: None) -> None:
     assert found(client, "Task", "patient=Patient/p1/_history/1") == {"t1"}
 

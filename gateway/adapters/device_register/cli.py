@@ -66,8 +66,8 @@ async def _audited(audit: ImportAudit, path: Path, importer: Importer, rows: lis
         with audit.collecting():
             entries = await importer.rows(rows)
     finally:
-        for index, row in enumerate(rows):
-            audit.record(f"{path}: line {row.line}", entries[index] if entries else None)
+        lines = [f"{path}: line {row.line}" for row in rows]
+        audit.record_many([(line, entries[index] if entries else None) for index, line in enumerate(lines)])
     return entries
 
 
