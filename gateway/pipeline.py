@@ -49,6 +49,7 @@ from gateway.model.validate import validate
 from gateway.search.dates import to_instant, utc_now
 from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor
+from gateway.store import pending
 from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.repository import Repository, StaleVersion, Stored, hold_index_writes
 
@@ -90,6 +91,26 @@ class UnitOfWork:
     @property
     def repository(self) -> Repository:
         return Repository(self.connection)
+
+    def attempt(self, work: Callable[[], T]) -> T:
+        """Run `work` in a savepoint of this transaction. When it raises, everything it did is undone
+        before the error goes on: its statements rolled back to the savepoint, and the rows it held
+        back, the changes and audit records it noted and the rows it read ahead forgotten, so that the
+        transaction goes on as if it had not run (the caller decides what becomes of its input)."""
+        changes, records, read_ahead = len(self.changes), len(self.records), dict(self.read_ahead)
+        held = pending.snapshot(self.connection)
+        savepoint = self.connection.begin_nested()
+        try:
+            result = work()
+        except BaseException:
+            savepoint.rollback()
+            pending.restore(self.connection, held)
+            del self.changes[changes:]
+            del self.records[records:]
+            self.read_ahead = read_ahead
+            raise
+        savepoint.commit()
+        return result
 
 
 @dataclass(frozen=True)

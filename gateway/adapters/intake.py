@@ -112,11 +112,22 @@ def by_id(uow: UnitOfWork, res_type: str, res_id: str) -> Found | None:
     return found(uow.repository.current(res_type, res_id))
 
 
-def holders(uow: UnitOfWork, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], Found]:
+def holders(
+    uow: UnitOfWork, keys: list[tuple[str, str, str]], by_type: bool = False
+) -> dict[tuple[str, str, str], Found]:
     """The resource holding each identifier (type, system, value): identifiers are unique per type, so
-    this is what `Type?identifier=system|value` finds, for any number of identifiers in one query."""
-    held = {key: found(stored) for key, stored in uow.repository.held_by(keys).items()}
-    return {key: holder for key, holder in held.items() if holder is not None}
+    this is what `Type?identifier=system|value` finds, for any number of identifiers in one query, or
+    with `by_type` one query per type (one query probes every type × system × value asked: for the
+    identifiers of many records, many more than asked)."""
+    groups: dict[str, list[tuple[str, str, str]]] = {}
+    for key in keys:
+        groups.setdefault(key[0] if by_type else "", []).append(key)
+    held: dict[tuple[str, str, str], Found] = {}
+    for group in groups.values():
+        for key, stored in uow.repository.held_by(group).items():
+            if (holder := found(stored)) is not None:
+                held[key] = holder
+    return held
 
 
 # -- the answer per record --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 from uuid import uuid4
 
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,7 +48,7 @@ from gateway.model.validate import validate
 from gateway.pipeline import AUDIT_EVENT, Conflict, IdentifierTaken, UnitOfWork
 from gateway.search.dates import to_instant
 from gateway.services import Services
-from gateway.store.repository import Stored
+from gateway.store.repository import StaleVersion, Stored
 
 T = TypeVar("T")
 
@@ -108,6 +109,42 @@ def run_transaction(svc: Services, context: RequestContext, bundle: Any) -> Json
     if kind != "transaction":
         raise bad_request("The adapters write transaction Bundles only", "Bundle.type")
     return _run_transaction(svc, context, raw_entries)
+
+
+def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]) -> list[Json]:
+    """Transaction Bundles (one per source record: the adapters' bulk entrance) in one unit of work, each
+    in a savepoint of its own, in order; the responses of those stored. A Bundle that fails is undone
+    (`UnitOfWork.attempt`) and neither it nor any after it is stored: the answer is then shorter than
+    `bundles`, the ones before it are stored, and the caller runs the one that failed by itself
+    (`run_transaction`, which answers it exactly as it would have been alone) before the rest. One
+    commit, one read of what is stored and one INSERT per index table for many records, instead of one
+    each; the records' audit events and notifications follow the commit as for any unit of work."""
+    prepared: list[list[Entry]] = []
+    for bundle in bundles:
+        try:
+            kind, raw_entries = _checked(svc, bundle)
+            entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+            _check_full_urls(entries)
+            _validate(entries)
+        except FhirError:
+            break  # answered when it is run by itself
+        if kind != "transaction":
+            break
+        prepared.append(entries)
+    if not prepared:
+        return []
+
+    def work(uow: UnitOfWork) -> list[list[Json]]:
+        stored: list[list[Json]] = []
+        for entries in prepared:
+            try:
+                stored.append(uow.attempt(partial(_transaction, svc, uow, entries)))
+            except (FhirError, IdentifierTaken, Conflict, StaleVersion, IntegrityError):
+                break
+        return stored
+
+    answers = svc.write_path.run(context, work, True)
+    return [{"resourceType": "Bundle", "type": "transaction-response", "entry": a} for a in answers]
 
 
 def _checked(svc: Services, bundle: Any) -> tuple[str, list[Any]]:

@@ -7,8 +7,8 @@ Nothing can see the difference: before any statement other than the write path's
 id, writing resource and version rows, checking and removing a resource's claims and index rows) the
 held rows are written, and at the latest when the transaction commits; a rollback drops them. The rows
 live in the connection's `info` for the length of one transaction, and only on engines where `install`
-put these hooks (elsewhere the repository writes them at once). Savepoints are not supported: nothing
-uses them; rows held before a savepoint rolled back to would be written all the same.
+put these hooks (elsewhere the repository writes them at once). A savepoint does not write them; who
+rolls back to one restores what was held when it began (`snapshot`, `restore`: `UnitOfWork.attempt`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, cast
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy.sql.elements import ReleaseSavepointClause, RollbackToSavepointClause, SavepointClause
 
 from gateway.store.bulk import insert_all
 from gateway.store.tables import IdentifierClaim, ResourceVersion
@@ -69,6 +70,35 @@ class PendingRows:
             return
         self.claims = {key: row for key, row in self.claims.items() if row["rid"] != rid}
 
+    def copy(self) -> PendingRows:
+        return PendingRows(
+            list(self.versions),
+            {table: list(rows) for table, rows in self.index.items()},
+            dict(self.claims),
+            set(self.rids),
+        )
+
+
+# Statements that leave the held rows where they are: a savepoint's own (its rollback must not write them).
+_SAVEPOINTS = (SavepointClause, RollbackToSavepointClause, ReleaseSavepointClause)
+
+
+def snapshot(connection: Connection) -> PendingRows | None:
+    """What is held now, to `restore` after rolling back to a savepoint begun now."""
+    rows: PendingRows | None = connection.info.get(KEY)
+    return rows.copy() if rows else None
+
+
+def restore(connection: Connection, rows: PendingRows | None) -> None:
+    """Hold again what `snapshot` saw (after a rollback to the savepoint begun then: rows held since are
+    forgotten, and rows written since, which that rollback took back, are held again)."""
+    if connection.invalidated:
+        return
+    if rows:
+        connection.info[KEY] = rows
+    else:
+        connection.info.pop(KEY, None)
+
 
 def held(connection: Connection) -> PendingRows | None:
     """The rows held back in this connection's transaction; None where they are written at once: on an
@@ -109,7 +139,9 @@ def install(engine: Engine, quiet: Iterable[object]) -> None:
 
 
 def _before_execute(connection: Connection, statement: object, *_: Any) -> None:
-    if connection.info.get(KEY) and id(statement) not in _QUIET.get(connection.engine, frozenset()):
+    if not connection.info.get(KEY) or isinstance(statement, _SAVEPOINTS):
+        return
+    if id(statement) not in _QUIET.get(connection.engine, frozenset()):
         write(connection)
 
 

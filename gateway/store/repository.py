@@ -85,16 +85,18 @@ _DELETE_INDEX = {
 
 
 # Statements that read no version rows, index rows or claims (claims held back are looked up beside
-# _CLAIMED_BY): held-back rows need not be written before them.
+# _CLAIMED_BY and _HELD_BY): held-back rows need not be written before them.
 QUIET = (
     _CURRENT,
     _CURRENT_LOCKED,
     _CURRENT_OF,
     _CURRENT_OF_LOCKED,
+    _CURRENT_MANY,
     _INSERT_VERSION,
     _INSERT_CURRENT,
     _UPDATE_CURRENT,
     _CLAIMED_BY,
+    _HELD_BY,
     _DELETE_CLAIMS,
     *_DELETE_INDEX.values(),
 )
@@ -263,6 +265,12 @@ class Repository:
         types, systems, values = (sorted({key[i] for key in wanted}) for i in range(3))
         rows = self.connection.execute(_HELD_BY, {"types": types, "systems": systems, "values": values})
         found = {(row.res_type, row.claim_system, row.claim_value): _stored(row) for row in rows}
+        waiting = pending.held(self.connection)
+        if waiting:  # claims held back in this transaction, of resources whose rows are written
+            claimed = {key: waiting.claimed_by(*key) for key in wanted - found.keys()}
+            rids = {key: rid for key, rid in claimed.items() if rid is not None}
+            by_rid = {stored.rid: stored for stored in self.current_many(sorted(set(rids.values())))}
+            found |= {key: by_rid[rid] for key, rid in rids.items() if rid in by_rid}
         return {key: stored for key, stored in found.items() if key in wanted}
 
     def claims_in(self, res_type: str, system: str) -> list[tuple[int, str]]:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from gateway.adapters import quarantine
+from gateway.adapters.bestallningsportalen import to_fhir
 from gateway.adapters.bestallningsportalen.adapter import ADAPTER, context_for
 from gateway.cli import app
 from gateway.services import Services
@@ -169,6 +170,46 @@ def test_a_higher_version_updates_and_withdraws_dropped_lines(client: TestClient
     post(client, {**unconfirmed, "version": 2, "status": "makulerad"})
     assert read(client, "DeviceRequest/bp-BP-2026-004712-r1")["status"] == "revoked"
     assert read(client, "Task/bp-BP-2026-004712-confirm")["status"] == "cancelled"
+
+
+def test_versions_of_one_order_in_one_batch_are_applied_in_their_order(client: TestClient) -> None:
+    """The orders of a batch are read together and written together; a later version of an order of the
+    same batch is read (and built) only after the earlier one is written."""
+    order, other = golden("04"), golden("01")
+    newer = copy.deepcopy(order)
+    newer["version"] = 2
+    newer["rader"] = [{**order["rader"][0], "antal": 20}]
+    entries = post(client, order, other, newer, other)
+    assert [e["status"] for e in entries] == ["201 Created", "201 Created", "200 OK", "200 OK"], entries
+    assert "nothing changed" in entries[3]["outcome"]["issue"][0]["diagnostics"]
+    line1 = read(client, "DeviceRequest/bp-BP-2026-004714-r1")
+    assert line1["parameter"][0]["valueQuantity"]["value"] == 20 and line1["meta"]["versionId"] == "2"
+    assert read(client, "DeviceRequest/bp-BP-2026-004714-r2")["status"] == "revoked"
+
+
+def test_an_order_whose_write_fails_in_its_batch_is_written_alone_and_the_rest_still_load(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order whose Bundle fails inside the batch's unit of work (here, once: a version expected of a
+    resource that has none) takes nothing else with it; by itself it is read and built again."""
+    build = to_fhir.build
+    spoiled: list[str] = []
+
+    def spoil_once(order: dict[str, Any], *args: Any) -> dict[str, Any]:
+        bundle: dict[str, Any] = build(order, *args)
+        if order["ordernummer"] == golden("03")["ordernummer"] and not spoiled:
+            spoiled.append(order["ordernummer"])
+            request = {"method": "PUT", "url": "Organization/org-nowhere", "ifMatch": 'W/"9"'}
+            resource = {"resourceType": "Organization", "id": "org-nowhere", "name": "Nowhere"}
+            bundle["entry"].append({"resource": resource, "request": request})
+        return bundle
+
+    monkeypatch.setattr(to_fhir, "build", spoil_once)
+    entries = post(client, golden("01"), golden("02"), golden("03"), golden("05"), golden("07"))
+    assert [e["status"] for e in entries] == ["201 Created"] * 5, entries
+    assert spoiled == [golden("03")["ordernummer"]]
+    assert search(client, "Organization?_id=org-nowhere") == []
+    assert len(search(client, "Provenance")) == 5
 
 
 def test_a_version_without_follow_up_or_self_care_ends_the_earlier_ones(

@@ -19,6 +19,7 @@ from gateway.adapters import quarantine
 from gateway.adapters.bestallningsportalen.adapter import context_for as order_context
 from gateway.adapters.bestallningsportalen.adapter import import_order
 from gateway.adapters.bestallningsportalen.parse import pieces
+from gateway.adapters.device_register import to_fhir
 from gateway.adapters.device_register.adapter import (
     ADAPTER,
     Importer,
@@ -309,6 +310,48 @@ def test_a_row_with_the_wrong_number_of_values_names_its_line(client: TestClient
 def test_one_unit_twice_in_a_batch_with_other_content_conflicts(client: TestClient) -> None:
     entries = post(client, row_of("01"), changed("01", modell="OC-6"))
     assert [e["status"] for e in entries] == ["201 Created", "409 Conflict"]
+
+
+def test_one_unit_twice_alike_in_a_batch_is_one_device_and_the_rows_after_it_are_written(
+    client: TestClient,
+) -> None:
+    """The rows of a chunk are written together; the repeated row, built before the first was written,
+    fails in the group (its unit's identifier is taken), is read and built again by itself (unchanged),
+    and the rows after it are written on what is stored by then."""
+    rows = [row_of("01"), row_of("02"), row_of("01"), row_of("03"), row_of("04")]
+    entries = post(client, *rows)
+    statuses = [e["status"] for e in entries]
+    assert statuses == ["201 Created", "201 Created", "200 OK", "201 Created", "201 Created"], entries
+    assert "nothing changed" in json.dumps(entries[2]["outcome"])
+    device(client, "SESAM", "MAH-000200")  # one Device, not two
+
+
+def test_a_row_whose_write_fails_in_its_chunk_is_written_alone_and_the_rest_still_loads(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Bundle built on a stale view (here, once: a version expected of a resource that has none) fails
+    inside the chunk's unit of work without taking the rows before it along; by itself it is built
+    again, and the rows after it are read and built again."""
+    build = to_fhir.build
+    spoiled: list[str] = []
+
+    def spoil_once(row: dict[str, Any], *args: Any) -> tuple[dict[str, Any], Any]:
+        bundle, notes = build(row, *args)
+        if row["individnummer"] == "MAH-000500" and not spoiled:
+            spoiled.append(row["individnummer"])
+            owner = {**bundle["entry"][0]["resource"], "id": "org-nowhere"}
+            request = {"method": "PUT", "url": "Organization/org-nowhere", "ifMatch": 'W/"9"'}
+            bundle["entry"].append({"resource": owner, "request": request})
+        return bundle, notes
+
+    monkeypatch.setattr(to_fhir, "build", spoil_once)
+    rows = [changed("01", individnummer=f"MAH-000{n}00") for n in range(3, 8)]
+    entries = post(client, *rows)
+    assert [e["status"] for e in entries] == ["201 Created"] * 5, entries
+    assert spoiled == ["MAH-000500"]
+    for n in range(3, 8):
+        device(client, "SESAM", f"MAH-000{n}00")
+    assert search(client, "Organization?_id=org-nowhere") == []
 
 
 def test_more_than_the_row_limit_is_refused_before_anything_is_written(

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.adapters import quarantine
 from gateway.adapters.bestallningsportalen import to_fhir
+from gateway.adapters.bestallningsportalen.adapter import CHUNK
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.security import store
 from gateway.security.scopes import ADAPTER_HL7V2
@@ -195,3 +196,20 @@ def test_orders_imported_in_worker_processes_are_all_audited(clean: Database, tm
         provenance = Repository(connection).current("Provenance", to_fhir.order_id(first))
     assert provenance is not None
     assert provenance.json()["extension"][0]["valueInteger"] == 2
+
+
+def test_orders_beyond_a_chunk_are_imported_in_worker_processes_each_once(
+    clean: Database, tmp_path: Path
+) -> None:
+    """More orders than a worker takes at once: each is imported once, answered in file order."""
+    count = 2 * CHUNK + 7
+    path = tmp_path / "orders.ndjson"
+    orders = [{**golden("01"), "ordernummer": f"BP-W-{n:04d}"} for n in range(count)]
+    path.write_text("\n".join(json.dumps(order) for order in orders) + "\n", encoding="utf-8")
+    done = gateway(clean, "import", "orders", "--workers", "2", str(path))
+    assert done.returncode == 0, done.stderr
+    assert f"orders: created {count}, updated 0, unchanged 0, rejected 0" in done.stderr
+    assert len(imports(clean)) == count
+    with clean.engine.connect() as connection:
+        stored = Repository(connection).current_of(("Provenance", to_fhir.order_id(o)) for o in orders)
+    assert len(stored) == count

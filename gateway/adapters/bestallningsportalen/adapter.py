@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +29,7 @@ from gateway.adapters.intake import (
 from gateway.adapters.mapping import Found
 from gateway.adapters.registry import register
 from gateway.errors import FhirError, Issue
-from gateway.fhir.transaction import run_transaction
+from gateway.fhir.transaction import run_transaction, run_transactions
 from gateway.hooks import RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
@@ -63,12 +64,28 @@ def read(svc: Services, context: RequestContext, order: Json) -> tuple[to_fhir.K
     """In one read-only unit of work: what is stored of the order (its Provenance, this version's Binary,
     the first resource it wrote: a replay is answered from these alone) and, unless this version or a
     later one is stored, everything else the order touches."""
-    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
+    return read_all(svc, context, [order])[0]
 
-    def work(uow: UnitOfWork) -> tuple[to_fhir.Known, to_fhir.Known | None]:
-        held = _held(uow, order)
-        stored = _stored_version(held, oid)
-        return held, (None if stored is not None and stored >= version else _known(svc, uow, order, held))
+
+def read_all(
+    svc: Services, context: RequestContext, orders: list[Json]
+) -> list[tuple[to_fhir.Known, to_fhir.Known | None]]:
+    """`read` for many orders in one read-only unit of work, each kind of thing read for all at once."""
+
+    def work(uow: UnitOfWork) -> list[tuple[to_fhir.Known, to_fhir.Known | None]]:
+        helds = _held(uow, orders)
+        new = [
+            (order, held)
+            for order, held in zip(orders, helds, strict=True)
+            if (stored := _stored_version(held, to_fhir.order_id(order))) is None
+            or stored < to_fhir.version_of(order)
+        ]
+        knowns = iter(_known(svc, uow, [order for order, _ in new], [held for _, held in new]))
+        fresh = {id(order) for order, _ in new}
+        return [
+            (held, next(knowns) if id(order) in fresh else None)
+            for order, held in zip(orders, helds, strict=True)
+        ]
 
     return svc.write_path.run(context, work, write=False)
 
@@ -79,13 +96,18 @@ def _visible(svc: Services, context: RequestContext, order: Json, held: to_fhir.
     return first is None or svc.hooks.policy.can_read(context, first.resource)
 
 
-def _held(uow: UnitOfWork, order: Json) -> to_fhir.Known:
-    """The order's own resources (deterministic ids) as stored, in one query."""
-    held = to_fhir.Known()
-    for (res_type, res_id), stored in uow.repository.current_of(_own_ids(order)).items():
-        if (holder := found(stored)) is not None:
-            held.by_id[f"{res_type}/{res_id}"] = holder
-    return held
+def _held(uow: UnitOfWork, orders: list[Json]) -> list[to_fhir.Known]:
+    """Each order's own resources (deterministic ids) as stored, in one query for them all."""
+    wanted = [_own_ids(order) for order in orders]
+    stored = uow.repository.current_of(key for keys in wanted for key in keys)
+    helds = []
+    for keys in wanted:
+        held = to_fhir.Known()
+        for res_type, res_id in keys:
+            if (holder := found(stored.get((res_type, res_id)))) is not None:
+                held.by_id[f"{res_type}/{res_id}"] = holder
+        helds.append(held)
+    return helds
 
 
 def _own_ids(order: Json) -> list[tuple[str, str]]:
@@ -104,33 +126,48 @@ def _own_ids(order: Json) -> list[tuple[str, str]]:
     ]
 
 
-def _known(svc: Services, uow: UnitOfWork, order: Json, held: to_fhir.Known) -> to_fhir.Known:
-    """Everything the order touches that the gateway already holds (`held`: what `_held` read): the
-    master data it names, in one query, and the lines of an earlier version of the order."""
-    known = to_fhir.Known(by_id=dict(held.by_id))
-    patient = ("Patient", *to_fhir.patient_identifier(order))
-    units = [("Organization", m.HSA, hsaid) for hsaid in to_fhir.units(order)]
+def _known(
+    svc: Services, uow: UnitOfWork, orders: list[Json], helds: list[to_fhir.Known]
+) -> list[to_fhir.Known]:
+    """Everything each order touches that the gateway already holds (`helds`: what `_held` read): the
+    master data they name, in a query per type for them all, and the lines of an earlier version of an
+    order."""
+    wanted = [_master_keys(order) for order in orders]
+    every = [key for keys in wanted for kind in keys.values() for key in kind]
+    held_by = holders(uow, every, by_type=len(orders) > 1)
+    knowns = []
+    for order, held, keys in zip(orders, helds, wanted, strict=True):
+        known = to_fhir.Known(by_id=dict(held.by_id))
+        [patient] = keys["patient"]
+        known.patient = held_by.get(patient)
+        known.organizations = {key[2]: held_by[key] for key in keys["units"] if key in held_by}
+        known.practitioners = {key[2]: held_by[key] for key in keys["practitioners"] if key in held_by}
+        known.roles = {key[2]: held_by[key] for key in keys["roles"] if key in held_by}
+        known.devices = {key[1:]: held_by[key] for key in keys["devices"] if key in held_by}
+        if f"Provenance/{to_fhir.order_id(order)}" in held.by_id:
+            # An earlier version is stored (every version writes the Provenance): its lines, to revoke the
+            # ones this version no longer has. A new order has none.
+            group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
+            for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
+                known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
+                known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
+        knowns.append(known)
+    return knowns
+
+
+def _master_keys(order: Json) -> dict[str, list[tuple[str, str, str]]]:
+    """The identifiers (type, system, value) of the master data and units an order names, by kind."""
     hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
-    practitioners = [("Practitioner", m.HSA, hsaid) for hsaid in hsaids]
-    roles = [
-        ("PractitionerRole", m.PRACTITIONER_ROLE, f"{person['hsaid']}@{person['enhet_hsaid']}")
-        for person in to_fhir.people(order)
-    ]
-    devices = [("Device", system, value) for system, value in to_fhir.unit_refs(order)]
-    held_by = holders(uow, [patient, *units, *practitioners, *roles, *devices])
-    known.patient = held_by.get(patient)
-    known.organizations = {key[2]: held_by[key] for key in units if key in held_by}
-    known.practitioners = {key[2]: held_by[key] for key in practitioners if key in held_by}
-    known.roles = {key[2]: held_by[key] for key in roles if key in held_by}
-    known.devices = {key[1:]: held_by[key] for key in devices if key in held_by}
-    if f"Provenance/{to_fhir.order_id(order)}" in held.by_id:
-        # An earlier version is stored (every version writes the Provenance): its lines, to revoke the
-        # ones this version no longer has. A new order has none.
-        group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
-        for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
-            known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
-            known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
-    return known
+    return {
+        "patient": [("Patient", *to_fhir.patient_identifier(order))],
+        "units": [("Organization", m.HSA, hsaid) for hsaid in to_fhir.units(order)],
+        "practitioners": [("Practitioner", m.HSA, hsaid) for hsaid in hsaids],
+        "roles": [
+            ("PractitionerRole", m.PRACTITIONER_ROLE, f"{person['hsaid']}@{person['enhet_hsaid']}")
+            for person in to_fhir.people(order)
+        ],
+        "devices": [("Device", system, value) for system, value in to_fhir.unit_refs(order)],
+    }
 
 
 def _stored_version(known: to_fhir.Known, oid: str) -> int | None:
@@ -186,63 +223,170 @@ def _written(bundle: Json, response: Json, known: to_fhir.Known) -> tuple[list[I
     return issues, locations
 
 
+CHUNK = 50  # orders read in one unit of work and written in one (`run_transactions`)
+
+
+@dataclass(frozen=True)
+class Built:
+    """An order to be written: its transaction Bundle, what it was built on, the version stored before."""
+
+    order: Json
+    raw: bytes
+    bundle: Json
+    known: to_fhir.Known
+    stored: int | None
+
+
 async def import_order(
     svc: Services, context: RequestContext, piece: Piece, keep_rejected: bool = True
 ) -> Json:
     """One order through the adapter; its batch-response entry. Never raises for bad input."""
-    raw = piece.raw.encode()
+    [answer] = await import_chunk(svc, context, [piece], keep_rejected)
+    return answer
+
+
+async def import_chunk(
+    svc: Services, context: RequestContext, pieces: list[Piece], keep_rejected: bool = True
+) -> list[Json]:
+    """Orders through the adapter, their batch-response entries in order. Never raises for bad input.
+    Each is checked; what is stored of the good ones is read in one unit of work and they are written
+    together (`_store_all`), on one worker thread; the rejected ones are then quarantined."""
+    answers: dict[int, Json | Rejection] = {}
+    checked: list[tuple[int, Json, bytes]] = []
+    for index, piece in enumerate(pieces):
+        try:
+            checked.append((index, _checked(piece), piece.raw.encode()))
+        except Rejection as rejection:
+            answers[index] = rejection
+    if checked:
+        answers |= await run_in_threadpool(_store_all, svc, context, checked)
+    keys = {index: f"{order['ordernummer']} v{to_fhir.version_of(order)}" for index, order, _ in checked}
+    entries = []
+    for index, piece in enumerate(pieces):
+        answer = answers[index]
+        if isinstance(answer, Rejection):
+            source_key = keys.get(index, f"#{piece.number}")
+            raw = piece.raw.encode()
+            answer = await reject(
+                svc.engine, NAME, answer, raw, "application/json", source_key, keep_rejected
+            )
+        entries.append(answer)
+    return entries
+
+
+def _checked(piece: Piece) -> Json:
+    """The order of a piece, if it has the fields and values the mapping needs; else Rejection."""
+    if piece.error is not None:
+        raise Rejection(400, [Issue("error", "structure", piece.error, ("$",))])
     order: Any = piece.value
-    key = None
-    try:
-        if piece.error is not None:
-            raise Rejection(400, [Issue("error", "structure", piece.error, ("$",))])
-        issues = m.check(order, to_fhir.SOURCE, "order") or _check_lines(order)
-        if issues:
-            raise Rejection(400, issues)
-        key = f"{order['ordernummer']} v{to_fhir.version_of(order)}"
-        # The order's reads and its transaction on one worker thread: one hand-over per order.
-        return await run_in_threadpool(_store, svc, context, order, raw)
-    except Rejection as rejection:
-        source_key = key or f"#{piece.number}"
-        return await reject(svc.engine, NAME, rejection, raw, "application/json", source_key, keep_rejected)
+    issues = m.check(order, to_fhir.SOURCE, "order") or _check_lines(order)
+    if issues:
+        raise Rejection(400, issues)
+    return dict(order)
+
+
+def _store_all(
+    svc: Services, context: RequestContext, checked: list[tuple[int, Json, bytes]]
+) -> dict[int, Json | Rejection]:
+    """The checked orders' answers by index: what is stored of them read in one unit of work, replays
+    answered from it, the others written in one (`run_transactions`) up to the first that fails, which
+    is written by itself (read and built again, as alone); the rest are then read and built again on
+    what is stored by then. A second version of an order in the same group waits for the next read."""
+    answers: dict[int, Json | Rejection] = {}
+    todo = checked
+    while todo:
+        group: list[tuple[int, Built]] = []
+        numbers: set[str] = set()
+        later: list[tuple[int, Json, bytes]] = []
+        for (index, order, raw), (held, known) in zip(
+            todo, read_all(svc, context, [o for _, o, _ in todo]), strict=True
+        ):
+            if later or order["ordernummer"] in numbers:
+                later.append((index, order, raw))
+                continue
+            numbers.add(order["ordernummer"])
+            try:
+                prepared = _prepare(svc, context, order, raw, held, known)
+            except Rejection as rejection:
+                answers[index] = rejection
+                continue
+            if isinstance(prepared, Built):
+                group.append((index, prepared))
+            else:
+                answers[index] = prepared
+        written = run_transactions(svc, context, [built.bundle for _, built in group])
+        for (index, built), response in zip(group, written, strict=False):
+            answers[index] = _answer(built, response)
+        if len(written) < len(group):
+            index, built = group[len(written)]
+            try:
+                answers[index] = _store(svc, context, built.order, built.raw)
+            except Rejection as rejection:
+                answers[index] = rejection
+            after = {i for i, _ in group[len(written) + 1 :]}
+            later = [item for item in todo if item[0] in after] + later
+        todo = later
+    return answers
+
+
+def _prepare(
+    svc: Services,
+    context: RequestContext,
+    order: Json,
+    raw: bytes,
+    held: to_fhir.Known,
+    known: to_fhir.Known | None,
+) -> Json | Built:
+    """What an order becomes on what is stored of it: an answer given from that alone (a replay), a
+    Rejection (another client's order, an older version, the same version with other content), or the
+    Bundle that writes it."""
+    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
+    ordernummer = order["ordernummer"]
+    stored = _stored_version(held, oid)
+    if stored is not None and not _visible(svc, context, order, held):
+        # another organisation's order: answered as the write path would, telling nothing of it
+        message = f"This client may not change order {ordernummer}"
+        raise Rejection(403, [Issue("error", "forbidden", message, ("ordernummer",))])
+    if stored is not None and version < stored:
+        message = f"Order {ordernummer} version {version} is older than the stored version {stored}"
+        raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
+    if stored == version:
+        binary = held.by_id.get(f"Binary/{oid}-v{version}")
+        content = loads(base64.b64decode(binary.resource["data"])) if binary else None
+        if content != order:
+            message = f"Order {ordernummer} version {version} is stored with different content"
+            raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
+        first = _first_written(order, oid)
+        found = held.by_id.get(first)
+        location = f"{first}/_history/{found.version}" if found else None
+        message = f"Order {ordernummer} version {version} is already stored; nothing changed"
+        return entry(200, [Issue("information", "informational", message)], location)
+    assert known is not None  # read whenever this version is not stored
+    return Built(order, raw, to_fhir.build(order, raw, known, to_instant(utc_now())), known, stored)
+
+
+def _answer(built: Built, response: Json) -> Json:
+    issues, locations = _written(built.bundle, response, built.known)
+    first = _first_written(built.order, to_fhir.order_id(built.order))
+    return entry(201 if built.stored is None else 200, issues, locations.get(first))
 
 
 def _store(svc: Services, context: RequestContext, order: Json, raw: bytes) -> Json:
-    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
-    ordernummer = order["ordernummer"]
+    """One order read, built and written by itself; its master data changed between reading and
+    writing (412), it is read and built again."""
     for attempt in range(ATTEMPTS):
         held, known = read(svc, context, order)
-        stored = _stored_version(held, oid)
-        if stored is not None and not _visible(svc, context, order, held):
-            # another organisation's order: answered as the write path would, telling nothing of it
-            message = f"This client may not change order {ordernummer}"
-            raise Rejection(403, [Issue("error", "forbidden", message, ("ordernummer",))])
-        if stored is not None and version < stored:
-            message = f"Order {ordernummer} version {version} is older than the stored version {stored}"
-            raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
-        if stored == version:
-            binary = held.by_id.get(f"Binary/{oid}-v{version}")
-            content = loads(base64.b64decode(binary.resource["data"])) if binary else None
-            if content != order:
-                message = f"Order {ordernummer} version {version} is stored with different content"
-                raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
-            first = _first_written(order, oid)
-            found = held.by_id.get(first)
-            location = f"{first}/_history/{found.version}" if found else None
-            message = f"Order {ordernummer} version {version} is already stored; nothing changed"
-            return entry(200, [Issue("information", "informational", message)], location)
-        assert known is not None  # read() reads it whenever this version is not stored
-        bundle = to_fhir.build(order, raw, known, to_instant(utc_now()))
+        prepared = _prepare(svc, context, order, raw, held, known)
+        if not isinstance(prepared, Built):
+            return prepared
         try:
-            response = run_transaction(svc, context, bundle)
+            response = run_transaction(svc, context, prepared.bundle)
         except FhirError as error:
             if error.status == 412 and attempt < ATTEMPTS - 1:
                 continue  # master data changed between reading and writing: read again
             status = 409 if error.status == 409 else (error.status if error.status < 500 else 422)
-            raise Rejection(status, explain(error, bundle)) from error
-        issues, locations = _written(bundle, response, known)
-        first = _first_written(order, oid)
-        return entry(201 if stored is None else 200, issues, locations.get(first))
+            raise Rejection(status, explain(error, prepared.bundle)) from error
+        return _answer(prepared, response)
     raise AssertionError("unreachable")
 
 
@@ -252,13 +396,23 @@ async def import_pieces(
     items: Iterable[Piece] | AsyncIterator[Piece],
     keep_rejected: bool = True,
 ) -> list[Json]:
-    entries = []
+    """Orders in chunks of CHUNK through `import_chunk`; their entries in order."""
+    entries: list[Json] = []
+    chunk: list[Piece] = []
     if isinstance(items, AsyncIterator):
         async for piece in items:
-            entries.append(await import_order(svc, context, piece, keep_rejected))
+            chunk.append(piece)
+            if len(chunk) == CHUNK:
+                entries += await import_chunk(svc, context, chunk, keep_rejected)
+                chunk = []
     else:
         for piece in items:
-            entries.append(await import_order(svc, context, piece, keep_rejected))
+            chunk.append(piece)
+            if len(chunk) == CHUNK:
+                entries += await import_chunk(svc, context, chunk, keep_rejected)
+                chunk = []
+    if chunk:
+        entries += await import_chunk(svc, context, chunk, keep_rejected)
     return entries
 
 

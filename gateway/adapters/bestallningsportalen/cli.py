@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress
 
-from gateway.adapters.bestallningsportalen.adapter import CLIENT, import_order
+from gateway.adapters.bestallningsportalen.adapter import CHUNK, CLIENT, import_chunk
 from gateway.adapters.bestallningsportalen.parse import Piece, pieces
 from gateway.adapters.cli import (
     ClientOption,
@@ -38,32 +38,47 @@ from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.services import Services
 
-IN_FLIGHT = 32  # orders handed to worker processes and not yet answered, per worker
+IN_FLIGHT = 2 * CHUNK  # orders handed to worker processes and not yet answered, per worker
 
 
 async def import_files(
     svc: Services, files: list[Path], progress: Progress, context: RequestContext | None = None
 ) -> Counter[str]:
-    """Import order files as `context` (default: the adapter's own client), one audit record an order."""
+    """Import order files as `context` (default: the adapter's own client), one audit record an order;
+    the orders in chunks of CHUNK (`import_chunk`)."""
     tally: Counter[str] = Counter()
     context = context or CLIENT.context(svc)
     audit = ImportAudit(svc, context, "orders")
-    for where, piece in _read(files, progress):
-        _tell(tally, progress, where, await _import_audited(svc, context, audit, where, piece))
+    chunk: list[tuple[str, Piece]] = []
+    for item in _read(files, progress):
+        chunk.append(item)
+        if len(chunk) == CHUNK:
+            _tell_all(tally, progress, chunk, await _import_audited(svc, context, audit, chunk))
+            chunk = []
+    if chunk:
+        _tell_all(tally, progress, chunk, await _import_audited(svc, context, audit, chunk))
     return tally
 
 
 async def _import_audited(
-    svc: Services, context: RequestContext, audit: ImportAudit, where: str, piece: Piece
-) -> Json:
-    """One order, and its `import` audit record whatever becomes of it; its batch-response entry."""
-    entry = None
+    svc: Services, context: RequestContext, audit: ImportAudit, chunk: list[tuple[str, Piece]]
+) -> list[Json]:
+    """Orders, and the `import` audit record of each whatever becomes of it; their batch-response
+    entries."""
+    entries: list[Json] = []
     try:
         with audit.collecting():
-            entry = await import_order(svc, context, piece)
+            entries = await import_chunk(svc, context, [piece for _, piece in chunk])
     finally:
-        audit.record(where, entry)
-    return entry
+        audit.record_many([(where, entries[i] if entries else None) for i, (where, _) in enumerate(chunk)])
+    return entries
+
+
+def _tell_all(
+    tally: Counter[str], progress: Progress, chunk: list[tuple[str, Piece]], entries: list[Json]
+) -> None:
+    for (where, _), entry in zip(chunk, entries, strict=True):
+        _tell(tally, progress, where, entry)
 
 
 def _read(files: list[Path], progress: Progress) -> Iterator[tuple[str, Piece]]:
@@ -82,34 +97,60 @@ def _tell(tally: Counter[str], progress: Progress, where: str, entry: Json) -> N
         progress.console.print(f"[red]{escape(f'{where}: {status} {describe(entry)}')}")
 
 
+@dataclass
+class _Batch:
+    """Orders for one worker process, sent together (`import_chunk` there) once CHUNK are gathered, or
+    when the oldest order not yet reported is among them."""
+
+    items: list[tuple[str, Piece]] = field(default_factory=list)
+    answers: Future[list[Json]] | None = None
+
+
 def import_in_workers(
     files: list[Path], progress: Progress, client_id: str | None, workers: int
 ) -> Counter[str]:
     """`import_files` in `workers` processes, each with its own database connections, as `client_id`
     (None: the adapter's own client). An order goes to the process its ordernummer hashes to, so the
-    versions of one order are imported in file order; answers are reported in file order; at most
-    IN_FLIGHT orders a process are read ahead (bounded memory)."""
+    versions of one order are imported in file order; a process takes its orders in chunks of CHUNK;
+    answers are reported in file order; at most IN_FLIGHT orders a process are read ahead (bounded
+    memory)."""
     spawn = multiprocessing.get_context("spawn")  # no database connection is inherited
     pools = [
         ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_worker, initargs=(client_id,))
         for _ in range(workers)
     ]
+    gathering = [_Batch() for _ in range(workers)]
     tally: Counter[str] = Counter()
-    waiting: deque[tuple[str, Future[Json]]] = deque()
+    waiting: deque[tuple[str, _Batch, int, int]] = deque()  # each order: where, batch, position, worker
+
+    def send(worker: int) -> None:
+        batch, gathering[worker] = gathering[worker], _Batch()
+        batch.answers = pools[worker].submit(_import_chunk, batch.items)
+
+    def report_oldest() -> None:
+        where, batch, position, worker = waiting.popleft()
+        if batch.answers is None:
+            send(worker)
+        assert batch.answers is not None
+        _tell(tally, progress, where, batch.answers.result()[position])
+
     try:
         for where, piece in _read(files, progress):
             key = piece.value.get("ordernummer") if isinstance(piece.value, dict) else None
-            pool = pools[zlib.crc32(str(key if key is not None else piece.number).encode()) % workers]
-            waiting.append((where, pool.submit(_import_piece, where, piece)))
+            worker = zlib.crc32(str(key if key is not None else piece.number).encode()) % workers
+            batch = gathering[worker]
+            batch.items.append((where, piece))
+            waiting.append((where, batch, len(batch.items) - 1, worker))
+            if len(batch.items) == CHUNK:
+                send(worker)
             while len(waiting) > IN_FLIGHT * workers:
-                done_where, answer = waiting.popleft()
-                _tell(tally, progress, done_where, answer.result())
+                report_oldest()
         while waiting:
-            done_where, answer = waiting.popleft()
-            _tell(tally, progress, done_where, answer.result())
+            report_oldest()
     finally:
-        for _, answer in waiting:  # broken off: what no worker has begun is not imported
-            answer.cancel()
+        for _, batch, _, _ in waiting:  # broken off: what no worker has begun is not imported
+            if batch.answers is not None:
+                batch.answers.cancel()
         for pool in pools:
             with suppress(BrokenProcessPool):
                 pool.submit(_stop_worker).result()  # every audit record of the worker stored
@@ -137,11 +178,9 @@ def _start_worker(client_id: str | None) -> None:
     _WORKER.append(_Worker(svc, context, ImportAudit(svc, context, "orders"), asyncio.new_event_loop()))
 
 
-def _import_piece(where: str, piece: Piece) -> Json:
+def _import_chunk(chunk: list[tuple[str, Piece]]) -> list[Json]:
     worker = _WORKER[0]
-    return worker.loop.run_until_complete(
-        _import_audited(worker.svc, worker.context, worker.audit, where, piece)
-    )
+    return worker.loop.run_until_complete(_import_audited(worker.svc, worker.context, worker.audit, chunk))
 
 
 def _stop_worker() -> None:

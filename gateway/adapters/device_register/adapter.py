@@ -31,7 +31,7 @@ from gateway.adapters.intake import (
 from gateway.adapters.mapping import Found
 from gateway.adapters.registry import register
 from gateway.errors import FhirError, Issue
-from gateway.fhir.transaction import process_bundle, run_transaction
+from gateway.fhir.transaction import process_bundle, run_transaction, run_transactions
 from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
@@ -266,7 +266,7 @@ class Importer:
 
     def _chunk(self, rows: list[Row]) -> list[tuple[bytes, Json | Rejection]]:
         """Each row checked; what is stored of all the good ones read in one unit of work; a row that
-        changes nothing answered from that read alone, the others written one by one."""
+        changes nothing answered from that read alone, the others written together (`_write`)."""
         results: list[tuple[bytes, Json | Rejection]] = []
         checked: list[tuple[int, Json]] = []
         for index, row in enumerate(rows):
@@ -276,14 +276,46 @@ class Importer:
                 results.append((raw, {}))
             except Rejection as rejection:
                 results.append((raw, rejection))
-        knowns = read_known(self.svc, self.context, [record for _, record in checked]) if checked else []
-        for (index, record), known in zip(checked, knowns, strict=True):
-            raw = results[index][0]
-            try:
-                results[index] = (raw, self._store(record, raw, known))
-            except Rejection as rejection:
-                results[index] = (raw, rejection)
+        while checked:
+            knowns = read_known(self.svc, self.context, [record for _, record in checked])
+            built: list[tuple[int, Json, Json, list[Issue], to_fhir.Known]] = []
+            for (index, record), known in zip(checked, knowns, strict=True):
+                raw = results[index][0]
+                bundle, notes = to_fhir.build(record, raw, known, to_instant(utc_now()))
+                try:
+                    if bundle["entry"]:
+                        built.append((index, record, bundle, notes, known))
+                    else:
+                        results[index] = (raw, self._unchanged(record, known, notes))
+                except Rejection as rejection:
+                    results[index] = (raw, rejection)
+            checked = self._write(built, results)
         return results
+
+    def _write(
+        self,
+        built: list[tuple[int, Json, Json, list[Issue], to_fhir.Known]],
+        results: list[tuple[bytes, Json | Rejection]],
+    ) -> list[tuple[int, Json]]:
+        """The rows' Bundles written in one unit of work (`run_transactions`) up to the first that fails:
+        that row is written by itself (read and built again, as alone), and the rows after it are given
+        back, to be read and built again on what is stored now."""
+        written = run_transactions(self.svc, self.context, [bundle for _, _, bundle, _, _ in built])
+        for (index, _, bundle, notes, known), response in zip(built, written, strict=False):
+            issues, location = _written(bundle, response)
+            results[index] = (
+                results[index][0],
+                entry(201 if known.device is None else 200, [*issues, *notes], location),
+            )
+        if len(written) == len(built):
+            return []
+        index, record, _, _, _ = built[len(written)]
+        raw = results[index][0]
+        try:
+            results[index] = (raw, self._store(record, raw))
+        except Rejection as rejection:
+            results[index] = (raw, rejection)
+        return [(index, record) for index, record, _, _, _ in built[len(written) + 1 :]]
 
     def _check(self, row: Row) -> Json:
         """The row as typed values, checked against the register's field table and the rest of the export."""
@@ -312,24 +344,27 @@ class Importer:
         source_key = " ".join(u for u in unit if u) or f"line {row.line}"
         return await reject(self.svc.engine, NAME, rejection, raw, "text/csv", source_key, self.keep_rejected)
 
-    def _store(self, row: Json, raw: bytes, known: to_fhir.Known) -> Json:
-        """Build the row's Bundle on `known` and write it; built on what another writer (or an earlier row
-        of the chunk) has changed since, the write fails whole and the row is read and built again."""
+    def _unchanged(self, row: Json, known: to_fhir.Known, notes: list[Issue]) -> Json:
+        """The answer to a row whose Bundle writes nothing: the unit is stored as the row says."""
+        device = known.device
+        if device is not None and not self.svc.hooks.policy.can_read(self.context, device.resource):
+            # another organisation's unit: answered as the write path would, telling nothing
+            message = f"This client may not change {row['register']} {row['individnummer']}"
+            raise Rejection(403, [Issue("error", "forbidden", message, ("individnummer",))])
+        location = f"Device/{device.res_id}/_history/{device.version}" if device else None
+        message = f"{row['register']} {row['individnummer']} is stored as the row says; nothing changed"
+        return entry(200, [Issue("information", "informational", message), *notes], location)
+
+    def _store(self, row: Json, raw: bytes, known: to_fhir.Known | None = None) -> Json:
+        """Build the row's Bundle on `known` (None: read it now) and write it by itself; built on what
+        another writer (or an earlier row of the chunk) has changed since, the write fails whole and the
+        row is read and built again."""
         for attempt in range(ATTEMPTS):
-            if attempt:
+            if attempt or known is None:
                 known = read_known(self.svc, self.context, [row])[0]
             bundle, notes = to_fhir.build(row, raw, known, to_instant(utc_now()))
             if not bundle["entry"]:
-                device = known.device
-                if device is not None and not self.svc.hooks.policy.can_read(self.context, device.resource):
-                    # another organisation's unit: answered as the write path would, telling nothing
-                    message = f"This client may not change {row['register']} {row['individnummer']}"
-                    raise Rejection(403, [Issue("error", "forbidden", message, ("individnummer",))])
-                location = f"Device/{device.res_id}/_history/{device.version}" if device else None
-                message = (
-                    f"{row['register']} {row['individnummer']} is stored as the row says; nothing changed"
-                )
-                return entry(200, [Issue("information", "informational", message), *notes], location)
+                return self._unchanged(row, known, notes)
             try:
                 response = run_transaction(self.svc, self.context, bundle)
             except FhirError as error:
