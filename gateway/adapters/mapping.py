@@ -6,7 +6,6 @@ merge of master data (Patient, Organization, Practitioner) that never erases wha
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 from collections.abc import Iterator
@@ -145,10 +144,9 @@ def _values(node: Any, parts: list[str], path: str) -> Iterator[tuple[str, Any, 
         yield where, None, False
 
 
-def _parent_present(record: Json, name: str) -> Iterator[tuple[str, bool]]:
-    """For a field name (`rader[].antal`), each concrete path (`rader[0].antal`) and whether it is there."""
-    for path, _value, present in _values(record, name.split("."), ""):
-        yield path, present
+@cache
+def _parts(name: str) -> list[str]:
+    return name.split(".")
 
 
 def _type_problem(spec: dict[str, Any], value: Any, codes: dict[str, Any] | None) -> str | None:
@@ -241,14 +239,14 @@ def check(record: Any, source: str, label: str = "record") -> list[Issue]:
     bad: set[str] = set()
     for name, spec in fields.items():
         codes = code_map(source, spec["codes"]) if "codes" in spec else None
-        for path, present in _parent_present(record, name):
-            if any(path.startswith(f"{b}.") or path.startswith(f"{b}[") for b in bad):
+        # For a field name (`rader[].antal`), each concrete path (`rader[0].antal`) and its value.
+        for path, value, present in _values(record, _parts(name), ""):
+            if bad and any(path.startswith(f"{b}.") or path.startswith(f"{b}[") for b in bad):
                 continue
             required = bool(spec.get("required"))
             when = spec.get("required_when")
             if when:
                 required = all(_matches(record.get(k), v) for k, v in when.items())
-            value = _lookup(record, path) if present else None
             if not present or value is None:
                 if required:
                     issues.append(Issue("error", "required", f"{path} is required", (path,)))
@@ -343,7 +341,7 @@ def merge(current: Json, incoming: Json, event_time: str) -> Json:
     stored_time = _event_time(current)
     incoming_time = parse_datetime(event_time)
     newer = stored_time is None or (incoming_time is not None and incoming_time >= stored_time)
-    result = copy.deepcopy(current)
+    result = dict(current)  # top-level keys replaced, never changed in place: `current` stays as it is
     for key, value in incoming.items():
         if key in ("resourceType", "id", "meta", "extension"):
             continue

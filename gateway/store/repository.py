@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, false, insert, or_, select, update
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
@@ -75,6 +75,21 @@ _CLAIMED_BY = select(CLAIM.c.rid).where(
     CLAIM.c.res_type == bindparam("res_type"),
     CLAIM.c.system == bindparam("system"),
     CLAIM.c.value == bindparam("value"),
+)
+REF = _INDEX_TABLES["reference"]
+# The current, not deleted, resources of a type whose reference parameter points at any of some resources
+# of one type on this server (a relative reference, or an absolute one under the server's base).
+_REFERRING = select(R).where(
+    R.c.rid.in_(
+        select(REF.c.rid).where(
+            REF.c.res_type == bindparam("res_type"),
+            REF.c.param == bindparam("param"),
+            REF.c.target_id.in_(bindparam("ids", expanding=True)),
+            REF.c.target_type == bindparam("target_type"),
+            or_(REF.c.url.is_(None), REF.c.url == bindparam("base")),
+        )
+    ),
+    R.c.deleted == false(),
 )
 _INSERT_CLAIMS = insert(CLAIM)
 _DELETE_CLAIMS = delete(CLAIM).where(CLAIM.c.rid == bindparam("old_rid"))
@@ -272,6 +287,19 @@ class Repository:
             by_rid = {stored.rid: stored for stored in self.current_many(sorted(set(rids.values())))}
             found |= {key: by_rid[rid] for key, rid in rids.items() if rid in by_rid}
         return {key: stored for key, stored in found.items() if key in wanted}
+
+    def referring(
+        self, res_type: str, param: str, target_type: str, ids: Iterable[str], base: str = ""
+    ) -> list[Stored]:
+        """The current resources of `res_type` whose reference search parameter `param` points at any of
+        `target_type`/`ids` here (`base`: this server's base URL): `res_type?param=T/a,T/b,…`, without
+        the search's parsing and planning, for the many targets of one chunk of source records."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        values = {"res_type": res_type, "param": param, "target_type": target_type, "ids": wanted}
+        rows = self.connection.execute(_REFERRING, values | {"base": base})
+        return [_stored(row) for row in rows]
 
     def claims_in(self, res_type: str, system: str) -> list[tuple[int, str]]:
         """(rid, value) of every identifier of this type in `system`: what holds identifiers there."""

@@ -6,7 +6,7 @@ answer is one `batch-response` entry; a full export then marks the units it no l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -25,7 +25,6 @@ from gateway.adapters.intake import (
     explain,
     found,
     holders,
-    identifier_search,
     reject,
 )
 from gateway.adapters.mapping import Found
@@ -97,9 +96,9 @@ def _known(svc: Services, uow: UnitOfWork, rows: list[Json]) -> list[to_fhir.Kno
     held_by |= holders(uow, [("Organization", m.HSA, row["agare_hsaid"]) for row in rows])
     held_by |= holders(uow, [("Patient", *person) for person in persons if person])
     devices = [held_by.get(("Device", *to_fhir.unit_key(row))) for row in rows]
-    references = sorted({f"Device/{device.res_id}" for device in devices if device})
-    uses = _grouped(svc, uow, "DeviceUseStatement", "device", references, "device")
-    tasks = _grouped(svc, uow, "Task", "focus", references, "focus", _RETURN_TASK)
+    units = sorted({device.res_id for device in devices if device})
+    uses = _grouped(svc, uow, "DeviceUseStatement", "device", units, "device")
+    tasks = _grouped(svc, uow, "Task", "focus", units, "focus", _returns_device)
     orders = sorted({row["forskrivning_ordernummer"] for row in rows if row.get("forskrivning_ordernummer")})
     lines = _order_lines(svc, uow, orders)
     own = [(row, _own_ids(row)) for row in rows]
@@ -133,7 +132,6 @@ def _known(svc: Services, uow: UnitOfWork, rows: list[Json]) -> list[to_fhir.Kno
     return knowns
 
 
-_RETURN_TASK = identifier_search(m.TASK_CODES, "return-device", "code")
 _LIMIT = 1_000_000  # searches of a chunk's resources are not paged
 
 
@@ -144,30 +142,34 @@ def _escaped(value: str) -> str:
     return value
 
 
+def _returns_device(task: Json) -> bool:
+    """A `return-device` Task (its code in the gateway's task-code CodeSystem)."""
+    codings = (task.get("code") or {}).get("coding", [])
+    return any(c.get("system") == m.TASK_CODES and c.get("code") == "return-device" for c in codings)
+
+
 def _grouped(
     svc: Services,
     uow: UnitOfWork,
     res_type: str,
     param: str,
-    references: list[str],
+    devices: list[str],
     element: str,
-    extra: str = "",
+    keep: Callable[[Json], bool] = lambda _: True,
 ) -> dict[str, list[Found]]:
-    """Resources whose `param` names any of `references`, by the reference their `element` holds."""
-    if not references:
-        return {}
-    query = f"{param}={quote(','.join(references), safe='/,')}" + (f"&{extra}" if extra else "")
+    """The resources of `res_type` whose `param` names any of these Devices (by id) and that `keep`
+    takes, by the reference their `element` holds."""
+    base = svc.settings.base_url.rstrip("/")
     grouped: dict[str, list[Found]] = {}
-    base = (svc.settings.base_url.rstrip("/"),)
-    for stored in svc.searcher.match(uow.connection, res_type, query, limit=_LIMIT):
+    for stored in uow.repository.referring(res_type, param, "Device", devices, base):
         resource = found(stored)
-        if resource is None:
+        if resource is None or not keep(resource.resource):
             continue
         values = resource.resource.get(element)
         for value in values if isinstance(values, list) else [values]:
             reference = (value or {}).get("reference") if isinstance(value, dict) else None
             if isinstance(reference, str):
-                key = parse_reference(reference, base)
+                key = parse_reference(reference, (base,))
                 grouped.setdefault(f"{key.target_type}/{key.target_id}", []).append(resource)
     return grouped
 

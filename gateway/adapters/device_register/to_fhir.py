@@ -11,7 +11,6 @@ and the adapter writes nothing."""
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 from dataclasses import dataclass, field
 
@@ -178,7 +177,8 @@ def device_resource(row: Json, owner: str, patient: str | None, stored: Json | N
     if stored is None:
         extensions = _maintenance(row)
         return {**built, **({"extension": extensions} if extensions else {})}
-    result = {k: copy.deepcopy(v) for k, v in stored.items() if k not in MANAGED and k != "extension"}
+    # Top-level keys replaced, nothing changed in place: the stored unit's own values can be shared.
+    result = {k: v for k, v in stored.items() if k not in MANAGED and k != "extension"}
     result.update({k: v for k, v in built.items() if k != "identifier"})
     held = stored.get("identifier", [])
     have = {(i.get("system"), i.get("value")) for i in held}
