@@ -20,7 +20,7 @@ from uuid import uuid4
 
 import jsonpatch
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.errors import (
     FhirError,
@@ -142,6 +142,15 @@ def _identifiers(resource: Json) -> Iterator[tuple[str, str]]:
             yield system[:255], value[:255]
 
 
+# PostgreSQL's answer to writers that wait on each other's rows (a deadlock) or could not be serialised:
+# nothing was written, and the same work run again succeeds.
+_CONCURRENT_STATES = frozenset({"40P01", "40001"})
+
+
+def _concurrent(error: OperationalError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in _CONCURRENT_STATES
+
+
 def content_equal(a: Json, b: Json) -> bool:
     """Equal apart from the server-maintained meta.versionId and meta.lastUpdated."""
 
@@ -191,7 +200,9 @@ class WritePath:
                     self._after_rollback(uow, 409)
                     raise conflict(str(error), error.expression) from error
                 identifier_retried = True
-            except (IntegrityError, StaleVersion, Conflict) as error:
+            except (IntegrityError, StaleVersion, Conflict, OperationalError) as error:
+                if isinstance(error, OperationalError) and not _concurrent(error):
+                    raise
                 if attempt < MAX_ATTEMPTS - 1:
                     time.sleep(random.uniform(0, 0.002 * 2**attempt))  # back off, then re-run it all
                 else:

@@ -118,7 +118,8 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
     `bundles`, the ones before it are stored, and the caller runs the one that failed by itself
     (`run_transaction`, which answers it exactly as it would have been alone) before the rest. One
     commit, one read of what is stored and one INSERT per index table for many records, instead of one
-    each; the records' audit events and notifications follow the commit as for any unit of work."""
+    each; the records' audit events and notifications follow the commit as for any unit of work. The
+    responses name what was written (status, location, etag) without the resources themselves."""
     prepared: list[list[Entry]] = []
     for bundle in bundles:
         try:
@@ -135,10 +136,14 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
         return []
 
     def work(uow: UnitOfWork) -> list[list[Json]]:
+        # Every Bundle's PUT targets in one query (a record's write drops what it read ahead and wrote).
+        uow.read_ahead_for_write(
+            (e.res_type, e.res_id) for entries in prepared for e in entries if e.method == "PUT" and e.res_id
+        )
         stored: list[list[Json]] = []
         for entries in prepared:
             try:
-                stored.append(uow.attempt(partial(_transaction, svc, uow, entries)))
+                stored.append(uow.attempt(partial(_transaction, svc, uow, entries, bodies=False)))
             except (FhirError, IdentifierTaken, Conflict, StaleVersion, IntegrityError):
                 break
         return stored
@@ -278,15 +283,16 @@ def _validate(entries: list[Entry]) -> None:
             _guarded(e, partial(validate, e.resource, *expected))
 
 
-def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry]) -> list[Json]:
+def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry], bodies: bool = True) -> list[Json]:
     """The R4 transaction processing rules: DELETE, then POST, then PUT and PATCH, then GET; ids are
-    decided (after the DELETEs) before anything else is written, so every `fullUrl` resolves."""
+    decided (after the DELETEs) before anything else is written, so every `fullUrl` resolves.
+    `bodies`: the responses of writes carry the resource written (as the client may see it)."""
     responses: list[Json] = [{} for _ in entries]
     ordered = _in_processing_order(entries)
     plan = Plan()
     for e in ordered:
         if e.method == "DELETE":
-            responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan))
+            responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan, bodies))
     for e in ordered:
         if e.method != "DELETE":
             _guarded(e, partial(_plan, svc, uow, e, plan))
@@ -299,7 +305,7 @@ def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry]) -> list[J
     )
     for e in ordered:
         if e.method != "DELETE":
-            responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan))
+            responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan, bodies))
     return responses
 
 
@@ -455,11 +461,17 @@ def _response(stored: Stored | None, status: int) -> Json:
     return item
 
 
-def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> Json:
-    """One entry's response; a resource in it is shown as the client may see it (masked)."""
+def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan, bodies: bool = True) -> Json:
+    """One entry's response; a resource in it is shown as the client may see it (masked). Without
+    `bodies`, a write's response has no resource."""
     write_path = svc.write_path
     base = uow.context.base_url
     view = View(svc.hooks.policy, uow.context)
+
+    def answer(stored: Stored, status: int) -> Json:
+        shown = view.entry(base, stored) if bodies else {}
+        return {**shown, "response": _response(stored, status)}
+
     if e.method == "DELETE":
         if e.res_id is None:
             raise bad_request("Conditional delete is not supported")
@@ -470,7 +482,7 @@ def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> Json:
     if e.method == "POST" and (e.index in plan.matched or e.index in plan.aliases):
         found = plan.matched.get(e.index) or uow.repository.current(e.res_type, plan.targets[e.index])
         assert found is not None  # the earlier entry created it
-        return {**view.entry(base, found), "response": _response(found, 200)}
+        return answer(found, 200)
     body = _rewrite(svc, uow, e.resource, plan)
     if e.method == "POST":  # validated before the unit of work (`_validate`)
         result = write_path.create(uow, body, new_id=plan.targets[e.index], checked=True)
@@ -482,7 +494,7 @@ def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> Json:
     else:
         res_id = e.res_id or plan.targets[e.index]
         result = write_path.patch(uow, e.res_type, res_id, body["patch"], e.if_match)
-    return {**view.entry(base, result.stored), "response": _response(result.stored, result.status)}
+    return answer(result.stored, result.status)
 
 
 def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:

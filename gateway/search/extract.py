@@ -140,6 +140,9 @@ class Extractor:
         return rows
 
     def _add(self, rows: IndexRows, res_type: str, param: SearchParam, resource: dict[str, Any]) -> None:
+        values = list(param.values(resource))
+        if not values:
+            return
         key = {"res_type": res_type, "param": param.code}
         seen: set[Any] = set()
 
@@ -149,7 +152,7 @@ class Extractor:
                 seen.add(marker)
                 table.append(key | values)
 
-        for value, target_type in param.values(resource):
+        for value, target_type in values:
             if param.type == "token":
                 for system, code in _tokens(value):
                     add(rows.token, system=system, code=code[:255] if code else code)

@@ -127,6 +127,16 @@ def _run(steps: list[_Step], resource: Json) -> list[Any]:
     return nodes
 
 
+def root_keys(path: str) -> frozenset[str] | None:
+    """The resource's top-level keys a plain path reads (`Patient.name.given` → {"name"}; a choice
+    element, each of its keys): a resource with none of them has no value there. None when the
+    expression needs fhirpathpy, or its first step is not a key."""
+    steps = _compile_steps(path)
+    if not steps or steps[0].where is not None:
+        return None
+    return frozenset(steps[0].keys)
+
+
 def compile_path(path: str) -> Callable[[Json], list[Any]] | None:
     """A JSON-walking evaluator for a plain path, or None when the expression needs fhirpathpy."""
     steps = _compile_steps(path)

@@ -20,7 +20,7 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from gateway.model.types import SUPPORTED, Json, loads
-from gateway.search.paths import compile_path
+from gateway.search.paths import compile_path, root_keys
 
 INDEXED_TYPES = frozenset({"token", "string", "reference", "date", "number", "uri"})
 
@@ -41,6 +41,8 @@ class Branch:
     expression: str
     evaluate: Callable[..., list[Any]]
     target_type: str | None = None
+    # The top-level keys it reads, when known (a plain path): without any of them it selects nothing.
+    roots: frozenset[str] | None = None
 
 
 @dataclass
@@ -61,6 +63,8 @@ class SearchParam:
     def values(self, resource: Json) -> Iterator[tuple[Any, str | None]]:
         """Each value the expression selects in `resource`, with the target type its branch requires."""
         for branch in self.branches.get(resource["resourceType"], ()):
+            if branch.roots is not None and not any(key in resource for key in branch.roots):
+                continue
             for value in branch.evaluate(resource):
                 yield value, branch.target_type
 
@@ -98,7 +102,10 @@ def _compile(branch: str) -> Branch:
     # `(X as T)` demands a single X in fhirpathpy, but X is often a collection (every component's
     # value); `X.ofType(T)` is what the definitions mean and takes collections.
     branch = _AS_TYPE.sub(r"\1.ofType(\2)", branch)
-    return Branch(branch, compile_path(branch) or fhirpathpy.compile(branch, _FHIR_MODEL), target)
+    plain = compile_path(branch)
+    if plain is not None:
+        return Branch(branch, plain, target, root_keys(branch))
+    return Branch(branch, fhirpathpy.compile(branch, _FHIR_MODEL), target)
 
 
 def _types_of(root: str) -> frozenset[str]:
@@ -141,6 +148,7 @@ class Registry:
 
     def __init__(self, definitions: Iterable[Json]) -> None:
         self._by_type: dict[str, dict[str, SearchParam]] = {res_type: {} for res_type in SUPPORTED}
+        self._indexed: dict[str, list[SearchParam]] = {}
         self.custom_urls: set[str] = set()
         for definition in definitions:
             self.add(definition)
@@ -166,6 +174,7 @@ class Registry:
             return  # composite, special and quantity parameters are not supported (docs/search.md)
         for res_type in applies_to:
             self._by_type[res_type][param.code] = param
+        self._indexed.clear()
 
     def get(self, res_type: str, code: str) -> SearchParam | None:
         return self._by_type.get(res_type, {}).get(code)
@@ -174,7 +183,11 @@ class Registry:
         return self._by_type.get(res_type, {})
 
     def indexed(self, res_type: str) -> list[SearchParam]:
-        return [param for param in self._by_type.get(res_type, {}).values() if param.indexed]
+        found = self._indexed.get(res_type)
+        if found is None:
+            params = self._by_type.get(res_type, {}).values()
+            found = self._indexed[res_type] = [param for param in params if param.indexed]
+        return found
 
     @classmethod
     def load(cls, profiles_dir: Path | None) -> Registry:

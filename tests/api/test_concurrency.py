@@ -8,6 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 from typing import Any
 
+import pytest
+from sqlalchemy.exc import OperationalError
+
 from gateway.errors import FhirError
 from gateway.hooks import RequestContext
 from gateway.pipeline import UnitOfWork, WriteResult
@@ -87,3 +90,36 @@ def test_concurrent_updates_without_if_match_lose_nothing(services: Services) ->
     current = services.write_path.run(CONTEXT, lambda uow: services.write_path.read(uow, "Patient", "p1"))
     # every update became its own version: none was lost, none doubled
     assert current.version_id == WORKERS + 1
+
+
+class _Deadlocked(Exception):
+    sqlstate = "40P01"  # PostgreSQL: deadlock_detected
+
+
+class _Unreachable(Exception):
+    sqlstate = "08006"  # PostgreSQL: connection_failure
+
+
+def test_a_unit_of_work_that_deadlocked_is_run_again_and_other_database_errors_are_not(
+    services: Services,
+) -> None:
+    """Two writers waiting on each other's rows: PostgreSQL ends one of them (nothing written); the write
+    path runs it again, as it does after any conflict with a concurrent writer."""
+    calls: list[int] = []
+
+    def deadlocked_once(uow: UnitOfWork) -> int:
+        calls.append(1)
+        services.write_path.create(uow, patient("191212121212"))
+        if len(calls) == 1:
+            raise OperationalError("UPDATE resource …", {}, _Deadlocked())
+        return services.write_path.create(uow, patient("191212121213")).status
+
+    assert services.write_path.run(CONTEXT, deadlocked_once) == 201
+    assert len(calls) == 2
+    assert _count(services, f"identifier={PNR}|") == 2, "the first run left nothing behind"  # nor a 409
+
+    def unreachable(uow: UnitOfWork) -> int:
+        raise OperationalError("SELECT 1", {}, _Unreachable())
+
+    with pytest.raises(OperationalError):
+        services.write_path.run(CONTEXT, unreachable)
