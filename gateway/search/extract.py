@@ -136,52 +136,78 @@ class Extractor:
         res_type = resource["resourceType"]
         rows = IndexRows()
         for param in self.registry.indexed(res_type):
-            self._add(rows, res_type, param, resource)
+            values = param.values(resource)
+            if values:
+                self._add(rows, res_type, param, values)
         return rows
 
-    def _add(self, rows: IndexRows, res_type: str, param: SearchParam, resource: dict[str, Any]) -> None:
-        values = list(param.values(resource))
-        if not values:
-            return
-        key = {"res_type": res_type, "param": param.code}
+    def _add(
+        self, rows: IndexRows, res_type: str, param: SearchParam, values: list[tuple[Any, str | None]]
+    ) -> None:
+        """The index rows of one parameter's values, each distinct row once."""
+        code, kind = param.code, param.type
         seen: set[Any] = set()
-
-        def add(table: list[dict[str, Any]], **values: Any) -> None:
-            marker = tuple(values.values())
-            if marker not in seen:
-                seen.add(marker)
-                table.append(key | values)
-
-        for value, target_type in values:
-            if param.type == "token":
-                for system, code in _tokens(value):
-                    add(rows.token, system=system, code=code[:255] if code else code)
-            elif param.type == "string":
+        if kind == "token":
+            for value, _ in values:
+                for system, whole in _tokens(value):
+                    token = whole[:255] if whole else whole
+                    if (system, token) not in seen:
+                        seen.add((system, token))
+                        rows.token.append(
+                            {"res_type": res_type, "param": code, "system": system, "code": token}
+                        )
+        elif kind == "string":
+            for value, _ in values:
                 for text in _strings(value):
-                    add(rows.string, value_folded=fold(text), value_exact=text)
-            elif param.type == "reference":
-                self._reference(add, rows, value, target_type)
-            elif param.type == "date":
+                    if text not in seen:
+                        seen.add(text)
+                        row = {"res_type": res_type, "param": code, "value_folded": fold(text)}
+                        rows.string.append(row | {"value_exact": text})
+        elif kind == "reference":
+            for value, target_type in values:
+                key = self._reference(value, target_type)
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    rows.reference.append(
+                        {
+                            "res_type": res_type,
+                            "param": code,
+                            "target_type": key.target_type,
+                            "target_id": key.target_id,
+                            "url": key.server,
+                        }
+                    )
+        elif kind == "date":
+            for value, _ in values:
                 try:
                     for low, high in _dates(value, self.zone):
-                        add(rows.date, low=low, high=high)
+                        if (low, high) not in seen:
+                            seen.add((low, high))
+                            rows.date.append({"res_type": res_type, "param": code, "low": low, "high": high})
                 except DateFormatError:
                     continue
-            elif param.type == "number" and isinstance(value, int | float | Decimal | str):
+        elif kind == "number":
+            for value, _ in values:
+                if not isinstance(value, int | float | Decimal | str):
+                    continue
                 try:
                     number = float(value)
                 except ValueError:
                     continue
-                if math.isfinite(number):
-                    add(rows.number, value=number)
-            elif param.type == "uri" and isinstance(value, str):
-                add(rows.uri, value=value[:512])
+                if math.isfinite(number) and number not in seen:
+                    seen.add(number)
+                    rows.number.append({"res_type": res_type, "param": code, "value": number})
+        elif kind == "uri":
+            for value, _ in values:
+                if isinstance(value, str) and value[:512] not in seen:
+                    seen.add(value[:512])
+                    rows.uri.append({"res_type": res_type, "param": code, "value": value[:512]})
 
-    def _reference(self, add: Any, rows: IndexRows, value: Any, target_type: str | None) -> None:
+    def _reference(self, value: Any, target_type: str | None) -> ReferenceKey | None:
         reference = value.get("reference") if isinstance(value, dict) else value
         if not isinstance(reference, str) or not reference or reference.startswith("#"):
-            return
+            return None
         key = parse_reference(reference, (self.base_url,))
         if target_type is not None and key.target_type != target_type:
-            return
-        add(rows.reference, target_type=key.target_type, target_id=key.target_id, url=key.server)
+            return None
+        return key

@@ -60,13 +60,15 @@ class SearchParam:
     def indexed(self) -> bool:
         return self.type in INDEXED_TYPES and self.code not in COLUMN_PARAMS
 
-    def values(self, resource: Json) -> Iterator[tuple[Any, str | None]]:
+    def values(self, resource: Json) -> list[tuple[Any, str | None]]:
         """Each value the expression selects in `resource`, with the target type its branch requires."""
+        found: list[tuple[Any, str | None]] = []
         for branch in self.branches.get(resource["resourceType"], ()):
             if branch.roots is not None and not any(key in resource for key in branch.roots):
                 continue
-            for value in branch.evaluate(resource):
-                yield value, branch.target_type
+            target = branch.target_type
+            found.extend((value, target) for value in branch.evaluate(resource))
+        return found
 
 
 def _split_union(expression: str) -> list[str]:

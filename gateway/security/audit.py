@@ -36,7 +36,7 @@ from gateway.search.dates import to_instant, utc_now
 from gateway.search.extract import Extractor
 from gateway.security import purpose
 from gateway.store.bulk import insert_all
-from gateway.store.database import WRITE_OPTION
+from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.repository import _INDEX_TABLES, R, V
 
 log = logging.getLogger("gateway.audit")
@@ -283,7 +283,11 @@ class AuditQueue:
                 }
             )
         options = {WRITE_OPTION: True}
-        with self.engine.connect().execution_options(**options) as connection, connection.begin():
+        with (
+            self.engine.connect().execution_options(**options) as connection,
+            writer_turn(connection, True),  # SQLite: in turn with the write path, not in its busy handler
+            connection.begin(),
+        ):
             insert_all(connection, V, [row | {"method": "POST"} for row in rows])
             rids = connection.execute(insert(R).returning(R.c.rid, sort_by_parameter_order=True), rows)
             index: dict[str, list[dict[str, Any]]] = {name: [] for name in _INDEX_TABLES}

@@ -7,8 +7,9 @@ Nothing can see the difference: before any statement other than the write path's
 id, writing resource and version rows, checking and removing a resource's claims and index rows) the
 held rows are written, and at the latest when the transaction commits; a rollback drops them. The rows
 live in the connection's `info` for the length of one transaction, and only on engines where `install`
-put these hooks (elsewhere the repository writes them at once). A savepoint does not write them; who
-rolls back to one restores what was held when it began (`snapshot`, `restore`: `UnitOfWork.attempt`).
+put these hooks (elsewhere the repository writes them at once). `UnitOfWork.attempt` runs work in a
+savepoint (sent past SQLAlchemy, so it does not write them) and, rolling back to it, restores what was
+held when it began (`snapshot`, `restore`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any, cast
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, Table, event
-from sqlalchemy.sql.elements import ReleaseSavepointClause, RollbackToSavepointClause, SavepointClause
 
 from gateway.store.bulk import insert_all
 from gateway.store.tables import IdentifierClaim, ResourceVersion
@@ -79,10 +79,6 @@ class PendingRows:
         )
 
 
-# Statements that leave the held rows where they are: a savepoint's own (its rollback must not write them).
-_SAVEPOINTS = (SavepointClause, RollbackToSavepointClause, ReleaseSavepointClause)
-
-
 def snapshot(connection: Connection) -> PendingRows | None:
     """What is held now, to `restore` after rolling back to a savepoint begun now."""
     rows: PendingRows | None = connection.info.get(KEY)
@@ -139,9 +135,7 @@ def install(engine: Engine, quiet: Iterable[object]) -> None:
 
 
 def _before_execute(connection: Connection, statement: object, *_: Any) -> None:
-    if not connection.info.get(KEY) or isinstance(statement, _SAVEPOINTS):
-        return
-    if id(statement) not in _QUIET.get(connection.engine, frozenset()):
+    if connection.info.get(KEY) and id(statement) not in _QUIET.get(connection.engine, frozenset()):
         write(connection)
 
 
