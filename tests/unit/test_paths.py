@@ -114,7 +114,8 @@ def test_most_indexed_branches_are_walked_without_fhirpathpy() -> None:
 
 def _rows(param: SearchParam, res_type: str, branch: Branch, resource: Json) -> IndexRows:
     rows = IndexRows()
-    EXTRACTOR._add(rows, res_type, replace(param, branches={res_type: [branch]}), resource)
+    only = replace(param, branches={res_type: [branch]})
+    EXTRACTOR._add(rows, res_type, only, only.values(resource))
     return rows
 
 
