@@ -8,14 +8,15 @@ a fresh SQLite file), with peak RSS.
 
 Every other unit is on loan (`Utlånad`) to a patient, so half the rows also upsert a Patient and write a
 DeviceUseStatement; each row writes its Provenance and raw row (Binary). The REST rows are MEDUSA's
-units, the CLI's SESAM's, so the CLI's full export marks none of the REST units missing. Run it at two
-sizes to see that memory stays flat in the file size (the CLI streams; each REST request holds its own
-rows)."""
+units, the CLI's SESAM's (and LOKAL's with 2 worker processes), so no full export marks another run's
+units missing. Run it at two sizes to see that memory stays flat in the file size (the CLI streams; each
+REST request holds its own rows)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +26,8 @@ from rich.progress import Progress
 
 from bench.adapter_runs import Bench, Measured, own_peak_rss
 from bench.adapters_orders import person
-from gateway.adapters.device_register.cli import import_files
+from gateway.adapters.device_register.adapter import CLIENT
+from gateway.adapters.device_register.cli import import_files, import_in_workers
 
 HEADER = (
     "individnummer;register;serienummer;artikelnummer;benamning;iso9999;tillverkare;modell;status;"
@@ -62,6 +64,21 @@ def cli(bench: Bench, path: Path) -> Measured:
     )
 
 
+def cli_workers(bench: Bench, path: Path, workers: int = 2) -> Measured:
+    """`gateway import devices --mode full --workers N`'s path; its worker processes find the database in
+    the environment. Peak RSS: the main process's (each worker is like the one-process CLI)."""
+    os.environ |= {"DATABASE_URL": bench.url, "DATABASE_SCHEMA": bench.schema}
+    started = time.perf_counter()
+    context = CLIENT.context(bench.svc)
+    with Progress(disable=True) as progress:
+        work = import_in_workers(bench.svc, [path], "full", progress, context, None, workers)
+        tally = asyncio.run(work)
+    bench.flush()
+    return Measured(
+        time.perf_counter() - started, tally["rejected"] + tally["rejected files"], own_peak_rss()
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,10 +87,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Bench.open(tmp) as bench:
-        path = Path(tmp) / "register.csv"
-        with path.open("w", encoding="utf-8") as handle:
-            for body in csv_bodies(args.rows, "SESAM", args.rows):
-                handle.write(body)
+        path, parallel = Path(tmp) / "register.csv", Path(tmp) / "register-workers.csv"
+        for register, file in (("SESAM", path), ("LOKAL", parallel)):
+            with file.open("w", encoding="utf-8") as handle:
+                for body in csv_bodies(args.rows, register, args.rows):
+                    handle.write(body)
         url, kind = "/adapters/device-register/records?mode=delta", "text/csv"
         rest = csv_bodies(args.rows, "MEDUSA", args.batch)
         bench.report(
@@ -87,6 +105,8 @@ def main() -> None:
                 ),
                 ("CLI new", lambda: cli(bench, path)),
                 ("CLI unchanged", lambda: cli(bench, path)),
+                ("CLI new, 2 workers", lambda: cli_workers(bench, parallel)),
+                ("CLI unchanged, 2 workers", lambda: cli_workers(bench, parallel)),
             ],
         )
 

@@ -1,7 +1,7 @@
 """The audit trail of the commands, run as real processes: every `import` record (a message, a replayed
 input, a register file rejected whole) and every write's record is in the database as soon as the
 command has returned, since nothing is left behind in the background audit writer when a process ends.
-And who `gateway import hl7` writes as; orders imported by worker processes."""
+And who `gateway import hl7` writes as; orders and register rows imported by worker processes."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ import pytest
 from gateway.adapters import quarantine
 from gateway.adapters.bestallningsportalen import to_fhir
 from gateway.adapters.bestallningsportalen.adapter import CHUNK
+from gateway.adapters.device_register.adapter import CHUNK as REGISTER_CHUNK
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.security import store
 from gateway.security.scopes import ADAPTER_HL7V2
 from gateway.store.repository import Repository
 from tests.adapters.test_adapter_identity import entities, events, writers
 from tests.adapters.test_bestallningsportalen import golden
-from tests.adapters.test_device_register import row_of
+from tests.adapters.test_device_register import HEADER, changed, row_of
 from tests.adapters.test_hl7v2_cli import await_listener, free_port
 from tests.adapters.test_hl7v2_messages import adt
 from tests.adapters.test_hl7v2_mllp import HOSPITAL_CLIENT, HOSPITAL_HSA, exchange
@@ -32,6 +33,7 @@ from tests.conftest import Database
 
 GATEWAY = Path(sys.executable).with_name("gateway")
 DISCHARGE = adt("A03", "H2", sent="20261127120000", discharged="20261127110000")
+UNITS = "https://fhir.home-device-gateway.se/identifier/individnummer"
 BAD_PNR = adt("A01", "H3", pnr="191212121213", visit="V3")  # AE: the Luhn digit is wrong
 
 
@@ -213,3 +215,36 @@ def test_orders_beyond_a_chunk_are_imported_in_worker_processes_each_once(
     with clean.engine.connect() as connection:
         stored = Repository(connection).current_of(("Provenance", to_fhir.order_id(o)) for o in orders)
     assert len(stored) == count
+
+
+def test_register_rows_imported_in_worker_processes_answer_and_mark_as_one_process(
+    clean: Database, tmp_path: Path
+) -> None:
+    """`import devices --mode full --workers 2`: every row answered once in file order and audited, a
+    unit's conflicting second row still refused (a unit's rows go to one process), a file with a bad
+    header rejected whole, and the units the full export no longer lists marked missing after its rows."""
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text(f"{HEADER}\n{changed('01', individnummer='MAH-999999')}\n", encoding="utf-8")
+    assert gateway(clean, "import", "devices", str(earlier)).returncode == 0
+    count = 2 * REGISTER_CHUNK + 7
+    rows = [changed("01", individnummer=f"MAH-{n:06d}") for n in range(count)]
+    rows[5] = changed("01", individnummer="MAH-000005", status="Försvunnen")  # not a register status
+    rows.append(changed("01", individnummer="MAH-000009", modell="OC-6"))  # MAH-000009 again, other content
+    export = tmp_path / "export.csv"
+    export.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("not;a;register;export\n1;2;3;4\n", encoding="utf-8")
+    done = gateway(clean, "import", "devices", "--mode", "full", "--workers", "2", str(export), str(broken))
+    assert done.returncode == 1, done.stderr
+    summary = f"created {count - 1}, updated 0, unchanged 0, rejected 2, marked missing 1, rejected files 1"
+    assert summary in done.stderr, done.stderr
+    assert "export.csv: line 7: 400 Bad Request" in done.stderr
+    assert f"export.csv: line {count + 2}: 409 Conflict" in done.stderr
+    assert len(imports(clean)) == 1 + (count + 1) + 1  # the earlier row, every row, the broken file
+    with clean.engine.connect() as connection:
+        held = Repository(connection).held_by(
+            [("Device", f"{UNITS}/sesam", f"MAH-{n:06d}") for n in (*range(count), 999999)]
+        )
+    assert len(held) == count  # all but the rejected MAH-000005, and the earlier unit
+    missing = held[("Device", f"{UNITS}/sesam", "MAH-999999")].json()["meta"]["tag"]
+    assert [tag["code"] for tag in missing] == ["missing-from-register"]

@@ -4,15 +4,8 @@ in N processes (the orders partitioned by ordernummer, so each order's versions 
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
-import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +18,6 @@ from gateway.adapters.bestallningsportalen.parse import Piece, pieces
 from gateway.adapters.cli import (
     ClientOption,
     ImportAudit,
-    act_as,
     console,
     count,
     describe,
@@ -33,12 +25,10 @@ from gateway.adapters.cli import (
     read_chunks,
     run_import,
 )
-from gateway.config import Settings
+from gateway.adapters.workers import Worker, Workers
 from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.services import Services
-
-IN_FLIGHT = 2 * CHUNK  # orders handed to worker processes and not yet answered, per worker
 
 
 async def import_files(
@@ -97,97 +87,29 @@ def _tell(tally: Counter[str], progress: Progress, where: str, entry: Json) -> N
         progress.console.print(f"[red]{escape(f'{where}: {status} {describe(entry)}')}")
 
 
-@dataclass
-class _Batch:
-    """Orders for one worker process, sent together (`import_chunk` there) once CHUNK are gathered, or
-    when the oldest order not yet reported is among them."""
-
-    items: list[tuple[str, Piece]] = field(default_factory=list)
-    answers: Future[list[Json]] | None = None
-
-
 def import_in_workers(
     files: list[Path], progress: Progress, client_id: str | None, workers: int
 ) -> Counter[str]:
-    """`import_files` in `workers` processes, each with its own database connections, as `client_id`
-    (None: the adapter's own client). An order goes to the process its ordernummer hashes to, so the
-    versions of one order are imported in file order; a process takes its orders in chunks of CHUNK;
-    answers are reported in file order; at most IN_FLIGHT orders a process are read ahead (bounded
-    memory)."""
-    spawn = multiprocessing.get_context("spawn")  # no database connection is inherited
-    pools = [
-        ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_worker, initargs=(client_id,))
-        for _ in range(workers)
-    ]
-    gathering = [_Batch() for _ in range(workers)]
+    """`import_files` in `workers` processes (gateway/adapters/workers.py) as `client_id` (None: the
+    adapter's own client): an order goes to the process its ordernummer hashes to, so the versions of
+    one order are imported in file order; answers are reported in file order."""
     tally: Counter[str] = Counter()
-    waiting: deque[tuple[str, _Batch, int, int]] = deque()  # each order: where, batch, position, worker
-
-    def send(worker: int) -> None:
-        batch, gathering[worker] = gathering[worker], _Batch()
-        batch.answers = pools[worker].submit(_import_chunk, batch.items)
-
-    def report_oldest() -> None:
-        where, batch, position, worker = waiting.popleft()
-        if batch.answers is None:
-            send(worker)
-        assert batch.answers is not None
-        _tell(tally, progress, where, batch.answers.result()[position])
-
-    try:
-        for where, piece in _read(files, progress):
-            key = piece.value.get("ordernummer") if isinstance(piece.value, dict) else None
-            worker = zlib.crc32(str(key if key is not None else piece.number).encode()) % workers
-            batch = gathering[worker]
-            batch.items.append((where, piece))
-            waiting.append((where, batch, len(batch.items) - 1, worker))
-            if len(batch.items) == CHUNK:
-                send(worker)
-            while len(waiting) > IN_FLIGHT * workers:
-                report_oldest()
-        while waiting:
-            report_oldest()
-    finally:
-        for _, batch, _, _ in waiting:  # broken off: what no worker has begun is not imported
-            if batch.answers is not None:
-                batch.answers.cancel()
-        for pool in pools:
-            with suppress(BrokenProcessPool):
-                pool.submit(_stop_worker).result()  # every audit record of the worker stored
-            pool.shutdown()
+    with Workers(workers, CHUNK, _work, CLIENT, "orders", client_id) as pool:
+        for (where, _), entry in pool.imported(
+            (_key(piece), (where, piece)) for where, piece in _read(files, progress)
+        ):
+            _tell(tally, progress, where, entry)
     return tally
 
 
-# -- in a worker process ----------------------------------------------------------------------------------
+def _key(piece: Piece) -> str:
+    number = piece.value.get("ordernummer") if isinstance(piece.value, dict) else None
+    return str(number if number is not None else piece.number)
 
 
-@dataclass
-class _Worker:
-    svc: Services
-    context: RequestContext
-    audit: ImportAudit
-    loop: asyncio.AbstractEventLoop
-
-
-_WORKER: list[_Worker] = []  # the worker process's one _Worker, once started
-
-
-def _start_worker(client_id: str | None) -> None:
-    svc = Services.build(Settings.from_env())
-    context = act_as(CLIENT, svc, client_id)
-    _WORKER.append(_Worker(svc, context, ImportAudit(svc, context, "orders"), asyncio.new_event_loop()))
-
-
-def _import_chunk(chunk: list[tuple[str, Piece]]) -> list[Json]:
-    worker = _WORKER[0]
-    return worker.loop.run_until_complete(_import_audited(worker.svc, worker.context, worker.audit, chunk))
-
-
-def _stop_worker() -> None:
-    worker = _WORKER.pop()
-    worker.svc.close()
-    worker.svc.engine.dispose()
-    worker.loop.close()
+async def _work(worker: Worker, chunk: list[tuple[str, Piece]]) -> list[Json]:
+    """In a worker process: a chunk of orders, audited."""
+    return await _import_audited(worker.svc, worker.context, worker.audit, chunk)
 
 
 @import_app.command("orders")

@@ -319,11 +319,15 @@ class Importer:
             results[index] = (raw, rejection)
         return [(index, record) for index, record, _, _, _ in built[len(written) + 1 :]]
 
+    def note_listed(self, row: Row) -> None:
+        """Note the row's unit as listed by this export (a full export marks the units it does not list)."""
+        register, number = row.values.get("register"), row.values.get("individnummer")
+        if register and number:
+            self.listed.setdefault(register, set()).add(number)
+
     def _check(self, row: Row) -> Json:
         """The row as typed values, checked against the register's field table and the rest of the export."""
-        unit = (row.values.get("register"), row.values.get("individnummer"))
-        if unit[0] and unit[1]:
-            self.listed.setdefault(unit[0], set()).add(unit[1])
+        self.note_listed(row)
         if row.error is not None:
             raise Rejection(400, [Issue("error", "structure", row.error, (f"line {row.line}",))])
         record = typed(row.values, fields())

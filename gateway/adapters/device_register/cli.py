@@ -4,6 +4,8 @@ streamed in bounded memory, with a progress bar and a summary."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from itertools import groupby
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +22,9 @@ from gateway.adapters.cli import (
     read_chunks,
     run_import,
 )
-from gateway.adapters.device_register.adapter import CLIENT, MODES, Importer, in_chunks, open_csv
-from gateway.adapters.device_register.parse import HeaderError, Row
+from gateway.adapters.device_register.adapter import CHUNK, CLIENT, MODES, Importer, in_chunks, open_csv
+from gateway.adapters.device_register.parse import HeaderError, RegisterCsv, Row
+from gateway.adapters.workers import Worker, Workers
 from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.services import Services
@@ -30,14 +33,21 @@ HEADER_REJECTED: Json = {"response": {"status": "400 Bad Request"}}  # a file's 
 
 
 async def import_files(
-    svc: Services, files: list[Path], mode: str, progress: Progress, context: RequestContext | None = None
+    svc: Services,
+    files: list[Path],
+    mode: str,
+    progress: Progress,
+    context: RequestContext | None = None,
+    pool: Workers | None = None,
 ) -> Counter[str]:
     """Import register files as `context` (default: the adapter's own client), one audit record a row
-    (a file rejected whole at its header: one for the file)."""
+    (a file rejected whole at its header: one for the file); with a `pool`, the rows in its worker
+    processes (a unit's rows in one, in file order), each file's rows all answered before the next
+    file's are read, and a full export's units it no longer lists marked here after them."""
     tally: Counter[str] = Counter()
     context = context or CLIENT.context(svc)
     audit = ImportAudit(svc, context, "devices")
-    for path in files:
+    for number, path in enumerate(files):
         task = progress.add_task(path.name, total=path.stat().st_size)
         chunks = read_chunks(path, lambda n, task=task: progress.advance(task, n))  # type: ignore[misc]
         try:
@@ -48,15 +58,64 @@ async def import_files(
             audit.record(f"{path}: file rejected whole at its header ({error})", HEADER_REJECTED)
             continue
         importer = Importer(svc, context, export.header_text, mode)
-        for rows in in_chunks(export.rows()):
-            for row, entry in zip(rows, await _audited(audit, path, importer, rows), strict=True):
-                status = count(tally, entry)
-                if not status.startswith(("200", "201")):
-                    progress.console.print(
-                        f"{path}: line {row.line}: {status} {describe(entry)}", markup=False
-                    )
+        if pool is None:
+            for rows in in_chunks(export.rows()):
+                for row, entry in zip(rows, await _audited(audit, path, importer, rows), strict=True):
+                    _tell(tally, progress, path, row, entry)
+        else:
+            for (*_, row), entry in pool.imported(_records(importer, export, number, path)):
+                _tell(tally, progress, path, row, entry)
         tally["marked missing"] += len(await importer.finish())
     return tally
+
+
+async def import_in_workers(
+    svc: Services,
+    files: list[Path],
+    mode: str,
+    progress: Progress,
+    context: RequestContext,
+    client_id: str | None,
+    workers: int,
+) -> Counter[str]:
+    """`import_files` with the rows in `workers` processes acting as `client_id` (None: the adapter's own
+    client), which `context` is the context of."""
+    with Workers(workers, CHUNK, _work, CLIENT, "devices", client_id) as pool:
+        return await import_files(svc, files, mode, progress, context, pool)
+
+
+def _tell(tally: Counter[str], progress: Progress, path: Path, row: Row, entry: Json) -> None:
+    status = count(tally, entry)
+    if not status.startswith(("200", "201")):
+        progress.console.print(f"{path}: line {row.line}: {status} {describe(entry)}", markup=False)
+
+
+def _records(
+    importer: Importer, export: RegisterCsv, number: int, path: Path
+) -> Iterator[tuple[str, tuple[int, str, str, Row]]]:
+    """The export's rows for the worker processes, by unit; each unit noted as listed by `importer` (what
+    the workers' own importers note), whose `finish` marks what a full export lacks."""
+    for row in export.rows():
+        importer.note_listed(row)
+        yield _unit(row), (number, str(path), export.header_text, row)
+
+
+def _unit(row: Row) -> str:
+    """The worker key of a row: its unit (a unit's rows are imported by one process, in file order)."""
+    register, number = row.values.get("register"), row.values.get("individnummer")
+    return f"{register}|{number}" if register and number else f"line {row.line}"
+
+
+async def _work(worker: Worker, chunk: list[tuple[int, str, str, Row]]) -> list[Json]:
+    """In a worker process: a chunk of rows (of one file or more), each file's with an importer of its
+    own (a delta: the main process marks what a full export lacks), audited."""
+    entries: list[Json] = []
+    for (number, path, header), group in groupby(chunk, key=lambda record: record[:3]):
+        importer = worker.state.get(number)
+        if importer is None:
+            importer = worker.state[number] = Importer(worker.svc, worker.context, header, "delta")
+        entries += await _audited(worker.audit, Path(path), importer, [row for *_, row in group])
+    return entries
 
 
 async def _audited(audit: ImportAudit, path: Path, importer: Importer, rows: list[Row]) -> list[Json]:
@@ -82,6 +141,9 @@ def import_devices(
         ),
     ] = "delta",
     client: ClientOption = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (each unit's rows stay in one, in order).")
+    ] = 1,
 ) -> None:
     """Import device register rows (SESAM, Medusa). Each row is accepted or rejected on its own; rejected
     rows are quarantined (`GET /adapters/quarantine`, `gateway import --replay ID`). Exits 1 when any row
@@ -89,9 +151,13 @@ def import_devices(
     a file rejected whole at its header."""
     if mode not in MODES:
         raise typer.BadParameter("full or delta", param_hint="--mode")
-    tally = run_import(
-        CLIENT, client, lambda svc, progress, context: import_files(svc, files, mode, progress, context)
-    )
+
+    async def work(svc: Services, progress: Progress, context: RequestContext) -> Counter[str]:
+        if workers == 1:
+            return await import_files(svc, files, mode, progress, context)
+        return await import_in_workers(svc, files, mode, progress, context, client, workers)
+
+    tally = run_import(CLIENT, client, work)
     keys = ("created", "updated", "unchanged", "rejected", "marked missing", "rejected files")
     console.print(f"device rows ({mode}): " + ", ".join(f"{key} {tally[key]}" for key in keys))
     if tally["rejected"] or tally["rejected files"]:
