@@ -256,8 +256,9 @@ def masks(policy: AccessPolicy) -> bool:
 
 class Rule(Protocol):
     """A business rule on a write, run after validation and before authorization, in the write's
-    transaction. It returns the resource to store (possibly completed, e.g. a derived recipient) or
-    raises a FhirError (422 for a rule the content breaks). `action` is create, update or delete."""
+    transaction. It returns the resource to store (possibly completed, e.g. a derived recipient: a new
+    object, the one given is never changed in place) or raises a FhirError (422 for a rule the content
+    breaks). `action` is create, update or delete."""
 
     def __call__(self, uow: UnitOfWork, action: str, resource: Json, current: Json | None) -> Json: ...
 

@@ -48,7 +48,7 @@ from gateway.model.types import Json
 from gateway.model.validate import validate
 from gateway.search.dates import to_instant, utc_now
 from gateway.search.engine import Searcher
-from gateway.search.extract import Extractor
+from gateway.search.extract import Extractor, IndexRows
 from gateway.store import pending
 from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.repository import Repository, StaleVersion, Stored, hold_index_writes
@@ -245,9 +245,12 @@ class WritePath:
         resource: Json,
         method: str,
         existing: Json | None = None,
+        indexed: IndexRows | None = None,
     ) -> Stored:
         """store → index, in the unit of work's transaction. `existing`: the previous version's content,
-        when the caller has it (identifiers it already holds need no new claim)."""
+        when the caller has it (identifiers it already holds need no new claim); `indexed`: the index
+        rows of this content but its references, extracted before the unit of work (`Extractor.rows`
+        with `references=False`)."""
         resource = copy.copy(resource)
         version = previous.version_id + 1 if previous else 1
         meta = dict(resource.get("meta") or {})
@@ -267,7 +270,12 @@ class WritePath:
         try:
             stored = repository.write(previous, resource, method, uow.now)
             fresh = previous is None
-            repository.replace_index(stored.rid, self.extractor.rows(resource), fresh)
+            rows = (
+                self.extractor.rows(resource)
+                if indexed is None
+                else self.extractor.completed(indexed, resource)
+            )
+            repository.replace_index(stored.rid, rows, fresh)
             if not kept:
                 repository.replace_claims(stored.rid, resource["resourceType"], identifiers, fresh)
         except IntegrityError as error:
@@ -318,8 +326,10 @@ class WritePath:
         if_none_exist: str | None = None,
         new_id: str | None = None,
         checked: bool = False,
+        indexed: IndexRows | None = None,
     ) -> WriteResult:
-        """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`)."""
+        """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`);
+        `indexed`: its index rows but the references', extracted before the unit of work (`_store`)."""
         self._not_audit(resource.get("resourceType") if isinstance(resource, dict) else None)
         resource = validate(resource, checked=checked)
         res_type = resource["resourceType"]
@@ -334,9 +344,11 @@ class WritePath:
                 return WriteResult(200, found[0], changed=False)
         resource = dict(resource)
         resource["id"] = new_id or str(uuid4())
-        resource = self._rules(uow, "create", resource, None)
+        ruled = self._rules(uow, "create", resource, None)
+        if ruled is not resource:  # a rule completed it: its index rows are extracted anew
+            resource, indexed = ruled, None
         self.hooks.policy.authorize_write(uow.context, "create", resource, None)
-        stored = self._store(uow, None, resource, "POST")
+        stored = self._store(uow, None, resource, "POST", indexed=indexed)
         self._audit(uow, "create", stored, 201, resource)
         self._react(uow, stored, None)
         return WriteResult(201, stored)
@@ -349,10 +361,13 @@ class WritePath:
         resource: Any,
         if_match: int | None = None,
         checked: bool = False,
+        indexed: IndexRows | None = None,
     ) -> WriteResult:
-        """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`)."""
+        """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`);
+        `indexed`: its index rows but the references', extracted before the unit of work (`_store`)."""
         self._not_audit(res_type)
         resource = validate(resource, res_type, res_id, checked=checked)
+        given = resource
         current = uow.current_for_write(res_type, res_id)
         if if_match is not None and (current is None or current.version_id != if_match):
             have = f"version {current.version_id}" if current else "no version"
@@ -367,7 +382,8 @@ class WritePath:
             self._audit(uow, "update", current, 200, existing)
             return WriteResult(200, current, changed=False)
         self.hooks.policy.authorize_write(uow.context, action, resource, existing)
-        stored = self._store(uow, current, resource, "PUT", existing)
+        indexed = indexed if resource is given else None  # kept hidden or completed: extracted anew
+        stored = self._store(uow, current, resource, "PUT", existing, indexed)
         status = 200 if existing is not None else 201
         self._audit(uow, "update", stored, status, resource)
         self._react(uow, stored, existing)

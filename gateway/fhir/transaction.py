@@ -47,6 +47,7 @@ from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
 from gateway.model.validate import validate
 from gateway.pipeline import AUDIT_EVENT, Conflict, IdentifierTaken, UnitOfWork
 from gateway.search.dates import to_instant
+from gateway.search.extract import IndexRows
 from gateway.services import Services
 from gateway.store.repository import StaleVersion, Stored
 
@@ -68,6 +69,9 @@ class Entry:
     if_none_exist: str | None
     if_match: int | None
     version: int | None = None  # GET [type]/[id]/_history/[vid]
+    # Its resource's index rows but the references' (which the transaction rewrites), extracted with
+    # its validation before the unit of work.
+    indexed: IndexRows | None = None
 
 
 @dataclass
@@ -126,7 +130,7 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
             kind, raw_entries = _checked(svc, bundle)
             entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
             _check_full_urls(entries)
-            _validate(entries)
+            _validate(svc, entries)
         except FhirError:
             break  # answered when it is run by itself
         if kind != "transaction":
@@ -259,7 +263,7 @@ def _patch_body(resource: Any, where: str) -> Json:
 def _run_transaction(svc: Services, context: RequestContext, raw_entries: list[Any]) -> Json:
     entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
     _check_full_urls(entries)
-    _validate(entries)
+    _validate(svc, entries)
 
     def work(uow: UnitOfWork) -> list[Json]:
         return _transaction(svc, uow, entries)
@@ -273,14 +277,17 @@ def _in_processing_order(entries: list[Entry]) -> list[Entry]:
     return sorted(entries, key=lambda x: (ORDER[x.method], x.index))
 
 
-def _validate(entries: list[Entry]) -> None:
+def _validate(svc: Services, entries: list[Entry]) -> None:
     """Validate the resources the entries write, in processing order, before the unit of work: not under
     SQLite's write lock, and once however often a conflict re-runs the unit of work. Rewriting their
-    references changes nothing else of them, so the write path checks only the references again."""
+    references changes nothing else of them, so the write path checks only the references again, and
+    extracts only the references' index rows (`Entry.indexed` holds the others')."""
     for e in _in_processing_order(entries):
         if e.method in ("POST", "PUT") and e.res_type != AUDIT_EVENT:  # AuditEvents: the write path refuses
             expected = (e.res_type, e.res_id) if e.method == "PUT" else (None, None)
             _guarded(e, partial(validate, e.resource, *expected))
+            assert e.resource is not None
+            e.indexed = svc.write_path.extractor.rows(e.resource, references=False)
 
 
 def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry], bodies: bool = True) -> list[Json]:
@@ -485,12 +492,12 @@ def _execute(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan, bodies: bool 
         return answer(found, 200)
     body = _rewrite(svc, uow, e.resource, plan)
     if e.method == "POST":  # validated before the unit of work (`_validate`)
-        result = write_path.create(uow, body, new_id=plan.targets[e.index], checked=True)
+        result = write_path.create(uow, body, new_id=plan.targets[e.index], checked=True, indexed=e.indexed)
     elif e.method == "PUT":
         res_id = e.res_id or plan.targets[e.index]
         if e.res_id is None:
             body["id"] = res_id
-        result = write_path.update(uow, e.res_type, res_id, body, e.if_match, checked=True)
+        result = write_path.update(uow, e.res_type, res_id, body, e.if_match, checked=True, indexed=e.indexed)
     else:
         res_id = e.res_id or plan.targets[e.index]
         result = write_path.patch(uow, e.res_type, res_id, body["patch"], e.if_match)
@@ -540,7 +547,7 @@ async def _run_batch(svc: Services, context: RequestContext, raw_entries: list[A
             return _execute(svc, uow, e, plan)
 
         def validated_run(e: Entry = e, writes: bool = _writes(raw)) -> Json:
-            _validate([e])
+            _validate(svc, [e])
             return svc.write_path.run(context, partial(work, e=e), writes)
 
         try:

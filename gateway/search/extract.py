@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -132,14 +132,23 @@ class Extractor:
         self.zone = zone
         self.base_url = base_url.rstrip("/")
 
-    def rows(self, resource: dict[str, Any]) -> IndexRows:
+    def rows(self, resource: dict[str, Any], references: bool | None = None) -> IndexRows:
+        """The resource's index rows; with `references` True only its reference parameters', with False
+        all the others' (which a reference rewritten to another target leaves as they are)."""
         res_type = resource["resourceType"]
         rows = IndexRows()
         for param in self.registry.indexed(res_type):
+            if references is not None and (param.type == "reference") != references:
+                continue
             values = param.values(resource)
             if values:
                 self._add(rows, res_type, param, values)
         return rows
+
+    def completed(self, rows: IndexRows, resource: dict[str, Any]) -> IndexRows:
+        """`rows` (a `rows(…, references=False)` of this content, before its references were rewritten)
+        with the reference rows of `resource` as it is now."""
+        return replace(rows, reference=self.rows(resource, references=True).reference)
 
     def _add(
         self, rows: IndexRows, res_type: str, param: SearchParam, values: list[tuple[Any, str | None]]
