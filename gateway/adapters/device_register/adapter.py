@@ -222,6 +222,12 @@ def _written(bundle: Json, response: Json) -> tuple[list[Issue], str | None]:
     return issues, device
 
 
+def _answer(bundle: Json, response: Json, known: to_fhir.Known, notes: list[Issue]) -> Json:
+    """A written row's entry: 201 for a new unit, else 200, naming every resource written."""
+    issues, location = _written(bundle, response)
+    return entry(201 if known.device is None else 200, [*issues, *notes], location)
+
+
 def _stale(error: FhirError, known: to_fhir.Known) -> bool:
     """The write failed because the Bundle was built on a view another writer changed: a resource read
     has a newer version (412), or the unit taken for new was created meanwhile (409, identifier taken)."""
@@ -304,11 +310,7 @@ class Importer:
         back, to be read and built again on what is stored now."""
         written = run_transactions(self.svc, self.context, [bundle for _, _, bundle, _, _ in built])
         for (index, _, bundle, notes, known), response in zip(built, written, strict=False):
-            issues, location = _written(bundle, response)
-            results[index] = (
-                results[index][0],
-                entry(201 if known.device is None else 200, [*issues, *notes], location),
-            )
+            results[index] = (results[index][0], _answer(bundle, response, known, notes))
         if len(written) == len(built):
             return []
         index, record, _, _, _ = built[len(written)]
@@ -378,8 +380,7 @@ class Importer:
                     continue  # built on what another writer has changed since: read and build again
                 status = 409 if error.status in (409, 412) else (error.status if error.status < 500 else 422)
                 raise Rejection(status, explain(error, bundle)) from error
-            issues, location = _written(bundle, response)
-            return entry(201 if known.device is None else 200, [*issues, *notes], location)
+            return _answer(bundle, response, known, notes)
         raise AssertionError("unreachable")
 
     async def finish(self) -> list[Json]:
