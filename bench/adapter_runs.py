@@ -68,7 +68,8 @@ class Bench:
         engine = make_engine(url, schema)
         try:
             migrate.upgrade(engine)
-            settings = Settings(database_url=url, database_schema=schema, auth=False)
+            # As `gateway import` builds them: a full audit queue makes the CLI runs wait for its writer.
+            settings = Settings(database_url=url, database_schema=schema, auth=False).for_batch()
             yield cls(Services.build(settings, engine=engine), engine, url, schema)
         finally:
             engine.dispose()

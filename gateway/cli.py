@@ -210,7 +210,7 @@ def load(
     A transaction or batch Bundle is processed as POST [base] would; a collection Bundle's and an NDJSON
     file's resources are stored one by one. NDJSON is streamed line by line; a bad line is reported with
     its number and the rest still loads. Exits with 1 when anything was rejected."""
-    svc = Services.build(Settings.from_env())
+    svc = Services.build(Settings.from_env().for_batch())
     tally = _Tally()
     try:
         with _progress() as progress:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +83,8 @@ class Settings:
     # Records waiting for the batch writer; when full, requests fail closed with 503.
     audit_queue_size: int = 10000
     audit_batch_size: int = 500
+    # When the queue is full, wait for the writer to make room instead (batch commands: `for_batch`).
+    audit_waits: bool = False
     # The MLLP listener (docs/adapters/hl7v2.md). With mllp_port set, `gateway serve` runs it too.
     mllp_host: str = "127.0.0.1"
     mllp_port: int | None = None
@@ -96,6 +98,11 @@ class Settings:
     mllp_tls_cert: str = ""
     mllp_tls_key: str = ""
     mllp_tls_client_ca: str = ""
+
+    def for_batch(self) -> Settings:
+        """These settings for a batch command (`gateway load`, `gateway import …`, replay): nobody waits
+        on it to be refused, so a full audit queue makes it wait for the audit writer, not fail (503)."""
+        return replace(self, audit_waits=True)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -55,7 +55,9 @@ class Services:
         extractor = Extractor(registry, zone, settings.base_url)
         audit = None
         if default_hooks and settings.audit:
-            audit = AuditQueue(engine, extractor, settings.audit_queue_size, settings.audit_batch_size)
+            audit = AuditQueue(
+                engine, extractor, settings.audit_queue_size, settings.audit_batch_size, settings.audit_waits
+            )
             hooks.audit = audit
         write_path = WritePath(engine, searcher, extractor, hooks)
         return cls(settings, engine, registry, searcher, extractor, write_path, hooks, audit)

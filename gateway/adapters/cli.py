@@ -200,7 +200,7 @@ def run_import(
     """An import command's frame: the services from the environment, the context it acts in (the
     adapter's own, or `--client`'s), `work` under a progress bar; every audit record stored before it
     returns."""
-    svc = Services.build(Settings.from_env())
+    svc = Services.build(Settings.from_env().for_batch())
     try:
         context = act_as(adapter, svc, client_id)
         with file_progress(console) as progress:

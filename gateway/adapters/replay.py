@@ -19,7 +19,7 @@ console = Console(stderr=True, soft_wrap=True)
 def replay_item(item_id: int) -> int:
     """Process quarantined item `item_id` again; 0 when every part of it is accepted now. The replay is
     audited (one `import` record), and every audit record is stored before it returns."""
-    svc = Services.build(Settings.from_env())
+    svc = Services.build(Settings.from_env().for_batch())
     try:
         return _replay(svc, item_id)
     finally:

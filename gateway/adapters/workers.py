@@ -47,7 +47,7 @@ _WORKER: list[Worker] = []  # the worker process's one Worker, once started
 
 
 def _start(adapter: AdapterClient, command: str, client_id: str | None) -> None:
-    svc = Services.build(Settings.from_env())
+    svc = Services.build(Settings.from_env().for_batch())
     context = act_as(adapter, svc, client_id)
     _WORKER.append(Worker(svc, context, ImportAudit(svc, context, command), asyncio.new_event_loop()))
 

@@ -190,10 +190,13 @@ class _Item:
 class AuditQueue:
     """The AuditSink: a bounded queue drained by one background writer that inserts in batches."""
 
-    def __init__(self, engine: Engine, extractor: Extractor, size: int = 10000, batch: int = 500) -> None:
+    def __init__(
+        self, engine: Engine, extractor: Extractor, size: int = 10000, batch: int = 500, waits: bool = False
+    ) -> None:
         self.engine = engine
         self.extractor = extractor
         self.batch = max(1, batch)
+        self.waits = waits  # a full queue: wait for room (a batch command) instead of refusing (503)
         self.queue: queue.Queue[_Item] = queue.Queue(maxsize=max(1, size))
         self._writing = threading.Lock()  # held while a batch is written; `paused` holds it too
         self._start = threading.Lock()
@@ -203,10 +206,14 @@ class AuditQueue:
     # -- the request side ---------------------------------------------------------------------------
 
     def record(self, record: AccessRecord) -> None:
-        """Queue the record, or raise 503 when the queue is full: the access must not go unaudited."""
+        """Queue the record, or raise 503 when the queue is full: the access must not go unaudited. A
+        queue that `waits` (a batch command's) waits for the writer to make room instead."""
         self._ensure_writer()
         try:
-            self.queue.put_nowait(_Item(record, utc_now()))
+            if self.waits:
+                self.queue.put(_Item(record, utc_now()))
+            else:
+                self.queue.put_nowait(_Item(record, utc_now()))
         except queue.Full:
             log.error(
                 "audit queue full: refused %s %s %s", record.interaction, record.res_type, record.res_ids[:5]

@@ -7,6 +7,7 @@ import logging
 import pickle
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -22,6 +23,7 @@ from gateway.adapters.hl7v2.message import Hl7Error
 from gateway.adapters.hl7v2.mllp import Listener, ListenerSettings, frame
 from gateway.adapters.hl7v2.senders import Senders
 from gateway.config import Settings
+from gateway.hooks import AccessRecord, RequestContext
 from gateway.security import store
 from gateway.security.scopes import ADAPTER_HL7V2
 from gateway.services import Services
@@ -363,3 +365,37 @@ def test_the_parse_processes_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("GATEWAY_MLLP_PARSE_PROCESSES", "-1")
     with pytest.raises(ValueError, match="GATEWAY_MLLP_PARSE_PROCESSES"):
         ListenerSettings.from_settings(Settings.from_env())
+
+
+def test_a_message_waits_while_the_audit_queue_is_full_and_its_records_are_all_stored(
+    database: Database,
+) -> None:
+    """The listener holds a message (its sender waits for the ACK) while the audit queue is full, rather
+    than write it and lose its `import` record."""
+    database.clear()
+    services = Services.build(database.settings(audit=True, audit_queue_size=8), engine=database.engine)
+    sink = services.audit
+    assert sink is not None
+    running = Running(services, ListenerSettings(port=0, max_message_bytes=65536))
+    answers: list[bytes] = []
+    try:
+        with sink.paused():
+            while not sink.full():  # the held writer may have taken one record already
+                sink.record(AccessRecord("import", None, [], 200, RequestContext(), "fills the queue"))
+                time.sleep(0.05)
+            sender = threading.Thread(
+                target=lambda: answers.extend(exchange(running.port, [adt("A01", "Q1")]))
+            )
+            sender.start()
+            sender.join(timeout=0.5)
+            assert sender.is_alive() and not answers, "held while the queue is full"
+        sender.join(timeout=20)
+        assert b"MSA|AA|Q1" in answers[0]
+        sink.flush()
+        with database.engine.connect() as connection:
+            contents = connection.execute(select(Resource.content).where(Resource.res_type == "AuditEvent"))
+            details = [content for (content,) in contents]
+        assert any("MLLP ADT^A01 Q1" in content for content in details), "its import record stored"
+    finally:
+        running.stop()
+        services.close()

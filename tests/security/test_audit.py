@@ -1,20 +1,24 @@
 """AuditEvent on every access: each interaction leaves its AuditEvent, a patient's access log is one search,
 AuditEvents cannot be changed (405), a full audit queue fails closed (503), refused tokens and rolled-back
-writes are audited."""
+writes are audited; a batch command's full queue waits instead."""
 
 from __future__ import annotations
 
 import base64
+import threading
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from gateway.app import create_app
+from gateway.hooks import AccessRecord, Principal, RequestContext
 from gateway.security import store
 from gateway.security.audit import AuditQueue
 from gateway.security.purpose import ACT_REASON
 from gateway.services import Services
+from gateway.store.tables import Resource
 from tests.conftest import Database
 from tests.security.conftest import RegisteredClient, bearer, new_key, register
 
@@ -189,6 +193,43 @@ def test_a_full_queue_fails_closed(database: Database) -> None:
             assert 503 in statuses
             sink.flush()
             assert client.get("/fhir/Patient?name=x", headers=headers).status_code == 200
+    finally:
+        services.close()
+
+
+def test_a_batch_commands_full_queue_waits_for_the_writer_and_loses_nothing(database: Database) -> None:
+    """`gateway import`/`load` (Settings.for_batch): nobody to refuse, so a full queue blocks the command
+    until the writer has made room, instead of failing it; every record is stored."""
+    database.clear()
+    services = Services.build(
+        database.settings(audit=True, audit_queue_size=2).for_batch(), engine=database.engine
+    )
+    sink = _sink(services)
+    context = RequestContext(principal=Principal(client_id="cli"), base_url="http://test/fhir")
+    recorded: list[int] = []
+
+    def record_five() -> None:
+        for n in range(5):
+            sink.record(AccessRecord("import", None, [], 200, context, f"batch record {n}"))
+            recorded.append(n)
+
+    try:
+        with sink.paused():
+            filler = threading.Thread(target=record_five)
+            filler.start()
+            filler.join(timeout=0.5)
+            assert filler.is_alive() and len(recorded) < 5, "waiting while the writer is held"
+        filler.join(timeout=10)
+        assert recorded == [0, 1, 2, 3, 4]
+        sink.flush()
+        with database.engine.connect() as connection:
+            details = [
+                row[0]
+                for row in connection.execute(
+                    select(Resource.content).where(Resource.res_type == "AuditEvent")
+                )
+            ]
+        assert sum("batch record" in content for content in details) == 5
     finally:
         services.close()
 

@@ -75,17 +75,14 @@ def read_all(
     def work(uow: UnitOfWork) -> list[tuple[to_fhir.Known, to_fhir.Known | None]]:
         helds = _held(uow, orders)
         new = [
-            (order, held)
-            for order, held in zip(orders, helds, strict=True)
+            i
+            for i, (order, held) in enumerate(zip(orders, helds, strict=True))
             if (stored := _stored_version(held, to_fhir.order_id(order))) is None
             or stored < to_fhir.version_of(order)
         ]
-        knowns = iter(_known(svc, uow, [order for order, _ in new], [held for _, held in new]))
-        fresh = {id(order) for order, _ in new}
-        return [
-            (held, next(knowns) if id(order) in fresh else None)
-            for order, held in zip(orders, helds, strict=True)
-        ]
+        knowns = _known(svc, uow, [orders[i] for i in new], [helds[i] for i in new])
+        by_index = dict(zip(new, knowns, strict=True))
+        return [(held, by_index.get(i)) for i, held in enumerate(helds)]
 
     return svc.write_path.run(context, work, write=False)
 

@@ -131,7 +131,7 @@ def import_hl7(
 ) -> None:
     """Import HL7 v2 ADT messages from files, exactly as if they came over MLLP. Exits 1 on any AE/AR.
     Each message is audited (an `import` AuditEvent), whatever its ACK."""
-    svc = Services.build(Settings.from_env())
+    svc = Services.build(Settings.from_env().for_batch())
     try:
         principal = act_as(service.CLIENT, svc, client).principal if client is not None else None
         tally = asyncio.run(_import(svc, files, principal))

@@ -33,6 +33,7 @@ from gateway.services import Services
 log = logging.getLogger("gateway.adapters.hl7v2.mllp")
 DEFAULT_PORT = 2575
 AUDIT_STATUS = {"AA": 200, "AE": 422, "AR": 400}
+AUDIT_WAIT_SECONDS = 0.05  # how often a message held for a full audit queue looks again
 
 
 def tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext | None:
@@ -173,6 +174,7 @@ class Listener:
                 buffer = rest[1:] if rest.startswith(b"\r") else rest
                 if START in payload:  # a frame started again before this one ended: keep the newer
                     payload = payload[payload.rfind(START) + 1 :]
+                await self._room_in_the_audit()
                 result = await service.handle(
                     self.svc,
                     payload,
@@ -182,6 +184,13 @@ class Listener:
                 )
                 self._audit(result, peer)
                 await self._send(writer, result.ack)
+
+    async def _room_in_the_audit(self) -> None:
+        """Hold a message while the audit queue is full (its sender waits for the ACK), rather than write
+        it and lose its `import` record: the records of its writes and its own need room."""
+        audit = self.svc.audit
+        while audit is not None and audit.full():
+            await asyncio.sleep(AUDIT_WAIT_SECONDS)
 
     def _audit(self, result: service.Result, peer: str | None) -> None:
         """One `import` record a message, naming the client it was written as (beside the records of
