@@ -108,12 +108,14 @@ class UnitOfWork:
         try:
             result = work()
         except BaseException:
-            if not self.connection.invalidated:
-                driver.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
             pending.restore(self.connection, held)
             del self.changes[changes:]
             del self.records[records:]
             self.read_ahead = read_ahead
+            if not self.connection.invalidated:
+                # Should this fail too (the database already rolled the whole transaction back), its
+                # error goes on, the work's attached as its context, and the transaction is rolled back.
+                driver.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
             raise
         driver.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
         return result
@@ -222,10 +224,12 @@ class WritePath:
         raise AssertionError("unreachable")
 
     def _after_commit(self, uow: UnitOfWork) -> None:
-        for record in combined(uow.records):
-            self.hooks.audit.record(record)
-        if uow.changes:
-            self.hooks.notify.changed(uow.changes)
+        try:
+            for record in combined(uow.records):
+                self.hooks.audit.record(record)
+        finally:  # what is committed is notified even when the audit queue refuses (503, fail closed)
+            if uow.changes:
+                self.hooks.notify.changed(uow.changes)
 
     def _after_rollback(self, uow: UnitOfWork | None, status: int) -> None:
         if uow is None:

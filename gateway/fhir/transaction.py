@@ -120,11 +120,14 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
     in a savepoint of its own, in order; the responses of those stored. A Bundle that fails is undone
     (`UnitOfWork.attempt`) and neither it nor any after it is stored: the answer is then shorter than
     `bundles`, the ones before it are stored, and the caller runs the one that failed by itself
-    (`run_transaction`, which answers it exactly as it would have been alone) before the rest. One
+    (`run_transaction`, which answers it exactly as it would have been alone) before the rest. A Bundle
+    that writes, or refers to, what an earlier one of them writes stops the group the same way before
+    it runs: it was built on what was stored before that write, and is to be built again. One
     commit, one read of what is stored and one INSERT per index table for many records, instead of one
     each; the records' audit events and notifications follow the commit as for any unit of work. The
     responses name what was written (status, location, etag) without the resources themselves."""
     prepared: list[list[Entry]] = []
+    written: set[str] = set()
     for bundle in bundles:
         try:
             kind, raw_entries = _checked(svc, bundle)
@@ -133,8 +136,11 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
             _validate(svc, entries)
         except FhirError:
             break  # answered when it is run by itself
-        if kind != "transaction":
+        if kind != "transaction" or _keys(entries) & written:
+            # One that touches what an earlier one writes was built on what was stored before that
+            # write (a Patient it would create, merge or refer to): run by itself, it is built again.
             break
+        written |= _keys(entries, writes_only=True)
         prepared.append(entries)
     if not prepared:
         return []
@@ -152,8 +158,34 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
                 break
         return stored
 
-    answers = svc.write_path.run(context, work, True)
+    try:
+        answers = svc.write_path.run(context, work, True)
+    except FhirError as error:
+        if error.status != 409:
+            raise
+        return []  # a concurrent writer outlasted the retries; nothing is stored: each is run by itself
     return [{"resourceType": "Bundle", "type": "transaction-response", "entry": a} for a in answers]
+
+
+def _keys(entries: list[Entry], writes_only: bool = False) -> set[str]:
+    """What a transaction's entries name: the fullUrls, ids and conditions of what they write (the
+    adapters' fullUrls are derived from identifiers, so one Patient has one fullUrl in every record's
+    Bundle), and unless `writes_only` what they read and refer to."""
+    keys: set[str] = set()
+    for e in entries:
+        if writes_only and e.method in ("GET", "HEAD"):
+            continue
+        keys.update(key for key in (e.full_url, e.res_id and f"{e.res_type}/{e.res_id}") if key)
+        keys.update(f"{e.res_type}?{condition}" for condition in (e.if_none_exist, e.query) if condition)
+        if not writes_only:
+            keys.update(_target(reference) for reference in _references(e.resource))
+    return keys
+
+
+def _target(reference: str) -> str:
+    """A reference as `_keys` names it: `Type/id` without a version; a urn or condition as it is."""
+    parts = reference.split("/")
+    return "/".join(parts[:2]) if len(parts) == 4 and parts[2] == "_history" else reference
 
 
 def _checked(svc: Services, bundle: Any) -> tuple[str, list[Any]]:

@@ -396,6 +396,21 @@ def test_master_data_is_merged_never_erased_and_the_newer_event_wins(client: Tes
     assert patient["telecom"][0]["value"] == "070-1111111"  # an older event does not overwrite
 
 
+def test_master_data_of_orders_in_one_batch_is_merged_as_if_they_came_one_by_one(client: TestClient) -> None:
+    """The orders of a batch are written together; one naming a Patient an earlier one of the batch
+    creates is built again on what that one wrote (its newer phone kept, the older one's not)."""
+    sparse = golden("10")
+    sparse["patient"] = {"personnummer": "191212121212", "telefon": "070-1111111"}
+    sparse["skapad"] = "2026-11-21T10:00:00+01:00"
+    older = {**golden("03"), "patient": {"personnummer": "191212121212", "telefon": "070-2222222"}}
+    older["skapad"] = "2026-01-01T10:00:00+01:00"
+    entries = post(client, golden("01"), sparse, older)
+    assert [e["status"] for e in entries] == ["201 Created"] * 3, entries
+    [patient] = search(client, "Patient")
+    assert patient["name"][0]["family"] == "Tolvansson"
+    assert patient["telecom"][0]["value"] == "070-1111111"
+
+
 def test_a_quarantined_order_is_replayed_after_correction(client: TestClient, services: Services) -> None:
     bad = {**golden("01"), "status": "okand"}
     post(client, bad)

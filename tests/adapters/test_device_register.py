@@ -249,6 +249,13 @@ def test_a_full_export_marks_units_it_no_longer_lists_and_a_delta_touches_only_i
     assert search(client, f"Device?_tag={TAGS}|missing-from-register") == []
 
 
+def test_a_full_export_spelling_its_register_two_ways_lists_the_units_of_both(client: TestClient) -> None:
+    post(client, row_of("01"), row_of("03"), mode="full")
+    entries = post(client, row_of("01"), changed("03", register="sesam"), mode="full")
+    assert len(entries) == 2, entries  # the rows, and nothing marked missing
+    assert search(client, f"Device?_tag={TAGS}|missing-from-register") == []
+
+
 def test_a_header_lacking_a_required_column_is_rejected_whole(client: TestClient, services: Services) -> None:
     for column in required_columns():
         header = ";".join(c for c in COLUMNS if c != column)
@@ -316,8 +323,8 @@ def test_one_unit_twice_alike_in_a_batch_is_one_device_and_the_rows_after_it_are
     client: TestClient,
 ) -> None:
     """The rows of a chunk are written together; the repeated row, built before the first was written,
-    fails in the group (its unit's identifier is taken), is read and built again by itself (unchanged),
-    and the rows after it are written on what is stored by then."""
+    stops the group (it would write what the first writes), is read and built again by itself
+    (unchanged), and the rows after it are written on what is stored by then."""
     rows = [row_of("01"), row_of("02"), row_of("01"), row_of("03"), row_of("04")]
     entries = post(client, *rows)
     statuses = [e["status"] for e in entries]

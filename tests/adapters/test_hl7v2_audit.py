@@ -229,7 +229,8 @@ def test_register_rows_imported_in_worker_processes_answer_and_mark_as_one_proce
     count = 2 * REGISTER_CHUNK + 7
     rows = [changed("01", individnummer=f"MAH-{n:06d}") for n in range(count)]
     rows[5] = changed("01", individnummer="MAH-000005", status="Försvunnen")  # not a register status
-    rows.append(changed("01", individnummer="MAH-000009", modell="OC-6"))  # MAH-000009 again, other content
+    # MAH-000009 again, other content, its register spelt otherwise (the same unit, sent to the same process)
+    rows.append(changed("01", individnummer="MAH-000009", register="Sesam", modell="OC-6"))
     export = tmp_path / "export.csv"
     export.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
     broken = tmp_path / "broken.csv"

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from gateway.errors import FhirError, Issue
 from gateway.fhir.transaction import run_transactions
 from gateway.hooks import AccessRecord, RequestContext
-from gateway.pipeline import UnitOfWork
+from gateway.pipeline import Conflict, UnitOfWork
 from gateway.services import Services
 from gateway.store import pending
 from gateway.store.tables import IdentifierClaim, Resource, ResourceVersion, StringIndex
@@ -161,12 +162,61 @@ def test_run_transactions_stops_before_a_bundle_that_is_invalid_or_claims_a_take
     assert values(services) == ["q1", "q2"]
 
 
-def test_a_conditional_create_finds_what_an_earlier_bundle_of_the_group_created(services: Services) -> None:
-    condition = f"identifier={SYSTEM}|r1"
-    bundles = [transaction(post(patient("r1"), condition)) for _ in range(3)]
-    answers = run_transactions(services, CONTEXT, bundles)
-    assert [a["entry"][0]["response"]["status"] for a in answers] == ["201 Created", "200 OK", "200 OK"]
-    assert stored(services)["resources"] == 1
+def test_a_bundle_touching_what_an_earlier_one_of_the_group_writes_stops_it(services: Services) -> None:
+    """It was built on what was stored before that write: it is left to be built again and run alone."""
+    p0 = services.write_path.run(CONTEXT, lambda uow: services.write_path.create(uow, patient("p0"))).stored
+    renamed = {
+        "resource": patient("p0", "Renamed") | {"id": p0.res_id},
+        "request": {"method": "PUT", "url": f"Patient/{p0.res_id}"},
+    }
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "subject": {"reference": f"Patient/{p0.res_id}/_history/1"},
+    }
+    r1 = f"identifier={SYSTEM}|r1"
+    touching = {
+        "the same conditional create": post(patient("r1"), r1),
+        "a reference to what it updates": post(observation),
+        "an update of what it updates": renamed,
+    }
+    for n, (case, entry) in enumerate(touching.items()):
+        bundles = [
+            transaction(post(patient("r1"), r1), renamed),
+            transaction(post(patient(f"u{n}"))),  # touches neither: written
+            transaction(entry),
+            transaction(post(patient(f"x{n}"))),  # after the one that stops the group
+        ]
+        assert len(run_transactions(services, CONTEXT, bundles)) == 2, case
+    assert values(services) == ["p0", "r1", "u0", "u1", "u2"]
+
+
+def test_a_conflict_that_outlasts_the_retries_stores_nothing_and_answers_none(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapters then run each record by itself instead of losing the whole chunk."""
+
+    def conflicting(self: UnitOfWork, keys: Any) -> None:
+        raise Conflict("a concurrent writer")
+
+    monkeypatch.setattr(UnitOfWork, "read_ahead_for_write", conflicting)
+    assert run_transactions(services, CONTEXT, [transaction(post(patient("v1")))]) == []
+    assert values(services) == []
+
+
+def test_what_is_committed_is_notified_even_when_the_audit_queue_refuses(services: Services) -> None:
+    class Refusing:
+        def record(self, record: AccessRecord) -> None:
+            raise FhirError(503, [Issue("error", "transient", "audit queue full")])
+
+    notified: list[Any] = []
+    services.hooks.audit = Refusing()
+    services.hooks.notify.changed = notified.extend  # type: ignore[method-assign,assignment]
+    with pytest.raises(FhirError):
+        services.write_path.run(CONTEXT, lambda uow: services.write_path.create(uow, patient("w1")))
+    assert values(services) == ["w1"]
+    assert [change.res_type for change in notified] == ["Patient"]
 
 
 def test_identifiers_claimed_in_the_transaction_are_found_without_writing_the_held_rows(

@@ -325,7 +325,11 @@ class Importer:
         """Note the row's unit as listed by this export (a full export marks the units it does not list)."""
         register, number = row.values.get("register"), row.values.get("individnummer")
         if register and number:
-            self.listed.setdefault(register, set()).add(number)
+            # one register however its name is spelt (its identifier system is lower case), else a full
+            # export spelling it two ways would mark the units of each spelling as unlisted by the other
+            same = m.unit_system(register)
+            name = next((known for known in self.listed if m.unit_system(known) == same), register)
+            self.listed.setdefault(name, set()).add(number)
 
     def _check(self, row: Row) -> Json:
         """The row as typed values, checked against the register's field table and the rest of the export."""

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
+from gateway.adapters import mapping as m
 from gateway.adapters.cli import (
     ClientOption,
     ImportAudit,
@@ -103,7 +104,7 @@ def _records(
 def _unit(row: Row) -> str:
     """The worker key of a row: its unit (a unit's rows are imported by one process, in file order)."""
     register, number = row.values.get("register"), row.values.get("individnummer")
-    return f"{register}|{number}" if register and number else f"line {row.line}"
+    return f"{m.unit_system(register)}|{number}" if register and number else f"line {row.line}"
 
 
 async def _work(worker: Worker, chunk: list[tuple[int, str, str, Row]]) -> list[Json]:
