@@ -136,11 +136,12 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
             _validate(svc, entries)
         except FhirError:
             break  # answered when it is run by itself
-        if kind != "transaction" or _keys(entries) & written:
+        writes, touches = _names(entries)
+        if kind != "transaction" or touches & written:
             # One that touches what an earlier one writes was built on what was stored before that
             # write (a Patient it would create, merge or refer to): run by itself, it is built again.
             break
-        written |= _keys(entries, writes_only=True)
+        written |= writes
         prepared.append(entries)
     if not prepared:
         return []
@@ -167,23 +168,23 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
     return [{"resourceType": "Bundle", "type": "transaction-response", "entry": a} for a in answers]
 
 
-def _keys(entries: list[Entry], writes_only: bool = False) -> set[str]:
+def _names(entries: list[Entry]) -> tuple[set[str], set[str]]:
     """What a transaction's entries name: the fullUrls, ids and conditions of what they write (the
     adapters' fullUrls are derived from identifiers, so one Patient has one fullUrl in every record's
-    Bundle), and unless `writes_only` what they read and refer to."""
-    keys: set[str] = set()
+    Bundle), and all they touch: those, what they read and what they refer to."""
+    writes: set[str] = set()
+    touches: set[str] = set()
     for e in entries:
-        if writes_only and e.method in ("GET", "HEAD"):
-            continue
-        keys.update(key for key in (e.full_url, e.res_id and f"{e.res_type}/{e.res_id}") if key)
-        keys.update(f"{e.res_type}?{condition}" for condition in (e.if_none_exist, e.query) if condition)
-        if not writes_only:
-            keys.update(_target(reference) for reference in _references(e.resource))
-    return keys
+        named = {key for key in (e.full_url, e.res_id and f"{e.res_type}/{e.res_id}") if key}
+        named |= {f"{e.res_type}?{condition}" for condition in (e.if_none_exist, e.query) if condition}
+        if e.method not in ("GET", "HEAD"):
+            writes |= named
+        touches |= named | {_target(reference) for reference in _references(e.resource)}
+    return writes, touches
 
 
 def _target(reference: str) -> str:
-    """A reference as `_keys` names it: `Type/id` without a version; a urn or condition as it is."""
+    """A reference as `_names` names it: `Type/id` without a version; a urn or condition as it is."""
     parts = reference.split("/")
     return "/".join(parts[:2]) if len(parts) == 4 and parts[2] == "_history" else reference
 

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
-from gateway.adapters import mapping as m
 from gateway.adapters.cli import (
     ClientOption,
     ImportAudit,
@@ -23,6 +22,7 @@ from gateway.adapters.cli import (
     read_chunks,
     run_import,
 )
+from gateway.adapters.device_register import to_fhir
 from gateway.adapters.device_register.adapter import CHUNK, CLIENT, MODES, Importer, in_chunks, open_csv
 from gateway.adapters.device_register.parse import HeaderError, RegisterCsv, Row
 from gateway.adapters.workers import Worker, Workers
@@ -103,8 +103,9 @@ def _records(
 
 def _unit(row: Row) -> str:
     """The worker key of a row: its unit (a unit's rows are imported by one process, in file order)."""
-    register, number = row.values.get("register"), row.values.get("individnummer")
-    return f"{m.unit_system(register)}|{number}" if register and number else f"line {row.line}"
+    if row.values.get("register") and row.values.get("individnummer"):
+        return "|".join(to_fhir.unit_key(row.values))
+    return f"line {row.line}"
 
 
 async def _work(worker: Worker, chunk: list[tuple[int, str, str, Row]]) -> list[Json]:
