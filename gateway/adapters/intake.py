@@ -4,6 +4,7 @@ the client each writes as, reading what the gateway already holds, and the answe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from gateway.errors import FhirError, Issue
 from gateway.fhir.context import request_context
 from gateway.fhir.http import base_url
 from gateway.fhir.outcome import operation_outcome
+from gateway.fhir.transaction import run_transactions
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
@@ -128,6 +130,34 @@ def holders(
             if (holder := found(stored)) is not None:
                 held[key] = holder
     return held
+
+
+# -- writing many records ---------------------------------------------------------------------------------
+
+
+def write_grouped(
+    svc: Services,
+    context: RequestContext,
+    todo: list[int],
+    plan: Callable[[list[int]], tuple[list[tuple[int, Json]], list[int]]],
+    written: Callable[[int, Json], None],
+    alone: Callable[[int], None],
+) -> None:
+    """Source records (by their index in a chunk) written many in one unit of work. `plan` reads what is
+    stored of the records, answers those it need not write, and gives the transaction Bundles of the
+    others plus the records it puts off to its next call. The Bundles are written together
+    (`run_transactions`), each answered by `written`, up to the first that fails or touches what an
+    earlier one writes: that record is written `alone` (read, built and answered as if it had come by
+    itself), and the ones after it are planned again on what is stored by then."""
+    while todo:
+        group, later = plan(todo)
+        responses = run_transactions(svc, context, [bundle for _, bundle in group])
+        for (index, _), response in zip(group, responses, strict=False):
+            written(index, response)
+        if len(responses) < len(group):
+            alone(group[len(responses)][0])
+            later = [index for index, _ in group[len(responses) + 1 :]] + later
+        todo = later
 
 
 # -- the answer per record --------------------------------------------------------------------------------

@@ -25,11 +25,12 @@ from gateway.adapters.intake import (
     holders,
     identifier_search,
     reject,
+    write_grouped,
 )
 from gateway.adapters.mapping import Found
 from gateway.adapters.registry import register
 from gateway.errors import FhirError, Issue
-from gateway.fhir.transaction import run_transaction, run_transactions
+from gateway.fhir.transaction import run_transaction
 from gateway.hooks import RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
@@ -285,21 +286,23 @@ def _checked(piece: Piece) -> Json:
 def _store_all(
     svc: Services, context: RequestContext, checked: list[tuple[int, Json, bytes]]
 ) -> dict[int, Json | Rejection]:
-    """The checked orders' answers by index: what is stored of them read in one unit of work, replays
-    answered from it, the others written in one (`run_transactions`) up to the first that fails, which
-    is written by itself (read and built again, as alone); the rest are then read and built again on
-    what is stored by then. A second version of an order in the same group waits for the next read."""
+    """The checked orders' answers by index, written many in one unit of work (`write_grouped`): what is
+    stored of them read together, replays answered from it, the others built on it. A second version of
+    an order waits for the next read, and so does every order after it."""
     answers: dict[int, Json | Rejection] = {}
-    todo = checked
-    while todo:
-        group: list[tuple[int, Built]] = []
+    orders = {index: (order, raw) for index, order, raw in checked}
+    built: dict[int, Built] = {}
+
+    def plan(todo: list[int]) -> tuple[list[tuple[int, Json]], list[int]]:
+        group: list[tuple[int, Json]] = []
         numbers: set[str] = set()
-        later: list[tuple[int, Json, bytes]] = []
-        for (index, order, raw), (held, known) in zip(
-            todo, read_all(svc, context, [o for _, o, _ in todo]), strict=True
+        later: list[int] = []
+        for index, (held, known) in zip(
+            todo, read_all(svc, context, [orders[i][0] for i in todo]), strict=True
         ):
+            order, raw = orders[index]
             if later or order["ordernummer"] in numbers:
-                later.append((index, order, raw))
+                later.append(index)
                 continue
             numbers.add(order["ordernummer"])
             try:
@@ -308,21 +311,22 @@ def _store_all(
                 answers[index] = rejection
                 continue
             if isinstance(prepared, Built):
-                group.append((index, prepared))
+                built[index] = prepared
+                group.append((index, prepared.bundle))
             else:
                 answers[index] = prepared
-        written = run_transactions(svc, context, [built.bundle for _, built in group])
-        for (index, built), response in zip(group, written, strict=False):
-            answers[index] = _answer(built, response)
-        if len(written) < len(group):
-            index, built = group[len(written)]
-            try:
-                answers[index] = _store(svc, context, built.order, built.raw)
-            except Rejection as rejection:
-                answers[index] = rejection
-            after = {i for i, _ in group[len(written) + 1 :]}
-            later = [item for item in todo if item[0] in after] + later
-        todo = later
+        return group, later
+
+    def written(index: int, response: Json) -> None:
+        answers[index] = _answer(built[index], response)
+
+    def alone(index: int) -> None:
+        try:
+            answers[index] = _store(svc, context, *orders[index])
+        except Rejection as rejection:
+            answers[index] = rejection
+
+    write_grouped(svc, context, list(orders), plan, written, alone)
     return answers
 
 

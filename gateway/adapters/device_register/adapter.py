@@ -26,11 +26,12 @@ from gateway.adapters.intake import (
     found,
     holders,
     reject,
+    write_grouped,
 )
 from gateway.adapters.mapping import Found
 from gateway.adapters.registry import register
 from gateway.errors import FhirError, Issue
-from gateway.fhir.transaction import process_bundle, run_transaction, run_transactions
+from gateway.fhir.transaction import process_bundle, run_transaction
 from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
@@ -273,53 +274,46 @@ class Importer:
         return entries
 
     def _chunk(self, rows: list[Row]) -> list[tuple[bytes, Json | Rejection]]:
-        """Each row checked; what is stored of all the good ones read in one unit of work; a row that
-        changes nothing answered from that read alone, the others written together (`_write`)."""
-        results: list[tuple[bytes, Json | Rejection]] = []
-        checked: list[tuple[int, Json]] = []
+        """Each row checked, the good ones then written many in one unit of work (`write_grouped`): what
+        is stored of them read together, a row that changes nothing answered from that read alone."""
+        raws = [verbatim(self.header, row) for row in rows]
+        answers: dict[int, Json | Rejection] = {}
+        records: dict[int, Json] = {}
         for index, row in enumerate(rows):
-            raw = verbatim(self.header, row)
             try:
-                checked.append((index, self._check(row)))
-                results.append((raw, {}))
+                records[index] = self._check(row)
             except Rejection as rejection:
-                results.append((raw, rejection))
-        while checked:
-            knowns = read_known(self.svc, self.context, [record for _, record in checked])
-            built: list[tuple[int, Json, Json, list[Issue], to_fhir.Known]] = []
-            for (index, record), known in zip(checked, knowns, strict=True):
-                raw = results[index][0]
-                bundle, notes = to_fhir.build(record, raw, known, to_instant(utc_now()))
-                try:
-                    if bundle["entry"]:
-                        built.append((index, record, bundle, notes, known))
-                    else:
-                        results[index] = (raw, self._unchanged(record, known, notes))
-                except Rejection as rejection:
-                    results[index] = (raw, rejection)
-            checked = self._write(built, results)
-        return results
+                answers[index] = rejection
+        built: dict[int, tuple[Json, list[Issue], to_fhir.Known]] = {}
 
-    def _write(
-        self,
-        built: list[tuple[int, Json, Json, list[Issue], to_fhir.Known]],
-        results: list[tuple[bytes, Json | Rejection]],
-    ) -> list[tuple[int, Json]]:
-        """The rows' Bundles written in one unit of work (`run_transactions`) up to the first that fails:
-        that row is written by itself (read and built again, as alone), and the rows after it are given
-        back, to be read and built again on what is stored now."""
-        written = run_transactions(self.svc, self.context, [bundle for _, _, bundle, _, _ in built])
-        for (index, _, bundle, notes, known), response in zip(built, written, strict=False):
-            results[index] = (results[index][0], _answer(bundle, response, known, notes))
-        if len(written) == len(built):
-            return []
-        index, record, _, _, _ = built[len(written)]
-        raw = results[index][0]
-        try:
-            results[index] = (raw, self._store(record, raw))
-        except Rejection as rejection:
-            results[index] = (raw, rejection)
-        return [(index, record) for index, record, _, _, _ in built[len(written) + 1 :]]
+        def plan(todo: list[int]) -> tuple[list[tuple[int, Json]], list[int]]:
+            group: list[tuple[int, Json]] = []
+            for index, known in zip(
+                todo, read_known(self.svc, self.context, [records[i] for i in todo]), strict=True
+            ):
+                bundle, notes = to_fhir.build(records[index], raws[index], known, to_instant(utc_now()))
+                if bundle["entry"]:
+                    built[index] = (bundle, notes, known)
+                    group.append((index, bundle))
+                    continue
+                try:
+                    answers[index] = self._unchanged(records[index], known, notes)
+                except Rejection as rejection:
+                    answers[index] = rejection
+            return group, []
+
+        def written(index: int, response: Json) -> None:
+            bundle, notes, known = built[index]
+            answers[index] = _answer(bundle, response, known, notes)
+
+        def alone(index: int) -> None:
+            try:
+                answers[index] = self._store(records[index], raws[index])
+            except Rejection as rejection:
+                answers[index] = rejection
+
+        write_grouped(self.svc, self.context, list(records), plan, written, alone)
+        return [(raw, answers[index]) for index, raw in enumerate(raws)]
 
     def note_listed(self, row: Row) -> None:
         """Note the row's unit as listed by this export (a full export marks the units it does not list)."""
