@@ -3,7 +3,7 @@ resource rows, their index rows and identifier claims. Callers own the transacti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -293,12 +293,14 @@ class Repository:
         rids = sorted({row.rid for row in self.connection.execute(_REFERRING, values | {"base": base})})
         return [stored for stored in self.current_many(rids) if not stored.deleted]
 
-    def claims_in(self, res_type: str, system: str) -> list[tuple[int, str]]:
-        """(rid, value) of every identifier of this type in `system`: what holds identifiers there."""
+    def claims_in(self, res_type: str, system: str) -> Iterator[tuple[int, str]]:
+        """(rid, value) of every identifier of this type in `system`: what holds identifiers there,
+        streamed (a server-side cursor on PostgreSQL) while the unit of work lasts."""
         statement = select(CLAIM.c.rid, CLAIM.c.value).where(
             CLAIM.c.res_type == res_type, CLAIM.c.system == system
         )
-        return [(row.rid, row.value) for row in self.connection.execute(statement)]
+        result = self.connection.execute(statement.execution_options(yield_per=2000))
+        return ((row.rid, row.value) for row in result)
 
     def claimed_by(self, res_type: str, system: str, value: str) -> int | None:
         """The resource holding the identifier: a claim held back in this transaction, or a stored one."""

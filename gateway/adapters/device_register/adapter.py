@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.adapters import mapping as m
 from gateway.adapters.device_register import to_fhir
+from gateway.adapters.device_register.ledger import Ledger
 from gateway.adapters.device_register.parse import RegisterCsv, Row, typed, verbatim
 from gateway.adapters.intake import (
     AdapterClient,
@@ -257,8 +258,7 @@ class Importer:
     header: str
     mode: str = "delta"
     keep_rejected: bool = True
-    seen: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
-    listed: dict[str, set[str]] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)  # what the export has listed, on disk
 
     async def rows(self, rows: list[Row]) -> list[Json]:
         """A chunk of rows through the adapter; their batch-response entries in order. Never raises for
@@ -319,11 +319,7 @@ class Importer:
         """Note the row's unit as listed by this export (a full export marks the units it does not list)."""
         register, number = row.values.get("register"), row.values.get("individnummer")
         if register and number:
-            # one register however its name is spelt (its identifier system is lower case), else a full
-            # export spelling it two ways would mark the units of each spelling as unlisted by the other
-            same = m.unit_system(register)
-            name = next((known for known in self.listed if m.unit_system(known) == same), register)
-            self.listed.setdefault(name, set()).add(number)
+            self.ledger.note(register, number)
 
     def _check(self, row: Row) -> Json:
         """The row as typed values, checked against the register's field table and the rest of the export."""
@@ -336,7 +332,7 @@ class Importer:
             raise Rejection(400, _at_line(row.line, issues))
         key = to_fhir.unit_key(record)
         content = to_fhir.content_key(record)
-        earlier = self.seen.setdefault(key, (row.line, content))
+        earlier = self.ledger.first(key, row.line, content)
         if earlier[1] != content:
             message = (
                 f"line {row.line}: {record['register']} {record['individnummer']} is also listed on line "
@@ -383,13 +379,17 @@ class Importer:
 
     async def finish(self) -> list[Json]:
         """After a full export: each unit of its registers it no longer lists gets the tag
-        missing-from-register (one entry each); a delta export touches nothing else."""
-        if self.mode != "full":
-            return []
+        missing-from-register (one entry each); a delta export touches nothing else. The export's
+        ledger is closed: the importer is done."""
+        try:
+            return await self._mark_unlisted() if self.mode == "full" else []
+        finally:
+            self.ledger.close()
+
+    async def _mark_unlisted(self) -> list[Json]:
         entries = []
-        for register_name, listed in sorted(self.listed.items()):
-            system = m.unit_system(register_name)
-            for unit in await run_in_threadpool(self._unlisted, system, listed):
+        for register_name, system in self.ledger.registers():
+            for unit in await run_in_threadpool(self._unlisted, system):
                 bundle = to_fhir.missing_bundle(unit, register_name, to_instant(utc_now()))
                 if bundle is None:
                     continue
@@ -406,15 +406,12 @@ class Importer:
                 entries.append(entry(200, [Issue("information", "informational", message, (key,))], location))
         return entries
 
-    def _unlisted(self, system: str, listed: set[str]) -> list[Found]:
+    def _unlisted(self, system: str) -> list[Found]:
         """The register's units (a Device with an identifier in its system) of which the export lists
         none of their identifiers; only those are read whole, so memory follows what is missing."""
 
         def work(uow: UnitOfWork) -> list[Found]:
-            values: dict[int, set[str]] = {}
-            for rid, value in uow.repository.claims_in("Device", system):
-                values.setdefault(rid, set()).add(value)
-            missing = sorted(rid for rid, held in values.items() if not held & listed)
+            missing = self.ledger.unlisted(system, uow.repository.claims_in("Device", system))
             units = (found(stored) for stored in uow.repository.current_many(missing))
             return [unit for unit in units if unit is not None]
 
