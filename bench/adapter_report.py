@@ -34,15 +34,16 @@ def _run(module: str, args: list[str], database_url: str) -> dict[str, object] |
 def _table(title: str, unit: str, results: list[dict[str, object]]) -> Iterator[str]:
     yield f"### {title}"
     yield ""
-    yield f"| database | run | {unit}/s | seconds | rejected | peak RSS MiB |"
-    yield "|---|---|---:|---:|---:|---:|"
+    yield f"| database | run | {unit}/s | seconds | rejected | peak RSS MiB | peak private MiB |"
+    yield "|---|---|---:|---:|---:|---:|---:|"
     for result in results:
         runs = result["runs"]
         assert isinstance(runs, dict)
         for label, figures in runs.items():
             yield (
                 f"| {result['database']} | {label} | {figures['per_second']:.0f} | {figures['seconds']:.1f} "
-                f"| {figures['rejected']} | {figures['peak_rss_mib']} |"
+                f"| {figures['rejected']} | {figures['peak_rss_mib']} "
+                f"| {figures.get('peak_private_mib', '')} |"
             )
     yield ""
 
@@ -85,6 +86,9 @@ def adapter_sections(postgres_url: str | None) -> list[str]:
         "`gateway import orders|devices --workers 2`, another file; peak RSS: the main process's, which",
         "reads ahead (each worker is like the one-process CLI). Auth off, audit on. PostgreSQL: the tables",
         "are analyzed every 15 s during a run, as autovacuum would (it is off on this machine's server).",
+        "Peak private: the largest `RssAnon` (resident memory without mapped file pages such as SQLite's",
+        "memory-mapped database, which peak RSS counts) of the benchmark's process or any under it, sampled",
+        "every 0.5 s: the figure to compare across file sizes for memory flat in the file size.",
         "",
     ]
     lines += _table(

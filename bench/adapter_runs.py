@@ -1,8 +1,8 @@
 """What the adapter benchmarks share: a fresh database (a SQLite file, or a fresh schema on the
 PostgreSQL server at DATABASE_URL), posting batches through the REST entrance of a real `gateway serve`
 (BENCH_WORKERS worker processes, default 2) from BENCH_ADAPTER_CLIENTS concurrent HTTP clients (default
-2), timing each run, and the peak RSS. Each benchmark ends with one `RESULT {json}` line that
-bench/run.py reads."""
+2), timing each run, with the peak RSS and peak private memory (bench/serving.py). Each benchmark ends
+with one `RESULT {json}` line that bench/run.py reads."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, create_engine, text
 
-from bench.serving import free_port, wait_ready, worker_peak_rss
+from bench.serving import PrivatePeak, free_port, wait_ready, worker_peak_rss
 from gateway.config import Settings
 from gateway.services import Services
 from gateway.store import migrate
@@ -135,17 +135,19 @@ class Bench:
         print(f"{count} {unit} on {database}", flush=True)
         results = {}
         for label, run in runs:
-            with self.analyzing():
+            with self.analyzing(), PrivatePeak() as private:
                 measured = run()
             results[label] = {
                 "per_second": count / measured.seconds,
                 "seconds": measured.seconds,
                 "rejected": measured.rejected,
                 "peak_rss_mib": round(measured.peak_rss_mib),
+                "peak_private_mib": round(private.mib),
             }
             print(
                 f"{label:18} {count / measured.seconds:9.1f} {unit}/s  ({measured.seconds:.1f} s, "
-                f"{measured.rejected} rejected, peak RSS {measured.peak_rss_mib:.0f} MiB)",
+                f"{measured.rejected} rejected, peak RSS {measured.peak_rss_mib:.0f} MiB, "
+                f"private {private.mib:.0f} MiB)",
                 flush=True,
             )
         summary = {"count": count, "unit": unit, "database": self.engine.dialect.name, "runs": results}

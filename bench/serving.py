@@ -3,10 +3,13 @@ server answers, and the memory of its worker processes."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
@@ -53,3 +56,59 @@ def worker_rss(pid: int) -> list[float]:
 def worker_peak_rss(pid: int) -> list[float]:
     """The peak resident memory of each of the server's worker processes so far (VmHWM), in MiB."""
     return [int(fields["VmHWM"].split()[0]) / 1024 for fields in _children(pid)]
+
+
+def _statuses() -> dict[int, dict[str, str]]:
+    """/proc/N/status of every process, as fields, by pid."""
+    found = {}
+    for process in Path("/proc").glob("[0-9]*"):
+        try:
+            status = (process / "status").read_text()
+        except OSError:
+            continue
+        found[int(process.name)] = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return found
+
+
+def _kib(fields: dict[str, str], name: str) -> int:
+    return int(fields.get(name, "0 kB").split()[0])
+
+
+class PrivatePeak:
+    """The largest private resident memory (`RssAnon`: what a process holds itself, without the file
+    pages it maps, such as SQLite's memory-mapped database) that this process or any process under it
+    (a server's workers, import worker processes) reached while the block ran, sampled every
+    SAMPLE_SECONDS, in MiB. Linux only: elsewhere 0."""
+
+    SAMPLE_SECONDS = 0.5
+
+    def __init__(self) -> None:
+        self.mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
+
+    def __enter__(self) -> PrivatePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(self.SAMPLE_SECONDS):
+            self._sample()
+
+    def _sample(self) -> None:
+        statuses = _statuses()
+        ours = {os.getpid()}
+        grown = True
+        while grown:  # the processes under this one, however deep
+            below = {pid for pid, fields in statuses.items() if int(fields.get("PPid", "0")) in ours}
+            grown = not below <= ours
+            ours |= below
+        peak = max((_kib(statuses[pid], "RssAnon") for pid in ours if pid in statuses), default=0)
+        self.mib = max(self.mib, peak / 1024)
