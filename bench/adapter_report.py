@@ -87,8 +87,9 @@ def adapter_sections(postgres_url: str | None) -> list[str]:
         "reads ahead (each worker is like the one-process CLI). Auth off, audit on. PostgreSQL: the tables",
         "are analyzed every 15 s during a run, as autovacuum would (it is off on this machine's server).",
         "Peak private: the largest `RssAnon` (resident memory without mapped file pages such as SQLite's",
-        "memory-mapped database, which peak RSS counts) of the benchmark's process or any under it, sampled",
-        "every 0.5 s: the figure to compare across file sizes for memory flat in the file size.",
+        "memory-mapped database, which peak RSS counts), sampled every 0.5 s, of the processes doing the",
+        "work: the server's or the import workers', else the benchmark's own (which also holds what its",
+        "earlier runs left cached): the figure to compare across file sizes for memory flat in file size.",
         "",
     ]
     lines += _table(

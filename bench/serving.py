@@ -39,7 +39,7 @@ def _children(pid: int) -> list[dict[str, str]]:
     found = []
     for child in Path("/proc").glob("[0-9]*"):
         try:
-            status = (child / "status").read_text()
+            status = (child / "status").read_bytes().decode(errors="replace")  # a name cut mid-character
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -63,7 +63,7 @@ def _statuses() -> dict[int, dict[str, str]]:
     found = {}
     for process in Path("/proc").glob("[0-9]*"):
         try:
-            status = (process / "status").read_text()
+            status = (process / "status").read_bytes().decode(errors="replace")
         except OSError:
             continue
         found[int(process.name)] = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -76,16 +76,21 @@ def _kib(fields: dict[str, str], name: str) -> int:
 
 class PrivatePeak:
     """The largest private resident memory (`RssAnon`: what a process holds itself, without the file
-    pages it maps, such as SQLite's memory-mapped database) that this process or any process under it
-    (a server's workers, import worker processes) reached while the block ran, sampled every
-    SAMPLE_SECONDS, in MiB. Linux only: elsewhere 0."""
+    pages it maps, such as SQLite's memory-mapped database) of the processes doing a run's work, reached
+    while the block ran, sampled every SAMPLE_SECONDS, in MiB: the processes under this one when there
+    are any (a server's, import worker processes), else this process. Linux only: elsewhere 0."""
 
     SAMPLE_SECONDS = 0.5
 
     def __init__(self) -> None:
-        self.mib = 0.0
+        self.own = 0.0
+        self.below = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
+
+    @property
+    def mib(self) -> float:
+        return self.below or self.own
 
     def __enter__(self) -> PrivatePeak:
         self._thread.start()
@@ -104,11 +109,13 @@ class PrivatePeak:
 
     def _sample(self) -> None:
         statuses = _statuses()
-        ours = {os.getpid()}
+        me = os.getpid()
+        ours = {me}
         grown = True
         while grown:  # the processes under this one, however deep
             below = {pid for pid, fields in statuses.items() if int(fields.get("PPid", "0")) in ours}
             grown = not below <= ours
             ours |= below
-        peak = max((_kib(statuses[pid], "RssAnon") for pid in ours if pid in statuses), default=0)
-        self.mib = max(self.mib, peak / 1024)
+        private = {pid: _kib(statuses[pid], "RssAnon") / 1024 for pid in ours if pid in statuses}
+        self.own = max(self.own, private.pop(me, 0.0))
+        self.below = max(self.below, *private.values(), 0.0)

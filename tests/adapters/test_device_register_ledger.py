@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
 from gateway.adapters import mapping as m
 from gateway.adapters.device_register.ledger import Ledger
 
@@ -35,6 +39,22 @@ def test_a_unit_is_listed_when_any_of_its_numbers_in_the_register_is() -> None:
     assert ledger.unlisted(SESAM, iter(claims)) == [2, 4, 5]
     # asked again (another register of the export): only what is given now counts
     assert ledger.unlisted(SESAM, [(7, "SES-7")]) == [7]
+    ledger.close()
+
+
+def test_claims_that_break_off_leave_the_ledger_usable() -> None:
+    ledger = Ledger()
+    ledger.note("SESAM", "SES-1")
+
+    def broken() -> Iterator[tuple[int, str]]:
+        yield 1, "SES-1"
+        yield 2, "SES-2"
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError):
+        ledger.unlisted(SESAM, broken())
+    # as a unit of work run again would: the claims given anew, nothing left of the broken call
+    assert ledger.unlisted(SESAM, [(1, "SES-1"), (3, "SES-3")]) == [3]
     ledger.close()
 
 

@@ -222,7 +222,8 @@ def test_register_rows_imported_in_worker_processes_answer_and_mark_as_one_proce
 ) -> None:
     """`import devices --mode full --workers 2`: every row answered once in file order and audited, a
     unit's conflicting second row still refused (a unit's rows go to one process), a file with a bad
-    header rejected whole, and the units the full export no longer lists marked missing after its rows."""
+    header rejected whole, the units the full export no longer lists marked missing after its rows, and
+    a later file's rows imported as its own export."""
     earlier = tmp_path / "earlier.csv"
     earlier.write_text(f"{HEADER}\n{changed('01', individnummer='MAH-999999')}\n", encoding="utf-8")
     assert gateway(clean, "import", "devices", str(earlier)).returncode == 0
@@ -235,13 +236,19 @@ def test_register_rows_imported_in_worker_processes_answer_and_mark_as_one_proce
     export.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
     broken = tmp_path / "broken.csv"
     broken.write_text("not;a;register;export\n1;2;3;4\n", encoding="utf-8")
-    done = gateway(clean, "import", "devices", "--mode", "full", "--workers", "2", str(export), str(broken))
+    # another register's export after them: its rows go to importers of its own in the worker processes
+    # (each process closes the earlier file's), MAH-000009 there is another register's unit
+    other = [changed("01", register="LOKAL", individnummer=f"MAH-{n:06d}") for n in (9, 10, 11)]
+    lokal = tmp_path / "lokal.csv"
+    lokal.write_text("\n".join([HEADER, *other]) + "\n", encoding="utf-8")
+    files = [str(export), str(broken), str(lokal)]
+    done = gateway(clean, "import", "devices", "--mode", "full", "--workers", "2", *files)
     assert done.returncode == 1, done.stderr
-    summary = f"created {count - 1}, updated 0, unchanged 0, rejected 2, marked missing 1, rejected files 1"
+    summary = f"created {count + 2}, updated 0, unchanged 0, rejected 2, marked missing 1, rejected files 1"
     assert summary in done.stderr, done.stderr
     assert "export.csv: line 7: 400 Bad Request" in done.stderr
     assert f"export.csv: line {count + 2}: 409 Conflict" in done.stderr
-    assert len(imports(clean)) == 1 + (count + 1) + 1  # the earlier row, every row, the broken file
+    assert len(imports(clean)) == 1 + (count + 1) + 1 + 3  # the earlier row, every row, the broken file
     with clean.engine.connect() as connection:
         held = Repository(connection).held_by(
             [("Device", f"{UNITS}/sesam", f"MAH-{n:06d}") for n in (*range(count), 999999)]

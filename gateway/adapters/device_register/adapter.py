@@ -258,7 +258,7 @@ class Importer:
     header: str
     mode: str = "delta"
     keep_rejected: bool = True
-    ledger: Ledger = field(default_factory=Ledger)  # what the export has listed, on disk
+    ledger: Ledger = field(default_factory=Ledger)  # what the export has said, on disk: close when done
 
     async def rows(self, rows: list[Row]) -> list[Json]:
         """A chunk of rows through the adapter; their batch-response entries in order. Never raises for
@@ -379,14 +379,9 @@ class Importer:
 
     async def finish(self) -> list[Json]:
         """After a full export: each unit of its registers it no longer lists gets the tag
-        missing-from-register (one entry each); a delta export touches nothing else. The export's
-        ledger is closed: the importer is done."""
-        try:
-            return await self._mark_unlisted() if self.mode == "full" else []
-        finally:
-            self.ledger.close()
-
-    async def _mark_unlisted(self) -> list[Json]:
+        missing-from-register (one entry each); a delta export touches nothing else."""
+        if self.mode != "full":
+            return []
         entries = []
         for register_name, system in self.ledger.registers():
             for unit in await run_in_threadpool(self._unlisted, system):
@@ -431,8 +426,11 @@ def in_chunks(rows: Iterable[Row], size: int = CHUNK) -> Iterator[list[Row]]:
 
 
 async def import_rows(importer: Importer, rows: Iterable[Row]) -> list[Json]:
-    entries = [entry for chunk in in_chunks(rows) for entry in await importer.rows(chunk)]
-    return [*entries, *await importer.finish()]
+    try:
+        entries = [entry for chunk in in_chunks(rows) for entry in await importer.rows(chunk)]
+        return [*entries, *await importer.finish()]
+    finally:
+        importer.ledger.close()
 
 
 class DeviceRegisterAdapter:

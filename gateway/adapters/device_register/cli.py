@@ -59,14 +59,17 @@ async def import_files(
             audit.record(f"{path}: file rejected whole at its header ({error})", HEADER_REJECTED)
             continue
         importer = Importer(svc, context, export.header_text, mode)
-        if pool is None:
-            for rows in in_chunks(export.rows()):
-                for row, entry in zip(rows, await _audited(audit, path, importer, rows), strict=True):
+        try:
+            if pool is None:
+                for rows in in_chunks(export.rows()):
+                    for row, entry in zip(rows, await _audited(audit, path, importer, rows), strict=True):
+                        _tell(tally, progress, path, row, entry)
+            else:
+                for (*_, row), entry in pool.imported(_records(importer, export, number, path)):
                     _tell(tally, progress, path, row, entry)
-        else:
-            for (*_, row), entry in pool.imported(_records(importer, export, number, path)):
-                _tell(tally, progress, path, row, entry)
-        tally["marked missing"] += len(await importer.finish())
+            tally["marked missing"] += len(await importer.finish())
+        finally:
+            importer.ledger.close()
     return tally
 
 
@@ -115,6 +118,8 @@ async def _work(worker: Worker, chunk: list[tuple[int, str, str, Row]]) -> list[
     for (number, path, header), group in groupby(chunk, key=lambda record: record[:3]):
         importer = worker.state.get(number)
         if importer is None:
+            for earlier in [n for n in worker.state if n < number]:  # files answered whole before this one
+                worker.state.pop(earlier).ledger.close()
             importer = worker.state[number] = Importer(worker.svc, worker.context, header, "delta")
         entries += await _audited(worker.audit, Path(path), importer, [row for *_, row in group])
     return entries

@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from gateway.adapters import mapping as m
 
 _SCHEMA = """
-CREATE TABLE listed (system TEXT NOT NULL, number TEXT NOT NULL, PRIMARY KEY (system, number));
+CREATE TABLE listed (system TEXT NOT NULL, number TEXT NOT NULL, PRIMARY KEY (system, number))
+    WITHOUT ROWID;
 CREATE TABLE seen (
     system TEXT NOT NULL, number TEXT NOT NULL, line INTEGER NOT NULL, content TEXT NOT NULL,
     PRIMARY KEY (system, number)
-);
+) WITHOUT ROWID;
 CREATE TABLE held (rid INTEGER NOT NULL, value TEXT NOT NULL);
 """
 _UNLISTED = """
@@ -66,11 +67,15 @@ class Ledger:
         """Of the resources holding identifiers in `system` ((row id, value) each, streamed), those of
         which the export lists none of their values, in row id order."""
         with self._lock:
-            self._db.execute("DELETE FROM held")
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO held VALUES (?, ?)", claims)
-            self._db.execute("COMMIT")
-            return [rid for (rid,) in self._db.execute(_UNLISTED, (system,))]
+            try:
+                self._db.executemany("INSERT INTO held VALUES (?, ?)", claims)
+                return [rid for (rid,) in self._db.execute(_UNLISTED, (system,))]
+            finally:
+                # nothing kept: each call is given its claims whole (a unit of work run again, anew);
+                # emptied rather than rolled back, which a database without a journal cannot do
+                self._db.execute("DELETE FROM held")
+                self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
