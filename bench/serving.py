@@ -34,18 +34,25 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} never became ready")
 
 
-def _children(pid: int) -> list[dict[str, str]]:
-    """/proc/N/status of each child of `pid` (a uvicorn server's worker processes), as fields."""
-    found = []
-    for child in Path("/proc").glob("[0-9]*"):
+def _statuses() -> dict[int, dict[str, str]]:
+    """/proc/N/status of every process, as fields, by pid."""
+    found = {}
+    for process in Path("/proc").glob("[0-9]*"):
         try:
-            status = (child / "status").read_bytes().decode(errors="replace")  # a name cut mid-character
+            status = (process / "status").read_bytes().decode(errors="replace")  # a name cut mid-character
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(pid):
-            found.append(fields)
+        found[int(process.name)] = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return found
+
+
+def _kib(fields: dict[str, str], name: str) -> int:
+    return int(fields.get(name, "0 kB").split()[0])
+
+
+def _children(pid: int) -> list[dict[str, str]]:
+    """/proc/N/status of each child of `pid` (a uvicorn server's worker processes), as fields."""
+    return [fields for fields in _statuses().values() if fields.get("PPid", "").strip() == str(pid)]
 
 
 def worker_rss(pid: int) -> list[float]:
@@ -56,22 +63,6 @@ def worker_rss(pid: int) -> list[float]:
 def worker_peak_rss(pid: int) -> list[float]:
     """The peak resident memory of each of the server's worker processes so far (VmHWM), in MiB."""
     return [int(fields["VmHWM"].split()[0]) / 1024 for fields in _children(pid)]
-
-
-def _statuses() -> dict[int, dict[str, str]]:
-    """/proc/N/status of every process, as fields, by pid."""
-    found = {}
-    for process in Path("/proc").glob("[0-9]*"):
-        try:
-            status = (process / "status").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        found[int(process.name)] = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return found
-
-
-def _kib(fields: dict[str, str], name: str) -> int:
-    return int(fields.get(name, "0 kB").split()[0])
 
 
 class PrivatePeak:
