@@ -44,6 +44,10 @@ class Resource(Base):
     last_updated: Mapped[datetime] = mapped_column(DateTime())
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     content: Mapped[str] = mapped_column(Text)
+    # Who wrote the current version: NULL for the gateway's own writers (adapters from a bound source,
+    # reactions, scheduled jobs, the CLI) and region-wide clients, else the HSA-id of the organisation whose
+    # client wrote it. Relationships that grant access come only from facts a client could not forge.
+    writer: Mapped[str | None] = mapped_column(String(255), nullable=True)
     __table_args__ = (
         UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
         Index("ix_resource_type_updated", "res_type", "last_updated"),
@@ -176,6 +180,27 @@ class UriIndex(Base):
 INDEX_TABLES = (TokenIndex, StringIndex, ReferenceIndex, DateIndex, NumberIndex, UriIndex)
 
 
+class CareRelation(Base):
+    """One fact that relates an actor (an Organization, a PractitionerRole, a CareTeam, or an HSA-id as
+    `hsa`) to a patient: the resource `rid` it comes from, why (`basis`: `written` by a trusted writer,
+    `created` the Patient itself, `referral` a Task addressed to another unit) and until when it lasts
+    (NULL while what grants it is active). Kept by the write path with the resource (docs/security.md)."""
+
+    __tablename__ = "care_relation"
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rid: Mapped[int] = _rid()
+    actor_type: Mapped[str] = mapped_column(String(64))
+    actor_id: Mapped[str] = mapped_column(String(255))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    basis: Mapped[str] = mapped_column(String(16))
+    until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    __table_args__ = (
+        Index("ix_relation_actor", "actor_type", "actor_id", "patient_id"),
+        Index("ix_relation_patient", "patient_id"),
+        Index("ix_relation_rid", "rid"),
+    )
+
+
 class QuarantineItem(Base):
     """An adapter input that was rejected, kept verbatim to be corrected and replayed."""
 
@@ -191,7 +216,13 @@ class QuarantineItem(Base):
     outcome: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | replayed | discarded
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime())
-    __table_args__ = (Index("ix_quarantine_adapter_status", "adapter", "status", "id"),)
+    # The client that sent the input (NULL: the adapter's own, e.g. the CLI without --client); an item
+    # belongs to it: listed, shown and replayed for it only (docs/security.md).
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    __table_args__ = (
+        Index("ix_quarantine_adapter_status", "adapter", "status", "id"),
+        Index("ix_quarantine_client", "client_id", "adapter", "status", "id"),
+    )
 
 
 class OAuthClient(Base):
@@ -206,6 +237,29 @@ class OAuthClient(Base):
     scopes: Mapped[str] = mapped_column(Text)  # space-separated
     created_at: Mapped[datetime] = mapped_column(DateTime())
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ClientSource(Base):
+    """A source a registered client may send records of to an adapter entrance (`gateway clients add
+    --source KIND:ID`): `bestallningsportalen` and a portal id, `device-register` and `REGISTER@owner
+    HSA-id`, `hl7v2` and an MSH-4 HSA-id. A record naming another source is refused like an unknown one."""
+
+    __tablename__ = "client_source"
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_client.client_id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(255), primary_key=True)
+    __table_args__ = (Index("ix_client_source_kind", "kind", "source"),)
+
+
+class DisabledClient(Base):
+    """A client id whose tokens are refused from now on: an external issuer's client (registered clients
+    are disabled in `oauth_client.active`), `gateway clients disable ID`."""
+
+    __tablename__ = "disabled_client"
+    client_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    disabled_at: Mapped[datetime] = mapped_column(DateTime())
 
 
 class SigningKey(Base):
