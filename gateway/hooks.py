@@ -68,6 +68,11 @@ class RequestContext:
     # Set only by the write path, for a reaction's writes: the client whose write triggered them, while
     # `principal` is the gateway's own (no token can set it).
     on_behalf_of: Principal | None = None
+    # Set only by an adapter entrance (REST, CLI, MLLP), once it has checked that the calling client is
+    # bound to the source of the records (`gateway clients add --source KIND:ID`): `KIND:ID`. The writes of
+    # the adapter's mapped Bundle are then the gateway's own (trusted: docs/security.md), while the
+    # principal stays the calling client for audit.
+    source: str | None = None
 
     @property
     def requestor(self) -> Principal:
