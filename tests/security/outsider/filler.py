@@ -160,7 +160,11 @@ def _steps(res_type: str, branch: Branch) -> list[tuple[str, str | None, list[tu
 def _choice(elements: dict[str, Element], name: str, of_type: str | None, param_type: str) -> Element | None:
     if name in elements:
         return elements[name]
-    variants = {key[len(name) :]: e for key, e in elements.items() if key.startswith(name) and key[len(name) :][:1].isupper()}
+    variants = {
+        key[len(name) :]: e
+        for key, e in elements.items()
+        if key.startswith(name) and key[len(name) :][:1].isupper()
+    }
     if not variants:
         return None
     if of_type is not None:
@@ -175,7 +179,9 @@ def _choice_taken(node: Json, name: str, key: str) -> bool:
     return any(k != key and k.startswith(name) and k[len(name) :][:1].isupper() for k in node)
 
 
-def fill(resource: Json, param: SearchParam, values: Values, check: Callable[[Json], bool] | None = None) -> bool:
+def fill(
+    resource: Json, param: SearchParam, values: Values, check: Callable[[Json], bool] | None = None
+) -> bool:
     """Give `resource` a value for `param` (in place); False, and unchanged, when no branch can be
     filled in a way the gateway accepts. A resource that has a value already is left as it is."""
     res_type = resource["resourceType"]
@@ -183,11 +189,11 @@ def fill(resource: Json, param: SearchParam, values: Values, check: Callable[[Js
         return True
     for branch in param.branches.get(res_type, ()):
         attempt = copy.deepcopy(resource)
-        if _fill_branch(attempt, res_type, branch, param, values) and param.values(attempt):
-            if _repaired(attempt, param, values) and (check is None or check(attempt)):
-                resource.clear()
-                resource.update(attempt)
-                return True
+        filled = _fill_branch(attempt, res_type, branch, param, values) and bool(param.values(attempt))
+        if filled and _repaired(attempt, param, values) and (check is None or check(attempt)):
+            resource.clear()
+            resource.update(attempt)
+            return True
     return False
 
 
@@ -205,14 +211,18 @@ def _repaired(resource: Json, param: SearchParam, values: Values, rounds: int = 
         except FhirError as error:
             issues = error.issues
         missing = [i.expression[0] for i in issues if i.expression and _REQUIRED.search(i.diagnostics)]
-        if len(missing) < len(issues) or not all(_add_required(resource, path, param, values) for path in missing):
+        if len(missing) < len(issues) or not all(
+            _add_required(resource, path, param, values) for path in missing
+        ):
             return False
     return False
 
 
 def _add_required(resource: Json, path: str, param: SearchParam, values: Values) -> bool:
     res_type = resource["resourceType"]
-    parts = [(name, int(index) if index else None) for name, index in _PATH_PART.findall(path[len(res_type) :])]
+    parts = [
+        (name, int(index) if index else None) for name, index in _PATH_PART.findall(path[len(res_type) :])
+    ]
     node: Any = resource
     class_name, plain = res_type, res_type
     for position, (name, index) in enumerate(parts):
@@ -300,14 +310,13 @@ def _fill_branch(resource: Json, res_type: str, branch: Branch, param: SearchPar
             if child is None:
                 child = {f: v for f, v in wheres}
                 node.setdefault(element.key, []).append(child)
+        elif isinstance(existing, dict):
+            child = existing
+        elif existing is None:
+            child = {f: v for f, v in wheres}
+            node[element.key] = child
         else:
-            if isinstance(existing, dict):
-                child = existing
-            elif existing is None:
-                child = {f: v for f, v in wheres}
-                node[element.key] = child
-            else:
-                return False
+            return False
         node, class_name = child, element.kind
         if class_name in ("Reference",):
             return False

@@ -10,8 +10,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from gateway.model.types import Json
 from gateway.search.extract import Extractor
 from gateway.search.registry import SearchParam
@@ -103,7 +101,9 @@ def search_values(param: SearchParam, resource: Json, extractor: Extractor) -> I
                 value = escape(row["code"])
                 yield [(code, f"{escape(row['system'])}|{value}" if row["system"] else value)]
     elif param.type == "string":
-        for row in sorted((r for r in rows.string if r["param"] == code), key=lambda r: -len(r["value_exact"])):
+        for row in sorted(
+            (r for r in rows.string if r["param"] == code), key=lambda r: -len(r["value_exact"])
+        ):
             yield [(code, escape(row["value_exact"]))]
     elif param.type == "reference":
         for row in rows.reference:
@@ -131,8 +131,12 @@ def matches(bundle: Any) -> set[str]:
 
 
 def region_finds(world: World, res_type: str, pairs: Pairs) -> set[str]:
-    response = world.client.get(f"/fhir/{res_type}", params=[*pairs, ("_count", "1000")], headers=world.region)
-    assert response.status_code == 200, f"the region-wide client's search {pairs} failed: {response.text[:500]}"
+    response = world.client.get(
+        f"/fhir/{res_type}", params=[*pairs, ("_count", "1000")], headers=world.region
+    )
+    assert response.status_code == 200, (
+        f"the region-wide client's search {pairs} failed: {response.text[:500]}"
+    )
     return matches(response.json())
 
 
@@ -171,18 +175,24 @@ def value_probe(world: World, res_type: str, code: str, name: str | None = None)
 
 def differential(
     world: World,
-    send: Callable[[Pairs], httpx.Response],
+    send: Callable[[Pairs], Any],
     probe: Probe,
     extra_tokens: tuple[list[str], list[str]] = ([], []),
 ) -> list[str]:
     """Send the hidden probe and the fresh one as the outsider; what differs, and what leaks."""
     hidden = Answer.of(send(probe.hidden))
     fresh = Answer.of(send(probe.fresh))
-    return compare_answers(world, hidden, fresh, probe.hidden_values + extra_tokens[0], probe.fresh_values + extra_tokens[1])
+    return compare_answers(
+        world, hidden, fresh, probe.hidden_values + extra_tokens[0], probe.fresh_values + extra_tokens[1]
+    )
 
 
-def compare_answers(world: World, hidden: Answer, fresh: Answer, hidden_tokens: list[str], fresh_tokens: list[str]) -> list[str]:
-    problems = [f"differs: {d}" for d in differences(normalise(hidden, hidden_tokens), normalise(fresh, fresh_tokens))]
+def compare_answers(
+    world: World, hidden: Answer, fresh: Answer, hidden_tokens: list[str], fresh_tokens: list[str]
+) -> list[str]:
+    problems = [
+        f"differs: {d}" for d in differences(normalise(hidden, hidden_tokens), normalise(fresh, fresh_tokens))
+    ]
     leaked = leaks(hidden, world.facts.secrets, allowed=hidden_tokens)
     if leaked:
         problems.append(f"hidden values in the answer: {leaked[:6]}")
@@ -195,7 +205,11 @@ def shown_refs(body: Any) -> set[str]:
     """Every resource an answer carries (matches, includes, transaction/batch entries, nested Bundles)."""
     found: set[str] = set()
     if isinstance(body, dict):
-        if isinstance(body.get("resourceType"), str) and isinstance(body.get("id"), str) and body["resourceType"] not in ("Bundle", "OperationOutcome"):
+        if (
+            isinstance(body.get("resourceType"), str)
+            and isinstance(body.get("id"), str)
+            and body["resourceType"] not in ("Bundle", "OperationOutcome")
+        ):
             found.add(f"{body['resourceType']}/{body['id']}")
         for value in body.values():
             found |= shown_refs(value)

@@ -27,10 +27,16 @@ def test_the_scanner_finds_a_planted_value() -> None:
     secret = "Hemligsdotter"
     assert leaks(answer({"name": [{"family": secret}]}), [secret]) == [secret]
     assert leaks(answer({"text": "hemligsdotter"}), [secret]) == [secret]  # folded, as the index keeps it
-    assert leaks(answer({"link": [{"relation": "next", "url": cursor_link(["hemligsdotter"])}]}), [secret]) == [secret]
-    assert leaks(answer({}, headers={"Location": "http://testserver/fhir/Patient/Hemligsdotter"}), [secret]) == [secret]
+    assert leaks(
+        answer({"link": [{"relation": "next", "url": cursor_link(["hemligsdotter"])}]}), [secret]
+    ) == [secret]
+    assert leaks(
+        answer({}, headers={"Location": "http://testserver/fhir/Patient/Hemligsdotter"}), [secret]
+    ) == [secret]
     encoded = "http://testserver/fhir/Patient?name=Hemligs%20dotter"
-    assert leaks(answer({"link": [{"relation": "self", "url": encoded}]}), ["Hemligs dotter"]) == ["Hemligs dotter"]
+    assert leaks(answer({"link": [{"relation": "self", "url": encoded}]}), ["Hemligs dotter"]) == [
+        "Hemligs dotter"
+    ]
     assert leaks(answer({"name": "Öberg-Åsa"}), ["oberg-asa"]) == ["oberg-asa"]
 
 
@@ -56,8 +62,18 @@ def test_the_normaliser_tells_answers_apart() -> None:
     )
     assert differences(normalise(linked[0], ["abc"]), normalise(linked[1], ["xyz"])) == []
     times = (
-        answer({"meta": {"lastUpdated": "2026-01-01T10:00:00.123+00:00"}, "id": "0b6e8f7c-1d2a-4c5e-9f00-123456789abc"}),
-        answer({"meta": {"lastUpdated": "2026-02-03T11:00:00+00:00"}, "id": "9b6e8f7c-1d2a-4c5e-9f00-123456789abd"}),
+        answer(
+            {
+                "meta": {"lastUpdated": "2026-01-01T10:00:00.123+00:00"},
+                "id": "0b6e8f7c-1d2a-4c5e-9f00-123456789abc",
+            }
+        ),
+        answer(
+            {
+                "meta": {"lastUpdated": "2026-02-03T11:00:00+00:00"},
+                "id": "9b6e8f7c-1d2a-4c5e-9f00-123456789abd",
+            }
+        ),
     )
     assert differences(normalise(times[0], []), normalise(times[1], [])) == []
 
@@ -67,8 +83,12 @@ def test_fresh_values_keep_the_shape() -> None:
     shaped = reshape("19301210037", "s")
     assert shaped.isdigit() and len(shaped) == 11
     token = SearchParam("identifier", "token", "", "", ("Patient",))
-    system, _, code = fresh_of(token, "http://electronichealth.se/identifier/personnummer|193012100370", "x").partition("|")
-    assert system == "http://electronichealth.se/identifier/personnummer" and code.isdigit() and len(code) == 12
+    system, _, code = fresh_of(
+        token, "http://electronichealth.se/identifier/personnummer|193012100370", "x"
+    ).partition("|")
+    assert (
+        system == "http://electronichealth.se/identifier/personnummer" and code.isdigit() and len(code) == 12
+    )
     date = SearchParam("birthdate", "date", "", "", ("Patient",))
     assert fresh_of(date, "ge2031-05-06T10:11:12+01:00", "x") == "ge1907-05-06T10:11:12+01:00"
     reference = SearchParam("subject", "reference", "", "", ("Observation",))

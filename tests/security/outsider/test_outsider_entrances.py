@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
 from tests.security.outsider import cases
@@ -39,7 +39,9 @@ def test_operation(world: World, operation: str) -> None:
     """Each listed operation on a hidden id (instance level) and a fresh one: the same answer."""
     res_type, _, name = operation.partition("$")
     if not res_type:
-        hidden = world.client.post(f"/fhir/${name}", json={"resourceType": "Parameters"}, headers=world.outsider)
+        hidden = world.client.post(
+            f"/fhir/${name}", json={"resourceType": "Parameters"}, headers=world.outsider
+        )
         check(exposure(world, Answer.of(hidden)))
         return
     target = sorted(world.facts.of_type(world.facts.hidden - world.facts.exposed, res_type))[0].split("/")[1]
@@ -62,7 +64,14 @@ def test_audit_reads(world: World) -> None:
         answer = Answer.of(world.get(url))
         problems += exposure(world, answer)
         served |= {f"AuditEvent/{e['resource']['id']}" for e in answer.body.get("entry", [])}
-        url = next((x["url"].replace("http://testserver", "") for x in answer.body.get("link", []) if x["relation"] == "next"), None)
+        url = next(
+            (
+                x["url"].replace("http://testserver", "")
+                for x in answer.body.get("link", [])
+                if x["relation"] == "next"
+            ),
+            None,
+        )
     if set(own) - served:
         problems.append(f"its own clients' AuditEvents not served: {len(set(own) - served)}")
     for ref in hidden[:5]:
@@ -74,7 +83,10 @@ def test_audit_reads(world: World) -> None:
     hidden_patients = {p for p in facts.hidden if p.startswith("Patient/")}
     for patient in sorted(hidden_patients)[:3]:
         fresh = "Patient/" + reshape(patient.split("/")[1], patient)
-        answers = [Answer.of(world.get("/fhir/AuditEvent", params={"entity": p, "_total": "accurate"})) for p in (patient, fresh)]
+        answers = [
+            Answer.of(world.get("/fhir/AuditEvent", params={"entity": p, "_total": "accurate"}))
+            for p in (patient, fresh)
+        ]
         problems += compare_answers(world, answers[0], answers[1], [patient], [fresh])
     check(problems)
 
@@ -82,7 +94,12 @@ def test_audit_reads(world: World) -> None:
 def test_quarantine_items_belong_to_their_sender(world: World) -> None:
     """The quarantine listing shows the outsider its own rejected inputs only: not Kommun A's."""
     problems = []
-    for query in ("", "?status=all", "?adapter=bestallningsportalen&status=all", "?status=all&limit=1000&after=0"):
+    for query in (
+        "",
+        "?status=all",
+        "?adapter=bestallningsportalen&status=all",
+        "?status=all&limit=1000&after=0",
+    ):
         answer = Answer.of(world.client.get(f"/adapters/quarantine{query}", headers=world.outsider_adapters))
         if answer.status != 200:
             problems.append(f"{query}: {answer.status} {answer.text[:200]}")
@@ -99,7 +116,9 @@ def test_quarantine_items_belong_to_their_sender(world: World) -> None:
 
 
 def _order(number: str, personnummer: str) -> bytes:
-    order = json.loads((GOLDEN / "bestallningsportalen" / "01-forskrivning-with-prescriber.order.json").read_text())
+    order = json.loads(
+        (GOLDEN / "bestallningsportalen" / "01-forskrivning-with-prescriber.order.json").read_text()
+    )
     order["ordernummer"] = number
     order["patient"]["personnummer"] = personnummer
     order["version"] = 2
@@ -114,10 +133,18 @@ def test_order_entrance_answers(world: World) -> None:
     problems = []
     for hidden, fresh, tokens in (
         (_order(number, person), _order(fresh_number, person), ([number], [fresh_number])),
-        (_order(fresh_number, person), _order(fresh_number, fresh_person), ([person, person.replace("-", "")], [fresh_person, fresh_person.replace("-", "")])),
+        (
+            _order(fresh_number, person),
+            _order(fresh_number, fresh_person),
+            ([person, person.replace("-", "")], [fresh_person, fresh_person.replace("-", "")]),
+        ),
     ):
         answers = [
-            Answer.of(world.client.post("/adapters/bestallningsportalen/orders", content=body, headers=world.outsider_adapters))
+            Answer.of(
+                world.client.post(
+                    "/adapters/bestallningsportalen/orders", content=body, headers=world.outsider_adapters
+                )
+            )
             for body in (hidden, fresh)
         ]
         problems += compare_answers(world, answers[0], answers[1], *tokens)
@@ -131,8 +158,14 @@ def test_device_register_entrance_answers(world: World) -> None:
     header, row = csv.strip().split("\n")[:2]
     fresh_row = row.replace("MAH-000123", "MAH-000917").replace("SN88231", "SN55210")
 
-    def send(line: str) -> httpx.Response:
-        return world.client.post("/adapters/device-register/records?mode=delta", content=f"{header}\n{line}\n".encode(), headers=world.outsider_adapters)
+    def send(line: str) -> Any:
+        return world.client.post(
+            "/adapters/device-register/records?mode=delta",
+            content=f"{header}\n{line}\n".encode(),
+            headers=world.outsider_adapters,
+        )
 
     answers = [Answer.of(send(line)) for line in (row, fresh_row)]
-    check(compare_answers(world, answers[0], answers[1], ["MAH-000123", "SN88231"], ["MAH-000917", "SN55210"]))
+    check(
+        compare_answers(world, answers[0], answers[1], ["MAH-000123", "SN88231"], ["MAH-000917", "SN55210"])
+    )

@@ -8,9 +8,9 @@ other's writes. Only documented exception: a Patient identifier criterion matchi
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.model.types import Json
@@ -79,7 +79,7 @@ def test_write_to_hidden_id(world: World, res_type: str, method: str, state: str
     probe = secret_id(world, res_type, deleted=state == "deleted")
     body = own(world, res_type)
 
-    def send(res_id: str) -> httpx.Response:
+    def send(res_id: str) -> Any:
         url = f"/fhir/{res_type}/{res_id}"
         if method == "PUT":
             return world.client.put(url, json={**body, "id": res_id}, headers=world.outsider)
@@ -131,17 +131,27 @@ def reference_targets(world: World, res_type: str, code: str) -> list[str]:
         if len(path) >= 2:
             allowed.update(allowed_targets(res_type, ".".join(path[:2])))
     allowed |= set(param.targets)
-    return [r for r in sorted(world.facts.hidden - world.facts.exposed) if r.split("/")[0] in allowed and not r.startswith("AuditEvent/")]
+    return [
+        r
+        for r in sorted(world.facts.hidden - world.facts.exposed)
+        if r.split("/")[0] in allowed and not r.startswith("AuditEvent/")
+    ]
 
 
-EXTRA_ELEMENTS = [
-    ("Task", "input", lambda ref: {"input": [{"type": {"text": "underlag"}, "valueReference": {"reference": ref}}]}),
+EXTRA_ELEMENTS: list[tuple[str, str, Callable[[str], Json]]] = [
+    (
+        "Task",
+        "input",
+        lambda ref: {"input": [{"type": {"text": "underlag"}, "valueReference": {"reference": ref}}]},
+    ),
     ("DeviceRequest", "supportingInfo", lambda ref: {"supportingInfo": [{"reference": ref}]}),
     ("ServiceRequest", "supportingInfo", lambda ref: {"supportingInfo": [{"reference": ref}]}),
 ]
 
 
-@pytest.mark.parametrize("case", [c for c in cases.private_reference_params() if c.split(".")[0] in cases.written_types()])
+@pytest.mark.parametrize(
+    "case", [c for c in cases.private_reference_params() if c.split(".")[0] in cases.written_types()]
+)
 def test_reference_to_hidden_id(world: World, case: str) -> None:
     """Create (POST), update (PUT of its own resource) and patch with the element naming a hidden id, and
     naming a fresh one of the same type: the same answer (422 `not-found` both, once the rebuild lands)."""
@@ -156,14 +166,17 @@ def test_reference_to_hidden_id(world: World, case: str) -> None:
     hidden_body = reference_body(world, res_type, code, target)
     assert hidden_body is not None, f"{case}: the element cannot be written"
     fresh_body = reference_body(world, res_type, code, fresh)
+    assert fresh_body is not None
     bodies = {target: hidden_body, fresh: fresh_body}
     mine = sorted(r for r in world.facts.visible if r.startswith(res_type + "/"))[0].split("/")[1]
 
-    def post(ref: str) -> httpx.Response:
+    def post(ref: str) -> Any:
         return world.client.post(f"/fhir/{res_type}", json=bodies[ref], headers=world.outsider)
 
-    def put(ref: str) -> httpx.Response:
-        return world.client.put(f"/fhir/{res_type}/{mine}", json={**bodies[ref], "id": mine}, headers=world.outsider)
+    def put(ref: str) -> Any:
+        return world.client.put(
+            f"/fhir/{res_type}/{mine}", json={**bodies[ref], "id": mine}, headers=world.outsider
+        )
 
     problems = [f"POST: {p}" for p in pair(world, post, probe)]
     before = world.client.get(f"/fhir/{res_type}/{mine}", headers=world.region).json()
@@ -179,8 +192,10 @@ def test_reference_in_link_element(world: World, res_type: str, element: str) ->
     target = secret_id(world, "Observation").target
     fresh = "Observation/" + reshape(target.split("/")[1], element)
 
-    def post(ref: str) -> httpx.Response:
-        return world.client.post(f"/fhir/{res_type}", json={**own(world, res_type), **make(ref)}, headers=world.outsider)
+    def post(ref: str) -> Any:
+        return world.client.post(
+            f"/fhir/{res_type}", json={**own(world, res_type), **make(ref)}, headers=world.outsider
+        )
 
     check(pair(world, post, Probe([("ref", target)], [("ref", fresh)], target)))
 
@@ -214,10 +229,12 @@ def test_conditional(world: World, case: str, operation: str) -> None:
     if res_type == "Patient":
         body["identifier"] = [{"system": PNR, "value": "193012109990"}]
 
-    def send(pairs: list[tuple[str, str]]) -> httpx.Response:
+    def send(pairs: list[tuple[str, str]]) -> Any:
         condition = "&".join(f"{k}={v}" for k, v in pairs)
         if operation == "create":
-            return world.client.post(f"/fhir/{res_type}", json=body, headers={**world.outsider, "If-None-Exist": condition})
+            return world.client.post(
+                f"/fhir/{res_type}", json=body, headers={**world.outsider, "If-None-Exist": condition}
+            )
         params = list(pairs)
         if operation == "update":
             return world.client.put(f"/fhir/{res_type}", params=params, json=body, headers=world.outsider)
@@ -236,14 +253,38 @@ def test_identifier_claims_are_global(world: World) -> None:
     hidden_ref = secret_id(world, "Patient").target
     patient = world.facts.stored[hidden_ref]
     number = next(i["value"] for i in patient["identifier"] if i["system"] == PNR)
-    body = {"resourceType": "Patient", "identifier": [{"system": PNR, "value": number}], "name": [{"family": "Dubblett"}]}
+    body = {
+        "resourceType": "Patient",
+        "identifier": [{"system": PNR, "value": number}],
+        "name": [{"family": "Dubblett"}],
+    }
     condition = f"identifier={PNR}|{number}"
     task = {**own(world, "Task"), "for": {"reference": f"Patient?identifier={PNR}|{number}"}}
     answers = {
-        "If-None-Exist": world.client.post("/fhir/Patient", json=body, headers={**world.outsider, "If-None-Exist": condition}),
-        "conditional update": world.client.put("/fhir/Patient", params={"identifier": f"{PNR}|{number}"}, json=body, headers=world.outsider),
-        "ifNoneExist": world.client.post("/fhir", json=_bundle("transaction", [{"resource": body, "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}}]), headers=world.outsider),
-        "conditional reference": world.client.post("/fhir", json=_bundle("transaction", [{"resource": task, "request": {"method": "POST", "url": "Task"}}]), headers=world.outsider),
+        "If-None-Exist": world.client.post(
+            "/fhir/Patient", json=body, headers={**world.outsider, "If-None-Exist": condition}
+        ),
+        "conditional update": world.client.put(
+            "/fhir/Patient", params={"identifier": f"{PNR}|{number}"}, json=body, headers=world.outsider
+        ),
+        "ifNoneExist": world.client.post(
+            "/fhir",
+            json=_bundle(
+                "transaction",
+                [
+                    {
+                        "resource": body,
+                        "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition},
+                    }
+                ],
+            ),
+            headers=world.outsider,
+        ),
+        "conditional reference": world.client.post(
+            "/fhir",
+            json=_bundle("transaction", [{"resource": task, "request": {"method": "POST", "url": "Task"}}]),
+            headers=world.outsider,
+        ),
     }
     problems = []
     for name, response in answers.items():
@@ -253,7 +294,9 @@ def test_identifier_claims_are_global(world: World) -> None:
         if answer.status != 409 or not any(i.get("code") == "duplicate" for i in issues):
             problems.append(f"{name}: {answer.status} {answer.text[:200]}, not 409 duplicate")
         text = " ".join(str(i.get("diagnostics", "")) for i in issues).lower()
-        if not any(word in text for word in ("redan", "finns", "personnummer", "samordningsnummer", "patient med")):
+        if not any(
+            word in text for word in ("redan", "finns", "personnummer", "samordningsnummer", "patient med")
+        ):
             problems.append(f"{name}: the message is not Swedish: {text[:200]}")
         problems += [f"{name}: {p}" for p in exposure(world, answer, allowed=[number, f"{PNR}|{number}"])]
         if hidden_ref.split("/")[1] in answer.text:
@@ -276,19 +319,22 @@ def test_bundle_entries_on_hidden_ids(world: World, res_type: str, kind: str) ->
     probe = secret_id(world, res_type)
     body = own(world, res_type)
     patch_body = {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": "W10="}
-    entries = {
+    entries: dict[str, Callable[[str], Json]] = {
         "read": lambda i: {"request": {"method": "GET", "url": f"{res_type}/{i}"}},
         "vread": lambda i: {"request": {"method": "GET", "url": f"{res_type}/{i}/_history/1"}},
         "history": lambda i: {"request": {"method": "GET", "url": f"{res_type}/{i}/_history"}},
         "search": lambda i: {"request": {"method": "GET", "url": f"{res_type}?_id={i}&_total=accurate"}},
-        "put": lambda i: {"resource": {**body, "id": i}, "request": {"method": "PUT", "url": f"{res_type}/{i}"}},
+        "put": lambda i: {
+            "resource": {**body, "id": i},
+            "request": {"method": "PUT", "url": f"{res_type}/{i}"},
+        },
         "patch": lambda i: {"resource": patch_body, "request": {"method": "PATCH", "url": f"{res_type}/{i}"}},
         "delete": lambda i: {"request": {"method": "DELETE", "url": f"{res_type}/{i}"}},
     }
     problems = []
     for name, make in entries.items():
 
-        def send(res_id: str, make: Any = make) -> httpx.Response:
+        def send(res_id: str, make: Any = make) -> Any:
             return world.client.post("/fhir", json=_bundle(kind, [make(res_id)]), headers=world.outsider)
 
         problems += [f"{name}: {p}" for p in pair(world, send, probe)]
@@ -303,7 +349,10 @@ def test_bundle_conditions_on_hidden_values(world: World, res_type: str, kind: s
     code = next(
         c.split(".", 1)[1]
         for c in cases.private_search_params()
-        if c.startswith(res_type + ".") and c != "Patient.identifier" and not c.endswith("._lastUpdated") and not c.endswith("._id")
+        if c.startswith(res_type + ".")
+        and c != "Patient.identifier"
+        and not c.endswith("._lastUpdated")
+        and not c.endswith("._id")
     )
     probe = value_probe(world, res_type, code)
     body = own(world, res_type)
@@ -312,17 +361,37 @@ def test_bundle_conditions_on_hidden_values(world: World, res_type: str, kind: s
     def query(values: list[str]) -> str:
         return "&".join(f"{k}={v}" for (k, _), v in zip(probe.hidden, values, strict=True))
 
-    entries = {
-        "ifNoneExist": lambda q: {"resource": body, "request": {"method": "POST", "url": res_type, "ifNoneExist": q}},
-        "conditional update": lambda q: {"resource": body, "request": {"method": "PUT", "url": f"{res_type}?{q}"}},
+    entries: dict[str, Callable[[str], Json]] = {
+        "ifNoneExist": lambda q: {
+            "resource": body,
+            "request": {"method": "POST", "url": res_type, "ifNoneExist": q},
+        },
+        "conditional update": lambda q: {
+            "resource": body,
+            "request": {"method": "PUT", "url": f"{res_type}?{q}"},
+        },
         "conditional delete": lambda q: {"request": {"method": "DELETE", "url": f"{res_type}?{q}"}},
-        "conditional reference": lambda q: {"resource": {**task, "focus": {"reference": f"{res_type}?{q}"}}, "request": {"method": "POST", "url": "Task"}},
+        "conditional reference": lambda q: {
+            "resource": {**task, "focus": {"reference": f"{res_type}?{q}"}},
+            "request": {"method": "POST", "url": "Task"},
+        },
         "search": lambda q: {"request": {"method": "GET", "url": f"{res_type}?{q}&_total=accurate"}},
     }
     problems = []
     for name, make in entries.items():
-        hidden = Answer.of(world.client.post("/fhir", json=_bundle(kind, [make(query(probe.hidden_values))]), headers=world.outsider))
-        fresh = Answer.of(world.client.post("/fhir", json=_bundle(kind, [make(query(probe.fresh_values))]), headers=world.outsider))
+        hidden = Answer.of(
+            world.client.post(
+                "/fhir", json=_bundle(kind, [make(query(probe.hidden_values))]), headers=world.outsider
+            )
+        )
+        fresh = Answer.of(
+            world.client.post(
+                "/fhir", json=_bundle(kind, [make(query(probe.fresh_values))]), headers=world.outsider
+            )
+        )
         cleanup(world, hidden, fresh)
-        problems += [f"{name}: {p}" for p in compare_answers(world, hidden, fresh, probe.hidden_values, probe.fresh_values)]
+        problems += [
+            f"{name}: {p}"
+            for p in compare_answers(world, hidden, fresh, probe.hidden_values, probe.fresh_values)
+        ]
     check(problems)

@@ -24,7 +24,9 @@ class FlavourValues(Values):
     codes are split by flavour (`half` 0 or 1), so a hidden row's status is one the outsider's rows
     never have."""
 
-    def __init__(self, rng: random.Random, half: int, picks: Callable[[SearchParam, str, list[str]], str | None]):
+    def __init__(
+        self, rng: random.Random, half: int, picks: Callable[[SearchParam, str, list[str]], str | None]
+    ):
         self.rng = rng
         self.half = half
         self.picks = picks
@@ -121,12 +123,21 @@ class FlavourValues(Values):
         if kind == "ContactPoint":
             return {"system": "phone", "value": "07" + self.digits(8)}
         if kind in ("Quantity", "Age", "Duration", "Distance", "Count", "SimpleQuantity"):
-            return {"value": self.rng.randrange(1, 500), "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}
+            return {
+                "value": self.rng.randrange(1, 500),
+                "unit": "kg",
+                "system": "http://unitsofmeasure.org",
+                "code": "kg",
+            }
         if kind == "Range":
             low = self.rng.randrange(1, 50)
             return {"low": {"value": low}, "high": {"value": low + 10}}
         if kind == "Attachment":
-            return {"contentType": "text/plain", "title": self.word(), "url": f"https://{self.code()}.example.se/a"}
+            return {
+                "contentType": "text/plain",
+                "title": self.word(),
+                "url": f"https://{self.code()}.example.se/a",
+            }
         if kind == "Annotation":
             return {"text": self.word(4)}
         if kind == "Money":

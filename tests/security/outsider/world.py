@@ -116,10 +116,10 @@ def own_database(shared: Database, tmp: Path) -> Iterator[Database]:
 
 
 def _transaction(client: TestClient, headers: dict[str, str], items: list[Seeded]) -> None:
-    entries = [
-        {"resource": s.resource, "request": {"method": "PUT", "url": s.ref}} for s in items
-    ]
-    response = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}, headers=headers)
+    entries = [{"resource": s.resource, "request": {"method": "PUT", "url": s.ref}} for s in items]
+    response = client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}, headers=headers
+    )
     assert response.status_code == 200, response.text[:2000]
 
 
@@ -138,7 +138,9 @@ def _seed(services: Services, clients: dict[str, RegisteredClient]) -> None:
         for item in seeded:
             if item.flavour == "gone":
                 assert client.delete(f"/fhir/{item.ref}", headers=region).status_code in (200, 204)
-        gone_patient = next(s for s in seeded if s.flavour == "gone" and s.resource["resourceType"] == "Patient")
+        gone_patient = next(
+            s for s in seeded if s.flavour == "gone" and s.resource["resourceType"] == "Patient"
+        )
         assert gone_patient is not None
         # the clinic's order and device, through the adapters (a patient of the clinic's, hidden)
         order = (GOLDEN / "bestallningsportalen" / "01-forskrivning-with-prescriber.order.json").read_bytes()
@@ -159,7 +161,9 @@ def _seed(services: Services, clients: dict[str, RegisteredClient]) -> None:
         bad["rader"] = []
         for who, number in ((a, "BP-2026-HEMLIG1"), (b, "BP-2026-EGEN001")):
             bad["ordernummer"] = number
-            client.post("/adapters/bestallningsportalen/orders", content=json.dumps(bad).encode(), headers=who)
+            client.post(
+                "/adapters/bestallningsportalen/orders", content=json.dumps(bad).encode(), headers=who
+            )
     services.close()
 
 
@@ -171,16 +175,30 @@ def build(shared: Database, tmp: Path) -> Iterator[World]:
             "b": _register(database.engine, HSA_B, f"{OUTSIDER_SCOPES} {ADAPTERS}"),
         }
         regional = (clients["region"].client_id,)
-        seeding = Services.build(database.settings(auth=True, audit=True, region_clients=regional), engine=database.engine)
+        seeding = Services.build(
+            database.settings(auth=True, audit=True, region_clients=regional), engine=database.engine
+        )
         _seed(seeding, clients)
-        services = Services.build(database.settings(auth=True, region_clients=regional), engine=database.engine)
+        services = Services.build(
+            database.settings(auth=True, region_clients=regional), engine=database.engine
+        )
         with TestClient(create_app(services.settings, services=services)) as client:
             region = bearer(clients["region"].token(client, f"{FHIR} {ADAPTERS} gateway/audit.read"))
             outsider = bearer(clients["b"].token(client, OUTSIDER_SCOPES))
             adapters = bearer(clients["b"].token(client, f"{OUTSIDER_SCOPES} {ADAPTERS}"))
             kommun_a = bearer(clients["a"].token(client, FHIR))
             facts = read_facts(client, region, clients["b"].client_id, database.engine)
-            yield World(database, services, client, region, outsider, adapters, kommun_a, clients["b"].client_id, facts)
+            yield World(
+                database,
+                services,
+                client,
+                region,
+                outsider,
+                adapters,
+                kommun_a,
+                clients["b"].client_id,
+                facts,
+            )
         services.close()
 
 
@@ -210,7 +228,9 @@ def _references(node: Any) -> Iterator[str]:
 def _distinctive(value: str) -> bool:
     """Whether a string is the world's own (a name, a number, an id), not a code or word any answer
     may hold (`completed`, `source`): long enough, and with a digit, a capital, a space or an accent."""
-    if len(value) < MIN_SECRET or value.startswith(("http://testserver", "urn:gateway", "http://hl7.org", "http://terminology.hl7.org")):
+    if len(value) < MIN_SECRET or value.startswith(
+        ("http://testserver", "urn:gateway", "http://hl7.org", "http://terminology.hl7.org")
+    ):
         return False
     return any(c.isdigit() or c.isupper() or c == " " or not c.isascii() for c in value)
 
@@ -226,7 +246,9 @@ def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, eng
                 stored[f"{res_type}/{resource['id']}"] = resource
             url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
     seeded = {s.ref: s for s in world_resources()}
-    visible = {r for r in stored if r.split("/")[0] in PUBLIC_TYPES or (r in seeded and seeded[r].flavour == "b")}
+    visible = {
+        r for r in stored if r.split("/")[0] in PUBLIC_TYPES or (r in seeded and seeded[r].flavour == "b")
+    }
     hidden: set[str] = set()
     for ref, resource in stored.items():
         if ref in visible:
@@ -236,7 +258,11 @@ def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, eng
             entities = set(_references(resource.get("entity", [])))
             if outsider_id in agents or HSA_B in agents:
                 visible.add(ref)
-            elif entities and not entities & visible and not any(e.startswith("Patient/") and e in visible for e in entities):
+            elif (
+                entities
+                and not entities & visible
+                and not any(e.startswith("Patient/") and e in visible for e in entities)
+            ):
                 hidden.add(ref)
             continue  # the rest (an access of the region's to B's data) is not asserted either way
         if ref in seeded and seeded[ref].flavour not in HIDDEN_FLAVOURS:

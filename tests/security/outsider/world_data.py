@@ -128,14 +128,34 @@ class Builder:
     # -- bases -------------------------------------------------------------------------------------
 
     def directory(self) -> None:
-        for key, hsa, name in (("clinic", HSA_CLINIC, "Lungmottagningen"), ("ka", HSA_A, "Kommun A"), ("kb", HSA_B, "Kommun B")):
-            self.add({"resourceType": "Organization", "identifier": [{"system": HSA, "value": hsa}], "name": name}, "public", f"org-{key}")
+        for key, hsa, name in (
+            ("clinic", HSA_CLINIC, "Lungmottagningen"),
+            ("ka", HSA_A, "Kommun A"),
+            ("kb", HSA_B, "Kommun B"),
+        ):
+            self.add(
+                {"resourceType": "Organization", "identifier": [{"system": HSA, "value": hsa}], "name": name},
+                "public",
+                f"org-{key}",
+            )
         for key, org in (("clinic", "org-clinic"), ("a", "org-ka"), ("b", "org-kb")):
             self.add({"resourceType": "Practitioner"}, "public", f"prac-{key}")
-            role = {"resourceType": "PractitionerRole", "organization": ref(f"Organization/{org}"), "practitioner": ref(f"Practitioner/prac-{key}")}
+            role = {
+                "resourceType": "PractitionerRole",
+                "organization": ref(f"Organization/{org}"),
+                "practitioner": ref(f"Practitioner/prac-{key}"),
+            }
             self.add(role, "public", f"role-{key}")
-            self.add({"resourceType": "Location", "managingOrganization": ref(f"Organization/{org}")}, "public", f"loc-{key}")
-            self.add({"resourceType": "HealthcareService", "providedBy": ref(f"Organization/{org}")}, "public", f"hs-{key}")
+            self.add(
+                {"resourceType": "Location", "managingOrganization": ref(f"Organization/{org}")},
+                "public",
+                f"loc-{key}",
+            )
+            self.add(
+                {"resourceType": "HealthcareService", "providedBy": ref(f"Organization/{org}")},
+                "public",
+                f"hs-{key}",
+            )
 
     def patient(self, flavour: str, protected: bool = False) -> str:
         self.serial += 1
@@ -152,7 +172,11 @@ class Builder:
         """What a resource needs to be valid and to be readable by whom its flavour says."""
         v = self.values[flavour]
         b = flavour == "b"
-        org = "Organization/org-kb" if b else ("Organization/org-clinic" if flavour == "hb" else "Organization/org-ka")
+        org = (
+            "Organization/org-kb"
+            if b
+            else ("Organization/org-clinic" if flavour == "hb" else "Organization/org-ka")
+        )
         role = "PractitionerRole/role-b" if b else "PractitionerRole/role-clinic"
         subject = ref(f"Patient/{patient}")
 
@@ -161,52 +185,122 @@ class Builder:
 
         match res_type:
             case "Task":
-                return {"status": "requested" if b else "received", "intent": "order", "for": subject, "owner": ref(org), "requester": ref(role)}
+                return {
+                    "status": "requested" if b else "received",
+                    "intent": "order",
+                    "for": subject,
+                    "owner": ref(org),
+                    "requester": ref(role),
+                }
             case "DeviceRequest":
                 code: Json = {"codeCodeableConcept": {"text": v.word()}}
                 devices = self.ids(flavour if flavour != "hb" else "h", "Device")
                 if index % 2 and devices:
                     code = {"codeReference": ref(f"Device/{devices[index % len(devices)]}")}
-                return {"status": status("DeviceRequest.status"), "intent": "order", **code, "subject": subject, "requester": ref(role), "performer": ref(org)}
+                return {
+                    "status": status("DeviceRequest.status"),
+                    "intent": "order",
+                    **code,
+                    "subject": subject,
+                    "requester": ref(role),
+                    "performer": ref(org),
+                }
             case "Device":
                 return {"owner": ref(org), "patient": subject}
             case "DeviceUseStatement":
                 device = self.ids(flavour if flavour != "hb" else "h", "Device")
-                return {"status": status("DeviceUseStatement.status"), "subject": subject, "device": ref(f"Device/{device[index % len(device)]}"), "source": ref(role)}
+                return {
+                    "status": status("DeviceUseStatement.status"),
+                    "subject": subject,
+                    "device": ref(f"Device/{device[index % len(device)]}"),
+                    "source": ref(role),
+                }
             case "CareTeam":
-                return {"subject": subject, "participant": [{"member": ref(role)}], "managingOrganization": [ref(org)]}
+                return {
+                    "subject": subject,
+                    "participant": [{"member": ref(role)}],
+                    "managingOrganization": [ref(org)],
+                }
             case "CarePlan":
                 teams = self.ids(flavour if flavour != "hb" else "h", "CareTeam")
-                return {"status": status("CarePlan.status"), "intent": "plan", "subject": subject, "careTeam": [ref(f"CareTeam/{teams[index % len(teams)]}")], "author": ref(role)}
+                return {
+                    "status": status("CarePlan.status"),
+                    "intent": "plan",
+                    "subject": subject,
+                    "careTeam": [ref(f"CareTeam/{teams[index % len(teams)]}")],
+                    "author": ref(role),
+                }
             case "Encounter":
-                return {"status": status("Encounter.status"), "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"}, "subject": subject, "serviceProvider": ref(org)}
+                return {
+                    "status": status("Encounter.status"),
+                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
+                    "subject": subject,
+                    "serviceProvider": ref(org),
+                }
             case "Observation":
-                return {"status": status("Observation.status"), "code": {"text": v.word()}, "subject": subject, "performer": [ref(role)]}
+                return {
+                    "status": status("Observation.status"),
+                    "code": {"text": v.word()},
+                    "subject": subject,
+                    "performer": [ref(role)],
+                }
             case "ServiceRequest":
-                return {"status": status("ServiceRequest.status"), "intent": "order", "subject": subject, "requester": ref(role)}
+                return {
+                    "status": status("ServiceRequest.status"),
+                    "intent": "order",
+                    "subject": subject,
+                    "requester": ref(role),
+                }
             case "Communication":
                 recipient = "Organization/org-kb" if b else "PractitionerRole/role-a"
-                return {"status": status("Communication.status"), "subject": subject, "sender": ref(role), "recipient": [ref(recipient)]}
+                return {
+                    "status": status("Communication.status"),
+                    "subject": subject,
+                    "sender": ref(role),
+                    "recipient": [ref(recipient)],
+                }
             case "Flag":
-                return {"status": status("Flag.status"), "code": {"text": v.word()}, "subject": subject, "author": ref(org)}
+                return {
+                    "status": status("Flag.status"),
+                    "code": {"text": v.word()},
+                    "subject": subject,
+                    "author": ref(org),
+                }
             case "RiskAssessment":
                 return {"status": status("RiskAssessment.status"), "subject": subject, "performer": ref(role)}
             case "Consent":
                 return {
                     "status": status("Consent.status"),
-                    "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+                    "scope": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                "code": "patient-privacy",
+                            }
+                        ]
+                    },
                     "category": [{"text": v.word()}],
                     "patient": subject,
                     "performer": [ref(org)],
                     "organization": [ref(org)],
                 }
             case "List":
-                return {"status": status("List.status"), "mode": "working", "subject": subject, "source": ref(role), "title": v.word()}
+                return {
+                    "status": status("List.status"),
+                    "mode": "working",
+                    "subject": subject,
+                    "source": ref(role),
+                    "title": v.word(),
+                }
             case "Provenance":
                 return {"target": [subject], "recorded": v.instant(), "agent": [{"who": ref(role)}]}
             case "Binary":
                 secret = f"{v.word(4)} {v.word(4)}".encode()
-                return {"contentType": "text/plain", "data": base64.b64encode(secret).decode(), "securityContext": ref(org)}
+                return {
+                    "contentType": "text/plain",
+                    "data": base64.b64encode(secret).decode(),
+                    "securityContext": ref(org),
+                }
         raise ValueError(f"no base for {res_type}")
 
     def build(self) -> list[Seeded]:
