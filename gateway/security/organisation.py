@@ -27,7 +27,7 @@ from gateway.security.masking import ProtectedIdentities
 from gateway.security.rules import Rules
 from gateway.store import relations
 from gateway.store.relations import TRUSTED, Actors, Writer, find_actors
-from gateway.store.visibility import EVERYTHING, Both, ForOrganisation, Visibility, visible_keys
+from gateway.store.visibility import AUDIT_EVENT, EVERYTHING, Both, ForOrganisation, Visibility, visible_keys
 
 CACHE_KEY = "gateway.security.organisation.actors"
 # Writing these can change who an organisation is (its Organization, PractitionerRoles, CareTeams).
@@ -263,7 +263,38 @@ class OrganisationPolicy(Permissive):
             self.identities.authorize_patch(operations)
 
     def mask(self, context: RequestContext, resource: Json) -> Json:
-        return self.identities.mask(context, resource)
+        resource = self.identities.mask(context, resource)
+        if resource.get("resourceType") == AUDIT_EVENT and not self.exempt(context):
+            resource = self._audit_as_seen(context, resource)
+        return resource
+
+    def _audit_as_seen(self, context: RequestContext, event: Json) -> Json:
+        """An AuditEvent as an organisation's audit reader sees it: the network address only of its own
+        clients' accesses, and only the entities (resources, patients) it may read itself; the other
+        party's client and organisation stay (docs/security.md, Audit)."""
+        shown = dict(event)
+        agents = [a for a in event.get("agent") or [] if isinstance(a, dict)]
+        hsa = context.principal.organization
+        own = bool(hsa) and any(
+            self.access.rules.hsa_system == _identifier(a).get("system")
+            and _identifier(a).get("value") == hsa
+            for a in agents
+        )
+        if not own:
+            shown["agent"] = [{k: v for k, v in agent.items() if k != "network"} for agent in agents]
+        entities = [e for e in event.get("entity") or [] if isinstance(e, dict)]
+        keys: dict[int, tuple[str, str]] = {}
+        for entity in entities:
+            what = entity.get("what")
+            reference = what.get("reference") if isinstance(what, dict) else None
+            key = self.access.local(reference) if isinstance(reference, str) else None
+            if key is not None:
+                keys[id(entity)] = key
+        if keys:
+            with self.engine.connect() as connection:
+                seen = visible_keys(connection, self.visibility(context), set(keys.values()), deleted=True)
+            shown["entity"] = [e for e in entities if keys.get(id(e), ("", "")) in seen or id(e) not in keys]
+        return shown
 
     @property
     def masks(self) -> bool:
@@ -276,6 +307,12 @@ class OrganisationPolicy(Permissive):
         if current is None or not self.identities.hidden_from(context, current, self.internal(context)):
             return resource
         return self.identities.keep_hidden(resource, current)
+
+
+def _identifier(agent: Json) -> Json:
+    who = agent.get("who")
+    identifier = who.get("identifier") if isinstance(who, dict) else None
+    return identifier if isinstance(identifier, dict) else {}
 
 
 def changed_elements(before: Json, after: Json) -> set[str]:

@@ -197,9 +197,9 @@ def labelled(rid: Any, labels: Iterable[tuple[str, str]]) -> ColumnElement[bool]
 
 
 def visible_keys(
-    connection: Connection, visibility: Visibility, keys: Iterable[tuple[str, str]]
+    connection: Connection, visibility: Visibility, keys: Iterable[tuple[str, str]], deleted: bool = False
 ) -> set[tuple[str, str]]:
-    """Which of these (type, id) are current resources (not deleted) the reader sees."""
+    """Which of these (type, id) are current resources the reader sees (with `deleted`, tombstones too)."""
     by_type: dict[str, set[str]] = {}
     for res_type, res_id in keys:
         by_type.setdefault(res_type, set()).add(res_id)
@@ -208,7 +208,7 @@ def visible_keys(
         statement = select(RESOURCE.c.res_type, RESOURCE.c.res_id).where(
             RESOURCE.c.res_type == res_type,
             RESOURCE.c.res_id.in_(sorted(ids)),
-            RESOURCE.c.deleted == false(),
+            true() if deleted else RESOURCE.c.deleted == false(),
             visibility.where(RESOURCE),
         )
         found |= {(str(t), str(i)) for t, i in connection.execute(statement)}

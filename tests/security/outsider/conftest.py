@@ -1,0 +1,15 @@
+"""The adversarial world, seeded once per test module and database (world.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Database
+from tests.security.outsider.world import World, build
+
+
+@pytest.fixture(scope="module")
+def world(database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from build(database, tmp_path_factory.mktemp("outsider"))

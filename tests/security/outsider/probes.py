@@ -1,0 +1,233 @@
+"""Probe values and the differential check: a value taken from a hidden resource for one search parameter
+(its index values, as the gateway's own extractor computes them), a fresh value of the same shape that
+nothing holds, and the comparison of the outsider's two answers."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.model.types import Json
+from gateway.search.extract import Extractor
+from gateway.search.registry import SearchParam
+from tests.security.outsider.cases import registry
+from tests.security.outsider.compare import Answer, differences, leaks, normalise
+from tests.security.outsider.world import World
+
+Pairs = list[tuple[str, str]]
+PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=\d)")
+
+
+@dataclass
+class Probe:
+    hidden: Pairs
+    fresh: Pairs
+    target: str  # the hidden resource the value is from
+
+    @property
+    def hidden_values(self) -> list[str]:
+        return [v for _, v in self.hidden]
+
+    @property
+    def fresh_values(self) -> list[str]:
+        return [v for _, v in self.fresh]
+
+
+def reshape(value: str, seed: str) -> str:
+    """A value of the same shape (each digit a digit, each letter a letter of its case, the rest kept),
+    random from `seed`: what a fresh id, code or name looks like next to the hidden one."""
+    rng = random.Random(seed)
+    out = []
+    for char in value:
+        if char.isdigit():
+            out.append(rng.choice("0123456789"))
+        elif char.isascii() and char.islower():
+            out.append(rng.choice("abcdefghijklmnopqrstuvwxyz"))
+        elif char.isascii() and char.isupper():
+            out.append(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def fresh_of(param: SearchParam, value: str, seed: str) -> str:
+    """The fresh counterpart of a search value: the same system, target type, prefix and format, with
+    what identifies the hidden resource replaced (a date in 1907, where nothing is)."""
+    if param.type == "date" or param.code == "_lastUpdated":
+        prefix = PREFIX.match(value)
+        head = prefix.group(0) if prefix else ""
+        return head + "1907" + value[len(head) + 4 :]
+    if param.type == "token" and "|" in value:
+        system, _, code = value.partition("|")
+        return f"{system}|{reshape(code, seed)}"
+    if param.type == "reference" and "/" in value:
+        kind, _, rest = value.rpartition("/")
+        return f"{kind}/{reshape(rest, seed)}"
+    if param.type == "uri":
+        head, _, tail = value.rpartition("/")
+        return f"{head}/{reshape(tail, seed)}" if head else reshape(value, seed)
+    return reshape(value, seed)
+
+
+def escape(value: str) -> str:
+    return "".join("\\" + c if c in ",|$\\" else c for c in value)
+
+
+def search_values(param: SearchParam, resource: Json, extractor: Extractor) -> Iterator[Pairs]:
+    """Search values that find `resource` by `param`, most distinctive first."""
+    code = param.code
+    if code == "_id":
+        yield [(code, str(resource["id"]))]
+        return
+    if code == "_lastUpdated":
+        yield [(code, str(resource.get("meta", {}).get("lastUpdated", "")))]
+        return
+    if param.type == "date":
+        for raw, _ in param.values(resource):
+            if isinstance(raw, str):
+                yield [(code, raw)]
+            elif isinstance(raw, dict) and raw.get("start") and raw.get("end"):
+                yield [(code, "ge" + raw["start"]), (code, "le" + raw["end"])]
+            elif isinstance(raw, dict) and raw.get("event"):
+                yield [(code, str(raw["event"][0]))]
+        return
+    rows = extractor.rows(resource)
+    if param.type == "token":
+        for row in rows.token:
+            if row["param"] == code and row["code"]:
+                value = escape(row["code"])
+                yield [(code, f"{escape(row['system'])}|{value}" if row["system"] else value)]
+    elif param.type == "string":
+        for row in sorted(
+            (r for r in rows.string if r["param"] == code), key=lambda r: -len(r["value_exact"])
+        ):
+            yield [(code, escape(row["value_exact"]))]
+    elif param.type == "reference":
+        for row in rows.reference:
+            if row["param"] == code:
+                if row["target_id"] and not row["url"]:
+                    yield [(code, f"{row['target_type']}/{row['target_id']}")]
+                elif row["url"]:
+                    yield [(code, escape(row["url"]))]
+    elif param.type == "number":
+        for row in rows.number:
+            if row["param"] == code:
+                yield [(code, repr(row["value"]).rstrip("0").rstrip("."))]
+    elif param.type == "uri":
+        for row in rows.uri:
+            if row["param"] == code:
+                yield [(code, escape(row["value"]))]
+
+
+def matches(bundle: Any) -> set[str]:
+    return {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in (bundle.get("entry", []) if isinstance(bundle, dict) else [])
+        if "resource" in e and e.get("search", {}).get("mode", "match") == "match"
+    }
+
+
+def region_finds(world: World, res_type: str, pairs: Pairs) -> set[str]:
+    response = world.client.get(
+        f"/fhir/{res_type}", params=[*pairs, ("_count", "1000")], headers=world.region
+    )
+    assert response.status_code == 200, (
+        f"the region-wide client's search {pairs} failed: {response.text[:500]}"
+    )
+    return matches(response.json())
+
+
+def value_probe(world: World, res_type: str, code: str, name: str | None = None) -> Probe:
+    """A hidden value of `res_type.code` that finds hidden resources only (checked as the region-wide
+    client), and its fresh counterpart that finds nothing; `name` is the parameter name to send (a
+    chain or a modifier), `code`'s by default. Fails the case when the world holds no such value."""
+    cache = world.cache
+    key = f"{res_type}.{code}.{name}"
+    if key in cache:
+        cached: Probe = cache[key]
+        return cached
+    param = registry().get(res_type, code)
+    assert param is not None, f"{res_type}.{code} is not in the registry"
+    facts = world.facts
+    tried = 0
+    for ref in facts.of_type(facts.hidden, res_type):
+        for pairs in search_values(param, facts.stored[ref], world.services.extractor):
+            tried += 1
+            if tried > 8:
+                break
+            found = region_finds(world, res_type, pairs)
+            if ref not in found or found & facts.visible:
+                continue
+            fresh = [(k, fresh_of(param, v, f"{key}{i}")) for i, (k, v) in enumerate(pairs)]
+            if region_finds(world, res_type, fresh):
+                continue
+            probe = Probe([(name or k, v) for k, v in pairs], [(name or k, v) for k, v in fresh], ref)
+            cache[key] = probe
+            return probe
+    raise AssertionError(
+        f"the world holds no value of {res_type}.{code} that finds hidden resources only "
+        "(tests/security/outsider/world_data.py)"
+    )
+
+
+def differential(
+    world: World,
+    send: Callable[[Pairs], Any],
+    probe: Probe,
+    extra_tokens: tuple[list[str], list[str]] = ([], []),
+) -> list[str]:
+    """Send the hidden probe and the fresh one as the outsider; what differs, and what leaks."""
+    hidden = Answer.of(send(probe.hidden))
+    fresh = Answer.of(send(probe.fresh))
+    return compare_answers(
+        world, hidden, fresh, probe.hidden_values + extra_tokens[0], probe.fresh_values + extra_tokens[1]
+    )
+
+
+def compare_answers(
+    world: World, hidden: Answer, fresh: Answer, hidden_tokens: list[str], fresh_tokens: list[str]
+) -> list[str]:
+    problems = [
+        f"differs: {d}" for d in differences(normalise(hidden, hidden_tokens), normalise(fresh, fresh_tokens))
+    ]
+    leaked = leaks(hidden, world.facts.secrets, allowed=hidden_tokens)
+    if leaked:
+        problems.append(f"hidden values in the answer: {leaked[:6]}")
+    if hidden.status >= 500 or fresh.status >= 500:
+        problems.append(f"server error {hidden.status}/{fresh.status}")
+    return problems
+
+
+def shown_refs(body: Any) -> set[str]:
+    """Every resource an answer carries (matches, includes, transaction/batch entries, nested Bundles)."""
+    found: set[str] = set()
+    if isinstance(body, dict):
+        if (
+            isinstance(body.get("resourceType"), str)
+            and isinstance(body.get("id"), str)
+            and body["resourceType"] not in ("Bundle", "OperationOutcome")
+        ):
+            found.add(f"{body['resourceType']}/{body['id']}")
+        for value in body.values():
+            found |= shown_refs(value)
+    elif isinstance(body, list):
+        for item in body:
+            found |= shown_refs(item)
+    return found
+
+
+def exposure(world: World, answer: Answer, allowed: list[str] | None = None) -> list[str]:
+    """What an outsider's answer shows that it may not: hidden (or deleted hidden) resources, and secrets."""
+    problems = []
+    shown = shown_refs(answer.body) & (world.facts.hidden | world.facts.gone)
+    if shown:
+        problems.append(f"hidden resources shown: {sorted(shown)[:6]}")
+    leaked = leaks(answer, world.facts.secrets, allowed=allowed or [])
+    if leaked:
+        problems.append(f"hidden values in the answer: {leaked[:6]}")
+    if answer.status >= 500:
+        problems.append(f"server error {answer.status}")
+    return problems
