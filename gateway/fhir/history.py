@@ -1,5 +1,6 @@
 """history: GET [base]/[type]/[id]/_history and GET [base]/[type]/_history, newest first, with
-`_since`, `_count` and `next` links (a cursor on the version sequence, stable while data changes)."""
+`_since`, `_count` and `next` links (a cursor on the version sequence, stable while data changes, sealed
+and bound to the client and the history it pages like a search's: gateway/search/cursor.py)."""
 
 from __future__ import annotations
 
@@ -40,9 +41,12 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
             since = date_range(params["_since"], svc.searcher.planner.zone)[0]
         except DateFormatError as error:
             raise bad_request(str(error), "_since") from error
+    context = request_context(request)
+    binding = "\n".join([context.principal.client_id, "history", res_type, res_id or "", str(since or "")])
     cursor = params.get("_cursor")
-    if cursor is not None and not cursor.isdigit():
-        raise bad_request("The paging cursor is not valid", "_cursor")
+    before = None
+    if cursor is not None:
+        before = svc.searcher.cursors.open(["number"], cursor, binding)[1][0]
     base = request_context(request).base_url
     policy = svc.hooks.policy
 
@@ -52,7 +56,6 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
             raise not_found(f"{res_type}/{res_id} is not known")
         if limit == 0:  # _count=0: no versions, and no pages to follow
             return [], None
-        before = int(cursor) if cursor else None
         # The versions of resources the client sees now (as their current version decides), in the query.
         rows = select_history(uow.connection, res_type, res_id, since, before, limit + 1, visibility)
         following = rows[limit - 1][0] if len(rows) > limit else None
@@ -81,6 +84,7 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
     keep = [(k, v) for k, v in params.multi_items() if k != "_cursor"]
     links = [{"relation": "self", "url": path + ("?" + urlencode(keep) if keep else "")}]
     if following is not None:
-        links.append({"relation": "next", "url": f"{path}?{urlencode([*keep, ('_cursor', following)])}"})
+        sealed = svc.searcher.cursors.seal([following], False, binding)
+        links.append({"relation": "next", "url": f"{path}?{urlencode([*keep, ('_cursor', sealed)])}"})
     bundle = {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}
     return fhir_response(bundle)
