@@ -24,6 +24,7 @@ from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
+from gateway.search.dates import utc_now
 from gateway.security.cli import clients_app, demo_token, keys_app
 from gateway.security.endpoints import StartupRefused, check_base_url
 from gateway.services import Services
@@ -236,7 +237,8 @@ def load(
 
 @app.command()
 def reindex(batch: Annotated[int, typer.Option(help="Resources per transaction.")] = 500) -> None:
-    """Recompute every resource's index rows from the current search parameter definitions."""
+    """Recompute every resource's index rows from the current search parameter definitions, and its care
+    relations from the access policy (docs/security.md)."""
     svc = Services.build(Settings.from_env())
     done, last = 0, 0
     try:
@@ -256,8 +258,9 @@ def reindex(batch: Annotated[int, typer.Option(help="Resources per transaction."
                         break
                     repository = Repository(connection)
                     current: list[Stored] = repository.current_many([row[0] for row in rows])
+                    now = utc_now()
                     for stored in current:
-                        repository.replace_index(stored.rid, svc.extractor.rows(stored.json()))
+                        svc.write_path.reindex(connection, stored, now)
                     last = rows[-1][0]
                     done += len(rows)
                     progress.advance(task, len(rows))

@@ -548,6 +548,22 @@ class WritePath:
         self._react(uow, stored, current.json())
         return stored
 
+    def reindex(self, connection: Connection, stored: Stored, now: datetime) -> None:
+        """A current resource's index rows and care relations computed anew from its content and who wrote
+        it (`gateway reindex`; after the upgrade that brought care relations, their first computation).
+        A Patient a client wrote is taken to be one it registered."""
+        resource = stored.json()
+        Repository(connection).replace_index(stored.rid, self.extractor.rows(resource))
+        hsa = stored.writer
+        writer = relations.TRUSTED
+        if hsa is not None:
+            writer = Writer(False, relations.find_actors(connection, hsa, self.access.rules.hsa_system))
+        if self.access.rules.relationship(stored.res_type) is not None:
+            facts = self.access.facts(resource)
+            relations.replace(connection, stored.rid, facts, writer, now, self.lasts, fresh=False)
+        if stored.res_type == "Patient" and hsa and not relations.created_by(connection, stored.rid):
+            relations.add_created(connection, stored.rid, hsa, stored.res_id)
+
     # -- reads through the same policy ---------------------------------------------------------------
 
     def can_read(self, context: RequestContext, res_type: str, res_id: str) -> bool:

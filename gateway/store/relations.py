@@ -279,6 +279,12 @@ def add_created(connection: Connection, rid: int, hsa: str, patient_id: str) -> 
     connection.execute(_INSERT, [_row(rid, (HSA, hsa, patient_id), CREATED, None)])
 
 
+def created_by(connection: Connection, rid: int) -> set[str]:
+    """The organisations that created the Patient `rid` (at most one)."""
+    statement = select(CR.c.actor_id).where(CR.c.rid == rid, CR.c.basis == CREATED)
+    return {str(value) for value in connection.execute(statement).scalars()}
+
+
 def remove(connection: Connection, rid: int) -> None:
     """A deleted resource relates nobody (but the organisation that created a Patient keeps it)."""
     connection.execute(_DELETE_OF, {"rid": rid})

@@ -128,6 +128,8 @@ class Stored:
     deleted: bool
     content: str
     rid: int = 0
+    # The organisation whose client wrote the current version (None: a trusted writer); current rows only.
+    writer: str | None = None
 
     def json(self) -> Json:
         data: Json = loads(self.content)
@@ -143,6 +145,7 @@ def _stored(row: Any) -> Stored:
         deleted=row.deleted,
         content=row.content,
         rid=getattr(row, "rid", 0),
+        writer=getattr(row, "writer", None),
     )
 
 
