@@ -37,7 +37,8 @@ class Parties:
     wrote (owner A), and the clinic requested a device for p1."""
 
     def __init__(self, services: Services, client: TestClient) -> None:
-        self.services, self.client = services, client
+        self.services = services
+        self.client = client
         region = register(services, ALL, org="SE-REGION")
         organisation_policy(services).region_clients = frozenset({region.client_id})
         self.region = bearer(region.token(client, ALL))
