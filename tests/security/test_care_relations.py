@@ -91,11 +91,12 @@ class Parties:
     def put(self, resource: dict[str, Any], headers: dict[str, str] | None = None) -> int:
         url = f"/fhir/{resource['resourceType']}/{resource['id']}"
         response = self.client.put(url, json=resource, headers=headers or self.region)
-        assert response.status_code in (200, 201), response.text
-        return response.status_code
+        status: int = response.status_code
+        assert status in (200, 201), response.text
+        return status
 
     def reads(self, who: dict[str, str], target: str) -> bool:
-        status = self.client.get(f"/fhir/{target}", headers=who).status_code
+        status: int = self.client.get(f"/fhir/{target}", headers=who).status_code
         assert status in (200, 404), status
         return status == 200
 
