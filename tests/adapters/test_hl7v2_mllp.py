@@ -56,8 +56,12 @@ class Running:
         self.thread.join(10)
 
 
-def register(services: Services, client_id: str, organization: str, scopes: list[str]) -> None:
-    store.add_client(services.engine, client_id, organization, {"keys": []}, scopes, client_id)
+def register(
+    services: Services, client_id: str, organization: str, scopes: list[str], bound: bool = True
+) -> None:
+    """A registered client, bound (unless not `bound`) to its organisation as a sending facility."""
+    sources = [f"hl7v2:{organization}"] if bound else []
+    store.add_client(services.engine, client_id, organization, {"keys": []}, scopes, client_id, sources)
 
 
 def hospital_senders(services: Services) -> Senders:

@@ -130,10 +130,12 @@ LUNG = "SE2321000016-LUNG"
 MUNICIPAL_SCOPES = "system/*.rus"
 
 
-def client_for(services: Services, client_id: str, organization: str, scopes: str) -> RegisteredClient:
+def client_for(
+    services: Services, client_id: str, organization: str, scopes: str, sources: tuple[str, ...] = ()
+) -> RegisteredClient:
     key = new_key("ES384")
     jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
-    store.add_client(services.engine, client_id, organization, jwks, scopes.split(), client_id)
+    store.add_client(services.engine, client_id, organization, jwks, scopes.split(), client_id, sources)
     return RegisteredClient(client_id, key, "ES384")
 
 
@@ -151,7 +153,7 @@ def secured(database: Database) -> Iterator[Services]:
 
 
 def test_the_same_journey_with_each_party_as_its_own_client(secured: Services) -> None:
-    portal = client_for(secured, "portal", LUNG, ADAPTER_BESTALLNINGSPORTALEN)
+    portal = client_for(secured, "portal", LUNG, ADAPTER_BESTALLNINGSPORTALEN, ("bestallningsportalen:BP",))
     # it answers Tasks; the return report of its rejection is the gateway's, written on its behalf
     municipality = client_for(secured, "stockholm-stad", KOMMUN, MUNICIPAL_SCOPES)
     lung = client_for(secured, "lung-journal", LUNG, "system/*.rs")
