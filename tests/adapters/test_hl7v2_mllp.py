@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from gateway.adapters import quarantine
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.message import Hl7Error
 from gateway.adapters.hl7v2.mllp import Listener, ListenerSettings, frame
@@ -339,6 +340,29 @@ def test_a_client_without_the_adapter_scope_or_unregistered_gets_ar(services: Se
     assert first[:2] == ("AR", "J1") and ADAPTER_HL7V2 in first[2]
     assert second[:2] == ("AR", "J2") and "no active client" in second[2]
     assert count(services) == 0
+
+
+def test_a_facility_whose_client_is_not_bound_to_it_is_refused_as_an_unlisted_one(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The facility is mapped to an active client holding the scope but not bound to `hl7v2:<facility>`:
+    the same AR as for a facility not listed (the sender learns nothing of the mapping), a warning at
+    start-up, and the message quarantined under that client (replayable once it is bound)."""
+    register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2], bound=False)
+    with caplog.at_level(logging.WARNING, logger="gateway.adapters.hl7v2.mllp"):
+        running = listening(services, Senders({HOSPITAL_HSA: HOSPITAL_CLIENT}))
+    try:
+        unbound, unlisted = exchange(
+            running.port, [adt("A01", "U1"), adt("A01", "U1", facility="Karolinska^SE2321000016-XX99^L")]
+        )
+    finally:
+        running.stop()
+    assert f"not bound to the source hl7v2:{HOSPITAL_HSA}" in caplog.text
+    assert read_ack(unbound) == ("AR", "U1", f"The sending facility {HOSPITAL_HSA} is not accepted")
+    assert read_ack(unlisted) == ("AR", "U1", "The sending facility SE2321000016-XX99 is not accepted")
+    assert count(services) == 0
+    [item] = quarantine.listing(services.engine, "hl7v2")
+    assert (item.client_id, item.source_key) == (HOSPITAL_CLIENT, f"{HOSPITAL_HSA} U1")
 
 
 def test_without_a_list_every_facility_is_accepted_with_a_warning(

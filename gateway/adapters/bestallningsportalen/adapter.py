@@ -311,7 +311,7 @@ def _admitted(bound: Bound, order: Json) -> str:
     """The order's source, if the client is bound to it; else Rejection (403, as for any source)."""
     source = to_fhir.source_of(order)
     if not bound.admits(source):
-        raise Rejection(403, [refusal(source, ("portal",))])
+        raise Rejection(403, [refusal(source, ())])
     return source
 
 

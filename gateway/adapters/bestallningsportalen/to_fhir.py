@@ -46,9 +46,9 @@ class Known:
 
 
 def portal_of(order: Json) -> str:
-    """The portal an order comes from: its `portal`, else the installation's (source.yaml `portal_id`)."""
-    named = order.get("portal")
-    return named if isinstance(named, str) and named else str(m.tables(SOURCE)["portal_id"])
+    """The portal an order comes from: the installation's (source.yaml `portal_id`). Orders name none:
+    one installation takes one portal's orders, whose numbers share one identifier system."""
+    return str(m.tables(SOURCE)["portal_id"])
 
 
 def source_of(order: Json) -> str:

@@ -274,6 +274,7 @@ def handle_sync(
     context = context_for(svc, organization or message.facility, principal)
     context.source_address = source_address
     written = context.principal
+    rejected = partial(_rejected, svc, data, content_type, message.facility, keep_rejected, written)
     source = f"{engine.SOURCE}:{message.facility}"
     try:
         bound = Bound.of(svc.engine, context)
@@ -283,7 +284,7 @@ def handle_sync(
     if not bound.admits(source):  # the same AR as for a facility the listener does not accept
         text = not_accepted(message.facility)
         ack = ack_base("AR", text=text, location="MSH-4", hl7_error="207")
-        return _rejected(svc, data, content_type, ack, _outcome(text, "MSH-4"), keep_rejected, written, True)
+        return rejected(ack, _outcome(text, "MSH-4"), unbound=True)
     context = in_source(context, source)
     zone = ZoneInfo(svc.settings.local_timezone)
     try:
@@ -291,7 +292,7 @@ def handle_sync(
     except Hl7Error as error:
         ack = ack_base(error.code, text=error.text, location=error.location, hl7_error=error.hl7_error)
         outcome = _outcome(error.text, error.location)
-        return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+        return rejected(ack, outcome)
     with _lock(event.facility, event.visit):
         for attempt in range(ATTEMPTS):
             try:
@@ -308,16 +309,16 @@ def handle_sync(
                     continue
                 outcome = operation_outcome(error.issues)
                 ack = ack_base("AE", text=f"{error.status}: {error}", hl7_error="207")
-                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return rejected(ack, outcome)
             except Hl7Error as error:
                 ack = ack_base("AE", text=error.text, location=error.location, hl7_error=error.hl7_error)
                 outcome = _outcome(error.text, error.location)
-                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return rejected(ack, outcome)
             except Exception as error:
                 log.exception("unexpected error applying message %s", message.control_id)
                 ack = ack_base("AE", text=f"Internal error: {type(error).__name__}", hl7_error="207")
                 outcome = _outcome(str(error), "")
-                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return rejected(ack, outcome)
     raise AssertionError("unreachable")
 
 
@@ -334,19 +335,21 @@ def _rejected(
     svc: Services,
     data: bytes,
     content_type: str,
+    facility: str,
+    keep: bool,
+    principal: Principal,
     ack: Ack,
     outcome: Json,
-    keep: bool,
-    principal: Principal | None = None,
     unbound: bool = False,
 ) -> Result:
     """An AE, or the AR of a source the client is not bound to (`unbound`), is kept verbatim in the
-    quarantine (its own transaction) under the client that sent it, to be corrected and replayed."""
+    quarantine (its own transaction) under the client that sent it, to be corrected and replayed; its key
+    is the sending facility (MSH-4's HSA-id) and the message's control id (MSH-10)."""
     item: int | None = None
     if (ack.code == "AE" or unbound) and keep:
         try:
-            key = f"{ack.receiving_facility} {ack.control_id}"
-            client_id = owner(RequestContext(principal=principal)) if principal is not None else None
+            key = f"{facility} {ack.control_id}"
+            client_id = owner(RequestContext(principal=principal))
             item = quarantine.put(
                 svc.engine, NAME, data, content_type, outcome, key[:255], client_id, bool(ack.control_id)
             )
