@@ -16,7 +16,10 @@ run: $(STAMP)
 	$(BIN)/gateway db upgrade
 	$(BIN)/gateway clients demo --url http://127.0.0.1:8080
 	# The demo client acts region-wide (like the region's own journal system), so it sees what it writes.
-	GATEWAY_REGION_CLIENTS=$${GATEWAY_REGION_CLIENTS:-demo-client} $(BIN)/gateway serve --host 127.0.0.1 --port 8080 --no-upgrade
+	# Tokens' issuer and audience come from the base URL (never the Host header): where this serves.
+	GATEWAY_BASE_URL=$${GATEWAY_BASE_URL:-http://127.0.0.1:8080/fhir} \
+	GATEWAY_REGION_CLIENTS=$${GATEWAY_REGION_CLIENTS:-demo-client} \
+	$(BIN)/gateway serve --host 127.0.0.1 --port 8080 --no-upgrade
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests scripts bench

@@ -26,8 +26,8 @@ from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexp
 from gateway.fhir.routes import routes
 from gateway.hooks import Hooks
 from gateway.security.audit import AuditRequests
+from gateway.security.endpoints import check_base_url, warn_if_off
 from gateway.security.endpoints import router as security_router
-from gateway.security.endpoints import warn_if_off
 from gateway.security.middleware import Authenticate
 from gateway.security.proxies import ForwardedFor, TrustedProxies
 from gateway.security.tokens import Authority
@@ -70,7 +70,10 @@ def create_app(
     settings: Settings | None = None, hooks: Hooks | None = None, services: Services | None = None
 ) -> FastAPI:
     settings = settings or Settings.from_env()
-    trusted = TrustedProxies(settings.trusted_proxies)  # a malformed entry stops start-up
+    # Before anything is built: with auth on and no base URL, start-up stops here; so does a malformed
+    # GATEWAY_TRUSTED_PROXIES entry.
+    check_base_url(services.settings if services is not None else settings)
+    trusted = TrustedProxies((services.settings if services is not None else settings).trusted_proxies)
     svc = services or Services.build(settings, hooks)
 
     @asynccontextmanager

@@ -26,6 +26,7 @@ from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
 from gateway.security.cli import clients_app, demo_token, keys_app
+from gateway.security.endpoints import StartupRefused, check_base_url
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import WRITE_OPTION, make_engine
@@ -57,7 +58,13 @@ def serve(
 ) -> None:
     """Serve FHIR at http://HOST:PORT/fhir (and MLLP too when GATEWAY_MLLP_PORT is set)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if workers > 1 and Settings.from_env().mllp_port is not None:
+    settings = Settings.from_env()
+    try:
+        check_base_url(settings)
+    except StartupRefused as refused:
+        console.print(f"[red]{escape(str(refused))}[/red]")
+        raise typer.Exit(2) from refused
+    if workers > 1 and settings.mllp_port is not None:
         console.print("[red]GATEWAY_MLLP_PORT runs the MLLP listener in the server: use one worker")
         raise typer.Exit(2)
     if upgrade:

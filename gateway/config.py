@@ -26,6 +26,11 @@ def _switch(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be on or off, not {value!r}")
 
 
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
 def _list(name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
 
@@ -37,8 +42,11 @@ class Settings:
     database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'gateway.db'}"
     # A PostgreSQL schema to work in (tests use one schema each); empty means the default search_path.
     database_schema: str = ""
-    # Absolute base URL of the FHIR endpoint as clients see it; empty means "derive from the request".
+    # Absolute base URL of the FHIR endpoint as clients see it (https://host/fhir). The gateway's token
+    # issuer and audience come from it: with auth on, start-up refuses an empty one unless
+    # base_url_from_request (local trials only: then they follow each request's Host header).
     base_url: str = ""
+    base_url_from_request: bool = False
     max_bundle_entries: int = 1000
     max_body_bytes: int = 16 * 1024 * 1024
     default_page_size: int = 50
@@ -50,8 +58,11 @@ class Settings:
     auth: bool = True
     # Lifetime of the access tokens the gateway issues, in seconds (SMART recommends at most 300).
     token_lifetime: int = 300
-    # The `iss` of the gateway's own tokens; empty means the origin the request came to, plus /auth.
+    # The `iss` of the gateway's own tokens; empty means the base URL's origin, plus /auth.
     auth_issuer: str = ""
+    # How long a process trusts a client's looked-up status (active, disabled, removed), in seconds: a
+    # disabled client's tokens are refused everywhere within this time (docs/security.md).
+    client_status_seconds: float = 5.0
     # Algorithm of new signing keys (`gateway keys rotate`): ES384 or RS384.
     signing_alg: str = "ES384"
     # An external OpenID Connect issuer whose access tokens are accepted too (empty: none).
@@ -114,6 +125,7 @@ class Settings:
             database_url=os.environ.get("DATABASE_URL", defaults.database_url),
             database_schema=os.environ.get("DATABASE_SCHEMA", ""),
             base_url=os.environ.get("GATEWAY_BASE_URL", "").rstrip("/"),
+            base_url_from_request=_switch("GATEWAY_BASE_URL_FROM_REQUEST", defaults.base_url_from_request),
             max_bundle_entries=_int("GATEWAY_MAX_BUNDLE_ENTRIES", defaults.max_bundle_entries),
             max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", defaults.max_body_bytes),
             default_page_size=_int("GATEWAY_DEFAULT_PAGE_SIZE", defaults.default_page_size),
@@ -123,6 +135,7 @@ class Settings:
             auth=_switch("GATEWAY_AUTH", defaults.auth),
             token_lifetime=_int("GATEWAY_TOKEN_LIFETIME", defaults.token_lifetime),
             auth_issuer=os.environ.get("GATEWAY_AUTH_ISSUER", "").rstrip("/"),
+            client_status_seconds=_float("GATEWAY_CLIENT_STATUS_SECONDS", defaults.client_status_seconds),
             signing_alg=os.environ.get("GATEWAY_SIGNING_ALG", defaults.signing_alg),
             oidc_issuer=os.environ.get("GATEWAY_OIDC_ISSUER", ""),
             oidc_audience=os.environ.get("GATEWAY_OIDC_AUDIENCE", ""),

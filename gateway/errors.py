@@ -86,3 +86,23 @@ def too_large(message: str) -> FhirError:
 
 def unsupported_media_type(message: str) -> FhirError:
     return _error(415, "not-supported", message)
+
+
+def unknown_reference(expression: str, reference: str) -> FhirError:
+    """A reference in a write to a resource the writer may not read, or that does not exist: the same
+    answer for both (docs/security.md)."""
+    return _error(
+        422, "not-found", f"{expression}: '{reference}' names no resource known here", (expression,)
+    )
+
+
+def duplicate_identity(expression: str) -> FhirError:
+    """A patient identity held by a Patient the client may not read: the named exception of
+    docs/security.md (409, no id, no content)."""
+    return _error(
+        409,
+        "duplicate",
+        "En patient med denna identitet finns redan i gatewayen men delas inte med er organisation. "
+        "Kontakta den som vårdar patienten, eller regionen, för att få tillgång.",
+        (expression,),
+    )

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.model.types import Json
+from gateway.store.relations import TRUSTED, Writer
+from gateway.store.visibility import EVERYTHING, Visibility
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from gateway.pipeline import UnitOfWork, WritePath
-    from gateway.search.parameters import MaskedSort
+    from gateway.search.parameters import Masking
     from gateway.store.repository import Stored
 
 log = logging.getLogger("gateway.audit")
@@ -73,6 +75,9 @@ class RequestContext:
     # the adapter's mapped Bundle are then the gateway's own (trusted: docs/security.md), while the
     # principal stays the calling client for audit.
     source: str | None = None
+    # (Type, id) of what the entries of the transaction being written create or change under a
+    # `urn:uuid` fullUrl: a reference to one of them is outside the reference rule (docs/security.md).
+    bundle_targets: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def requestor(self) -> Principal:
@@ -184,79 +189,100 @@ def patients_in(resources: list[Json]) -> list[str]:
 
 
 class AccessPolicy(Protocol):
+    """The one gate every interaction passes (docs/security.md): what a reader sees, as a condition in
+    its queries (`visibility`), and what a writer may write. Every path that answers from the database
+    puts `visibility` in its own query; every write calls `authorize_write`; every response body passes
+    `mask`."""
+
+    def visibility(self, context: RequestContext, writing: bool = False) -> Visibility:
+        """Which resources `context` may see: a condition on `resource` rows. `writing`: which it may
+        see as the target of a write (its scopes' letters are checked by `authorize_write` instead)."""
+
+    def writer(self, context: RequestContext) -> Writer:
+        """Who writes, as care relations see it: trusted (the gateway's own writers, region-wide clients),
+        or an organisation whose own writes relate nobody by themselves."""
+
+    def may_create_by_put(self, context: RequestContext) -> bool:
+        """Whether `context` may create a resource under an id it chooses (PUT to an unknown id)."""
+
+    def authorize_search(self, context: RequestContext, res_type: str) -> None:
+        """Raise a 403 FhirError when `context` may not search `res_type` at all."""
+
     def authorize_write(
         self, context: RequestContext, action: str, resource: Json, current: Json | None
     ) -> None:
-        """Raise a 403 FhirError when `context` may not perform `action` (create, update, delete)."""
+        """Raise a FhirError when `context` may not perform `action` (create, update, delete); `current`
+        is the version it replaces, one `context` may see."""
 
-    def can_read(self, context: RequestContext, resource: Json) -> bool:
-        """Whether the resource is visible; invisible ones read as 404 and are left out of results."""
+    def authorize_patch(self, context: RequestContext, current: Json, operations: object) -> None:
+        """Raise a 403 FhirError when a JSON Patch may not be applied as given (a patch touching what the
+        mask hides), before it is applied."""
+
+    def identity_query(self, res_type: str, query: str) -> bool:
+        """Whether a conditional query matches a patient identity across organisations (the named
+        exception of docs/security.md: a hidden match is a 409 duplicate)."""
+
+    def mask(self, context: RequestContext, resource: Json) -> Json:
+        """The resource as `context` may see it in a response (protected identities masked)."""
+
+    @property
+    def masks(self) -> bool:
+        """Whether `mask` can change anything (else responses serve stored content unparsed)."""
+
+    def masking(self, context: RequestContext) -> Masking | None:
+        """The search parameters whose values `mask` hides from `context` in labelled resources: a search
+        by them leaves those resources out, a sort by them orders them as valueless."""
+
+    def keep_hidden(self, context: RequestContext, resource: Json, current: Json | None) -> Json:
+        """The resource an update stores: what the mask hides from `context` put back as stored, so a
+        client cannot change, or wipe by writing back what it read, what it is not shown."""
+
+    def acts_for(self, context: RequestContext, node: object) -> bool:
+        """Whether the client whose write this is (`context.requestor`) acts for the organisation `node`
+        references (a Task's owner), so a reaction may act on its answer."""
+
+
+class Permissive:
+    """Allows everything: GATEWAY_AUTH=off, and the base the real policies override."""
+
+    def visibility(self, context: RequestContext, writing: bool = False) -> Visibility:
+        return EVERYTHING
+
+    def writer(self, context: RequestContext) -> Writer:
+        return TRUSTED
+
+    def may_create_by_put(self, context: RequestContext) -> bool:
+        return True
 
     def authorize_search(self, context: RequestContext, res_type: str) -> None:
-        """Raise a 403 FhirError when `context` may not search or read `res_type` at all."""
+        return None
 
+    def authorize_write(
+        self, context: RequestContext, action: str, resource: Json, current: Json | None
+    ) -> None:
+        return None
 
-def mask(policy: AccessPolicy, context: RequestContext, resource: Json) -> Json:
-    """The resource as `context` may see it in a response: an AccessPolicy may also have
-    `mask(context, resource) -> resource` (e.g. protected-identity Patients without name, address,
-    telecom); without one the resource is served as stored."""
-    masking = getattr(policy, "mask", None)
-    if masking is None:
+    def authorize_patch(self, context: RequestContext, current: Json, operations: object) -> None:
+        return None
+
+    def identity_query(self, res_type: str, query: str) -> bool:
+        return False
+
+    def mask(self, context: RequestContext, resource: Json) -> Json:
         return resource
-    masked: Json = masking(context, resource)
-    return masked
 
+    @property
+    def masks(self) -> bool:
+        return False
 
-def masked_match(
-    policy: AccessPolicy, context: RequestContext, resource: Json, parameters: list[str]
-) -> bool:
-    """Whether a search match must be left out because the search parameters (`parameters`, as given)
-    look into what the policy's mask hides from `context` (a protected patient found by name)."""
-    check = getattr(policy, "masked_match", None)
-    return bool(check is not None and check(context, resource, parameters))
+    def masking(self, context: RequestContext) -> Masking | None:
+        return None
 
-
-def masked_sort(policy: AccessPolicy, context: RequestContext, res_type: str) -> MaskedSort | None:
-    """The sort parameters of `res_type` whose values the policy's mask hides from `context` in some
-    resources (an AccessPolicy may have `masked_sort(context, res_type)`): those sort as valueless."""
-    check = getattr(policy, "masked_sort", None)
-    found: MaskedSort | None = check(context, res_type) if check is not None else None
-    return found
-
-
-def keep_hidden(policy: AccessPolicy, context: RequestContext, resource: Json, current: Json | None) -> Json:
-    """The resource an update stores: an AccessPolicy may have `keep_hidden(context, resource, current)`
-    putting back what its mask hides from `context` (a protected Patient's name, address, telecom), so a
-    client cannot change, or wipe by writing back what it read, what it is not shown."""
-    keeping = getattr(policy, "keep_hidden", None)
-    if keeping is None or current is None:
+    def keep_hidden(self, context: RequestContext, resource: Json, current: Json | None) -> Json:
         return resource
-    kept: Json = keeping(context, resource, current)
-    return kept
 
-
-def acts_for(policy: AccessPolicy, context: RequestContext, node: object) -> bool:
-    """Whether the client whose write this is (`context.requestor`: in a reaction, the client that
-    triggered it) acts for the organisation `node` references (a Task's owner), so a reaction may act on
-    its answer: an AccessPolicy may have `acts_for(context, node)`; without one (auth off), every client
-    does."""
-    check = getattr(policy, "acts_for", None)
-    return True if check is None else bool(check(context, node))
-
-
-def authorize_patch(
-    policy: AccessPolicy, context: RequestContext, current: Stored, operations: object
-) -> None:
-    """Raise a 403 FhirError when a JSON Patch may not be applied as given: an AccessPolicy may have
-    `authorize_patch(context, current, operations)` (a patch touching what its mask hides)."""
-    check = getattr(policy, "authorize_patch", None)
-    if check is not None:
-        check(context, current.json(), operations)
-
-
-def masks(policy: AccessPolicy) -> bool:
-    """Whether responses need `mask` at all (so the plain path serves stored content unparsed)."""
-    return getattr(policy, "mask", None) is not None
+    def acts_for(self, context: RequestContext, node: object) -> bool:
+        return True
 
 
 class Rule(Protocol):
@@ -286,17 +312,8 @@ class Notifier(Protocol):
     def changed(self, changes: list[Change]) -> None: ...
 
 
-class AllowAll:
-    def authorize_write(
-        self, context: RequestContext, action: str, resource: Json, current: Json | None
-    ) -> None:
-        return None
-
-    def can_read(self, context: RequestContext, resource: Json) -> bool:
-        return True
-
-    def authorize_search(self, context: RequestContext, res_type: str) -> None:
-        return None
+class AllowAll(Permissive):
+    """GATEWAY_AUTH=off: every request unchecked."""
 
 
 class LogAudit:

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import uuid4
 
@@ -26,7 +26,7 @@ from gateway.errors import (
     FhirError,
     bad_request,
     conflict,
-    forbidden,
+    duplicate_identity,
     gone,
     method_not_allowed,
     not_found,
@@ -39,9 +39,7 @@ from gateway.hooks import (
     Change,
     Hooks,
     RequestContext,
-    authorize_patch,
     combined,
-    keep_hidden,
     patients_of,
 )
 from gateway.model.types import Json
@@ -49,9 +47,12 @@ from gateway.model.validate import validate
 from gateway.search.dates import to_instant, utc_now
 from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor, IndexRows
-from gateway.store import pending
+from gateway.security.access_index import KEPT_ON_DELETE, AccessIndex
+from gateway.store import pending, relations
 from gateway.store.database import WRITE_OPTION, writer_turn
+from gateway.store.relations import Writer
 from gateway.store.repository import Repository, StaleVersion, Stored, hold_index_writes
+from gateway.store.visibility import visible_keys
 
 T = TypeVar("T")
 _SAVEPOINT = "gateway_attempt"  # an attempt's; nested ones shadow it (SQL savepoints stack by name)
@@ -174,12 +175,16 @@ def content_equal(a: Json, b: Json) -> bool:
 
 
 class WritePath:
-    def __init__(self, engine: Engine, searcher: Searcher, extractor: Extractor, hooks: Hooks) -> None:
+    def __init__(
+        self, engine: Engine, searcher: Searcher, extractor: Extractor, hooks: Hooks, access: AccessIndex
+    ) -> None:
         self.engine = engine
         hold_index_writes(engine)  # one multi-row INSERT per index table and unit of work
         self.searcher = searcher
         self.extractor = extractor
         self.hooks = hooks
+        self.access = access  # the care relations a resource makes, its access rows (docs/security.md)
+        self.lasts = timedelta(days=access.rules.lasts_days)
 
     # -- units of work ------------------------------------------------------------------------------
 
@@ -262,17 +267,20 @@ class WritePath:
         meta["lastUpdated"] = to_instant(uow.now)
         resource["meta"] = meta
         repository = uow.repository
-        identifiers = list(_identifiers(resource))
-        kept = existing is not None and set(identifiers) == set(_identifiers(existing))
+        res_type = resource["resourceType"]
+        writer = self.hooks.policy.writer(uow.context)
+        identifiers = [
+            (self._claim_system(writer, res_type, system), value) for system, value in _identifiers(resource)
+        ]
+        kept = existing is not None and set(identifiers) == {
+            (self._claim_system(writer, res_type, system), value) for system, value in _identifiers(existing)
+        }
         for system, value in [] if kept else identifiers:
-            holder = repository.claimed_by(resource["resourceType"], system, value)
+            holder = repository.claimed_by(res_type, system, value)
             if holder is not None and (previous is None or holder != previous.rid):
-                raise IdentifierTaken(
-                    f"Another {resource['resourceType']} already has the identifier {system}|{value}",
-                    f"{resource['resourceType']}.identifier",
-                )
+                self._identifier_taken(uow, writer, res_type, system, value, holder)
         try:
-            stored = repository.write(previous, resource, method, uow.now)
+            stored = repository.write(previous, resource, method, uow.now, writer=writer.hsa)
             fresh = previous is None
             rows = (
                 self.extractor.rows(resource)
@@ -281,12 +289,81 @@ class WritePath:
             )
             repository.replace_index(stored.rid, rows, fresh)
             if not kept:
-                repository.replace_claims(stored.rid, resource["resourceType"], identifiers, fresh)
+                repository.replace_claims(stored.rid, res_type, identifiers, fresh)
+            self._relate(uow, stored, resource, writer, fresh)
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
         uow.read_ahead.pop((stored.res_type, stored.res_id), None)
         uow.changes.append(Change(stored.res_type, stored.res_id, stored.version_id, method))
         return stored
+
+    def _claim_system(self, writer: Writer, res_type: str, system: str) -> str:
+        """The system an identifier is claimed under: as written for the gateway's own writers, region-wide
+        clients and patient identities (one Patient per personnummer, across organisations); for anything
+        else a client writes, within its organisation, so that no identifier held by what it may not read
+        stops its write (and tells it the identifier exists)."""
+        if writer.trusted or (res_type == "Patient" and system in self.access.rules.identity_systems):
+            return system
+        return f"{writer.hsa}|{system}"[:255]
+
+    def _identifier_taken(
+        self, uow: UnitOfWork, writer: Writer, res_type: str, system: str, value: str, holder: int
+    ) -> None:
+        """An identifier held by another resource: 409. A patient identity held by a Patient the client
+        may not read is the named exception (docs/security.md): `duplicate`, no id, audited."""
+        held = uow.repository.current_many([holder])
+        if not writer.trusted and res_type == "Patient" and held:
+            visibility = self.hooks.policy.visibility(uow.context, writing=True)
+            if not visible_keys(uow.connection, visibility, [("Patient", held[0].res_id)]):
+                self._hidden_identity(uow, "create", held[0].res_id)
+        raise IdentifierTaken(
+            f"Another {res_type} already has the identifier {system}|{value}", f"{res_type}.identifier"
+        )
+
+    def _hidden_identity(self, uow: UnitOfWork, interaction: str, patient_id: str) -> None:
+        record = AccessRecord(
+            interaction, "Patient", [], 409, uow.context, "identity of a Patient not shared"
+        )
+        record.patients = [f"Patient/{patient_id}"]
+        uow.records.append(record)
+        raise duplicate_identity("Patient.identifier")
+
+    def _relate(self, uow: UnitOfWork, stored: Stored, resource: Json, writer: Writer, fresh: bool) -> None:
+        """The care relations the version makes (docs/security.md), kept with it."""
+        if self.access.rules.relationship(stored.res_type) is not None:
+            facts = self.access.facts(resource)
+            relations.replace(uow.connection, stored.rid, facts, writer, uow.now, self.lasts, fresh)
+        if fresh and stored.res_type == "Patient" and not writer.trusted and writer.hsa:
+            relations.add_created(uow.connection, stored.rid, writer.hsa, stored.res_id)
+
+    def match(self, uow: UnitOfWork, res_type: str, query: str, interaction: str) -> list[Stored]:
+        """What a conditional query (If-None-Exist, conditional update, a transaction's conditional
+        reference) matches among what `uow.context` may see, masked values unsearchable. A patient
+        identity matched by a Patient the client may not see is the named exception: 409 duplicate."""
+        policy = self.hooks.policy
+        visibility = policy.visibility(uow.context, writing=interaction != "read")
+        masking = policy.masking(uow.context)
+        found = self.searcher.match(uow.connection, res_type, query, visibility=visibility, masking=masking)
+        if found or visibility.everything or not policy.identity_query(res_type, query):
+            return found
+        hidden = self.searcher.match(uow.connection, res_type, query)
+        if hidden:
+            self._hidden_identity(uow, interaction, hidden[0].res_id)
+        return found
+
+    def visible(self, uow: UnitOfWork, stored: Stored | None) -> Stored | None:
+        """`stored` if `uow.context` may see it as the target of a write, else None: a hidden resource
+        is as good as none."""
+        if stored is None:
+            return None
+        visibility = self.hooks.policy.visibility(uow.context, writing=True)
+        if visibility.everything or visible_keys(
+            uow.connection, visibility, [(stored.res_type, stored.res_id)]
+        ):
+            return stored
+        if stored.deleted:  # a tombstone keeps the access rows of its last version (visible_keys: live)
+            return uow.repository.current_visible(stored.res_type, stored.res_id, visibility)
+        return None
 
     def _rules(self, uow: UnitOfWork, action: str, resource: Json, current: Json | None) -> Json:
         for rule in self.hooks.rules:
@@ -338,12 +415,10 @@ class WritePath:
         resource = validate(resource, checked=checked)
         res_type = resource["resourceType"]
         if if_none_exist:
-            found = self.searcher.match(uow.connection, res_type, if_none_exist)
+            found = self.match(uow, res_type, if_none_exist, "create")
             if len(found) > 1:
                 raise precondition_failed(f"If-None-Exist '{if_none_exist}' matches more than one {res_type}")
             if found:
-                if not self.hooks.policy.can_read(uow.context, found[0].json()):
-                    raise forbidden("The matching resource cannot be used by this client")
                 self._audit(uow, "create", found[0], 200)
                 return WriteResult(200, found[0], changed=False)
         resource = dict(resource)
@@ -368,24 +443,29 @@ class WritePath:
         indexed: IndexRows | None = None,
     ) -> WriteResult:
         """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`);
-        `indexed`: its index rows but the references', extracted before the unit of work (`_store`)."""
+        `indexed`: its index rows but the references', extracted before the unit of work (`_store`).
+        A resource the client may not see is as good as none; only the gateway's own writers and
+        region-wide clients create by PUT (others get the same 404 for an unknown, deleted or hidden id)."""
         self._not_audit(res_type)
         resource = validate(resource, res_type, res_id, checked=checked)
         given = resource
-        current = uow.current_for_write(res_type, res_id)
+        policy = self.hooks.policy
+        current = self.visible(uow, uow.current_for_write(res_type, res_id))
+        if (current is None or current.deleted) and not policy.may_create_by_put(uow.context):
+            raise not_found(f"{res_type}/{res_id} is not known")
         if if_match is not None and (current is None or current.version_id != if_match):
             have = f"version {current.version_id}" if current else "no version"
             raise precondition_failed(
                 f"If-Match expects version {if_match} of {res_type}/{res_id}; it has {have}"
             )
         existing = None if current is None or current.deleted else current.json()
-        resource = keep_hidden(self.hooks.policy, uow.context, resource, existing)  # not the client's
+        resource = policy.keep_hidden(uow.context, resource, existing)  # not the client's
         action = "update" if existing else "create"
         resource = self._rules(uow, action, resource, existing)
         if current is not None and existing is not None and content_equal(existing, resource):
             self._audit(uow, "update", current, 200, existing)
             return WriteResult(200, current, changed=False)
-        self.hooks.policy.authorize_write(uow.context, action, resource, existing)
+        policy.authorize_write(uow.context, action, resource, existing)
         indexed = indexed if resource is given else None  # kept hidden or completed: extracted anew
         stored = self._store(uow, current, resource, "PUT", existing, indexed)
         status = 200 if existing is not None else 201
@@ -396,7 +476,7 @@ class WritePath:
     def conditional_update(
         self, uow: UnitOfWork, res_type: str, query: str, resource: Any, if_match: int | None = None
     ) -> WriteResult:
-        found = self.searcher.match(uow.connection, res_type, query)
+        found = self.match(uow, res_type, query, "update")
         if len(found) > 1:
             raise precondition_failed(f"The condition '{query}' matches more than one {res_type}")
         body_id = resource.get("id") if isinstance(resource, dict) else None
@@ -406,11 +486,11 @@ class WritePath:
                     f"The resource id '{body_id}' differs from the matching {res_type}/{found[0].res_id}",
                     "id",
                 )
-            if not self.hooks.policy.can_read(uow.context, found[0].json()):
-                raise forbidden("The matching resource cannot be used by this client")
             body = dict(resource)
             body["id"] = found[0].res_id
             return self.update(uow, res_type, found[0].res_id, body, if_match)
+        if not self.hooks.policy.may_create_by_put(uow.context):
+            raise not_found(f"The condition '{query}' matches no {res_type} known here")
         body = dict(resource) if isinstance(resource, dict) else resource
         if isinstance(body, dict):
             body["id"] = body_id or str(uuid4())
@@ -427,7 +507,7 @@ class WritePath:
                 f"If-Match expects version {if_match} of {res_type}/{res_id}; "
                 f"it has version {current.version_id}"
             )
-        authorize_patch(self.hooks.policy, uow.context, current, operations)  # before a `test` answers
+        self.hooks.policy.authorize_patch(uow.context, current.json(), operations)  # before `test` answers
         try:
             patched = jsonpatch.JsonPatch(operations).apply(current.json())
         except (jsonpatch.InvalidJsonPatch, TypeError) as error:
@@ -437,20 +517,29 @@ class WritePath:
         return self.update(uow, res_type, res_id, patched, current.version_id)
 
     def delete(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored | None:
-        """Delete as a versioned tombstone; deleting what is absent or already deleted is a no-op."""
+        """Delete as a versioned tombstone; deleting what is absent, already deleted or hidden from the
+        client is a no-op (audited all alike)."""
         self._not_audit(res_type)
-        current = uow.current_for_write(res_type, res_id)
+        current = self.visible(uow, uow.current_for_write(res_type, res_id))
         if current is None or current.deleted:
+            uow.records.append(
+                AccessRecord("delete", res_type, [res_id], 200, uow.context, "nothing to delete")
+            )
             return None
         self._rules(uow, "delete", current.json(), current.json())
         self.hooks.policy.authorize_write(uow.context, "delete", current.json(), current.json())
         tombstone = {"resourceType": res_type, "id": res_id}
         meta = {"versionId": str(current.version_id + 1), "lastUpdated": to_instant(uow.now)}
         tombstone["meta"] = meta  # type: ignore[assignment]
+        writer = self.hooks.policy.writer(uow.context)
         try:
-            stored = uow.repository.write(current, tombstone, "DELETE", uow.now, deleted=True)
-            uow.repository.replace_index(stored.rid, None)
+            stored = uow.repository.write(
+                current, tombstone, "DELETE", uow.now, deleted=True, writer=writer.hsa
+            )
+            kept = [row for row in self.access.rows(current.json()) if row["param"] in KEPT_ON_DELETE]
+            uow.repository.replace_index(stored.rid, IndexRows(reference=kept))
             uow.repository.replace_claims(stored.rid, res_type, [])
+            relations.remove(uow.connection, stored.rid)
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
         uow.read_ahead.pop((res_type, res_id), None)
@@ -461,14 +550,28 @@ class WritePath:
 
     # -- reads through the same policy ---------------------------------------------------------------
 
+    def can_read(self, context: RequestContext, res_type: str, res_id: str) -> bool:
+        """Whether `context` may see the current resource `res_type`/`res_id` (one query, through the
+        context's unit of work when it runs in one)."""
+        visibility = self.hooks.policy.visibility(context)
+        if visibility.everything:
+            return True
+        key = (res_type, res_id)
+        connection = context.connection
+        if connection is not None and not connection.closed:
+            return key in visible_keys(connection, visibility, [key])
+        with self.engine.connect() as fresh:
+            return key in visible_keys(fresh, visibility, [key])
+
     def read(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored:
-        current = uow.repository.current(res_type, res_id)
+        """The current version as `uow.context` may see it: a hidden id answers as an unknown one (both
+        come from the one query that applies the reader's visibility)."""
+        visibility = self.hooks.policy.visibility(uow.context)
+        current = uow.repository.current_visible(res_type, res_id, visibility)
         if current is None:
             raise not_found(f"{res_type}/{res_id} is not known")
         if current.deleted:
             raise gone(f"{res_type}/{res_id} was deleted (version {current.version_id})")
         resource = current.json()
-        if not self.hooks.policy.can_read(uow.context, resource):
-            raise not_found(f"{res_type}/{res_id} is not known")
         self._audit(uow, "read", current, 200, resource)
         return current

@@ -10,13 +10,17 @@ from sqlalchemy import Engine
 from gateway.config import Settings
 from gateway.hooks import Hooks
 from gateway.pipeline import WritePath
+from gateway.search.cursor import Cursors
 from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor
 from gateway.search.query import Planner
 from gateway.search.registry import Registry
+from gateway.security.access_index import AccessIndex
 from gateway.security.audit import AuditQueue
-from gateway.security.organisation import AllOf, OrganisationPolicy, Rules
+from gateway.security.organisation import AllOf, OrganisationPolicy
 from gateway.security.policy import ScopePolicy
+from gateway.security.rules import Rules
+from gateway.security.sealing import development_secret
 from gateway.store.database import make_engine
 from gateway.workflow import default_reactions, default_rules
 
@@ -36,30 +40,35 @@ class Services:
     def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
         default_hooks = hooks is None
         engine = engine or make_engine(settings.database_url, settings.database_schema)
+        zone = ZoneInfo(settings.local_timezone)
+        registry = Registry.load(settings.profiles_dir)
+        # The access rows and care relations are kept whatever the policy (auth on or off), so turning
+        # the policy on needs no reindex.
+        access = AccessIndex(Rules.load(settings.access_policy), registry, settings.base_url)
         if hooks is None:
             hooks = Hooks(rules=default_rules(), reactions=default_reactions())
             if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
                 hooks.policy = ScopePolicy()
                 if settings.organisation_policy:  # both must allow (docs/security.md)
                     organisation = OrganisationPolicy(
-                        Rules.load(settings.access_policy),
+                        access.rules,
                         engine,
+                        access,
                         settings.region_clients,
                         settings.protected_identity_clients,
                     )
                     hooks.policy = AllOf(ScopePolicy(), organisation)
-        zone = ZoneInfo(settings.local_timezone)
-        registry = Registry.load(settings.profiles_dir)
         planner = Planner(zone, settings.base_url)
-        searcher = Searcher(registry, planner, settings.default_page_size, settings.max_page_size)
-        extractor = Extractor(registry, zone, settings.base_url)
+        cursors = Cursors(settings.key_secret or development_secret(settings.key_secret_file))
+        searcher = Searcher(registry, planner, settings.default_page_size, settings.max_page_size, cursors)
+        extractor = Extractor(registry, zone, settings.base_url, access.rows)
         audit = None
         if default_hooks and settings.audit:
             audit = AuditQueue(
                 engine, extractor, settings.audit_queue_size, settings.audit_batch_size, settings.audit_waits
             )
             hooks.audit = audit
-        write_path = WritePath(engine, searcher, extractor, hooks)
+        write_path = WritePath(engine, searcher, extractor, hooks, access)
         return cls(settings, engine, registry, searcher, extractor, write_path, hooks, audit)
 
     def close(self) -> None:

@@ -21,6 +21,9 @@ from gateway.store.database import make_engine
 from gateway.store.tables import Base
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
+# Where fastapi's TestClient requests come to: the configured base URL of every test with auth on (the
+# gateway refuses to start with auth on and none, docs/security.md).
+BASE_URL = "http://testserver/fhir"
 SKIP_POSTGRES = "PostgreSQL half skipped: set GATEWAY_TEST_POSTGRES_URL (CI sets it) to run it"
 
 
@@ -34,7 +37,8 @@ class Database:
     def settings(self, **overrides: object) -> Settings:
         """Settings for this database; auth is off unless a test asks for it (`auth=True`, or the
         `secure_services` / `secure_client` fixtures), and so is audit (`audit=True`, tests/security/
-        test_audit.py): AuditEvents would otherwise show up in tests that count what is stored."""
+        test_audit.py): AuditEvents would otherwise show up in tests that count what is stored. With auth
+        on, the base URL is BASE_URL unless given."""
         values: dict[str, object] = {
             "database_url": self.url,
             "database_schema": self.schema,
@@ -42,6 +46,8 @@ class Database:
             "audit": False,
         }
         values.update(overrides)
+        if values["auth"] and "base_url" not in overrides:
+            values["base_url"] = BASE_URL
         return Settings(**values)  # type: ignore[arg-type]
 
     def environment(self) -> dict[str, str]:

@@ -29,8 +29,17 @@ TYPE_INTERACTIONS = (
 SEARCH_RESULT_PARAMS = ("_count", "_sort", "_include", "_revinclude", "_summary", "_total", "_elements")
 
 
+# With the organisation policy on, only trusted writers create by PUT (docs/security.md).
+PUT_CREATE = (
+    "Create by PUT (update as create, and a conditional update without a match) is open only to "
+    "region-wide clients and the gateway's own writers (an adapter's mapped Bundle included); for any "
+    "other client a PUT to an id that does not exist, is deleted or is hidden answers 404."
+)
+
+
 def capability_statement(svc: Services, base: str) -> dict[str, Any]:
     resources = []
+    restricted = svc.settings.auth and svc.settings.organisation_policy
     for res_type in SUPPORTED_TYPES:
         params = svc.registry.for_type(res_type)
         resources.append(
@@ -39,7 +48,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
                 "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
                 "versioning": "versioned",
                 "readHistory": True,
-                "updateCreate": True,
+                "updateCreate": not restricted,
                 "conditionalCreate": True,
                 "conditionalUpdate": True,
                 "conditionalDelete": "not-supported",
@@ -58,6 +67,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
                     for p in sorted(params.values(), key=lambda p: p.code)
                 ],
             }
+            | ({"documentation": PUT_CREATE} if restricted else {})
         )
     return {
         "resourceType": "CapabilityStatement",

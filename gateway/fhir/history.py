@@ -47,23 +47,18 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
     policy = svc.hooks.policy
 
     def work(uow: UnitOfWork) -> tuple[list[tuple[int, str, Stored]], int | None]:
-        if res_id is not None:
-            current = uow.repository.current(res_type, res_id)
-            if current is None or (not current.deleted and not policy.can_read(uow.context, current.json())):
-                raise not_found(f"{res_type}/{res_id} is not known")
+        visibility = policy.visibility(uow.context)
+        if res_id is not None and uow.repository.current_visible(res_type, res_id, visibility) is None:
+            raise not_found(f"{res_type}/{res_id} is not known")
         if limit == 0:  # _count=0: no versions, and no pages to follow
             return [], None
-        rows = select_history(
-            uow.connection, res_type, res_id, since, int(cursor) if cursor else None, limit + 1
-        )
-        # The next page starts below the last version this page looked at, whether or not the client
-        # may see it: leaving versions out must not end the paging early.
+        before = int(cursor) if cursor else None
+        # The versions of resources the client sees now (as their current version decides), in the query.
+        rows = select_history(uow.connection, res_type, res_id, since, before, limit + 1, visibility)
         following = rows[limit - 1][0] if len(rows) > limit else None
-        parsed = [(row, None if row[2].deleted else row[2].json()) for row in rows[:limit]]
-        kept = [(row, r) for row, r in parsed if r is None or policy.can_read(uow.context, r)]
-        visible = [row for row, _ in kept]
+        visible = rows[:limit]
         record = AccessRecord("history", res_type, [row[2].res_id for row in visible], 200, uow.context)
-        record.patients = patients_in([r for _, r in kept if r is not None])
+        record.patients = patients_in([row[2].json() for row in visible if not row[2].deleted])
         uow.records.append(record)
         return visible, following
 

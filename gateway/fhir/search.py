@@ -4,7 +4,6 @@ OperationOutcome entry naming the parameters that were ignored."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -16,22 +15,11 @@ from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response, prefer
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.view import View
-from gateway.hooks import (
-    AccessPolicy,
-    AccessRecord,
-    AllowAll,
-    RequestContext,
-    masked_match,
-    masked_sort,
-    masks,
-    patients_in,
-)
-from gateway.model.types import Json
+from gateway.hooks import AccessRecord, patients_in
 from gateway.pipeline import UnitOfWork
 from gateway.search.engine import Page
 from gateway.search.parameters import SearchRequest
 from gateway.services import Services
-from gateway.store.repository import Stored
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 
@@ -67,64 +55,20 @@ async def _search(request: Request, res_type: str, pairs: list[tuple[str, str]])
 
 
 def visible_page(svc: Services, uow: UnitOfWork, res_type: str, search: SearchRequest) -> Page:
-    """Run a search as `uow.context` may see it: what the policy hides is left out (a protected
-    identity is neither found by nor sorted by what its mask hides), a total never counts hidden
-    resources, and the access is recorded for audit. REST search and GET entries of Bundles both come
-    here."""
+    """Run a search as `uow.context` may see it: the policy's visibility and masking are conditions of
+    the search's own query (matches, includes, chains, totals and cursors alike), and the access is
+    recorded for audit. REST search and GET entries of Bundles both come here."""
     policy = svc.hooks.policy
-    policy.authorize_search(uow.context, res_type)
-    search.masked_sort = masked_sort(policy, uow.context, res_type)
-    if search.summary_count and not isinstance(policy, AllowAll):
-        page = Page([], total=_visible_total(svc, uow, search))
-    else:
-        page = svc.searcher.search(uow.connection, search)
-    found = len(page.matches)
-    matches = _shown(policy, uow.context, search, page.matches)
-    included = [(i, i.json()) for i in page.included]
-    included = [(i, r) for i, r in included if policy.can_read(uow.context, r)]
-    page.matches = [m for m, _ in matches]
-    page.included = [i for i, _ in included]
-    if page.total is not None and len(page.matches) < found:
-        single = page.next_cursor is None and page.previous_cursor is None
-        page.total = len(page.matches) if single else None
-    record = AccessRecord("search", res_type, [m.res_id for m in page.matches], 200, uow.context)
-    record.patients = patients_in([r for _, r in matches + included])
+    context = uow.context
+    policy.authorize_search(context, res_type)
+    search.visibility = policy.visibility(context)
+    search.masking = policy.masking(context)
+    search.cursor_binding = context.principal.client_id
+    page = svc.searcher.search(uow.connection, search)
+    record = AccessRecord("search", res_type, [m.res_id for m in page.matches], 200, context)
+    record.patients = patients_in([stored.json() for stored in page.matches + page.included])
     uow.records.append(record)
     return page
-
-
-def _shown(
-    policy: AccessPolicy, context: RequestContext, search: SearchRequest, found: list[Stored]
-) -> list[tuple[Stored, Json]]:
-    """The matches the client may see, and that were not found by what a mask hides from it."""
-    matches = [(m, m.json()) for m in found]
-    matches = [(m, r) for m, r in matches if policy.can_read(context, r)]
-    if masks(policy):
-        names = [name for name, _ in search.used]
-        matches = [(m, r) for m, r in matches if not masked_match(policy, context, r, names)]
-    return matches
-
-
-def _visible_total(svc: Services, uow: UnitOfWork, search: SearchRequest) -> int:
-    """`_summary=count` as the client may see it: every match is looked at, a page at a time, and only
-    those shown counted; a count of the index rows would tell what the policy hides."""
-    walk = replace(
-        search,
-        summary_count=False,
-        total_accurate=False,
-        count=svc.searcher.max_count,
-        sort=[],
-        includes=[],
-        revincludes=[],
-        cursor=None,
-    )
-    total = 0
-    while True:
-        page = svc.searcher.search(uow.connection, walk)
-        total += len(_shown(svc.hooks.policy, uow.context, search, page.matches))
-        if page.next_cursor is None:
-            return total
-        walk.cursor = page.next_cursor
 
 
 def _link(base: str, res_type: str, search: SearchRequest, cursor: str | None) -> str:

@@ -31,7 +31,6 @@ from gateway.errors import (
     FhirError,
     Issue,
     bad_request,
-    forbidden,
     gone,
     not_found,
     precondition_failed,
@@ -343,10 +342,25 @@ def _transaction(svc: Services, uow: UnitOfWork, entries: list[Entry], bodies: b
     uow.read_ahead_for_write(
         (e.res_type, e.res_id or plan.targets[e.index]) for e in entries if e.method == "PUT"
     )
-    for e in ordered:
-        if e.method != "DELETE":
-            responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan, bodies))
+    context, outer = uow.context, uow.context.bundle_targets
+    context.bundle_targets = outer | _bundle_targets(plan)  # references by urn:uuid are its own
+    try:
+        for e in ordered:
+            if e.method != "DELETE":
+                responses[e.index] = _guarded(e, partial(_execute, svc, uow, e, plan, bodies))
+    finally:
+        context.bundle_targets = outer
     return responses
+
+
+def _bundle_targets(plan: Plan) -> frozenset[tuple[str, str]]:
+    """What the transaction's entries create or change under a `urn:uuid` fullUrl, as (Type, id)."""
+    found = set()
+    for full_url, target in plan.ids.items():
+        res_type, _, res_id = target.partition("/")
+        if full_url.startswith("urn:uuid:") and res_id:
+            found.add((res_type, res_id))
+    return frozenset(found)
 
 
 def _guarded(e: Entry, step: Callable[[], T]) -> T:
@@ -369,19 +383,18 @@ def _condition(res_type: str, query: str) -> tuple[str, tuple[tuple[str, str], .
 
 
 def _plan(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> None:
-    """Decide the id each POST and conditional PUT or PATCH will write to, before anything is written."""
-    policy = svc.hooks.policy
+    """Decide the id each POST and conditional PUT or PATCH will write to, before anything is written.
+    Conditions match only what the client may see (`WritePath.match`)."""
+    write_path = svc.write_path
     if e.method == "POST":
         if e.if_none_exist:
-            found = svc.searcher.match(uow.connection, e.res_type, e.if_none_exist)
+            found = write_path.match(uow, e.res_type, e.if_none_exist, "create")
             if len(found) > 1:
                 raise precondition_failed(
                     f"ifNoneExist '{e.if_none_exist}' matches more than one {e.res_type}"
                 )
             key = _condition(e.res_type, e.if_none_exist)
             if found:
-                if not policy.can_read(uow.context, found[0].json()):
-                    raise forbidden("The matching resource cannot be used by this client")
                 plan.matched[e.index] = found[0]
                 plan.targets[e.index] = found[0].res_id
             elif key in plan.conditions:
@@ -396,11 +409,11 @@ def _plan(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> None:
     elif e.method in ("PUT", "PATCH") and e.res_id is None:
         if not e.query:
             raise bad_request(f"{e.method} {e.url} needs an id or a search condition")
-        found = svc.searcher.match(uow.connection, e.res_type, e.query)
+        found = write_path.match(uow, e.res_type, e.query, "update")
         if len(found) > 1:
             raise precondition_failed(f"The condition '{e.query}' matches more than one {e.res_type}")
-        if found and not policy.can_read(uow.context, found[0].json()):
-            raise forbidden("The matching resource cannot be used by this client")
+        if not found and e.method == "PUT" and not svc.hooks.policy.may_create_by_put(uow.context):
+            raise not_found(f"The condition '{e.query}' matches no {e.res_type} known here")
         if e.method == "PATCH":
             if not found:
                 raise not_found(f"The condition '{e.query}' matches no {e.res_type}")
@@ -481,7 +494,7 @@ def _resolve(svc: Services, uow: UnitOfWork, reference: str, plan: Plan) -> str:
     """A conditional reference (`Patient?identifier=…`): exactly one match, in the database as the
     transaction has left it so far, or the resource another entry creates under the same condition."""
     res_type, _, query = reference.partition("?")
-    found = svc.searcher.match(uow.connection, res_type, query)
+    found = svc.write_path.match(uow, res_type, query, "read")
     if len(found) > 1:
         raise precondition_failed(f"The conditional reference '{reference}' matches more than one {res_type}")
     if found:
@@ -547,8 +560,10 @@ def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
         bundle = searchset(base, e.res_type, search, page, view)
         return {"resource": bundle, "response": {"status": _status(200)}}
     if e.version is not None:
-        stored = uow.repository.version(e.res_type, e.res_id, e.version)
-        if stored is None or not policy.can_read(uow.context, stored.json()):
+        visibility = policy.visibility(uow.context)
+        current = uow.repository.current_visible(e.res_type, e.res_id, visibility)
+        stored = uow.repository.version(e.res_type, e.res_id, e.version) if current is not None else None
+        if stored is None:
             raise not_found(f"{e.url} is not known")
         if stored.deleted:
             raise gone(f"{e.url} is a deleted version")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.hooks import AccessPolicy, RequestContext, mask, masks
+from gateway.hooks import AccessPolicy, RequestContext
 from gateway.model.types import Json
 from gateway.store.repository import Stored
 
@@ -22,11 +22,11 @@ class View:
 
     def resource(self, resource: Json) -> Json:
         """The resource masked as the policy says (the resource itself when nothing is hidden)."""
-        return mask(self.policy, self.context, resource) if masks(self.policy) else resource
+        return self.policy.mask(self.context, resource) if self.policy.masks else resource
 
     def body(self, stored: Stored) -> str | Json:
         """A response body: the stored text unparsed when the policy masks nothing, else masked JSON."""
-        return self.resource(stored.json()) if masks(self.policy) else stored.content
+        return self.resource(stored.json()) if self.policy.masks else stored.content
 
     def entry(self, base: str, stored: Stored, mode: str | None = None) -> dict[str, Any]:
         """A Bundle entry for a stored resource, its resource masked (left out for a tombstone)."""

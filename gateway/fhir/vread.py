@@ -18,13 +18,12 @@ async def vread(request: Request, res_type: str, res_id: str, version_id: str) -
     policy = services(request).hooks.policy
 
     def work(uow: UnitOfWork) -> Stored:
-        # The current version decides visibility, so an old version never shows what the policy hides now.
-        current = uow.repository.current(res_type, res_id)
+        # The current version decides visibility (a tombstone keeps its last version's access rows), so
+        # an old version never shows what the policy hides now, and a hidden id reads as an unknown one.
+        visibility = policy.visibility(uow.context)
+        current = uow.repository.current_visible(res_type, res_id, visibility)
         stored = uow.repository.version(res_type, res_id, int(version_id)) if version_id.isdigit() else None
         if current is None or stored is None:
-            raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
-        visible = current.json() if not current.deleted else stored.json()
-        if not policy.can_read(uow.context, visible):
             raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
         if stored.deleted:
             raise gone(f"Version {version_id} of {res_type}/{res_id} is a deletion")

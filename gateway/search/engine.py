@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy import Connection, and_, false, func, or_, select
 
 from gateway.errors import bad_request
-from gateway.search.parameters import Include, SearchRequest, parse, split_token, split_values
-from gateway.search.query import TABLES, Planner, decode_cursor, encode_cursor, local_reference
+from gateway.search.cursor import Cursors
+from gateway.search.parameters import Include, Masking, SearchRequest, parse, split_token, split_values
+from gateway.search.query import TABLES, Planner, local_reference
 from gateway.search.registry import Registry
 from gateway.store.repository import R, Repository, Stored
+from gateway.store.visibility import EVERYTHING, Visibility
 
 # How many times `:iterate` includes are followed from what the previous round included.
 MAX_ITERATIONS = 8
@@ -32,11 +34,14 @@ class Page:
 
 
 class Searcher:
-    def __init__(self, registry: Registry, planner: Planner, default_count: int, max_count: int) -> None:
+    def __init__(
+        self, registry: Registry, planner: Planner, default_count: int, max_count: int, cursors: Cursors
+    ) -> None:
         self.registry = registry
         self.planner = planner
         self.default_count = default_count
         self.max_count = max_count
+        self.cursors = cursors
 
     def parse(self, res_type: str, pairs: Sequence[tuple[str, str]], base_url: str = "") -> SearchRequest:
         """`base_url` is this server's base as the client addressed it (references to it are local)."""
@@ -47,12 +52,16 @@ class Searcher:
         return int(connection.execute(statement).scalar_one())
 
     def search(self, connection: Connection, request: SearchRequest) -> Page:
+        """One page of what `request` matches among what its visibility lets the client see: the page
+        holds `count` of them when there are that many, the total counts only them, and the cursors
+        (sealed, bound to the client and the search) hold the sort values of rows it was served."""
         if request.summary_count:
             return Page([], total=self.count(connection, request))
         keys = self.planner.sort_keys(request)
+        binding = binding_of(request)
         backwards, cursor = False, None
         if request.cursor:
-            backwards, cursor = decode_cursor(keys, request.cursor)
+            backwards, cursor = self.cursors.open([kind for _, _, kind in keys], request.cursor, binding)
         rows = list(connection.execute(self.planner.page(request, backwards, cursor)).all())
         more = len(rows) > request.count
         rows = rows[: request.count]
@@ -62,9 +71,9 @@ class Searcher:
         has_next = True if backwards else more
         has_previous = more if backwards else cursor is not None
         if rows and has_next:
-            page.next_cursor = encode_cursor(list(rows[-1][1:]), backwards=False)
+            page.next_cursor = self.cursors.seal(list(rows[-1][1:]), False, binding)
         if rows and has_previous:
-            page.previous_cursor = encode_cursor(list(rows[0][1:]), backwards=True)
+            page.previous_cursor = self.cursors.seal(list(rows[0][1:]), True, binding)
         if request.total_accurate:
             page.total = self.count(connection, request)
         elif cursor is None and not more:
@@ -73,14 +82,24 @@ class Searcher:
         return page
 
     def match(
-        self, connection: Connection, res_type: str, query: str, limit: int = 2, base_url: str = ""
+        self,
+        connection: Connection,
+        res_type: str,
+        query: str,
+        limit: int = 2,
+        base_url: str = "",
+        visibility: Visibility = EVERYTHING,
+        masking: Masking | None = None,
     ) -> list[Stored]:
-        """Resources matching a conditional query (`identifier=sys|val`); unknown parameters are errors."""
+        """Resources matching a conditional query (`identifier=sys|val`) among those `visibility` lets
+        the client see, not by what `masking` hides from it; unknown parameters are errors."""
         pairs = parse_qsl(query, keep_blank_values=True)
-        claimed = self._claimed(connection, res_type, pairs)
-        if claimed is not None:
-            return claimed
+        if visibility.everything:
+            claimed = self._claimed(connection, res_type, pairs)
+            if claimed is not None:
+                return claimed
         request = self.parse(res_type, pairs, base_url)
+        request.visibility, request.masking = visibility, masking
         if request.unknown:
             raise bad_request(f"Unknown search parameter(s) in the condition: {', '.join(request.unknown)}")
         if not request.clauses:
@@ -135,10 +154,10 @@ class Searcher:
         bases = self.planner.bases(request.base_url)
         for include in request.includes:
             if include.iterate or not iterate_only:
-                rids += self._forward(connection, include, sources, bases)
+                rids += self._forward(connection, include, sources, bases, request.visibility)
         for include in request.revincludes:
             if include.iterate or not iterate_only:
-                rids += self._reverse(connection, include, sources, bases)
+                rids += self._reverse(connection, include, sources, bases, request.visibility)
         result = []
         for stored in Repository(connection).current_many(list(dict.fromkeys(rids))):
             key = (stored.res_type, stored.res_id)
@@ -149,7 +168,11 @@ class Searcher:
 
     @staticmethod
     def _forward(
-        connection: Connection, include: Include, sources: list[Stored], bases: tuple[str, ...]
+        connection: Connection,
+        include: Include,
+        sources: list[Stored],
+        bases: tuple[str, ...],
+        visibility: Visibility,
     ) -> list[int]:
         table = TABLES["reference"]
         source_rids = [s.rid for s in sources if s.res_type == include.source_type]
@@ -169,13 +192,19 @@ class Searcher:
         if not pairs:
             return []
         statement = select(R.c.rid).where(
-            or_(*(and_(R.c.res_type == t, R.c.res_id == i) for t, i in set(pairs))), R.c.deleted == false()
+            or_(*(and_(R.c.res_type == t, R.c.res_id == i) for t, i in set(pairs))),
+            R.c.deleted == false(),
+            visibility.where(R),
         )
         return [row[0] for row in connection.execute(statement)]
 
     @staticmethod
     def _reverse(
-        connection: Connection, include: Include, sources: list[Stored], bases: tuple[str, ...]
+        connection: Connection,
+        include: Include,
+        sources: list[Stored],
+        bases: tuple[str, ...],
+        visibility: Visibility,
     ) -> list[int]:
         table = TABLES["reference"]
         options = [
@@ -191,4 +220,15 @@ class Searcher:
             local_reference(table, bases),
             or_(*options),
         )
+        if not visibility.everything:
+            statement = select(R.c.rid).where(
+                R.c.rid.in_(statement), R.c.deleted == false(), visibility.where(R)
+            )
         return [row[0] for row in connection.execute(statement)]
+
+
+def binding_of(request: SearchRequest) -> str:
+    """What a cursor is bound to: the client, the type and the search (its parameters but the cursor's
+    own and the page size)."""
+    pairs = sorted((k, v) for k, v in request.used if k not in ("_cursor", "_count"))
+    return "\n".join([request.cursor_binding, request.res_type, urlencode(pairs)])

@@ -4,7 +4,7 @@ parameter's type and the shape of the value, as rows for the typed index tables.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -127,14 +127,24 @@ def _dates(value: Any, zone: ZoneInfo) -> Iterator[tuple[datetime, datetime]]:
 
 
 class Extractor:
-    def __init__(self, registry: Registry, zone: ZoneInfo, base_url: str = "") -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        zone: ZoneInfo,
+        base_url: str = "",
+        access: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """`access`: the access index rows of a resource (gateway.security.access_index), reference
+        rows under private parameters, extracted with the references' rows."""
         self.registry = registry
         self.zone = zone
         self.base_url = base_url.rstrip("/")
+        self.access = access
 
     def rows(self, resource: dict[str, Any], references: bool | None = None) -> IndexRows:
-        """The resource's index rows; with `references` True only its reference parameters', with False
-        all the others' (which a reference rewritten to another target leaves as they are)."""
+        """The resource's index rows; with `references` True only its reference parameters' (and its
+        access rows), with False all the others' (which a reference rewritten to another target leaves
+        as they are)."""
         res_type = resource["resourceType"]
         rows = IndexRows()
         for param in self.registry.indexed(res_type):
@@ -143,6 +153,8 @@ class Extractor:
             values = param.values(resource)
             if values:
                 self._add(rows, res_type, param, values)
+        if self.access is not None and references is not False:
+            rows.reference.extend(self.access(resource))
         return rows
 
     def completed(self, rows: IndexRows, resource: dict[str, Any]) -> IndexRows:

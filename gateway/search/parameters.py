@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from gateway.errors import bad_request
 from gateway.model.types import SUPPORTED
 from gateway.search.registry import Registry, SearchParam
+from gateway.store.visibility import EVERYTHING, Visibility
 
 RESULT_PARAMS = frozenset(
     {"_count", "_sort", "_include", "_revinclude", "_summary", "_total", "_elements", "_cursor"}
@@ -55,10 +56,11 @@ class Include:
 
 
 @dataclass(frozen=True)
-class MaskedSort:
-    """Sort parameters whose values an access policy hides from this client in some resources: those
-    labelled (`meta.security`, indexed as `_security`) with one of `labels` sort as if they had no value
-    for `params`, so their order does not tell what is hidden (a protected patient's name)."""
+class Masking:
+    """Search parameters whose values an access policy hides from this client in some resources: those
+    labelled (`meta.security`, indexed as `_security`) with one of `labels` (protected Patients) are not
+    found by `params`, also through a chain, and sort as if they had no value for them, so neither a
+    match nor an order tells what is hidden (a protected patient's name)."""
 
     params: frozenset[str]
     labels: frozenset[tuple[str, str]]
@@ -81,8 +83,12 @@ class SearchRequest:
     used: list[tuple[str, str]] = field(default_factory=list)
     # This server's base URL as the client addressed it: references to it are local references.
     base_url: str = ""
-    # Set by the caller from the access policy (gateway.hooks.masked_sort), not from the URL.
-    masked_sort: MaskedSort | None = None
+    # Set by the caller from the access policy (`AccessPolicy.visibility`, `.masking`), never from the
+    # URL: what the client may see, and what it may not search or sort by.
+    visibility: Visibility = EVERYTHING
+    masking: Masking | None = None
+    # Binds the paging cursors to the client they were given to (its client id).
+    cursor_binding: str = ""
 
 
 ESCAPABLE = ",|$\\"

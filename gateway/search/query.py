@@ -3,7 +3,6 @@ values within one clause ORed. Sorting and keyset paging work on the same select
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +25,10 @@ from sqlalchemy import (
 )
 
 from gateway.errors import bad_request
-from gateway.model.types import SUPPORTED, dumps, is_valid_id, loads
+from gateway.model.types import SUPPORTED, is_valid_id
 from gateway.search.dates import MIN, DateFormatError, date_range, shift, utc_now
 from gateway.search.extract import parse_reference
-from gateway.search.parameters import PREFIXES, Clause, SearchRequest, split_token, unescape
+from gateway.search.parameters import PREFIXES, Clause, Masking, SearchRequest, split_token, unescape
 from gateway.search.registry import COLUMN_PARAMS, SearchParam
 from gateway.search.text import fold
 from gateway.store.repository import R
@@ -41,6 +40,7 @@ from gateway.store.tables import (
     TokenIndex,
     UriIndex,
 )
+from gateway.store.visibility import labelled
 
 TABLES: dict[str, Any] = {
     "token": TokenIndex.__table__,
@@ -80,44 +80,56 @@ class Planner:
             conditions.append(R.c.res_type == request.res_type)
         for clause in request.clauses:
             correlated = clause is not driver and _selects_by_index(clause)
-            conditions.append(self.clause(request.res_type, clause, bases, correlated))
+            conditions.append(self.clause(request.res_type, clause, bases, correlated, request))
+        if not request.visibility.everything:
+            conditions.append(request.visibility.where(R))
+        if _looks_into_masked(request.res_type, request.clauses, request.masking):
+            assert request.masking is not None
+            conditions.append(not_(labelled(R.c.rid, request.masking.labels)))
         return and_(*conditions)
 
     def clause(
-        self, res_type: str, clause: Clause, bases: tuple[str, ...] | None = None, correlated: bool = False
+        self,
+        res_type: str,
+        clause: Clause,
+        bases: tuple[str, ...] | None = None,
+        correlated: bool = False,
+        request: SearchRequest | None = None,
+        row: Any = R,
     ) -> ColumnElement[bool]:
-        """The clause as a condition on `resource`; `correlated` checks it per resource row (EXISTS)
-        instead of selecting every matching index row (IN)."""
+        """The clause as a condition on `row` (`resource` or an alias); `correlated` checks it per row
+        (EXISTS) instead of selecting every matching index row (IN). A chain passes only through what
+        `request` may see (its visibility and masking)."""
         if bases is None:
             bases = self.bases()
         param = clause.param
         if param.code == "_id":
-            matched = R.c.res_id.in_([unescape(v) for v in clause.values])
-            return not_(matched) if clause.modifier == "not" else matched
+            matched = row.c.res_id.in_([unescape(v) for v in clause.values])
+            return not_(matched) if clause.modifier == "not" else matched  # type: ignore[no-any-return]
         if param.code == "_lastUpdated":
             return or_(
                 *(
-                    self._date(R.c.last_updated, R.c.last_updated, unescape(v), point=True)
+                    self._date(row.c.last_updated, row.c.last_updated, unescape(v), point=True)
                     for v in clause.values
                 )
             )
         table = TABLES[param.type]
         scope = and_(table.c.res_type == res_type, table.c.param == param.code)
         if clause.modifier == "missing":
-            present = R.c.rid.in_(select(table.c.rid).where(scope))
+            present = row.c.rid.in_(select(table.c.rid).where(scope))
             return or_(*(not_(present) if v == "true" else present for v in clause.values))
         if clause.chain is not None:
-            return self._chained(clause, scope, bases)
+            return self._chained(clause, scope, bases, request, row)
         if clause.modifier == "not":
             matches = or_(*(self._token(table, v) for v in clause.values))
-            return R.c.rid.not_in(select(table.c.rid).where(scope, matches))
+            return row.c.rid.not_in(select(table.c.rid).where(scope, matches))  # type: ignore[no-any-return]
         if param.type == "reference" and len(clause.values) > 1:
             matches = self._references(table, clause, bases)
         else:
             matches = or_(*(self._value(param, clause, table, v, bases) for v in clause.values))
         if correlated:
-            return exists().where(table.c.rid == R.c.rid, scope, matches)
-        return R.c.rid.in_(select(table.c.rid).where(scope, matches))
+            return exists().where(table.c.rid == row.c.rid, scope, matches)
+        return row.c.rid.in_(select(table.c.rid).where(scope, matches))  # type: ignore[no-any-return]
 
     def _value(
         self, param: SearchParam, clause: Clause, table: Any, raw: str, bases: tuple[str, ...]
@@ -196,8 +208,15 @@ class Planner:
         return or_(*grouped, *others)
 
     def _chained(
-        self, clause: Clause, scope: ColumnElement[bool], bases: tuple[str, ...]
+        self,
+        clause: Clause,
+        scope: ColumnElement[bool],
+        bases: tuple[str, ...],
+        request: SearchRequest | None,
+        row: Any,
     ) -> ColumnElement[bool]:
+        """`param:Type.inner=value`: references to targets that match `inner`, among the targets the
+        client may see (and not by what a mask hides from it)."""
         assert clause.chain is not None
         table = TABLES["reference"]
         if clause.chain.target_type:
@@ -205,13 +224,25 @@ class Planner:
         else:  # no type given: every target type this server can hold
             target_types = [t for t in clause.param.targets if t in SUPPORTED]
         inner = Clause(clause.chain.param, clause.values, clause.chain.modifier)
+        visibility = request.visibility if request is not None else None
+        masking = request.masking if request is not None else None
         options = []
         for target_type in target_types:
-            targets = select(R.c.res_id).where(
-                R.c.res_type == target_type, R.c.deleted == false(), self.clause(target_type, inner, bases)
-            )
+            target = R.alias()
+            conditions = [
+                target.c.res_type == target_type,
+                target.c.deleted == false(),
+                self.clause(target_type, inner, bases, row=target),
+            ]
+            if visibility is not None and not visibility.everything:
+                conditions.append(visibility.where(target))
+            if _looks_into_masked(target_type, [inner], masking):
+                assert masking is not None
+                conditions.append(not_(labelled(target.c.rid, masking.labels)))
+            targets = select(target.c.res_id).where(*conditions)
             options.append(and_(table.c.target_type == target_type, table.c.target_id.in_(targets)))
-        return R.c.rid.in_(select(table.c.rid).where(scope, local_reference(table, bases), or_(*options)))
+        matched = select(table.c.rid).where(scope, local_reference(table, bases), or_(*options))
+        return row.c.rid.in_(matched)  # type: ignore[no-any-return]
 
     def _date(self, low: Any, high: Any, value: str, point: bool = False) -> ColumnElement[bool]:
         """The spec's prefix semantics on ranges; a `point` (an instant such as _lastUpdated) is the
@@ -264,9 +295,9 @@ class Planner:
                 column = table.c[SORT_COLUMNS[param.type]]
                 aggregate = func.max(column) if descending else func.min(column)
                 values = select(aggregate).where(table.c.rid == R.c.rid, table.c.param == param.code)
-                masked = request.masked_sort
+                masked = request.masking
                 if masked is not None and param.code in masked.params:
-                    values = values.where(not_(_labelled(table.c.rid, masked.labels)))
+                    values = values.where(not_(labelled(table.c.rid, masked.labels)))
                 sub = values.scalar_subquery()
                 keys.append((func.coalesce(sub, literal(NULL_SORT[param.type])), descending, param.type))
         keys.append((R.c.rid, False, "number"))
@@ -281,13 +312,6 @@ class Planner:
         return statement.order_by(*order).limit(request.count + 1)
 
 
-def _labelled(rid: Any, labels: frozenset[tuple[str, str]]) -> ColumnElement[bool]:
-    """The resource `rid` (a column of the enclosing query) carries one of these security labels."""
-    table = TABLES["token"]
-    options = [and_(table.c.system == system, table.c.code == code) for system, code in sorted(labels)]
-    return exists().where(table.c.rid == rid, table.c.param == "_security", or_(false(), *options))
-
-
 def _after(keys: list[tuple[Any, bool, str]], cursor: list[Any], backwards: bool) -> ColumnElement[bool]:
     """Rows strictly after the cursor in sort order (before it when paging backwards)."""
     options = []
@@ -299,40 +323,12 @@ def _after(keys: list[tuple[Any, bool, str]], cursor: list[Any], backwards: bool
     return or_(*options)
 
 
-def encode_cursor(row: Sequence[Any], backwards: bool) -> str:
-    values = [v.isoformat() if isinstance(v, datetime) else v for v in row]
-    raw = dumps({"b": backwards, "v": values}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(keys: Sequence[tuple[Any, bool, str]], token: str) -> tuple[bool, list[Any]]:
-    try:
-        data = loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        values = data["v"]
-        if len(values) != len(keys):
-            raise ValueError("cursor does not fit this search")
-        decoded = [_cursor_value(kind, v) for (_, _, kind), v in zip(keys, values, strict=True)]
-        return bool(data["b"]), decoded
-    except (ValueError, KeyError, TypeError) as error:
-        raise bad_request(f"The paging cursor is not valid: {error}", "_cursor") from error
-
-
-def _cursor_value(kind: str, value: Any) -> Any:
-    """A cursor comes back from the client: each value must have its key's type before it meets SQL."""
-    if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{value!r} is not a number")
-        if not math.isfinite(value) or abs(value) >= 2**63:
-            raise ValueError(f"{value!r} is out of range")
-        return value
-    if not isinstance(value, str) or "\x00" in value:
-        raise TypeError(f"{value!r} is not a string")
-    if kind == "date":
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is not None:
-            raise ValueError(f"{value!r} is not a cursor date")
-        return moment
-    return value
+def _looks_into_masked(res_type: str, clauses: Sequence[Clause], masking: Masking | None) -> bool:
+    """Whether a search of `res_type` matches by a parameter whose values the mask hides (a Patient by
+    `name`): then the masked resources are left out, so a match cannot confirm a hidden value."""
+    if masking is None or res_type != "Patient":
+        return False
+    return any(clause.chain is None and clause.param.code in masking.params for clause in clauses)
 
 
 def _selects_by_index(clause: Clause) -> bool:

@@ -1,4 +1,5 @@
-"""`gateway clients add|list|sources|demo`, `gateway keys rotate` and `gateway demo-token`."""
+"""`gateway clients add|list|sources|disable|enable|remove|demo`, `gateway keys rotate` and
+`gateway demo-token`."""
 
 from __future__ import annotations
 
@@ -134,18 +135,74 @@ def sources_(
 
 @clients_app.command("list")
 def list_() -> None:
-    """The registered clients, oldest first: id, name, organisation, scopes, key ids, bound sources."""
+    """The registered clients, oldest first (id, name, organisation, scopes, key ids, bound sources);
+    then the disabled client ids of the external issuer."""
     _settings, engine = _engine()
     try:
         found = store.list_clients(engine)
         bound = sources.of_clients(engine)
+        disabled = store.disabled_external(engine)
     finally:
         engine.dispose()
     for client in found:
-        state = "" if client.active else " (inactive)"
+        state = "" if client.active else " (disabled)"
         kids = ",".join(str(key.get("kid")) for key in client.jwks.get("keys", []))
         fields = (client.client_id, client.name, client.organization, " ".join(client.scopes), f"keys={kids}")
         print("\t".join([*fields, "sources=" + ",".join(bound.get(client.client_id, []))]) + state)
+    for client_id, since in disabled:
+        print(f"{client_id}\t(external client id, disabled since {since:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+ClientId = Annotated[str, typer.Argument(help="The client id (`gateway clients list`).")]
+
+
+@clients_app.command("disable")
+def disable(client_id: ClientId) -> None:
+    """Refuse the client's tokens from now on (each gateway process within GATEWAY_CLIENT_STATUS_SECONDS)
+    and its new assertions at once. An id not registered here is taken as the external issuer's client:
+    it goes on the list of disabled client ids."""
+    _settings, engine = _engine()
+    try:
+        if store.set_client_active(engine, client_id, False):
+            console.print(f"client '{client_id}' is disabled")
+        elif store.disable_external(engine, client_id):
+            console.print(
+                f"'{client_id}' is not a registered client: disabled as an external issuer's client id"
+            )
+        else:
+            console.print(f"external client id '{client_id}' was disabled already")
+    finally:
+        engine.dispose()
+
+
+@clients_app.command("enable")
+def enable(client_id: ClientId) -> None:
+    """Honour a disabled client's tokens again (or take an external client id off the disabled list)."""
+    _settings, engine = _engine()
+    try:
+        registered = store.set_client_active(engine, client_id, True)
+        listed = store.enable_external(engine, client_id)
+    finally:
+        engine.dispose()
+    if not registered and not listed:
+        console.print(f"[red]'{client_id}' is neither a registered client nor a disabled client id[/red]")
+        raise typer.Exit(1)
+    console.print(f"client '{client_id}' is enabled")
+
+
+@clients_app.command("remove")
+def remove(client_id: ClientId) -> None:
+    """Delete a registered client: its keys and scopes are forgotten and its tokens refused (each gateway
+    process within GATEWAY_CLIENT_STATUS_SECONDS). Its records and audit trail stay."""
+    _settings, engine = _engine()
+    try:
+        removed = store.remove_client(engine, client_id)
+    finally:
+        engine.dispose()
+    if not removed:
+        console.print(f"[red]'{client_id}' is not a registered client[/red]")
+        raise typer.Exit(1)
+    console.print(f"client '{client_id}' is removed")
 
 
 @keys_app.command("rotate")

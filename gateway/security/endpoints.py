@@ -1,12 +1,13 @@
 """The authorization server's HTTP endpoints and what the FHIR base says about them:
 POST /auth/token, GET /auth/jwks, GET /fhir/.well-known/smart-configuration, and the `security` part
-of the CapabilityStatement (with the loud warning when auth is off)."""
+of the CapabilityStatement (with the loud warning when auth is off); and the start-up check that the
+gateway knows its own address (GATEWAY_BASE_URL) before it issues or checks a token."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,16 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 AUTH_OFF_WARNING = (
     "WARNING: GATEWAY_AUTH=off: this server checks no access tokens and serves every request unchecked. "
     "For local trials only, never with real patient data."
+)
+BASE_URL_REQUIRED = (
+    "GATEWAY_BASE_URL is not set. With GATEWAY_AUTH on, the issuer and audience of the gateway's tokens "
+    "and the token endpoint client assertions are addressed to come from it, never from a request's Host "
+    "header: set GATEWAY_BASE_URL to the FHIR base as clients see it (e.g. https://fhir.example.se/fhir). "
+    "For local trials only, GATEWAY_BASE_URL_FROM_REQUEST=on takes them from each request instead."
+)
+FROM_REQUEST_WARNING = (
+    "WARNING: GATEWAY_BASE_URL_FROM_REQUEST=on without GATEWAY_BASE_URL: the token issuer, audience and "
+    "token endpoint follow each request's Host header. For local trials only, never with real patient data."
 )
 SCOPES_SUPPORTED = ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write", *GATEWAY_SCOPES]
 SMART_EXTENSION = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
@@ -117,8 +128,32 @@ def capability_security(statement: dict[str, Any], settings: Settings, base: str
     return statement
 
 
+class StartupRefused(ValueError):
+    """The settings are not safe to serve with; the message says which and what to set."""
+
+
+def check_base_url(settings: Settings) -> None:
+    """Refuse to start with a malformed GATEWAY_BASE_URL, or with auth on and none at all unless
+    GATEWAY_BASE_URL_FROM_REQUEST."""
+    if settings.base_url:
+        parts = urlsplit(settings.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise StartupRefused(
+                "GATEWAY_BASE_URL must be an absolute http(s) URL of the FHIR base, e.g. "
+                f"https://fhir.example.se/fhir, not {settings.base_url!r}"
+            )
+        return
+    if not settings.auth:
+        return
+    if not settings.base_url_from_request:
+        raise StartupRefused(BASE_URL_REQUIRED)
+
+
 def warn_if_off(settings: Settings) -> None:
+    """The WARNING block of auth off, or of auth on with URLs that follow the request."""
     if not settings.auth:
         log.warning("%s", "!" * 100)
         log.warning("%s", AUTH_OFF_WARNING)
         log.warning("%s", "!" * 100)
+    elif not settings.base_url:
+        log.warning("%s", FROM_REQUEST_WARNING)

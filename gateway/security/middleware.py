@@ -16,6 +16,7 @@ from gateway.fhir.outcome import error_response
 from gateway.security.audit import changes_audit
 from gateway.security.interactions import check
 from gateway.security.oidc import Rejected
+from gateway.security.revocation import ClientRefused
 from gateway.security.scopes import grants
 from gateway.security.tokens import Authority, Urls
 
@@ -69,6 +70,8 @@ class Authenticate:
         try:
             principal = await self.authority.principal(token, urls)
         except Rejected as rejected:
+            if isinstance(rejected, ClientRefused):  # a disabled client's attempt is audited as its own
+                scope.setdefault("state", {})["principal"] = rejected.principal
             await error_response(unauthorized(str(rejected)))(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal  # known to audit, also when refused

@@ -11,9 +11,10 @@ and written by no client: audit records are the gateway's own.
 from __future__ import annotations
 
 from gateway.errors import FhirError, forbidden
-from gateway.hooks import RequestContext
+from gateway.hooks import Permissive, RequestContext
 from gateway.model.types import Json
-from gateway.security.scopes import AUDIT_READ, grants
+from gateway.security.scopes import AUDIT_READ, Grants, grants
+from gateway.store.visibility import EVERYTHING, OfTypes, Visibility
 
 WRITE_LETTERS = {"create": "c", "update": "u", "delete": "d"}
 AUDIT_TYPE = "AuditEvent"
@@ -25,7 +26,7 @@ def refused(res_type: str, letters: str) -> FhirError:
     return forbidden(f"The access token's scopes do not allow this on {res_type}: it needs {needed}")
 
 
-class ScopePolicy:
+class ScopePolicy(Permissive):
     def authorize_write(
         self, context: RequestContext, action: str, resource: Json, current: Json | None
     ) -> None:
@@ -38,12 +39,10 @@ class ScopePolicy:
         if not grants(context.principal.scopes).permits(res_type, letter):
             raise refused(res_type, letter)
 
-    def can_read(self, context: RequestContext, resource: Json) -> bool:
-        found = grants(context.principal.scopes)
-        res_type = str(resource.get("resourceType"))
-        if res_type == AUDIT_TYPE:
-            return found.has(AUDIT_READ)
-        return found.permits_any(res_type, "rs")
+    def visibility(self, context: RequestContext, writing: bool = False) -> Visibility:
+        if writing:  # a write's own letters are checked by authorize_write
+            return EVERYTHING
+        return readable(grants(context.principal.scopes))
 
     def authorize_search(self, context: RequestContext, res_type: str) -> None:
         found = grants(context.principal.scopes)
@@ -53,3 +52,13 @@ class ScopePolicy:
             return
         if not found.permits(res_type, "s"):
             raise refused(res_type, "s")
+
+
+def readable(found: Grants) -> OfTypes:
+    """The types the scopes let a client read (`r` or `s`: a client that may search a type sees its
+    resources in results anyway), AuditEvent only with gateway/audit.read."""
+    audit = found.has(AUDIT_READ)
+    if found.by_type.get("*", frozenset()) & {"r", "s"}:
+        return OfTypes(None, audit)
+    types = frozenset(t for t, letters in found.by_type.items() if letters & {"r", "s"})
+    return OfTypes(types, audit)

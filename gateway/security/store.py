@@ -1,4 +1,5 @@
-"""Security's rows in the database: registered clients, the gateway's signing keys, seen assertion jtis.
+"""Security's rows in the database: registered clients, disabled external client ids, the gateway's
+signing keys, seen assertion jtis.
 
 Times are naive UTC, like every other DateTime column of the store.
 """
@@ -18,11 +19,12 @@ from sqlalchemy.exc import IntegrityError
 from gateway.hooks import internal_client
 from gateway.security import sources as client_sources
 from gateway.store.database import WRITE_OPTION
-from gateway.store.tables import AssertionJti, OAuthClient, SigningKey
+from gateway.store.tables import AssertionJti, DisabledClient, OAuthClient, SigningKey
 
 CLIENTS = cast(Table, OAuthClient.__table__)
 KEYS = cast(Table, SigningKey.__table__)
 JTIS = cast(Table, AssertionJti.__table__)
+DISABLED = cast(Table, DisabledClient.__table__)
 
 
 def utc_now() -> datetime:
@@ -112,6 +114,72 @@ def list_clients(engine: Engine) -> list[Client]:
     with engine.connect() as connection:
         rows = connection.execute(select(CLIENTS).order_by(CLIENTS.c.created_at, CLIENTS.c.client_id)).all()
     return [_client(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ClientStatus:
+    """What the database says of a client id: registered (and then active or not), and whether it is on
+    the list of disabled client ids (an external issuer's clients, `gateway clients disable`)."""
+
+    registered: bool
+    active: bool
+    disabled: bool
+
+
+def client_status(engine: Engine, client_id: str) -> ClientStatus:
+    with engine.connect() as connection:
+        active = connection.execute(
+            select(CLIENTS.c.active).where(CLIENTS.c.client_id == client_id)
+        ).scalar_one_or_none()
+        disabled = connection.execute(
+            select(DISABLED.c.client_id).where(DISABLED.c.client_id == client_id)
+        ).first()
+    return ClientStatus(active is not None, bool(active), disabled is not None)
+
+
+def set_client_active(engine: Engine, client_id: str, active: bool) -> bool:
+    """Enable or disable a registered client; False when no client has this id."""
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        result = connection.execute(
+            update(CLIENTS).where(CLIENTS.c.client_id == client_id).values(active=active)
+        )
+    return bool(result.rowcount)
+
+
+def remove_client(engine: Engine, client_id: str) -> bool:
+    """Delete a registered client (its bound sources go with it); False when no client has this id."""
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        result = connection.execute(delete(CLIENTS).where(CLIENTS.c.client_id == client_id))
+    return bool(result.rowcount)
+
+
+def disable_external(engine: Engine, client_id: str) -> bool:
+    """Put a client id that is not registered here (an external issuer's client) on the disabled list;
+    False when it was there already (its first date is kept)."""
+    try:
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+            connection.execute(insert(DISABLED).values(client_id=client_id, disabled_at=utc_now()))
+    except IntegrityError:
+        return False
+    return True
+
+
+def enable_external(engine: Engine, client_id: str) -> bool:
+    """Take a client id off the disabled list; False when it was not on it."""
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        result = connection.execute(delete(DISABLED).where(DISABLED.c.client_id == client_id))
+    return bool(result.rowcount)
+
+
+def disabled_external(engine: Engine) -> list[tuple[str, datetime]]:
+    """The disabled client ids and when each was disabled, oldest first."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(DISABLED.c.client_id, DISABLED.c.disabled_at).order_by(
+                DISABLED.c.disabled_at, DISABLED.c.client_id
+            )
+        ).all()
+    return [(row.client_id, row.disabled_at) for row in rows]
 
 
 def remember_jti(engine: Engine, client_id: str, jti: str, expires_at: datetime) -> bool:

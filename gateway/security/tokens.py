@@ -1,5 +1,10 @@
 """The authorization server (SMART Backend Services): client assertions in, access tokens out; and the
-resource server's side: an access token (the gateway's own or the external issuer's) to a Principal."""
+resource server's side: an access token (the gateway's own or the external issuer's) to a Principal.
+
+Issuer and audience come from GATEWAY_BASE_URL (and GATEWAY_AUTH_ISSUER), never from a request's Host
+header; only without a base URL (auth off, or GATEWAY_BASE_URL_FROM_REQUEST for local trials) do they
+follow the request. Nothing keys on a token's string: the replay check keys on the assertion's `jti`, the
+verified-token cache on the access token's `jti` (gateway.security.signatures)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hmac import compare_digest
 from typing import Any
 
 from joserfc import jwt
@@ -22,8 +28,10 @@ from gateway.security import purpose, store
 from gateway.security.jwts import CLIENT_ALGORITHMS, LEEWAY, Unreadable, audiences, number, peek
 from gateway.security.keys import KeyRing
 from gateway.security.oidc import ExternalIssuer, Rejected
+from gateway.security.revocation import ClientStatuses
 from gateway.security.scopes import grant, split
 from gateway.security.sealing import Sealer
+from gateway.security.signatures import is_high_s, low_s
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the future
@@ -34,7 +42,8 @@ PURPOSE_CLAIM = "purpose_of_use"  # in the gateway's own tokens: the client's co
 
 @dataclass(frozen=True)
 class Urls:
-    """Where this gateway is, as the request sees it (or as configured)."""
+    """Where this gateway is: as configured (GATEWAY_BASE_URL); as the request sees it only when no base
+    URL is configured, which start-up allows only with auth off or GATEWAY_BASE_URL_FROM_REQUEST."""
 
     fhir_base: str
     token_endpoint: str
@@ -43,10 +52,29 @@ class Urls:
 
     @classmethod
     def of(cls, settings: Settings, request_origin: str) -> Urls:
+        """The configured base URL's; `request_origin` is used only when none is configured."""
         base = settings.base_url or request_origin.rstrip("/") + "/fhir"
         origin = base.removesuffix("/fhir")
         return cls(
             base, f"{origin}/auth/token", f"{origin}/auth/jwks", settings.auth_issuer or f"{origin}/auth"
+        )
+
+
+@dataclass(frozen=True)
+class Verified:
+    """An access token of the gateway's own, verified against these URLs, and the principal it gave."""
+
+    token: str
+    issuer: str
+    fhir_base: str
+    principal: Principal
+    exp: float
+
+    def same(self, token: str, urls: Urls) -> bool:
+        return (
+            compare_digest(self.token.encode(), token.encode())
+            and self.issuer == urls.issuer
+            and self.fhir_base == urls.fhir_base
         )
 
 
@@ -71,7 +99,8 @@ class Authority:
         self.ring = KeyRing(engine, Sealer.of(settings), settings.signing_alg, settings.token_lifetime)
         self.external = external or (ExternalIssuer(settings) if settings.oidc_issuer else None)
         self.purposes = purpose.client_defaults(settings.client_purposes)
-        self._verified: dict[tuple[str, str, str], tuple[Principal, float]] = {}
+        self.statuses = ClientStatuses(engine, settings.client_status_seconds)
+        self._verified: dict[str, Verified] = {}  # by jti
 
     # -- the token endpoint ---------------------------------------------------------------------------
 
@@ -153,39 +182,48 @@ class Authority:
             PURPOSE_CLAIM: self.purposes.get(client.client_id, purpose.DEFAULT),
         }
         header = {"alg": alg, "kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
-        return jwt.encode(header, claims, key, algorithms=CLIENT_ALGORITHMS)
+        signed = jwt.encode(header, claims, key, algorithms=CLIENT_ALGORITHMS)
+        return low_s(signed) if alg == "ES384" else signed
 
     # -- access tokens on every request -----------------------------------------------------------------
 
     async def principal(self, token: str, urls: Urls) -> Principal:
-        """Who the bearer of `token` is; Rejected when the token is not acceptable, for any reason.
-
-        A token this gateway issued and already verified is remembered until it expires: checking an
-        ES384 signature on every request cost more than the request itself."""
-        key = (token, urls.issuer, urls.fhir_base)
-        known = self._verified.get(key)
-        if known is not None and known[1] >= time.time() - LEEWAY:
-            return known[0]
-        principal, exp = await self._verify(token, urls)
-        if exp is not None:
-            if len(self._verified) >= VERIFIED_CACHE_SIZE:
-                self._verified.clear()
-            self._verified[key] = (principal, exp)
-        return principal
-
-    async def _verify(self, token: str, urls: Urls) -> tuple[Principal, float | None]:
-        """Verify `token` fully; give its principal and, for this gateway's own tokens, its expiry."""
+        """Who the bearer of `token` is; Rejected when the token is not acceptable, for any reason,
+        ClientRefused (a Rejected) when it is but the client it names is disabled or removed."""
         try:
             header, unverified = peek(token)
         except Unreadable as error:
             raise Rejected(str(error)) from error
         if self.external is not None and unverified.get("iss") == self.external.issuer:
-            return await self.external.principal(token, header), None
+            principal = await self.external.principal(token, header)
+            await self.statuses.check(principal, issued_here=False)
+            return principal
+        principal = await self._own(token, header, unverified.get("jti"), urls)
+        await self.statuses.check(principal, issued_here=True)
+        return principal
+
+    async def _own(self, token: str, header: dict[str, Any], jti: Any, urls: Urls) -> Principal:
+        """The principal of an access token of the gateway's own. One verified is remembered by its `jti`
+        until it expires (checking an ES384 signature on every request cost more than the request
+        itself); the same `jti` in any other string is verified afresh."""
+        known = self._verified.get(jti) if isinstance(jti, str) else None
+        if known is not None and known.same(token, urls) and known.exp >= time.time() - LEEWAY:
+            return known.principal
+        principal, exp, verified_jti = await self._verify(token, header, urls)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[verified_jti] = Verified(token, urls.issuer, urls.fhir_base, principal, exp)
+        return principal
+
+    async def _verify(self, token: str, header: dict[str, Any], urls: Urls) -> tuple[Principal, float, str]:
+        """Verify an access token of the gateway's own fully; its principal, expiry and jti."""
         if header.get("alg") not in CLIENT_ALGORITHMS:
             raise Rejected("The token's algorithm is not accepted")
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise Rejected("The token has no key id")
+        if header.get("alg") == "ES384" and is_high_s(token):
+            raise Rejected("The token's signature is not in the form this gateway issues (high s)")
         keys = (
             await run_in_threadpool(self.ring.verifier, kid)
             if self.ring.stale(kid)
@@ -205,6 +243,9 @@ class Authority:
         exp = number(claims, "exp")
         if exp is None or exp < time.time() - LEEWAY:
             raise Rejected("The token has expired")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise Rejected("The token has no jti")
         client_id, organization = claims.get("client_id"), claims.get("organization")
         if not isinstance(client_id, str):
             raise Rejected("The token names no client")
@@ -215,4 +256,4 @@ class Authority:
             scopes=frozenset(split(claims.get("scope") if isinstance(claims.get("scope"), str) else "")),
             purpose=stated if isinstance(stated, str) and stated in purpose.CODES else purpose.DEFAULT,
         )
-        return principal, exp
+        return principal, exp, jti

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, insert, or_, select, update
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
-from gateway.store import pending
+from gateway.store import pending, relations
 from gateway.store.tables import (
     DateIndex,
     IdentifierClaim,
@@ -24,6 +24,7 @@ from gateway.store.tables import (
     TokenIndex,
     UriIndex,
 )
+from gateway.store.visibility import Visibility
 
 R = cast(Table, Resource.__table__)
 V = cast(Table, ResourceVersion.__table__)
@@ -51,6 +52,7 @@ _UPDATE_CURRENT = (
         last_updated=bindparam("last_updated"),
         deleted=bindparam("deleted"),
         content=bindparam("content"),
+        writer=bindparam("writer"),
     )
 )
 _CURRENT_MANY = select(R).where(R.c.rid.in_(bindparam("rids", expanding=True)))
@@ -105,6 +107,7 @@ QUIET = (
     _CLAIMS_OF,
     _DELETE_CLAIMS,
     *_DELETE_INDEX.values(),
+    *relations.QUIET,
 )
 
 
@@ -154,6 +157,15 @@ class Repository:
         row = self.connection.execute(statement, {"res_type": res_type, "res_id": res_id}).first()
         return _stored(row) if row else None
 
+    def current_visible(self, res_type: str, res_id: str, visibility: Visibility) -> Stored | None:
+        """The current version (a tombstone too) when the reader sees it; None alike when it does not and
+        when there is none, from one query."""
+        if visibility.everything:
+            return self.current(res_type, res_id)
+        statement = select(R).where(R.c.res_type == res_type, R.c.res_id == res_id, visibility.where(R))
+        row = self.connection.execute(statement).first()
+        return _stored(row) if row else None
+
     def current_many(self, rids: Sequence[int]) -> list[Stored]:
         """Current versions by rid, in the order given."""
         if not rids:
@@ -175,11 +187,14 @@ class Repository:
         method: str,
         now: datetime,
         deleted: bool = False,
+        writer: str | None = None,
     ) -> Stored:
-        """Store a new version (the next after `previous`). A concurrent writer of the same version is
-        caught on the current row (the UPDATE replaces only the version it read: StaleVersion; the INSERT
-        of a new resource meets the unique type and id), and again by the unique constraint on
-        resource_version when the held-back version rows are written; the caller re-runs or answers 412."""
+        """Store a new version (the next after `previous`); `writer` is the organisation whose client
+        wrote it (None: the gateway's own writers, region-wide clients: `resource.writer`). A concurrent
+        writer of the same version is caught on the current row (the UPDATE replaces only the version it
+        read: StaleVersion; the INSERT of a new resource meets the unique type and id), and again by the
+        unique constraint on resource_version when the held-back version rows are written; the caller
+        re-runs or answers 412."""
         version_id = previous.version_id + 1 if previous else 1
         content = dumps(resource)
         values = {
@@ -196,10 +211,11 @@ class Repository:
         else:
             self.connection.execute(_INSERT_VERSION, values | {"method": method})
         if previous is None:
-            rid = self.connection.execute(_INSERT_CURRENT, values).scalar_one()
+            rid = self.connection.execute(_INSERT_CURRENT, values | {"writer": writer}).scalar_one()
         else:
             rid = previous.rid
             changed = {key: values[key] for key in ("version_id", "last_updated", "deleted", "content")}
+            changed["writer"] = writer
             result = self.connection.execute(
                 _UPDATE_CURRENT, changed | {"old_rid": rid, "old_version": previous.version_id}
             )
@@ -327,9 +343,16 @@ def history(
     since: datetime | None,
     before_seq: int | None,
     limit: int,
+    visibility: Visibility | None = None,
 ) -> list[tuple[int, str, Stored]]:
-    """Versions newest first as (seq, method, version), for instance, type or system history."""
+    """Versions newest first as (seq, method, version), for instance, type or system history; with
+    `visibility`, only of resources whose current version (or tombstone) the reader sees."""
     statement = select(V)
+    if visibility is not None and not visibility.everything:
+        current = R.alias()
+        statement = statement.join(
+            current, and_(current.c.res_type == V.c.res_type, current.c.res_id == V.c.res_id)
+        ).where(visibility.where(current))
     if res_type is not None:
         statement = statement.where(V.c.res_type == res_type)
     if res_id is not None:

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from uuid import uuid4
 
 from gateway.errors import conflict, unprocessable
-from gateway.hooks import Reaction, RequestContext, Rule, acts_for
+from gateway.hooks import Reaction, RequestContext, Rule
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork, WritePath
 from gateway.search.dates import to_instant
@@ -169,7 +169,7 @@ def confirm_prescriber(uow: UnitOfWork, write_path: WritePath, stored: Stored, p
     prescriber = _confirmed(task) if task is not None else None
     if task is None or prescriber is None:
         return
-    if not acts_for(write_path.hooks.policy, uow.context, task.get("owner")):
+    if not write_path.hooks.policy.acts_for(uow.context, task.get("owner")):
         return  # not the owner's answer: the gateway does nothing for it
     requests = _unconfirmed(uow, write_path, task)
     if not requests:

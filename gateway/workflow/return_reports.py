@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.hooks import Reaction, Rule, acts_for
+from gateway.hooks import Reaction, Rule
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
+from gateway.store.visibility import visible_keys
 from gateway.workflow.sip import referring
 
 if TYPE_CHECKING:
@@ -46,9 +47,11 @@ def _read(uow: UnitOfWork, reference: str) -> Json | None:
     stored = uow.repository.current(res_type, res_id)
     if stored is None or stored.deleted:
         return None
-    resource = stored.json()
-    visible = uow.policy is None or uow.policy.can_read(uow.context, resource)
-    return resource if visible else None
+    if uow.policy is not None:
+        visibility = uow.policy.visibility(uow.context)
+        if not visibility.everything and not visible_keys(uow.connection, visibility, [(res_type, res_id)]):
+            return None
+    return stored.json()
 
 
 def _device_requests(uow: UnitOfWork, resource: Json) -> list[tuple[str, Json]]:
@@ -140,7 +143,7 @@ def handover_answered(uow: UnitOfWork, write_path: WritePath, stored: Stored, pr
         return
     if _task_kind(task) != "handover":
         return
-    if not acts_for(write_path.hooks.policy, uow.context, task.get("owner")):
+    if not write_path.hooks.policy.acts_for(uow.context, task.get("owner")):
         return  # only the receiver's answer is reported (the Task itself is the HL7 v2 adapter's)
     carried = [
         str(i.get("valueReference", {}).get("reference", ""))

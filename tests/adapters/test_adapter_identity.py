@@ -73,7 +73,7 @@ def entities(event: dict[str, Any], role: str) -> set[str]:
 
 
 def test_an_order_is_written_as_the_calling_client(audited: Services, api: TestClient) -> None:
-    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, org=PORTAL_HSA, region=True, sources=(PORTAL,))
+    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, org=PORTAL_HSA, sources=(PORTAL,))
     token = bearer(portal.token(api, ADAPTER_BESTALLNINGSPORTALEN))
     response = api.post(ORDERS, json=golden("01"), headers=token)
     assert response.status_code == 200, response.text
@@ -104,7 +104,7 @@ def test_another_organisations_stored_order_is_answered_without_telling_anything
     """A replay (or other content for the same version) of an order by a client not bound to its portal
     gets 403 with no location and no word of the stored version: not 200 with the DeviceRequest's
     location, nor 409 "stored with different content"."""
-    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, region=True, sources=(PORTAL,))
+    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, sources=(PORTAL,))
     stored = api.post(
         ORDERS, json=golden("01"), headers=bearer(portal.token(api, ADAPTER_BESTALLNINGSPORTALEN))
     )
@@ -125,7 +125,7 @@ def test_another_organisations_unchanged_unit_is_answered_without_telling_anythi
     """Another owner's client, bound to its own owner in the same register, sends a row naming itself as
     the owner of a unit MAH1 holds: 403 with no location and no word of the unit, whether the row
     changes the unit or not."""
-    register_client = register(audited, ADAPTER_DEVICE_REGISTER, region=True, sources=(SESAM_MAH1,))
+    register_client = register(audited, ADAPTER_DEVICE_REGISTER, sources=(SESAM_MAH1,))
     body = ("\n".join([HEADER, row_of("01")]) + "\n").encode()
     kind = {"Content-Type": "text/csv"}
     url = "/adapters/device-register/records"
@@ -135,7 +135,7 @@ def test_another_organisations_unchanged_unit_is_answered_without_telling_anythi
     ] == ("201 Created")
     other = "SE2321000016-OTHER"
     stranger = register(
-        audited, ADAPTER_DEVICE_REGISTER, org=other, region=True, sources=(f"device-register:SESAM@{other}",)
+        audited, ADAPTER_DEVICE_REGISTER, org=other, sources=(f"device-register:SESAM@{other}",)
     )
     token = bearer(stranger.token(api, ADAPTER_DEVICE_REGISTER))
     for row in (changed("01", agare_hsaid=other), changed("01", agare_hsaid=other, modell="X-1")):
@@ -149,7 +149,7 @@ def test_another_organisations_unchanged_unit_is_answered_without_telling_anythi
 def test_register_rows_and_hl7_messages_are_written_as_the_calling_client(
     audited: Services, api: TestClient
 ) -> None:
-    register_client = register(audited, ADAPTER_DEVICE_REGISTER, region=True, sources=(SESAM_MAH1,))
+    register_client = register(audited, ADAPTER_DEVICE_REGISTER, sources=(SESAM_MAH1,))
     token = bearer(register_client.token(api, ADAPTER_DEVICE_REGISTER))
     body = "\n".join([HEADER, row_of("01")]) + "\n"
     response = api.post(
@@ -160,7 +160,7 @@ def test_register_rows_and_hl7_messages_are_written_as_the_calling_client(
     assert response.json()["entry"][0]["response"]["status"] == "201 Created", response.text
     assert writers(events(audited), "create") == {register_client.client_id}
 
-    journal = register(audited, ADAPTER_HL7V2, region=True, sources=(KS01,))
+    journal = register(audited, ADAPTER_HL7V2, sources=(KS01,))
     token = bearer(journal.token(api, ADAPTER_HL7V2))
     response = api.post(
         "/adapters/hl7v2", content=adt("A01", "M1"), headers={**token, "Content-Type": "application/hl7-v2"}

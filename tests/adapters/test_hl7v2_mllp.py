@@ -277,25 +277,30 @@ def test_the_entrance_scope_implies_the_adapters_writes(audited: Services) -> No
     assert {e["agent"][0]["who"]["identifier"]["value"] for e in writes} == {HOSPITAL_CLIENT}
 
 
-def test_the_organisation_policy_is_not_widened(database: Database) -> None:
-    """Not region-wide, the facility's client may not write the municipality's and primary care's
-    Tasks and Organizations: AE, nothing written, audited as its client."""
+def test_a_bound_facilitys_messages_are_the_gateways_writes_audited_as_its_client(
+    database: Database,
+) -> None:
+    """Not region-wide, the facility's client bound to its facility writes the municipality's and
+    primary care's Tasks and Organizations too: the message's writes run in the context of its source
+    (the gateway's own writes), audited as the client. Not bound, the same message is AR and nothing is
+    written (test_a_facility_whose_client_is_not_bound_to_it_is_refused_as_an_unlisted_one)."""
     database.clear()
     settings = database.settings(auth=True, audit=True, organisation_policy=True)
     services = Services.build(settings, engine=database.engine)
     try:
-        register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2, "system/*.cruds"])
+        register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2])
         running = listening(services, Senders({HOSPITAL_HSA: HOSPITAL_CLIENT}))
         try:
             [answer] = exchange(running.port, [adt("A01", "I3")])
         finally:
             running.stop()
-        code, control, text = read_ack(answer)
-        assert (code, control) == ("AE", "I3") and text.startswith("403")
-        assert count(services) == 0
+        assert read_ack(answer) == ("AA", "I3", "")
+        assert count(services) > 0
         [record] = audit_events(services, "subtype=import")
         assert record["agent"][0]["who"]["identifier"]["value"] == HOSPITAL_CLIENT
-        assert record["outcome"] == "4"
+        assert record["outcome"] == "0"
+        writes = audit_events(services, "subtype=create")
+        assert writes and {e["agent"][0]["who"]["identifier"]["value"] for e in writes} == {HOSPITAL_CLIENT}
     finally:
         services.close()
 

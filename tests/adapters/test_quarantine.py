@@ -143,9 +143,7 @@ def test_a_client_replays_its_own_item_once_bound_to_its_source(
     binding it is refused again (the item stays open), after it the row is written and the item is
     replayed. The replay is the client's: its binding is checked, as at the entrance."""
     api = secure_client
-    client = register(
-        secure_services, f"{ADAPTER_DEVICE_REGISTER} {ADAPTER_QUARANTINE}", org=MAH1, region=True
-    )
+    client = register(secure_services, f"{ADAPTER_DEVICE_REGISTER} {ADAPTER_QUARANTINE}", org=MAH1)
     headers = _headers(api, client)
     assert _send(api, headers, row_of("01")) == "403 Forbidden"
     [item] = api.get("/adapters/quarantine", headers=headers).json()["items"]

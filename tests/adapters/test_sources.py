@@ -86,7 +86,7 @@ def test_an_order_from_a_client_not_bound_to_the_portal_gets_one_answer_and_is_q
     listed to the portal's client."""
     api = secure_client
     both = f"{ADAPTER_BESTALLNINGSPORTALEN} {ADAPTER_QUARANTINE}"
-    portal = register(secure_services, both, region=True, sources=("bestallningsportalen:BP",))
+    portal = register(secure_services, both, sources=("bestallningsportalen:BP",))
     elsewhere = register(secure_services, both, org=OTHER, sources=("bestallningsportalen:B2",))
     unbound = register(secure_services, both, org=OTHER)
     headers = token(api, portal, ADAPTER_BESTALLNINGSPORTALEN)
@@ -114,9 +114,7 @@ def test_a_register_row_of_an_owner_the_client_is_not_bound_to_gets_one_answer(
     secure_services: Services, secure_client: TestClient
 ) -> None:
     api = secure_client
-    owner = register(
-        secure_services, ADAPTER_DEVICE_REGISTER, region=True, sources=(f"device-register:SESAM@{MAH1}",)
-    )
+    owner = register(secure_services, ADAPTER_DEVICE_REGISTER, sources=(f"device-register:SESAM@{MAH1}",))
     stranger = register(
         secure_services, ADAPTER_DEVICE_REGISTER, org=OTHER, sources=(f"device-register:SESAM@{OTHER}",)
     )
@@ -154,7 +152,7 @@ def test_an_hl7_message_of_a_facility_the_client_is_not_bound_to_is_ar_as_an_unk
     secure_services: Services, secure_client: TestClient
 ) -> None:
     api = secure_client
-    journal = register(secure_services, ADAPTER_HL7V2, region=True, sources=("hl7v2:SE2321000016-KS01",))
+    journal = register(secure_services, ADAPTER_HL7V2, sources=("hl7v2:SE2321000016-KS01",))
     stranger = register(secure_services, ADAPTER_HL7V2, org=OTHER, sources=("hl7v2:SE2321000016-SS01",))
     kind = {"Content-Type": "application/hl7-v2"}
     first = api.post(HL7, content=adt("A01", "M1"), headers={**token(api, journal, ADAPTER_HL7V2), **kind})
@@ -218,9 +216,7 @@ def test_a_bound_clients_writes_run_in_its_sources_context_as_that_client(
 ) -> None:
     capture = Capture(secure_services.hooks.audit)
     secure_services.hooks.audit = capture
-    portal = register(
-        secure_services, ADAPTER_BESTALLNINGSPORTALEN, region=True, sources=("bestallningsportalen:BP",)
-    )
+    portal = register(secure_services, ADAPTER_BESTALLNINGSPORTALEN, sources=("bestallningsportalen:BP",))
     headers = token(secure_client, portal, ADAPTER_BESTALLNINGSPORTALEN)
     assert answer(secure_client.post(ORDERS, json=golden("01"), headers=headers))["status"] == "201 Created"
     writes = [r for r in capture.records if r.interaction in ("create", "update")]
@@ -261,9 +257,7 @@ def two_owners(secure_services: Services) -> dict[str, str]:
 def test_a_full_export_of_a_bound_client_marks_only_its_owners_units(
     secure_services: Services, secure_client: TestClient, two_owners: dict[str, str]
 ) -> None:
-    client = register(
-        secure_services, ADAPTER_DEVICE_REGISTER, region=True, sources=(f"device-register:SESAM@{MAH1}",)
-    )
+    client = register(secure_services, ADAPTER_DEVICE_REGISTER, sources=(f"device-register:SESAM@{MAH1}",))
     headers = {**token(secure_client, client, ADAPTER_DEVICE_REGISTER), **CSV}
     response = secure_client.post(f"{ROWS}?mode=full", content=csv(row_of("01")), headers=headers)
     entries = [e["response"] for e in response.json()["entry"]]
@@ -283,9 +277,7 @@ def test_a_row_for_a_unit_another_owner_holds_is_refused_telling_nothing(
 ) -> None:
     """Bound to its own owner, a client naming itself owner of OTHER's unit gets what it gets for a unit
     it may not change; the unit keeps its owner and its id is in no answer."""
-    client = register(
-        secure_services, ADAPTER_DEVICE_REGISTER, region=True, sources=(f"device-register:SESAM@{MAH1}",)
-    )
+    client = register(secure_services, ADAPTER_DEVICE_REGISTER, sources=(f"device-register:SESAM@{MAH1}",))
     headers = {**token(secure_client, client, ADAPTER_DEVICE_REGISTER), **CSV}
     row = changed("01", individnummer="OTHER-1", patient_personnummer="", status="I lager")
     refused = answer(secure_client.post(ROWS, content=csv(row), headers=headers))
@@ -299,14 +291,10 @@ def test_a_register_row_links_only_to_order_lines_its_owner_performs(
 ) -> None:
     """An order performed by MAH1 is stored; a register row of another owner naming that order number
     is not linked to it and is told nothing of it (the same note as for an order never stored)."""
-    portal = register(
-        secure_services, ADAPTER_BESTALLNINGSPORTALEN, region=True, sources=("bestallningsportalen:BP",)
-    )
+    portal = register(secure_services, ADAPTER_BESTALLNINGSPORTALEN, sources=("bestallningsportalen:BP",))
     headers = token(secure_client, portal, ADAPTER_BESTALLNINGSPORTALEN)
     assert answer(secure_client.post(ORDERS, json=golden("01"), headers=headers))["status"] == "201 Created"
-    client = register(
-        secure_services, ADAPTER_DEVICE_REGISTER, region=True, sources=(f"device-register:SESAM@{OTHER}",)
-    )
+    client = register(secure_services, ADAPTER_DEVICE_REGISTER, sources=(f"device-register:SESAM@{OTHER}",))
     headers = {**token(secure_client, client, ADAPTER_DEVICE_REGISTER), **CSV}
     linked = answer(
         secure_client.post(

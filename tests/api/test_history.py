@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import ColumnElement, exists, not_
 
 from gateway.app import create_app
 from gateway.hooks import AllowAll, Hooks, RequestContext
 from gateway.services import Services
+from gateway.store.tables import StringIndex
+from gateway.store.visibility import Visibility
 from tests.api.helpers import create, patient
 from tests.conftest import Database
 
@@ -191,11 +195,27 @@ def test_transaction_writes_appear_in_history(client: TestClient) -> None:
     assert {e["response"]["status"] for e in entries} == {"201 Created"}
 
 
+@dataclass(frozen=True)
+class NotDold:
+    """Every resource but a Patient whose family name is Dold, as a condition of the query."""
+
+    @property
+    def everything(self) -> bool:
+        return False
+
+    def where(self, row: Any) -> ColumnElement[bool]:
+        string = StringIndex.__table__
+        dold = exists().where(
+            string.c.rid == row.c.rid, string.c.param == "family", string.c.value_folded == "dold"
+        )
+        return not_(dold)
+
+
 class HideDold(AllowAll):
     """Hides every Patient whose family name is Dold."""
 
-    def can_read(self, context: RequestContext, resource: dict[str, Any]) -> bool:
-        return all(name.get("family") != "Dold" for name in resource.get("name", []))
+    def visibility(self, context: RequestContext, writing: bool = False) -> Visibility:
+        return NotDold()
 
 
 def test_hidden_versions_do_not_end_the_paging(database: Database) -> None:

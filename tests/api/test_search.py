@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.search.engine import binding_of
+from gateway.services import Services
 from tests.api.helpers import PNR, ids, patient, task
 
 BASE = "http://testserver/fhir"
@@ -749,28 +751,37 @@ def cursor_of(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-def test_a_tampered_cursor_is_a_400(client: TestClient, trees: list[str]) -> None:
+def sealed(services: Services, values: list[Any], sort: str) -> str:
+    """A cursor sealed as the server seals them, for this client (anonymous: auth off) and search."""
+    request = services.searcher.parse("Patient", [("_sort", sort)])
+    request.cursor_binding = "anonymous"
+    return services.searcher.cursors.seal(values, False, binding_of(request))
+
+
+def test_a_tampered_cursor_is_a_400(services: Services, client: TestClient, trees: list[str]) -> None:
     tampered = [
         "garbage",
         "e30",
-        cursor_of({"b": False, "v": [1]}),  # too few keys
-        cursor_of({"b": False, "v": [{"x": 1}, 1]}),
-        cursor_of({"b": False, "v": ["al", "1"]}),  # rid must be a number
-        cursor_of({"b": False, "v": ["al", 2**70]}),
-        cursor_of({"b": False, "v": ["al", True]}),
-        cursor_of({"b": False, "v": ["a\u0000", 1]}),
+        cursor_of({"b": False, "v": ["b", 0]}),  # well formed, but not sealed by the server
+        sealed(services, [1], "family"),  # too few keys
+        sealed(services, [{"x": 1}, 1], "family"),
+        sealed(services, ["al", "1"], "family"),  # rid must be a number
+        sealed(services, ["al", 1e30], "family"),  # out of a rid's range
+        sealed(services, ["al", True], "family"),
+        sealed(services, ["a\u0000", 1], "family"),
+        sealed(services, ["b", 0], "birthdate"),  # sealed for another search
     ]
     for cursor in tampered:
         assert client.get("/fhir/Patient", params={"_sort": "family", "_cursor": cursor}).status_code == 400
     for cursor in (
-        cursor_of({"b": False, "v": [1, 1]}),
-        cursor_of({"b": False, "v": ["2024-01-01T00:00+01:00", 1]}),
+        sealed(services, [1, 1], "birthdate"),
+        sealed(services, ["2024-01-01T00:00+01:00", 1], "birthdate"),
     ):
         assert (
             client.get("/fhir/Patient", params={"_sort": "birthdate", "_cursor": cursor}).status_code == 400
         )
     fine = client.get(
-        "/fhir/Patient", params={"_sort": "family", "_cursor": cursor_of({"b": False, "v": ["b", 0]})}
+        "/fhir/Patient", params={"_sort": "family", "_cursor": sealed(services, ["b", 0], "family")}
     )
     assert fine.status_code == 200
     assert [FAMILIES[int(i.removeprefix("tree"))] for i in ids(fine.json())] == [
@@ -780,6 +791,18 @@ def test_a_tampered_cursor_is_a_400(client: TestClient, trees: list[str]) -> Non
         "Gran",
         "Lind",
     ]
+
+
+def test_a_cursor_shows_nothing_of_what_it_holds(client: TestClient, trees: list[str]) -> None:
+    """The sort values of the last row served are sealed: the cursor is no JSON, names no family."""
+    first = client.get("/fhir/Patient", params={"_sort": "family", "_count": "2"}).json()
+    cursor = parse_qs(
+        urlsplit(next(link["url"] for link in first["link"] if link["relation"] == "next")).query
+    )["_cursor"][0]
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    assert b"{" not in raw[:1] and not any(name.lower().encode() in raw.lower() for name in FAMILIES)
+    follow = client.get("/fhir/Patient", params={"_sort": "family", "_count": "2", "_cursor": cursor})
+    assert follow.status_code == 200 and len(ids(follow.json())) == 2
 
 
 # -- _include and _revinclude ----------------------------------------------------------------------

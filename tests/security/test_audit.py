@@ -20,7 +20,7 @@ from gateway.security.purpose import ACT_REASON
 from gateway.services import Services
 from gateway.store.tables import Resource
 from tests.conftest import Database
-from tests.security.conftest import RegisteredClient, bearer, new_key, register
+from tests.security.conftest import RegisteredClient, bearer, new_key, organisation_policy, register
 
 ORG = "SE2321000016-AUDIT"
 PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Loggad"}]}
@@ -318,6 +318,8 @@ def test_purpose_of_event_is_the_clients_purpose_of_use(database: Database) -> N
             jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
             store.add_client(services.engine, "billing", ORG, jwks, ["system/*.cruds"], "billing-client")
             billing = RegisteredClient("billing-client", key, "ES384")
+            policy = organisation_policy(services)  # both write the same Patient: region-wide
+            policy.region_clients = policy.region_clients | {"billing-client"}
             treating = register(services, "system/*.cruds", org=ORG, region=True)
             for who in (billing, treating):
                 headers = bearer(who.token(client, "system/*.cruds"))

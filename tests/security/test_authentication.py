@@ -21,7 +21,8 @@ from gateway.config import Settings
 from gateway.hooks import Principal
 from gateway.security.oidc import ExternalIssuer, Rejected
 from gateway.security.sealing import Sealer
-from gateway.security.store import add_client
+from gateway.security.signatures import low_s
+from gateway.security.store import add_client, get_client
 from gateway.security.tokens import Authority
 from gateway.services import Services
 from tests.conftest import Database
@@ -31,8 +32,11 @@ from tests.security.conftest import ALL, RegisteredClient, bearer, new_key
 def _own_token(
     client: TestClient, key: Any = None, header: dict[str, Any] | None = None, **claims: Any
 ) -> str:
-    """An access token made like the gateway's own, with `claims` changed."""
+    """An access token made like the gateway's own (low s, for the registered client c1), with `claims`
+    changed."""
     authority: Authority = client.app.state.authority  # type: ignore[attr-defined]
+    if get_client(authority.engine, "c1") is None:
+        add_client(authority.engine, "c1", "SE2321000016-TEST", {"keys": []}, ["system/*.cruds"], "c1")
     signing, alg = authority.ring.signer()
     now = int(time.time())
     values: dict[str, Any] = {
@@ -47,7 +51,7 @@ def _own_token(
     }
     values.update(claims)
     head = {"alg": alg, "kid": signing.kid, "typ": "at+jwt", **(header or {})}
-    return jwt.encode(head, values, key or signing, algorithms=ALL)
+    return low_s(jwt.encode(head, values, key or signing, algorithms=ALL))
 
 
 def test_no_token_is_401_with_a_challenge_and_an_outcome(secure_client: TestClient) -> None:

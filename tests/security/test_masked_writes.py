@@ -132,7 +132,7 @@ def test_an_allowed_client_changes_the_identity(seeded: Seeded) -> None:
     patient_id = _protected(seeded, 64)
     allowed = register(seeded.services, ALL, org="SE-A", region=True)
     policy = organisation_policy(seeded.services)
-    policy.unmasked_clients = policy.unmasked_clients | {allowed.client_id}
+    policy.identities.unmasked_clients = policy.identities.unmasked_clients | {allowed.client_id}
     headers = bearer(allowed.token(c, ALL))
     operations = [
         {"op": "test", "path": "/name/0/family", "value": "Nyskyddad"},

@@ -7,13 +7,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy import Connection
 
 from gateway.adapters.mapping import luhn_digit
 from gateway.errors import FhirError, unprocessable
 from gateway.hooks import Principal, RequestContext
 from gateway.pipeline import UnitOfWork
+from gateway.security import organisation
 from gateway.services import Services
+from gateway.store import relations
+from gateway.store.relations import Actors
 from tests.api.helpers import HSA, PNR, patient
 from tests.security.conftest import bearer, organisation_policy, register
 
@@ -29,6 +33,13 @@ def pnr(serial: int) -> str:
 
 def ref(target: str) -> dict[str, str]:
     return {"reference": target}
+
+
+def assert_same(hidden: Response, unknown: Response, hidden_value: str, unknown_value: str) -> None:
+    """The answers about something hidden and something that does not exist differ only in the value the
+    client itself gave."""
+    assert hidden.status_code == unknown.status_code, (hidden.text, unknown.text)
+    assert hidden.text.replace(hidden_value, unknown_value) == unknown.text
 
 
 @pytest.fixture
@@ -351,50 +362,49 @@ def test_transaction_and_batch_entries(world: World) -> None:
     transaction = {"resourceType": "Bundle", "type": "transaction", "entry": gets[:1]}
     refused = world.client.post("/fhir", json=transaction, headers=world.a)
     assert refused.status_code == 404
-    # a transaction writing to another organisation's resource is rolled back
-    write = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "code": {"text": "x"},
-                    "subject": ref("Patient/pa"),
-                },
-                "request": {"method": "POST", "url": "Observation"},
-            },
-            {"request": {"method": "DELETE", "url": "Observation/obsB"}},
-        ],
-    }
-    assert world.client.post("/fhir", json=write, headers=world.a).status_code == 404
+    # deleting another organisation's resource in a transaction deletes nothing, answered as for an id
+    # that does not exist
+    answers = []
+    for target in ("Observation/obsB", "Observation/finns-inte"):
+        write = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "DELETE", "url": target}}],
+        }
+        answer = world.client.post("/fhir", json=write, headers=world.a)
+        assert answer.status_code == 200
+        answers.append(answer.json()["entry"])
+    assert answers[0] == answers[1]
     assert world.client.get("/fhir/Observation/obsB", headers=world.b).status_code == 200
 
 
 def test_conditional_create_and_update_on_a_hidden_match(world: World) -> None:
+    """A patient identity (personnummer) held by a Patient the client may not read is the named
+    exception: 409 `duplicate`, in Swedish, without the Patient's id or content, whichever way it is
+    asked (If-None-Exist, conditional update, ifNoneExist, a conditional reference, a plain create)."""
     body = patient(pnr(2), family="Dubblett")
-    created = world.client.post(
-        "/fhir/Patient", json=body, headers={**world.a, "If-None-Exist": f"identifier={PNR}|{pnr(2)}"}
-    )
-    assert created.status_code == 403
-    outcome = created.json()
-    assert outcome["resourceType"] == "OperationOutcome"
-    assert "pb" not in created.text and "Bsson" not in created.text
-    updated = world.client.put(f"/fhir/Patient?identifier={PNR}|{pnr(2)}", json=body, headers=world.a)
-    assert updated.status_code == 403 and "Bsson" not in updated.text
-    transaction = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "resource": body,
-                "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={PNR}|{pnr(2)}"},
-            }
-        ],
-    }
-    refused = world.client.post("/fhir", json=transaction, headers=world.a)
-    assert refused.status_code == 403 and "Bsson" not in refused.text
+    condition = f"identifier={PNR}|{pnr(2)}"
+    answers = [
+        world.client.post("/fhir/Patient", json=body, headers={**world.a, "If-None-Exist": condition}),
+        world.client.put(f"/fhir/Patient?{condition}", json=body, headers=world.a),
+        world.client.post("/fhir/Patient", json=body, headers=world.a),
+    ]
+    entries: list[dict[str, Any]] = [
+        {"resource": body, "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}},
+        {
+            "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+            "request": {"method": "POST", "url": "Observation"},
+        },
+    ]
+    entries[1]["resource"]["subject"] = ref(f"Patient?{condition}")
+    for entry in entries:
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+        answers.append(world.client.post("/fhir", json=bundle, headers=world.a))
+    for answer in answers:
+        assert answer.status_code == 409, answer.text
+        [issue] = answer.json()["issue"]
+        assert issue["code"] == "duplicate" and "delas inte" in issue["diagnostics"]
+        assert "pb" not in answer.text and "Bsson" not in answer.text
     # its own patient's match is used, not duplicated
     mine = world.client.post(
         "/fhir/Patient",
@@ -402,6 +412,9 @@ def test_conditional_create_and_update_on_a_hidden_match(world: World) -> None:
         headers={**world.a, "If-None-Exist": f"identifier={PNR}|{pnr(1)}"},
     )
     assert mine.status_code == 200 and mine.json()["id"] == "pa"
+    # other criteria match only what it may read: a hidden match is no match, and creates nothing by PUT
+    assert world.client.put("/fhir/Patient?family=Bsson", json=body, headers=world.a).status_code == 404
+    assert world.client.put("/fhir/Patient?family=Finnsinte", json=body, headers=world.a).status_code == 404
 
 
 def test_writes(world: World) -> None:
@@ -410,20 +423,20 @@ def test_writes(world: World) -> None:
     assert (
         c.post("/fhir/Observation", json={**obs, "subject": ref("Patient/pa")}, headers=a).status_code == 201
     )
-    assert (
-        c.post("/fhir/Observation", json={**obs, "subject": ref("Patient/pb")}, headers=a).status_code == 403
-    )
-    # a Task it requests makes no relationship: not even with a Patient it made in an earlier request
-    # (one made in the same transaction counts: test_a_transaction_sees_the_relationships_it_makes)
+    hidden = c.post("/fhir/Observation", json={**obs, "subject": ref("Patient/pb")}, headers=a)
+    unknown = c.post("/fhir/Observation", json={**obs, "subject": ref("Patient/px")}, headers=a)
+    assert_same(hidden, unknown, "Patient/pb", "Patient/px")
+    assert hidden.status_code == 422
+    # a Patient it registers itself is its patient (its identity is known nowhere else: a duplicate is
+    # refused), and so what it writes for that patient; B does not see it
     new = c.post("/fhir/Patient", json=patient(pnr(8)), headers=a)
     assert new.status_code == 201
     pid = new.json()["id"]
-    assert c.get(f"/fhir/Patient/{pid}", headers=a).status_code == 404
+    assert c.get(f"/fhir/Patient/{pid}", headers=a).status_code == 200
+    assert c.get(f"/fhir/Patient/{pid}", headers=b).status_code == 404
     task = {"resourceType": "Task", "status": "requested", "intent": "order", "for": ref(f"Patient/{pid}")}
-    assert c.post("/fhir/Task", json=task, headers=a).status_code == 403
     mine = {**task, "requester": ref("Organization/orgA")}
-    assert c.post("/fhir/Task", json=mine, headers=a).status_code == 403
-    assert c.get(f"/fhir/Patient/{pid}", headers=a).status_code == 404
+    assert c.post("/fhir/Task", json=mine, headers=a).status_code == 201
     # for no patient, a Task it requests is its own
     assert c.post("/fhir/Task", json={**mine, "for": None}, headers=a).status_code == 201
     # update or delete only what it authored, requested or owns
@@ -436,7 +449,9 @@ def test_writes(world: World) -> None:
     own = c.get("/fhir/Task/tA", headers=a).json()
     assert c.put("/fhir/Task/tA", json={**own, "description": "ny"}, headers=a).status_code == 200
     assert c.put("/fhir/Task/tA", json={**own, "description": "B"}, headers=b).status_code == 404
-    assert c.delete("/fhir/Observation/obsB", headers=a).status_code == 404
+    hidden = c.delete("/fhir/Observation/obsB", headers=a)
+    assert_same(hidden, c.delete("/fhir/Observation/x", headers=a), "Observation/obsB", "Observation/x")
+    assert hidden.status_code == 200
     assert c.get("/fhir/Observation/obsB", headers=b).status_code == 200
     performed = c.get("/fhir/Observation/obsA", headers=a).json()
     assert (
@@ -464,36 +479,44 @@ def test_writes(world: World) -> None:
 
 
 def test_exempt_clients_and_unknown_organisation(org_services: Services, world: World) -> None:
-    policy = organisation_policy(org_services)
-    hidden = {"resourceType": "Observation", "id": "x", "subject": ref("Patient/pb")}
+    write_path = org_services.write_path
+    every = frozenset({ALL})
     for client_id in ("adapter:hl7v2", "adapter:bestallningsportalen", "cli"):
-        assert policy.can_read(RequestContext(Principal(client_id=client_id)), hidden)
-    assert not policy.can_read(RequestContext(Principal(client_id="someone", organization="SE-A")), hidden)
-    assert not policy.can_read(RequestContext(Principal(client_id="someone")), hidden)
+        context = RequestContext(Principal(client_id=client_id, scopes=every))
+        assert write_path.can_read(context, "Observation", "obsB")
+    a = RequestContext(Principal(client_id="someone", organization="SE-A", scopes=every))
+    assert not write_path.can_read(a, "Observation", "obsB")
+    nobody = RequestContext(Principal(client_id="someone", scopes=every))
+    assert not write_path.can_read(nobody, "Observation", "obsB")
+    assert write_path.can_read(nobody, "Organization", "orgB")  # master data
     assert everything(world) >= SEEN_BY_A | SEEN_BY_B  # the region-wide client sees all
 
 
-def test_relations_are_computed_once_per_request(org_services: Services, world: World) -> None:
-    policy = organisation_policy(org_services)
-    context = RequestContext(Principal(client_id="someone", organization="SE-A"))
+def test_who_it_is_is_found_once_per_request(
+    org_services: Services, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = 0
-    original = policy._compute
+    original = relations.find_actors
 
-    def counting(connection: Connection, hsa: str) -> Any:
+    def counting(connection: Connection, hsa: str, system: str) -> Actors:
         nonlocal calls
         calls += 1
-        return original(connection, hsa)
+        return original(connection, hsa, system)
 
-    policy._compute = counting  # type: ignore[method-assign]
-    for target in ("pa", "pb", "pc", "pd", "pe"):
-        policy.can_read(context, {"resourceType": "Patient", "id": target})
+    monkeypatch.setattr(organisation, "find_actors", counting)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "GET", "url": f"Patient/{p}"}} for p in ("pa", "pc", "pd", "pe")],
+    }
+    assert world.client.post("/fhir", json=bundle, headers=world.a).status_code == 200
     assert calls == 1
-    assert policy.relations(context).patients == {"pa", "pc", "pd", "pe", "pp", "pq"}
 
 
 def test_a_transaction_sees_the_relationships_it_makes(world: World) -> None:
-    """A Patient the client creates in a transaction is one it may write for in that transaction (no one
-    else's data is about it); the Task it requests for it then relates it, for the later entries too."""
+    """A Patient the client registers in a transaction is its patient from then on, for the later entries
+    of that transaction too (a Task it requests, an Observation it makes, a search); references to what
+    the transaction makes under a urn:uuid need not be readable by it (the Observation names no one)."""
     task = {
         "resourceType": "Task",
         "status": "requested",
@@ -501,41 +524,32 @@ def test_a_transaction_sees_the_relationships_it_makes(world: World) -> None:
         "requester": ref("Organization/orgA"),
     }
     obs = {"resourceType": "Observation", "status": "final", "code": {"text": "puls"}}
-    new = "urn:uuid:7d0c6c55-0000-4000-8000-000000000001"
+    new, observation = "urn:uuid:7d0c6c55-0000-4000-8000-000000000001", "urn:uuid:7d0c6c55-0000-4000-8000-2"
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
             {"fullUrl": new, "resource": patient(pnr(9)), "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {**task, "for": ref(new)}, "request": {"method": "POST", "url": "Task"}},
-            {"resource": {**obs, "subject": ref(new)}, "request": {"method": "POST", "url": "Observation"}},
-            {"resource": patient(pnr(10), id="pnew"), "request": {"method": "PUT", "url": "Patient/pnew"}},
-            # entries run DELETE, POST, PUT, GET: these PUTs follow the Patient's, in order
             {
-                "resource": {
-                    **obs,
-                    "id": "onew",
-                    "subject": ref("Patient/pnew"),
-                    "performer": [ref("Organization/orgA")],
-                },
-                "request": {"method": "PUT", "url": "Observation/onew"},
+                "resource": {**task, "for": ref(new), "focus": ref(observation)},
+                "request": {"method": "POST", "url": "Task"},
             },
             {
-                "resource": {**task, "id": "tnew", "for": ref("Patient/pnew")},
-                "request": {"method": "PUT", "url": "Task/tnew"},
+                "fullUrl": observation,
+                "resource": {**obs, "subject": ref(new)},
+                "request": {"method": "POST", "url": "Observation"},
             },
-            {"request": {"method": "GET", "url": "Patient/pnew"}},
-            {"request": {"method": "GET", "url": "Observation?subject=Patient/pnew"}},
+            {"request": {"method": "GET", "url": "Task?requester=Organization/orgA"}},
         ],
     }
     answer = world.client.post("/fhir", json=bundle, headers=world.a)
     assert answer.status_code == 200, answer.text
     entries = answer.json()["entry"]
-    assert [e["response"]["status"][:3] for e in entries] == ["201"] * 6 + ["200"] * 2
-    assert entries[6]["resource"]["id"] == "pnew"
-    assert matches(entries[7]["resource"]) == {"Observation/onew"}
-    assert world.client.get("/fhir/Patient/pnew", headers=world.a).status_code == 200
-    assert world.client.get("/fhir/Patient/pnew", headers=world.b).status_code == 404
+    assert [e["response"]["status"][:3] for e in entries] == ["201"] * 3 + ["200"]
+    pid = entries[0]["resource"]["id"]
+    assert f"Task/{entries[1]['resource']['id']}" in matches(entries[3]["resource"])
+    assert world.client.get(f"/fhir/Patient/{pid}", headers=world.a).status_code == 200
+    assert world.client.get(f"/fhir/Patient/{pid}", headers=world.b).status_code == 404
 
 
 def test_a_client_cannot_relate_itself_to_a_patient(world: World) -> None:
@@ -559,15 +573,16 @@ def test_a_client_cannot_relate_itself_to_a_patient(world: World) -> None:
         "subject": ref("Patient/pa"),
         "requester": ref("Organization/orgB"),
     }
-    assert c.post("/fhir/Task", json=task, headers=b).status_code == 403
-    assert c.post("/fhir/DeviceRequest", json=request, headers=b).status_code == 403
-    assert c.put("/fhir/Task/mine", json={**task, "id": "mine"}, headers=b).status_code == 403
+    # the patient is hidden from it: a reference to it answers as one to a patient that does not exist
+    assert c.post("/fhir/Task", json=task, headers=b).status_code == 422
+    assert c.post("/fhir/DeviceRequest", json=request, headers=b).status_code == 422
+    assert c.put("/fhir/Task/mine", json={**task, "id": "mine"}, headers=b).status_code == 404
     # nor by turning a resource of its own into one for that patient
     own = {**task, "for": ref("Patient/pb")}
     created = c.post("/fhir/Task", json=own, headers=b)
     assert created.status_code == 201
     moved = {**created.json(), "for": ref("Patient/pa")}
-    assert c.put(f"/fhir/Task/{moved['id']}", json=moved, headers=b).status_code == 403
+    assert c.put(f"/fhir/Task/{moved['id']}", json=moved, headers=b).status_code == 422
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -576,58 +591,54 @@ def test_a_client_cannot_relate_itself_to_a_patient(world: World) -> None:
             {"resource": task, "request": {"method": "POST", "url": "Task"}},
         ],
     }
-    assert c.post("/fhir", json=bundle, headers=b).status_code == 403
+    assert c.post("/fhir", json=bundle, headers=b).status_code == 422
     assert c.get("/fhir/Patient/pa", headers=b).status_code == 404
 
 
-def test_a_deleted_patient_made_again_is_not_new(world: World) -> None:
-    """A Patient id stored before (deleted since) is not a new patient: what others wrote about it may
-    still be there, so a client re-creating it does not become related to it."""
+def test_a_deleted_id_is_not_taken_over(world: World) -> None:
+    """Only region-wide clients and the gateway's own writers create by PUT: a client cannot take over
+    the id of a deleted Patient (what others wrote about it may still name it), nor of a deleted
+    CareTeam another organisation's CarePlan still names; it gets the 404 of an unknown id."""
     c = world.client
     assert c.delete("/fhir/Patient/pe", headers=world.region).status_code in (200, 204)
-    task = {"resourceType": "Task", "status": "requested", "intent": "order", "for": ref("Patient/pe")}
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": patient(pnr(5), id="pe"), "request": {"method": "PUT", "url": "Patient/pe"}},
-            {
-                "resource": {**task, "requester": ref("Organization/orgB")},
-                "request": {"method": "POST", "url": "Task"},
-            },
-        ],
-    }
-    assert c.post("/fhir", json=bundle, headers=world.b).status_code == 403
+    assert c.delete("/fhir/CareTeam/ctA", headers=world.region).status_code in (200, 204)
+    team: dict[str, Any] = {"resourceType": "CareTeam", "participant": [{"member": ref("Organization/orgB")}]}
+    for res_type, res_id, body in (("Patient", "pe", patient(pnr(5))), ("CareTeam", "ctA", team)):
+        taken = c.put(f"/fhir/{res_type}/{res_id}", json={**body, "id": res_id}, headers=world.b)
+        unknown = c.put(f"/fhir/{res_type}/{res_id}x", json={**body, "id": res_id + "x"}, headers=world.b)
+        assert_same(taken, unknown, f"{res_type}/{res_id}", f"{res_type}/{res_id}x")
+        assert taken.status_code == 404
+    assert c.get("/fhir/Patient/pd", headers=world.b).status_code == 404
 
 
 def test_relationships_of_a_rolled_back_unit_of_work_are_forgotten(
     org_services: Services, world: World
 ) -> None:
-    policy = organisation_policy(org_services)
     write_path = org_services.write_path
     context = RequestContext(Principal(client_id="someone", organization="SE-A", scopes=frozenset({ALL})))
     task = {
         "resourceType": "Task",
         "status": "requested",
         "intent": "order",
-        "for": ref("Patient/pb"),
         "requester": ref("Organization/orgA"),
     }
-    fresh = {**patient(pnr(12)), "id": "pfresh"}
+    made: list[str] = []
 
     def related_then_refused(uow: UnitOfWork) -> None:
-        assert not policy.can_read(uow.context, fresh)
-        write_path.update(uow, "Patient", "pfresh", fresh)  # new: A may write for it in this unit
-        write_path.create(uow, {**task, "for": ref("Patient/pfresh")})
-        assert policy.can_read(uow.context, fresh)  # the pending Task counts within its transaction
+        created = write_path.create(uow, patient(pnr(12)))  # its own patient from now on
+        made.append(created.stored.res_id)
+        write_path.create(uow, {**task, "for": ref(f"Patient/{made[0]}")})
+        assert write_path.can_read(uow.context, "Patient", made[0])  # within its transaction
         raise unprocessable("refused after the write")
 
     with pytest.raises(FhirError):
         write_path.run(context, related_then_refused)
-    assert not write_path.run(context, lambda uow: policy.can_read(uow.context, fresh), write=False)
-    with pytest.raises(FhirError) as refused:  # nor is the Patient new to A any more: it was rolled back
-        write_path.run(context, lambda uow: write_path.create(uow, {**task, "for": ref("Patient/pfresh")}))
-    assert refused.value.status == 403
+    assert not write_path.run(context, lambda uow: write_path.can_read(uow.context, "Patient", made[0]))
+    with pytest.raises(FhirError) as refused:  # nor is the Patient A's any more: it was rolled back
+        write_path.run(
+            context, lambda uow: write_path.create(uow, {**task, "for": ref(f"Patient/{made[0]}")})
+        )
+    assert refused.value.status == 422
 
 
 HOSTILE = [

@@ -141,12 +141,10 @@ def client_for(
 
 @pytest.fixture
 def secured(database: Database) -> Iterator[Services]:
-    """Auth, the organisation policy and audit on; the hospital's journal system and the order portal
-    (which writes every ordering unit's master data) are region-wide."""
+    """Auth, the organisation policy and audit on; no client is region-wide: the hospital's journal
+    system and the order portal write every organisation's data as the sources they are bound to."""
     database.clear()
-    settings = database.settings(
-        auth=True, organisation_policy=True, audit=True, region_clients=(HOSPITAL_CLIENT, "portal")
-    )
+    settings = database.settings(auth=True, organisation_policy=True, audit=True)
     built = Services.build(settings, engine=database.engine)
     yield built
     built.close()

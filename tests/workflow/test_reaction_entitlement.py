@@ -150,7 +150,7 @@ def test_a_client_cannot_confirm_itself_as_prescriber_of_another_organisations_o
 
 
 def test_a_forged_confirmation_is_refused_by_update_as_create_and_in_a_transaction(orders: Orders) -> None:
-    assert orders.put({**forged_confirmation(), "id": "forged"}, orders.b) == 403
+    assert orders.put({**forged_confirmation(), "id": "forged"}, orders.b) == 404  # no create by PUT
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -223,8 +223,8 @@ def test_the_owner_of_a_handover_gets_its_return_report(orders: Orders) -> None:
 
 def test_a_return_report_reaches_only_prescribers_of_requests_its_writer_may_see(orders: Orders) -> None:
     """B cares for the patient too (a Task of its own for her) but may not see A's DeviceRequest: a report
-    B bases on that request gets no recipients from it, so B can neither message A's prescribers through
-    the gateway nor learn from the answer who they are."""
+    B bases on that request is refused exactly as one based on a request that does not exist, so B can
+    neither message A's prescribers through the gateway nor learn that the request exists."""
     visit = {
         "resourceType": "Task",
         "id": "visitB",
@@ -244,6 +244,15 @@ def test_a_return_report_reaches_only_prescribers_of_requests_its_writer_may_see
         "basedOn": [ref("DeviceRequest/drA")],
         "payload": [{"contentString": "Hjälpmedlet fungerar inte."}],
     }
-    created = orders.api.post("/fhir/Communication", json=report, headers=orders.b)
-    assert created.status_code == 201, created.text
-    assert "recipient" not in created.json()
+    hidden = orders.api.post("/fhir/Communication", json=report, headers=orders.b)
+    unknown = {**report, "basedOn": [ref("DeviceRequest/finns-inte")]}
+    absent = orders.api.post("/fhir/Communication", json=unknown, headers=orders.b)
+    assert hidden.status_code == absent.status_code == 422, hidden.text
+    [issue] = hidden.json()["issue"]
+    assert issue["code"] == "not-found" and issue["expression"] == ["Communication.basedOn[0]"]
+    assert hidden.json() == {
+        **absent.json(),
+        "issue": [{**absent.json()["issue"][0], "diagnostics": issue["diagnostics"]}],
+    }
+    assert issue["diagnostics"].replace("drA", "finns-inte") == absent.json()["issue"][0]["diagnostics"]
+    assert orders.reports() == []

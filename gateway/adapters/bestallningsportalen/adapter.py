@@ -98,7 +98,9 @@ def read_all(
 def _visible(svc: Services, context: RequestContext, order: Json, held: to_fhir.Known) -> bool:
     """Whether the client may see the stored order's first resource (its DeviceRequest or Task)."""
     first = held.by_id.get(_first_written(order, to_fhir.order_ids(SourceIds.of(svc.settings), order)))
-    return first is None or svc.hooks.policy.can_read(context, first.resource)
+    return first is None or svc.write_path.can_read(
+        context, str(first.resource["resourceType"]), first.res_id
+    )
 
 
 def _held(uow: UnitOfWork, ids: SourceIds, orders: list[Json]) -> list[to_fhir.Known]:

@@ -272,7 +272,7 @@ class Importer:
     ) -> Json:
         """The answer to a row whose Bundle writes nothing: the unit is stored as the row says."""
         device = known.device
-        if device is not None and not self.svc.hooks.policy.can_read(context, device.resource):
+        if device is not None and not self.svc.write_path.can_read(context, "Device", device.res_id):
             # another organisation's unit: answered as the write path would, telling nothing
             message = f"This client may not change {row['register']} {row['individnummer']}"
             raise Rejection(403, [Issue("error", "forbidden", message, ("individnummer",))])

@@ -1,0 +1,143 @@
+"""The access policy's rules: policy/access.yaml (GATEWAY_ACCESS_POLICY names another file), parsed and
+checked at start-up. What each rule means is in docs/security.md ("Organisation policy")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.model.types import Json
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """A resource of `res_type` relates the actors it names in the `actor` search parameters (or, `via`
+    a CareTeam, that team's participants) to the Patient in its `patient` search parameter. The relation
+    ends when its `ends_element` takes one of `ends_values` (a Task completed), or when the resource stops
+    naming the actor or the patient (a Device returned), and lapses `Rules.lasts_days` after. A client
+    that is not trusted relates another unit by writing one only through its `referral` parameters (the
+    owner of a Task it addresses to that unit)."""
+
+    res_type: str
+    actor: tuple[str, ...]
+    patient: str
+    via_param: str | None = None
+    via_type: str | None = None
+    ends_element: str = "status"
+    ends_values: frozenset[str] = frozenset()
+    referral: tuple[str, ...] = ()
+
+    def ended(self, resource: Json) -> bool:
+        return resource.get(self.ends_element) in self.ends_values
+
+
+@dataclass(frozen=True)
+class RestrictedOwner:
+    element: str
+    may_change: frozenset[str]
+
+
+@dataclass(frozen=True)
+class GatewayTasks:
+    """Tasks the gateway sets up (by their code): what a client that is not exempt may change in one."""
+
+    codes: frozenset[tuple[str, str]]
+    may_change: frozenset[str]
+
+    def covers(self, resource: Json | None) -> bool:
+        if resource is None or resource.get("resourceType") != "Task":
+            return False
+        code = resource.get("code")
+        codings = code.get("coding") if isinstance(code, dict) else None
+        return any(coding(c) in self.codes for c in (codings if isinstance(codings, list) else []))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """policy/access.yaml, parsed and checked."""
+
+    hsa_system: str
+    exempt_client_prefixes: tuple[str, ...]
+    exempt_clients: frozenset[str]
+    public_types: frozenset[str]
+    relationships: tuple[Relationship, ...]
+    lasts_days: int
+    patient_elements: tuple[str, ...]
+    link_elements: tuple[str, ...]
+    patient_wide_types: frozenset[str]
+    addressed_types: dict[str, str]
+    ownership_elements: tuple[str, ...]
+    restricted_owners: dict[str, RestrictedOwner]
+    gateway_tasks: GatewayTasks
+    protected_labels: frozenset[tuple[str, str]]
+    masked_elements: tuple[str, ...]
+    masked_parameters: frozenset[str]
+    unmasked_clients: frozenset[str]
+    unmasked_organizations: frozenset[str]
+    identity_systems: frozenset[str]
+
+    def relationship(self, res_type: str) -> Relationship | None:
+        return next((r for r in self.relationships if r.res_type == res_type), None)
+
+    @classmethod
+    def load(cls, path: Path) -> Rules:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the access policy must be a mapping")
+        protected = data.get("protected_identity") or {}
+        tasks = data.get("gateway_tasks") or {}
+        return cls(
+            hsa_system=str(data["hsa_system"]),
+            exempt_client_prefixes=tuple(data.get("exempt_client_prefixes") or ()),
+            exempt_clients=frozenset(data.get("exempt_clients") or ()),
+            public_types=frozenset(data.get("public_types") or ()),
+            relationships=tuple(_relationship(item) for item in data["relationships"]),
+            lasts_days=int(data.get("relationship_lasts_days", 90)),
+            patient_elements=tuple(data.get("patient_elements") or ()),
+            link_elements=tuple(data.get("link_elements") or ()),
+            patient_wide_types=frozenset(data.get("patient_wide_types") or ()),
+            addressed_types={str(k): str(v) for k, v in (data.get("addressed_types") or {}).items()},
+            ownership_elements=tuple(data.get("ownership_elements") or ()),
+            restricted_owners={
+                str(k): RestrictedOwner(str(v["element"]), frozenset(v["may_change"]))
+                for k, v in (data.get("restricted_owners") or {}).items()
+            },
+            gateway_tasks=GatewayTasks(
+                frozenset((str(x["system"]), str(x["code"])) for x in tasks.get("codes") or ()),
+                frozenset(str(e) for e in tasks.get("may_change") or ()),
+            ),
+            protected_labels=frozenset(
+                (str(x["system"]), str(x["code"])) for x in protected.get("labels") or ()
+            ),
+            masked_elements=tuple(protected.get("masked_elements") or ()),
+            masked_parameters=frozenset(protected.get("masked_parameters") or ()),
+            unmasked_clients=frozenset(protected.get("allow_clients") or ()),
+            unmasked_organizations=frozenset(protected.get("allow_organizations") or ()),
+            identity_systems=frozenset(str(s) for s in data.get("identity_systems") or ()),
+        )
+
+
+def _relationship(item: dict[str, Any]) -> Relationship:
+    via = item.get("via")
+    actor = via["actor"] if via else item["actor"]
+    ends = item.get("ends") or {}
+    if len(ends) > 1:
+        raise ValueError(f"relationship {item['type']}: `ends` names one element")
+    element, values = next(iter(ends.items())) if ends else ("status", [])
+    return Relationship(
+        str(item["type"]),
+        tuple(str(a) for a in actor),
+        str(item["patient"]),
+        str(via["param"]) if via else None,
+        str(via["type"]) if via else None,
+        str(element),
+        frozenset(str(v) for v in values),
+        tuple(str(r) for r in item.get("referral") or ()),
+    )
+
+
+def coding(label: Any) -> tuple[Any, Any]:
+    return (label.get("system"), label.get("code")) if isinstance(label, dict) else (None, None)
