@@ -29,6 +29,7 @@ from gateway.security.audit import AuditRequests
 from gateway.security.endpoints import check_base_url, warn_if_off
 from gateway.security.endpoints import router as security_router
 from gateway.security.middleware import Authenticate
+from gateway.security.proxies import ForwardedFor, TrustedProxies
 from gateway.security.tokens import Authority
 from gateway.services import Services
 
@@ -69,8 +70,10 @@ def create_app(
     settings: Settings | None = None, hooks: Hooks | None = None, services: Services | None = None
 ) -> FastAPI:
     settings = settings or Settings.from_env()
-    # Before anything is built: with auth on and no base URL, start-up stops here.
+    # Before anything is built: with auth on and no base URL, start-up stops here; so does a malformed
+    # GATEWAY_TRUSTED_PROXIES entry.
     check_base_url(services.settings if services is not None else settings)
+    trusted = TrustedProxies((services.settings if services is not None else settings).trusted_proxies)
     svc = services or Services.build(settings, hooks)
 
     @asynccontextmanager
@@ -105,8 +108,10 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if svc.settings.auth:  # added last, so it runs first: a refused request costs no body
         app.add_middleware(Authenticate, authority=app.state.authority)
-    if svc.audit is not None:  # outermost: sees refused tokens, and refuses all while the queue is full
+    if svc.audit is not None:  # sees refused tokens, and refuses all while the queue is full
         app.add_middleware(AuditRequests, sink=svc.audit)
+    if trusted.networks:  # outermost: the client's address behind a trusted proxy, for all the others
+        app.add_middleware(ForwardedFor, trusted=trusted)
     warn_if_off(svc.settings)
     app.add_exception_handler(FhirError, handle_fhir_error)
     app.add_exception_handler(Exception, handle_unexpected)

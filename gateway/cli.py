@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from gateway.adapters.cli import import_app
 from gateway.adapters.hl7v2 import cli as hl7v2_cli
+from gateway.adapters.quarantine_cli import quarantine_app
 from gateway.config import Settings
 from gateway.errors import FhirError, Issue
 from gateway.fhir import transaction
@@ -38,6 +39,7 @@ app = typer.Typer(
 db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db, name="db")
 app.add_typer(import_app, name="import")
+app.add_typer(quarantine_app, name="quarantine")
 app.command("mllp")(hl7v2_cli.mllp)
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
@@ -76,6 +78,7 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=False,
+        proxy_headers=False,  # forwarded headers: only from GATEWAY_TRUSTED_PROXIES (security/proxies.py)
     )
 
 

@@ -89,6 +89,9 @@ class Settings:
     region_clients: tuple[str, ...] = ()
     # Client ids that see protected-identity Patients unmasked, besides those in the policy file.
     protected_identity_clients: tuple[str, ...] = ()
+    # Reverse proxies (IP addresses, CIDR networks) whose X-Forwarded-For / Forwarded headers give the
+    # client's address (audit source address); from any other peer those headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
     # AuditEvent on every access (docs/security.md): off only for trials and benchmarks without it.
     audit: bool = True
     # Records waiting for the batch writer; when full, requests fail closed with 503.
@@ -151,6 +154,7 @@ class Settings:
             access_policy=Path(os.environ.get("GATEWAY_ACCESS_POLICY", str(defaults.access_policy))),
             region_clients=_list("GATEWAY_REGION_CLIENTS"),
             protected_identity_clients=_list("GATEWAY_PROTECTED_IDENTITY_CLIENTS"),
+            trusted_proxies=_list("GATEWAY_TRUSTED_PROXIES"),
             audit=_switch("GATEWAY_AUDIT", defaults.audit),
             audit_queue_size=_int("GATEWAY_AUDIT_QUEUE_SIZE", defaults.audit_queue_size),
             audit_batch_size=_int("GATEWAY_AUDIT_BATCH_SIZE", defaults.audit_batch_size),

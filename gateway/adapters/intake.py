@@ -183,21 +183,41 @@ def batch_response(entries: list[Json]) -> Json:
     return {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
 
 
+@dataclass(frozen=True)
+class Quarantine:
+    """Where a rejected record goes: the quarantine, under the client that sent it (None: the gateway's
+    own), or nowhere (`keep` False: a replay of a quarantined record is not quarantined twice)."""
+
+    engine: Engine
+    adapter: str
+    client_id: str | None = None
+    keep: bool = True
+
+
 async def reject(
-    engine: Engine,
-    adapter: str,
+    where: Quarantine,
     rejection: Rejection,
     raw: bytes,
     content_type: str,
     source_key: str,
-    keep: bool = True,
+    keyed: bool = True,
 ) -> Json:
-    """The answer to a rejected record, which is first quarantined verbatim when `keep` (a replay of a
-    quarantined record is not quarantined twice)."""
+    """The answer to a rejected record, which is first quarantined verbatim (`quarantine.put`: `keyed`
+    False when `source_key` is no key of the record, only where it was)."""
     answer = entry(rejection.status, rejection.issues)
-    if keep:
+    if where.keep:
         outcome = answer["response"]["outcome"]
-        await run_in_threadpool(quarantine.put, engine, adapter, raw, content_type, outcome, source_key)
+        await run_in_threadpool(
+            quarantine.put,
+            where.engine,
+            where.adapter,
+            raw,
+            content_type,
+            outcome,
+            source_key,
+            where.client_id,
+            keyed,
+        )
     return answer
 
 

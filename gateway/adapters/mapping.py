@@ -1,12 +1,11 @@
 """The adapters' mapping engine: reads the source-to-FHIR tables under mappings/<source>/ (fields.yaml:
 what each source field must be and where it goes; codes.yaml: code maps), checks a source record against
 them with errors named by the record's own paths (`patient.personnummer`, `rader[0].antal`), and holds what
-every adapter shares: identifier systems, Swedish personal identity numbers, deterministic ids, and the
+every adapter shares: identifier systems, Swedish personal identity numbers, and the
 merge of master data (Patient, Organization, Practitioner) that never erases what a source lacks."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gateway.adapters.ids import SourceIds
 from gateway.config import REPO_ROOT
 from gateway.errors import Issue
 from gateway.model.types import Json
@@ -286,22 +286,7 @@ def _lookup(record: Any, path: str) -> Any:
     return node
 
 
-# -- ids and references ---------------------------------------------------------------------------------
-
-_ID_SAFE = re.compile(r"^[A-Za-z0-9.-]{1,40}$")
-
-
-def key_id(prefix: str, key: str) -> str:
-    """A deterministic resource id from a source key: readable when the key is id-safe, else hashed."""
-    if _ID_SAFE.match(key):
-        return f"{prefix}-{key}"
-    return f"{prefix}x-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
-
-
-def urn(*parts: str) -> str:
-    """A deterministic urn:uuid for a Bundle entry's fullUrl."""
-    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()
-    return f"urn:uuid:{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-8{digest[17:20]}-{digest[20:32]}"
+# -- references ---------------------------------------------------------------------------------------
 
 
 def identifier_query(system: str, value: str) -> str:
@@ -415,10 +400,12 @@ class Found:
 
 class BundleBuilder:
     """Collects one source record's transaction entries; `event` is the source event's time, which
-    decides whose fields win when master data (Patient, Organization, …) is merged."""
+    decides whose fields win when master data (Patient, Organization, …) is merged; `ids` make the
+    entries' ids and fullUrls (gateway/adapters/ids.py)."""
 
-    def __init__(self, event: str) -> None:
+    def __init__(self, event: str, ids: SourceIds) -> None:
         self.event = event
+        self.ids = ids
         self.entries: list[Json] = []
         self.targets: list[str] = []
 
@@ -432,7 +419,7 @@ class BundleBuilder:
         """Upsert master data on its identifier: merged with what is held (a source lacking a field never
         erases it), or a conditional create; nothing when the merge changes nothing."""
         res_type = resource["resourceType"]
-        full_url = urn(res_type, system, value)
+        full_url = self.ids.urn(res_type, system, value)
         if found is None:
             request = {"method": "POST", "url": res_type, "ifNoneExist": identifier_query(system, value)}
             return self.entry(full_url, new_master(resource, self.event), request)

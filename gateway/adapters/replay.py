@@ -1,4 +1,5 @@
-"""Replaying a quarantined input through the adapter that rejected it."""
+"""`gateway import --replay ID`: the operator replays a quarantined input (any client's) through the
+adapter that rejected it, as the adapter's own client (the gateway itself: no source binding applies)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from gateway.adapters import quarantine
 from gateway.adapters.cli import ImportAudit
 from gateway.adapters.registry import ADAPTERS
 from gateway.config import Settings
-from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json
 from gateway.services import Services
 
@@ -36,9 +36,7 @@ def _replay(svc: Services, item_id: int) -> int:
     if adapter is None:
         console.print(f"[red]no adapter named {item.adapter} to replay input {item_id}")
         return 2
-    context = RequestContext(
-        principal=Principal(client_id=f"adapter:{item.adapter}"), base_url=svc.settings.base_url
-    )
+    context = adapter.client.context(svc)  # the operator replays as the adapter: the gateway itself
     audit = ImportAudit(svc, context, "--replay")
     response: Json | None = None
     try:

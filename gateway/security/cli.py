@@ -1,4 +1,5 @@
-"""`gateway clients add|list|disable|enable|remove|demo`, `gateway keys rotate` and `gateway demo-token`."""
+"""`gateway clients add|list|sources|disable|enable|remove|demo`, `gateway keys rotate` and
+`gateway demo-token`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from sqlalchemy import Engine
 
 from gateway.config import REPO_ROOT, Settings
-from gateway.security import keys, store
+from gateway.security import keys, sources, store
 from gateway.security.jwts import CLIENT_ALGORITHMS
 from gateway.security.scopes import GATEWAY_SCOPES, is_known, split
 from gateway.security.sealing import Sealer
@@ -68,14 +69,30 @@ def _scopes(text: str) -> list[str]:
     return scopes
 
 
+def _sources(texts: list[str], option: str = "--source") -> list[str]:
+    """`KIND:ID` sources in their canonical form; a usage error (exit 2) for any other text."""
+    try:
+        return [sources.parse(text) for text in texts]
+    except sources.SourceError as error:
+        raise typer.BadParameter(str(error), param_hint=option) from error
+
+
+SOURCE_HELP = (
+    "A source whose records it may send to an adapter entrance (repeatable): "
+    "bestallningsportalen:PORTAL-ID, device-register:REGISTER@OWNER-HSA-ID, hl7v2:MSH-4-HSA-ID."
+)
+
+
 @clients_app.command("add")
 def add(
     name: Annotated[str, typer.Option(help="A name people recognise.")],
     org: Annotated[str, typer.Option(help="HSA-id of the organisation the client acts for.")],
     jwks: Annotated[Path, typer.Option(help="File with the client's public keys (a JWKS, RS384/ES384).")],
     scopes: Annotated[str, typer.Option(help='Scopes it may be granted, e.g. "system/Task.cruds".')],
+    source: Annotated[list[str] | None, typer.Option("--source", help=SOURCE_HELP)] = None,
 ) -> None:
     """Register a client; prints `client_id: <id>`."""
+    bound = _sources(source or [])
     try:
         document = public_jwks(json.loads(jwks.read_text(encoding="utf-8")))
     except (OSError, ValueError) as error:
@@ -84,18 +101,46 @@ def add(
     granted = _scopes(scopes)
     _settings, engine = _engine()
     try:
-        client = store.add_client(engine, name, org, document, granted)
+        client = store.add_client(engine, name, org, document, granted, sources=bound)
     finally:
         engine.dispose()
     print(f"client_id: {client.client_id}")
 
 
+@clients_app.command("sources")
+def sources_(
+    client_id: Annotated[str, typer.Argument(help="The registered client.")],
+    add: Annotated[
+        list[str] | None, typer.Option("--add", help="Bind it to this source (repeatable).")
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", help="Unbind it from this source (repeatable).")
+    ] = None,
+) -> None:
+    """Show, bind or unbind the sources a client may send records of; prints its sources, one a line."""
+    added, removed = _sources(add or [], "--add"), _sources(remove or [], "--remove")
+    _settings, engine = _engine()
+    try:
+        if store.get_client(engine, client_id) is None:
+            console.print(f"[red]no registered client {client_id!r}[/red]")
+            raise typer.Exit(2)
+        sources.unbind(engine, client_id, removed)
+        sources.bind(engine, client_id, added)
+        bound = sorted(sources.of_client(engine, client_id))
+    finally:
+        engine.dispose()
+    for item in bound:
+        print(item)
+
+
 @clients_app.command("list")
 def list_() -> None:
-    """The registered clients, oldest first; then the disabled client ids of the external issuer."""
+    """The registered clients, oldest first (id, name, organisation, scopes, key ids, bound sources);
+    then the disabled client ids of the external issuer."""
     _settings, engine = _engine()
     try:
         found = store.list_clients(engine)
+        bound = sources.of_clients(engine)
         disabled = store.disabled_external(engine)
     finally:
         engine.dispose()
@@ -103,7 +148,7 @@ def list_() -> None:
         state = "" if client.active else " (disabled)"
         kids = ",".join(str(key.get("kid")) for key in client.jwks.get("keys", []))
         fields = (client.client_id, client.name, client.organization, " ".join(client.scopes), f"keys={kids}")
-        print("\t".join(fields) + state)
+        print("\t".join([*fields, "sources=" + ",".join(bound.get(client.client_id, []))]) + state)
     for client_id, since in disabled:
         print(f"{client_id}\t(external client id, disabled since {since:%Y-%m-%d %H:%M:%S} UTC)")
 

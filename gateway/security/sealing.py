@@ -53,6 +53,13 @@ def development_secret(path: Path) -> str:
     return secret
 
 
+def key_secret(settings: Settings) -> str:
+    """The installation's secret: GATEWAY_KEY_SECRET, else the development secret file's. Every key the
+    gateway derives from it (this module's AES key, the adapters' id key: `gateway/adapters/ids.py`) has
+    an HKDF `info` of its own."""
+    return settings.key_secret or development_secret(settings.key_secret_file)
+
+
 class Sealer:
     """Seals and opens private JWKs with a key derived from one secret."""
 
@@ -65,7 +72,7 @@ class Sealer:
     @classmethod
     def of(cls, settings: Settings) -> Sealer:
         """From GATEWAY_KEY_SECRET, else from the development secret file."""
-        return cls(settings.key_secret or development_secret(settings.key_secret_file))
+        return cls(key_secret(settings))
 
     def seal(self, kid: str, private_jwk: dict[str, Any]) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.hooks import internal_client
+from gateway.security import sources as client_sources
 from gateway.store.database import WRITE_OPTION
 from gateway.store.tables import AssertionJti, DisabledClient, OAuthClient, SigningKey
 
@@ -69,7 +71,9 @@ def add_client(
     jwks: dict[str, Any],
     scopes: list[str],
     client_id: str | None = None,
+    sources: Sequence[str] = (),
 ) -> Client:
+    """Register a client, bound to `sources` (canonical `KIND:ID`, `gateway.security.sources.parse`)."""
     if client_id is not None and internal_client(client_id):
         raise ValueError(f"'{client_id}' is a client id the gateway keeps for itself")
     client = Client(
@@ -87,6 +91,7 @@ def add_client(
                 active=True,
             )
         )
+        client_sources.insert_rows(connection, client.client_id, sources)
     return client
 
 

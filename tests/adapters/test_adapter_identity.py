@@ -30,6 +30,9 @@ from tests.security.conftest import bearer, register
 
 ORDERS = "/adapters/bestallningsportalen/orders"
 PORTAL_HSA = "SE2321000016-PORTAL"
+PORTAL = "bestallningsportalen:BP"  # the golden orders' portal: source.yaml portal_id
+SESAM_MAH1 = "device-register:SESAM@SE2321000016-MAH1"  # the golden register rows' register and owner
+KS01 = "hl7v2:SE2321000016-KS01"  # the test messages' sending facility
 
 
 @pytest.fixture
@@ -70,7 +73,7 @@ def entities(event: dict[str, Any], role: str) -> set[str]:
 
 
 def test_an_order_is_written_as_the_calling_client(audited: Services, api: TestClient) -> None:
-    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, org=PORTAL_HSA, region=True)
+    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, org=PORTAL_HSA, sources=(PORTAL,))
     token = bearer(portal.token(api, ADAPTER_BESTALLNINGSPORTALEN))
     response = api.post(ORDERS, json=golden("01"), headers=token)
     assert response.status_code == 200, response.text
@@ -83,26 +86,25 @@ def test_an_order_is_written_as_the_calling_client(audited: Services, api: TestC
     ]
 
 
-def test_the_calling_clients_organisation_bounds_what_the_adapter_writes(
-    audited: Services, api: TestClient
-) -> None:
-    """Not region-wide, the portal's client may not write master data of other organisations."""
+def test_a_client_not_bound_to_the_portal_writes_nothing(audited: Services, api: TestClient) -> None:
+    """An organisation's client holding the entrance scope but not bound to the portal: the order is
+    refused (403) before anything is read or written, and audited as the client's import."""
     portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, org=PORTAL_HSA)
     token = bearer(portal.token(api, ADAPTER_BESTALLNINGSPORTALEN))
     [entry] = api.post(ORDERS, json=golden("01"), headers=token).json()["entry"]
-    assert entry["response"]["status"].startswith("403")
-    creates = [event for event in events(audited) if event["subtype"][0]["code"] == "create"]
-    assert creates and {event["outcome"] for event in creates} == {"4"}  # rolled back, audited as refused
-    assert writers(creates, "create") == {portal.client_id}
+    assert entry["response"]["status"] == "403 Forbidden"
+    found = events(audited)
+    assert not [event for event in found if event["subtype"][0]["code"] != "import"]
+    assert writers(found, "import") == {portal.client_id}
 
 
 def test_another_organisations_stored_order_is_answered_without_telling_anything(
     audited: Services, api: TestClient
 ) -> None:
-    """A replay (or other content for the same version) of an order the caller may not see gets 403 with
-    no location and no word of the stored version, as the write path would answer: not 200 with the
-    DeviceRequest's location, nor 409 "stored with different content"."""
-    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, region=True)
+    """A replay (or other content for the same version) of an order by a client not bound to its portal
+    gets 403 with no location and no word of the stored version: not 200 with the DeviceRequest's
+    location, nor 409 "stored with different content"."""
+    portal = register(audited, ADAPTER_BESTALLNINGSPORTALEN, sources=(PORTAL,))
     stored = api.post(
         ORDERS, json=golden("01"), headers=bearer(portal.token(api, ADAPTER_BESTALLNINGSPORTALEN))
     )
@@ -120,7 +122,10 @@ def test_another_organisations_stored_order_is_answered_without_telling_anything
 def test_another_organisations_unchanged_unit_is_answered_without_telling_anything(
     audited: Services, api: TestClient
 ) -> None:
-    register_client = register(audited, ADAPTER_DEVICE_REGISTER, region=True)
+    """Another owner's client, bound to its own owner in the same register, sends a row naming itself as
+    the owner of a unit MAH1 holds: 403 with no location and no word of the unit, whether the row
+    changes the unit or not."""
+    register_client = register(audited, ADAPTER_DEVICE_REGISTER, sources=(SESAM_MAH1,))
     body = ("\n".join([HEADER, row_of("01")]) + "\n").encode()
     kind = {"Content-Type": "text/csv"}
     url = "/adapters/device-register/records"
@@ -128,17 +133,23 @@ def test_another_organisations_unchanged_unit_is_answered_without_telling_anythi
     assert api.post(url, content=body, headers={**token, **kind}).json()["entry"][0]["response"][
         "status"
     ] == ("201 Created")
-    stranger = register(audited, ADAPTER_DEVICE_REGISTER, org="SE2321000016-OTHER")
+    other = "SE2321000016-OTHER"
+    stranger = register(
+        audited, ADAPTER_DEVICE_REGISTER, org=other, sources=(f"device-register:SESAM@{other}",)
+    )
     token = bearer(stranger.token(api, ADAPTER_DEVICE_REGISTER))
-    [entry] = api.post(url, content=body, headers={**token, **kind}).json()["entry"]
-    assert entry["response"]["status"] == "403 Forbidden"
-    assert "location" not in entry["response"]
+    for row in (changed("01", agare_hsaid=other), changed("01", agare_hsaid=other, modell="X-1")):
+        body = ("\n".join([HEADER, row]) + "\n").encode()
+        [entry] = api.post(url, content=body, headers={**token, **kind}).json()["entry"]
+        assert entry["response"]["status"] == "403 Forbidden"
+        assert "location" not in entry["response"]
+        assert "Device/" not in json.dumps(entry)
 
 
 def test_register_rows_and_hl7_messages_are_written_as_the_calling_client(
     audited: Services, api: TestClient
 ) -> None:
-    register_client = register(audited, ADAPTER_DEVICE_REGISTER, region=True)
+    register_client = register(audited, ADAPTER_DEVICE_REGISTER, sources=(SESAM_MAH1,))
     token = bearer(register_client.token(api, ADAPTER_DEVICE_REGISTER))
     body = "\n".join([HEADER, row_of("01")]) + "\n"
     response = api.post(
@@ -149,7 +160,7 @@ def test_register_rows_and_hl7_messages_are_written_as_the_calling_client(
     assert response.json()["entry"][0]["response"]["status"] == "201 Created", response.text
     assert writers(events(audited), "create") == {register_client.client_id}
 
-    journal = register(audited, ADAPTER_HL7V2, region=True)
+    journal = register(audited, ADAPTER_HL7V2, sources=(KS01,))
     token = bearer(journal.token(api, ADAPTER_HL7V2))
     response = api.post(
         "/adapters/hl7v2", content=adt("A01", "M1"), headers={**token, "Content-Type": "application/hl7-v2"}
@@ -218,7 +229,7 @@ def test_the_cli_acts_as_a_named_registered_client(clean: Database, tmp_path: Pa
     orders = tmp_path / "orders.json"
     orders.write_text(json.dumps(golden("01")), encoding="utf-8")
     scopes = [ADAPTER_BESTALLNINGSPORTALEN]
-    store.add_client(clean.engine, "portal", PORTAL_HSA, {"keys": []}, scopes, "portal-client")
+    store.add_client(clean.engine, "portal", PORTAL_HSA, {"keys": []}, scopes, "portal-client", [PORTAL])
     store.add_client(clean.engine, "other", PORTAL_HSA, {"keys": []}, ["system/*.cruds"], "other-client")
     for unusable in ("no-such-client", "other-client"):
         result = _import(clean, "orders", "--client", unusable, str(orders))

@@ -19,6 +19,7 @@ from gateway.adapters.bestallningsportalen.adapter import ADAPTER, context_for
 from gateway.cli import app
 from gateway.services import Services
 from gateway.store.tables import ResourceVersion
+from tests.adapters.source_ids import bp
 from tests.conftest import Database
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "bestallningsportalen"
@@ -64,13 +65,13 @@ def errors(entry: dict[str, Any]) -> list[tuple[str, list[str]]]:
 def test_the_actual_prescriber_is_the_requester_and_the_orderer_only_the_enterer(client: TestClient) -> None:
     [entry] = post(client, golden("01"))
     assert entry["status"] == "201 Created"
-    assert entry["location"].startswith("DeviceRequest/bp-BP-2026-004711-r1/_history/1")
-    request = read(client, "DeviceRequest/bp-BP-2026-004711-r1")
+    assert entry["location"].startswith(f"DeviceRequest/{bp('BP-2026-004711', 'r1')}/_history/1")
+    request = read(client, f"DeviceRequest/{bp('BP-2026-004711', 'r1')}")
     role = read(client, request["requester"]["reference"])
     assert role["identifier"][0]["value"] == "SE2321000016-F9X8@SE2321000016-LUNG"
     assert "tag" not in request.get("meta", {})
     assert search(client, "Task?code=confirm-prescriber") == []
-    [provenance] = search(client, "Provenance?target=DeviceRequest/bp-BP-2026-004711-r1")
+    [provenance] = search(client, f"Provenance?target=DeviceRequest/{bp('BP-2026-004711', 'r1')}")
     by_type = {a["type"]["coding"][0]["code"]: a for a in provenance["agent"]}
     assert by_type["author"]["who"]["reference"] == request["requester"]["reference"]
     enterer = read(client, by_type["enterer"]["who"]["reference"])
@@ -89,17 +90,17 @@ def test_the_actual_prescriber_is_the_requester_and_the_orderer_only_the_enterer
         "2026-12-11",
         "2027-05-19",
     ]
-    assert request["supportingInfo"] == [{"reference": "Observation/bp-BP-2026-004711-selfcare"}]
+    assert request["supportingInfo"] == [{"reference": f"Observation/{bp('BP-2026-004711', 'selfcare')}"}]
 
 
 def test_an_unnamed_prescriber_is_tagged_and_confirmed_through_a_task(client: TestClient) -> None:
     [entry] = post(client, golden("02"))
     assert entry["status"] == "201 Created"
     tagged = search(client, f"DeviceRequest?_tag={TAGS}|unconfirmed-prescriber")
-    assert [r["id"] for r in tagged] == ["bp-BP-2026-004712-r1"]
+    assert [r["id"] for r in tagged] == [f"{bp('BP-2026-004712', 'r1')}"]
     orderer_role = tagged[0]["requester"]["reference"]
     [task] = search(client, "Task?code=confirm-prescriber&status=requested")
-    assert task["focus"] == {"reference": "DeviceRequest/bp-BP-2026-004712-r1"}
+    assert task["focus"] == {"reference": f"DeviceRequest/{bp('BP-2026-004712', 'r1')}"}
     owner = read(client, task["owner"]["reference"])
     assert owner["identifier"][0]["value"] == "SE2321000016-LUNG"
     # the ordering unit names the real prescriber (known from another order) and completes the Task
@@ -117,15 +118,15 @@ def test_an_unnamed_prescriber_is_tagged_and_confirmed_through_a_task(client: Te
         ],
     }
     assert client.put(f"/fhir/Task/{task['id']}", json=done).status_code == 200
-    request = read(client, "DeviceRequest/bp-BP-2026-004712-r1")
+    request = read(client, f"DeviceRequest/{bp('BP-2026-004712', 'r1')}")
     assert request["requester"]["reference"] == f"PractitionerRole/{real['id']}" != orderer_role
     assert "tag" not in request.get("meta", {})
     assert search(client, f"DeviceRequest?_tag={TAGS}|unconfirmed-prescriber") == []
-    assert len(search(client, "Provenance?target=DeviceRequest/bp-BP-2026-004712-r1")) == 2
+    assert len(search(client, f"Provenance?target=DeviceRequest/{bp('BP-2026-004712', 'r1')}")) == 2
     # a later version of the order, still without forskrivare, keeps the confirmed prescriber
     [again] = post(client, {**golden("02"), "version": 2, "meddelande": "Ändrad"})
     assert again["status"] == "200 OK", again
-    request = read(client, "DeviceRequest/bp-BP-2026-004712-r1")
+    request = read(client, f"DeviceRequest/{bp('BP-2026-004712', 'r1')}")
     assert request["requester"]["reference"] == f"PractitionerRole/{real['id']}"
     assert "tag" not in request.get("meta", {})
 
@@ -160,16 +161,16 @@ def test_a_higher_version_updates_and_withdraws_dropped_lines(client: TestClient
     newer["rader"] = [{**order["rader"][0], "antal": 20}]
     [entry] = post(client, newer)
     assert entry["status"] == "200 OK"
-    line1 = read(client, "DeviceRequest/bp-BP-2026-004714-r1")
+    line1 = read(client, f"DeviceRequest/{bp('BP-2026-004714', 'r1')}")
     assert line1["parameter"][0]["valueQuantity"]["value"] == 20
     assert line1["meta"]["versionId"] == "2"
-    assert read(client, "DeviceRequest/bp-BP-2026-004714-r2")["status"] == "revoked"
+    assert read(client, f"DeviceRequest/{bp('BP-2026-004714', 'r2')}")["status"] == "revoked"
     # cancelling the order revokes every line and cancels its open Tasks
     unconfirmed = golden("02")
     post(client, unconfirmed)
     post(client, {**unconfirmed, "version": 2, "status": "makulerad"})
-    assert read(client, "DeviceRequest/bp-BP-2026-004712-r1")["status"] == "revoked"
-    assert read(client, "Task/bp-BP-2026-004712-confirm")["status"] == "cancelled"
+    assert read(client, f"DeviceRequest/{bp('BP-2026-004712', 'r1')}")["status"] == "revoked"
+    assert read(client, f"Task/{bp('BP-2026-004712', 'confirm')}")["status"] == "cancelled"
 
 
 def test_versions_of_one_order_in_one_batch_are_applied_in_their_order(client: TestClient) -> None:
@@ -182,9 +183,9 @@ def test_versions_of_one_order_in_one_batch_are_applied_in_their_order(client: T
     entries = post(client, order, other, newer, other)
     assert [e["status"] for e in entries] == ["201 Created", "201 Created", "200 OK", "200 OK"], entries
     assert "nothing changed" in entries[3]["outcome"]["issue"][0]["diagnostics"]
-    line1 = read(client, "DeviceRequest/bp-BP-2026-004714-r1")
+    line1 = read(client, f"DeviceRequest/{bp('BP-2026-004714', 'r1')}")
     assert line1["parameter"][0]["valueQuantity"]["value"] == 20 and line1["meta"]["versionId"] == "2"
-    assert read(client, "DeviceRequest/bp-BP-2026-004714-r2")["status"] == "revoked"
+    assert read(client, f"DeviceRequest/{bp('BP-2026-004714', 'r2')}")["status"] == "revoked"
 
 
 def test_an_order_whose_write_fails_in_its_batch_is_written_alone_and_the_rest_still_load(
@@ -217,50 +218,55 @@ def test_a_version_without_follow_up_or_self_care_ends_the_earlier_ones(
 ) -> None:
     order = golden("01")  # uppfoljning and egenvard
     post(client, order)
-    [line] = [read(client, "DeviceRequest/bp-BP-2026-004711-r1")]
-    assert line["supportingInfo"] == [{"reference": "Observation/bp-BP-2026-004711-selfcare"}]
+    [line] = [read(client, f"DeviceRequest/{bp('BP-2026-004711', 'r1')}")]
+    assert line["supportingInfo"] == [{"reference": f"Observation/{bp('BP-2026-004711', 'selfcare')}"}]
     newer = {k: v for k, v in order.items() if k not in ("uppfoljning", "egenvard")}
     [entry] = post(client, {**newer, "version": 2})
     assert entry["status"] == "200 OK", entry
-    plan = read(client, "CarePlan/bp-BP-2026-004711-followup")
+    plan = read(client, f"CarePlan/{bp('BP-2026-004711', 'followup')}")
     assert plan["status"] == "revoked" and plan["meta"]["versionId"] == "2"
     assert "Version 2 of order BP-2026-004711 no longer has uppfoljning" in plan["note"][0]["text"]
     assert [a["detail"]["status"] for a in plan["activity"] if "detail" in a] == ["cancelled", "cancelled"]
     assert [a["reference"] for a in plan["activity"] if "reference" in a] == [
-        {"reference": "DeviceRequest/bp-BP-2026-004711-r1"}
+        {"reference": f"DeviceRequest/{bp('BP-2026-004711', 'r1')}"}
     ]
-    assessment = read(client, "Observation/bp-BP-2026-004711-selfcare")
+    assessment = read(client, f"Observation/{bp('BP-2026-004711', 'selfcare')}")
     assert assessment["status"] == "cancelled" and assessment["meta"]["versionId"] == "2"
     assert "no longer has egenvard" in assessment["note"][0]["text"]
-    assert "supportingInfo" not in read(client, "DeviceRequest/bp-BP-2026-004711-r1")
+    assert "supportingInfo" not in read(client, f"DeviceRequest/{bp('BP-2026-004711', 'r1')}")
     assert search(client, "CarePlan?status=active") == []
     assert search(client, "Observation?status=final") == []
-    [provenance] = search(client, "Provenance?_id=bp-BP-2026-004711")
+    [provenance] = search(client, f"Provenance?_id={bp('BP-2026-004711', 'provenance')}")
     targets = {t["reference"] for t in provenance["target"]}
-    assert {"CarePlan/bp-BP-2026-004711-followup", "Observation/bp-BP-2026-004711-selfcare"} <= targets
+    assert {
+        f"CarePlan/{bp('BP-2026-004711', 'followup')}",
+        f"Observation/{bp('BP-2026-004711', 'selfcare')}",
+    } <= targets
     # the same version again, and a later one still without them, leave them as they are
     history = versions(services)
     [again] = post(client, {**newer, "version": 2})
     assert again["status"] == "200 OK" and "nothing changed" in json.dumps(again["outcome"])
     assert versions(services) == history
     post(client, {**newer, "version": 3, "meddelande": "Ändrad igen"})
-    assert read(client, "CarePlan/bp-BP-2026-004711-followup")["meta"]["versionId"] == "2"
-    assert read(client, "Observation/bp-BP-2026-004711-selfcare")["meta"]["versionId"] == "2"
+    assert read(client, f"CarePlan/{bp('BP-2026-004711', 'followup')}")["meta"]["versionId"] == "2"
+    assert read(client, f"Observation/{bp('BP-2026-004711', 'selfcare')}")["meta"]["versionId"] == "2"
 
 
 def test_a_follow_up_activity_already_done_stands_when_the_plan_is_withdrawn(client: TestClient) -> None:
     order = golden("01")
     post(client, order)
-    plan = read(client, "CarePlan/bp-BP-2026-004711-followup")
+    plan = read(client, f"CarePlan/{bp('BP-2026-004711', 'followup')}")
     plan["activity"][1]["detail"]["status"] = "completed"  # the unit made the 21-day visit
     plan["activity"][2]["detail"]["status"] = "in-progress"
-    response = client.put("/fhir/CarePlan/bp-BP-2026-004711-followup", json=plan)
+    response = client.put(f"/fhir/CarePlan/{bp('BP-2026-004711', 'followup')}", json=plan)
     assert response.status_code == 200, response.text
     post(client, {**{k: v for k, v in order.items() if k != "uppfoljning"}, "version": 2})
-    withdrawn = read(client, "CarePlan/bp-BP-2026-004711-followup")
+    withdrawn = read(client, f"CarePlan/{bp('BP-2026-004711', 'followup')}")
     assert withdrawn["status"] == "revoked"
     assert [a["detail"]["status"] for a in withdrawn["activity"][1:]] == ["completed", "stopped"]
-    assert read(client, "Observation/bp-BP-2026-004711-selfcare")["status"] == "final"  # egenvard kept
+    assert (
+        read(client, f"Observation/{bp('BP-2026-004711', 'selfcare')}")["status"] == "final"
+    )  # egenvard kept
 
 
 def test_an_older_version_or_other_content_is_409_and_quarantined(
@@ -275,9 +281,9 @@ def test_an_older_version_or_other_content_is_409_and_quarantined(
     assert other["status"] == "409 Conflict"
     assert "different content" in errors(other)[0][0]
     items = quarantine.listing(services.engine, "bestallningsportalen")
-    assert [item.source_key for item in items] == ["BP-2026-004711 v1", "BP-2026-004711 v2"]
+    assert [item.source_key for item in items] == ["BP BP-2026-004711 v1", "BP BP-2026-004711 v2"]
     assert json.loads(items[1].payload)["meddelande"] == "Annat innehåll"
-    assert read(client, "DeviceRequest/bp-BP-2026-004711-r1")["meta"]["versionId"] == "1"
+    assert read(client, f"DeviceRequest/{bp('BP-2026-004711', 'r1')}")["meta"]["versionId"] == "1"
 
 
 REQUIRED = [
@@ -359,11 +365,11 @@ def test_a_batch_goes_on_past_bad_orders(client: TestClient) -> None:
 def test_hamtorder_and_arbetsorder_become_tasks_to_the_device_unit(client: TestClient) -> None:
     entries = post(client, golden("08"), golden("07"), golden("09"))
     assert [e["location"].split("/_history")[0] for e in entries] == [
-        "Task/bp-BP-2026-004718-task",
-        "Task/bp-BP-2026-004717-task",
-        "Task/bp-BP-2026-004719-task",
+        f"Task/{bp('BP-2026-004718', 'task')}",
+        f"Task/{bp('BP-2026-004717', 'task')}",
+        f"Task/{bp('BP-2026-004719', 'task')}",
     ]
-    pickup = read(client, "Task/bp-BP-2026-004718-task")
+    pickup = read(client, f"Task/{bp('BP-2026-004718', 'task')}")
     assert pickup["code"]["coding"][0]["code"] == "return-device" and pickup["status"] == "requested"
     device = read(client, pickup["focus"]["reference"])
     assert device["identifier"] == [
@@ -372,11 +378,11 @@ def test_hamtorder_and_arbetsorder_become_tasks_to_the_device_unit(client: TestC
             "value": "MAH-000123",
         }
     ]
-    work = read(client, "Task/bp-BP-2026-004717-task")
+    work = read(client, f"Task/{bp('BP-2026-004717', 'task')}")
     assert work["code"]["coding"][0]["code"] == "work-order"
     assert work["focus"] == pickup["focus"]  # the same unit, found by register + individnummer
     assert read(client, work["owner"]["reference"])["identifier"][0]["value"] == "SE2321000016-MAH1"
-    assert read(client, "Task/bp-BP-2026-004719-task")["status"] == "cancelled"
+    assert read(client, f"Task/{bp('BP-2026-004719', 'task')}")["status"] == "cancelled"
     assert search(client, "DeviceRequest") == []
 
 

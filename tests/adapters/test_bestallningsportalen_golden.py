@@ -1,6 +1,7 @@
 """Golden files: each order under tests/golden/bestallningsportalen/ (`*.order.json`) maps to exactly the
 transaction Bundle beside it (`*.bundle.json`), built against an empty gateway. The mapping is pure and
-its ids deterministic, so nothing volatile needs removing but `Provenance.recorded`, fixed here.
+its ids deterministic (under a fixed installation secret: tests/adapters/source_ids.py), so nothing
+volatile needs removing but `Provenance.recorded`, fixed here.
 Regenerate after a deliberate mapping change with GOLDEN_UPDATE=1 and review the diff."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from gateway.adapters import mapping
 from gateway.adapters.bestallningsportalen import to_fhir
+from tests.adapters.source_ids import GOLDEN_IDS
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "bestallningsportalen"
 ORDERS = sorted(GOLDEN.glob("*.order.json"))
@@ -35,7 +37,7 @@ def test_an_order_maps_to_its_golden_bundle(path: Path) -> None:
     raw = path.read_bytes()
     order = json.loads(raw)
     assert mapping.check(order, "bestallningsportalen") == []
-    bundle = to_fhir.build(order, raw, to_fhir.Known(), RECORDED)
+    bundle = to_fhir.build(order, raw, to_fhir.Known(), RECORDED, GOLDEN_IDS)
     expected_path = path.with_name(path.name.replace(".order.json", ".bundle.json"))
     if os.environ.get("GOLDEN_UPDATE") == "1":
         expected_path.write_text(json.dumps(bundle, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -32,6 +32,7 @@ from gateway.app import create_app
 from gateway.cli import app
 from gateway.services import Services
 from gateway.store.tables import ResourceVersion
+from tests.adapters.source_ids import bp
 from tests.conftest import Database
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "device_register"
@@ -118,7 +119,7 @@ def test_a_unit_on_loan_becomes_a_device_at_the_patient_used_for_its_order_line(
     [use] = search(client, f"DeviceUseStatement?device=Device/{unit['id']}")
     assert use["status"] == "active" and use["subject"] == unit["patient"]
     assert use["timingPeriod"]["start"] == "2026-11-25"
-    assert use["extension"][0]["valueReference"]["reference"] == "DeviceRequest/bp-BP-2026-004711-r1"
+    assert use["extension"][0]["valueReference"]["reference"] == f"DeviceRequest/{bp('BP-2026-004711', 'r1')}"
     [provenance] = search(client, f"Provenance?target=Device/{unit['id']}")
     binary = read(client, provenance["entity"][0]["what"]["reference"])
     assert binary["contentType"] == "text/csv"
@@ -224,7 +225,7 @@ def test_a_recalled_unit_at_a_patient_tasks_the_owner_and_tells_the_prescriber(c
     )
     assert task["owner"] == unit["owner"] and task["focus"]["reference"] == f"Device/{unit['id']}"
     [message] = search(client, "Communication")
-    request = read(client, "DeviceRequest/bp-BP-2026-004711-r1")
+    request = read(client, f"DeviceRequest/{bp('BP-2026-004711', 'r1')}")
     assert message["recipient"] == [request["requester"]]
     assert message["subject"] == unit["patient"]
     # the same row again: no second Task or message

@@ -1,6 +1,7 @@
 """Golden files: each register row under tests/golden/device_register/ (`*.csv`, a header and one row)
 maps to exactly the transaction Bundle beside it (`*.bundle.json`), built against an empty gateway. Nothing
-volatile needs removing but `recorded` (and the dates derived from it), fixed here. Regenerate after a
+volatile needs removing but `recorded` (and the dates derived from it), fixed here; ids are made under a
+fixed installation secret (tests/adapters/source_ids.py). Regenerate after a
 deliberate mapping change with GOLDEN_UPDATE=1 and review the diff."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gateway.adapters import mapping
 from gateway.adapters.device_register import to_fhir
 from gateway.adapters.device_register.adapter import fields, open_csv
 from gateway.adapters.device_register.parse import typed, verbatim
+from tests.adapters.source_ids import GOLDEN_IDS
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "device_register"
 ROWS = sorted(GOLDEN.glob("*.csv"))
@@ -37,7 +39,7 @@ def test_the_golden_rows_cover_every_register_status() -> None:
 def test_a_row_maps_to_its_golden_bundle(path: Path) -> None:
     [(record, raw)] = _rows(path)
     assert mapping.check(record, "device-register") == []
-    bundle, _notes = to_fhir.build(record, raw, to_fhir.Known(), RECORDED)
+    bundle, _notes = to_fhir.build(record, raw, to_fhir.Known(), RECORDED, GOLDEN_IDS)
     expected_path = path.with_suffix(".bundle.json")
     if os.environ.get("GOLDEN_UPDATE") == "1":
         expected_path.write_text(json.dumps(bundle, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

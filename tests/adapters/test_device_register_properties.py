@@ -19,6 +19,7 @@ from gateway.adapters.device_register.adapter import fields, open_csv
 from gateway.adapters.device_register.parse import typed, verbatim
 from gateway.services import Services
 from gateway.store.tables import ResourceVersion
+from tests.adapters.source_ids import GOLDEN_IDS
 
 SOURCE = "device-register"
 STATUSES = sorted(mapping.code_map(SOURCE, "register_status"))
@@ -93,7 +94,7 @@ def test_every_valid_row_passes_the_checks_and_maps(row: dict[str, str]) -> None
     assert record == {k: v for k, v in typed(values, fields()).items() if v != ""}
     assert mapping.check(record, SOURCE) == []
     bundle, _notes = to_fhir.build(
-        record, verbatim(export.header_text, parsed), to_fhir.Known(), "2026-11-22"
+        record, verbatim(export.header_text, parsed), to_fhir.Known(), "2026-11-22", GOLDEN_IDS
     )
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
     assert "Device" in kinds and kinds[-1] == "Provenance"

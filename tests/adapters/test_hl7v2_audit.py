@@ -20,6 +20,7 @@ from gateway.adapters.bestallningsportalen import to_fhir
 from gateway.adapters.bestallningsportalen.adapter import CHUNK
 from gateway.adapters.device_register.adapter import CHUNK as REGISTER_CHUNK
 from gateway.adapters.hl7v2.ack import read_ack
+from gateway.adapters.ids import SourceIds
 from gateway.security import store
 from gateway.security.scopes import ADAPTER_HL7V2
 from gateway.store.repository import Repository
@@ -97,7 +98,10 @@ def test_import_hl7_acts_as_a_named_registered_client(clean: Database, tmp_path:
     message = tmp_path / "admission.hl7"
     message.write_bytes(adt("A01", "H1"))
     # Only the entrance scope: it implies the adapter's writes, as at the REST entrance.
-    store.add_client(clean.engine, "journal", HOSPITAL_HSA, {"keys": []}, [ADAPTER_HL7V2], HOSPITAL_CLIENT)
+    sources = [f"hl7v2:{HOSPITAL_HSA}"]
+    store.add_client(
+        clean.engine, "journal", HOSPITAL_HSA, {"keys": []}, [ADAPTER_HL7V2], HOSPITAL_CLIENT, sources
+    )
     store.add_client(clean.engine, "other", HOSPITAL_HSA, {"keys": []}, ["system/*.cruds"], "other-client")
     for unusable in ("no-such-client", "other-client"):
         refused = gateway(clean, "import", "hl7", "--client", unusable, str(message))
@@ -195,9 +199,14 @@ def test_orders_imported_in_worker_processes_are_all_audited(clean: Database, tm
         "200", "201", "201", "201", "400"
     ]  # fmt: skip
     with clean.engine.connect() as connection:
-        provenance = Repository(connection).current("Provenance", to_fhir.order_id(first))
+        provenance = Repository(connection).current("Provenance", _provenance(clean, first))
     assert provenance is not None
     assert provenance.json()["extension"][0]["valueInteger"] == 2
+
+
+def _provenance(database: Database, order: dict[str, Any]) -> str:
+    """The Provenance id of an order, as the import's worker processes derive it (same secret)."""
+    return to_fhir.order_ids(SourceIds.of(database.settings()), order).provenance
 
 
 def test_orders_beyond_a_chunk_are_imported_in_worker_processes_each_once(
@@ -213,7 +222,7 @@ def test_orders_beyond_a_chunk_are_imported_in_worker_processes_each_once(
     assert f"orders: created {count}, updated 0, unchanged 0, rejected 0" in done.stderr
     assert len(imports(clean)) == count
     with clean.engine.connect() as connection:
-        stored = Repository(connection).current_of(("Provenance", to_fhir.order_id(o)) for o in orders)
+        stored = Repository(connection).current_of(("Provenance", _provenance(clean, o)) for o in orders)
     assert len(stored) == count
 
 

@@ -1,6 +1,7 @@
 """Golden messages: each tests/golden/hl7v2/NN-*.hl7 holds one or more messages; all but the last set the
 scene, and the last one's ACK code and transaction Bundle must equal NN-*.expected.json. The Patient's id
-(random when the gateway creates it) is replaced by PATIENT-ID. To accept a deliberate change of the
+(random when the gateway creates it) is replaced by PATIENT-ID; every other id derives from the message
+under a fixed installation secret (tests/adapters/source_ids.py). To accept a deliberate change of the
 mappings, run with GATEWAY_GOLDEN_UPDATE=1 and review the diff of the expected files."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from gateway.adapters.hl7v2 import service
 from gateway.adapters.hl7v2.message import Hl7Error, split_messages
 from gateway.services import Services
 from gateway.store.tables import Resource
+from tests.adapters.source_ids import GOLDEN_SECRET
+from tests.conftest import Database
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "hl7v2"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.hl7"))
@@ -36,8 +40,18 @@ def test_there_are_enough_golden_messages() -> None:
     assert len(CASES) >= 12
 
 
+@pytest.fixture
+def golden(database: Database) -> Iterator[Services]:
+    """Services whose ids are made under the golden files' fixed secret."""
+    database.clear()
+    built = Services.build(database.settings(key_secret=GOLDEN_SECRET), engine=database.engine)
+    yield built
+    built.close()
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_golden_message(case: str, services: Services) -> None:
+def test_golden_message(case: str, golden: Services) -> None:
+    services = golden
     messages = split_messages((GOLDEN / f"{case}.hl7").read_bytes())
     for message in messages[:-1]:
         assert asyncio.run(service.handle(services, message)).ack.code == "AA"

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from gateway.adapters import quarantine
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.message import Hl7Error
 from gateway.adapters.hl7v2.mllp import Listener, ListenerSettings, frame
@@ -56,8 +57,12 @@ class Running:
         self.thread.join(10)
 
 
-def register(services: Services, client_id: str, organization: str, scopes: list[str]) -> None:
-    store.add_client(services.engine, client_id, organization, {"keys": []}, scopes, client_id)
+def register(
+    services: Services, client_id: str, organization: str, scopes: list[str], bound: bool = True
+) -> None:
+    """A registered client, bound (unless not `bound`) to its organisation as a sending facility."""
+    sources = [f"hl7v2:{organization}"] if bound else []
+    store.add_client(services.engine, client_id, organization, {"keys": []}, scopes, client_id, sources)
 
 
 def hospital_senders(services: Services) -> Senders:
@@ -272,26 +277,30 @@ def test_the_entrance_scope_implies_the_adapters_writes(audited: Services) -> No
     assert {e["agent"][0]["who"]["identifier"]["value"] for e in writes} == {HOSPITAL_CLIENT}
 
 
-def test_the_organisation_policy_is_not_widened(database: Database) -> None:
-    """Not region-wide, the facility's client may not write the municipality's and primary care's
-    Tasks and Organizations: AE, nothing written, audited as its client."""
+def test_a_bound_facilitys_messages_are_the_gateways_writes_audited_as_its_client(
+    database: Database,
+) -> None:
+    """Not region-wide, the facility's client bound to its facility writes the municipality's and
+    primary care's Tasks and Organizations too: the message's writes run in the context of its source
+    (the gateway's own writes), audited as the client. Not bound, the same message is AR and nothing is
+    written (test_a_facility_whose_client_is_not_bound_to_it_is_refused_as_an_unlisted_one)."""
     database.clear()
     settings = database.settings(auth=True, audit=True, organisation_policy=True)
     services = Services.build(settings, engine=database.engine)
     try:
-        register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2, "system/*.cruds"])
+        register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2])
         running = listening(services, Senders({HOSPITAL_HSA: HOSPITAL_CLIENT}))
         try:
             [answer] = exchange(running.port, [adt("A01", "I3")])
         finally:
             running.stop()
-        code, control, text = read_ack(answer)
-        # its conditional PUTs match nothing it may see and it may not create by PUT (docs/security.md)
-        assert (code, control) == ("AE", "I3") and text.startswith("404")
-        assert count(services) == 0
+        assert read_ack(answer) == ("AA", "I3", "")
+        assert count(services) > 0
         [record] = audit_events(services, "subtype=import")
         assert record["agent"][0]["who"]["identifier"]["value"] == HOSPITAL_CLIENT
-        assert record["outcome"] == "4"
+        assert record["outcome"] == "0"
+        writes = audit_events(services, "subtype=create")
+        assert writes and {e["agent"][0]["who"]["identifier"]["value"] for e in writes} == {HOSPITAL_CLIENT}
     finally:
         services.close()
 
@@ -336,6 +345,29 @@ def test_a_client_without_the_adapter_scope_or_unregistered_gets_ar(services: Se
     assert first[:2] == ("AR", "J1") and ADAPTER_HL7V2 in first[2]
     assert second[:2] == ("AR", "J2") and "no active client" in second[2]
     assert count(services) == 0
+
+
+def test_a_facility_whose_client_is_not_bound_to_it_is_refused_as_an_unlisted_one(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The facility is mapped to an active client holding the scope but not bound to `hl7v2:<facility>`:
+    the same AR as for a facility not listed (the sender learns nothing of the mapping), a warning at
+    start-up, and the message quarantined under that client (replayable once it is bound)."""
+    register(services, HOSPITAL_CLIENT, HOSPITAL_HSA, [ADAPTER_HL7V2], bound=False)
+    with caplog.at_level(logging.WARNING, logger="gateway.adapters.hl7v2.mllp"):
+        running = listening(services, Senders({HOSPITAL_HSA: HOSPITAL_CLIENT}))
+    try:
+        unbound, unlisted = exchange(
+            running.port, [adt("A01", "U1"), adt("A01", "U1", facility="Karolinska^SE2321000016-XX99^L")]
+        )
+    finally:
+        running.stop()
+    assert f"not bound to the source hl7v2:{HOSPITAL_HSA}" in caplog.text
+    assert read_ack(unbound) == ("AR", "U1", f"The sending facility {HOSPITAL_HSA} is not accepted")
+    assert read_ack(unlisted) == ("AR", "U1", "The sending facility SE2321000016-XX99 is not accepted")
+    assert count(services) == 0
+    [item] = quarantine.listing(services.engine, "hl7v2")
+    assert (item.client_id, item.source_key) == (HOSPITAL_CLIENT, f"{HOSPITAL_HSA} U1")
 
 
 def test_without_a_list_every_facility_is_accepted_with_a_warning(

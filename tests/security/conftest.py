@@ -78,12 +78,14 @@ def register(
     alg: str = "ES384",
     org: str = "SE2321000016-TEST",
     region: bool = False,
+    sources: tuple[str, ...] = (),
 ) -> RegisteredClient:
-    """A registered client; with `region`, exempt from the organisation policy like the region's own
-    journal system (GATEWAY_REGION_CLIENTS), for tests of other things than who sees what."""
+    """A registered client, bound to `sources` (`KIND:ID`, what it may send to adapter entrances); with
+    `region`, exempt from the organisation policy like the region's own journal system
+    (GATEWAY_REGION_CLIENTS), for tests of other things than who sees what."""
     key = new_key(alg)
     jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
-    client = store.add_client(services.engine, f"test {alg}", org, jwks, scopes.split())
+    client = store.add_client(services.engine, f"test {alg}", org, jwks, scopes.split(), sources=sources)
     if region:
         policy = organisation_policy(services)
         policy.region_clients = policy.region_clients | {client.client_id}

@@ -1,16 +1,17 @@
-"""`gateway clients add|list|demo` and `gateway keys rotate`."""
+"""`gateway clients add|list|sources|demo` and `gateway keys rotate`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from joserfc.jwk import ECKey
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.security import store
+from gateway.security import sources, store
 from gateway.security.cli import DEMO_CLIENT_ID, assertion, seed_demo
 from gateway.services import Services
 from tests.conftest import Database
@@ -88,3 +89,61 @@ def test_demo_client_is_seeded_idempotently_and_gets_a_token(
     assert response.status_code == 200, response.text
     token = response.json()["access_token"]
     assert secure_client.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_clients_are_bound_to_sources_listed_and_rebound(
+    database: Database, secure_services: Services, tmp_path: Path
+) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [ECKey.generate_key("P-384", auto_kid=True).as_dict(private=False)]}))
+    base = ["clients", "add", "--name", "Region", "--org", "SE2321000016-MAH1", "--jwks", str(jwks)]
+    base += ["--scopes", "gateway/adapter.device-register gateway/adapter.hl7v2"]
+    code, out = _invoke(
+        database,
+        *base,
+        "--source",
+        "device-register:sesam@SE2321000016-MAH1",
+        "--source",
+        "hl7v2:SE2321000016-KS01",
+    )
+    assert code == 0, out
+    client_id = out.split()[1]
+    assert sources.of_client(secure_services.engine, client_id) == {
+        "device-register:SESAM@SE2321000016-MAH1",  # a register is one register however it is spelt
+        "hl7v2:SE2321000016-KS01",
+    }
+    code, out = _invoke(database, "clients", "list")
+    assert "sources=device-register:SESAM@SE2321000016-MAH1,hl7v2:SE2321000016-KS01" in out
+    code, out = _invoke(
+        database,
+        "clients",
+        "sources",
+        client_id,
+        "--add",
+        "bestallningsportalen:BP",
+        "--remove",
+        "hl7v2:SE2321000016-KS01",
+    )
+    assert code == 0, out
+    assert out.split() == ["bestallningsportalen:BP", "device-register:SESAM@SE2321000016-MAH1"]
+    assert _invoke(database, "clients", "sources", "no-such-client")[0] == 2
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "fhir:anything",  # no such kind
+        "device-register:SESAM",  # no owner
+        "device-register:SESAM@not-an-hsa-id",
+        "hl7v2:Karolinska",  # MSH-4 as an HSA-id
+        "bestallningsportalen:",
+        "bestallningsportalen:has space",
+        "SE2321000016-KS01",
+    ],
+)
+def test_clients_add_refuses_a_malformed_source(database: Database, tmp_path: Path, source: str) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [ECKey.generate_key("P-384").as_dict(private=False)]}))
+    args = ["clients", "add", "--name", "x", "--org", "o", "--jwks", str(jwks), "--scopes", "system/Task.r"]
+    result = CliRunner().invoke(app, [*args, "--source", source], env=database.environment())
+    assert result.exit_code == 2 and "--source" in result.output, result.output

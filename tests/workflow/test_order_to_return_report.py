@@ -130,28 +130,28 @@ LUNG = "SE2321000016-LUNG"
 MUNICIPAL_SCOPES = "system/*.rus"
 
 
-def client_for(services: Services, client_id: str, organization: str, scopes: str) -> RegisteredClient:
+def client_for(
+    services: Services, client_id: str, organization: str, scopes: str, sources: tuple[str, ...] = ()
+) -> RegisteredClient:
     key = new_key("ES384")
     jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
-    store.add_client(services.engine, client_id, organization, jwks, scopes.split(), client_id)
+    store.add_client(services.engine, client_id, organization, jwks, scopes.split(), client_id, sources)
     return RegisteredClient(client_id, key, "ES384")
 
 
 @pytest.fixture
 def secured(database: Database) -> Iterator[Services]:
-    """Auth, the organisation policy and audit on; the hospital's journal system and the order portal
-    (which writes every ordering unit's master data) are region-wide."""
+    """Auth, the organisation policy and audit on; no client is region-wide: the hospital's journal
+    system and the order portal write every organisation's data as the sources they are bound to."""
     database.clear()
-    settings = database.settings(
-        auth=True, organisation_policy=True, audit=True, region_clients=(HOSPITAL_CLIENT, "portal")
-    )
+    settings = database.settings(auth=True, organisation_policy=True, audit=True)
     built = Services.build(settings, engine=database.engine)
     yield built
     built.close()
 
 
 def test_the_same_journey_with_each_party_as_its_own_client(secured: Services) -> None:
-    portal = client_for(secured, "portal", LUNG, ADAPTER_BESTALLNINGSPORTALEN)
+    portal = client_for(secured, "portal", LUNG, ADAPTER_BESTALLNINGSPORTALEN, ("bestallningsportalen:BP",))
     # it answers Tasks; the return report of its rejection is the gateway's, written on its behalf
     municipality = client_for(secured, "stockholm-stad", KOMMUN, MUNICIPAL_SCOPES)
     lung = client_for(secured, "lung-journal", LUNG, "system/*.rs")

@@ -1,6 +1,8 @@
-"""The Beställningsportalen adapter: each order checked, compared with what is stored (idempotency by
-ordernummer + version), mapped to a transaction Bundle and handed to the common write path; a rejected
-order is quarantined verbatim. Each order's answer is one `batch-response` entry."""
+"""The Beställningsportalen adapter: each order checked (also that the client is bound to its portal:
+gateway/adapters/binding.py), compared with what is stored (idempotency by portal, ordernummer and
+version), mapped to a transaction Bundle and handed to the common write path in the context of its
+source; a rejected order is quarantined verbatim under the client that sent it. Each order's answer is one
+`batch-response` entry."""
 
 from __future__ import annotations
 
@@ -15,8 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from gateway.adapters import mapping as m
 from gateway.adapters.bestallningsportalen import to_fhir
 from gateway.adapters.bestallningsportalen.parse import Piece, pieces
+from gateway.adapters.binding import Bound, in_source, owner, refusal
+from gateway.adapters.ids import SourceIds
 from gateway.adapters.intake import (
     AdapterClient,
+    Quarantine,
     Rejection,
     batch_response,
     entry,
@@ -73,15 +78,17 @@ def read_all(
 ) -> list[tuple[to_fhir.Known, to_fhir.Known | None]]:
     """`read` for many orders in one read-only unit of work, each kind of thing read for all at once."""
 
+    ids = SourceIds.of(svc.settings)
+
     def work(uow: UnitOfWork) -> list[tuple[to_fhir.Known, to_fhir.Known | None]]:
-        helds = _held(uow, orders)
+        helds = _held(uow, ids, orders)
         new = [
             i
             for i, (order, held) in enumerate(zip(orders, helds, strict=True))
-            if (stored := _stored_version(held, to_fhir.order_id(order))) is None
+            if (stored := _stored_version(held, to_fhir.order_ids(ids, order))) is None
             or stored < to_fhir.version_of(order)
         ]
-        knowns = _known(svc, uow, [orders[i] for i in new], [helds[i] for i in new])
+        knowns = _known(svc, uow, ids, [orders[i] for i in new], [helds[i] for i in new])
         by_index = dict(zip(new, knowns, strict=True))
         return [(held, by_index.get(i)) for i, held in enumerate(helds)]
 
@@ -90,15 +97,15 @@ def read_all(
 
 def _visible(svc: Services, context: RequestContext, order: Json, held: to_fhir.Known) -> bool:
     """Whether the client may see the stored order's first resource (its DeviceRequest or Task)."""
-    first = held.by_id.get(_first_written(order, to_fhir.order_id(order)))
+    first = held.by_id.get(_first_written(order, to_fhir.order_ids(SourceIds.of(svc.settings), order)))
     return first is None or svc.write_path.can_read(
         context, str(first.resource["resourceType"]), first.res_id
     )
 
 
-def _held(uow: UnitOfWork, orders: list[Json]) -> list[to_fhir.Known]:
+def _held(uow: UnitOfWork, ids: SourceIds, orders: list[Json]) -> list[to_fhir.Known]:
     """Each order's own resources (deterministic ids) as stored, in one query for them all."""
-    wanted = [_own_ids(order) for order in orders]
+    wanted = [_own_ids(to_fhir.order_ids(ids, order), order) for order in orders]
     stored = uow.repository.current_of(key for keys in wanted for key in keys)
     helds = []
     for keys in wanted:
@@ -110,24 +117,33 @@ def _held(uow: UnitOfWork, orders: list[Json]) -> list[to_fhir.Known]:
     return helds
 
 
-def _own_ids(order: Json) -> list[tuple[str, str]]:
+def _own_ids(oids: to_fhir.OrderIds, order: Json) -> list[tuple[str, str]]:
     """(type, id) of the order's own resources other than its lines: its Provenance, this version's
     Binary, the first resource it writes, its Tasks, follow-up plan and self-care assessment."""
-    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
-    first = _first_written(order, oid).split("/")
+    first = _first_written(order, oids).split("/")
     return [
-        ("Provenance", oid),
-        ("Binary", f"{oid}-v{version}"),
+        ("Provenance", oids.provenance),
+        ("Binary", oids.binary(to_fhir.version_of(order))),
         (first[0], first[1]),
-        ("Task", f"{oid}-confirm"),
-        ("Task", f"{oid}-task"),
-        ("CarePlan", f"{oid}-followup"),
-        ("Observation", f"{oid}-selfcare"),
+        ("Task", oids.confirm),
+        ("Task", oids.task),
+        ("CarePlan", oids.followup),
+        ("Observation", oids.selfcare),
     ]
 
 
+def _own_line(oids: to_fhir.OrderIds, stored: Found) -> bool:
+    """Whether a DeviceRequest of the order's number is a line of this portal's order (its id is the
+    one its line identifier gives), not one of another portal's order of the same number."""
+    for identifier in stored.resource.get("identifier", []):
+        if identifier.get("system") == m.ORDER_LINE and isinstance(identifier.get("value"), str):
+            number, _, radnummer = identifier["value"].rpartition(":")
+            return number == oids.ordernummer and stored.res_id == oids.line(radnummer)
+    return False
+
+
 def _known(
-    svc: Services, uow: UnitOfWork, orders: list[Json], helds: list[to_fhir.Known]
+    svc: Services, uow: UnitOfWork, ids: SourceIds, orders: list[Json], helds: list[to_fhir.Known]
 ) -> list[to_fhir.Known]:
     """Everything each order touches that the gateway already holds (`helds`: what `_held` read): the
     master data they name, in a query per type for them all, and the lines of an earlier version of an
@@ -144,13 +160,16 @@ def _known(
         known.practitioners = {key[2]: held_by[key] for key in keys["practitioners"] if key in held_by}
         known.roles = {key[2]: held_by[key] for key in keys["roles"] if key in held_by}
         known.devices = {key[1:]: held_by[key] for key in keys["devices"] if key in held_by}
-        if f"Provenance/{to_fhir.order_id(order)}" in held.by_id:
+        oids = to_fhir.order_ids(ids, order)
+        if f"Provenance/{oids.provenance}" in held.by_id:
             # An earlier version is stored (every version writes the Provenance): its lines, to revoke the
-            # ones this version no longer has. A new order has none.
+            # ones this version no longer has (only this portal's: another's order may have the number).
             group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
             for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
-                known.lines[stored.res_id] = Found(stored.res_id, stored.version_id, stored.json())
-                known.by_id[f"DeviceRequest/{stored.res_id}"] = known.lines[stored.res_id]
+                line = Found(stored.res_id, stored.version_id, stored.json())
+                if _own_line(oids, line):
+                    known.lines[stored.res_id] = line
+                    known.by_id[f"DeviceRequest/{stored.res_id}"] = line
         knowns.append(known)
     return knowns
 
@@ -170,8 +189,8 @@ def _master_keys(order: Json) -> dict[str, list[tuple[str, str, str]]]:
     }
 
 
-def _stored_version(known: to_fhir.Known, oid: str) -> int | None:
-    provenance = known.by_id.get(f"Provenance/{oid}")
+def _stored_version(known: to_fhir.Known, oids: to_fhir.OrderIds) -> int | None:
+    provenance = known.by_id.get(f"Provenance/{oids.provenance}")
     if provenance is None:
         return None
     for extension in provenance.resource.get("extension", []):
@@ -194,11 +213,11 @@ def _check_lines(order: Json) -> list[Issue]:
     return issues
 
 
-def _first_written(order: Json, oid: str) -> str:
+def _first_written(order: Json, oids: to_fhir.OrderIds) -> str:
     kind = m.code_map(to_fhir.SOURCE, "ordertyp")[order["ordertyp"]]
     if kind["resource"] == "DeviceRequest":
-        return f"DeviceRequest/{oid}-r{order['rader'][0]['radnummer']}"
-    return f"Task/{oid}-task"
+        return f"DeviceRequest/{oids.line(order['rader'][0]['radnummer'])}"
+    return f"Task/{oids.task}"
 
 
 def _written(bundle: Json, response: Json, known: to_fhir.Known) -> tuple[list[Issue], dict[str, str]]:
@@ -249,26 +268,31 @@ async def import_chunk(
     svc: Services, context: RequestContext, pieces: list[Piece], keep_rejected: bool = True
 ) -> list[Json]:
     """Orders through the adapter, their batch-response entries in order. Never raises for bad input.
-    Each is checked; what is stored of the good ones is read in one unit of work and they are written
-    together (`_store_all`), on one worker thread; the rejected ones are then quarantined."""
+    Each is checked, also that the client is bound to its portal; what is stored of the good ones is
+    read in one unit of work and they are written together (`_store_all`), a portal's in the context of
+    that source, on one worker thread; the rejected ones are then quarantined under the client."""
+    bound = await run_in_threadpool(Bound.of, svc.engine, context)
     answers: dict[int, Json | Rejection] = {}
-    checked: list[tuple[int, Json, bytes]] = []
+    checked: dict[str, list[tuple[int, Json, bytes]]] = {}  # by source
+    keys: dict[int, str] = {}
     for index, piece in enumerate(pieces):
         try:
-            checked.append((index, _checked(piece), piece.raw.encode()))
+            order = _checked(piece)
+            keys[index] = f"{to_fhir.portal_of(order)} {order['ordernummer']} v{to_fhir.version_of(order)}"
+            checked.setdefault(_admitted(bound, order), []).append((index, order, piece.raw.encode()))
         except Rejection as rejection:
             answers[index] = rejection
-    if checked:
-        answers |= await run_in_threadpool(_store_all, svc, context, checked)
-    keys = {index: f"{order['ordernummer']} v{to_fhir.version_of(order)}" for index, order, _ in checked}
+    for source, orders in checked.items():
+        answers |= await run_in_threadpool(_store_all, svc, in_source(context, source), orders)
+    where = Quarantine(svc.engine, NAME, owner(context), keep_rejected)
     entries = []
     for index, piece in enumerate(pieces):
         answer = answers[index]
         if isinstance(answer, Rejection):
-            source_key = keys.get(index, f"#{piece.number}")
             raw = piece.raw.encode()
+            key = keys.get(index)
             answer = await reject(
-                svc.engine, NAME, answer, raw, "application/json", source_key, keep_rejected
+                where, answer, raw, "application/json", key or f"#{piece.number}", key is not None
             )
         entries.append(answer)
     return entries
@@ -283,6 +307,14 @@ def _checked(piece: Piece) -> Json:
     if issues:
         raise Rejection(400, issues)
     return dict(order)
+
+
+def _admitted(bound: Bound, order: Json) -> str:
+    """The order's source, if the client is bound to it; else Rejection (403, as for any source)."""
+    source = to_fhir.source_of(order)
+    if not bound.admits(source):
+        raise Rejection(403, [refusal(source, ())])
+    return source
 
 
 def _store_all(
@@ -320,7 +352,7 @@ def _store_all(
         return group, later
 
     def written(index: int, response: Json) -> None:
-        answers[index] = _answer(built[index], response)
+        answers[index] = _answer(svc, built[index], response)
 
     def alone(index: int) -> None:
         try:
@@ -343,9 +375,9 @@ def _prepare(
     """What an order becomes on what is stored of it: an answer given from that alone (a replay), a
     Rejection (another client's order, an older version, the same version with other content), or the
     Bundle that writes it."""
-    oid, version = to_fhir.order_id(order), to_fhir.version_of(order)
+    oids, version = to_fhir.order_ids(SourceIds.of(svc.settings), order), to_fhir.version_of(order)
     ordernummer = order["ordernummer"]
-    stored = _stored_version(held, oid)
+    stored = _stored_version(held, oids)
     if stored is not None and not _visible(svc, context, order, held):
         # another organisation's order: answered as the write path would, telling nothing of it
         message = f"This client may not change order {ordernummer}"
@@ -354,23 +386,24 @@ def _prepare(
         message = f"Order {ordernummer} version {version} is older than the stored version {stored}"
         raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
     if stored == version:
-        binary = held.by_id.get(f"Binary/{oid}-v{version}")
+        binary = held.by_id.get(f"Binary/{oids.binary(version)}")
         content = loads(base64.b64decode(binary.resource["data"])) if binary else None
         if content != order:
             message = f"Order {ordernummer} version {version} is stored with different content"
             raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
-        first = _first_written(order, oid)
+        first = _first_written(order, oids)
         found = held.by_id.get(first)
         location = f"{first}/_history/{found.version}" if found else None
         message = f"Order {ordernummer} version {version} is already stored; nothing changed"
         return entry(200, [Issue("information", "informational", message)], location)
     assert known is not None  # read whenever this version is not stored
-    return Built(order, raw, to_fhir.build(order, raw, known, to_instant(utc_now())), known, stored)
+    bundle = to_fhir.build(order, raw, known, to_instant(utc_now()), SourceIds.of(svc.settings))
+    return Built(order, raw, bundle, known, stored)
 
 
-def _answer(built: Built, response: Json) -> Json:
+def _answer(svc: Services, built: Built, response: Json) -> Json:
     issues, locations = _written(built.bundle, response, built.known)
-    first = _first_written(built.order, to_fhir.order_id(built.order))
+    first = _first_written(built.order, to_fhir.order_ids(SourceIds.of(svc.settings), built.order))
     return entry(201 if built.stored is None else 200, issues, locations.get(first))
 
 
@@ -389,7 +422,7 @@ def _store(svc: Services, context: RequestContext, order: Json, raw: bytes) -> J
                 continue  # master data changed between reading and writing: read again
             status = 409 if error.status == 409 else (error.status if error.status < 500 else 422)
             raise Rejection(status, explain(error, prepared.bundle)) from error
-        return _answer(prepared, response)
+        return _answer(svc, prepared, response)
     raise AssertionError("unreachable")
 
 
@@ -421,12 +454,13 @@ async def import_pieces(
 
 class OrderAdapter:
     name = NAME
+    client = CLIENT
 
     def replay(self, services: Services, context: RequestContext, payload: bytes, content_type: str) -> Json:
-        """Process a quarantined order (or batch) again; a still rejected one is not quarantined twice."""
+        """Process a quarantined order (or batch) again as `context`; a still rejected one is not
+        quarantined twice."""
         items = list(pieces([payload.decode("utf-8", errors="replace")], lines="ndjson" in content_type))
-        own = context_for(services, context.base_url)  # the adapter's own scopes, whoever replays
-        return batch_response(asyncio.run(import_pieces(services, own, items, keep_rejected=False)))
+        return batch_response(asyncio.run(import_pieces(services, context, items, keep_rejected=False)))
 
 
 ADAPTER = register(OrderAdapter())

@@ -1,9 +1,11 @@
 """One checked Beställningsportalen order → one transaction Bundle (the mapping; the tables it reads are
 in mappings/bestallningsportalen/). Pure: what the gateway already holds comes in as `Known`, read before.
 
-Ids derive from the order number (`bp-<ordernummer>-r<radnummer>` and so on), so a replay writes to the
-same resources; master data (Patient, Organization, Practitioner, PractitionerRole) is found by its
-identifier and merged (never erased), or created with a conditional create on that identifier."""
+Ids derive from the portal, the order number and what the resource is of the order (`OrderIds`: UUIDs
+from an HMAC under the installation's secret, gateway/adapters/ids.py), so a replay writes to the same
+resources and an id tells nothing of the order number; master data (Patient, Organization, Practitioner,
+PractitionerRole) is found by its identifier and merged (never erased), or created with a conditional
+create on that identifier."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from gateway.adapters import mapping as m
+from gateway.adapters.ids import SourceIds
 from gateway.adapters.mapping import Found
 from gateway.model.types import Json
 
@@ -42,8 +45,60 @@ class Known:
     lines: dict[str, Found] = field(default_factory=dict)  # this order's DeviceRequests by id
 
 
-def order_id(order: Json) -> str:
-    return m.key_id("bp", str(order["ordernummer"]))
+def portal_of(order: Json) -> str:
+    """The portal an order comes from: the installation's (source.yaml `portal_id`). Orders name none:
+    one installation takes one portal's orders, whose numbers share one identifier system."""
+    return str(m.tables(SOURCE)["portal_id"])
+
+
+def source_of(order: Json) -> str:
+    """The order's source, as clients are bound to it: `bestallningsportalen:<portal id>`."""
+    return f"{SOURCE}:{portal_of(order)}"
+
+
+@dataclass(frozen=True)
+class OrderIds:
+    """The ids of one order's own resources, each from (portal, ordernummer, what it is of the order)."""
+
+    ids: SourceIds
+    portal: str
+    ordernummer: str
+
+    def _of(self, *part: str) -> str:
+        return self.ids.id(SOURCE, self.portal, self.ordernummer, *part)
+
+    @property
+    def provenance(self) -> str:
+        """Every version of the order writes this Provenance (its source-version says which)."""
+        return self._of("provenance")
+
+    def binary(self, version: int) -> str:
+        """The raw order of one version."""
+        return self._of("binary", str(version))
+
+    def line(self, radnummer: object) -> str:
+        """The DeviceRequest of one order line."""
+        return self._of("line", str(radnummer))
+
+    @property
+    def confirm(self) -> str:
+        return self._of("confirm-prescriber")
+
+    @property
+    def task(self) -> str:
+        return self._of("task")
+
+    @property
+    def followup(self) -> str:
+        return self._of("followup")
+
+    @property
+    def selfcare(self) -> str:
+        return self._of("selfcare")
+
+
+def order_ids(ids: SourceIds, order: Json) -> OrderIds:
+    return OrderIds(ids, portal_of(order), str(order["ordernummer"]))
 
 
 def version_of(order: Json) -> int:
@@ -109,17 +164,17 @@ def _split_name(name: str) -> Json:
 class Builder(m.BundleBuilder):
     """Collects the Bundle's entries; resolves each resource to the reference other entries use."""
 
-    def __init__(self, order: Json, known: Known, recorded: str) -> None:
-        super().__init__(str(order["skapad"]))
+    def __init__(self, order: Json, known: Known, recorded: str, ids: SourceIds) -> None:
+        super().__init__(str(order["skapad"]), ids)
         self.order = order
         self.known = known
         self.recorded = recorded
-        self.oid = order_id(order)
+        self.oids = order_ids(ids, order)
 
     def own(self, resource: Json, target: bool = True) -> str:
         """This order's own resources: deterministic ids, written whole."""
         key = f"{resource['resourceType']}/{resource['id']}"
-        return self.entry(m.urn(key), resource, {"method": "PUT", "url": key}, target)
+        return self.entry(self.ids.urn(key), resource, {"method": "PUT", "url": key}, target)
 
     # -- master data ---------------------------------------------------------------------------------
 
@@ -203,7 +258,7 @@ class Builder(m.BundleBuilder):
             return f"Device/{found.res_id}"
         resource = {"resourceType": "Device", "identifier": [{"system": system, "value": value}]}
         request = {"method": "POST", "url": "Device", "ifNoneExist": m.identifier_query(system, value)}
-        return self.entry(m.urn("Device", system, value), resource, request)
+        return self.entry(self.ids.urn("Device", system, value), resource, request)
 
 
 def _coding(table: str, code: str) -> Json:
@@ -221,10 +276,10 @@ def _parameter(code: str, display: str, **value: Any) -> Json:
     }
 
 
-def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
+def build(order: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) -> Json:
     """The transaction Bundle for one checked order."""
-    b = Builder(order, known, recorded)
-    oid, ordernummer, version = b.oid, str(order["ordernummer"]), version_of(order)
+    b = Builder(order, known, recorded, ids)
+    oids, ordernummer, version = b.oids, str(order["ordernummer"]), version_of(order)
     kind = m.code_map(SOURCE, "ordertyp")[order["ordertyp"]]
     status = m.code_map(SOURCE, "status")[order["status"]]
     group = {"system": m.ORDER, "value": ordernummer}
@@ -232,7 +287,7 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
     raw_ref = b.own(
         {
             "resourceType": "Binary",
-            "id": f"{oid}-v{version}",
+            "id": oids.binary(version),
             "meta": {"tag": [m.RAW_TAG]},
             "contentType": "application/json",
             "data": base64.b64encode(raw).decode(),
@@ -251,8 +306,7 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
     requester = roles[prescriber["hsaid"]] if prescriber else roles[orderer["hsaid"]]
     requester_display = (prescriber or orderer)["namn"]
 
-    confirm_id = f"{oid}-confirm"
-    confirm = known.by_id.get(f"Task/{confirm_id}")
+    confirm = known.by_id.get(f"Task/{oids.confirm}")
     confirmed = _confirmed_requester(confirm.resource) if confirm else None
     if prescriber is None and confirmed is not None:
         requester, requester_display = confirmed["reference"], confirmed.get("display", "")
@@ -263,7 +317,7 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
     if order.get("egenvard") and kind["resource"] == "DeviceRequest":
         supporting.append(m.ref(_self_care(b, order, status, patient, practitioners, roles)))
     elif kind["resource"] == "DeviceRequest":
-        _withdraw(b, "observation", f"Observation/{oid}-selfcare", "egenvard (self-care assessment)")
+        _withdraw(b, "observation", f"Observation/{oids.selfcare}", "egenvard (self-care assessment)")
     if kind["resource"] == "DeviceRequest":
         for line in order["rader"]:
             written_lines.append(
@@ -282,14 +336,14 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
                     unconfirmed,
                 )
             )
-        kept = {f"{oid}-r{line['radnummer']}" for line in order["rader"]}
+        kept = {oids.line(line["radnummer"]) for line in order["rader"]}
         for res_id, found in known.lines.items():
             if res_id not in kept and found.resource.get("status") != "revoked":  # a withdrawn line
                 b.own({**found.resource, "status": "revoked"})
         if order.get("uppfoljning"):
             _follow_up(b, order, status, patient, orgs, written_lines)
         else:
-            _withdraw(b, "careplan", f"CarePlan/{oid}-followup", "uppfoljning (follow-up plan)")
+            _withdraw(b, "careplan", f"CarePlan/{oids.followup}", "uppfoljning (follow-up plan)")
         if unconfirmed or (confirm and confirm.resource.get("status") in m.OPEN_TASK):
             _confirm_task(b, order, confirm, unconfirmed, status, group, patient, orgs, written_lines)
     else:
@@ -301,11 +355,11 @@ def build(order: Json, raw: bytes, known: Known, recorded: str) -> Json:
         m.agent("enterer", m.ref(roles[orderer["hsaid"]], orderer["namn"]), **on_behalf),
         m.agent("assembler", {"display": f"{m.tables(SOURCE)['source']['name']} (gateway adapter)"}),
     ]
-    first = known.by_id.get(f"Provenance/{oid}")
+    first = known.by_id.get(f"Provenance/{oids.provenance}")
     operation = "UPDATE" if first else "CREATE"
     provenance = {
         "resourceType": "Provenance",
-        "id": oid,
+        "id": oids.provenance,
         "meta": {"tag": [ORDER_TAG]},
         "extension": [{"url": SOURCE_VERSION, "valueInteger": version}],
         "target": [m.ref(t) for t in b.targets],
@@ -373,7 +427,7 @@ def _device_request(
         parameters.append(_parameter("leveransvillkor", "Villkor för leverans", valueCodeableConcept=concept))
     resource: Json = {
         "resourceType": "DeviceRequest",
-        "id": f"{b.oid}-r{line['radnummer']}",
+        "id": b.oids.line(line["radnummer"]),
         "extension": [{"url": ORDER_TYPE_EXT, "valueCoding": _coding("ordertyp", order["ordertyp"])}],
         "identifier": [{"system": m.ORDER_LINE, "value": f"{ordernummer}:{line['radnummer']}"}],
         "groupIdentifier": group,
@@ -417,7 +471,7 @@ def _self_care(
     care = order["egenvard"]
     resource: Json = {
         "resourceType": "Observation",
-        "id": f"{b.oid}-selfcare",
+        "id": b.oids.selfcare,
         "status": status["observation"],
         "code": {"coding": [{"system": m.SELF_CARE, "code": "assessment", "display": "Egenvårdsbedömning"}]},
         "subject": m.ref(patient),
@@ -475,7 +529,7 @@ def _follow_up(
     b.own(
         {
             "resourceType": "CarePlan",
-            "id": f"{b.oid}-followup",
+            "id": b.oids.followup,
             "status": status["careplan"],
             "intent": "plan",
             "category": [{"coding": [category]}],
@@ -538,7 +592,7 @@ def _confirm_task(
     b.own(
         {
             "resourceType": "Task",
-            "id": f"{b.oid}-confirm",
+            "id": b.oids.confirm,
             "groupIdentifier": group,
             "status": "cancelled" if status["task"] == "cancelled" else "requested",
             "intent": "order",
@@ -573,7 +627,7 @@ def _work_task(
 ) -> None:
     """hämtorder and arbetsorder: a Task to the device unit, focus the unit concerned."""
     units = unit_refs(order)
-    task_id = f"{b.oid}-task"
+    task_id = b.oids.task
     current = b.known.by_id.get(f"Task/{task_id}")
     task_status = status["task"]
     if current is not None and task_status not in ("cancelled", "completed"):

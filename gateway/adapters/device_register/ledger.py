@@ -40,18 +40,26 @@ class Ledger:
         )
         self._lock = threading.Lock()
         self._registers: dict[str, str] = {}  # identifier system → the register's name as first spelt
+        self._owners: dict[str, set[str]] = {}  # identifier system → the owners (HSA-ids) rows name
 
-    def note(self, register: str, number: str) -> None:
-        """Note a unit as listed. A register spelt two ways is one register (its identifier system is
-        lower case): else a full export spelling it so would mark each spelling's units missing."""
+    def note(self, register: str, number: str, owner: str | None = None) -> None:
+        """Note a unit as listed (and its owner, as the row names it). A register spelt two ways is one
+        register (its identifier system is lower case): else a full export spelling it so would mark
+        each spelling's units missing."""
         system = m.unit_system(register)
         self._registers.setdefault(system, register)
+        if owner:
+            self._owners.setdefault(system, set()).add(owner)
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO listed VALUES (?, ?)", (system, number))
 
     def registers(self) -> list[tuple[str, str]]:
         """(name as first spelt, identifier system) of each register the export lists units of."""
         return sorted((name, system) for system, name in self._registers.items())
+
+    def owners(self, system: str) -> set[str]:
+        """The owners the export's rows of a register name."""
+        return set(self._owners.get(system, set()))
 
     def first(self, unit: tuple[str, str], line: int, content: str) -> tuple[int, str]:
         """The line and content of the unit's (identifier system, number) first row in the export:

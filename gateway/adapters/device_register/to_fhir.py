@@ -4,7 +4,8 @@ mappings/device-register/). Pure: what the gateway already holds comes in as `Kn
 The Device is found by register + individnummer (the order adapter may have created a stub on that
 identifier) and rewritten in the fields the register owns, keeping what other sources added; a new one is
 a plain create, which fails (409, identifier taken) when another writer created the unit meanwhile.
-Every other resource has an id derived from the unit, so a replay writes to the same ones. A resource
+Every other resource has an id derived from the unit (a UUID from an HMAC under the installation's
+secret, gateway/adapters/ids.py), so a replay writes to the same ones and no id can be guessed. A resource
 equal to what is stored gets no entry: a row identical to what is stored yields a Bundle without entries,
 and the adapter writes nothing."""
 
@@ -15,9 +16,11 @@ import hashlib
 from dataclasses import dataclass, field
 
 from gateway.adapters import mapping as m
+from gateway.adapters.ids import SourceIds
 from gateway.adapters.mapping import Found
 from gateway.errors import Issue
 from gateway.model.types import Json
+from gateway.security import sources
 
 SOURCE = "device-register"
 UCUM = "http://unitsofmeasure.org"
@@ -62,26 +65,27 @@ def unit_key(row: Json) -> tuple[str, str]:
     return m.unit_system(row["register"]), row["individnummer"]
 
 
-def _hashed(prefix: str, *parts: str) -> str:
-    return f"{prefix}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:32]}"
+def source_of(row: Json) -> str:
+    """The row's source, as clients are bound to it: `device-register:<REGISTER>@<owner HSA-id>`."""
+    return sources.device_register(row["register"], row["agare_hsaid"])
 
 
-def use_id(row: Json) -> str:
-    """The DeviceUseStatement of this unit at this patient (the id carries no personal number; the same
-    whether the row writes the number with a hyphen or not)."""
+def use_id(ids: SourceIds, row: Json) -> str:
+    """The DeviceUseStatement of this unit at this patient (the same whether the row writes the number
+    with a hyphen or not)."""
     person = patient_identifier(row)
-    return _hashed("dr-use", *unit_key(row), person[1] if person else "")
+    return ids.id(SOURCE, "use", *unit_key(row), person[1] if person else "")
 
 
-def recall_ids(row: Json) -> tuple[str, str]:
+def recall_ids(ids: SourceIds, row: Json) -> tuple[str, str]:
     """(Task id, Communication id) of the unit's recall."""
     system, value = unit_key(row)
-    return _hashed("dr-recall", system, value), _hashed("dr-recall-msg", system, value)
+    return ids.id(SOURCE, "recall", system, value), ids.id(SOURCE, "recall-message", system, value)
 
 
-def record_id(raw: bytes) -> str:
+def record_id(ids: SourceIds, raw: bytes) -> str:
     """The Binary (raw row) and Provenance of one row content."""
-    return _hashed("dr-row", raw.decode("utf-8", errors="replace"))
+    return ids.id(SOURCE, "row", raw.decode("utf-8", errors="replace"))
 
 
 def patient_identifier(row: Json) -> tuple[str, str] | None:
@@ -105,8 +109,8 @@ class Builder(m.BundleBuilder):
     """Collects the Bundle's entries; resources equal to what is stored get none. Master data merges
     by the time the register row was recorded."""
 
-    def __init__(self, row: Json, known: Known, recorded: str) -> None:
-        super().__init__(recorded)
+    def __init__(self, row: Json, known: Known, recorded: str, ids: SourceIds) -> None:
+        super().__init__(recorded, ids)
         self.row = row
         self.known = known
         self.recorded = recorded
@@ -120,7 +124,7 @@ class Builder(m.BundleBuilder):
         request: Json = {"method": "PUT", "url": key}
         if found is not None:
             request["ifMatch"] = f'W/"{found.version}"'
-        return self.entry(m.urn(key), resource, request, target)
+        return self.entry(self.ids.urn(key), resource, request, target)
 
 
 def _maintenance(row: Json) -> list[Json]:
@@ -205,9 +209,9 @@ def _is_missing(tag: Json) -> bool:
     return tag.get("system") == MISSING_TAG["system"] and tag.get("code") == MISSING_TAG["code"]
 
 
-def build(row: Json, raw: bytes, known: Known, recorded: str) -> tuple[Json, list[Issue]]:
+def build(row: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) -> tuple[Json, list[Issue]]:
     """The transaction Bundle for one checked row (no entries when nothing would change), and notes."""
-    b = Builder(row, known, recorded)
+    b = Builder(row, known, recorded, ids)
     status = status_of(row)
     system, value = unit_key(row)
     owner = b.master(m.organization(row["agare_hsaid"]), m.HSA, row["agare_hsaid"], known.owner)
@@ -219,13 +223,13 @@ def build(row: Json, raw: bytes, known: Known, recorded: str) -> tuple[Json, lis
     if known.device is None:
         # a plain create, not a conditional one: should another writer create the unit first, its
         # identifier is taken, the transaction fails whole and the adapter reads and builds again
-        device = b.entry(m.urn("Device", system, value), device_json, {"method": "POST", "url": "Device"})
+        device = b.entry(ids.urn("Device", system, value), device_json, {"method": "POST", "url": "Device"})
     elif _content(device_json) == _content(known.device.resource):
         device = f"Device/{known.device.res_id}"
     else:
         device = f"Device/{known.device.res_id}"
         request = {"method": "PUT", "url": device, "ifMatch": f'W/"{known.device.version}"'}
-        b.entry(m.urn("Device", system, value), device_json, request)
+        b.entry(ids.urn("Device", system, value), device_json, request)
 
     if status.get("use") == "start" and patient:
         _start_use(b, device, patient)
@@ -259,7 +263,7 @@ def _order_line_ext(b: Builder) -> list[Json]:
 
 
 def _start_use(b: Builder, device: str, patient: str) -> None:
-    res_id = use_id(b.row)
+    res_id = use_id(b.ids, b.row)
     for use in b.known.uses:
         if use.res_id != res_id:
             _end_use(b, use)  # the unit moved on to another patient
@@ -282,7 +286,7 @@ def _end_use(b: Builder, use: Found) -> None:
 def _recall(b: Builder, device: str, owner: str, patient: str | None) -> None:
     """A Task to the owner to handle the recall, and a message to the prescriber of a unit at a patient;
     each made once for the unit (the owner's progress on the Task stands)."""
-    task_id, message_id = recall_ids(b.row)
+    task_id, message_id = recall_ids(b.ids, b.row)
     if patient is None and b.known.uses:
         patient = str(b.known.uses[0].resource.get("subject", {}).get("reference")) or None
     where = f"{b.row['register']} {b.row['individnummer']} ({b.row['benamning']})"
@@ -342,7 +346,7 @@ def _assembler(register: str) -> Json:
 
 
 def _provenance(b: Builder, raw: bytes, device: str) -> None:
-    res_id = record_id(raw)
+    res_id = record_id(b.ids, raw)
     binary = b.own(
         {
             "resourceType": "Binary",
@@ -373,7 +377,7 @@ def _provenance(b: Builder, raw: bytes, device: str) -> None:
     b.own(provenance, None, target=False)
 
 
-def missing_bundle(found: Found, register: str, recorded: str) -> Json | None:
+def missing_bundle(found: Found, register: str, recorded: str, ids: SourceIds) -> Json | None:
     """A Device a full export of `register` no longer lists: tagged missing-from-register, never deleted."""
     meta = dict(_content(found.resource).get("meta") or {})
     tags = list(meta.get("tag", []))
@@ -383,7 +387,7 @@ def missing_bundle(found: Found, register: str, recorded: str) -> Json | None:
     key = f"Device/{found.res_id}"
     provenance = {
         "resourceType": "Provenance",
-        "id": _hashed("dr-missing", found.res_id, recorded),
+        "id": ids.id(SOURCE, "missing", found.res_id, recorded),
         "target": [m.ref(key)],
         "recorded": recorded,
         "activity": {"coding": [{"system": m.V3_OPERATION, "code": "UPDATE"}]},
@@ -395,12 +399,12 @@ def missing_bundle(found: Found, register: str, recorded: str) -> Json | None:
         "type": "transaction",
         "entry": [
             {
-                "fullUrl": m.urn(key),
+                "fullUrl": ids.urn(key),
                 "resource": device,
                 "request": {"method": "PUT", "url": key, "ifMatch": f'W/"{found.version}"'},
             },
             {
-                "fullUrl": m.urn("Provenance", found.res_id, recorded),
+                "fullUrl": ids.urn("Provenance", found.res_id, recorded),
                 "resource": provenance,
                 "request": {"method": "PUT", "url": f"Provenance/{provenance['id']}"},
             },

@@ -38,11 +38,21 @@ def entry_of(result: service.Result) -> Json:
 
 class Hl7v2Adapter:
     name = service.NAME
+    client = service.CLIENT
 
     def replay(self, services: Services, context: RequestContext, payload: bytes, content_type: str) -> Json:
-        """Process a quarantined message again (not quarantined a second time when it fails again)."""
+        """Process a quarantined message again as `context` (the adapter's own client: the message's
+        facility's organisation, as when it came); not quarantined a second time when it fails again."""
+        own = context.principal.client_id == service.CLIENT_ID
         result = asyncio.run(
-            service.handle(services, payload, content_type=content_type, keep_rejected=False)
+            service.handle(
+                services,
+                payload,
+                principal=None if own else context.principal,
+                source_address=context.source_address,
+                content_type=content_type,
+                keep_rejected=False,
+            )
         )
         return {"resourceType": "Bundle", "type": "batch-response", "entry": [entry_of(result)]}
 

@@ -1,11 +1,10 @@
 """The stay as a function of its messages: every event of a stay, ordered by event time, folded into the
 Encounter, the Tasks, the SIP CarePlan and CareTeam it should have. Because the result depends only on the
-set of messages, arrival order does not matter, and every id derives from the source's own keys."""
+set of messages, arrival order does not matter, and every id derives from the source's own keys (a UUID
+from an HMAC under the installation's secret: gateway/adapters/ids.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from zoneinfo import ZoneInfo
 from gateway.adapters.hl7v2.events import Event, Person, Receiver
 from gateway.adapters.hl7v2.mappings import MAPPINGS
 from gateway.adapters.hl7v2.message import as_instant, fhir_time, parse_time
+from gateway.adapters.ids import SourceIds
 from gateway.model.types import Json
 
 BASE = "https://fhir.home-device-gateway.se"
@@ -25,24 +25,27 @@ INPUT_SYSTEM = f"{BASE}/CodeSystem/task-input-type"
 TERMINAL = frozenset({"completed", "cancelled", "rejected", "failed", "entered-in-error"})
 
 
-def det_id(kind: str, *parts: str) -> str:
-    """A resource id derived from the source's keys: the same message always gives the same id."""
-    digest = hashlib.sha256("|".join((kind, *parts)).encode()).hexdigest()[:40]
-    return f"hl7v2-{kind}-{digest}"
+SOURCE = "hl7v2"
 
 
-def urn(*parts: str) -> str:
-    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, '|'.join(parts))}"
+def det_id(ids: SourceIds, kind: str, facility: str, *parts: str) -> str:
+    """A resource id derived from the source (the sending facility) and its keys: the same message always
+    gives the same id."""
+    return ids.id(SOURCE, facility, kind, *parts)
 
 
-def stay_ids(facility: str, visit: str) -> tuple[str, str, str]:
+def stay_ids(ids: SourceIds, facility: str, visit: str) -> tuple[str, str, str]:
     """Encounter, CarePlan and CareTeam ids of a stay."""
-    return det_id("enc", facility, visit), det_id("sip", facility, visit), det_id("team", facility, visit)
+    return (
+        det_id(ids, "encounter", facility, visit),
+        det_id(ids, "sip", facility, visit),
+        det_id(ids, "careteam", facility, visit),
+    )
 
 
-def message_id(facility: str, control_id: str) -> str:
+def message_id(ids: SourceIds, facility: str, control_id: str) -> str:
     """Provenance and Binary id of a message: MSH-4 + MSH-10, the idempotency key."""
-    return det_id("msg", facility, control_id)
+    return det_id(ids, "message", facility, control_id)
 
 
 @dataclass
@@ -50,19 +53,20 @@ class Refs:
     """References to the resources a Bundle creates when missing (Patient, Organizations, Practitioners)
     and the entries that do it."""
 
+    ids: SourceIds
     patient: str
     organizations: dict[str, tuple[str, str]] = field(default_factory=dict)  # hsa → (fullUrl, name)
     practitioners: dict[str, tuple[str, Person]] = field(default_factory=dict)
 
     def org(self, hsa: str, name: str = "") -> Json:
-        full_url, known = self.organizations.get(hsa, (urn("Organization", hsa), ""))
+        full_url, known = self.organizations.get(hsa, (self.ids.urn("Organization", hsa), ""))
         self.organizations[hsa] = (full_url, known or name)
         return (
             {"reference": full_url, "display": known or name} if (known or name) else {"reference": full_url}
         )
 
     def practitioner(self, person: Person) -> Json:
-        full_url = urn("Practitioner", person.hsa)
+        full_url = self.ids.urn("Practitioner", person.hsa)
         self.practitioners.setdefault(person.hsa, (full_url, person))
         shown = " ".join(p for p in (person.given, person.family) if p)
         return {"reference": full_url, "display": shown} if shown else {"reference": full_url}
@@ -113,8 +117,9 @@ def _task(stay: Stay, ctx: Context, e: Event, kind: str, cycle: int, owner: Rece
         "PV1-45": e.discharged,
     }
     due = _deadline(kind, starts.get(spec["from"]) or e.event_time, ctx.zone)
-    task_id = det_id("task", stay.facility, stay.visit, kind, str(cycle), owner.hsa)
-    enc_id = stay_ids(stay.facility, stay.visit)[0]
+    ids = ctx.refs.ids
+    task_id = det_id(ids, "task", stay.facility, stay.visit, kind, str(cycle), owner.hsa)
+    enc_id = stay_ids(ids, stay.facility, stay.visit)[0]
     task: Json = {
         "resourceType": "Task",
         "id": task_id,
@@ -155,8 +160,9 @@ def _task(stay: Stay, ctx: Context, e: Event, kind: str, cycle: int, owner: Rece
 
 
 def _create(stay: Stay, ctx: Context, e: Event, kind: str, cycle: int, receivers: list[Receiver]) -> None:
-    enc_ref = f"Encounter/{stay_ids(stay.facility, stay.visit)[0]}"
-    focus = f"CarePlan/{stay_ids(stay.facility, stay.visit)[1]}" if kind == "kalla-till-sip" else enc_ref
+    enc_id, plan_id, _ = stay_ids(ctx.refs.ids, stay.facility, stay.visit)
+    enc_ref = f"Encounter/{enc_id}"
+    focus = f"CarePlan/{plan_id}" if kind == "kalla-till-sip" else enc_ref
     for receiver in receivers:
         task = _task(stay, ctx, e, kind, cycle, receiver, focus)
         stay.tasks.setdefault(task["id"], task)
@@ -171,7 +177,7 @@ def _cancel(stay: Stay, kinds: list[str], reason: str) -> None:
 
 
 def _sip(stay: Stay, ctx: Context, e: Event) -> None:
-    _, plan_id, team_id = stay_ids(stay.facility, stay.visit)
+    enc_id, plan_id, team_id = stay_ids(ctx.refs.ids, stay.facility, stay.visit)
     participants = [{"member": ctx.refs.org(stay.facility, e.facility_name)}]
     participants += [{"member": ctx.refs.org(r.hsa, r.name)} for r in stay.receivers]
     stay.careteam = {
@@ -203,7 +209,7 @@ def _sip(stay: Stay, ctx: Context, e: Event) -> None:
         ],
         "title": "Samordnad individuell plan (SIP)",
         "subject": {"reference": ctx.refs.patient},
-        "encounter": {"reference": f"Encounter/{stay_ids(stay.facility, stay.visit)[0]}"},
+        "encounter": {"reference": f"Encounter/{enc_id}"},
         "created": fhir_time(e.sent),
         "author": author,
         "careTeam": [{"reference": f"CareTeam/{team_id}"}],
@@ -222,7 +228,7 @@ def _call_sip(stay: Stay, ctx: Context, e: Event) -> None:
 
 def _encounter(stay: Stay, ctx: Context, e: Event, status: str | None, period: dict[str, Any]) -> None:
     enc = stay.encounter
-    enc_id = stay_ids(stay.facility, stay.visit)[0]
+    enc_id = stay_ids(ctx.refs.ids, stay.facility, stay.visit)[0]
     enc.update(
         {
             "resourceType": "Encounter",

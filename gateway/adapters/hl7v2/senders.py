@@ -4,8 +4,11 @@ GATEWAY_MLLP_FACILITIES lists `HSA-id=client id` pairs. A message from a listed 
 that client's Principal (its organisation and scopes, read from the clients table for every message, so a
 client deactivated or changed takes effect at once, and its purpose of use from GATEWAY_CLIENT_PURPOSES);
 the client must be active and hold `gateway/adapter.hl7v2`, which implies the adapter's writes (added to
-its scopes by `service`, as at the REST entrance). Any other facility is refused (`AR`). With no list,
-every facility is accepted and the adapter writes as its own client (`adapter:hl7v2`)."""
+its scopes by `service`, as at the REST entrance), and must be bound to the facility as a source
+(`gateway clients add --source hl7v2:<HSA-id>`): a facility whose client is not is refused with the same
+`AR` as a facility not listed (`service` checks it for every message, and quarantines the message under
+the client). Any other facility is refused (`AR`). With no list, every facility is accepted and the
+adapter writes as its own client (`adapter:hl7v2`)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.hooks import Principal
-from gateway.security import purpose, store
+from gateway.security import purpose, sources, store
 from gateway.security.scopes import ADAPTER_HL7V2, grants
 from gateway.services import Services
 
 log = logging.getLogger("gateway.adapters.hl7v2.mllp")
 SETTING = "GATEWAY_MLLP_FACILITIES"
+
+
+def not_accepted(facility: str) -> str:
+    """The one text of an `AR` for a sending facility not accepted: not listed, or its client not bound to
+    it (as a REST caller's message of a facility it is not bound to)."""
+    return f"The sending facility {facility} is not accepted"
 
 
 class NotAccepted(Exception):
@@ -52,7 +61,7 @@ class Senders:
             return None
         client_id = self.clients.get(facility)
         if client_id is None:
-            raise NotAccepted(f"The sending facility {facility} is not accepted by this listener")
+            raise NotAccepted(not_accepted(facility))
         client = store.get_client(svc.engine, client_id)
         if client is None or not client.active:
             log.error("MLLP: facility %s is mapped to client %r, not an active client", facility, client_id)
@@ -75,4 +84,11 @@ class Senders:
                 log.warning("MLLP: %s", refused.text)
                 continue
             assert principal is not None
+            if f"{sources.HL7V2}:{facility}" not in sources.of_client(svc.engine, principal.client_id):
+                log.warning(
+                    "MLLP: facility %s is mapped to client %s, which is not bound to the source hl7v2:%s "
+                    "(gateway clients sources %s --add hl7v2:%s): its messages are refused",
+                    *(facility, principal.client_id, facility, principal.client_id, facility),
+                )
+                continue
             log.info("MLLP: facility %s is accepted as client %s", facility, principal.client_id)

@@ -3,7 +3,10 @@
 Every entrance (MLLP, HTTP, files, replay) calls `handle`, which does it all in one call on a worker
 thread (`handle_sync`). It never raises: an unreadable or unsupported message is `AR`, a message that
 cannot be applied is `AE` (kept in the quarantine), and a database conflict with a concurrent writer
-re-plans the message from the state that writer left."""
+re-plans the message from the state that writer left. A registered client may send only the messages of
+the sending facilities (MSH-4) it is bound to (`hl7v2:<HSA-id>`): any other is `AR`, the same answer as
+for a facility the MLLP listener does not accept, and is quarantined under the client. The message's
+writes run in the context of its source, `hl7v2:<MSH-4>`."""
 
 from __future__ import annotations
 
@@ -22,13 +25,15 @@ from zoneinfo import ZoneInfo
 from starlette.concurrency import run_in_threadpool
 
 from gateway.adapters import quarantine
+from gateway.adapters.binding import Bound, in_source, owner
 from gateway.adapters.hl7v2 import engine
 from gateway.adapters.hl7v2.ack import Ack
-from gateway.adapters.hl7v2.engine import TERMINAL, Context, Refs, message_id, stay_ids, urn
+from gateway.adapters.hl7v2.engine import TERMINAL, Context, Refs, message_id, stay_ids
 from gateway.adapters.hl7v2.events import Event, read_event
 from gateway.adapters.hl7v2.mappings import MAPPINGS
 from gateway.adapters.hl7v2.message import Hl7Error, Message, fhir_time, parse, unframe
-from gateway.adapters.hl7v2.senders import NotAccepted, Senders
+from gateway.adapters.hl7v2.senders import NotAccepted, Senders, not_accepted
+from gateway.adapters.ids import SourceIds
 from gateway.adapters.intake import AdapterClient
 from gateway.errors import FhirError
 from gateway.fhir.outcome import operation_outcome
@@ -269,13 +274,25 @@ def handle_sync(
     context = context_for(svc, organization or message.facility, principal)
     context.source_address = source_address
     written = context.principal
+    rejected = partial(_rejected, svc, data, content_type, message.facility, keep_rejected, written)
+    source = f"{engine.SOURCE}:{message.facility}"
+    try:
+        bound = Bound.of(svc.engine, context)
+    except Exception as error:  # the clients' sources cannot be read: try again later
+        log.exception("could not read the sources of client %s", written.client_id)
+        return Result(ack_base("AE", text=f"Internal error: {type(error).__name__}", hl7_error="207"))
+    if not bound.admits(source):  # the same AR as for a facility the listener does not accept
+        text = not_accepted(message.facility)
+        ack = ack_base("AR", text=text, location="MSH-4", hl7_error="207")
+        return rejected(ack, _outcome(text, "MSH-4"), unbound=True)
+    context = in_source(context, source)
     zone = ZoneInfo(svc.settings.local_timezone)
     try:
         event = read_event(message, zone)
     except Hl7Error as error:
         ack = ack_base(error.code, text=error.text, location=error.location, hl7_error=error.hl7_error)
         outcome = _outcome(error.text, error.location)
-        return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+        return rejected(ack, outcome)
     with _lock(event.facility, event.visit):
         for attempt in range(ATTEMPTS):
             try:
@@ -292,16 +309,16 @@ def handle_sync(
                     continue
                 outcome = operation_outcome(error.issues)
                 ack = ack_base("AE", text=f"{error.status}: {error}", hl7_error="207")
-                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return rejected(ack, outcome)
             except Hl7Error as error:
                 ack = ack_base("AE", text=error.text, location=error.location, hl7_error=error.hl7_error)
                 outcome = _outcome(error.text, error.location)
-                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return rejected(ack, outcome)
             except Exception as error:
                 log.exception("unexpected error applying message %s", message.control_id)
                 ack = ack_base("AE", text=f"Internal error: {type(error).__name__}", hl7_error="207")
                 outcome = _outcome(str(error), "")
-                return _rejected(svc, data, content_type, ack, outcome, keep_rejected, written)
+                return rejected(ack, outcome)
     raise AssertionError("unreachable")
 
 
@@ -318,17 +335,24 @@ def _rejected(
     svc: Services,
     data: bytes,
     content_type: str,
+    facility: str,
+    keep: bool,
+    principal: Principal,
     ack: Ack,
     outcome: Json,
-    keep: bool,
-    principal: Principal | None = None,
+    unbound: bool = False,
 ) -> Result:
-    """An AE is kept verbatim in the quarantine (its own transaction), to be corrected and replayed."""
+    """An AE, or the AR of a source the client is not bound to (`unbound`), is kept verbatim in the
+    quarantine (its own transaction) under the client that sent it, to be corrected and replayed; its key
+    is the sending facility (MSH-4's HSA-id) and the message's control id (MSH-10)."""
     item: int | None = None
-    if ack.code == "AE" and keep:
+    if (ack.code == "AE" or unbound) and keep:
         try:
-            key = f"{ack.receiving_facility} {ack.control_id}"
-            item = quarantine.put(svc.engine, NAME, data, content_type, outcome, key[:255])
+            key = f"{facility} {ack.control_id}"
+            client_id = owner(RequestContext(principal=principal))
+            item = quarantine.put(
+                svc.engine, NAME, data, content_type, outcome, key[:255], client_id, bool(ack.control_id)
+            )
         except Exception:
             log.exception("could not quarantine message %s", ack.control_id)
     return Result(ack, outcome, quarantined=item, principal=principal)
@@ -382,9 +406,9 @@ def _hands_over(event: Event) -> bool:
     return "handover" in MAPPINGS.triggers[event.trigger]["creates"]
 
 
-def _put(resource: Json, version: int | None, full_url: str | None = None) -> Json:
+def _put(ids: SourceIds, resource: Json, version: int | None) -> Json:
     entry: Json = {
-        "fullUrl": full_url or urn(resource["resourceType"], resource["id"]),
+        "fullUrl": ids.urn(resource["resourceType"], resource["id"]),
         "resource": resource,
         "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
     }
@@ -395,8 +419,9 @@ def _put(resource: Json, version: int | None, full_url: str | None = None) -> Js
 
 def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWork) -> Json | None:
     """The transaction Bundle for `event`, or None when the message was processed before."""
-    mid = message_id(event.facility, event.control_id)
-    enc_id, plan_id, team_id = stay_ids(event.facility, event.visit)
+    ids = SourceIds.of(svc.settings)
+    mid = message_id(ids, event.facility, event.control_id)
+    enc_id, plan_id, team_id = stay_ids(ids, event.facility, event.visit)
     keys = [("Provenance", mid), ("Encounter", enc_id), ("CarePlan", plan_id), ("CareTeam", team_id)]
     stay_now = _current(uow, keys)
     if ("Provenance", mid) in stay_now:
@@ -407,7 +432,7 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
         raise Hl7Error("AE", f"More than one Patient has the identifier {value}", "PID-3", "207")
     current_patient = found[0] if found else None
     events = [*_previous(svc, uow, enc_id, event, zone), event]
-    refs = Refs(patient=urn("Patient", system, value))
+    refs = Refs(ids, patient=ids.urn("Patient", system, value))
     ctx = Context(zone, refs)
     if current_patient is not None and any(_hands_over(e) for e in events):
         subject = f"patient=Patient/{current_patient.res_id}&status=active"
@@ -432,7 +457,7 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
 
     written: list[str] = [f"Encounter/{enc_id}"]
     version = _existing(stay_now, "Encounter", enc_id)[1]
-    entries.append(_put(stay.encounter, version, urn("Encounter", enc_id)))
+    entries.append(_put(ids, stay.encounter, version))
     tasks = _current(uow, [("Task", task_id) for task_id in stay.tasks])
     for task_id, task in stay.tasks.items():
         current, version = _existing(tasks, "Task", task_id)
@@ -441,7 +466,7 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
                 continue  # answered or cancelled before: it stays as it is
             if task["status"] == "requested" and current.get("status") != "requested":
                 continue  # the receiver has taken it on: their state wins
-        entries.append(_put(task, version))
+        entries.append(_put(ids, task, version))
         written.append(f"Task/{task_id}")
     if stay.careplan is not None and stay.careteam is not None:
         current, version = _existing(stay_now, "CarePlan", plan_id)
@@ -449,8 +474,8 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
         if current is not None:
             plan = {**current, **plan, "status": current.get("status", "draft")}
             plan.pop("meta", None)
-        entries.append(_put(plan, version))
-        entries.append(_put(stay.careteam, _existing(stay_now, "CareTeam", team_id)[1]))
+        entries.append(_put(ids, plan, version))
+        entries.append(_put(ids, stay.careteam, _existing(stay_now, "CareTeam", team_id)[1]))
         written += [f"CarePlan/{plan_id}", f"CareTeam/{team_id}"]
 
     sender = refs.org(event.facility, event.facility_name)
@@ -465,7 +490,7 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
         "contentType": "application/hl7-v2",
         "data": _stored(raw),
     }
-    entries.append(_put(binary, None))
+    entries.append(_put(ids, binary, None))
     provenance = {
         "resourceType": "Provenance",
         "id": mid,
@@ -488,7 +513,7 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
         ],
         "entity": [{"role": "source", "what": {"reference": f"Binary/{mid}"}}],
     }
-    entries.append(_put(provenance, None))
+    entries.append(_put(ids, provenance, None))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
