@@ -25,7 +25,7 @@ from gateway.errors import FhirError, not_found, too_large
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
 from gateway.fhir.routes import routes
 from gateway.hooks import Hooks
-from gateway.security.audit import AuditRequests
+from gateway.security.audit_requests import AuditRequests
 from gateway.security.endpoints import check_base_url, warn_if_off
 from gateway.security.endpoints import router as security_router
 from gateway.security.middleware import Authenticate

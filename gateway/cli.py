@@ -26,6 +26,7 @@ from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import utc_now
+from gateway.security.audit_cli import audit_app
 from gateway.security.cli import clients_app, demo_token, keys_app
 from gateway.security.endpoints import StartupRefused, check_base_url
 from gateway.services import Services
@@ -43,6 +44,7 @@ app.add_typer(quarantine_app, name="quarantine")
 app.command("mllp")(hl7v2_cli.mllp)
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 app.command("demo-token")(demo_token)
 # soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width
 console = Console(stderr=True, soft_wrap=True)

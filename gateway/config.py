@@ -99,6 +99,8 @@ class Settings:
     audit_batch_size: int = 500
     # When the queue is full, wait for the writer to make room instead (batch commands: `for_batch`).
     audit_waits: bool = False
+    # How long an answer waits for its audit records to be stored before it is refused (503), seconds.
+    audit_wait_seconds: float = 10.0
     # The MLLP listener (docs/adapters/hl7v2.md). With mllp_port set, `gateway serve` runs it too.
     mllp_host: str = "127.0.0.1"
     mllp_port: int | None = None
@@ -158,6 +160,9 @@ class Settings:
             audit=_switch("GATEWAY_AUDIT", defaults.audit),
             audit_queue_size=_int("GATEWAY_AUDIT_QUEUE_SIZE", defaults.audit_queue_size),
             audit_batch_size=_int("GATEWAY_AUDIT_BATCH_SIZE", defaults.audit_batch_size),
+            audit_wait_seconds=float(
+                os.environ.get("GATEWAY_AUDIT_WAIT_SECONDS") or defaults.audit_wait_seconds
+            ),
             mllp_host=os.environ.get("GATEWAY_MLLP_HOST", "") or defaults.mllp_host,
             mllp_port=_int("GATEWAY_MLLP_PORT", 0) or None,
             mllp_facilities=_list("GATEWAY_MLLP_FACILITIES"),

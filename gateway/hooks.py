@@ -10,6 +10,7 @@ the log, notify nobody. Security (SMART scopes, organisation policy, AuditEvent)
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -122,6 +123,9 @@ class AccessRecord:
     patients: list[str] = field(default_factory=list)
     # Resources of any type concerned, as `Type/id`, beside `res_ids` (e.g. what one imported record touched).
     resources: list[str] = field(default_factory=list)
+    # The version a write stored (or found), by `Type/id`: its AuditEvent names that version
+    # (`Type/id/_history/n`), so `gateway audit verify` can tell every version has its record.
+    versions: dict[str, int] = field(default_factory=dict)
 
 
 # Interactions whose records in one unit of work are audited together (searches and histories carry
@@ -157,6 +161,7 @@ def combined(records: list[AccessRecord]) -> list[AccessRecord]:
         else:
             target.res_ids += record.res_ids
         target.resources += record.resources
+        target.versions |= record.versions
         target.patients += [patient for patient in record.patients if patient not in target.patients]
     return result
 
@@ -305,7 +310,11 @@ class Reaction(Protocol):
 
 
 class AuditSink(Protocol):
-    def record(self, record: AccessRecord) -> None: ...
+    def store(self, connection: Connection, records: list[AccessRecord]) -> None:
+        """Store the records of a unit of work that writes, in its transaction (before it commits)."""
+
+    def record(self, record: AccessRecord) -> Future[None] | None:
+        """Queue a record; the Future (None: nothing to wait for) resolves once it is stored."""
 
 
 class Notifier(Protocol):
@@ -317,7 +326,13 @@ class AllowAll(Permissive):
 
 
 class LogAudit:
-    def record(self, record: AccessRecord) -> None:
+    """GATEWAY_AUDIT=off: records go to the debug log only."""
+
+    def store(self, connection: Connection, records: list[AccessRecord]) -> None:
+        for record in records:
+            self.record(record)
+
+    def record(self, record: AccessRecord) -> Future[None] | None:
         log.debug(
             "%s %s %s -> %s by %s",
             record.interaction,
@@ -326,6 +341,7 @@ class LogAudit:
             record.status,
             record.context.principal.client_id,
         )
+        return None
 
 
 class NoNotify:

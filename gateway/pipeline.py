@@ -59,6 +59,7 @@ _SAVEPOINT = "gateway_attempt"  # an attempt's; nested ones shadow it (SQL savep
 MAX_ATTEMPTS = 8
 MAX_REACTION_DEPTH = 3
 AUDIT_EVENT = "AuditEvent"
+WRITES = frozenset({"create", "update", "patch", "delete"})  # their records name the version written
 
 
 @dataclass
@@ -71,6 +72,8 @@ class UnitOfWork:
     changes: list[Change] = field(default_factory=list)
     records: list[AccessRecord] = field(default_factory=list)
     reaction_depth: int = 0
+    # Its records were stored in its own transaction (a unit of work that writes).
+    audited: bool = False
     # The write path's access policy, for rules that must read only what the writing client may see.
     policy: AccessPolicy | None = field(default=None, compare=False, repr=False)
     # Current rows read ahead and locked for writes to come (a transaction's PUTs, in one query); None
@@ -206,6 +209,9 @@ class WritePath:
                     uow = UnitOfWork(connection, context, utc_now(), policy=self.hooks.policy)
                     context.connection = connection  # policies see this transaction's writes
                     result = work(uow)
+                    if write:  # a write's AuditEvents commit with it (docs/security.md, Audit)
+                        self.hooks.audit.store(connection, combined(uow.records))
+                        uow.audited = True
                 self._after_commit(uow)
                 return result
             except IdentifierTaken as error:
@@ -230,8 +236,9 @@ class WritePath:
 
     def _after_commit(self, uow: UnitOfWork) -> None:
         try:
-            for record in combined(uow.records):
-                self.hooks.audit.record(record)
+            if not uow.audited:  # a read's records: queued, durable before the answer leaves
+                for record in combined(uow.records):
+                    self.hooks.audit.record(record)
         finally:  # what is committed is notified even when the audit queue refuses (503, fail closed)
             if uow.changes:
                 self.hooks.notify.changed(uow.changes)
@@ -390,6 +397,8 @@ class WritePath:
         patients = patients_of(resource)
         record = AccessRecord(interaction, stored.res_type, [stored.res_id], status, uow.context)
         record.patients = patients
+        if interaction in WRITES:
+            record.versions = {f"{stored.res_type}/{stored.res_id}": stored.version_id}
         uow.records.append(record)
 
     @staticmethod
@@ -441,11 +450,13 @@ class WritePath:
         if_match: int | None = None,
         checked: bool = False,
         indexed: IndexRows | None = None,
+        interaction: str = "update",
     ) -> WriteResult:
         """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`);
-        `indexed`: its index rows but the references', extracted before the unit of work (`_store`).
-        A resource the client may not see is as good as none; only the gateway's own writers and
-        region-wide clients create by PUT (others get the same 404 for an unknown, deleted or hidden id)."""
+        `indexed`: its index rows but the references', extracted before the unit of work (`_store`);
+        `interaction`: what it is audited as (a JSON Patch's update is a `patch`). A resource the
+        client may not see is as good as none; only the gateway's own writers and region-wide clients
+        create by PUT (others get the same 404 for an unknown, deleted or hidden id)."""
         self._not_audit(res_type)
         resource = validate(resource, res_type, res_id, checked=checked)
         given = resource
@@ -463,13 +474,13 @@ class WritePath:
         action = "update" if existing else "create"
         resource = self._rules(uow, action, resource, existing)
         if current is not None and existing is not None and content_equal(existing, resource):
-            self._audit(uow, "update", current, 200, existing)
+            self._audit(uow, interaction, current, 200, existing)
             return WriteResult(200, current, changed=False)
         policy.authorize_write(uow.context, action, resource, existing)
         indexed = indexed if resource is given else None  # kept hidden or completed: extracted anew
         stored = self._store(uow, current, resource, "PUT", existing, indexed)
         status = 200 if existing is not None else 201
-        self._audit(uow, "update", stored, status, resource)
+        self._audit(uow, interaction, stored, status, resource)
         self._react(uow, stored, existing)
         return WriteResult(status, stored)
 
@@ -499,22 +510,28 @@ class WritePath:
     def patch(
         self, uow: UnitOfWork, res_type: str, res_id: str, operations: Any, if_match: int | None = None
     ) -> WriteResult:
-        """Apply a JSON Patch to the current version and store the result as an update of that version."""
+        """Apply a JSON Patch to the current version and store the result as an update of that version.
+        Audited as a `patch`, with its outcome also when it is refused (403) or cannot apply (422)."""
         self._not_audit(res_type)
-        current = self.read(uow, res_type, res_id)
-        if if_match is not None and current.version_id != if_match:
-            raise precondition_failed(
-                f"If-Match expects version {if_match} of {res_type}/{res_id}; "
-                f"it has version {current.version_id}"
-            )
-        self.hooks.policy.authorize_patch(uow.context, current.json(), operations)  # before `test` answers
+        current = self._current(uow, res_type, res_id)
         try:
-            patched = jsonpatch.JsonPatch(operations).apply(current.json())
-        except (jsonpatch.InvalidJsonPatch, TypeError) as error:
-            raise bad_request(f"Invalid JSON Patch: {error}") from error
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
-            raise unprocessable(f"The patch cannot be applied: {error}") from error
-        return self.update(uow, res_type, res_id, patched, current.version_id)
+            if if_match is not None and current.version_id != if_match:
+                raise precondition_failed(
+                    f"If-Match expects version {if_match} of {res_type}/{res_id}; "
+                    f"it has version {current.version_id}"
+                )
+            self.hooks.policy.authorize_patch(uow.context, current.json(), operations)  # before a `test`
+            try:
+                patched = jsonpatch.JsonPatch(operations).apply(current.json())
+            except (jsonpatch.InvalidJsonPatch, TypeError) as error:
+                raise bad_request(f"Invalid JSON Patch: {error}") from error
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
+                raise unprocessable(f"The patch cannot be applied: {error}") from error
+            return self.update(uow, res_type, res_id, patched, current.version_id, interaction="patch")
+        except FhirError:
+            if not any(r.interaction == "patch" and res_id in r.res_ids for r in uow.records):
+                self._audit(uow, "patch", current, 200)  # its status is the failure's (`_after_rollback`)
+            raise
 
     def delete(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored | None:
         """Delete as a versioned tombstone; deleting what is absent, already deleted or hidden from the
@@ -581,13 +598,21 @@ class WritePath:
 
     def read(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored:
         """The current version as `uow.context` may see it: a hidden id answers as an unknown one (both
-        come from the one query that applies the reader's visibility)."""
+        come from the one query that applies the reader's visibility). Audited, also when refused."""
+        try:
+            current = self._current(uow, res_type, res_id)
+        except FhirError as error:
+            uow.records.append(AccessRecord("read", res_type, [res_id], error.status, uow.context))
+            raise
+        self._audit(uow, "read", current, 200, current.json())
+        return current
+
+    def _current(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored:
+        """The current version as `uow.context` may see it (404 hidden or unknown, 410 deleted)."""
         visibility = self.hooks.policy.visibility(uow.context)
         current = uow.repository.current_visible(res_type, res_id, visibility)
         if current is None:
             raise not_found(f"{res_type}/{res_id} is not known")
         if current.deleted:
             raise gone(f"{res_type}/{res_id} was deleted (version {current.version_id})")
-        resource = current.json()
-        self._audit(uow, "read", current, 200, resource)
         return current

@@ -65,7 +65,12 @@ class Services:
         audit = None
         if default_hooks and settings.audit:
             audit = AuditQueue(
-                engine, extractor, settings.audit_queue_size, settings.audit_batch_size, settings.audit_waits
+                engine,
+                extractor,
+                settings.audit_queue_size,
+                settings.audit_batch_size,
+                settings.audit_waits,
+                settings.audit_wait_seconds,
             )
             hooks.audit = audit
         write_path = WritePath(engine, searcher, extractor, hooks, access)

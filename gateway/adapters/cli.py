@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,11 +16,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Connection
 
 from gateway.adapters.intake import AdapterClient, UnknownClient
 from gateway.config import Settings
 from gateway.hooks import AccessRecord, AuditSink, Principal, RequestContext, patients_of
 from gateway.model.types import Json
+from gateway.security.audit import wait_durable
 from gateway.services import Services
 from gateway.store.repository import Repository
 
@@ -97,13 +100,21 @@ class _Tee:
     def __init__(self, sink: AuditSink, patients: dict[str, list[str]]) -> None:
         self.sink, self.patients = sink, patients
 
-    def record(self, record: AccessRecord) -> None:
+    def store(self, connection: Connection, records: list[AccessRecord]) -> None:
+        for record in records:
+            self._note(record)
+        self.sink.store(connection, records)
+
+    def record(self, record: AccessRecord) -> Future[None] | None:
+        self._note(record)
+        return self.sink.record(record)
+
+    def _note(self, record: AccessRecord) -> None:
         """A record names its resources and the patients they concern (records are combined per
         patient set, `hooks.combined`): each resource is noted with those patients."""
         named = [f"{record.res_type}/{res_id}" for res_id in record.res_ids] if record.res_type else []
         for reference in named + record.resources:
             self.patients.setdefault(reference, []).extend(record.patients)
-        self.sink.record(record)
 
 
 @dataclass
@@ -162,13 +173,16 @@ class ImportAudit:
             named_by.append((where, status, resources))
         unseen = [ref for _, _, refs in named_by for ref in refs if ref not in self.seen]
         stored = self._stored_patients(unseen)
+        waiting: list[Future[None] | None] = []
         for where, status, resources in named_by:
             detail = f"gateway import {self.command} {where}: {status}"[:1000]
             record = AccessRecord("import", None, [], status, context, detail)
             patients = [p for ref in resources for p in self.seen.get(ref, stored.get(ref, []))]
             record.patients = list(dict.fromkeys(patients))
             record.resources = [ref for ref in resources if ref not in record.patients]
-            self.svc.hooks.audit.record(record)
+            waiting.append(self.svc.hooks.audit.record(record))
+        # stored before the command goes on (a crash loses at most the records of the chunk at hand)
+        wait_durable([future for future in waiting if future is not None])
 
     def _stored_patients(self, resources: list[str]) -> dict[str, list[str]]:
         """The patients each stored resource concerns, by `Type/id` (read in one query)."""

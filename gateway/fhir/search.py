@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import Issue, bad_request
+from gateway.errors import FhirError, Issue, bad_request
 from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response, prefer
 from gateway.fhir.outcome import operation_outcome
@@ -60,7 +60,11 @@ def visible_page(svc: Services, uow: UnitOfWork, res_type: str, search: SearchRe
     recorded for audit. REST search and GET entries of Bundles both come here."""
     policy = svc.hooks.policy
     context = uow.context
-    policy.authorize_search(context, res_type)
+    try:
+        policy.authorize_search(context, res_type)
+    except FhirError as error:  # refused, also inside a batch: audited as what it is
+        uow.records.append(AccessRecord("search", res_type, [], error.status, context))
+        raise
     search.visibility = policy.visibility(context)
     search.masking = policy.masking(context)
     search.cursor_binding = context.principal.client_id

@@ -563,11 +563,15 @@ def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
         visibility = policy.visibility(uow.context)
         current = uow.repository.current_visible(e.res_type, e.res_id, visibility)
         stored = uow.repository.version(e.res_type, e.res_id, e.version) if current is not None else None
-        if stored is None:
-            raise not_found(f"{e.url} is not known")
-        if stored.deleted:
-            raise gone(f"{e.url} is a deleted version")
         record = AccessRecord("vread", e.res_type, [e.res_id], 200, uow.context)
+        if stored is None or stored.deleted:
+            record.status = 404 if stored is None else 410
+            uow.records.append(record)  # audited as what it is, also inside a batch
+            raise (
+                not_found(f"{e.url} is not known")
+                if stored is None
+                else gone(f"{e.url} is a deleted version")
+            )
         record.patients = patients_of(stored.json())
         uow.records.append(record)
     else:

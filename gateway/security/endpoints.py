@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.config import Settings
-from gateway.security.jwts import CLIENT_ALGORITHMS
+from gateway.hooks import Principal
+from gateway.security.jwts import CLIENT_ALGORITHMS, peek
 from gateway.security.scopes import GATEWAY_SCOPES
 from gateway.security.tokens import Authority, OAuthError, Urls
 
@@ -80,6 +81,13 @@ async def token(request: Request) -> JSONResponse:
     except OAuthError as error:
         log.info("token refused: %s: %s", error.error, error.description)
         return _oauth_error(error)
+    # the token issued is audited (AuditRequests) as issued to this client, for its organisation
+    _, claims = peek(body["access_token"])
+    request.state.principal = Principal(
+        client_id=str(claims.get("client_id")),
+        organization=claims.get("organization"),
+        scopes=frozenset(str(claims.get("scope", "")).split()),
+    )
     return JSONResponse(body, 200, NO_STORE)
 
 

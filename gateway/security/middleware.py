@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import FhirError, Issue, method_not_allowed
 from gateway.fhir.outcome import error_response
-from gateway.security.audit import changes_audit
+from gateway.security.audit_requests import changes_audit
 from gateway.security.interactions import check
 from gateway.security.oidc import Rejected
 from gateway.security.revocation import ClientRefused

@@ -201,6 +201,36 @@ class CareRelation(Base):
     )
 
 
+class AuditBatch(Base):
+    """One batch of AuditEvents the audit writer of a process committed: a link of that process's chain
+    (`previous` is the hash of its batch `number - 1`; `hash` covers `previous` and the events' stored
+    content), so `gateway audit verify` finds a batch deleted or altered (docs/security.md, Audit)."""
+
+    __tablename__ = "audit_batch"
+    process: Mapped[str] = mapped_column(String(128), primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    previous: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    events: Mapped[str] = mapped_column(Text)  # the ids of its AuditEvents, a JSON array
+    committed_at: Mapped[datetime] = mapped_column(DateTime())
+    # Its events were archived (`gateway audit archive`): the link stays, its events are in the archive.
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (Index("ix_audit_batch_committed", "committed_at"),)
+
+
+class AuditArchive(Base):
+    """An archive `gateway audit archive` wrote: the AuditEvents recorded before `before`, moved to a file
+    whose SHA-256 is kept here."""
+
+    __tablename__ = "audit_archive"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    before: Mapped[datetime] = mapped_column(DateTime())
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    events: Mapped[int] = mapped_column(Integer)
+    archived_at: Mapped[datetime] = mapped_column(DateTime())
+
+
 class QuarantineItem(Base):
     """An adapter input that was rejected, kept verbatim to be corrected and replayed."""
 

@@ -8,11 +8,13 @@ client learns from sending another's records is nothing but that it may not send
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection
 from typer.testing import CliRunner
 
 from gateway.adapters import quarantine
@@ -66,9 +68,13 @@ class Capture:
         self.sink = sink
         self.records: list[AccessRecord] = []
 
-    def record(self, record: AccessRecord) -> None:
+    def store(self, connection: Connection, records: list[AccessRecord]) -> None:
+        self.records.extend(records)
+        self.sink.store(connection, records)
+
+    def record(self, record: AccessRecord) -> Future[None] | None:
         self.records.append(record)
-        self.sink.record(record)
+        return self.sink.record(record)
 
     def sources(self, *interactions: str) -> set[str | None]:
         return {r.context.source for r in self.records if r.interaction in interactions}

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from gateway.errors import FhirError, Issue
 from gateway.fhir.transaction import run_transactions
-from gateway.hooks import AccessRecord, RequestContext
+from gateway.hooks import AccessRecord, LogAudit, RequestContext
 from gateway.pipeline import Conflict, UnitOfWork
 from gateway.services import Services
 from gateway.store import pending
@@ -25,7 +25,7 @@ class Abort(Exception):
     pass
 
 
-class Recorder:
+class Recorder(LogAudit):
     """An AuditSink that keeps what it is given."""
 
     def __init__(self) -> None:
@@ -205,18 +205,20 @@ def test_a_conflict_that_outlasts_the_retries_stores_nothing_and_answers_none(
     assert values(services) == []
 
 
-def test_what_is_committed_is_notified_even_when_the_audit_queue_refuses(services: Services) -> None:
-    class Refusing:
-        def record(self, record: AccessRecord) -> None:
-            raise FhirError(503, [Issue("error", "transient", "audit queue full")])
+def test_a_write_whose_audit_records_cannot_be_stored_is_not_committed(services: Services) -> None:
+    """A write's AuditEvents commit in its own transaction: when they cannot be stored, nothing is."""
+
+    class Refusing(LogAudit):
+        def store(self, connection: Connection, records: list[AccessRecord]) -> None:
+            raise FhirError(503, [Issue("error", "transient", "the audit log cannot take the records")])
 
     notified: list[Any] = []
     services.hooks.audit = Refusing()
     services.hooks.notify.changed = notified.extend  # type: ignore[method-assign,assignment]
     with pytest.raises(FhirError):
         services.write_path.run(CONTEXT, lambda uow: services.write_path.create(uow, patient("w1")))
-    assert values(services) == ["w1"]
-    assert [change.res_type for change in notified] == ["Patient"]
+    assert values(services) == []
+    assert notified == []
 
 
 def test_identifiers_claimed_in_the_transaction_are_found_without_writing_the_held_rows(

@@ -110,7 +110,7 @@ def test_a_rejection_without_communication_scope_gets_its_return_report(
     assert created["subtype"][0]["code"] == "create" and created["outcome"] == "0"
     assert _clients(created) == {kommun.client_id: ("IRCP", True), GATEWAY_CLIENT: ("PRF", False)}
     assert {"system": HSA, "value": KOMMUN} in [agent["who"]["identifier"] for agent in created["agent"]]
-    [patched] = _audit(secured, api, f"entity=Task/{handover['id']}&subtype=update")
+    [patched] = _audit(secured, api, f"entity=Task/{handover['id']}&subtype=patch")
     assert _clients(patched) == {kommun.client_id: ("IRCP", True)}
 
 

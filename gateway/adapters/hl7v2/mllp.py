@@ -18,7 +18,7 @@ import logging
 import multiprocessing
 import ssl
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from gateway.adapters.hl7v2 import service
@@ -26,7 +26,6 @@ from gateway.adapters.hl7v2.ack import Ack
 from gateway.adapters.hl7v2.message import END, START
 from gateway.adapters.hl7v2.senders import Senders
 from gateway.config import Settings
-from gateway.errors import FhirError
 from gateway.hooks import AccessRecord, Principal, RequestContext
 from gateway.services import Services
 
@@ -182,8 +181,11 @@ class Listener:
                     source_address=peer,
                     parse_pool=self.parse_pool,
                 )
-                self._audit(result, peer)
-                await self._send(writer, result.ack)
+                ack = result.ack
+                if not await self._audited(result, peer):
+                    # its writes are committed with their own records; sent again it is answered AA
+                    ack = replace(ack, code="AE", text="The audit log could not store this message's record")
+                await self._send(writer, ack)
 
     async def _room_in_the_audit(self) -> None:
         """Hold a message while the audit queue is full (its sender waits for the ACK), rather than write
@@ -192,9 +194,10 @@ class Listener:
         while audit is not None and audit.full():
             await asyncio.sleep(AUDIT_WAIT_SECONDS)
 
-    def _audit(self, result: service.Result, peer: str | None) -> None:
+    async def _audited(self, result: service.Result, peer: str | None) -> bool:
         """One `import` record a message, naming the client it was written as (beside the records of
-        its writes); a refused sender is recorded as anonymous, with the refusal."""
+        its writes), stored before the ACK goes out; a refused sender is recorded as anonymous, with the
+        refusal. False when it could not be stored."""
         ack = result.ack
         context = RequestContext(
             principal=result.principal or Principal(),
@@ -206,9 +209,13 @@ class Listener:
             detail += f" {ack.text}"
         record = AccessRecord("import", None, [], AUDIT_STATUS.get(ack.code, 400), context, detail[:1000])
         try:
-            self.svc.hooks.audit.record(record)
-        except FhirError:
-            log.error("audit record lost (queue full): %s", detail)
+            stored = self.svc.hooks.audit.record(record)
+            if stored is not None:
+                await asyncio.wrap_future(stored)
+        except Exception:
+            log.exception("the import record of a message could not be stored: %s", detail)
+            return False
+        return True
 
     async def _send(self, writer: asyncio.StreamWriter, ack: Ack) -> None:
         writer.write(frame(ack.encode(self.zone)))
