@@ -10,16 +10,18 @@ unit of work, so conditional operations see the winner's row the second time.
 from __future__ import annotations
 
 import copy
+import hashlib
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
 from uuid import uuid4
 
 import jsonpatch
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.errors import (
@@ -52,7 +54,7 @@ from gateway.store import pending, relations
 from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.relations import Writer
 from gateway.store.repository import Repository, StaleVersion, Stored, hold_index_writes
-from gateway.store.visibility import visible_keys
+from gateway.store.visibility import Visibility, visible_keys
 
 T = TypeVar("T")
 _SAVEPOINT = "gateway_attempt"  # an attempt's; nested ones shadow it (SQL savepoints stack by name)
@@ -350,6 +352,8 @@ class WritePath:
         policy = self.hooks.policy
         visibility = policy.visibility(uow.context, writing=interaction != "read")
         masking = policy.masking(uow.context)
+        if interaction != "read":
+            self._serialize(uow, res_type, query, visibility)
         found = self.searcher.match(uow.connection, res_type, query, visibility=visibility, masking=masking)
         if found or visibility.everything or not policy.identity_query(res_type, query):
             return found
@@ -357,6 +361,24 @@ class WritePath:
         if hidden:
             self._hidden_identity(uow, interaction, hidden[0].res_id)
         return found
+
+    @staticmethod
+    def _serialize(uow: UnitOfWork, res_type: str, query: str, visibility: Visibility) -> None:
+        """Concurrent conditional writes with the same normalized criteria, evaluated as the same
+        client, take turns for the length of their transactions, so they make one resource (PostgreSQL:
+        an advisory lock on a hash of them; SQLite's writers take turns already). Criteria that overlap
+        but differ are not serialized (docs/fhir/create.md)."""
+        if uow.connection.dialect.name != "postgresql":
+            return
+        pairs = sorted(parse_qsl(query, keep_blank_values=True))
+        who = (
+            "*"
+            if visibility.everything
+            else uow.context.principal.organization or uow.context.principal.client_id
+        )
+        normalized = f"{res_type}?{urlencode(pairs)}#{who}".encode()
+        key = int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "big", signed=True)
+        uow.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     def visible(self, uow: UnitOfWork, stored: Stored | None) -> Stored | None:
         """`stored` if `uow.context` may see it as the target of a write, else None: a hidden resource
@@ -451,10 +473,13 @@ class WritePath:
         checked: bool = False,
         indexed: IndexRows | None = None,
         interaction: str = "update",
+        guard: int | None = None,
     ) -> WriteResult:
         """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`);
         `indexed`: its index rows but the references', extracted before the unit of work (`_store`);
-        `interaction`: what it is audited as (a JSON Patch's update is a `patch`). A resource the
+        `interaction`: what it is audited as (a JSON Patch's update is a `patch`); `guard`: the version
+        the content was made from (a patch without If-Match): another version now re-runs the unit of
+        work, so the patch is applied again to the newer one. A resource the
         client may not see is as good as none; only the gateway's own writers and region-wide clients
         create by PUT (others get the same 404 for an unknown, deleted or hidden id)."""
         self._not_audit(res_type)
@@ -464,6 +489,8 @@ class WritePath:
         current = self.visible(uow, uow.current_for_write(res_type, res_id))
         if (current is None or current.deleted) and not policy.may_create_by_put(uow.context):
             raise not_found(f"{res_type}/{res_id} is not known")
+        if guard is not None and (current is None or current.version_id != guard):
+            raise Conflict(f"{res_type}/{res_id} changed while the patch was applied")
         if if_match is not None and (current is None or current.version_id != if_match):
             have = f"version {current.version_id}" if current else "no version"
             raise precondition_failed(
@@ -513,7 +540,12 @@ class WritePath:
         """Apply a JSON Patch to the current version and store the result as an update of that version.
         Audited as a `patch`, with its outcome also when it is refused (403) or cannot apply (422)."""
         self._not_audit(res_type)
-        current = self._current(uow, res_type, res_id)
+        # locked (PostgreSQL): concurrent patches of one resource take turns instead of colliding
+        current = self.visible(uow, uow.current_for_write(res_type, res_id))
+        if current is None:
+            raise not_found(f"{res_type}/{res_id} is not known")
+        if current.deleted:
+            raise gone(f"{res_type}/{res_id} was deleted (version {current.version_id})")
         try:
             if if_match is not None and current.version_id != if_match:
                 raise precondition_failed(
@@ -527,7 +559,8 @@ class WritePath:
                 raise bad_request(f"Invalid JSON Patch: {error}") from error
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
                 raise unprocessable(f"The patch cannot be applied: {error}") from error
-            return self.update(uow, res_type, res_id, patched, current.version_id, interaction="patch")
+            guard = None if if_match is not None else current.version_id
+            return self.update(uow, res_type, res_id, patched, if_match, interaction="patch", guard=guard)
         except FhirError:
             if not any(r.interaction == "patch" and res_id in r.res_ids for r in uow.records):
                 self._audit(uow, "patch", current, 200)  # its status is the failure's (`_after_rollback`)

@@ -9,7 +9,13 @@ ahead (bounded memory)."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import multiprocessing
+import os
+import signal
+import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -44,12 +50,35 @@ class Worker:
 Work = Callable[[Worker, list[Any]], Coroutine[Any, Any, list[Json]]]
 
 _WORKER: list[Worker] = []  # the worker process's one Worker, once started
+PR_SET_PDEATHSIG = 1
+PARENT_POLL_SECONDS = 1.0
 
 
-def _start(adapter: AdapterClient, command: str, client_id: str | None) -> None:
+def _start(adapter: AdapterClient, command: str, client_id: str | None, parent: int) -> None:
+    _die_with(parent)
     svc = Services.build(Settings.from_env().for_batch())
     context = act_as(adapter, svc, client_id)
     _WORKER.append(Worker(svc, context, ImportAudit(svc, context, command), asyncio.new_event_loop()))
+
+
+def _die_with(parent: int) -> None:
+    """A worker ends when the import's process does, also when that one is killed (`kill -9`) and cannot
+    stop it: the kernel sends it SIGKILL (Linux: PR_SET_PDEATHSIG), and a watch thread ends it once its
+    parent is gone, where that is not available. Its unit of work then rolls back; a re-run of the
+    import is correct (records stored are found unchanged)."""
+    with suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # gone already, before the signal was asked for
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_SECONDS)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _run(work: Work, chunk: list[Any]) -> list[Json]:
@@ -82,7 +111,7 @@ class Workers:
         self.work = work
         self.pools = [
             ProcessPoolExecutor(
-                1, mp_context=spawn, initializer=_start, initargs=(adapter, command, client_id)
+                1, mp_context=spawn, initializer=_start, initargs=(adapter, command, client_id, os.getpid())
             )
             for _ in range(count)
         ]

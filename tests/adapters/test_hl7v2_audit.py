@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from gateway.adapters.device_register.adapter import CHUNK as REGISTER_CHUNK
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.ids import SourceIds
 from gateway.security import store
+from gateway.security.audit_cli import verify
 from gateway.security.scopes import ADAPTER_HL7V2
+from gateway.services import Services
 from gateway.store.repository import Repository
 from tests.adapters.test_adapter_identity import entities, events, writers
 from tests.adapters.test_bestallningsportalen import golden
@@ -265,3 +268,61 @@ def test_register_rows_imported_in_worker_processes_answer_and_mark_as_one_proce
     assert len(held) == count  # all but the rejected MAH-000005, and the earlier unit
     missing = held[("Device", f"{UNITS}/sesam", "MAH-999999")].json()["meta"]["tag"]
     assert [tag["code"] for tag in missing] == ["missing-from-register"]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_die_with_a_killed_import_and_a_run_again_is_correct(clean: Database, tmp_path: Path) -> None:
+    """`kill -9` of `gateway import orders --workers 2` mid-way: its worker processes end with it (none
+    keeps a database connection), and running the import again stores every order once, every write
+    with its AuditEvent."""
+    count = 4 * CHUNK
+    path = tmp_path / "orders.ndjson"
+    orders = [{**golden("01"), "ordernummer": f"BP-K-{n:04d}"} for n in range(count)]
+    path.write_text("\n".join(json.dumps(order) for order in orders) + "\n", encoding="utf-8")
+    command = subprocess.Popen(
+        [str(GATEWAY), "import", "orders", "--workers", "2", str(path)],
+        env=environment(clean),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = [pid for pid in _children(command.pid) if _alive(pid)]
+        time.sleep(0.05)
+    while time.monotonic() < deadline and not imports(clean):
+        time.sleep(0.05)  # mid-way: something is stored
+    command.send_signal(signal.SIGKILL)
+    command.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert workers and not any(_alive(pid) for pid in workers)
+    done = gateway(clean, "import", "orders", "--workers", "2", str(path))
+    assert done.returncode == 0, done.stderr
+    with clean.engine.connect() as connection:
+        stored = Repository(connection).current_of(("Provenance", _provenance(clean, o)) for o in orders)
+    assert len(stored) == count
+    services = Services.build(clean.settings(), engine=clean.engine)
+    assert [p for p in verify(services, None).problems if "has no AuditEvent" in p] == []

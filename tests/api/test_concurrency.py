@@ -123,3 +123,51 @@ def test_a_unit_of_work_that_deadlocked_is_run_again_and_other_database_errors_a
 
     with pytest.raises(OperationalError):
         services.write_path.run(CONTEXT, unreachable)
+
+
+def test_concurrent_identical_non_identifier_conditional_creates_make_one_resource(
+    services: Services,
+) -> None:
+    """Criteria that are not an identifier (docs/fhir/create.md): the same normalized criteria, evaluated
+    as the same client, take turns, so twenty concurrent creates make one resource."""
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "59408-5"}]},
+    }
+    condition = "code=http://loinc.org|59408-5&status=final"
+    same = "status=final&code=http%3A%2F%2Floinc.org%7C59408-5"  # the same criteria, written otherwise
+    results = _race(
+        services,
+        lambda uow, worker: services.write_path.create(uow, observation, condition if worker % 2 else same),
+    )
+    assert Counter(results) == Counter({201: 1, 200: WORKERS - 1})
+    found = services.write_path.run(
+        CONTEXT,
+        lambda uow: len(services.searcher.match(uow.connection, "Observation", condition, limit=100)),
+        write=False,
+    )
+    assert found == 1
+
+
+def test_concurrent_patches_without_if_match_are_all_applied(services: Services) -> None:
+    """A patch without If-Match is applied to the version it finds; a concurrent change makes it apply
+    again to the newer one (docs/fhir/patch.md): every patch counts."""
+    created = services.write_path.run(
+        CONTEXT, lambda uow: services.write_path.create(uow, patient() | {"name": [{"family": "Lapp"}]})
+    )
+    res_id = created.stored.res_id
+
+    def work(uow: UnitOfWork, worker: int) -> WriteResult:
+        operation = [{"op": "add", "path": "/name/-", "value": {"family": f"n{worker}"}}]
+        return services.write_path.patch(uow, "Patient", res_id, operation)
+
+    results = _race(services, work)
+    assert Counter(results) == Counter({200: WORKERS})
+    stored = services.write_path.run(
+        CONTEXT, lambda uow: uow.repository.current("Patient", res_id), write=False
+    )
+    assert stored is not None
+    families = [name["family"] for name in stored.json()["name"][1:]]
+    assert sorted(families) == sorted(f"n{n}" for n in range(WORKERS))
+    assert stored.version_id == WORKERS + 1
