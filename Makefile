@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8080
 
 .PHONY: run test lint typecheck unit bench clean definitions
 
@@ -14,12 +15,12 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/gateway db upgrade
-	$(BIN)/gateway clients demo --url http://127.0.0.1:8080
+	$(BIN)/gateway clients demo --url http://127.0.0.1:$(PORT)
 	# The demo client acts region-wide (like the region's own journal system), so it sees what it writes.
 	# Tokens' issuer and audience come from the base URL (never the Host header): where this serves.
-	GATEWAY_BASE_URL=$${GATEWAY_BASE_URL:-http://127.0.0.1:8080/fhir} \
+	GATEWAY_BASE_URL=$${GATEWAY_BASE_URL:-http://127.0.0.1:$(PORT)/fhir} \
 	GATEWAY_REGION_CLIENTS=$${GATEWAY_REGION_CLIENTS:-demo-client} \
-	$(BIN)/gateway serve --host 127.0.0.1 --port 8080 --no-upgrade
+	$(BIN)/gateway serve --host 127.0.0.1 --port $(PORT) --no-upgrade
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests scripts bench

@@ -23,7 +23,7 @@ from gateway.adapters.hl7v2 import routes as hl7v2_routes
 from gateway.config import Settings
 from gateway.errors import FhirError, not_found, too_large
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
-from gateway.fhir.routes import routes
+from gateway.fhir.routes import base_route, routes
 from gateway.hooks import Hooks
 from gateway.security.audit_requests import AuditRequests
 from gateway.security.endpoints import check_base_url, warn_if_off
@@ -97,6 +97,7 @@ def create_app(
     app.state.services = svc
     app.state.authority = Authority(svc.settings, svc.engine)
     app.include_router(security_router)  # before the /fhir mount: it serves /fhir/.well-known/…
+    app.router.routes.append(base_route())
     app.router.routes.append(Mount("/fhir", routes=routes()))
     app.include_router(adapter_routes.router)
     for adapter_router in (

@@ -54,6 +54,12 @@ async def _not_allowed(request: Request, **_: str) -> Response:
     raise method_not_allowed(f"{request.method} is not supported on {request.url.path}")
 
 
+def base_route() -> Route:
+    """POST [base] without a trailing slash, as FHIR clients send transactions and batches: processed
+    (not redirected to `/fhir/`)."""
+    return Route("/fhir", _checked(transaction.transaction_or_batch), methods=["POST"])
+
+
 def routes() -> list[Route]:
     return [
         Route("/metadata", _checked(capabilities.metadata), methods=["GET"]),

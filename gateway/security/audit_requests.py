@@ -33,7 +33,7 @@ class AuditRequests:
     def watched(path: str) -> bool:
         if path in ("/fhir/metadata", "/fhir/.well-known/smart-configuration"):
             return False
-        return path.startswith(("/fhir/", "/adapters/")) or path == "/auth/token"
+        return path.startswith(("/fhir/", "/adapters/")) or path in ("/fhir", "/auth/token")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.watched(scope["path"]):

@@ -454,3 +454,11 @@ def test_an_identifier_already_taken_fails_the_transaction(client: TestClient) -
     )
     assert "Bundle.entry[1]" in outcome_of(response, 409)["issue"][0]["diagnostics"]
     assert history_total(client, "Organization") == 0
+
+
+def test_the_base_without_a_trailing_slash_takes_bundles(client: TestClient) -> None:
+    """`POST [base]` as FHIR clients send it (`…/fhir`, no slash) is processed, not redirected."""
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [entry("POST", "Patient", patient())]}
+    response = client.post("/fhir", json=bundle, follow_redirects=False)
+    assert response.status_code == 200, response.text
+    assert response.json()["type"] == "batch-response"
