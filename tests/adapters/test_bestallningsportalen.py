@@ -225,14 +225,16 @@ def test_a_version_without_follow_up_or_self_care_ends_the_earlier_ones(
     assert entry["status"] == "200 OK", entry
     plan = read(client, f"CarePlan/{bp('BP-2026-004711', 'followup')}")
     assert plan["status"] == "revoked" and plan["meta"]["versionId"] == "2"
-    assert "Version 2 of order BP-2026-004711 no longer has uppfoljning" in plan["note"][0]["text"]
+    assert (
+        "Version 2 av order BP-2026-004711 har inte längre någon uppföljningsplan" in plan["note"][0]["text"]
+    )
     assert [a["detail"]["status"] for a in plan["activity"] if "detail" in a] == ["cancelled", "cancelled"]
     assert [a["reference"] for a in plan["activity"] if "reference" in a] == [
         {"reference": f"DeviceRequest/{bp('BP-2026-004711', 'r1')}"}
     ]
     assessment = read(client, f"Observation/{bp('BP-2026-004711', 'selfcare')}")
     assert assessment["status"] == "cancelled" and assessment["meta"]["versionId"] == "2"
-    assert "no longer has egenvard" in assessment["note"][0]["text"]
+    assert "har inte längre någon egenvårdsbedömning" in assessment["note"][0]["text"]
     assert "supportingInfo" not in read(client, f"DeviceRequest/{bp('BP-2026-004711', 'r1')}")
     assert search(client, "CarePlan?status=active") == []
     assert search(client, "Observation?status=final") == []

@@ -317,7 +317,7 @@ def build(order: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) 
     if order.get("egenvard") and kind["resource"] == "DeviceRequest":
         supporting.append(m.ref(_self_care(b, order, status, patient, practitioners, roles)))
     elif kind["resource"] == "DeviceRequest":
-        _withdraw(b, "observation", f"Observation/{oids.selfcare}", "egenvard (self-care assessment)")
+        _withdraw(b, "observation", f"Observation/{oids.selfcare}", "egenvårdsbedömning")
     if kind["resource"] == "DeviceRequest":
         for line in order["rader"]:
             written_lines.append(
@@ -343,7 +343,7 @@ def build(order: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) 
         if order.get("uppfoljning"):
             _follow_up(b, order, status, patient, orgs, written_lines)
         else:
-            _withdraw(b, "careplan", f"CarePlan/{oids.followup}", "uppfoljning (follow-up plan)")
+            _withdraw(b, "careplan", f"CarePlan/{oids.followup}", "uppföljningsplan")
         if unconfirmed or (confirm and confirm.resource.get("status") in m.OPEN_TASK):
             _confirm_task(b, order, confirm, unconfirmed, status, group, patient, orgs, written_lines)
     else:
@@ -550,7 +550,7 @@ def _withdraw(b: Builder, kind: str, key: str, what: str) -> None:
     rule = m.tables(SOURCE)["withdrawn"][kind]
     if found is None or found.resource.get("status") in rule["ended"]:
         return
-    reason = f"Version {version_of(b.order)} of order {b.order['ordernummer']} no longer has {what}"
+    reason = f"Version {version_of(b.order)} av order {b.order['ordernummer']} har inte längre någon {what}"
     resource = {
         **found.resource,
         "status": rule["status"],
@@ -585,7 +585,7 @@ def _confirm_task(
     if current is not None:
         if unconfirmed and status["task"] != "cancelled":
             return  # the unit is working on it: leave it as it is
-        reason = "the order now names its prescriber" if not unconfirmed else "the order was cancelled"
+        reason = "Ordern anger nu sin förskrivare" if not unconfirmed else "Ordern makulerades"
         b.own({**current.resource, "status": "cancelled", "statusReason": {"text": reason}})
         return
     orderer = order["registrerad_av"]
@@ -602,9 +602,9 @@ def _confirm_task(
                 ]
             },
             "description": (
-                f"Order {order['ordernummer']} was placed by {orderer['namn']} without naming the "
-                "prescriber. "
-                "Complete this Task with an output valueReference to the prescriber's PractitionerRole."
+                f"Order {order['ordernummer']} registrerades av {orderer['namn']} utan att förskrivaren "
+                "angavs. Ange vem som förskrev: slutför uppgiften med förskrivarens PractitionerRole som "
+                "output (valueReference)."
             ),
             "focus": m.ref(lines[0]),
             "basedOn": [m.ref(line) for line in lines],

@@ -239,7 +239,7 @@ def build(row: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) ->
     if status.get("task") == "complete-return":
         for task in known.return_tasks:
             done = {**task.resource, "status": "completed"}
-            done["statusReason"] = {"text": f"{row['register']} reports the unit returned"}
+            done["statusReason"] = {"text": f"{row['register']} rapporterar enheten återlämnad"}
             b.own(done, task)
     if status.get("task") == "recall":
         _recall(b, device, owner, patient)
@@ -299,8 +299,8 @@ def _recall(b: Builder, device: str, owner: str, patient: str | None) -> None:
             "intent": "order",
             "priority": "urgent",
             "code": {"coding": [code]},
-            "description": f"The manufacturer has recalled {where}"
-            + (", which is at a patient" if patient else ""),
+            "description": f"Tillverkaren har återkallat {where}"
+            + (", som finns hos en patient" if patient else ""),
             "focus": m.ref(device),
             "authoredOn": b.recorded,
             "owner": m.ref(owner),
@@ -331,8 +331,8 @@ def _recall(b: Builder, device: str, owner: str, patient: str | None) -> None:
         "sender": m.ref(owner),
         "payload": [
             {
-                "contentString": f"The manufacturer has recalled {where}, which you prescribed for this "
-                "patient. The owning device unit has been asked to act."
+                "contentString": f"Tillverkaren har återkallat {where}, som du förskrev till patienten. "
+                "Den ägande hjälpmedelsenheten har ombetts att åtgärda det."
             }
         ],
     }
@@ -391,7 +391,7 @@ def missing_bundle(found: Found, register: str, recorded: str, ids: SourceIds) -
         "target": [m.ref(key)],
         "recorded": recorded,
         "activity": {"coding": [{"system": m.V3_OPERATION, "code": "UPDATE"}]},
-        "reason": [{"text": f"Not listed in the full export of {register}"}],
+        "reason": [{"text": f"Saknas i den fullständiga exporten från {register}"}],
         "agent": [_assembler(register)],
     }
     return {
