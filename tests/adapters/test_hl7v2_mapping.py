@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from gateway.adapters import quarantine
 from gateway.adapters.hl7v2 import service
+from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.message import Message
 from gateway.adapters.hl7v2.message import parse as message_parse
 from tests.adapters.test_hl7v2_messages import adt, post
@@ -117,6 +118,14 @@ def test_not_hl7_or_unsupported_is_ar(client: TestClient) -> None:
     assert post(client, adt("A01", "X2").replace(b"|P|2.5|", b"|P|2.3|"))[0] == "AR"
     response = client.post("/adapters/hl7v2", content=adt("A01", "X3").replace(b"|", b"", 3))
     assert response.status_code == 200 and b"MSA|AR" in response.content
+    # a broken MSH (the field separator left out before the encoding characters): a well-formed ACK that
+    # says what is wrong, not a complaint about the version
+    broken = adt("A01", "X4").replace(b"MSH|^~\\&|", b"MSH^~\\&|", 1)
+    assert broken.startswith(b"MSH^~\\&|")
+    response = client.post("/adapters/hl7v2", content=broken, headers={"Content-Type": "application/hl7-v2"})
+    code, _, text = read_ack(response.content)
+    assert code == "AR" and "separators" in text and "version" not in text
+    assert response.content.startswith(b"MSH|^~\\&|") and b"\rMSA|AR|" in response.content
     assert client.get("/adapters/quarantine?adapter=hl7v2").json()["items"] == []
 
 

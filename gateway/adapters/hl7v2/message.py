@@ -173,8 +173,22 @@ def parse(data: bytes) -> Message:
         raise Hl7Error("AR", problem, "MSH-18", "203") from error
     field_sep = text[3]
     encoding = text[4:8]
-    if len(encoding) < 4 or field_sep.isalnum():
-        raise Hl7Error("AR", "MSH-1 and MSH-2 do not hold the separators", "MSH-2", "102")
+    separators_ok = (
+        len(encoding) == 4
+        and not field_sep.isalnum()
+        and len(set(field_sep + encoding)) == 5
+        and not any(char.isalnum() or char in "\r\n" for char in encoding)
+        and text[8:9] == field_sep
+    )
+    if not separators_ok:
+        raise Hl7Error(
+            "AR",
+            "MSH-1 and MSH-2 do not hold the separators: a message begins with MSH, the field separator "
+            "(usually a vertical bar), four different encoding characters (usually caret, tilde, backslash "
+            "and ampersand) and the field separator again",
+            "MSH-2",
+            "102",
+        )
     msh = text.split("\r", 1)[0].split(field_sep)
     version = msh[11].split(encoding[0])[0] if len(msh) > 11 else ""
     if version not in SUPPORTED_VERSIONS:
