@@ -441,3 +441,18 @@ def test_cli_imports_orders_with_a_summary(database: Database, services: Service
     assert result.exit_code == 1, result.output
     assert "orders: created 3, updated 0, unchanged 1, rejected 1" in result.output
     assert "orders.ndjson: order 3: 400 Bad Request" in result.output
+
+
+def test_an_invalid_order_is_quarantined_under_its_number_and_version(
+    client: TestClient, services: Services
+) -> None:
+    """Refused for its content (a personnummer with a wrong check digit), an order whose number can be
+    read is quarantined under it and its version; one whose number cannot, under its position."""
+    bad = {**golden("01"), "version": 3}
+    bad["patient"] = {**bad["patient"], "personnummer": "191212121213"}
+    [refused] = post(client, bad)
+    assert refused["status"] == "400 Bad Request"
+    [nameless] = post(client, {k: v for k, v in bad.items() if k != "ordernummer"})
+    assert nameless["status"] == "400 Bad Request"
+    items = quarantine.listing(services.engine, "bestallningsportalen")
+    assert [item.source_key for item in items] == ["BP BP-2026-004711 v3", "#1"]

@@ -276,9 +276,10 @@ async def import_chunk(
     checked: dict[str, list[tuple[int, Json, bytes]]] = {}  # by source
     keys: dict[int, str] = {}
     for index, piece in enumerate(pieces):
+        if (key := source_key(piece)) is not None:
+            keys[index] = key
         try:
             order = _checked(piece)
-            keys[index] = f"{to_fhir.portal_of(order)} {order['ordernummer']} v{to_fhir.version_of(order)}"
             checked.setdefault(_admitted(bound, order), []).append((index, order, piece.raw.encode()))
         except Rejection as rejection:
             answers[index] = rejection
@@ -296,6 +297,17 @@ async def import_chunk(
             )
         entries.append(answer)
     return entries
+
+
+def source_key(piece: Piece) -> str | None:
+    """`<portal> <ordernummer> v<version>` of an order whose number can be read, valid or not (its
+    quarantine item is found by it); None when it cannot."""
+    order = piece.value
+    number = order.get("ordernummer") if isinstance(order, dict) else None
+    if not isinstance(number, str) or not number.strip() or len(number) > 100:
+        return None
+    assert isinstance(order, dict)
+    return f"{to_fhir.portal_of(order)} {number.strip()} v{to_fhir.version_of(order)}"
 
 
 def _checked(piece: Piece) -> Json:
