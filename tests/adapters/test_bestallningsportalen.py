@@ -20,6 +20,7 @@ from gateway.cli import app
 from gateway.services import Services
 from gateway.store.tables import ResourceVersion
 from tests.adapters.source_ids import bp
+from tests.api.helpers import HSA
 from tests.conftest import Database
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "bestallningsportalen"
@@ -456,3 +457,19 @@ def test_an_invalid_order_is_quarantined_under_its_number_and_version(
     assert nameless["status"] == "400 Bad Request"
     items = quarantine.listing(services.engine, "bestallningsportalen")
     assert [item.source_key for item in items] == ["BP BP-2026-004711 v3", "#1"]
+
+
+def test_a_prescriber_who_keyed_the_order_themselves_is_one_practitioner(client: TestClient) -> None:
+    """`forskrivare` is the person in `registrerad_av`, new to the gateway: stored, with one Practitioner
+    who is both the author and the enterer of the order's Provenance."""
+    order = {**golden("01"), "ordernummer": "BP-2026-009001"}
+    prescriber = order["forskrivare"]
+    order["registrerad_av"] = {k: prescriber[k] for k in ("hsaid", "namn", "enhet_hsaid", "enhet_namn")}
+    [answer] = post(client, order)
+    assert answer["status"] == "201 Created", answer
+    practitioners = client.get(f"/fhir/Practitioner?identifier={HSA}|{prescriber['hsaid']}").json()["entry"]
+    assert len(practitioners) == 1
+    assert practitioners[0]["resource"]["qualification"][0]["identifier"][0]["value"] == "1234567"
+    provenance = read(client, f"Provenance/{bp('BP-2026-009001', 'provenance')}")
+    roles = {a["type"]["coding"][0]["code"]: a["who"].get("reference") for a in provenance["agent"]}
+    assert roles["author"] == roles["enterer"] and roles["author"].startswith("PractitionerRole/")

@@ -126,8 +126,14 @@ def units(order: Json) -> dict[str, str | None]:
 
 
 def people(order: Json) -> list[Json]:
-    """The persons the order names: the prescriber (when named) and the person who keyed it."""
-    return [p for p in (order.get("forskrivare"), order["registrerad_av"]) if p]
+    """The persons the order names: the prescriber (when named) and the person who keyed it, once each
+    by HSA-id (a prescriber who keyed the order themselves is one person: the prescriber's fields, and
+    what only the keying record says)."""
+    found: dict[str, Json] = {}
+    for person in (order.get("forskrivare"), order["registrerad_av"]):
+        if person:
+            found[person["hsaid"]] = {**person, **found.get(person["hsaid"], {})}
+    return list(found.values())
 
 
 def extra_practitioners(order: Json) -> list[str]:
@@ -299,10 +305,18 @@ def build(order: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) 
     device_unit = orgs[m.tables(SOURCE)["device_unit"]["hsaid"]]
     practitioners = {p["hsaid"]: b.practitioner(p) for p in people(order)}
     roles = {p["hsaid"]: b.role(p, practitioners[p["hsaid"]], orgs[p["enhet_hsaid"]]) for p in people(order)}
-    for hsaid in extra_practitioners(order):
-        practitioners[hsaid] = b.practitioner({"hsaid": hsaid})
     orderer = order["registrerad_av"]
     prescriber = order.get("forskrivare")
+    entered_by = roles[orderer["hsaid"]]
+    if (
+        prescriber
+        and prescriber["hsaid"] == orderer["hsaid"]
+        and prescriber["enhet_hsaid"] != orderer["enhet_hsaid"]
+    ):
+        # the prescriber keyed it at another unit: their role there entered it
+        entered_by = b.role(orderer, practitioners[orderer["hsaid"]], orgs[orderer["enhet_hsaid"]])
+    for hsaid in extra_practitioners(order):
+        practitioners[hsaid] = b.practitioner({"hsaid": hsaid})
     requester = roles[prescriber["hsaid"]] if prescriber else roles[orderer["hsaid"]]
     requester_display = (prescriber or orderer)["namn"]
 
@@ -352,7 +366,7 @@ def build(order: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) 
     on_behalf = {"onBehalfOf": m.ref(requester, requester_display)} if prescriber else {}
     agents = [
         m.agent("author", m.ref(requester, requester_display)),
-        m.agent("enterer", m.ref(roles[orderer["hsaid"]], orderer["namn"]), **on_behalf),
+        m.agent("enterer", m.ref(entered_by, orderer["namn"]), **on_behalf),
         m.agent("assembler", {"display": f"{m.tables(SOURCE)['source']['name']} (gateway adapter)"}),
     ]
     first = known.by_id.get(f"Provenance/{oids.provenance}")
