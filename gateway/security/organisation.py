@@ -123,7 +123,7 @@ class OrganisationPolicy(Permissive):
         actors = self.actors(context)
         if current is not None:
             self._authorize_change(actors, action, resource, current)
-        self._authorize_gateway_task(action, resource, current)
+        self._authorize_gateway_task(actors, action, resource, current)
         if action != "delete":
             self._authorize_references(context, resource, current)
             self._authorize_content(context, actors, resource)
@@ -197,18 +197,20 @@ class OrganisationPolicy(Permissive):
         if restricted is not None and self.names(actors, current.get(restricted.element)):
             if action == "delete":
                 raise forbidden(f"The owner of a {res_type} may not delete it")
-            refused = sorted(changed_elements(current, resource) - restricted.may_change)
+            refused = self._refused(actors, current, resource, restricted.may_change, restricted.may_append)
             if refused:
                 raise forbidden(
-                    f"The owner of a {res_type} may change only {', '.join(sorted(restricted.may_change))};"
-                    f" not {', '.join(refused)}"
+                    f"The owner of a {res_type} may change only {', '.join(sorted(restricted.may_change))}"
+                    f" and add to {', '.join(sorted(restricted.may_append))}; not {', '.join(refused)}"
                 )
             return
         raise forbidden(
             f"Only the organisation that authored, requested or owns this {res_type} may {action} it"
         )
 
-    def _authorize_gateway_task(self, action: str, resource: Json, current: Json | None) -> None:
+    def _authorize_gateway_task(
+        self, actors: Actors, action: str, resource: Json, current: Json | None
+    ) -> None:
         """A Task with one of the gateway's codes (policy `gateway_tasks`) is set up only by the gateway's
         own writers and the region's clients, since reactions act on its answer: a client may not create
         one, give a Task such a code, or delete one, and in one it may change only what answers it."""
@@ -221,12 +223,42 @@ class OrganisationPolicy(Permissive):
             )
         if action == "delete":
             raise forbidden("A Task the gateway set up may not be deleted by a client")
-        refused = sorted(changed_elements(current, resource) - tasks.may_change)
+        refused = self._refused(actors, current, resource, tasks.may_change, tasks.may_append)
         if refused:
             allowed = ", ".join(sorted(tasks.may_change))
+            added = ", ".join(sorted(tasks.may_append))
             raise forbidden(
-                f"In a Task the gateway set up a client may change only {allowed}; not {', '.join(refused)}"
+                f"In a Task the gateway set up a client may change only {allowed} and add to {added}; "
+                f"not {', '.join(refused)}"
             )
+
+    def _refused(
+        self,
+        actors: Actors,
+        current: Json,
+        resource: Json,
+        may_change: frozenset[str],
+        may_append: frozenset[str],
+    ) -> list[str]:
+        """The elements a change touches beyond `may_change`; an element of `may_append` (a Task's `note`)
+        may take new items at its end, each authored by the organisation or one of its PractitionerRoles,
+        while those already there stay as they are."""
+        refused = []
+        for element in sorted(changed_elements(current, resource) - may_change):
+            before, after = current.get(element) or [], resource.get(element) or []
+            appended = (
+                element in may_append
+                and isinstance(before, list)
+                and isinstance(after, list)
+                and after[: len(before)] == before
+                and all(
+                    isinstance(item, dict) and self.names(actors, item.get("authorReference"))
+                    for item in after[len(before) :]
+                )
+            )
+            if not appended:
+                refused.append(element)
+        return refused
 
     def acts_for(self, context: RequestContext, node: object) -> bool:
         """Whether the client whose write this is (for a reaction's write, the client that triggered it)

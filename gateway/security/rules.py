@@ -38,6 +38,7 @@ class Relationship:
 class RestrictedOwner:
     element: str
     may_change: frozenset[str]
+    may_append: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class GatewayTasks:
 
     codes: frozenset[tuple[str, str]]
     may_change: frozenset[str]
+    may_append: frozenset[str] = frozenset()
 
     def covers(self, resource: Json | None) -> bool:
         if resource is None or resource.get("resourceType") != "Task":
@@ -102,12 +104,15 @@ class Rules:
             addressed_types={str(k): str(v) for k, v in (data.get("addressed_types") or {}).items()},
             ownership_elements=tuple(data.get("ownership_elements") or ()),
             restricted_owners={
-                str(k): RestrictedOwner(str(v["element"]), frozenset(v["may_change"]))
+                str(k): RestrictedOwner(
+                    str(v["element"]), frozenset(v["may_change"]), frozenset(v.get("may_append") or ())
+                )
                 for k, v in (data.get("restricted_owners") or {}).items()
             },
             gateway_tasks=GatewayTasks(
                 frozenset((str(x["system"]), str(x["code"])) for x in tasks.get("codes") or ()),
                 frozenset(str(e) for e in tasks.get("may_change") or ()),
+                frozenset(str(e) for e in tasks.get("may_append") or ()),
             ),
             protected_labels=frozenset(
                 (str(x["system"]), str(x["code"])) for x in protected.get("labels") or ()

@@ -166,3 +166,33 @@ def test_a_confirmed_prescribers_provenance_names_the_gateway_and_the_client(cli
     [performer] = [a for a in provenance["agent"] if a["type"]["coding"][0]["code"] == "performer"]
     assert performer["who"]["identifier"] == {"system": CLIENT_SYSTEM, "value": GATEWAY_CLIENT}
     assert performer["onBehalfOf"]["identifier"] == {"system": CLIENT_SYSTEM, "value": "anonymous"}
+
+
+def test_the_owner_adds_notes_to_its_task_but_changes_none(secured: Services, api: TestClient) -> None:
+    """The municipality that owns a handover may add a note of its own (dated by the gateway), but not
+    change or remove a note already there, nor write one in another organisation's name."""
+    region = bearer(register(secured, "system/*.cruds", region=True).token(api, "system/*.cruds"))
+    handover = _handover(api, region)
+    token = {
+        **bearer(register(secured, "system/Task.rus", org=KOMMUN).token(api, "system/Task.rus")),
+        **PATCH,
+    }
+    own = {
+        "authorReference": {"reference": "Organization/kommun-1"},
+        "text": "Hemtjänsten har fått hjälpmedlet.",
+    }
+    added = api.patch(
+        f"/fhir/Task/{handover['id']}", json=[{"op": "add", "path": "/note", "value": [own]}], headers=token
+    )
+    assert added.status_code == 200, added.text
+    [note] = added.json()["note"]
+    assert note["text"] == own["text"] and note["time"]
+    changed = [{"op": "replace", "path": "/note/0/text", "value": "Annat"}]
+    assert api.patch(f"/fhir/Task/{handover['id']}", json=changed, headers=token).status_code == 403
+    removed = [{"op": "remove", "path": "/note/0"}]
+    assert api.patch(f"/fhir/Task/{handover['id']}", json=removed, headers=token).status_code == 403
+    other = {"authorReference": {"reference": "Organization/annan"}, "text": "I någon annans namn"}
+    refused = api.patch(
+        f"/fhir/Task/{handover['id']}", json=[{"op": "add", "path": "/note/-", "value": other}], headers=token
+    )
+    assert refused.status_code == 403 and "note" in refused.text
