@@ -222,7 +222,7 @@ class Searcher:
         )
         if not visibility.everything:
             statement = select(R.c.rid).where(
-                R.c.rid.in_(statement), R.c.deleted == false(), visibility.where(R)
+                R.c.rid.in_(statement), R.c.deleted == false(), visibility.where(R, include.source_type)
             )
         return [row[0] for row in connection.execute(statement)]
 

@@ -82,7 +82,7 @@ class Planner:
             correlated = clause is not driver and _selects_by_index(clause)
             conditions.append(self.clause(request.res_type, clause, bases, correlated, request))
         if not request.visibility.everything:
-            conditions.append(request.visibility.where(R))
+            conditions.append(request.visibility.where(R, request.res_type))
         if _looks_into_masked(request.res_type, request.clauses, request.masking):
             assert request.masking is not None
             conditions.append(not_(labelled(R.c.rid, request.masking.labels)))
@@ -235,7 +235,7 @@ class Planner:
                 self.clause(target_type, inner, bases, row=target),
             ]
             if visibility is not None and not visibility.everything:
-                conditions.append(visibility.where(target))
+                conditions.append(visibility.where(target, target_type))
             if _looks_into_masked(target_type, [inner], masking):
                 assert masking is not None
                 conditions.append(not_(labelled(target.c.rid, masking.labels)))

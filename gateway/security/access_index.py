@@ -20,11 +20,11 @@ from gateway.search.extract import parse_reference
 from gateway.search.registry import Registry
 from gateway.security.rules import Rules
 from gateway.store.relations import HSA, Fact
-from gateway.store.visibility import AUDIT_EVENT, LINK, OWNER, PARTY, PATIENT, RECIPIENT
+from gateway.store.visibility import AGENT, AUDIT_EVENT, LINK, OWNER, PARTY, PATIENT, RECIPIENT
 
 # The access rows a tombstone keeps, so a deleted resource stays as hidden (or as visible) as it was;
 # what it linked to is no longer shared through it.
-KEPT_ON_DELETE = frozenset({PARTY, PATIENT, RECIPIENT, OWNER})
+KEPT_ON_DELETE = frozenset({PARTY, PATIENT, RECIPIENT, OWNER, AGENT})
 ACTORS = frozenset({"Organization", "PractitionerRole", "CareTeam"})
 ADDRESSEES = frozenset({"Organization", "PractitionerRole", "Practitioner"})
 OWNERS = frozenset({"Organization", "PractitionerRole"})
@@ -117,7 +117,7 @@ class AccessIndex:
                     found[(param, target_type, target_id)] = None
 
         if res_type == AUDIT_EVENT:  # named by its agents only: what it records access to is not it
-            add(PARTY, self.named([agent.get("who") for agent in resource.get("agent") or []], ACTORS))
+            add(AGENT, self.named([agent.get("who") for agent in resource.get("agent") or []], ACTORS))
         else:
             add(PARTY, self.named(resource, ACTORS))
             if res_type != "Patient":

@@ -11,6 +11,7 @@ read.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +31,9 @@ from gateway.store.relations import TRUSTED, Actors, Writer, find_actors
 from gateway.store.visibility import AUDIT_EVENT, EVERYTHING, Both, ForOrganisation, Visibility, visible_keys
 
 CACHE_KEY = "gateway.security.organisation.actors"
+CONDITIONS_KEPT = 1000  # organisations whose visibility conditions a process keeps built
+WROTE_KEY = "gateway.security.organisation.wrote-identity"
+ACTORS_SECONDS = 5.0  # how long a process trusts what it found names an organisation
 # Writing these can change who an organisation is (its Organization, PractitionerRoles, CareTeams).
 IDENTITY_TYPES = frozenset({"Organization", "PractitionerRole", "CareTeam"})
 
@@ -48,6 +52,8 @@ class OrganisationPolicy(Permissive):
         self.access = access
         self.region_clients = frozenset(region_clients)
         self.identities = ProtectedIdentities(rules, frozenset(unmasked_clients))
+        self._conditions: dict[Actors, ForOrganisation] = {}
+        self._actors: dict[str, tuple[float, Actors]] = {}  # by HSA-id: (found at, what names it)
 
     # -- who ----------------------------------------------------------------------------------------
 
@@ -67,18 +73,28 @@ class OrganisationPolicy(Permissive):
         return self.internal(context) or context.principal.client_id in self.region_clients
 
     def actors(self, context: RequestContext) -> Actors:
-        """What names the client's organisation, found once per unit of work (through its connection, so
-        what its transaction wrote counts); a memo of another unit of work is not trusted."""
+        """What names the client's organisation: kept by the process for `ACTORS_SECONDS` (what another
+        process writes of an organisation's Organization, PractitionerRoles and CareTeams counts here
+        within that time), found anew in a request that wrote such a resource itself (through its unit
+        of work's connection, so what its transaction wrote counts; a memo of another unit of work is not
+        trusted)."""
         cached = context.cache.get(CACHE_KEY)
         if isinstance(cached, tuple) and cached[0] is context.connection and isinstance(cached[1], Actors):
             return cached[1]
         hsa = context.principal.organization or ""
-        current = context.connection
-        if current is not None and not current.closed:
-            found = find_actors(current, hsa, self.rules.hsa_system)
+        own_writes = bool(context.cache.get(WROTE_KEY))
+        kept = self._actors.get(hsa)
+        if kept is not None and not own_writes and time.monotonic() - kept[0] < ACTORS_SECONDS:
+            found = kept[1]
         else:
-            with self.engine.connect() as connection:
-                found = find_actors(connection, hsa, self.rules.hsa_system)
+            current = context.connection
+            if current is not None and not current.closed:
+                found = find_actors(current, hsa, self.rules.hsa_system)
+            else:
+                with self.engine.connect() as connection:
+                    found = find_actors(connection, hsa, self.rules.hsa_system)
+            if not own_writes:
+                self._actors[hsa] = (time.monotonic(), found)
         context.cache[CACHE_KEY] = (context.connection, found)
         return found
 
@@ -87,13 +103,19 @@ class OrganisationPolicy(Permissive):
     def visibility(self, context: RequestContext, writing: bool = False) -> Visibility:
         if self.exempt(context):
             return EVERYTHING
-        return ForOrganisation(
-            self.actors(context),
-            utc_now(),
-            self.rules.public_types,
-            self.rules.patient_wide_types,
-            frozenset(self.rules.addressed_types),
-        )
+        actors = self.actors(context)
+        found = self._conditions.get(actors)
+        if found is None:  # built once per organisation (as it is now), and kept for its next requests
+            if len(self._conditions) >= CONDITIONS_KEPT:
+                self._conditions.clear()
+            found = ForOrganisation(
+                actors,
+                self.rules.public_types,
+                self.rules.patient_wide_types,
+                frozenset(self.rules.addressed_types),
+            )
+            self._conditions[actors] = found
+        return found
 
     def identity_query(self, res_type: str, query: str) -> bool:
         if res_type != "Patient":
@@ -127,8 +149,10 @@ class OrganisationPolicy(Permissive):
         if action != "delete":
             self._authorize_references(context, resource, current)
             self._authorize_content(context, actors, resource)
-        if str(resource.get("resourceType")) in IDENTITY_TYPES:
+        if str(resource.get("resourceType")) in IDENTITY_TYPES:  # who it is may change
             context.cache.pop(CACHE_KEY, None)
+            context.cache[WROTE_KEY] = True
+            self._actors.pop(context.principal.organization or "", None)
 
     def _authorize_references(self, context: RequestContext, resource: Json, current: Json | None) -> None:
         """Every literal reference a write adds must name a current resource the writer may read, or a

@@ -182,13 +182,15 @@ def find_actors(connection: Connection, hsa: str, hsa_system: str) -> Actors:
     return Actors(hsa, organizations, roles, groups, practitioners)
 
 
-def active(now: datetime) -> ColumnElement[bool]:
+def active(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     return or_(CR.c.until.is_(None), CR.c.until > now)
 
 
-def related_patients(actors: Actors, now: datetime, bases: Sequence[str] = ()) -> Select[Any]:
-    """The ids of the Patients the organisation is related to now (by these bases; every basis when
-    none is given): a subquery."""
+def related_patients(
+    actors: Actors, now: datetime | ColumnElement[datetime], bases: Sequence[str] = ()
+) -> Select[Any]:
+    """The ids of the Patients the organisation is related to `now` (a time, or a parameter valued when
+    the statement runs; by these bases, every basis when none is given): a subquery."""
     statement = select(CR.c.patient_id).where(actors.names(CR.c.actor_type, CR.c.actor_id), active(now))
     if bases:
         statement = statement.where(CR.c.basis.in_(list(bases)))

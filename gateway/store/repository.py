@@ -165,7 +165,8 @@ class Repository:
         when there is none, from one query."""
         if visibility.everything:
             return self.current(res_type, res_id)
-        statement = select(R).where(R.c.res_type == res_type, R.c.res_id == res_id, visibility.where(R))
+        visible = visibility.where(R, res_type)
+        statement = select(R).where(R.c.res_type == res_type, R.c.res_id == res_id, visible)
         row = self.connection.execute(statement).first()
         return _stored(row) if row else None
 
@@ -355,7 +356,7 @@ def history(
         current = R.alias()
         statement = statement.join(
             current, and_(current.c.res_type == V.c.res_type, current.c.res_id == V.c.res_id)
-        ).where(visibility.where(current))
+        ).where(visibility.where(current, res_type))
     if res_type is not None:
         statement = statement.where(V.c.res_type == res_type)
     if res_id is not None:

@@ -131,6 +131,8 @@ class ReferenceIndex(Base):
     __table_args__ = (
         Index("ix_reference_lookup", "res_type", "param", "target_id", "target_type"),
         Index("ix_reference_target", "target_type", "target_id"),
+        # the access rows by what they point at (`_link` rows of a candidate: gateway/store/visibility.py)
+        Index("ix_reference_param_target", "param", "target_type", "target_id"),
         Index("ix_reference_rid", "rid"),
     )
 

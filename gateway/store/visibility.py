@@ -12,11 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, exists, false, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    DateTime,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    false,
+    not_,
+    or_,
+    select,
+    true,
+)
 
+from gateway.search.dates import utc_now
 from gateway.store.relations import Actors, related_patients
 from gateway.store.tables import ReferenceIndex, Resource, TokenIndex
 
@@ -24,8 +38,10 @@ REF = cast(Table, ReferenceIndex.__table__)
 TOKEN = cast(Table, TokenIndex.__table__)
 RESOURCE = cast(Table, Resource.__table__)
 AUDIT_EVENT = "AuditEvent"
-# The access index's private parameters (gateway.security.access_index).
+# The access index's private parameters (gateway.security.access_index); an AuditEvent is named by its
+# agents under `_agent`, so what names an organisation does not grow with its audit trail.
 PARTY, PATIENT, LINK, RECIPIENT, OWNER = "_party", "_patient", "_link", "_recipient", "_owner"
+AGENT = "_agent"
 
 
 class Visibility(Protocol):
@@ -35,8 +51,10 @@ class Visibility(Protocol):
     def everything(self) -> bool:
         """Whether it sees every resource (no condition needed)."""
 
-    def where(self, row: Any) -> ColumnElement[bool]:
-        """The condition on `row` (the `resource` table or an alias of it) that the reader sees it."""
+    def where(self, row: Any, res_type: str | None = None) -> ColumnElement[bool]:
+        """The condition on `row` (the `resource` table or an alias of it) that the reader sees it;
+        `res_type`: the type `row` is known to be (a read, a search's matches), so the condition needs
+        only what can hold for that type."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,7 @@ class Everything:
     def everything(self) -> bool:
         return True
 
-    def where(self, row: Any) -> ColumnElement[bool]:
+    def where(self, row: Any, res_type: str | None = None) -> ColumnElement[bool]:
         return true()
 
 
@@ -66,7 +84,14 @@ class OfTypes:
     def everything(self) -> bool:
         return self.types is None and self.audit
 
-    def where(self, row: Any) -> ColumnElement[bool]:
+    def readable(self, res_type: str) -> bool:
+        if res_type == AUDIT_EVENT:
+            return self.audit
+        return self.types is None or res_type in self.types
+
+    def where(self, row: Any, res_type: str | None = None) -> ColumnElement[bool]:
+        if res_type is not None:
+            return true() if self.readable(res_type) else false()
         if self.types is None:
             return true() if self.audit else row.c.res_type != AUDIT_EVENT
         types = set(self.types) - {AUDIT_EVENT}
@@ -75,62 +100,103 @@ class OfTypes:
         return row.c.res_type.in_(sorted(types)) if types else false()
 
 
-@dataclass(frozen=True)
+# "Now", valued when a statement runs: a condition built once serves every request.
+NOW = bindparam("visibility_now", callable_=utc_now, type_=DateTime())
+
+
 class ForOrganisation:
     """What one organisation's clients see (docs/security.md, "Organisation policy"): master data; its
     related patients; for them (or for no patient) what names it; what is addressed to it; the patients'
     patient-wide resources; what those resources naming it link to; and AuditEvents of its own clients
-    and of accesses to what it authored, requested or owns."""
+    and of accesses to what it authored, requested or owns. Built once per organisation (the policy
+    keeps them), each type's condition once per table."""
 
-    actors: Actors
-    now: datetime
-    public_types: frozenset[str]
-    patient_wide_types: frozenset[str]
-    addressed_types: frozenset[str]
+    def __init__(
+        self,
+        actors: Actors,
+        public_types: frozenset[str],
+        patient_wide_types: frozenset[str],
+        addressed_types: frozenset[str],
+    ) -> None:
+        self.actors = actors
+        self.public_types = public_types
+        self.patient_wide_types = patient_wide_types
+        self.addressed_types = addressed_types
+        self._built: dict[tuple[str | None], ColumnElement[bool]] = {}
 
     @property
     def everything(self) -> bool:
         return False
 
-    def where(self, row: Any) -> ColumnElement[bool]:
+    def where(self, row: Any, res_type: str | None = None) -> ColumnElement[bool]:
+        if row is not RESOURCE:  # an alias of a chain or a history: built for it
+            return self._build(row, res_type)
+        key = (res_type,)
+        if key not in self._built:
+            self._built[key] = self._build(row, res_type)
+        return self._built[key]
+
+    def _build(self, row: Any, res_type: str | None) -> ColumnElement[bool]:
+        if res_type is not None:
+            return self._for_type(row, res_type)
         public = row.c.res_type.in_(sorted(self.public_types))
         if not self.actors.known:
             return public  # type: ignore[no-any-return]
-        patients = related_patients(self.actors, self.now)
-        own = [
+        options = [
             public,
-            and_(row.c.res_type == "Patient", row.c.res_id.in_(patients)),
-            and_(
-                row.c.res_type != "Patient",
-                self._names(row.c.rid, PARTY),
-                self._for_related(row.c.rid),
-            ),
-            self._linked(row),
-            and_(row.c.res_type == AUDIT_EVENT, self._audits_own(row)),
+            and_(row.c.res_type == "Patient", self._patient(row)),
+            and_(row.c.res_type == AUDIT_EVENT, self._audit(row)),
+            and_(row.c.res_type.not_in(["Patient", AUDIT_EVENT]), self._data(row, None)),
         ]
-        if self.addressed_types:
-            own.append(
-                and_(
-                    row.c.res_type.in_(sorted(self.addressed_types)),
-                    self._names(row.c.rid, RECIPIENT, people=True),
-                )
-            )
-        if self.patient_wide_types:
-            own.append(and_(row.c.res_type.in_(sorted(self.patient_wide_types)), self._of_related(row.c.rid)))
-        return or_(*own)
+        return or_(*options)
+
+    def _for_type(self, row: Any, res_type: str) -> ColumnElement[bool]:
+        if res_type in self.public_types:
+            return true()
+        if not self.actors.known:
+            return false()
+        if res_type == "Patient":
+            return self._patient(row)
+        if res_type == AUDIT_EVENT:
+            return self._audit(row)
+        return self._data(row, res_type)
+
+    def _patient(self, row: Any) -> ColumnElement[bool]:
+        """A Patient: one it is related to now."""
+        return row.c.res_id.in_(self._related())  # type: ignore[no-any-return]
+
+    def _audit(self, row: Any) -> ColumnElement[bool]:
+        """An AuditEvent: of its own clients' accesses, or of accesses to what it authored, requested or
+        owns."""
+        return or_(self._names(row.c.rid, AGENT), self._audits_own(row))
+
+    def _data(self, row: Any, res_type: str | None) -> ColumnElement[bool]:
+        """Patient data and the rest: what names it for a related patient or none, what such a resource
+        links to, what is addressed to it, a related patient's patient-wide resources."""
+        options = [and_(self._names(row.c.rid, PARTY), self._for_related(row.c.rid)), self._linked(row)]
+        if self.addressed_types and (res_type is None or res_type in self.addressed_types):
+            addressed = self._names(row.c.rid, RECIPIENT, people=True)
+            if res_type is None:
+                addressed = and_(row.c.res_type.in_(sorted(self.addressed_types)), addressed)
+            options.append(addressed)
+        if self.patient_wide_types and (res_type is None or res_type in self.patient_wide_types):
+            wide = self._of_related(row.c.rid)
+            if res_type is None:
+                wide = and_(row.c.res_type.in_(sorted(self.patient_wide_types)), wide)
+            options.append(wide)
+        return or_(*options)
+
+    def _related(self) -> Select[Any]:
+        return related_patients(self.actors, NOW)
 
     def _names(self, rid: Any, param: str, people: bool = False) -> ColumnElement[bool]:
         ref = REF.alias()
-        return exists().where(
-            ref.c.rid == rid,
-            ref.c.param == param,
-            self.actors.names(ref.c.target_type, ref.c.target_id, people),
-        )
+        named = self.actors.names(ref.c.target_type, ref.c.target_id, people)
+        return exists().where(ref.c.rid == rid, ref.c.param == param, named)
 
     def _of_related(self, rid: Any) -> ColumnElement[bool]:
         ref = REF.alias()
-        patients = related_patients(self.actors, self.now)
-        return exists().where(ref.c.rid == rid, ref.c.param == PATIENT, ref.c.target_id.in_(patients))
+        return exists().where(ref.c.rid == rid, ref.c.param == PATIENT, ref.c.target_id.in_(self._related()))
 
     def _for_related(self, rid: Any) -> ColumnElement[bool]:
         """About no patient, or about one it is related to."""
@@ -140,12 +206,13 @@ class ForOrganisation:
 
     def _linked(self, row: Any) -> ColumnElement[bool]:
         """Referenced through a link element by a current resource that names the organisation, for a
-        related patient or none: one level down, no further."""
+        related patient or none: one level down, no further. The candidate's own `_link` rows drive it
+        (index ix_reference_param_target), so a resource nothing links to costs one index probe."""
         link, source = REF.alias(), RESOURCE.alias()
         return exists().where(
+            link.c.param == LINK,
             link.c.target_type == row.c.res_type,
             link.c.target_id == row.c.res_id,
-            link.c.param == LINK,
             source.c.rid == link.c.rid,
             source.c.deleted == false(),
             self._names(link.c.rid, PARTY),
@@ -181,12 +248,12 @@ class Both:
     def everything(self) -> bool:
         return self.first.everything and self.second.everything
 
-    def where(self, row: Any) -> ColumnElement[bool]:
+    def where(self, row: Any, res_type: str | None = None) -> ColumnElement[bool]:
         if self.first.everything:
-            return self.second.where(row)
+            return self.second.where(row, res_type)
         if self.second.everything:
-            return self.first.where(row)
-        return and_(self.first.where(row), self.second.where(row))
+            return self.first.where(row, res_type)
+        return and_(self.first.where(row, res_type), self.second.where(row, res_type))
 
 
 def labelled(rid: Any, labels: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
@@ -209,7 +276,7 @@ def visible_keys(
             RESOURCE.c.res_type == res_type,
             RESOURCE.c.res_id.in_(sorted(ids)),
             true() if deleted else RESOURCE.c.deleted == false(),
-            visibility.where(RESOURCE),
+            visibility.where(RESOURCE, res_type),
         )
         found |= {(str(t), str(i)) for t, i in connection.execute(statement)}
     return found

@@ -203,7 +203,7 @@ class NotDold:
     def everything(self) -> bool:
         return False
 
-    def where(self, row: Any) -> ColumnElement[bool]:
+    def where(self, row: Any, res_type: str | None = None) -> ColumnElement[bool]:
         string = StringIndex.__table__
         dold = exists().where(
             string.c.rid == row.c.rid, string.c.param == "family", string.c.value_folded == "dold"

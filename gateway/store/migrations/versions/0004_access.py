@@ -21,6 +21,10 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 def upgrade() -> None:
     with op.batch_alter_table("resource", schema=None) as batch_op:
         batch_op.add_column(sa.Column("writer", sa.String(length=255), nullable=True))
+    with op.batch_alter_table("idx_reference", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_reference_param_target", ["param", "target_type", "target_id"], unique=False
+        )
     op.create_table(
         "care_relation",
         sa.Column("pk", BIG_ID, autoincrement=True, nullable=False),
@@ -71,5 +75,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_relation_patient")
         batch_op.drop_index("ix_relation_actor")
     op.drop_table("care_relation")
+    with op.batch_alter_table("idx_reference", schema=None) as batch_op:
+        batch_op.drop_index("ix_reference_param_target")
     with op.batch_alter_table("resource", schema=None) as batch_op:
         batch_op.drop_column("writer")
