@@ -236,3 +236,17 @@ def test_each_message_is_parsed_once_and_read_back_alike(
         assert post(client, message)[0] == "AA"
     assert _state(client) == from_binaries
     assert len(parses) == len(STAY)
+
+
+def test_a_discharge_before_its_admission_leaves_the_stay_finished(client: TestClient) -> None:
+    """Out of order and in ISO 8859-1: the discharge first, then the admission; the stay ends finished,
+    the name as sent."""
+    a03 = adt(
+        "A03", "O2", charset="8859/1", family="Åström", sent="20261127120000", discharged="20261127110000"
+    )
+    a01 = adt("A01", "O1", charset="8859/1", family="Åström")
+    assert post(client, a03)[0] == "AA" and post(client, a01)[0] == "AA"
+    [encounter] = search(client, "Encounter")
+    assert encounter["status"] == "finished"
+    [person] = search(client, "Patient")
+    assert person["name"][0]["family"] == "Åström"
