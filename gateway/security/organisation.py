@@ -25,7 +25,7 @@ from gateway.search.dates import utc_now
 from gateway.search.parameters import Masking, split_token
 from gateway.security.access_index import ACTORS, AccessIndex
 from gateway.security.masking import ProtectedIdentities
-from gateway.security.rules import Rules
+from gateway.security.rules import Rules, TeamPlan
 from gateway.store import relations
 from gateway.store.relations import TRUSTED, Actors, Writer, find_actors
 from gateway.store.visibility import AUDIT_EVENT, EVERYTHING, Both, ForOrganisation, Visibility, visible_keys
@@ -36,6 +36,7 @@ WROTE_KEY = "gateway.security.organisation.wrote-identity"
 ACTORS_SECONDS = 5.0  # how long a process trusts what it found names an organisation
 # Writing these can change who an organisation is (its Organization, PractitionerRoles, CareTeams).
 IDENTITY_TYPES = frozenset({"Organization", "PractitionerRole", "CareTeam"})
+OPEN_TASKS = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
 class OrganisationPolicy(Permissive):
@@ -144,7 +145,7 @@ class OrganisationPolicy(Permissive):
             return
         actors = self.actors(context)
         if current is not None:
-            self._authorize_change(actors, action, resource, current)
+            self._authorize_change(actors, context, action, resource, current)
         self._authorize_gateway_task(actors, action, resource, current)
         if action != "delete":
             self._authorize_references(context, resource, current)
@@ -211,12 +212,36 @@ class OrganisationPolicy(Permissive):
                 "related to the patient by the region or the gateway, or that registered the patient, may"
             )
 
-    def _authorize_change(self, actors: Actors, action: str, resource: Json, current: Json) -> None:
+    def _works_on(self, actors: Actors, context: RequestContext, plan: TeamPlan, current: Json) -> bool:
+        """Whether the organisation is on the plan's care team (a CareTeam a trusted writer, or it, wrote:
+        `actors.groups`) or owns an open Task calling it to the plan (the SIP call)."""
+        teams = {ref[1] for ref in self.access.literal(current.get("careTeam")) if ref[0] == "CareTeam"}
+        if teams & actors.groups:
+            return True
+        connection = context.connection
+        assert connection is not None, "writes run in a unit of work"
+        focus = (str(current.get("resourceType")), str(current.get("id")))
+        return relations.owns_task_about(connection, actors, focus, plan.called_by, OPEN_TASKS)
+
+    def _authorize_change(
+        self, actors: Actors, context: RequestContext, action: str, resource: Json, current: Json
+    ) -> None:
         res_type = str(current.get("resourceType"))
         restricted = self.rules.restricted_owners.get(res_type)
         elements = [e for e in self.rules.ownership_elements if restricted is None or e != restricted.element]
         owners = {e: current[e] for e in elements if e in current}
         if self.is_itself(actors, current) or self.names(actors, owners):
+            return
+        plan = self.rules.team_plans.get(res_type)
+        if plan is not None and self._works_on(actors, context, plan, current):
+            if action == "delete":
+                raise forbidden(f"The care team of a {res_type} may not delete it")
+            refused = sorted(changed_elements(current, resource) - plan.may_change)
+            if refused:
+                raise forbidden(
+                    f"The care team of a {res_type} may change only {', '.join(sorted(plan.may_change))};"
+                    f" not {', '.join(refused)}"
+                )
             return
         if restricted is not None and self.names(actors, current.get(restricted.element)):
             if action == "delete":

@@ -42,6 +42,14 @@ class RestrictedOwner:
 
 
 @dataclass(frozen=True)
+class TeamPlan:
+    """A plan (CarePlan) its care team, and the unit called to it, may work on: these elements only."""
+
+    may_change: frozenset[str]
+    called_by: frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class GatewayTasks:
     """Tasks the gateway sets up (by their code): what a client that is not exempt may change in one."""
 
@@ -74,6 +82,7 @@ class Rules:
     ownership_elements: tuple[str, ...]
     restricted_owners: dict[str, RestrictedOwner]
     gateway_tasks: GatewayTasks
+    team_plans: dict[str, TeamPlan]
     protected_labels: frozenset[tuple[str, str]]
     masked_elements: tuple[str, ...]
     masked_parameters: frozenset[str]
@@ -114,6 +123,13 @@ class Rules:
                 frozenset(str(e) for e in tasks.get("may_change") or ()),
                 frozenset(str(e) for e in tasks.get("may_append") or ()),
             ),
+            team_plans={
+                str(k): TeamPlan(
+                    frozenset(str(e) for e in v["may_change"]),
+                    frozenset((str(x["system"]), str(x["code"])) for x in v.get("called_by") or ()),
+                )
+                for k, v in (data.get("team_plans") or {}).items()
+            },
             protected_labels=frozenset(
                 (str(x["system"]), str(x["code"])) for x in protected.get("labels") or ()
             ),

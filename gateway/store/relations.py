@@ -182,6 +182,43 @@ def find_actors(connection: Connection, hsa: str, hsa_system: str) -> Actors:
     return Actors(hsa, organizations, roles, groups, practitioners)
 
 
+def owns_task_about(
+    connection: Connection,
+    actors: Actors,
+    focus: tuple[str, str],
+    codes: Iterable[tuple[str, str]],
+    open_statuses: Iterable[str],
+) -> bool:
+    """Whether the organisation owns an open Task with one of `codes` whose focus is `focus`."""
+    if not actors.known:
+        return False
+    about, owner, code, status = REF.alias(), REF.alias(), TOKEN.alias(), TOKEN.alias()
+    options = [and_(code.c.system == system, code.c.code == value) for system, value in sorted(codes)]
+    statement = (
+        select(about.c.rid)
+        .join(owner, owner.c.rid == about.c.rid)
+        .join(code, code.c.rid == about.c.rid)
+        .join(status, status.c.rid == about.c.rid)
+        .where(
+            about.c.res_type == "Task",
+            about.c.param == "focus",
+            about.c.target_type == focus[0],
+            about.c.target_id == focus[1],
+            owner.c.res_type == "Task",
+            owner.c.param == "owner",
+            actors.names(owner.c.target_type, owner.c.target_id),
+            code.c.res_type == "Task",
+            code.c.param == "code",
+            or_(false(), *options),
+            status.c.res_type == "Task",
+            status.c.param == "status",
+            status.c.code.in_(sorted(open_statuses)),
+        )
+        .limit(1)
+    )
+    return connection.execute(statement).first() is not None
+
+
 def active(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     return or_(CR.c.until.is_(None), CR.c.until > now)
 
