@@ -42,6 +42,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+LOAD = os.getloadavg()  # at the start: what else the machine was doing
 PARTS = set(os.environ.get("BENCH_PARTS", "store,adapters,hl7").split(","))
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 BENCH_KEY = REPO_ROOT / "var" / "bench-client.jwk.json"
@@ -275,6 +276,8 @@ def report(runs: list[Run], bare: Result) -> str:
         "- The load generator (bench/load.py: HTTP/1.1 over asyncio streams) runs on the same 2 cores as",
         "  the server and the database, so it takes CPU from them: every figure is a lower bound for the",
         "  server alone.",
+        f"- Load average (1 min) before the benchmark started: {LOAD[0]:.1f} (other processes on the same "
+        f"cores), at its end: {os.getloadavg()[0]:.1f}.",
         f"- Ceiling: a bare FastAPI endpoint served the same way answered **{bare.per_second:.0f} req/s** "
         f"(p50 {bare.p50_ms:.1f} ms, p95 {bare.p95_ms:.1f} ms).",
         "",
