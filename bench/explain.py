@@ -107,7 +107,12 @@ def plan(dialect: str, statement: Statement, services: Services) -> list[str]:
         rows = connection.exec_driver_sql(explain + statement.sql, statement.parameters).all()
     if dialect == "postgresql":
         return [str(row[0]) for row in rows]
-    return [f"{'  ' * int(row[1] // 8 if row[1] else 0)}{row[-1]}" for row in rows]
+    depth: dict[int, int] = {0: -1}  # SQLite: (id, parent, notused, detail), children after parents
+    lines = []
+    for node, parent, _, detail in rows:
+        depth[node] = depth.get(parent, -1) + 1
+        lines.append(f"{'  ' * depth[node]}{detail}")
+    return lines
 
 
 if __name__ == "__main__":
