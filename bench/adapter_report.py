@@ -48,6 +48,27 @@ def _table(title: str, unit: str, results: list[dict[str, object]]) -> Iterator[
     yield ""
 
 
+CARRIED = "_Not re-run by the last `make bench` (BENCH_PARTS): the figures of an earlier run._"
+
+
+def carried(document: str, heading: str) -> list[str]:
+    """The section under `heading` of an earlier docs/performance.md (up to the next `## ` heading or the
+    hand-written analysis), marked as carried over: for a `make bench` that leaves that part out."""
+    generated = document.split("<!-- analysis -->", 1)[0].splitlines()
+    if heading not in generated:
+        return []
+    start = generated.index(heading)
+    end = next(
+        (i for i in range(start + 1, len(generated)) if generated[i].startswith("## ")), len(generated)
+    )
+    body = [line for line in generated[start + 1 : end] if line != CARRIED]
+    while body and not body[0].strip():
+        body.pop(0)
+    while body and not body[-1].strip():
+        body.pop()
+    return [heading, "", CARRIED, "", *body, ""]
+
+
 def mllp_section(postgres_url: str | None) -> list[str]:
     """The HL7 v2 benchmark's own report (bench/hl7v2_mllp.py: it starts the listener process)."""
     args = ["--messages", str(MESSAGES), *(["--database-url", postgres_url] if postgres_url else [])]

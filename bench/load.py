@@ -54,7 +54,13 @@ async def _response(reader: asyncio.StreamReader) -> int:
 
 
 async def _run(
-    base: str, make: Request, clients: int, seconds: float, name: str, headers: dict[str, str]
+    base: str,
+    make: Request,
+    clients: int,
+    seconds: float,
+    name: str,
+    headers: dict[str, str],
+    expect: int | None,
 ) -> Result:
     url = urlsplit(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
@@ -74,7 +80,7 @@ async def _run(
                 writer.write(_request_bytes(f"{host}:{port}", method, path, body, extra))
                 status = await _response(reader)
                 latencies.append(time.perf_counter() - start)
-                if status >= 400:
+                if (status != expect) if expect is not None else (status >= 400):
                     errors += 1
         finally:
             writer.close()
@@ -95,6 +101,9 @@ def measure(
     seconds: float,
     warmup: float = 1.0,
     headers: dict[str, str] | None = None,
+    expect: int | None = None,
 ) -> Result:
-    asyncio.run(_run(base, make, clients, warmup, name, headers or {}))
-    return asyncio.run(_run(base, make, clients, seconds, name, headers or {}))
+    """`make`'s requests for `seconds` after `warmup`; an error is an answer other than `expect` (when
+    given: a scenario of 404s), else one of 400 or above."""
+    asyncio.run(_run(base, make, clients, warmup, name, headers or {}, expect))
+    return asyncio.run(_run(base, make, clients, seconds, name, headers or {}, expect))

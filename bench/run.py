@@ -2,12 +2,13 @@
 
 Environment: BENCH_SIZE (resources seeded, default 100000), BENCH_SECONDS (per scenario, default 10),
 BENCH_CLIENTS (concurrent clients, default 8), BENCH_WORKERS (server processes, default 2),
-BENCH_POSTGRES_URL (default the local test server; set it empty to skip PostgreSQL); the adapter
-benchmarks' sizes: see bench/adapter_report.py."""
+BENCH_POSTGRES_URL (default the local test server; set it empty to skip PostgreSQL), BENCH_PARTS (default
+`store,adapters,hl7`: leave out `adapters` or `hl7` to re-run only the store, keeping the sections of the
+parts left out from docs/performance.md as they are); the adapter benchmarks' sizes: see
+bench/adapter_report.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -20,17 +21,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from sqlalchemy import create_engine, text
 
-from bench.adapter_report import adapter_sections, mllp_section
+from bench import municipality
+from bench.adapter_report import adapter_sections, carried, mllp_section
 from bench.load import Request as LoadRequest
 from bench.load import Result, measure
+from bench.municipality import Municipality
 from bench.seed import ORGANIZATIONS, clear, seed
 from bench.serving import free_port, wait_ready, worker_rss
 from gateway.config import REPO_ROOT, Settings
 from gateway.model.types import dumps
-from gateway.security.cli import DEMO_CLIENT_ID, assertion, seed_demo
+from gateway.security.cli import DEMO_CLIENT_ID, seed_demo
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import make_engine
@@ -40,6 +42,8 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+LOAD = os.getloadavg()  # at the start: what else the machine was doing
+PARTS = set(os.environ.get("BENCH_PARTS", "store,adapters,hl7").split(","))
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 BENCH_KEY = REPO_ROOT / "var" / "bench-client.jwk.json"
 
@@ -52,6 +56,9 @@ class Run:
     results: list[Result] = field(default_factory=list)
     secure: list[Result] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    # The organisation policy's cost: (region-wide, municipality) per scenario.
+    municipality: Municipality | None = None
+    by_organisation: list[tuple[Result, Result]] = field(default_factory=list)
 
 
 def scenarios(patients: int) -> list[tuple[str, LoadRequest]]:
@@ -129,9 +136,13 @@ def bench_backend(backend: str, url: str, schema: str) -> Run:
             run.results.append(report_line(backend, measure(base, name, make, CLIENTS, SECONDS)))
         run.rss_mb = worker_rss(current_server_pid())
     # The same reads and searches with security on: a SMART token, scope checks and the audit trail.
-    # The client is region-wide, so the organisation policy's relationship queries are not in these figures.
+    # The client is region-wide, so the organisation policy's relationship queries are not in these figures;
+    # then the municipality's reads and searches, as the region-wide client and as the municipality.
     engine = make_engine(url, schema)
     seed_demo(engine, BENCH_KEY)
+    # its patients as the store holds them now: the creates and updates above relate organisations too
+    organisation = run.municipality = municipality.find(engine)
+    municipality.register(engine, BENCH_KEY, organisation)
     engine.dispose()
     secure_env = {
         **base_env,
@@ -140,11 +151,17 @@ def bench_backend(backend: str, url: str, schema: str) -> Run:
         "GATEWAY_REGION_CLIENTS": DEMO_CLIENT_ID,
     }
     with serving(secure_env) as base:
-        headers = {"Authorization": f"Bearer {token(base)}"}
+        headers = {"Authorization": f"Bearer {municipality.token(base, BENCH_KEY, DEMO_CLIENT_ID)}"}
         for name, make in scenarios(patients):
             if name.startswith(("read", "search")):
                 result = measure(base, f"{name} (auth + audit on)", make, CLIENTS, SECONDS, headers=headers)
                 run.secure.append(report_line(backend, result))
+
+        def measured(name: str, make: LoadRequest, headers: dict[str, str], expect: int | None) -> Result:
+            result = measure(base, name, make, CLIENTS, SECONDS, headers=headers, expect=expect)
+            return report_line(backend, result)
+
+        run.by_organisation = municipality.run(base, BENCH_KEY, DEMO_CLIENT_ID, organisation, measured)
     return run
 
 
@@ -174,22 +191,6 @@ def serving(env: dict[str, str]) -> Iterator[str]:
 
 def current_server_pid() -> int:
     return _SERVER[-1].pid
-
-
-def token(base: str) -> str:
-    """An access token for the bench client, got the SMART Backend Services way."""
-    private = json.loads(BENCH_KEY.read_text(encoding="utf-8"))
-    endpoint = f"{base}/auth/token"
-    form = {
-        "grant_type": "client_credentials",
-        "scope": "system/*.rs",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion(DEMO_CLIENT_ID, private, endpoint),
-    }
-    response = httpx.post(endpoint, data=form, timeout=10)
-    response.raise_for_status()
-    access: str = response.json()["access_token"]
-    return access
 
 
 def report_line(backend: str, result: Result) -> Result:
@@ -275,6 +276,8 @@ def report(runs: list[Run], bare: Result) -> str:
         "- The load generator (bench/load.py: HTTP/1.1 over asyncio streams) runs on the same 2 cores as",
         "  the server and the database, so it takes CPU from them: every figure is a lower bound for the",
         "  server alone.",
+        f"- Load average (1 min) before the benchmark started: {LOAD[0]:.1f} (other processes on the same "
+        f"cores), at its end: {os.getloadavg()[0]:.1f}.",
         f"- Ceiling: a bare FastAPI endpoint served the same way answered **{bare.per_second:.0f} req/s** "
         f"(p50 {bare.p50_ms:.1f} ms, p95 {bare.p95_ms:.1f} ms).",
         "",
@@ -313,6 +316,8 @@ def report(runs: list[Run], bare: Result) -> str:
                     f"| {r.p95_ms:.1f} | {r.errors} |"
                 )
             lines.append("")
+        if run.municipality is not None and run.by_organisation:
+            lines += municipality.section(run.municipality, run.by_organisation)
     return "\n".join(lines)
 
 
@@ -328,11 +333,14 @@ def main() -> None:
     bare = bench_bare()
     print(f"bare: {bare.per_second:.0f}/s", flush=True)
     postgres = POSTGRES if schema else None
-    text_out = "\n".join([report(runs, bare), *adapter_sections(postgres), *mllp_section(postgres)])
     existing = REPO_ROOT / "docs" / "performance.md"
+    before = existing.read_text() if existing.exists() else ""
+    adapters = adapter_sections(postgres) if "adapters" in PARTS else carried(before, "## Adapters")
+    mllp = mllp_section(postgres) if "hl7" in PARTS else carried(before, "## HL7 v2 over MLLP")
+    text_out = "\n".join([report(runs, bare), *adapters, *mllp])
     analysis = ""
-    if existing.exists() and "<!-- analysis -->" in existing.read_text():
-        analysis = existing.read_text().split("<!-- analysis -->", 1)[1]
+    if "<!-- analysis -->" in before:
+        analysis = before.split("<!-- analysis -->", 1)[1]
     existing.write_text(text_out + "\n<!-- analysis -->" + analysis)
     print(f"wrote {existing}")
 

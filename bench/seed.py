@@ -1,6 +1,8 @@
-"""Bulk seeder: generated Organizations, Patients, Practitioners, Tasks, DeviceRequests and Provenance,
-written straight to the tables in large batches, with index rows from the same extraction the write
-path uses (so searches see exactly what they would after normal writes). Only for benchmarks."""
+"""Bulk seeder: generated Organizations, Patients, Tasks, DeviceRequests and Provenance, written straight
+to the tables in large batches, with index rows (the access index rows among them) from the same
+extraction the write path uses, and the care relations the write path keeps for what a trusted writer
+writes (gateway/store/relations.py), so searches, and what an organisation's client sees, are exactly
+what they would be after normal writes by the region. Only for benchmarks."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from gateway.adapters.mapping import luhn_digit
 from gateway.model.types import Json, dumps
 from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
+from gateway.store import relations
 from gateway.store.repository import _INDEX_TABLES, CLAIM, R, V
 from gateway.store.tables import Base
 
@@ -23,6 +26,11 @@ HSA = "urn:oid:1.2.752.29.4.19"
 ORGANIZATIONS = 200
 BATCH = 2000
 STATUSES = ["requested", "accepted", "in-progress", "completed", "rejected"]
+
+
+def family(n: int) -> str:
+    """Patient `pat-n`'s family name."""
+    return f"Efternamn{n % 5000}"
 
 
 def luhn_pnr(n: int) -> str:
@@ -50,7 +58,7 @@ def resources(count: int, seed: int = 7) -> Iterator[Json]:
             "resourceType": "Patient",
             "id": pid,
             "identifier": [{"system": PNR, "value": f"{luhn_pnr(n)}-{n}"}],
-            "name": [{"family": f"Efternamn{n % 5000}", "given": [f"Förnamn{n % 300}"]}],
+            "name": [{"family": family(n), "given": [f"Förnamn{n % 300}"]}],
             "birthDate": f"{1930 + n % 70}-{1 + n % 12:02d}-{1 + n % 28:02d}",
         }
         yield {
@@ -94,6 +102,8 @@ def seed(services: Services, count: int) -> int:
     meta = {"versionId": "1", "lastUpdated": to_instant(now)}
     written = 0
     batch: list[Json] = []
+    access = services.write_path.access
+    lasts = services.write_path.lasts
 
     def flush() -> None:
         nonlocal written
@@ -117,6 +127,10 @@ def seed(services: Services, count: int) -> int:
             claims = []
             for rid, resource in zip(list(rids), batch, strict=True):
                 extracted = services.extractor.rows(resource)
+                if access.rules.relationship(resource["resourceType"]) is not None:
+                    # as the write path keeps them (WritePath._relate) for a trusted writer's new resource
+                    facts = access.facts(resource)
+                    relations.replace(connection, rid, facts, relations.TRUSTED, now, lasts, fresh=True)
                 for name in _INDEX_TABLES:
                     index[name].extend(row | {"rid": rid} for row in getattr(extracted, name))
                 for identifier in resource.get("identifier", []):
