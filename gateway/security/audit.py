@@ -46,7 +46,7 @@ from gateway.store.database import WRITE_OPTION, writer_turn
 
 log = logging.getLogger("gateway.audit")
 
-LINGER_SECONDS = 0.005  # how long the writer waits to fill a batch after its first record
+LINGER_SECONDS = 0.002  # how long the writer waits to fill a batch after its first record
 ATTEMPTS = 5
 # The futures of the records one HTTP request queued (set by AuditRequests for the request's length).
 PENDING: ContextVar[list[Future[None]] | None] = ContextVar("gateway_audit_pending", default=None)
