@@ -1,0 +1,62 @@
+"""The largest resource: GATEWAY_MAX_RESOURCE_BYTES of JSON as stored, below the body limit (a 15 MiB
+family name is not a Patient), checked on every write (REST, transaction and batch entries, patches,
+the adapters' Bundles) before it is stored; and a JSON Patch applied within it and the depth limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+
+from gateway.errors import FhirError, bad_request, too_costly, unprocessable
+from gateway.limits.depth import DEFAULT_MAX_DEPTH, check_depth
+from gateway.model.types import Json, dumps
+
+SETTING = "GATEWAY_MAX_RESOURCE_BYTES"
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+    def too_large(self, size: int, what: str = "The resource") -> FhirError:
+        return too_costly(f"{what} is {size} bytes of JSON; at most {self.max_bytes} ({SETTING})", status=413)
+
+    def check_size(self, resource: Json) -> None:
+        """413 too-costly when the resource's JSON is larger than the limit."""
+        size = len(dumps(resource))
+        if size > self.max_bytes:
+            raise self.too_large(size, f"{resource.get('resourceType', 'The resource')}")
+
+    def apply_patch(self, document: Json, operations: Any) -> Json:
+        """`operations` (RFC 6902) applied to `document` (changed in place). A `copy` is the one operation
+        that makes a document larger than the patch that asks for it (each can double it), so the copies'
+        growth is added up, and the patch refused as soon as the result would pass the limit, before
+        it is built; the result is held to the depth limit too."""
+        if not isinstance(operations, list):
+            raise bad_request("A JSON Patch document is a JSON array of operations")
+        size = len(dumps(document))
+        result: Any = document
+        try:
+            for operation in operations:
+                if isinstance(operation, dict) and operation.get("op") == "copy":
+                    copied = jsonpointer.resolve_pointer(result, str(operation.get("from", "")))
+                    size += len(dumps(copied)) + len(str(operation.get("path", "")))
+                    if size > self.max_bytes:
+                        raise self.too_large(size, "The patched resource")
+                result = jsonpatch.apply_patch(result, [operation], in_place=True)
+        except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as error:
+            raise bad_request(f"Invalid JSON Patch: {error}") from error
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
+            raise unprocessable(f"The patch cannot be applied: {error}") from error
+        if not isinstance(result, dict):
+            raise unprocessable("The patch replaces the resource by something that is not a JSON object")
+        check_depth(result, self.max_depth, "The patched resource")
+        return result
+
+
+DEFAULT_LIMITS = ResourceLimits()
