@@ -266,7 +266,7 @@ class WritePath:
         when the caller has it (identifiers it already holds need no new claim); `indexed`: the index
         rows of this content but its references, extracted before the unit of work (`Extractor.rows`
         with `references=False`)."""
-        self.limits.check_size(resource)
+        self.limits.check(resource)
         resource = copy.copy(resource)
         version = previous.version_id + 1 if previous else 1
         meta = dict(resource.get("meta") or {})

@@ -42,7 +42,7 @@ from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.search import searchset, visible_page
 from gateway.fhir.view import View
 from gateway.hooks import AccessRecord, RequestContext, patients_of
-from gateway.limits import numbers
+from gateway.limits import budget, numbers
 from gateway.limits.depth import check_depth
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
 from gateway.model.validate import validate
@@ -595,6 +595,10 @@ async def _run_batch(svc: Services, context: RequestContext, raw_entries: list[A
     """Each entry on its own, in a unit of work of its own; a failing entry gets its own status."""
     responses: list[Json] = []
     for index, raw in enumerate(raw_entries):
+        spent = budget.refused()  # the response is full: the entries after are not run
+        if spent is not None:
+            responses.append(_failed(spent))
+            continue
         try:
             e = _parse_entry(index, raw, svc.settings.max_json_depth)
         except FhirError as error:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from gateway.errors import too_costly
+from gateway.errors import FhirError, too_costly
 
 BYTES_SETTING = "GATEWAY_MAX_RESPONSE_BYTES"
 RESOURCES_SETTING = "GATEWAY_MAX_RESPONSE_RESOURCES"
@@ -24,20 +24,26 @@ class ResponseBudget:
     max_resources: int
     spent_bytes: int = 0
     spent_resources: int = 0
+    # Once it has refused, it is spent: a batch's later entries are answered so without being run.
+    refused: FhirError | None = None
 
     def check(self, sizes: Sequence[int]) -> None:
         """400 too-costly when resources of these sizes would not fit beside those charged so far."""
+        if self.refused is not None:
+            raise self.refused
         if self.spent_resources + len(sizes) > self.max_resources:
-            raise too_costly(
+            self.refused = too_costly(
                 f"The response would hold more than {self.max_resources} resources ({RESOURCES_SETTING}); "
                 "ask for fewer (a smaller _count, fewer _include, fewer entries in a batch)"
             )
-        if self.spent_bytes + sum(sizes) > self.max_bytes:
-            raise too_costly(
+        elif self.spent_bytes + sum(sizes) > self.max_bytes:
+            self.refused = too_costly(
                 f"The response would be larger than {self.max_bytes} bytes of resources "
                 f"({BYTES_SETTING}); ask for fewer (a smaller _count, fewer _include, fewer entries in a "
                 "batch)"
             )
+        if self.refused is not None:
+            raise self.refused
 
     def charge(self, size: int) -> None:
         self.check((size,))
@@ -60,6 +66,12 @@ def bounded(budget: ResponseBudget) -> Iterator[ResponseBudget]:
         yield budget
     finally:
         _current.reset(token)
+
+
+def refused() -> FhirError | None:
+    """The refusal of this request's budget, once it has refused (a batch answers its later entries so)."""
+    budget = _current.get()
+    return budget.refused if budget is not None else None
 
 
 def check(sizes: Sequence[int]) -> None:

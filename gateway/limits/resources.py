@@ -1,9 +1,11 @@
 """The largest resource: GATEWAY_MAX_RESOURCE_BYTES of JSON as stored, below the body limit (a 15 MiB
 family name is not a Patient), checked on every write (REST, transaction and batch entries, patches,
-the adapters' Bundles) before it is stored; and a JSON Patch applied within it and the depth limit."""
+the adapters' Bundles) before it is stored, with no NUL character in its strings; and a JSON Patch
+applied within it and the depth limit."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,8 @@ from gateway.limits.depth import DEFAULT_MAX_DEPTH, check_depth
 from gateway.model.types import Json, dumps
 
 SETTING = "GATEWAY_MAX_RESOURCE_BYTES"
+# A NUL as JSON escapes it: `\u0000` after an even number of backslashes (`\\u0000` is a backslash).
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -26,11 +30,15 @@ class ResourceLimits:
     def too_large(self, size: int, what: str = "The resource") -> FhirError:
         return too_costly(f"{what} is {size} bytes of JSON; at most {self.max_bytes} ({SETTING})", status=413)
 
-    def check_size(self, resource: Json) -> None:
-        """413 too-costly when the resource's JSON is larger than the limit."""
-        size = len(dumps(resource))
-        if size > self.max_bytes:
-            raise self.too_large(size, f"{resource.get('resourceType', 'The resource')}")
+    def check(self, resource: Json) -> None:
+        """413 too-costly when the resource's JSON is larger than the limit; 400 when a string in it holds
+        a NUL character, which no database stores in text (PostgreSQL refuses it: once a 500)."""
+        content = dumps(resource)
+        if len(content) > self.max_bytes:
+            raise self.too_large(len(content), f"{resource.get('resourceType', 'The resource')}")
+        if "\\u0000" in content and _NUL.search(content):
+            what = resource.get("resourceType", "resource")
+            raise bad_request(f"A string in the {what} holds a NUL character")
 
     def apply_patch(self, document: Json, operations: Any) -> Json:
         """`operations` (RFC 6902) applied to `document` (changed in place). A `copy` is the one operation
