@@ -25,6 +25,7 @@ from gateway.errors import FhirError, not_found, too_large
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
 from gateway.fhir.routes import base_route, routes
 from gateway.hooks import Hooks
+from gateway.limits.middleware import RequestBounds
 from gateway.security.audit_requests import AuditRequests
 from gateway.security.endpoints import check_base_url, warn_if_off
 from gateway.security.endpoints import router as security_router
@@ -111,8 +112,10 @@ def create_app(
         app.add_middleware(Authenticate, authority=app.state.authority)
     if svc.audit is not None:  # sees refused tokens, and refuses all while the queue is full
         app.add_middleware(AuditRequests, sink=svc.audit)
-    if trusted.networks:  # outermost: the client's address behind a trusted proxy, for all the others
+    if trusted.networks:  # around the others: the client's address behind a trusted proxy, for all the others
         app.add_middleware(ForwardedFor, trusted=trusted)
+    # Around all: the response budget and statement deadline of each request, stopped on disconnect.
+    app.add_middleware(RequestBounds, settings=svc.settings)
     warn_if_off(svc.settings)
     app.add_exception_handler(FhirError, handle_fhir_error)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -49,6 +49,18 @@ class Settings:
     base_url_from_request: bool = False
     max_bundle_entries: int = 1000
     max_body_bytes: int = 16 * 1024 * 1024
+    # Bounded requests (docs/operations.md, "Limits"): one resource as stored (its JSON), below the body
+    # limit; a response's resources, by their stored JSON and their number (a batch's entries share
+    # them); JSON nesting at every entrance; a search's parameters, a parameter's values, a conditional
+    # operation's criteria; the time a request's statements may take in the database (0: no limit).
+    max_resource_bytes: int = 4 * 1024 * 1024
+    max_response_bytes: int = 32 * 1024 * 1024
+    max_response_resources: int = 10000
+    max_json_depth: int = 64
+    max_search_parameters: int = 50
+    max_search_values: int = 100
+    max_conditional_criteria: int = 10
+    statement_timeout: float = 30.0
     default_page_size: int = 50
     max_page_size: int = 1000
     # Dates and times without an offset are read in this zone (search values and stored values alike).
@@ -130,6 +142,16 @@ class Settings:
             base_url_from_request=_switch("GATEWAY_BASE_URL_FROM_REQUEST", defaults.base_url_from_request),
             max_bundle_entries=_int("GATEWAY_MAX_BUNDLE_ENTRIES", defaults.max_bundle_entries),
             max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", defaults.max_body_bytes),
+            max_resource_bytes=_int("GATEWAY_MAX_RESOURCE_BYTES", defaults.max_resource_bytes),
+            max_response_bytes=_int("GATEWAY_MAX_RESPONSE_BYTES", defaults.max_response_bytes),
+            max_response_resources=_int("GATEWAY_MAX_RESPONSE_RESOURCES", defaults.max_response_resources),
+            max_json_depth=_int("GATEWAY_MAX_JSON_DEPTH", defaults.max_json_depth),
+            max_search_parameters=_int("GATEWAY_MAX_SEARCH_PARAMETERS", defaults.max_search_parameters),
+            max_search_values=_int("GATEWAY_MAX_SEARCH_VALUES", defaults.max_search_values),
+            max_conditional_criteria=_int(
+                "GATEWAY_MAX_CONDITIONAL_CRITERIA", defaults.max_conditional_criteria
+            ),
+            statement_timeout=_float("GATEWAY_STATEMENT_TIMEOUT", defaults.statement_timeout),
             default_page_size=_int("GATEWAY_DEFAULT_PAGE_SIZE", defaults.default_page_size),
             max_page_size=_int("GATEWAY_MAX_PAGE_SIZE", defaults.max_page_size),
             local_timezone=os.environ.get("GATEWAY_TIMEZONE", defaults.local_timezone),

@@ -84,6 +84,15 @@ def too_large(message: str) -> FhirError:
     return _error(413, "too-costly", message)
 
 
+def too_costly(message: str, *expression: str, status: int = 400) -> FhirError:
+    """A request past one of the limits that bound its cost (docs/operations.md, "Limits")."""
+    return _error(status, "too-costly", message, expression)
+
+
+def unavailable(message: str, code: str = "too-costly") -> FhirError:
+    return _error(503, code, message)
+
+
 def unsupported_media_type(message: str) -> FhirError:
     return _error(415, "not-supported", message)
 

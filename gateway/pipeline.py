@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 from uuid import uuid4
 
-import jsonpatch
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -33,7 +32,6 @@ from gateway.errors import (
     method_not_allowed,
     not_found,
     precondition_failed,
-    unprocessable,
 )
 from gateway.hooks import (
     AccessPolicy,
@@ -44,6 +42,7 @@ from gateway.hooks import (
     combined,
     patients_of,
 )
+from gateway.limits.resources import DEFAULT_LIMITS, ResourceLimits
 from gateway.model.types import Json
 from gateway.model.validate import validate
 from gateway.search.dates import to_instant, utc_now
@@ -181,9 +180,16 @@ def content_equal(a: Json, b: Json) -> bool:
 
 class WritePath:
     def __init__(
-        self, engine: Engine, searcher: Searcher, extractor: Extractor, hooks: Hooks, access: AccessIndex
+        self,
+        engine: Engine,
+        searcher: Searcher,
+        extractor: Extractor,
+        hooks: Hooks,
+        access: AccessIndex,
+        limits: ResourceLimits = DEFAULT_LIMITS,
     ) -> None:
         self.engine = engine
+        self.limits = limits  # the largest resource stored, a patch's growth (gateway/limits/resources.py)
         hold_index_writes(engine)  # one multi-row INSERT per index table and unit of work
         self.searcher = searcher
         self.extractor = extractor
@@ -269,6 +275,7 @@ class WritePath:
         when the caller has it (identifiers it already holds need no new claim); `indexed`: the index
         rows of this content but its references, extracted before the unit of work (`Extractor.rows`
         with `references=False`)."""
+        self.limits.check(resource)
         resource = copy.copy(resource)
         version = previous.version_id + 1 if previous else 1
         meta = dict(resource.get("meta") or {})
@@ -553,12 +560,7 @@ class WritePath:
                     f"it has version {current.version_id}"
                 )
             self.hooks.policy.authorize_patch(uow.context, current.json(), operations)  # before a `test`
-            try:
-                patched = jsonpatch.JsonPatch(operations).apply(current.json())
-            except (jsonpatch.InvalidJsonPatch, TypeError) as error:
-                raise bad_request(f"Invalid JSON Patch: {error}") from error
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
-                raise unprocessable(f"The patch cannot be applied: {error}") from error
+            patched = self.limits.apply_patch(current.json(), operations)
             guard = None if if_match is not None else current.version_id
             return self.update(uow, res_type, res_id, patched, if_match, interaction="patch", guard=guard)
         except FhirError:

@@ -9,10 +9,12 @@ from sqlalchemy import Engine
 
 from gateway.config import Settings
 from gateway.hooks import Hooks
+from gateway.limits.resources import ResourceLimits
 from gateway.pipeline import WritePath
 from gateway.search.cursor import Cursors
 from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor
+from gateway.search.parameters import SearchLimits
 from gateway.search.query import Planner
 from gateway.search.registry import Registry
 from gateway.security.access_index import AccessIndex
@@ -60,7 +62,12 @@ class Services:
                     hooks.policy = AllOf(ScopePolicy(), organisation)
         planner = Planner(zone, settings.base_url)
         cursors = Cursors(settings.key_secret or development_secret(settings.key_secret_file))
-        searcher = Searcher(registry, planner, settings.default_page_size, settings.max_page_size, cursors)
+        limits = SearchLimits(
+            settings.max_search_parameters, settings.max_search_values, settings.max_conditional_criteria
+        )
+        searcher = Searcher(
+            registry, planner, settings.default_page_size, settings.max_page_size, cursors, limits
+        )
         extractor = Extractor(registry, zone, settings.base_url, access.rows)
         audit = None
         if default_hooks and settings.audit:
@@ -73,7 +80,8 @@ class Services:
                 settings.audit_wait_seconds,
             )
             hooks.audit = audit
-        write_path = WritePath(engine, searcher, extractor, hooks, access)
+        resources = ResourceLimits(settings.max_resource_bytes, settings.max_json_depth)
+        write_path = WritePath(engine, searcher, extractor, hooks, access, resources)
         return cls(settings, engine, registry, searcher, extractor, write_path, hooks, audit)
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from gateway.adapters.registry import ADAPTERS
 from gateway.errors import bad_request, conflict, forbidden, not_found
 from gateway.fhir.context import request_context, services
 from gateway.fhir.http import fhir_response
+from gateway.limits import numbers
 from gateway.security.scopes import grants
 
 router = APIRouter(prefix="/adapters")
@@ -43,9 +44,9 @@ def _whose(request: Request) -> Whose:
 async def _item(request: Request, item_id: str) -> Quarantined:
     """The caller's item; 404 for anything else, whether the id is used or not."""
     found = None
-    if item_id.isdigit() and len(item_id) < 19:
+    if numbers.whole(item_id) is not None:
         engine = services(request).engine
-        found = await run_in_threadpool(quarantine.get, engine, int(item_id), _whose(request))
+        found = await run_in_threadpool(quarantine.get, engine, int(item_id, 10), _whose(request))
     if found is None:
         raise not_found(f"No quarantined input with id {item_id}")
     return found
@@ -58,8 +59,9 @@ async def list_quarantine(request: Request) -> JSONResponse:
     status = params.get("status", "open")
     if status not in (*quarantine.STATUSES, "all"):
         raise bad_request(f"status must be one of {', '.join(quarantine.STATUSES)} or all, not {status!r}")
-    limit, after = params.get("limit", "100"), params.get("after", "0")
-    if not limit.isdigit() or not after.isdigit():
+    limit = numbers.count(params.get("limit", "100"), 1000)
+    after = numbers.whole(params.get("after", "0"))  # no id is past 64 bits: none is after one that is
+    if limit is None or (after is None and not numbers.is_whole(params.get("after", "0"))):
         raise bad_request("limit and after must be non-negative integers")
     engine = services(request).engine
     items = await run_in_threadpool(
@@ -67,8 +69,8 @@ async def list_quarantine(request: Request) -> JSONResponse:
         engine,
         params.get("adapter"),
         None if status == "all" else status,
-        min(int(limit), 1000),
-        int(after),
+        limit if after is not None else 0,
+        after or 0,
         _whose(request),
     )
     return JSONResponse({"items": [item.summary() for item in items]})

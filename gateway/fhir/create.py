@@ -12,7 +12,7 @@ from gateway.fhir.respond import write_response
 
 
 async def create(request: Request, res_type: str) -> Response:
-    body = await read_json(request)
+    body = await read_json(request, resource=True)
     if isinstance(body, dict) and body.get("resourceType") != res_type:
         raise bad_request(f"resourceType {body.get('resourceType')} does not match the URL's {res_type}")
     write_path = services(request).write_path

@@ -14,6 +14,7 @@ from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response
 from gateway.fhir.view import View
 from gateway.hooks import AccessRecord, patients_in
+from gateway.limits import budget, numbers
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import DateFormatError, date_range, to_instant
 from gateway.store.repository import Stored
@@ -31,10 +32,10 @@ async def type_history(request: Request, res_type: str) -> Response:
 async def _history(request: Request, res_type: str, res_id: str | None) -> Response:
     svc = services(request)
     params = request.query_params
-    count = params.get("_count", str(svc.settings.default_page_size))
-    if not count.isdigit():
+    settings = svc.settings
+    limit = numbers.count(params.get("_count", str(settings.default_page_size)), settings.max_page_size)
+    if limit is None:
         raise bad_request("_count must be a non-negative integer", "_count")
-    limit = min(int(count), svc.settings.max_page_size)
     since = None
     if "_since" in params:
         try:
@@ -56,8 +57,13 @@ async def _history(request: Request, res_type: str, res_id: str | None) -> Respo
             raise not_found(f"{res_type}/{res_id} is not known")
         if limit == 0:  # _count=0: no versions, and no pages to follow
             return [], None
+
         # The versions of resources the client sees now (as their current version decides), in the query.
-        rows = select_history(uow.connection, res_type, res_id, since, before, limit + 1, visibility)
+        def check(sizes: list[int]) -> None:  # the response budget, before the versions are read
+            budget.check(sizes[:limit])
+
+        bounded = check if budget.current() is not None else None
+        rows = select_history(uow.connection, res_type, res_id, since, before, limit + 1, visibility, bounded)
         following = rows[limit - 1][0] if len(rows) > limit else None
         visible = rows[:limit]
         record = AccessRecord("history", res_type, [row[2].res_id for row in visible], 200, uow.context)

@@ -8,6 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import bad_request, not_acceptable, precondition_failed, unsupported_media_type
+from gateway.limits import numbers
+from gateway.limits.depth import check_depth
+from gateway.limits.resources import ResourceLimits
 from gateway.model.types import dumps, loads
 from gateway.search.dates import to_instant
 from gateway.store.repository import Stored
@@ -41,17 +44,24 @@ def negotiate(request: Request) -> None:
     raise not_acceptable(f"Cannot answer in {accept}; this server speaks application/fhir+json")
 
 
-async def read_json(request: Request, allowed: tuple[str, ...] = JSON_TYPES) -> Any:
+async def read_json(request: Request, allowed: tuple[str, ...] = JSON_TYPES, resource: bool = False) -> Any:
+    """The JSON body, held to the depth limit (GATEWAY_MAX_JSON_DEPTH); a `resource` body (create,
+    update) to the resource size limit too, before it is parsed (GATEWAY_MAX_RESOURCE_BYTES)."""
+    settings = request.app.state.services.settings
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in allowed:
         raise unsupported_media_type(f"Content-Type {content_type} is not supported; send {allowed[0]}")
     body = await request.body()
     if not body:
         raise bad_request("The request has no body")
+    if resource and len(body) > settings.max_resource_bytes:
+        raise ResourceLimits(settings.max_resource_bytes).too_large(len(body))
     try:
-        return loads(body)
-    except ValueError as error:
+        value = loads(body)
+    except ValueError as error:  # orjson stops at 1024 levels of nesting with a JSONDecodeError too
         raise bad_request(f"The body is not valid JSON: {error}") from error
+    check_depth(value, settings.max_json_depth, "The body")
+    return value
 
 
 def version_headers(stored: Stored) -> dict[str, str]:
@@ -71,9 +81,10 @@ def if_match(request: Request) -> int | None:
     if value is None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not numbers.is_whole(text):
         raise precondition_failed(f"If-Match '{value}' does not name a version (W/\"n\")")
-    return int(text)
+    # A number past the largest version matches none (412 as any other version it does not have).
+    return numbers.version(text) or 0
 
 
 def prefer(request: Request, name: str) -> str | None:

@@ -42,6 +42,8 @@ from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.search import searchset, visible_page
 from gateway.fhir.view import View
 from gateway.hooks import AccessRecord, RequestContext, patients_of
+from gateway.limits import budget, numbers
+from gateway.limits.depth import check_depth
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
 from gateway.model.validate import validate
 from gateway.pipeline import AUDIT_EVENT, Conflict, IdentifierTaken, UnitOfWork
@@ -96,22 +98,24 @@ async def transaction_or_batch(request: Request) -> Response:
     return fhir_response(await process_bundle(services(request), request_context(request), bundle))
 
 
-async def process_bundle(svc: Services, context: RequestContext, bundle: Any) -> Json:
+async def process_bundle(svc: Services, context: RequestContext, bundle: Any, bodies: bool = True) -> Json:
     """Process a transaction or batch Bundle as POST [base] does and give the response Bundle. A failed
-    transaction raises FhirError (nothing is stored); a batch reports each entry's outcome."""
+    transaction raises FhirError (nothing is stored); a batch reports each entry's outcome. Without
+    `bodies`, a transaction's responses carry no resources (status, location and etag only)."""
     kind, raw_entries = _checked(svc, bundle)
     if kind == "batch":
         return await _run_batch(svc, context, raw_entries)
-    return await run_in_threadpool(_run_transaction, svc, context, raw_entries)
+    return await run_in_threadpool(_run_transaction, svc, context, raw_entries, bodies)
 
 
 def run_transaction(svc: Services, context: RequestContext, bundle: Any) -> Json:
     """A transaction Bundle processed on the calling thread: the adapters' entrance, which already runs
-    an input's reads and its write on one worker thread (one hand-over per input, not one per step)."""
+    an input's reads and its write on one worker thread (one hand-over per input, not one per step).
+    The responses name what was written (status, location, etag) without the resources themselves."""
     kind, raw_entries = _checked(svc, bundle)
     if kind != "transaction":
         raise bad_request("The adapters write transaction Bundles only", "Bundle.type")
-    return _run_transaction(svc, context, raw_entries)
+    return _run_transaction(svc, context, raw_entries, bodies=False)
 
 
 def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]) -> list[Json]:
@@ -130,7 +134,7 @@ def run_transactions(svc: Services, context: RequestContext, bundles: list[Json]
     for bundle in bundles:
         try:
             kind, raw_entries = _checked(svc, bundle)
-            entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+            entries = [_parse_entry(i, raw, svc.settings.max_json_depth) for i, raw in enumerate(raw_entries)]
             _check_full_urls(entries)
             _validate(svc, entries)
         except FhirError:
@@ -206,7 +210,8 @@ def _checked(svc: Services, bundle: Any) -> tuple[str, list[Any]]:
     return kind, raw_entries
 
 
-def _parse_entry(index: int, raw: Any) -> Entry:
+def _parse_entry(index: int, raw: Any, max_depth: int) -> Entry:
+    """`max_depth`: how deep the JSON Patch of a PATCH entry may nest (GATEWAY_MAX_JSON_DEPTH)."""
     where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
         raise bad_request(f"{where} has no request", f"{where}.request")
@@ -223,8 +228,13 @@ def _parse_entry(index: int, raw: Any) -> Entry:
     if res_id is not None and not is_valid_id(res_id):
         raise bad_request(f"{where}: '{res_id}' is not a valid id", f"{where}.request.url")
     version = None
-    if len(parts) == 4 and method in ("GET", "HEAD") and parts[2] == "_history" and parts[3].isdigit():
-        version = int(parts[3])
+    if (
+        len(parts) == 4
+        and method in ("GET", "HEAD")
+        and parts[2] == "_history"
+        and numbers.is_whole(parts[3])
+    ):
+        version = numbers.version(parts[3]) or 0  # past the largest version: none (404), not an SQL error
     elif len(parts) > 2 or (method == "POST" and res_id is not None):
         raise bad_request(f"{where}: {method} {url} is not supported in a Bundle", f"{where}.request.url")
     resource = raw.get("resource")
@@ -237,16 +247,16 @@ def _parse_entry(index: int, raw: Any) -> Entry:
                 f"{where}.resource.resourceType",
             )
     elif method == "PATCH":
-        resource = _patch_body(resource, where)
+        resource = _patch_body(resource, where, max_depth)
     else:
         resource = None
     if_match = req.get("ifMatch")
     expected = None
     if isinstance(if_match, str):
         text = if_match.removeprefix("W/").strip('"')
-        if not text.isdigit():
+        if not numbers.is_whole(text):
             raise bad_request(f'{where}.request.ifMatch must be W/"n"', f"{where}.request.ifMatch")
-        expected = int(text)
+        expected = numbers.version(text) or 0  # past the largest version: matches none (412)
     if_none_exist = req.get("ifNoneExist") if method == "POST" else None
     return Entry(
         index,
@@ -277,7 +287,7 @@ def _check_full_urls(entries: list[Entry]) -> None:
         seen[e.full_url] = e.index
 
 
-def _patch_body(resource: Any, where: str) -> Json:
+def _patch_body(resource: Any, where: str, max_depth: int) -> Json:
     """PATCH entries carry the JSON Patch as a Binary (the spec's way for JSON Patch in Bundles)."""
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary" and "data" in resource:
         try:
@@ -286,19 +296,24 @@ def _patch_body(resource: Any, where: str) -> Json:
             raise bad_request(f"{where}: the Binary does not hold a JSON Patch: {error}", where) from error
         if not isinstance(operations, list):
             raise bad_request(f"{where}: a JSON Patch is a list of operations", f"{where}.resource.data")
+        check_depth(operations, max_depth, f"{where}: the JSON Patch")
         return {"patch": operations}
     raise bad_request(
         f"{where}: a PATCH entry carries its JSON Patch as a Binary resource", f"{where}.resource"
     )
 
 
-def _run_transaction(svc: Services, context: RequestContext, raw_entries: list[Any]) -> Json:
-    entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+def _run_transaction(
+    svc: Services, context: RequestContext, raw_entries: list[Any], bodies: bool = True
+) -> Json:
+    """`bodies`: the responses of writes carry the resource written (not for the adapters, which read
+    only the responses' status and location)."""
+    entries = [_parse_entry(i, raw, svc.settings.max_json_depth) for i, raw in enumerate(raw_entries)]
     _check_full_urls(entries)
     _validate(svc, entries)
 
     def work(uow: UnitOfWork) -> list[Json]:
-        return _transaction(svc, uow, entries)
+        return _transaction(svc, uow, entries, bodies)
 
     responses = svc.write_path.run(context, work, True)
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}
@@ -562,7 +577,8 @@ def _get(svc: Services, uow: UnitOfWork, e: Entry) -> Json:
     if e.version is not None:
         visibility = policy.visibility(uow.context)
         current = uow.repository.current_visible(e.res_type, e.res_id, visibility)
-        stored = uow.repository.version(e.res_type, e.res_id, e.version) if current is not None else None
+        known = current is not None and e.version > 0
+        stored = uow.repository.version(e.res_type, e.res_id, e.version) if known else None
         record = AccessRecord("vread", e.res_type, [e.res_id], 200, uow.context)
         if stored is None or stored.deleted:
             record.status = 404 if stored is None else 410
@@ -583,8 +599,12 @@ async def _run_batch(svc: Services, context: RequestContext, raw_entries: list[A
     """Each entry on its own, in a unit of work of its own; a failing entry gets its own status."""
     responses: list[Json] = []
     for index, raw in enumerate(raw_entries):
+        spent = budget.refused()  # the response is full: the entries after are not run
+        if spent is not None:
+            responses.append(_failed(spent))
+            continue
         try:
-            e = _parse_entry(index, raw)
+            e = _parse_entry(index, raw, svc.settings.max_json_depth)
         except FhirError as error:
             responses.append(_failed(error))
             continue

@@ -12,7 +12,7 @@ from gateway.fhir.respond import write_response
 
 
 async def update(request: Request, res_type: str, res_id: str) -> Response:
-    body = await read_json(request)
+    body = await read_json(request, resource=True)
     write_path = services(request).write_path
     version = if_match(request)
     result = await run(request, lambda uow: write_path.update(uow, res_type, res_id, body, version))
@@ -20,7 +20,7 @@ async def update(request: Request, res_type: str, res_id: str) -> Response:
 
 
 async def conditional_update(request: Request, res_type: str) -> Response:
-    body = await read_json(request)
+    body = await read_json(request, resource=True)
     write_path = services(request).write_path
     version = if_match(request)
     query = str(request.url.query)

@@ -10,6 +10,7 @@ from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response, version_headers
 from gateway.fhir.view import View
 from gateway.hooks import AccessRecord, patients_of
+from gateway.limits import numbers
 from gateway.pipeline import UnitOfWork
 from gateway.store.repository import Stored
 
@@ -22,7 +23,8 @@ async def vread(request: Request, res_type: str, res_id: str, version_id: str) -
         # an old version never shows what the policy hides now, and a hidden id reads as an unknown one.
         visibility = policy.visibility(uow.context)
         current = uow.repository.current_visible(res_type, res_id, visibility)
-        stored = uow.repository.version(res_type, res_id, int(version_id)) if version_id.isdigit() else None
+        number = numbers.version(version_id)  # past the largest version: none (404), not an SQL error
+        stored = uow.repository.version(res_type, res_id, number) if number is not None else None
         if current is None or stored is None:
             raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
         if stored.deleted:

@@ -10,11 +10,22 @@ from urllib.parse import parse_qsl, urlencode
 from sqlalchemy import Connection, and_, false, func, or_, select
 
 from gateway.errors import bad_request
+from gateway.limits import budget
 from gateway.search.cursor import Cursors
-from gateway.search.parameters import Include, Masking, SearchRequest, parse, split_token, split_values
+from gateway.search.parameters import (
+    DEFAULT_SEARCH_LIMITS,
+    Include,
+    Masking,
+    SearchLimits,
+    SearchRequest,
+    parse,
+    split_token,
+    split_values,
+)
 from gateway.search.query import TABLES, Planner, local_reference
 from gateway.search.registry import Registry
 from gateway.store.repository import R, Repository, Stored
+from gateway.store.sizes import current_sizes
 from gateway.store.visibility import EVERYTHING, Visibility
 
 # How many times `:iterate` includes are followed from what the previous round included.
@@ -35,17 +46,40 @@ class Page:
 
 class Searcher:
     def __init__(
-        self, registry: Registry, planner: Planner, default_count: int, max_count: int, cursors: Cursors
+        self,
+        registry: Registry,
+        planner: Planner,
+        default_count: int,
+        max_count: int,
+        cursors: Cursors,
+        limits: SearchLimits = DEFAULT_SEARCH_LIMITS,
     ) -> None:
         self.registry = registry
         self.planner = planner
         self.default_count = default_count
         self.max_count = max_count
         self.cursors = cursors
+        self.limits = limits
 
-    def parse(self, res_type: str, pairs: Sequence[tuple[str, str]], base_url: str = "") -> SearchRequest:
-        """`base_url` is this server's base as the client addressed it (references to it are local)."""
-        return parse(self.registry, res_type, pairs, self.default_count, self.max_count, base_url)
+    def parse(
+        self,
+        res_type: str,
+        pairs: Sequence[tuple[str, str]],
+        base_url: str = "",
+        conditional: bool = False,
+    ) -> SearchRequest:
+        """`base_url` is this server's base as the client addressed it (references to it are local);
+        `conditional`: a conditional operation's search (GATEWAY_MAX_CONDITIONAL_CRITERIA)."""
+        return parse(
+            self.registry,
+            res_type,
+            pairs,
+            self.default_count,
+            self.max_count,
+            base_url,
+            self.limits,
+            conditional,
+        )
 
     def count(self, connection: Connection, request: SearchRequest) -> int:
         statement = select(func.count()).select_from(R).where(self.planner.where(request))
@@ -62,11 +96,14 @@ class Searcher:
         backwards, cursor = False, None
         if request.cursor:
             backwards, cursor = self.cursors.open([kind for _, _, kind in keys], request.cursor, binding)
-        rows = list(connection.execute(self.planner.page(request, backwards, cursor)).all())
-        more = len(rows) > request.count
-        rows = rows[: request.count]
+        found = list(connection.execute(self.planner.page(request, backwards, cursor)).all())
+        more = len(found) > request.count
+        found = found[: request.count]
         if backwards:
-            rows.reverse()
+            found.reverse()
+        sizes = [int(row[-1] or 0) for row in found]
+        budget.check(sizes)  # the response budget, before the resources are read
+        rows = [row[:-1] for row in found]  # rid and sort keys
         page = Page(Repository(connection).current_many([row[0] for row in rows]))
         has_next = True if backwards else more
         has_previous = more if backwards else cursor is not None
@@ -78,7 +115,7 @@ class Searcher:
             page.total = self.count(connection, request)
         elif cursor is None and not more:
             page.total = len(rows)
-        page.included = self._included(connection, page.matches, request)
+        page.included = self._included(connection, page.matches, request, sizes)
         return page
 
     def match(
@@ -98,7 +135,7 @@ class Searcher:
             claimed = self._claimed(connection, res_type, pairs)
             if claimed is not None:
                 return claimed
-        request = self.parse(res_type, pairs, base_url)
+        request = self.parse(res_type, pairs, base_url, conditional=True)
         request.visibility, request.masking = visibility, masking
         if request.unknown:
             raise bad_request(f"Unknown search parameter(s) in the condition: {', '.join(request.unknown)}")
@@ -127,16 +164,17 @@ class Searcher:
     # -- _include and _revinclude -------------------------------------------------------------------
 
     def _included(
-        self, connection: Connection, matches: list[Stored], request: SearchRequest
+        self, connection: Connection, matches: list[Stored], request: SearchRequest, sizes: list[int]
     ) -> list[Stored]:
+        """`sizes`: what the page holds so far, for the response budget (extended by each round)."""
         if not matches or not (request.includes or request.revincludes):
             return []
         seen = {(m.res_type, m.res_id) for m in matches}
-        found = self._round(connection, matches, request, seen, iterate_only=False)
+        found = self._round(connection, matches, request, seen, False, sizes)
         if any(i.iterate for i in request.includes + request.revincludes):
             latest = found
             for _ in range(MAX_ITERATIONS):
-                latest = self._round(connection, latest, request, seen, iterate_only=True)
+                latest = self._round(connection, latest, request, seen, True, sizes)
                 if not latest:
                     break
                 found += latest
@@ -149,6 +187,7 @@ class Searcher:
         request: SearchRequest,
         seen: set[tuple[str, str]],
         iterate_only: bool,
+        sizes: list[int],
     ) -> list[Stored]:
         rids: list[int] = []
         bases = self.planner.bases(request.base_url)
@@ -159,7 +198,11 @@ class Searcher:
             if include.iterate or not iterate_only:
                 rids += self._reverse(connection, include, sources, bases, request.visibility)
         result = []
-        for stored in Repository(connection).current_many(list(dict.fromkeys(rids))):
+        rids = list(dict.fromkeys(rids))
+        if budget.current() is not None:
+            sizes += [size for t, i, size in current_sizes(connection, rids) if (t, i) not in seen]
+            budget.check(sizes)
+        for stored in Repository(connection).current_many(rids):
             key = (stored.res_type, stored.res_id)
             if key not in seen and not stored.deleted:
                 seen.add(key)

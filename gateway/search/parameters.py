@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.errors import bad_request
+from gateway.errors import bad_request, too_costly
+from gateway.limits import numbers
 from gateway.model.types import SUPPORTED
 from gateway.search.registry import Registry, SearchParam
 from gateway.store.visibility import EVERYTHING, Visibility
@@ -24,6 +25,21 @@ MODIFIERS_BY_TYPE = {
     "number": {"missing"},
     "uri": {"below", "missing"},
 }
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """What one search may ask (docs/operations.md, "Limits"): its parameters (every name=value pair but
+    `_format` and `_pretty`), the values of one parameter (comma-separated, ORed; `_sort` keys too), and
+    the criteria of a conditional operation's search (If-None-Exist, conditional update, a conditional
+    reference). Past one → 400 too-costly."""
+
+    parameters: int = 50
+    values: int = 100
+    criteria: int = 10
+
+
+DEFAULT_SEARCH_LIMITS = SearchLimits()
 
 
 @dataclass(frozen=True)
@@ -157,8 +173,12 @@ def parse(
     default_count: int,
     max_count: int,
     base_url: str = "",
+    limits: SearchLimits = DEFAULT_SEARCH_LIMITS,
+    conditional: bool = False,
 ) -> SearchRequest:
+    """`conditional`: the search of a conditional operation, held to `limits.criteria` parameters."""
     request = SearchRequest(res_type, count=default_count, base_url=base_url.rstrip("/"))
+    _check_limits(pairs, limits, conditional)
     for name, value in pairs:
         base, _, modifier = name.partition(":")
         if base in IGNORED_PARAMS:
@@ -178,6 +198,28 @@ def parse(
     return request
 
 
+def _check_limits(pairs: Sequence[tuple[str, str]], limits: SearchLimits, conditional: bool) -> None:
+    counted = [name for name, _ in pairs if name.partition(":")[0] not in IGNORED_PARAMS]
+    if conditional and len(counted) > limits.criteria:
+        raise too_costly(
+            f"The condition has {len(counted)} criteria; at most {limits.criteria} "
+            "(GATEWAY_MAX_CONDITIONAL_CRITERIA)"
+        )
+    if len(counted) > limits.parameters:
+        raise too_costly(
+            f"The search has {len(counted)} parameters; at most {limits.parameters} "
+            "(GATEWAY_MAX_SEARCH_PARAMETERS)"
+        )
+    for name, value in pairs:
+        # A cheap bound first (escaped commas count too), then the values as split.
+        if value.count(",") >= limits.values and len(split_values(value)) > limits.values:
+            raise too_costly(
+                f"'{name}' has more than {limits.values} values; at most {limits.values} a parameter "
+                "(GATEWAY_MAX_SEARCH_VALUES)",
+                name,
+            )
+
+
 def _check_text(name: str, value: str) -> None:
     """No database stores a NUL in text (PostgreSQL refuses it), so no value can hold one."""
     if "\x00" in value:
@@ -188,9 +230,10 @@ def _result_param(
     registry: Registry, request: SearchRequest, name: str, modifier: str, value: str, max_count: int
 ) -> None:
     if name == "_count":
-        if not value.isdigit():
+        count = numbers.count(value, max_count)
+        if count is None:
             raise bad_request(f"_count must be a non-negative integer, not '{value}'", "_count")
-        request.count = min(int(value), max_count)
+        request.count = count
     elif name == "_sort":
         for key in value.split(","):
             descending = key.startswith("-")

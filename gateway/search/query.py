@@ -32,6 +32,7 @@ from gateway.search.parameters import PREFIXES, Clause, Masking, SearchRequest, 
 from gateway.search.registry import COLUMN_PARAMS, SearchParam
 from gateway.search.text import fold
 from gateway.store.repository import R
+from gateway.store.sizes import content_size
 from gateway.store.tables import (
     DateIndex,
     NumberIndex,
@@ -50,6 +51,9 @@ TABLES: dict[str, Any] = {
     "number": NumberIndex.__table__,
     "uri": UriIndex.__table__,
 }
+# More clauses checked per candidate than this, and each is kept a subplan (`clause`, `fenced`); fewer
+# are left to PostgreSQL to join as it sees fit (PostgreSQL's join_collapse_limit is 8).
+FENCE_AFTER = 8
 SORT_COLUMNS = {"token": "code", "string": "value_folded", "date": "low", "number": "value", "uri": "value"}
 NULL_SORT = {"token": "", "string": "", "date": MIN, "number": -1e300, "uri": ""}
 
@@ -78,9 +82,10 @@ class Planner:
         driver = next((c for c in driving if c.param.type == "reference"), driving[0] if driving else None)
         if driver is None:
             conditions.append(R.c.res_type == request.res_type)
+        fenced = len(driving) > FENCE_AFTER
         for clause in request.clauses:
             correlated = clause is not driver and _selects_by_index(clause)
-            conditions.append(self.clause(request.res_type, clause, bases, correlated, request))
+            conditions.append(self.clause(request.res_type, clause, bases, correlated, request, R, fenced))
         if not request.visibility.everything:
             conditions.append(request.visibility.where(R, request.res_type))
         if _looks_into_masked(request.res_type, request.clauses, request.masking):
@@ -96,6 +101,7 @@ class Planner:
         correlated: bool = False,
         request: SearchRequest | None = None,
         row: Any = R,
+        fenced: bool = False,
     ) -> ColumnElement[bool]:
         """The clause as a condition on `row` (`resource` or an alias); `correlated` checks it per row
         (EXISTS) instead of selecting every matching index row (IN). A chain passes only through what
@@ -127,6 +133,12 @@ class Planner:
             matches = self._references(table, clause, bases)
         else:
             matches = or_(*(self._value(param, clause, table, v, bases) for v in clause.values))
+        if correlated and fenced:
+            # OFFSET 0 keeps PostgreSQL from pulling the EXISTS up into a semi-join: with many clauses
+            # it plans their join orders, which grows steeply with their number (49 clauses: ~5 s of
+            # planning); as a subplan run per candidate row, planning stays linear.
+            found = select(table.c.rid).where(table.c.rid == row.c.rid, scope, matches).offset(0)
+            return found.exists()
         if correlated:
             return exists().where(table.c.rid == row.c.rid, scope, matches)
         return row.c.rid.in_(select(table.c.rid).where(scope, matches))  # type: ignore[no-any-return]
@@ -304,8 +316,10 @@ class Planner:
         return keys
 
     def page(self, request: SearchRequest, backwards: bool, cursor: list[Any] | None) -> Select[Any]:
+        """rid, the sort keys, and the stored size (for the response budget, before anything is read)."""
         keys = self.sort_keys(request)
-        statement = select(R.c.rid, *(key for key, _, _ in keys)).where(self.where(request))
+        columns = (R.c.rid, *(key for key, _, _ in keys), content_size(R.c.content))
+        statement = select(*columns).where(self.where(request))
         if cursor is not None:
             statement = statement.where(_after(keys, cursor, backwards))
         order = [(key.desc() if descending != backwards else key.asc()) for key, descending, _ in keys]

@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 
+from gateway.limits import deadline
+
 WRITE_OPTION = "gateway_write"
 
 
@@ -35,14 +37,20 @@ def make_engine(url: str, schema: str = "") -> Engine:
             max_overflow=16,
         )
         _configure_sqlite(engine)
+        deadline.install(engine)  # an HTTP request's statements stop at its deadline
         return engine
     # No server-side prepared statements: psycopg prepares a statement after its 5th use, and PostgreSQL
     # then may plan it generically; the write path's row lookup by (type, id) went from ~0.5 ms to 1-4 ms
     # a call, growing with the store (bench/adapters_devices.py, docs/performance.md). The multi-row
     # INSERTs vary in shape and would churn psycopg's cache of prepared statements anyway.
     connect_args: dict[str, Any] = {"prepare_threshold": None}
+    # No JIT compilation: a search PostgreSQL estimates as costly (many clauses) was compiled for seconds,
+    # and a statement being compiled does not heed its statement_timeout (gateway.limits.deadline) nor a
+    # cancel; the gateway's queries are short index lookups, where JIT only costs.
+    options = ["-cjit=off"]
     if schema:
-        connect_args["options"] = f"-csearch_path={schema}"
+        options.append(f"-csearch_path={schema}")
+    connect_args["options"] = " ".join(options)
     engine = create_engine(
         parsed, connect_args=connect_args, pool_size=10, max_overflow=20, pool_pre_ping=True
     )
@@ -51,6 +59,7 @@ def make_engine(url: str, schema: str = "") -> Engine:
     # which sends each row in pipeline mode and waits for its sync: the same "insertmanyvalues" SQLAlchemy
     # already uses for INSERT … RETURNING (bench/adapters_orders.py).
     engine.dialect.use_insertmanyvalues_wo_returning = True
+    deadline.install(engine)  # an HTTP request's statements stop at its deadline
     return engine
 
 

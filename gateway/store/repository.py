@@ -3,16 +3,17 @@ resource rows, their index rows and identifier claims. Callers own the transacti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Select, Table, and_, bindparam, delete, insert, or_, select, update
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
 from gateway.store import pending, relations
+from gateway.store.sizes import content_size
 from gateway.store.tables import (
     DateIndex,
     IdentifierClaim,
@@ -348,10 +349,29 @@ def history(
     before_seq: int | None,
     limit: int,
     visibility: Visibility | None = None,
+    check: Callable[[list[int]], None] | None = None,
 ) -> list[tuple[int, str, Stored]]:
     """Versions newest first as (seq, method, version), for instance, type or system history; with
-    `visibility`, only of resources whose current version (or tombstone) the reader sees."""
-    statement = select(V)
+    `visibility`, only of resources whose current version (or tombstone) the reader sees. `check` is
+    given their stored sizes before they are read (the response budget), and may refuse."""
+    if check is not None:
+        sizes = history_statement(
+            select(V.c.seq, content_size(V.c.content)), res_type, res_id, since, before_seq, limit, visibility
+        )
+        check([int(row[1] or 0) for row in connection.execute(sizes)])
+    statement = history_statement(select(V), res_type, res_id, since, before_seq, limit, visibility)
+    return [(row.seq, row.method, _stored(row)) for row in connection.execute(statement)]
+
+
+def history_statement(
+    statement: Select[Any],
+    res_type: str | None,
+    res_id: str | None,
+    since: datetime | None,
+    before_seq: int | None,
+    limit: int,
+    visibility: Visibility | None,
+) -> Select[Any]:
     if visibility is not None and not visibility.everything:
         current = R.alias()
         statement = statement.join(
@@ -365,5 +385,4 @@ def history(
         statement = statement.where(V.c.last_updated >= since)
     if before_seq is not None:
         statement = statement.where(V.c.seq < before_seq)
-    statement = statement.order_by(V.c.seq.desc()).limit(limit)
-    return [(row.seq, row.method, _stored(row)) for row in connection.execute(statement)]
+    return statement.order_by(V.c.seq.desc()).limit(limit)

@@ -3,7 +3,8 @@
 Three shapes are accepted: one JSON object, a JSON array of objects, or JSON Lines (one object a line).
 Input comes as text chunks, so a file of any size is read in bounded memory: a JSON array is decoded
 element by element from a sliding buffer, JSON Lines line by line. A line that is not JSON is reported
-(with its number) and the next line still loads; an array broken mid-way stops at the break."""
+(with its number) and the next line still loads; an array broken mid-way stops at the break. An order
+nested deeper than the depth limit (GATEWAY_MAX_JSON_DEPTH) is reported like one that is not JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from gateway.limits.depth import DEFAULT_MAX_DEPTH, SETTING, depth_exceeds
 
 _DECODER = json.JSONDecoder()
 _WS = " \t\r\n"
@@ -37,17 +40,40 @@ def _shape(chunks: Iterator[str]) -> tuple[str, str]:
     return "", ""
 
 
-def pieces(chunks: Iterable[str], lines: bool = False) -> Iterator[Piece]:
+def pieces(chunks: Iterable[str], lines: bool = False, max_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[Piece]:
     """Orders from text chunks. `lines` forces JSON Lines (application/x-ndjson); otherwise a leading
-    `[` means an array and anything else a single object or JSON Lines."""
+    `[` means an array and anything else a single object or JSON Lines. An order nested deeper than
+    `max_depth` comes as an error."""
     stream = iter(chunks)
     first, buffer = _shape(stream)
     if not first:
         return
-    if first == "[" and not lines:
-        yield from _array(buffer[1:], stream)
-    else:
-        yield from _lines(buffer, stream, lines)
+    found = _array(buffer[1:], stream) if first == "[" and not lines else _lines(buffer, stream, lines)
+    for piece in found:
+        if piece.error is None and depth_exceeds(piece.value, max_depth):
+            yield Piece(piece.number, piece.raw[:200], error=_too_deep(piece.number, max_depth))
+        else:
+            yield piece
+
+
+def _too_deep(number: int, max_depth: int) -> str:
+    return f"order {number} nests deeper than {max_depth} levels ({SETTING})"
+
+
+def _decode(text: str, start: int = 0) -> tuple[Any, int]:
+    """One JSON value at `start`: Python's decoder recurses, so JSON nested past what the stack holds is
+    a ValueError here, as any other text that is no JSON, not a RecursionError."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except RecursionError as error:
+        raise ValueError("nested too deep to read") from error
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError as error:
+        raise ValueError("nested too deep to read") from error
 
 
 def _array(buffer: str, stream: Iterator[str]) -> Iterator[Piece]:
@@ -61,7 +87,7 @@ def _array(buffer: str, stream: Iterator[str]) -> Iterator[Piece]:
         try:
             if not buffer:
                 raise ValueError("empty")
-            value, end = _DECODER.raw_decode(buffer)
+            value, end = _decode(buffer)
         except ValueError as error:
             if not exhausted:
                 chunk = next(stream, None)
@@ -98,7 +124,7 @@ def _lines(buffer: str, stream: Iterator[str], forced: bool) -> Iterator[Piece]:
     if not forced and not _complete(buffer.split("\n", 1)[0]):
         text = "".join([buffer, *stream]).strip(_WS)
         try:
-            yield Piece(1, text, json.loads(text))
+            yield Piece(1, text, _loads(text))
         except ValueError as error:
             yield Piece(1, text[:200], error=f"the document is not JSON: {error}")
         return
@@ -118,7 +144,7 @@ def _lines(buffer: str, stream: Iterator[str], forced: bool) -> Iterator[Piece]:
 
 def _complete(line: str) -> bool:
     try:
-        json.loads(line)
+        _loads(line)
     except ValueError:
         return False
     return True
@@ -129,6 +155,6 @@ def _line(number: int, line: str) -> Piece | None:
     if not text:
         return None
     try:
-        return Piece(number, text, json.loads(text))
+        return Piece(number, text, _loads(text))
     except ValueError as error:
         return Piece(number, text, error=f"line {number} is not JSON: {error}")

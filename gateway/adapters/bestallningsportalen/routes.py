@@ -26,7 +26,7 @@ async def post_orders(request: Request) -> Response:
     svc = services(request)
     body = (await request.body()).decode("utf-8", errors="replace")
     lines = "ndjson" in request.headers.get("content-type", "")
-    items = list(pieces([body], lines=lines))
+    items = list(pieces([body], lines=lines, max_depth=svc.settings.max_json_depth))
     if len(items) > MAX_ORDERS:
         raise too_large(
             f"The request holds {len(items)} orders; at most {MAX_ORDERS} a request (use the CLI)"

@@ -44,7 +44,7 @@ async def mark(svc: Services, context: RequestContext, bound: Bound, ledger: Led
             source = sources.device_register(register, owned_by) if owned_by else _register(register)
             key = f"Device/{unit.res_id}"
             try:
-                response = await process_bundle(svc, in_source(context, source), bundle)
+                response = await process_bundle(svc, in_source(context, source), bundle, bodies=False)
             except FhirError as error:
                 entries.append(entry(409 if error.status == 412 else error.status, explain(error, bundle)))
                 continue
