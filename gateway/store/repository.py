@@ -8,7 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Select, Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from gateway.model.types import Json, dumps, loads
 from gateway.search.extract import IndexRows
@@ -137,6 +151,22 @@ class Stored:
         return data
 
 
+_VISIBLE_CURRENT: dict[int, tuple[ColumnElement[bool], Select[Any]]] = {}
+
+
+def _visible_current(visible: ColumnElement[bool]) -> Select[Any]:
+    """The lookup by type and id under a visibility condition, built once per condition (conditions are
+    kept by the policy, so a reader's statement is reused, not built and cache-keyed per read)."""
+    found = _VISIBLE_CURRENT.get(id(visible))
+    if found is not None and found[0] is visible:
+        return found[1]
+    if len(_VISIBLE_CURRENT) > 4096:
+        _VISIBLE_CURRENT.clear()
+    statement = _CURRENT.where(visible)
+    _VISIBLE_CURRENT[id(visible)] = (visible, statement)
+    return statement
+
+
 def _stored(row: Any) -> Stored:
     return Stored(
         res_type=row.res_type,
@@ -164,11 +194,11 @@ class Repository:
     def current_visible(self, res_type: str, res_id: str, visibility: Visibility) -> Stored | None:
         """The current version (a tombstone too) when the reader sees it; None alike when it does not and
         when there is none, from one query."""
-        if visibility.everything:
-            return self.current(res_type, res_id)
         visible = visibility.where(R, res_type)
-        statement = select(R).where(R.c.res_type == res_type, R.c.res_id == res_id, visible)
-        row = self.connection.execute(statement).first()
+        if visibility.everything or visible is true():  # all of its type: the prebuilt lookup
+            return self.current(res_type, res_id)
+        statement = _visible_current(visible)
+        row = self.connection.execute(statement, {"res_type": res_type, "res_id": res_id}).first()
         return _stored(row) if row else None
 
     def current_many(self, rids: Sequence[int]) -> list[Stored]:
