@@ -18,8 +18,9 @@ from gateway.search.parameters import SearchLimits
 from gateway.search.query import Planner
 from gateway.search.registry import Registry
 from gateway.security.access_index import AccessIndex
+from gateway.security.all_of import AllOf
 from gateway.security.audit import AuditQueue
-from gateway.security.organisation import AllOf, OrganisationPolicy
+from gateway.security.organisation import OrganisationPolicy
 from gateway.security.policy import ScopePolicy
 from gateway.security.rules import Rules
 from gateway.security.sealing import development_secret

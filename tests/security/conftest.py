@@ -13,7 +13,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from gateway.security import store
-from gateway.security.organisation import AllOf, OrganisationPolicy
+from gateway.security.all_of import AllOf
+from gateway.security.organisation import OrganisationPolicy
 from gateway.security.tokens import ASSERTION_TYPE
 from gateway.services import Services
 
