@@ -154,6 +154,15 @@ def region_finds(world: World, res_type: str, pairs: Pairs) -> set[str]:
     return matches(response.json())
 
 
+def region_answer(world: World, res_type: str, pairs: Pairs) -> set[str] | None:
+    """What the region-wide client's search finds; None when it is refused (a chain the server does not
+    support on that parameter)."""
+    response = world.client.get(
+        f"/fhir/{res_type}", params=[*pairs, ("_count", "1000")], headers=world.region
+    )
+    return matches(response.json()) if response.status_code == 200 else None
+
+
 def expected_for(world: World, res_type: str, pairs: Pairs) -> frozenset[str] | None:
     """What the outsider's search must match: what the region-wide client's finds, less what the outsider
     may not read; None when that search finds a resource the world does not say either way about."""
@@ -189,7 +198,8 @@ def _unheld(world: World, param: SearchParam, pairs: Pairs) -> bool | None:
 
 
 class NoValue(AssertionError):
-    """No hidden resource of the world holds a value of the parameter at all."""
+    """No hidden resource of the world holds a searchable value of the parameter (only the gateway
+    writes the type, and fills the element with what no search reads, or not at all)."""
 
 
 def logical_probe(world: World, res_type: str, code: str, name: str | None) -> Probe | None:
@@ -260,8 +270,12 @@ def value_probe(
     if logical is not None:
         cache[key] = logical
         return logical
-    if not any(param.values(facts.written[r]) for r in facts.of_type(facts.hidden, res_type)):
-        raise NoValue(f"no hidden {res_type} holds a value of {code}")
+    extractor = world.services.extractor
+    if not any(
+        next(search_values(param, facts.written[r], extractor), None)
+        for r in facts.of_type(facts.hidden, res_type)
+    ):
+        raise NoValue(f"no hidden {res_type} holds a searchable value of {code}")
     raise AssertionError(
         f"the world holds no value of {res_type}.{code} that finds hidden resources"
         f"{'' if shared else ' only'} (tests/security/outsider/world_data.py)"

@@ -6,6 +6,7 @@ what is hidden, in the body, the headers, the links or a decoded cursor."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -25,6 +26,7 @@ from tests.security.outsider.probes import (
     expected_for,
     exposure,
     fresh_of,
+    region_answer,
     region_finds,
     reshape,
     search_values,
@@ -92,8 +94,22 @@ def _search(world: World, res_type: str, mode: str) -> Callable[[Pairs], Any]:
 
 
 # POST _search and _summary=count answer from the same query as GET with _total=accurate: they are checked
-# for every parameter of these types (each parameter type and modifier among them), GET for all.
+# for every parameter of these types (each parameter type and modifier among them), GET for all. The
+# modifiers (`:not`, `:exact`, `:contains`, `:missing`) are one code path per parameter type: they are
+# checked for every parameter of these types, and for each type's first parameter of each kind.
 SAMPLED_TYPES = frozenset({"Patient", "Task", "Observation", "AuditEvent"})
+
+
+@cache
+def modifier_sample() -> frozenset[str]:
+    firsts: dict[tuple[str, str], str] = {}
+    for case in cases.private_search_params():
+        res_type, code = case.split(".", 1)
+        param = cases.registry().get(res_type, code)
+        if param is not None and not code.startswith("_"):
+            firsts.setdefault((res_type, param.type), case)
+    sampled = {c for c in cases.private_search_params() if c.split(".")[0] in SAMPLED_TYPES}
+    return frozenset(firsts.values()) | sampled
 
 
 @pytest.mark.parametrize("case", cases.private_search_params())
@@ -117,6 +133,9 @@ def test_search(world: World, case: str) -> None:
     name, value = probe.hidden[0]
     fresh = probe.fresh[0][1]
     variants: list[tuple[str, str, str]] = []
+    if case not in modifier_sample():
+        check(problems)
+        return
     if param.type == "token" and code != "_id" and len(probe.hidden) == 1:
         variants.append((f"{name}:not", value, fresh))
     if param.type == "string":
@@ -169,7 +188,9 @@ def _refs(world: World, res_type: str, code: str, ref: str) -> set[str]:
     return {
         str(v["reference"])
         for v, _ in param.values(world.facts.written[ref])
-        if isinstance(v, dict) and isinstance(v.get("reference"), str)
+        if isinstance(v, dict)
+        and isinstance(v.get("reference"), str)
+        and (not param.targets or str(v["reference"]).split("/")[0] in param.targets)
     }
 
 
@@ -216,12 +237,12 @@ def chain_probe(world: World, res_type: str, code: str) -> Probe:
             tries += 1
             chained = [(f"{code}:{target_type}.{k}", v) for k, v in inner]
             fresh = [(k, fresh_of(target_param, v, f"{res_type}.{code}{k}")) for k, v in chained]
-            found = region_finds(world, res_type, chained)
+            found = region_answer(world, res_type, chained)
             if not found:
                 continue
-            readable = set()
+            readable: set[str] = set()
             if target_type in cases.types_with("search-type"):
-                readable = region_finds(world, target_type, inner) & facts.visible
+                readable = (region_answer(world, target_type, inner) or set()) & facts.visible
             expected = frozenset(
                 s for s in found & facts.visible if _refs(world, res_type, code, s) & readable
             )
@@ -248,6 +269,8 @@ def logical_chain_probe(world: World, res_type: str, code: str) -> Probe:
                 name, held = "url", value
             elif isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
                 name, held = "identifier", identifier["value"]
+            elif isinstance(value, dict) and isinstance(value.get("display"), str):
+                name, held = "identifier", value["display"]  # a name only (AuditEvent.source.observer)
             else:
                 continue
             chained = f"{code}:{(param.targets or ('Resource',))[0]}.{name}"
@@ -303,24 +326,22 @@ def test_include(world: World, case: str) -> None:
     param = cases.registry().get(res_type, code)
     assert param is not None
     problems: list[str] = []
+    # one URL each: `_include` (with an `:iterate` on the target where it has a reference parameter),
+    # and `_revinclude` with its `:iterate`; each answer holds what the plain one does
     urls = [f"/fhir/{res_type}?_include={res_type}:{code}&_count=1000"]
     for target in param.targets or ():
-        for other in cases.registry().for_type(target).values():
-            if other.type == "reference" and other.code not in ("_id",):
-                urls.append(f"{urls[0]}&_include:iterate={target}:{other.code}")
-                break
-        else:
-            continue
-        break
+        other = next((o for o in cases.registry().for_type(target).values() if o.type == "reference"), None)
+        if other is not None:
+            urls[0] += f"&_include:iterate={target}:{other.code}"
+            break
     # revinclude: on the types this parameter refers to in the world's hidden resources
     targets = {
         str(v.get("reference", "")).split("/")[0]
         for ref in world.facts.of_type(world.facts.hidden, res_type)
-        for v, _ in param.values(world.facts.stored[ref])
+        for v, _ in param.values(world.facts.written[ref])
         if isinstance(v, dict)
     } & {t for t in cases.types_with("search-type")}
     for target in sorted(targets)[:REVINCLUDE_TARGETS] or list(param.targets[:1]):
-        urls.append(f"/fhir/{target}?_revinclude={res_type}:{code}&_count=1000")
         urls.append(
             f"/fhir/{target}?_revinclude={res_type}:{code}&_revinclude:iterate={res_type}:{code}&_count=1000"
         )
@@ -329,7 +350,7 @@ def test_include(world: World, case: str) -> None:
     check(problems)
 
 
-# -- paging: every sortable parameter, both directions, through every page -----------------------------
+# -- paging: every sortable parameter, either direction, through every page -----------------------------
 
 
 def walk(world: World, url: str, count: int) -> tuple[list[str], list[str]]:
@@ -363,26 +384,38 @@ def walk(world: World, url: str, count: int) -> tuple[list[str], list[str]]:
     return seen, problems
 
 
+SORT_KEYS = 4  # sort parameters per paging case
+
+
 def sort_cases() -> list[str]:
-    """Every sortable parameter, ascending and descending in turn (`Type.code` and `Type.-code`): the
-    hidden rows interleave with the outsider's under either order, so one direction each suffices."""
-    return [c.replace(".", ".-", 1) if i % 2 else c for i, c in enumerate(cases.sort_params())]
+    """Every sortable parameter, in `_sort` lists of up to SORT_KEYS of one type, ascending and
+    descending in turn (`Task.status,-priority,...`): each key is a join and a cursor value of the
+    query, so a hidden row that one let through would show in the pages, the total or the cursor."""
+    by_type: dict[str, list[str]] = {}
+    for i, case in enumerate(cases.sort_params()):
+        res_type, code = case.split(".", 1)
+        by_type.setdefault(res_type, []).append(f"-{code}" if i % 2 else code)
+    return [
+        f"{res_type}.{','.join(keys[i : i + SORT_KEYS])}"
+        for res_type, keys in by_type.items()
+        for i in range(0, len(keys), SORT_KEYS)
+    ]
 
 
 @pytest.mark.parametrize("case", sort_cases())
 def test_sort_paging(world: World, case: str) -> None:
     """The outsider's resources over two pages (`_count` half of them): each served once, all served,
     nothing hidden in a page, a total or a cursor, a full page before each `next` link."""
-    res_type, key = case.split(".", 1)
+    res_type, keys = case.split(".", 1)
     own = set(world.facts.of_type(world.facts.visible, res_type))
     count = max(1, (len(own) + 1) // 2)
-    seen, problems = walk(world, f"/fhir/{res_type}?_sort={key}&_count={count}&_total=accurate", count)
+    seen, problems = walk(world, f"/fhir/{res_type}?_sort={keys}&_count={count}&_total=accurate", count)
     if len(seen) != len(set(seen)):
-        problems.append(f"_sort={key}: an entry served twice")
+        problems.append(f"_sort={keys}: an entry served twice")
     missing = own - set(seen)
     if missing:
         problems.append(
-            f"_sort={key}: {len(missing)} resources the outsider may read were never served: "
+            f"_sort={keys}: {len(missing)} resources the outsider may read were never served: "
             f"{sorted(missing)[:3]}"
         )
     check(problems)

@@ -317,7 +317,9 @@ def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, eng
             url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
     seeded = {s.ref: s for s in world_resources()}
     # what the world wrote, where the region-wide client is served less (a protected patient, masked)
-    written = {**stored, **{ref: {**stored.get(ref, {}), **s.resource} for ref, s in seeded.items()}}
+    written = {**stored}
+    for ref, item in seeded.items():
+        written[ref] = {**item.resource, **({"meta": stored[ref]["meta"]} if ref in stored else {})}
     visible = {
         r for r in stored if r.split("/")[0] in PUBLIC_TYPES or (r in seeded and seeded[r].flavour == "b")
     }
