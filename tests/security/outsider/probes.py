@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from gateway.model.types import Json
 from gateway.search.extract import Extractor
@@ -363,3 +363,22 @@ def exposure(world: World, answer: Answer, allowed: list[str] | None = None) -> 
     if answer.status >= 500:
         problems.append(f"server error {answer.status}")
     return problems
+
+
+def check(problems: list[str]) -> None:
+    assert not problems, "\n".join(problems)
+
+
+def searcher(world: World, res_type: str, mode: str) -> Callable[[Pairs], Any]:
+    """A sender of searches as the outsider: GET with `_total=accurate`, POST `_search` (form-encoded)
+    or GET with `_summary=count`."""
+
+    def send(pairs: Pairs) -> Any:
+        if mode == "post":
+            body = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in pairs)
+            form = {**world.outsider, "Content-Type": "application/x-www-form-urlencoded"}
+            return world.client.post(f"/fhir/{res_type}/_search", content=body, headers=form)
+        extra = [("_summary", "count")] if mode == "count" else [("_total", "accurate")]
+        return world.get(f"/fhir/{res_type}", params=[*pairs, *extra])
+
+    return send

@@ -1,6 +1,6 @@
 """The outsider's writes against what is hidden: references to hidden ids in every reference element,
-PUT/PATCH/DELETE of hidden (and deleted hidden) ids, conditional create/update/delete on hidden values,
-and the same inside transactions and batches. Each is answered as for an id or value that does not
+PUT/PATCH/DELETE of hidden (and deleted hidden) ids, conditional create/update/delete on hidden values
+(transactions and batches: test_outsider_bundles.py). Each is answered as for an id or value that does not
 exist; what a probe creates is deleted again (by the region-wide client), so probes do not meet each
 other's writes. Only documented exception: a Patient identifier criterion matching a hidden Patient
 (409 `duplicate`, no id, no content; test_identifier_claims_are_global)."""
@@ -21,6 +21,7 @@ from tests.security.outsider.compare import Answer
 from tests.security.outsider.filler import Values, fill, top_element
 from tests.security.outsider.probes import (
     Probe,
+    check,
     compare_answers,
     condition,
     exposure,
@@ -29,53 +30,10 @@ from tests.security.outsider.probes import (
 )
 from tests.security.outsider.values import FlavourValues
 from tests.security.outsider.world import World
-from tests.security.outsider.world_data import world_resources
+from tests.security.outsider.writing import bundle, cleanup, own, pair, secret_id
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 PATCH = {"Content-Type": "application/json-patch+json"}
-
-
-def check(problems: list[str]) -> None:
-    assert not problems, "\n".join(problems)
-
-
-def own(world: World, res_type: str) -> Json:
-    """A resource of the outsider's own of this type, as it was seeded (without id and meta)."""
-    for item in world_resources():
-        if item.flavour == "b" and item.resource["resourceType"] == res_type:
-            body = copy.deepcopy(item.resource)
-            for key in ("id", "meta", "identifier"):  # an identifier is claimed by one resource only
-                body.pop(key, None)
-            return body
-    raise AssertionError(f"the world holds no {res_type} of the outsider's")
-
-
-def cleanup(world: World, *answers: Answer) -> None:
-    """Delete what a probe created or changed into being (a 201), so the next probe meets the same world."""
-    for answer in answers:
-        if answer.status == 201 and "location" in answer.headers:
-            path = answer.headers["location"].split("/fhir", 1)[1].split("/_history")[0]
-            world.client.delete(f"/fhir{path}", headers=world.region)
-        if isinstance(answer.body, dict) and answer.body.get("resourceType") == "Bundle":
-            for entry in answer.body.get("entry", []):
-                location = entry.get("response", {}).get("location", "")
-                if entry.get("response", {}).get("status", "").startswith("201") and location:
-                    world.client.delete(f"/fhir/{location.split('/_history')[0]}", headers=world.region)
-
-
-def pair(world: World, send: Any, probe: Probe) -> list[str]:
-    hidden = Answer.of(send(probe.hidden_values[0]))
-    fresh = Answer.of(send(probe.fresh_values[0]))
-    cleanup(world, hidden, fresh)
-    return compare_answers(world, hidden, fresh, probe.hidden_values, probe.fresh_values)
-
-
-def secret_id(world: World, res_type: str, deleted: bool = False) -> Probe:
-    pool = world.facts.gone if deleted else world.facts.hidden
-    refs = [r for r in world.facts.of_type(pool, res_type) if r not in world.facts.exposed]
-    assert refs, f"no {'deleted ' if deleted else ''}hidden {res_type} in the world"
-    hidden = refs[0].split("/")[1]
-    return Probe([("id", hidden)], [("id", reshape(hidden, res_type))], refs[0])
 
 
 # -- PUT, PATCH, DELETE of a hidden or deleted hidden id ------------------------------------------------
@@ -308,7 +266,7 @@ def test_identifier_claims_are_global(world: World) -> None:
         ),
         "ifNoneExist": world.client.post(
             "/fhir",
-            json=_bundle(
+            json=bundle(
                 "transaction",
                 [
                     {
@@ -321,7 +279,7 @@ def test_identifier_claims_are_global(world: World) -> None:
         ),
         "conditional reference": world.client.post(
             "/fhir",
-            json=_bundle("transaction", [{"resource": task, "request": {"method": "POST", "url": "Task"}}]),
+            json=bundle("transaction", [{"resource": task, "request": {"method": "POST", "url": "Task"}}]),
             headers=world.outsider,
         ),
     }
@@ -340,108 +298,4 @@ def test_identifier_claims_are_global(world: World) -> None:
         problems += [f"{name}: {p}" for p in exposure(world, answer, allowed=[number, f"{PNR}|{number}"])]
         if hidden_ref.split("/")[1] in answer.text:
             problems.append(f"{name}: the hidden Patient's id is in the answer")
-    check(problems)
-
-
-# -- transactions and batches ----------------------------------------------------------------------------
-
-
-def _bundle(kind: str, entries: list[Json]) -> Json:
-    return {"resourceType": "Bundle", "type": kind, "entry": entries}
-
-
-@pytest.mark.parametrize("kind", ["transaction", "batch"])
-@pytest.mark.parametrize("res_type", cases.written_types())
-def test_bundle_entries_on_hidden_ids(world: World, res_type: str, kind: str) -> None:
-    """GET (read, vread, history, search by the hidden id), PUT, PATCH and DELETE entries naming a hidden
-    id, each alone in its Bundle, answered as for a fresh id."""
-    probe = secret_id(world, res_type)
-    body = own(world, res_type)
-    patch_body = {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": "W10="}
-    entries: dict[str, Callable[[str], Json]] = {
-        "read": lambda i: {"request": {"method": "GET", "url": f"{res_type}/{i}"}},
-        "vread": lambda i: {"request": {"method": "GET", "url": f"{res_type}/{i}/_history/1"}},
-        "history": lambda i: {"request": {"method": "GET", "url": f"{res_type}/{i}/_history"}},
-        "search": lambda i: {"request": {"method": "GET", "url": f"{res_type}?_id={i}&_total=accurate"}},
-        "put": lambda i: {
-            "resource": {**body, "id": i},
-            "request": {"method": "PUT", "url": f"{res_type}/{i}"},
-        },
-        "patch": lambda i: {"resource": patch_body, "request": {"method": "PATCH", "url": f"{res_type}/{i}"}},
-        "delete": lambda i: {"request": {"method": "DELETE", "url": f"{res_type}/{i}"}},
-    }
-    problems = []
-    for names, makes in _grouped(kind, entries):
-
-        def send(res_id: str, makes: list[Callable[[str], Json]] = makes) -> Any:
-            bundle = _bundle(kind, [make(res_id) for make in makes])
-            return world.client.post("/fhir", json=bundle, headers=world.outsider)
-
-        problems += [f"{names}: {p}" for p in pair(world, send, probe)]
-    check(problems)
-
-
-def _grouped(
-    kind: str, entries: dict[str, Callable[[str], Json]]
-) -> list[tuple[str, list[Callable[[str], Json]]]]:
-    """A batch's entries are answered one by one: all in one Bundle (its entry i is the i-th named);
-    a transaction stops at its first failing entry: one Bundle each."""
-    if kind == "batch":
-        return [(", ".join(entries), list(entries.values()))]
-    return [(name, [make]) for name, make in entries.items()]
-
-
-@pytest.mark.parametrize("kind", ["transaction", "batch"])
-@pytest.mark.parametrize("res_type", cases.written_types())
-def test_bundle_conditions_on_hidden_values(world: World, res_type: str, kind: str) -> None:
-    """ifNoneExist, a conditional update entry and a conditional reference on a hidden value (the type's
-    first parameter with one, not the Patient identifier exception), answered as for a fresh value."""
-    code = next(
-        c.split(".", 1)[1]
-        for c in cases.private_search_params()
-        if c.startswith(res_type + ".")
-        and c != "Patient.identifier"
-        and not c.endswith("._lastUpdated")
-        and not c.endswith("._id")
-    )
-    probe = value_probe(world, res_type, code, shared=False)
-    body = own(world, res_type)
-    task = own(world, "Task")
-
-    def query(values: list[str]) -> str:
-        return "&".join(f"{k}={v}" for (k, _), v in zip(probe.hidden, values, strict=True))
-
-    entries: dict[str, Callable[[str], Json]] = {
-        "ifNoneExist": lambda q: {
-            "resource": body,
-            "request": {"method": "POST", "url": res_type, "ifNoneExist": q},
-        },
-        "conditional update": lambda q: {
-            "resource": body,
-            "request": {"method": "PUT", "url": f"{res_type}?{q}"},
-        },
-        "conditional delete": lambda q: {"request": {"method": "DELETE", "url": f"{res_type}?{q}"}},
-        "conditional reference": lambda q: {
-            "resource": {**task, "focus": {"reference": f"{res_type}?{q}"}},
-            "request": {"method": "POST", "url": "Task"},
-        },
-        "search": lambda q: {"request": {"method": "GET", "url": f"{res_type}?{q}&_total=accurate"}},
-    }
-    problems = []
-    for name, makes in _grouped(kind, entries):
-        hidden, fresh = (
-            Answer.of(
-                world.client.post(
-                    "/fhir",
-                    json=_bundle(kind, [make(query(values)) for make in makes]),
-                    headers=world.outsider,
-                )
-            )
-            for values in (probe.hidden_values, probe.fresh_values)
-        )
-        cleanup(world, hidden, fresh)
-        problems += [
-            f"{name}: {p}"
-            for p in compare_answers(world, hidden, fresh, probe.hidden_values, probe.fresh_values)
-        ]
     check(problems)
