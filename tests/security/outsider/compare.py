@@ -28,7 +28,11 @@ TELLING_HEADERS = ("location", "content-location", "etag", "last-modified", "lin
 VOLATILE_HEADERS = frozenset({"date", "content-length", "x-request-id", "server"})
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?")
+HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
 CURSOR_PARAM = "_cursor"
+WORD = re.compile(r"[A-Za-z0-9]+")
+# Where a probe word starts: not inside another word, but right after a %-escape (`%7Cstat` in a link).
+_AFTER = r"(?:(?<=%[0-9A-Fa-f]{2})|(?<![A-Za-z0-9]))"
 
 
 def decode_cursor(token: str) -> str:
@@ -130,10 +134,12 @@ def normalise(answer: Answer, probes: Sequence[str]) -> dict[str, Any]:
         order = sorted(range(len(probes)), key=lambda i: -len(probes[i]))
         for i in order:
             for form in _forms(probes[i]):
-                if form:
+                if WORD.fullmatch(form):  # a code (`stat`) is replaced as a word, not inside `status`
+                    text = re.sub(rf"{_AFTER}{form}(?![A-Za-z0-9])", f"<probe {i}>", text)
+                elif form:
                     text = text.replace(form, f"<probe {i}>")
         text = UUID.sub("<uuid>", text)
-        return INSTANT.sub("<instant>", text)
+        return HTTP_DATE.sub("<instant>", INSTANT.sub("<instant>", text))
 
     body: Any
     if answer.body is not None:

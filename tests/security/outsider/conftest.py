@@ -1,4 +1,5 @@
-"""The adversarial world, seeded once per test module and database (world.py)."""
+"""The adversarial world, seeded once per test session and database (world.py): the cases only read it,
+or undo what they write, so one world serves them all."""
 
 from __future__ import annotations
 
@@ -10,6 +11,6 @@ from tests.conftest import Database
 from tests.security.outsider.world import World, build
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def world(database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     yield from build(database, tmp_path_factory.mktemp("outsider"))

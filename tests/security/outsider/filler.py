@@ -157,6 +157,12 @@ def _steps(res_type: str, branch: Branch) -> list[tuple[str, str | None, list[tu
     return steps or None
 
 
+def top_element(res_type: str, branch: Branch) -> str | None:
+    """The resource's own element a branch starts at (`code` of `DeviceRequest.code.ofType(Reference)`)."""
+    steps = _steps(res_type, branch)
+    return steps[0][0] if steps else None
+
+
 def _choice(elements: dict[str, Element], name: str, of_type: str | None, param_type: str) -> Element | None:
     if name in elements:
         return elements[name]
@@ -267,8 +273,8 @@ def _fill_branch(resource: Json, res_type: str, branch: Branch, param: SearchPar
         element = _choice(elements, name, of_type, param.type)
         if element is None:
             return False
-        if _choice_taken(node, name, element.key):
-            return False
+        if name not in elements and _choice_taken(node, name, element.key):
+            return False  # another variant of the choice element is there already
         path = f"{path}.{name}"
         last = index == len(steps) - 1
         if last:

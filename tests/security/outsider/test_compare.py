@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
+from types import SimpleNamespace
+from typing import cast
 
 import httpx
 
 from gateway.search.registry import SearchParam
 from tests.security.outsider.compare import Answer, differences, leaks, normalise
-from tests.security.outsider.probes import fresh_of, reshape
+from tests.security.outsider.probes import expected_answer, fresh_of, reshape
+from tests.security.outsider.world import World
 
 
 def answer(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
@@ -76,6 +79,13 @@ def test_the_normaliser_tells_answers_apart() -> None:
         ),
     )
     assert differences(normalise(times[0], []), normalise(times[1], [])) == []
+    # a code is replaced as a word (not inside `status`), also right after a %-escape in a link
+    coded = (
+        answer({"status": "active", "link": [{"url": "http://testserver/fhir/Task?priority=x%7Cstat"}]}),
+        answer({"status": "active", "link": [{"url": "http://testserver/fhir/Task?priority=x%7Cqwer"}]}),
+    )
+    assert differences(normalise(coded[0], ["stat"]), normalise(coded[1], ["qwer"])) == []
+    assert "status" in json.dumps(normalise(coded[0], ["stat"])["body"])
 
 
 def test_fresh_values_keep_the_shape() -> None:
@@ -93,3 +103,26 @@ def test_fresh_values_keep_the_shape() -> None:
     assert fresh_of(date, "ge2031-05-06T10:11:12+01:00", "x") == "ge1907-05-06T10:11:12+01:00"
     reference = SearchParam("subject", "reference", "", "", ("Observation",))
     assert fresh_of(reference, "Patient/path-abc", "x").startswith("Patient/")
+
+
+def test_the_expected_matches_check_tells_answers_apart() -> None:
+    """A search for a value the outsider's own resources share with hidden ones must match exactly its own
+    (and count them): an extra match, a missing one, a total counting the hidden, or a hidden value fail."""
+    facts = SimpleNamespace(hidden={"Task/hid-1"}, gone=set(), secrets=["Hemligsdotter"])
+    world = cast(World, SimpleNamespace(facts=facts))
+    own = frozenset({"Task/b-1", "Task/b-2"})
+
+    def bundle(*ids: str, total: int | None = None, extra: object = None) -> Answer:
+        entries = [{"resource": {"resourceType": "Task", "id": i.split("/")[1]}} for i in ids]
+        body: dict[str, object] = {"resourceType": "Bundle", "entry": entries, "note": extra}
+        if total is not None:
+            body["total"] = total
+        return answer(body)
+
+    assert expected_answer(world, bundle("Task/b-1", "Task/b-2", total=2), own, []) == []
+    assert expected_answer(world, answer({"resourceType": "Bundle", "total": 2}), own, []) == []
+    assert expected_answer(world, bundle("Task/b-1", total=1), own, [])
+    assert expected_answer(world, bundle("Task/b-1", "Task/b-2", total=3), own, [])
+    assert expected_answer(world, bundle("Task/b-1", "Task/b-2", "Task/hid-1", total=3), own, [])
+    assert expected_answer(world, bundle("Task/b-1", "Task/b-2", extra="Hemligsdotter"), own, [])
+    assert expected_answer(world, answer({"issue": []}, 400), own, [])

@@ -112,7 +112,7 @@ class FlavourValues(Values):
             return {"family": self.word(), "given": [self.word(2)], "text": self.word(4)}
         if kind == "Address":
             return {
-                "use": "home",
+                "use": "home" if self.half == 0 else "work",  # a code the outsider's rows do not share
                 "line": [f"{self.word()}gatan {self.rng.randrange(1, 99)}"],
                 "city": self.word(),
                 "district": self.word(),

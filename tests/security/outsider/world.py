@@ -1,15 +1,19 @@
-"""The adversarial world on one database: seeded once per test module (tests/security/outsider/conftest.py)
-in a database of its own (a SQLite file or a PostgreSQL schema beside the session's), so the tests that
-clear the shared database between tests neither disturb it nor are disturbed by it.
+"""The adversarial world on one database: seeded once per test session and database
+(tests/security/outsider/conftest.py) in a database of its own (a SQLite file or a PostgreSQL schema
+beside the session's), so the tests that clear the shared database between tests neither disturb it nor
+are disturbed by it.
 
 Seeding runs with the audit trail on, so the world holds AuditEvents of the clinic's, Kommun A's and
 Kommun B's own accesses, and quarantined adapter inputs of Kommun A and Kommun B; the probes then run
 with it off, so nothing they do changes what the next probe sees. What the world is, as the tests need
-it (`Facts`), is read back through the API as the region-wide client."""
+it (`Facts`), is read back through the API as the region-wide client, and from what the world wrote
+where that client is served less (a protected patient's masked elements). Tokens are issued on use and
+renewed before they expire, so one world serves a whole session."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,13 +49,17 @@ FHIR = "system/*.cruds"
 ADAPTERS = "gateway/adapter.bestallningsportalen gateway/adapter.device-register gateway/adapter.quarantine"
 OUTSIDER_SCOPES = f"{FHIR} gateway/audit.read"
 MIN_SECRET = 6
+TOKEN_LIFETIME = 3600  # the world's tokens; renewed after RENEW_AFTER seconds
+RENEW_AFTER = 1800
+OWNERSHIP = tuple(policy()["ownership_elements"])
 
 
 @dataclass
 class Facts:
     """What the world holds, as the region-wide client reads it back."""
 
-    stored: dict[str, Json]  # ref → current resource, every type
+    stored: dict[str, Json]  # ref → current resource, every type, as the region-wide client reads it
+    written: dict[str, Json]  # the same, as the world wrote it where it did (protected patients unmasked)
     visible: set[str]  # refs the outsider must be able to read (its own, and the directory)
     hidden: set[str]  # refs of current resources the outsider may not read
     gone: set[str]  # refs of hidden resources deleted after seeding
@@ -65,17 +73,46 @@ class Facts:
 
 
 @dataclass
+class Tokens:
+    """Bearer headers issued on first use and renewed after RENEW_AFTER seconds."""
+
+    client: TestClient
+    issued: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
+
+    def headers(self, who: RegisteredClient, scopes: str) -> dict[str, str]:
+        key = f"{who.client_id} {scopes}"
+        now = time.monotonic()
+        if key not in self.issued or now - self.issued[key][0] > RENEW_AFTER:
+            self.issued[key] = (now, bearer(who.token(self.client, scopes)))
+        return self.issued[key][1]
+
+
+@dataclass
 class World:
     database: Database
     services: Services
     client: TestClient
-    region: dict[str, str]
-    outsider: dict[str, str]
-    outsider_adapters: dict[str, str]
-    kommun_a: dict[str, str]
+    clients: dict[str, RegisteredClient]
+    tokens: Tokens
     outsider_id: str
     facts: Facts
     cache: dict[str, Any] = field(default_factory=dict)  # probes chosen once per world
+
+    @property
+    def region(self) -> dict[str, str]:
+        return self.tokens.headers(self.clients["region"], f"{FHIR} {ADAPTERS} gateway/audit.read")
+
+    @property
+    def outsider(self) -> dict[str, str]:
+        return self.tokens.headers(self.clients["b"], OUTSIDER_SCOPES)
+
+    @property
+    def outsider_adapters(self) -> dict[str, str]:
+        return self.tokens.headers(self.clients["b"], f"{OUTSIDER_SCOPES} {ADAPTERS}")
+
+    @property
+    def kommun_a(self) -> dict[str, str]:
+        return self.tokens.headers(self.clients["a"], FHIR)
 
     def get(self, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
         return self.client.get(url, headers=headers or self.outsider, **kwargs)
@@ -180,25 +217,14 @@ def build(shared: Database, tmp: Path) -> Iterator[World]:
         )
         _seed(seeding, clients)
         services = Services.build(
-            database.settings(auth=True, region_clients=regional), engine=database.engine
+            database.settings(auth=True, region_clients=regional, token_lifetime=TOKEN_LIFETIME),
+            engine=database.engine,
         )
         with TestClient(create_app(services.settings, services=services)) as client:
-            region = bearer(clients["region"].token(client, f"{FHIR} {ADAPTERS} gateway/audit.read"))
-            outsider = bearer(clients["b"].token(client, OUTSIDER_SCOPES))
-            adapters = bearer(clients["b"].token(client, f"{OUTSIDER_SCOPES} {ADAPTERS}"))
-            kommun_a = bearer(clients["a"].token(client, FHIR))
+            tokens = Tokens(client)
+            region = tokens.headers(clients["region"], f"{FHIR} {ADAPTERS} gateway/audit.read")
             facts = read_facts(client, region, clients["b"].client_id, database.engine)
-            yield World(
-                database,
-                services,
-                client,
-                region,
-                outsider,
-                adapters,
-                kommun_a,
-                clients["b"].client_id,
-                facts,
-            )
+            yield World(database, services, client, clients, tokens, clients["b"].client_id, facts)
         services.close()
 
 
@@ -235,6 +261,50 @@ def _distinctive(value: str) -> bool:
     return any(c.isdigit() or c.isupper() or c == " " or not c.isascii() for c in value)
 
 
+def _b_actors(stored: dict[str, Json]) -> set[str]:
+    """What names Kommun B (docs/security.md, "Who it is"): its Organization, its PractitionerRoles and
+    the CareTeams they are on (all written by the region-wide client, a trusted writer)."""
+    actors = {"Organization/org-kb", "PractitionerRole/role-b"}
+    for ref, resource in stored.items():
+        if ref.startswith("CareTeam/") and set(_references(resource.get("participant", []))) & actors:
+            actors.add(ref)
+    return actors
+
+
+def _names_b(node: Any, actors: set[str]) -> bool:
+    return bool(set(_references(node)) & actors) or HSA_B in json.dumps(node)
+
+
+def _audit_visible(event: Json, outsider_id: str, content: dict[str, Json], actors: set[str]) -> bool:
+    """An AuditEvent Kommun B's audit reader sees (docs/security.md, "What it sees"): one of its own
+    clients' accesses, or an access to patient data (not master data) it authored, requested or owns."""
+    agents = json.dumps(event.get("agent", []))
+    if outsider_id in agents or HSA_B in agents:
+        return True
+    for entity in _references(event.get("entity", [])):
+        resource = content.get(entity)
+        if resource is None or entity.split("/")[0] in PUBLIC_TYPES:
+            continue
+        if any(_names_b(resource.get(element), actors) for element in OWNERSHIP if element in resource):
+            return True
+    return False
+
+
+def _audit_as_seen(event: Json, visible: set[str]) -> Json:
+    """An AuditEvent as Kommun B's audit reader is served it: only the entities it may read, and no
+    network address of another organisation's client."""
+    shown = dict(event)
+    agents = event.get("agent", [])
+    if HSA_B not in json.dumps(agents):
+        shown["agent"] = [{k: v for k, v in a.items() if k != "network"} for a in agents]
+    shown["entity"] = [
+        e
+        for e in event.get("entity", [])
+        if not isinstance((e.get("what") or {}).get("reference"), str) or e["what"]["reference"] in visible
+    ]
+    return shown
+
+
 def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, engine: Engine) -> Facts:
     stored: dict[str, Json] = {}
     for res_type in SUPPORTED_TYPES:
@@ -246,53 +316,63 @@ def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, eng
                 stored[f"{res_type}/{resource['id']}"] = resource
             url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
     seeded = {s.ref: s for s in world_resources()}
+    # what the world wrote, where the region-wide client is served less (a protected patient, masked)
+    written = {**stored}
+    for ref, item in seeded.items():
+        written[ref] = {**item.resource, **({"meta": stored[ref]["meta"]} if ref in stored else {})}
     visible = {
         r for r in stored if r.split("/")[0] in PUBLIC_TYPES or (r in seeded and seeded[r].flavour == "b")
     }
+    actors = _b_actors(stored)
     hidden: set[str] = set()
     for ref, resource in stored.items():
         if ref in visible:
             continue
         if ref.startswith("AuditEvent/"):
-            agents = json.dumps(resource.get("agent", []))
-            entities = set(_references(resource.get("entity", [])))
-            if outsider_id in agents or HSA_B in agents:
-                visible.add(ref)
-            elif (
-                entities
-                and not entities & visible
-                and not any(e.startswith("Patient/") and e in visible for e in entities)
-            ):
-                hidden.add(ref)
-            continue  # the rest (an access of the region's to B's data) is not asserted either way
+            (visible if _audit_visible(resource, outsider_id, written, actors) else hidden).add(ref)
+            continue
         if ref in seeded and seeded[ref].flavour not in HIDDEN_FLAVOURS:
             continue
         hidden.add(ref)
     gone = {s.ref for s in world_resources() if s.flavour == "gone"}
-    exposed = {r for ref in visible for r in _references(stored[ref]) if r in hidden or r in gone}
+    # what the outsider is served of what it reads
+    served = {
+        ref: _audit_as_seen(stored[ref], visible) if ref.startswith("AuditEvent/") else stored[ref]
+        for ref in visible
+    }
+    exposed = {r for ref in visible for r in _references(served[ref]) if r in hidden or r in gone}
     rules = policy()
     masked = tuple(rules["protected_identity"]["masked_elements"])
     protected = ""
     for ref in sorted(visible):
-        security = stored[ref].get("meta", {}).get("security", [])
+        security = written[ref].get("meta", {}).get("security", [])
         if ref.startswith("Patient/") and any(s.get("code") == "sekretessmarkering" for s in security):
             protected = ref
     shown: set[str] = set()
     for ref in visible:
-        resource = stored[ref]
         skip = frozenset(masked) if ref == protected else frozenset()
-        shown.update(_leaves(resource, skip | {"meta"}))
+        shown.update(_leaves(served[ref], skip | {"meta"}))
     candidates: set[str] = set()
     for ref in hidden | gone:
-        resource = stored.get(ref) or seeded[ref].resource
-        leaves = set(_leaves(resource, frozenset({"meta"})))
+        leaves = set(_leaves(written.get(ref) or seeded[ref].resource, frozenset({"meta"})))
+        if ref in stored and ref in seeded:
+            leaves |= set(_leaves(stored[ref], frozenset({"meta"})))
         if ref not in seeded:  # the gateway's and the adapters' own: only numbers and ids are the world's
             leaves = {leaf for leaf in leaves if any(c.isdigit() for c in leaf)}
         candidates.update(leaves)
         if ref.split("/")[1] not in {e.split("/")[1] for e in exposed}:
             candidates.add(ref.split("/")[1])
     if protected:
-        candidates.update(_leaves({k: v for k, v in stored[protected].items() if k in masked}))
+        candidates.update(_leaves({k: v for k, v in written[protected].items() if k in masked}))
+    # master data is readable by everyone: its ids, and references to it, are no secret
+    # what the outsider reads is no secret either: its ids and references to it (a hidden AuditEvent of
+    # the region's writing it names it), nor is master data, readable by everyone
+    readable_ids = {r.split("/")[1] for r in visible}
+    candidates = {
+        c
+        for c in candidates
+        if c not in readable_ids and c not in visible and c.split("/")[0] not in PUBLIC_TYPES
+    }
     known = {e.split("/")[1] for e in exposed}
     secrets = sorted(s for s in candidates - shown if _distinctive(s) and s not in known)
     secrets.append("BP-2026-HEMLIG1")  # Kommun A's quarantined order
@@ -302,4 +382,4 @@ def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, eng
     for item_id, payload in rows:  # the rejected orders seeded by Kommun A and by the outsider
         sender = "a" if b"HEMLIG" in bytes(payload) else "b" if b"EGEN" in bytes(payload) else "other"
         quarantined.setdefault(sender, []).append(int(item_id))
-    return Facts(stored, visible, hidden, gone, exposed, secrets, protected, quarantined)
+    return Facts(stored, written, visible, hidden, gone, exposed, secrets, protected, quarantined)

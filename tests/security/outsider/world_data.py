@@ -27,7 +27,7 @@ from gateway.model.types import SUPPORTED_TYPES, Json
 from gateway.search.registry import Registry, SearchParam
 from tests.api.helpers import HSA, PNR
 from tests.security.outsider.filler import fill
-from tests.security.outsider.values import FlavourValues, supported_first
+from tests.security.outsider.values import TEST_SYSTEM, FlavourValues, supported_first
 
 LABELS = "http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel"
 HSA_CLINIC, HSA_A, HSA_B = "SE2321000016-LUNG", "SE2120000181-KA", "SE2120000182-KB"
@@ -106,10 +106,10 @@ class Builder:
             granting = top in self.link_elements or top in self.patient_elements
             rng = self.values[flavour].rng
             for target in supported_first(targets):
-                if target in PUBLIC_TYPES:
-                    found = self.ids("public", target)
-                    if flavour != "b":
-                        found = [i for i in found if i not in b_public]
+                if target in PUBLIC_TYPES:  # B's own directory entries for B, the others' for the rest
+                    found = [
+                        i for i in self.ids("public", target) if (i in b_public) == (flavour == "b")
+                    ] or self.ids("public", target)
                 elif flavour == "public":
                     found = []
                 elif flavour == "b":
@@ -179,6 +179,8 @@ class Builder:
         )
         role = "PractitionerRole/role-b" if b else "PractitionerRole/role-clinic"
         subject = ref(f"Patient/{patient}")
+        # small code domains the outsider's rows and the hidden rows do not share
+        intent = "order" if b else "plan"
 
         def status(path: str) -> str:
             return v.bound(res_type, path) or "unknown"
@@ -187,7 +189,7 @@ class Builder:
             case "Task":
                 return {
                     "status": "requested" if b else "received",
-                    "intent": "order",
+                    "intent": intent,
                     "for": subject,
                     "owner": ref(org),
                     "requester": ref(role),
@@ -199,7 +201,7 @@ class Builder:
                     code = {"codeReference": ref(f"Device/{devices[index % len(devices)]}")}
                 return {
                     "status": status("DeviceRequest.status"),
-                    "intent": "order",
+                    "intent": intent,
                     **code,
                     "subject": subject,
                     "requester": ref(role),
@@ -225,7 +227,7 @@ class Builder:
                 teams = self.ids(flavour if flavour != "hb" else "h", "CareTeam")
                 return {
                     "status": status("CarePlan.status"),
-                    "intent": "plan",
+                    "intent": "plan" if b else "proposal",
                     "subject": subject,
                     "careTeam": [ref(f"CareTeam/{teams[index % len(teams)]}")],
                     "author": ref(role),
@@ -233,21 +235,27 @@ class Builder:
             case "Encounter":
                 return {
                     "status": status("Encounter.status"),
-                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
+                    "class": {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                        "code": "HH" if b else "AMB",
+                    },
                     "subject": subject,
                     "serviceProvider": ref(org),
                 }
             case "Observation":
-                return {
+                observation: Json = {
                     "status": status("Observation.status"),
                     "code": {"text": v.word()},
                     "subject": subject,
                     "performer": [ref(role)],
                 }
+                if index % 4 == 1:  # value[x] a dateTime in some: the other parameters fill the rest
+                    observation["valueDateTime"] = v.instant()
+                return observation
             case "ServiceRequest":
                 return {
                     "status": status("ServiceRequest.status"),
-                    "intent": "order",
+                    "intent": intent,
                     "subject": subject,
                     "requester": ref(role),
                 }
@@ -275,11 +283,11 @@ class Builder:
                         "coding": [
                             {
                                 "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                "code": "patient-privacy",
+                                "code": "patient-privacy" if b else "treatment",
                             }
                         ]
                     },
-                    "category": [{"text": v.word()}],
+                    "category": [{"coding": [{"system": TEST_SYSTEM, "code": v.code()}], "text": v.word()}],
                     "patient": subject,
                     "performer": [ref(org)],
                     "organization": [ref(org)],
@@ -293,7 +301,22 @@ class Builder:
                     "title": v.word(),
                 }
             case "Provenance":
-                return {"target": [subject], "recorded": v.instant(), "agent": [{"who": ref(role)}]}
+                signature = {
+                    "type": [
+                        {
+                            "system": "urn:iso-astm:E1762-95:2013",
+                            "code": "1.2.840.10065.1.12.1." + ("1" if b else "5"),  # author, verifier
+                        }
+                    ],
+                    "when": v.instant(),
+                    "who": ref(role),
+                }
+                return {
+                    "target": [subject],
+                    "recorded": v.instant(),
+                    "agent": [{"who": ref(role)}],
+                    "signature": [signature],
+                }
             case "Binary":
                 secret = f"{v.word(4)} {v.word(4)}".encode()
                 return {
