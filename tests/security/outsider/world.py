@@ -118,10 +118,10 @@ class World:
         return self.client.get(url, headers=headers or self.outsider, **kwargs)
 
 
-def _register(engine: Engine, org: str, scopes: str) -> RegisteredClient:
+def _register(engine: Engine, org: str, scopes: str, sources: tuple[str, ...] = ()) -> RegisteredClient:
     key = ECKey.generate_key("P-384", auto_kid=True)
     jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
-    client = store.add_client(engine, f"world {org}", org, jwks, scopes.split())
+    client = store.add_client(engine, f"world {org}", org, jwks, scopes.split(), sources=sources)
     return RegisteredClient(client.client_id, key, "ES384")
 
 
@@ -207,7 +207,14 @@ def _seed(services: Services, clients: dict[str, RegisteredClient]) -> None:
 def build(shared: Database, tmp: Path) -> Iterator[World]:
     with own_database(shared, tmp) as database:
         clients = {
-            "region": _register(database.engine, HSA_CLINIC, f"{FHIR} {ADAPTERS} gateway/audit.read"),
+            # the clinic's client sends the portal's orders and the device unit's register rows (bound to
+            # both sources: docs/security.md, "Who an adapter writes as")
+            "region": _register(
+                database.engine,
+                HSA_CLINIC,
+                f"{FHIR} {ADAPTERS} gateway/audit.read",
+                ("bestallningsportalen:BP", "device-register:SESAM@SE2321000016-MAH1"),
+            ),
             "a": _register(database.engine, HSA_A, f"{FHIR} {ADAPTERS} gateway/audit.read"),
             "b": _register(database.engine, HSA_B, f"{OUTSIDER_SCOPES} {ADAPTERS}"),
         }
