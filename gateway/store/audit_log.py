@@ -6,11 +6,13 @@ for `gateway audit verify` and `gateway audit archive`."""
 from __future__ import annotations
 
 import hashlib
+import secrets
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
-from uuid import uuid4
+from uuid import UUID
 
 from sqlalchemy import Connection, Table, delete, insert, select, update
 
@@ -24,6 +26,7 @@ from gateway.store.tables import AuditArchive, AuditBatch
 AUDIT_TYPE = "AuditEvent"
 BATCH = cast(Table, AuditBatch.__table__)
 ARCHIVE = cast(Table, AuditArchive.__table__)
+_ADD_BATCH = insert(BATCH)  # built once: building it costs more than running it
 
 
 def insert_events(
@@ -35,7 +38,7 @@ def insert_events(
         return []
     rows: list[dict[str, Any]] = []
     for event in events:
-        event["id"] = str(uuid4())
+        event["id"] = time_ordered_id()
         event["meta"] = {"versionId": "1", "lastUpdated": to_instant(now)}
         rows.append(
             {
@@ -60,6 +63,16 @@ def insert_events(
     return [str(event["id"]) for event in events]
 
 
+def time_ordered_id() -> str:
+    """A UUID whose first 48 bits are the time in milliseconds (the layout of UUID version 7, RFC 9562),
+    the rest random: AuditEvents are inserted in time order, so their ids go to the end of the id
+    indexes instead of a random page of each (a random UUID's insert touches a page the size of the
+    store would otherwise keep away from the cache)."""
+    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | secrets.randbits(76)
+    value = (value & ~(0b11 << 62)) | (0b10 << 62)  # the variant bits
+    return str(UUID(int=value))
+
+
 def chain_hash(previous: str, contents: Sequence[str]) -> str:
     """The hash of a batch: its predecessor's hash and its events' stored content, in order."""
     digest = hashlib.sha256(previous.encode())
@@ -80,17 +93,16 @@ def add_batch(
 ) -> str:
     """Record a batch of the audit writer, in the transaction that inserts its events; its hash."""
     value = chain_hash(previous, contents)
-    connection.execute(
-        insert(BATCH).values(
-            process=process,
-            number=number,
-            previous=previous,
-            hash=value,
-            events=dumps(ids),
-            committed_at=now,
-            archived=False,
-        )
-    )
+    row = {
+        "process": process,
+        "number": number,
+        "previous": previous,
+        "hash": value,
+        "events": dumps(ids),
+        "committed_at": now,
+        "archived": False,
+    }
+    connection.execute(_ADD_BATCH, [row])
     return value
 
 
