@@ -178,6 +178,11 @@ class WritePath:
         repository = uow.repository
         res_type = resource["resourceType"]
         writer = self.hooks.policy.writer(uow.context)
+        if writer.trusted and uow.context.on_behalf_of is not None and previous and previous.writer:
+            # a reaction's change of what a client wrote stays that client's write: its identifier claims,
+            # and its care relations keep their bases (the gateway never makes a client's facts trusted)
+            found = relations.find_actors(uow.connection, previous.writer, self.access.rules.hsa_system)
+            writer = Writer(False, found)
         identifiers = [
             (self._claim_system(writer, res_type, system), value)
             for system, value in identifiers_of(resource)
@@ -323,6 +328,9 @@ class WritePath:
         record.patients = patients
         if interaction in WRITES:
             record.versions = {f"{stored.res_type}/{stored.res_id}": stored.version_id}
+            noted = uow.audit_notes.pop(f"{stored.res_type}/{stored.res_id}", None)
+            if noted is not None:  # what a rule did for this write (return_reports.prescribers_as_recipients)
+                record.detail, record.resources = noted[0], noted[1]
         uow.records.append(record)
 
     @staticmethod

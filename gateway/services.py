@@ -49,7 +49,7 @@ class Services:
         # the policy on needs no reindex.
         access = AccessIndex(Rules.load(settings.access_policy), registry, settings.base_url)
         if hooks is None:
-            hooks = Hooks(rules=default_rules(), reactions=default_reactions())
+            hooks = Hooks(rules=default_rules(), reactions=default_reactions(settings.profiles_dir))
             if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
                 hooks.policy = ScopePolicy()
                 if settings.organisation_policy:  # both must allow (docs/security.md)

@@ -40,6 +40,14 @@ class UnitOfWork:
     # Current rows read ahead and locked for writes to come (a transaction's PUTs, in one query); None
     # where none is stored. Each is taken once, and dropped when this unit of work writes the resource.
     read_ahead: dict[tuple[str, str], Stored | None] = field(default_factory=dict, repr=False)
+    # What a rule noted for the AuditEvent of the write it judged, by `Type/id`: a detail and the
+    # resources it followed (a return report routed by the gateway, docs/security.md).
+    audit_notes: dict[str, tuple[str, list[str]]] = field(default_factory=dict, repr=False)
+
+    def note_audit(self, reference: str, detail: str, resources: Iterable[str]) -> None:
+        """Have the AuditEvent of this unit of work's write of `reference` say `detail` and name
+        `resources` besides."""
+        self.audit_notes[reference] = (detail, list(resources))
 
     def read_ahead_for_write(self, keys: Iterable[tuple[str, str]]) -> None:
         """Read the current rows of resources about to be written, locked, in one query."""

@@ -3,9 +3,10 @@
 Two kinds of facts, both kept by the write path in the unit of work that stores the resource:
 - access index rows: `idx_reference` rows under private parameters (not searchable: no SearchParameter
   has these codes), which the visibility conditions (gateway/store/visibility.py) join on:
-  `_party` what it names anywhere (an Organization, PractitionerRole or CareTeam, or an HSA-id by
-  logical reference, `hsa`), `_patient` its patients, `_link` what it references through the link
-  elements, `_recipient` whom it is addressed to, `_owner` who authored, requested or owns it;
+  `_party` what it names anywhere (an Organization, PractitionerRole, HealthcareService or CareTeam,
+  or an HSA-id by logical reference, `hsa`), `_patient` its patients, `_link` what it references
+  through the link elements, `_recipient` whom it is addressed to, `_owner` who authored, requested or
+  owns it;
 - relationship facts (`Fact`), the care relations the policy's `relationships` rules make of it, which
   the write path stores in `care_relation` (gateway/store/relations.py) according to who wrote it.
 """
@@ -25,9 +26,9 @@ from gateway.store.visibility import AGENT, AUDIT_EVENT, LINK, OWNER, PARTY, PAT
 # The access rows a tombstone keeps, so a deleted resource stays as hidden (or as visible) as it was;
 # what it linked to is no longer shared through it.
 KEPT_ON_DELETE = frozenset({PARTY, PATIENT, RECIPIENT, OWNER, AGENT})
-ACTORS = frozenset({"Organization", "PractitionerRole", "CareTeam"})
+ACTORS = frozenset({"Organization", "PractitionerRole", "HealthcareService", "CareTeam"})
 ADDRESSEES = frozenset({"Organization", "PractitionerRole", "Practitioner"})
-OWNERS = frozenset({"Organization", "PractitionerRole"})
+OWNERS = frozenset({"Organization", "PractitionerRole", "HealthcareService"})
 ID_LENGTH = 64  # idx_reference.target_id
 
 

@@ -24,6 +24,8 @@ from gateway.model.types import Json
 from gateway.search.dates import utc_now
 from gateway.search.parameters import Masking, split_token
 from gateway.security.access_index import ACTORS, AccessIndex
+from gateway.security.audit_seen import audit_as_seen
+from gateway.security.handovers import authorize_client_handover
 from gateway.security.masking import ProtectedIdentities
 from gateway.security.rules import Rules, TeamPlan
 from gateway.store import relations
@@ -146,7 +148,7 @@ class OrganisationPolicy(Permissive):
         actors = self.actors(context)
         if current is not None:
             self._authorize_change(actors, context, action, resource, current)
-        self._authorize_gateway_task(actors, action, resource, current)
+        self._authorize_gateway_task(actors, context, action, resource, current)
         if action != "delete":
             self._authorize_references(context, resource, current)
             self._authorize_content(context, actors, resource)
@@ -258,13 +260,19 @@ class OrganisationPolicy(Permissive):
         )
 
     def _authorize_gateway_task(
-        self, actors: Actors, action: str, resource: Json, current: Json | None
+        self, actors: Actors, context: RequestContext, action: str, resource: Json, current: Json | None
     ) -> None:
         """A Task with one of the gateway's codes (policy `gateway_tasks`) is set up only by the gateway's
         own writers and the region's clients, since reactions act on its answer: a client may not create
-        one, give a Task such a code, or delete one, and in one it may change only what answers it."""
+        one (but a handover it opens itself, `client_handovers`), give a Task such a code, or delete one,
+        and in one it may change only what answers it."""
         tasks = self.rules.gateway_tasks
         if not (tasks.covers(resource) or tasks.covers(current)):
+            return
+        opened = self.rules.client_handovers
+        if current is None and action == "create" and opened.covers(resource, tasks.codes):
+            assert context.connection is not None, "writes run in a unit of work"
+            authorize_client_handover(opened, self.access, self.names, context.connection, actors, resource)
             return
         if current is None or not tasks.covers(current):
             raise forbidden(
@@ -346,36 +354,11 @@ class OrganisationPolicy(Permissive):
     def mask(self, context: RequestContext, resource: Json) -> Json:
         resource = self.identities.mask(context, resource)
         if resource.get("resourceType") == AUDIT_EVENT and not self.exempt(context):
-            resource = self._audit_as_seen(context, resource)
+            visibility = self.visibility(context)
+            resource = audit_as_seen(
+                self.access, self.engine, visibility, context.principal.organization, resource
+            )
         return resource
-
-    def _audit_as_seen(self, context: RequestContext, event: Json) -> Json:
-        """An AuditEvent as an organisation's audit reader sees it: the network address only of its own
-        clients' accesses, and only the entities (resources, patients) it may read itself; the other
-        party's client and organisation stay (docs/security.md, Audit)."""
-        shown = dict(event)
-        agents = [a for a in event.get("agent") or [] if isinstance(a, dict)]
-        hsa = context.principal.organization
-        own = bool(hsa) and any(
-            self.access.rules.hsa_system == _identifier(a).get("system")
-            and _identifier(a).get("value") == hsa
-            for a in agents
-        )
-        if not own:
-            shown["agent"] = [{k: v for k, v in agent.items() if k != "network"} for agent in agents]
-        entities = [e for e in event.get("entity") or [] if isinstance(e, dict)]
-        keys: dict[int, tuple[str, str]] = {}
-        for entity in entities:
-            what = entity.get("what")
-            reference = what.get("reference") if isinstance(what, dict) else None
-            key = self.access.local(reference) if isinstance(reference, str) else None
-            if key is not None:
-                keys[id(entity)] = key
-        if keys:
-            with self.engine.connect() as connection:
-                seen = visible_keys(connection, self.visibility(context), set(keys.values()), deleted=True)
-            shown["entity"] = [e for e in entities if keys.get(id(e), ("", "")) in seen or id(e) not in keys]
-        return shown
 
     @property
     def masks(self) -> bool:
@@ -388,12 +371,6 @@ class OrganisationPolicy(Permissive):
         if current is None or not self.identities.hidden_from(context, current, self.internal(context)):
             return resource
         return self.identities.keep_hidden(resource, current)
-
-
-def _identifier(agent: Json) -> Json:
-    who = agent.get("who")
-    identifier = who.get("identifier") if isinstance(who, dict) else None
-    return identifier if isinstance(identifier, dict) else {}
 
 
 def changed_elements(before: Json, after: Json) -> set[str]:

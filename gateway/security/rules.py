@@ -66,6 +66,26 @@ class GatewayTasks:
 
 
 @dataclass(frozen=True)
+class ClientHandovers:
+    """Handovers a unit opens itself (policy `client_handovers`): Tasks with these codes a client that is
+    not exempt may create, for a patient related to it through what a trusted writer wrote of one of
+    `related_through`, owned by one of `receivers` a trusted writer wrote, giving only `may_give`."""
+
+    codes: frozenset[tuple[str, str]] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    related_through: tuple[str, ...] = ()
+    receivers: frozenset[str] = frozenset()
+    may_give: frozenset[str] = frozenset()
+
+    def covers(self, resource: Json, gateway_codes: frozenset[tuple[str, str]]) -> bool:
+        """Whether the Task's codes that are the gateway's are all ones a unit may open a Task with."""
+        code = resource.get("code")
+        codings = code.get("coding") if isinstance(code, dict) else None
+        given = {coding(c) for c in (codings if isinstance(codings, list) else [])} & gateway_codes
+        return bool(given) and given <= self.codes
+
+
+@dataclass(frozen=True)
 class Rules:
     """policy/access.yaml, parsed and checked."""
 
@@ -83,6 +103,7 @@ class Rules:
     restricted_owners: dict[str, RestrictedOwner]
     gateway_tasks: GatewayTasks
     team_plans: dict[str, TeamPlan]
+    client_handovers: ClientHandovers
     protected_labels: frozenset[tuple[str, str]]
     masked_elements: tuple[str, ...]
     masked_parameters: frozenset[str]
@@ -100,7 +121,8 @@ class Rules:
             raise ValueError(f"{path}: the access policy must be a mapping")
         protected = data.get("protected_identity") or {}
         tasks = data.get("gateway_tasks") or {}
-        return cls(
+        handovers = data.get("client_handovers") or {}
+        built = cls(
             hsa_system=str(data["hsa_system"]),
             exempt_client_prefixes=tuple(data.get("exempt_client_prefixes") or ()),
             exempt_clients=frozenset(data.get("exempt_clients") or ()),
@@ -130,6 +152,13 @@ class Rules:
                 )
                 for k, v in (data.get("team_plans") or {}).items()
             },
+            client_handovers=ClientHandovers(
+                frozenset((str(x["system"]), str(x["code"])) for x in handovers.get("codes") or ()),
+                frozenset(str(s) for s in handovers.get("statuses") or ()),
+                tuple(str(t) for t in handovers.get("related_through") or ()),
+                frozenset(str(t) for t in handovers.get("receivers") or ()),
+                frozenset(str(e) for e in handovers.get("may_give") or ()),
+            ),
             protected_labels=frozenset(
                 (str(x["system"]), str(x["code"])) for x in protected.get("labels") or ()
             ),
@@ -139,6 +168,15 @@ class Rules:
             unmasked_organizations=frozenset(protected.get("allow_organizations") or ()),
             identity_systems=frozenset(str(s) for s in data.get("identity_systems") or ()),
         )
+        opened = built.client_handovers
+        if not opened.codes <= built.gateway_tasks.codes:
+            raise ValueError(f"{path}: client_handovers.codes must be codes of gateway_tasks")
+        for res_type in opened.related_through:
+            if built.relationship(res_type) is None:
+                raise ValueError(
+                    f"{path}: client_handovers.related_through: no relationship rule for {res_type}"
+                )
+        return built
 
 
 def _relationship(item: dict[str, Any]) -> Relationship:

@@ -1,12 +1,12 @@
 """Who an organisation is, and the care relations that relate it to patients, as queries.
 
-`Actors` is what names an organisation (its Organization resources, PractitionerRoles and CareTeams, and
-its HSA-id), found for one request by `find_actors`: only from resources the gateway's own writers or a
-region-wide client wrote (`resource.writer` NULL), or the organisation itself, so a client cannot make
-itself someone else's colleague. `care_relation` holds one row per fact relating an actor to a patient,
-kept by the write path with the resource the fact comes from (`replace`); `related_patients` is the
-query over it that every visibility condition uses. Rules are not known here: the caller passes the
-facts (gateway.security.access_index) and whether the writer is trusted.
+`Actors` is what names an organisation (its Organization resources, PractitionerRoles, HealthcareServices
+and CareTeams, and its HSA-id), found for one request by `find_actors`: only from resources the gateway's
+own writers or a region-wide client wrote (`resource.writer` NULL), or the organisation itself, so a
+client cannot make itself someone else's colleague. `care_relation` holds one row per fact relating an
+actor to a patient, kept by the write path with the resource the fact comes from (`replace`);
+`related_patients` is the query over it that every visibility condition uses. Rules are not known here:
+the caller passes the facts (gateway.security.access_index) and whether the writer is trusted.
 """
 
 from __future__ import annotations
@@ -79,15 +79,19 @@ class Actors:
     # The Practitioners of its PractitionerRoles that a trusted writer wrote: Communications addressed
     # to them are addressed to it.
     practitioners: frozenset[str] = frozenset()
+    # The HealthcareServices it provides (`providedBy`): a Task owned by one is owned by it.
+    services: frozenset[str] = frozenset()
 
     @property
     def known(self) -> bool:
         return bool(self.hsa)
 
     def refs(self, groups: bool = True) -> set[tuple[str, str]]:
-        found = {("Organization", i) for i in self.organizations} | {
-            ("PractitionerRole", i) for i in self.roles
-        }
+        found = (
+            {("Organization", i) for i in self.organizations}
+            | {("PractitionerRole", i) for i in self.roles}
+            | {("HealthcareService", i) for i in self.services}
+        )
         if groups:
             found |= {("CareTeam", i) for i in self.groups}
         if self.hsa:
@@ -103,6 +107,7 @@ class Actors:
         for res_type, ids in (
             ("Organization", self.organizations),
             ("PractitionerRole", self.roles),
+            ("HealthcareService", self.services),
             ("CareTeam", self.groups),
             ("Practitioner", self.practitioners if people else frozenset()),
         ):
@@ -164,7 +169,21 @@ def find_actors(connection: Connection, hsa: str, hsa_system: str) -> Actors:
                 )
             ).scalars()
         )
-    members = Actors(hsa, organizations, roles)
+    services = frozenset(
+        str(res_id)
+        for res_id in connection.execute(
+            select(RESOURCE.c.res_id)
+            .join(REF, REF.c.rid == RESOURCE.c.rid)
+            .where(
+                REF.c.res_type == "HealthcareService",
+                REF.c.param == "organization",
+                or_(*named_org),
+                RESOURCE.c.deleted == false(),
+                _trusted_or(hsa),
+            )
+        ).scalars()
+    )
+    members = Actors(hsa, organizations, roles, services=services)
     groups = frozenset(
         str(res_id)
         for res_id in connection.execute(
@@ -179,7 +198,7 @@ def find_actors(connection: Connection, hsa: str, hsa_system: str) -> Actors:
             )
         ).scalars()
     )
-    return Actors(hsa, organizations, roles, groups, practitioners)
+    return Actors(hsa, organizations, roles, groups, practitioners, services)
 
 
 def owns_task_about(
@@ -242,6 +261,24 @@ def related_among(
     if not wanted or not actors.known:
         return set()
     statement = related_patients(actors, now, bases).where(CR.c.patient_id.in_(wanted))
+    return {str(value) for value in connection.execute(statement).scalars()}
+
+
+def related_through(
+    connection: Connection, actors: Actors, now: datetime, patients: Iterable[str], types: Sequence[str]
+) -> set[str]:
+    """Which of `patients` the organisation is related to now by what a trusted writer wrote (`written`)
+    of one of these resource types (a DeviceRequest it requested, an Encounter it provided, …)."""
+    wanted = sorted(set(patients))
+    if not wanted or not actors.known or not types:
+        return set()
+    statement = (
+        related_patients(actors, now, (WRITTEN,))
+        .join(RESOURCE, RESOURCE.c.rid == CR.c.rid)
+        .where(
+            CR.c.patient_id.in_(wanted), RESOURCE.c.res_type.in_(list(types)), RESOURCE.c.deleted == false()
+        )
+    )
     return {str(value) for value in connection.execute(statement).scalars()}
 
 

@@ -4,6 +4,9 @@ Each module keeps its own RULES and REACTIONS lists; Services.build installs the
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from gateway.config import REPO_ROOT
 from gateway.hooks import Reaction, Rule
 from gateway.workflow import care_transitions, orders
 
@@ -12,5 +15,6 @@ def default_rules() -> list[Rule]:
     return [*orders.RULES, *care_transitions.RULES]
 
 
-def default_reactions() -> list[Reaction]:
-    return [*orders.REACTIONS, *care_transitions.REACTIONS]
+def default_reactions(profiles_dir: Path | None = REPO_ROOT / "profiles") -> list[Reaction]:
+    """The reactions; the ValueSets they decide with are read from `profiles_dir` (GATEWAY_PROFILES_DIR)."""
+    return [*orders.REACTIONS, *care_transitions.reactions(profiles_dir)]

@@ -44,6 +44,7 @@ from gateway.pipeline import UnitOfWork
 from gateway.services import Services
 from gateway.store.database import is_sqlite
 from gateway.store.repository import Stored
+from gateway.workflow.at_home import devices_at_home
 
 log = logging.getLogger("gateway.adapters.hl7v2")
 NAME = "hl7v2"
@@ -435,12 +436,9 @@ def _plan(svc: Services, event: Event, raw: bytes, zone: ZoneInfo, uow: UnitOfWo
     refs = Refs(ids, patient=ids.urn("Patient", system, value))
     ctx = Context(zone, refs)
     if current_patient is not None and any(_hands_over(e) for e in events):
-        subject = f"patient=Patient/{current_patient.res_id}&status=active"
-        ctx.devices = [
-            f"Device/{d.res_id}" for d in svc.searcher.match(uow.connection, "Device", subject, 200)
-        ]
-        requests = svc.searcher.match(uow.connection, "DeviceRequest", subject, 200)
-        ctx.device_requests = [f"DeviceRequest/{d.res_id}" for d in requests]
+        home = devices_at_home(uow.connection, current_patient.res_id)  # every one: nothing capped
+        ctx.devices = home.references("Device")
+        ctx.device_requests = home.references("DeviceRequest")
     stay = engine.fold(events, ctx)
     entries: list[Json] = []
 
