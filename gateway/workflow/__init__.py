@@ -5,7 +5,7 @@ Each module keeps its own RULES and REACTIONS lists; Services.build installs the
 from __future__ import annotations
 
 from gateway.hooks import Reaction, Rule
-from gateway.workflow import care_transitions, orders
+from gateway.workflow import care_transitions, follow_ups, orders
 
 
 def default_rules() -> list[Rule]:
@@ -13,4 +13,4 @@ def default_rules() -> list[Rule]:
 
 
 def default_reactions() -> list[Reaction]:
-    return [*orders.REACTIONS, *care_transitions.REACTIONS]
+    return [*orders.REACTIONS, *follow_ups.REACTIONS, *care_transitions.REACTIONS]
