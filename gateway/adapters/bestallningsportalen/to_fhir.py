@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.adapters import mapping as m
+from gateway.adapters import master_data
 from gateway.adapters.bestallningsportalen import follow_up
 from gateway.adapters.ids import SourceIds
 from gateway.adapters.mapping import Found
@@ -23,7 +24,6 @@ SOURCE = "bestallningsportalen"
 SOURCE_VERSION = f"{m.EXT}/source-version"
 ORDER_TYPE_EXT = f"{m.EXT}/order-type"
 ASSIGNED_UNIT_EXT = f"{m.EXT}/assigned-unit"
-MUNICIPALITY_EXT = f"{m.EXT}/municipality-code"
 ORDER_TAG = {"system": m.TAGS, "code": "bestallningsportalen-order", "display": "Beställningsportalen order"}
 UNCONFIRMED = {
     "system": m.TAGS,
@@ -213,7 +213,7 @@ class Builder(m.BundleBuilder):
         if source.get("kommunkod"):
             coding = {"system": m.KOMMUNKOD, "code": source["kommunkod"]}
             address = {"use": "home", **address}
-            address["extension"] = [{"url": MUNICIPALITY_EXT, "valueCoding": coding}]
+            address["extension"] = [{"url": master_data.MUNICIPALITY_CODE, "valueCoding": coding}]
         if address:
             resource["address"] = [address]
         return self.master(resource, system, value, self.known.patient)
