@@ -9,17 +9,23 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from typer.testing import CliRunner
+
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.mllp import ListenerSettings
 from gateway.adapters.mapping import luhn_digit
 from gateway.adapters.master_data import FIELD_TIME, MUNICIPALITY_CODE, OLD_MUNICIPALITY_CODE, event_times
+from gateway.cli import app
+from gateway.hooks import Principal, RequestContext
 from gateway.services import Services
 from tests.adapters.test_bestallningsportalen import golden
 from tests.adapters.test_device_register import row_of
 from tests.adapters.test_hl7v2_messages import adt
 from tests.adapters.test_hl7v2_mllp import Running, exchange, hospital_senders
+from tests.conftest import Database
+from tests.security.conftest import bearer, organisation_policy
 from tests.workflow.test_follow_up_dates import World, world
-from tests.workflow.test_order_to_return_report import PERSONNUMMER, search, secured
+from tests.workflow.test_order_to_return_report import PERSONNUMMER, client_for, search, secured
 
 __all__ = ["secured", "world"]  # fixtures
 
@@ -140,3 +146,63 @@ def test_the_same_records_in_any_order_give_the_same_patient(world: World) -> No
     assert home(newest_first) == ("B-gatan 2", "Solna", ["0184"])
     for key in ("name", "address", "extension"):
         assert oldest_first[key] == newest_first[key]
+
+
+# -- the upgrade: stored Patients in the old form rewritten through the write path --------------------
+
+OLD_EVENT_TIME = "https://fhir.home-device-gateway.se/StructureDefinition/source-event-time"
+KOMMUNKOD = "https://fhir.home-device-gateway.se/CodeSystem/kommunkod"
+
+
+def _as_before(resource: dict[str, Any]) -> dict[str, Any]:
+    """A Patient as the gateway stored it before issue 16: one source-event-time, and an HL7 message's
+    municipality code under the old url beside the order's."""
+    old = {k: v for k, v in resource.items() if k not in ("meta", "extension")}
+    address = dict(old["address"][0])
+    old_code = {"url": OLD_MUNICIPALITY_CODE, "valueCoding": {"system": KOMMUNKOD, "code": "0184"}}
+    address["extension"] = [*address["extension"], old_code]
+    old["address"] = [address]
+    old["extension"] = [{"url": OLD_EVENT_TIME, "valueDateTime": "2026-11-20T09:14:00+01:00"}]
+    return old
+
+
+def test_the_upgrade_rewrites_stored_patients_through_the_write_path_with_provenance(
+    world: World, secured: Services, database: Database
+) -> None:
+    world.order(golden("01"))
+    stored = patient(world)
+    context = RequestContext(principal=Principal(client_id="cli", scopes=frozenset({"system/*.cruds"})))
+    secured.write_path.run(
+        context, lambda uow: secured.write_path.update(uow, "Patient", stored["id"], _as_before(stored))
+    )
+    before = patient(world)
+    assert len(before["address"][0]["extension"]) == 2
+
+    env = {**database.environment(), "COLUMNS": "200"}
+    dry = CliRunner().invoke(app, ["master-data", "normalize", "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert "Patient: read 1, would rewrite 1" in dry.output
+    assert patient(world)["meta"]["versionId"] == before["meta"]["versionId"]
+
+    done = CliRunner().invoke(app, ["master-data", "normalize", "--batch", "1"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "Patient: read 1, rewrote 1" in done.output
+    after = patient(world)
+    assert home(after) == ("Storgatan 1", "Stockholm", ["0184"])  # the HL7 code, written last, once
+    assert not [e for e in after["extension"] if e["url"] == OLD_EVENT_TIME]
+    assert set(event_times(after).values()) == {"2026-11-20T09:14:00+01:00"}
+    version = f"Patient/{after['id']}/_history/{after['meta']['versionId']}"
+    # the region's own client (region-wide) reads the Provenance: it names none of the clinic's units
+    region = client_for(secured, "region-forvaltning", "SE2321000016-REGION", "system/*.rs")
+    organisation_policy(secured).region_clients = frozenset({"region-forvaltning"})
+    world.http.headers.update(bearer(region.token(world.http, "system/*.rs")))
+    found = search(world.http, "Provenance", target=f"Patient/{after['id']}")
+    [provenance] = [p for p in found if {"reference": version} in p["target"]]
+    replaced = f"Patient/{after['id']}/_history/{before['meta']['versionId']}"
+    assert provenance["entity"] == [{"role": "revision", "what": {"reference": replaced}}]
+    assert "kommunkoden" in provenance["reason"][0]["text"]
+
+    again = CliRunner().invoke(app, ["master-data", "normalize"], env=env)
+    assert again.exit_code == 0, again.output
+    assert "Patient: read 1, rewrote 0" in again.output
+    assert patient(world)["meta"]["versionId"] == after["meta"]["versionId"]
