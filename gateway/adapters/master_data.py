@@ -6,12 +6,14 @@ A field is a top-level element (`name`, `telecom`, `address`, `birthDate`, `acti
 resource-level extension by its url), except that the municipality code of the home address (extension
 municipality-code on `address[0]`) is a field of its own: a record carrying a street but no code, or a
 code but no street, never erases the other. For each field the resource keeps the event time of the source
-record that gave its value (extension field-event-time, one per event time, listing its fields; the
-order's `skapad`, the HL7 message's EVN-2, the register row's processing time). A record's value for a
-field replaces the held one when no time is held for the field or the record's event is as new or newer
-(a value equal to the held one changes nothing, its time included); a field the record carries no value
-for is left alone and its time stays, so a record without demographics (a register row, a message without
-PID-11) never blocks a later one that has them. Identifiers and profiles are united, never replaced.
+record that gave its value (extension field-event-time, one per event time, listing its fields: the
+order's `skapad`, the HL7 message's EVN-2). A record's value for a field replaces the held one when no time
+is held for the field or the record's event is as new or newer (a value equal to the held one moves a
+Patient field's time to the newer event, and changes nothing of another type: `CONFIRMED`); a source
+without event times (a register row) only fills fields without a value. A field the record carries no
+value for is left alone and its time stays, so a record without demographics (a register row, a message
+without PID-11) never blocks a later one that has them. Identifiers and profiles are united, never
+replaced.
 
 Stored resources from before (one resource-level extension source-event-time, and the address's
 municipality code under the url …/StructureDefinition/kommunkod that the HL7 v2 mapping used) are read
