@@ -1,4 +1,5 @@
-"""The `gateway` command: serve, db upgrade, load, reindex."""
+"""The `gateway` command: serve, db upgrade, load, reindex, and the subcommands of the adapters, security
+and master data."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 
 from gateway.adapters.cli import import_app
 from gateway.adapters.hl7v2 import cli as hl7v2_cli
+from gateway.adapters.master_data_cli import master_data_app
 from gateway.adapters.quarantine_cli import quarantine_app
 from gateway.config import Settings
 from gateway.errors import FhirError, Issue
@@ -41,6 +43,7 @@ db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(master_data_app, name="master-data")
 app.command("mllp")(hl7v2_cli.mllp)
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")

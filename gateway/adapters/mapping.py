@@ -1,22 +1,24 @@
 """The adapters' mapping engine: reads the source-to-FHIR tables under mappings/<source>/ (fields.yaml:
 what each source field must be and where it goes; codes.yaml: code maps), checks a source record against
 them with errors named by the record's own paths (`patient.personnummer`, `rader[0].antal`), and holds what
-every adapter shares: identifier systems, Swedish personal identity numbers, and the
-merge of master data (Patient, Organization, Practitioner) that never erases what a source lacks."""
+every adapter shares: identifier systems, Swedish personal identity numbers, and the bundle builder
+whose master data (Patient, Organization, Practitioner) is merged field by field (master_data.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gateway.adapters import master_data
 from gateway.adapters.ids import SourceIds
+from gateway.adapters.master_data import parse_datetime
 from gateway.config import REPO_ROOT
 from gateway.errors import Issue
 from gateway.model.types import Json
@@ -43,7 +45,6 @@ REGISTER_STATUS = f"{BASE}/CodeSystem/register-status"
 CAREPLAN_CATEGORY = f"{BASE}/CodeSystem/careplan-category"
 SELF_CARE = f"{BASE}/CodeSystem/self-care"
 EXT = f"{BASE}/StructureDefinition"
-SOURCE_EVENT_TIME = f"{EXT}/source-event-time"
 PROFILE = "http://hl7.se/fhir/ig/base/StructureDefinition/"
 V3_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
@@ -219,17 +220,6 @@ def _raise() -> None:
     raise ValueError
 
 
-def parse_datetime(value: Any) -> datetime | None:
-    """An ISO date-time with an explicit offset, or None."""
-    if not isinstance(value, str) or "T" not in value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 def check(record: Any, source: str, label: str = "record") -> list[Issue]:
     """Every problem of `record` against mappings/<source>/fields.yaml, named by its path."""
     if not isinstance(record, dict):
@@ -304,61 +294,7 @@ def agent(role: str, who: Json, **more: Json) -> Json:
     return {"type": {"coding": [coding]}, "who": who, **more}
 
 
-# -- master data that several sources feed ---------------------------------------------------------------
-
-
-def _event_time(resource: Json) -> datetime | None:
-    for extension in resource.get("extension", []):
-        if extension.get("url") == SOURCE_EVENT_TIME:
-            return parse_datetime(extension.get("valueDateTime"))
-    return None
-
-
-def _with_event_time(resource: Json, when: str) -> Json:
-    others = [e for e in resource.get("extension", []) if e.get("url") != SOURCE_EVENT_TIME]
-    return {**resource, "extension": [*others, {"url": SOURCE_EVENT_TIME, "valueDateTime": when}]}
-
-
-def merge(current: Json, incoming: Json, event_time: str) -> Json:
-    """Master data fed by several sources: a field the incoming source lacks is never erased; for a field
-    both carry, the newer source event wins (the event time is kept in the source-event-time extension).
-    Identifiers and profiles are united. Gives `current` itself when nothing would change."""
-    stored_time = _event_time(current)
-    incoming_time = parse_datetime(event_time)
-    newer = stored_time is None or (incoming_time is not None and incoming_time >= stored_time)
-    result = dict(current)  # top-level keys replaced, never changed in place: `current` stays as it is
-    for key, value in incoming.items():
-        if key in ("resourceType", "id", "meta", "extension"):
-            continue
-        if key == "identifier":
-            have = {(i.get("system"), i.get("value")) for i in result.get("identifier", [])}
-            extra = [i for i in value if (i.get("system"), i.get("value")) not in have]
-            result["identifier"] = [*result.get("identifier", []), *extra]
-        elif key not in result or newer:
-            result[key] = value
-    for extension in incoming.get("extension", []):
-        if extension.get("url") == SOURCE_EVENT_TIME:
-            continue
-        others = [e for e in result.get("extension", []) if e.get("url") != extension.get("url")]
-        if newer or len(others) == len(result.get("extension", [])):
-            result["extension"] = [*others, extension]
-    profiles = list((current.get("meta") or {}).get("profile", []))
-    for profile in (incoming.get("meta") or {}).get("profile", []):
-        if profile not in profiles:
-            profiles.append(profile)
-    if profiles:
-        result["meta"] = {**(result.get("meta") or {}), "profile": profiles}
-    if _strip(result) == _strip(current):
-        return current
-    return _with_event_time(result, event_time) if newer else result
-
-
-def _strip(resource: Json) -> Json:
-    clean = {k: v for k, v in resource.items() if k != "meta"}
-    clean["extension"] = [e for e in resource.get("extension", []) if e.get("url") != SOURCE_EVENT_TIME]
-    meta = resource.get("meta") or {}
-    clean["profile"] = meta.get("profile", [])
-    return clean
+# -- master data that several sources feed (merged field by field: gateway/adapters/master_data.py) -----
 
 
 def organization(hsaid: str, name: str | None = None) -> Json:
@@ -384,11 +320,6 @@ def patient(system: str, number: str) -> Json:
     }
 
 
-def new_master(resource: Json, event_time: str) -> Json:
-    """A master-data resource created by a source, stamped with the source event's time."""
-    return _with_event_time(resource, event_time)
-
-
 @dataclass(frozen=True)
 class Found:
     """A resource read before building a Bundle: its id, version and content."""
@@ -399,11 +330,12 @@ class Found:
 
 
 class BundleBuilder:
-    """Collects one source record's transaction entries; `event` is the source event's time, which
-    decides whose fields win when master data (Patient, Organization, …) is merged; `ids` make the
-    entries' ids and fullUrls (gateway/adapters/ids.py)."""
+    """Collects one source record's transaction entries; `event` is the source event's time (None for a
+    source that has none), which decides whose fields win when master data (Patient, Organization, …) is
+    merged field by field (master_data.py); `ids` make the entries' ids and fullUrls (gateway/adapters/
+    ids.py)."""
 
-    def __init__(self, event: str, ids: SourceIds) -> None:
+    def __init__(self, event: str | None, ids: SourceIds) -> None:
         self.event = event
         self.ids = ids
         self.entries: list[Json] = []
@@ -416,14 +348,15 @@ class BundleBuilder:
         return full_url
 
     def master(self, resource: Json, system: str, value: str, found: Found | None) -> str:
-        """Upsert master data on its identifier: merged with what is held (a source lacking a field never
-        erases it), or a conditional create; nothing when the merge changes nothing."""
+        """Upsert master data on its identifier: merged with what is held field by field (a source lacking
+        a field never erases it, master_data.py), or a conditional create; nothing when the merge changes
+        nothing."""
         res_type = resource["resourceType"]
         full_url = self.ids.urn(res_type, system, value)
         if found is None:
             request = {"method": "POST", "url": res_type, "ifNoneExist": identifier_query(system, value)}
-            return self.entry(full_url, new_master(resource, self.event), request)
-        merged = merge(found.resource, resource, self.event)
+            return self.entry(full_url, master_data.new_master(resource, self.event), request)
+        merged = master_data.merge(found.resource, resource, self.event)
         if merged is found.resource:
             return f"{res_type}/{found.res_id}"
         request = {"method": "PUT", "url": f"{res_type}/{found.res_id}", "ifMatch": f'W/"{found.version}"'}

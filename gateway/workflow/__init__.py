@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.config import REPO_ROOT
 from gateway.hooks import Reaction, Rule
-from gateway.workflow import care_transitions, orders
+from gateway.workflow import care_transitions, follow_ups, orders
 
 
 def default_rules() -> list[Rule]:
@@ -17,4 +17,4 @@ def default_rules() -> list[Rule]:
 
 def default_reactions(profiles_dir: Path | None = REPO_ROOT / "profiles") -> list[Reaction]:
     """The reactions; the ValueSets they decide with are read from `profiles_dir` (GATEWAY_PROFILES_DIR)."""
-    return [*orders.REACTIONS, *care_transitions.reactions(profiles_dir)]
+    return [*orders.REACTIONS, *follow_ups.REACTIONS, *care_transitions.reactions(profiles_dir)]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from typing import Any
 
 from gateway.adapters import mapping as m
+from gateway.adapters import master_data
+from gateway.adapters.bestallningsportalen import follow_up
 from gateway.adapters.ids import SourceIds
 from gateway.adapters.mapping import Found
 from gateway.model.types import Json
@@ -23,7 +24,6 @@ SOURCE = "bestallningsportalen"
 SOURCE_VERSION = f"{m.EXT}/source-version"
 ORDER_TYPE_EXT = f"{m.EXT}/order-type"
 ASSIGNED_UNIT_EXT = f"{m.EXT}/assigned-unit"
-MUNICIPALITY_EXT = f"{m.EXT}/municipality-code"
 ORDER_TAG = {"system": m.TAGS, "code": "bestallningsportalen-order", "display": "Beställningsportalen order"}
 UNCONFIRMED = {
     "system": m.TAGS,
@@ -213,7 +213,7 @@ class Builder(m.BundleBuilder):
         if source.get("kommunkod"):
             coding = {"system": m.KOMMUNKOD, "code": source["kommunkod"]}
             address = {"use": "home", **address}
-            address["extension"] = [{"url": MUNICIPALITY_EXT, "valueCoding": coding}]
+            address["extension"] = [{"url": master_data.MUNICIPALITY_CODE, "valueCoding": coding}]
         if address:
             resource["address"] = [address]
         return self.master(resource, system, value, self.known.patient)
@@ -517,42 +517,19 @@ def _self_care(
 def _follow_up(
     b: Builder, order: Json, status: Json, patient: str, orgs: dict[str, str], lines: list[str]
 ) -> None:
-    plan = order["uppfoljning"]
-    unit = orgs[plan["ansvarig_enhet_hsaid"]]
-    start = date.fromisoformat(str(order["skapad"])[:10])
-    category = {
-        "system": m.CAREPLAN_CATEGORY,
-        "code": "device-follow-up",
-        "display": "Uppföljning av hjälpmedel",
-    }
-    activities: list[Json] = [{"reference": m.ref(line)} for line in lines]
-    for item in plan["plan"]:
-        when = (start + timedelta(days=item["efter_dagar"])).isoformat()
-        activities.append(
-            {
-                "detail": {
-                    "kind": "Appointment",
-                    "code": {"coding": [_coding("uppfoljningssatt", item["satt"])]},
-                    "status": "not-started" if status["careplan"] == "active" else "cancelled",
-                    "scheduledPeriod": {"start": when},
-                    "performer": [m.ref(unit)],
-                    "description": f"Uppföljning {item['efter_dagar']} dagar efter förskrivning",
-                }
-            }
-        )
+    current = b.known.by_id.get(f"CarePlan/{b.oids.followup}")
+    unit = orgs[order["uppfoljning"]["ansvarig_enhet_hsaid"]]
     b.own(
-        {
-            "resourceType": "CarePlan",
-            "id": b.oids.followup,
-            "status": status["careplan"],
-            "intent": "plan",
-            "category": [{"coding": [category]}],
-            "title": f"Uppföljning av beställning {order['ordernummer']}",
-            "subject": m.ref(patient),
-            "created": order["skapad"],
-            "author": m.ref(unit),
-            "activity": activities,
-        }
+        follow_up.careplan(
+            order,
+            version_of(order),
+            status,
+            b.oids.followup,
+            patient,
+            unit,
+            lines,
+            current.resource if current else None,
+        )
     )
 
 
@@ -571,17 +548,9 @@ def _withdraw(b: Builder, kind: str, key: str, what: str) -> None:
         "note": [*found.resource.get("note", []), {"text": reason}],
     }
     if "activity" in resource:
-        resource["activity"] = [_end_activity(activity) for activity in resource["activity"]]
+        why = follow_up.reason("plan-withdrawn", reason)
+        resource["activity"] = [follow_up.end(activity, why) for activity in resource["activity"]]
     b.own(resource)
-
-
-def _end_activity(activity: Json) -> Json:
-    """A withdrawn CarePlan's activity: ended when not yet done (codes.yaml `withdrawn.activity`)."""
-    detail = activity.get("detail")
-    ended = m.tables(SOURCE)["withdrawn"]["activity"].get((detail or {}).get("status"))
-    if detail is None or ended is None:
-        return activity
-    return {**activity, "detail": {**detail, "status": ended}}
 
 
 def _confirm_task(

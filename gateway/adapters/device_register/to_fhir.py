@@ -110,7 +110,7 @@ class Builder(m.BundleBuilder):
     by the time the register row was recorded."""
 
     def __init__(self, row: Json, known: Known, recorded: str, ids: SourceIds) -> None:
-        super().__init__(recorded, ids)
+        super().__init__(None, ids)  # a register row has no event time: its master data only fills gaps
         self.row = row
         self.known = known
         self.recorded = recorded

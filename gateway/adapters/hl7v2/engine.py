@@ -10,6 +10,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.adapters import master_data
 from gateway.adapters.hl7v2.events import Event, Person, Receiver
 from gateway.adapters.hl7v2.mappings import MAPPINGS
 from gateway.adapters.hl7v2.message import as_instant, fhir_time, parse_time
@@ -335,41 +336,45 @@ def _set(target: Any, path: list[str], value: Any) -> None:
             target = target.setdefault(key, [] if next_is_index else {})
 
 
+def _message_patient(e: Event, zone: ZoneInfo) -> Json:
+    """The Patient as one message gives it (PID and PD1 through mappings/hl7v2/patient.json)."""
+    system, value = e.identifier
+    result: Json = {"resourceType": "Patient", "identifier": [{"system": system, "value": value}]}
+    for element in MAPPINGS.patient["elements"]:
+        raw = e.message.get(element["source"])
+        if not raw:
+            continue
+        value_out: Any = raw
+        if element["type"] == "date":
+            moment = parse_time(raw, zone, element["source"])
+            if moment is None:
+                continue
+            value_out = (moment.date() if isinstance(moment, datetime) else moment).isoformat()
+        elif element["type"] == "code":
+            value_out = MAPPINGS.code(element["map"], raw.upper())
+            if value_out is None:
+                continue
+        _set(result, element["target"].split("."), value_out)
+    kommun = MAPPINGS.patient["kommunkod"]
+    code = e.message.get(kommun["source"])
+    if code:
+        home = (result.setdefault("address", [{}]))[0]
+        home["extension"] = [
+            {"url": kommun["extension"], "valueCoding": {"system": kommun["system"], "code": code}}
+        ]
+    return result
+
+
 def patient(existing: Json | None, events: list[Event], zone: ZoneInfo) -> Json:
-    """The Patient as it is, with what the messages say laid over it in event order; a field the
-    messages lack is kept as it was, never erased."""
+    """The Patient as it is, with each message's fields merged in event order, field by field by event
+    time (gateway/adapters/master_data.py): a field the messages lack is kept as it was, never erased, and
+    a field another source gave at a later event stays."""
     result: Json = dict(existing) if existing else {"resourceType": "Patient"}
     result.pop("meta", None)
     for e in sorted(events, key=lambda x: x.order):
-        identifiers = list(result.get("identifier") or [])
-        system, value = e.identifier
-        if not any(i.get("system") == system and i.get("value") == value for i in identifiers):
-            identifiers.append({"system": system, "value": value})
-        result["identifier"] = identifiers
-        for element in MAPPINGS.patient["elements"]:
-            raw = e.message.get(element["source"])
-            if not raw:
-                continue
-            value_out: Any = raw
-            if element["type"] == "date":
-                moment = parse_time(raw, zone, element["source"])
-                if moment is None:
-                    continue
-                value_out = (moment.date() if isinstance(moment, datetime) else moment).isoformat()
-            elif element["type"] == "code":
-                value_out = MAPPINGS.code(element["map"], raw.upper())
-                if value_out is None:
-                    continue
-            _set(result, element["target"].split("."), value_out)
-        kommun = MAPPINGS.patient["kommunkod"]
-        code = e.message.get(kommun["source"])
-        if code and result.get("address"):
-            address = result["address"][0]
-            others = [x for x in address.get("extension", []) if x.get("url") != kommun["extension"]]
-            address["extension"] = [
-                *others,
-                {"url": kommun["extension"], "valueCoding": {"system": kommun["system"], "code": code}},
-            ]
+        incoming = _message_patient(e, zone)
+        result = master_data.merge(result, incoming, fhir_time(e.event_time))
+        result.pop("meta", None)
     return result
 
 
