@@ -26,7 +26,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -163,15 +163,12 @@ class AuditQueue:
                         self.queue.task_done()
 
     def _write(self, items: list[_Item]) -> None:
-        try:
-            events = [audit_event(item.record, item.recorded) for item in items]
-        except Exception as error:  # a record that cannot be made into an AuditEvent: keep it in the log
-            log.exception("audit records not stored: %s", [i.record for i in items])
-            self._fail(items, error)
-            return
+        """Store the batch, with the records queued while it waited for its turn (`_more`), retrying
+        while the database is away; then tell each record's waiter."""
+        events = self._events(items)
         for attempt in range(ATTEMPTS):
             try:
-                self.write(events)
+                self.write(events, lambda: self._more(items, events))
             except Exception as error:  # the database is away: retry, then fail the waiting requests
                 if attempt == ATTEMPTS - 1:
                     for event in events:
@@ -181,16 +178,48 @@ class AuditQueue:
                 time.sleep(0.05 * 2**attempt)
             else:
                 for item in items:
-                    item.done.set_result(None)
+                    if not item.done.done():
+                        item.done.set_result(None)
                 return
+
+    def _events(self, items: list[_Item]) -> list[dict[str, object]]:
+        """The AuditEvents of these records; a record that cannot be made into one fails its waiter (503)
+        and stays in the log."""
+        events = []
+        for item in items:
+            try:
+                events.append(audit_event(item.record, item.recorded))
+            except Exception as error:
+                log.exception("audit record not stored: %s", item.record)
+                item.done.set_exception(AuditLost(str(error)))
+        return events
+
+    def _more(self, items: list[_Item], events: list[dict[str, object]]) -> list[dict[str, object]]:
+        """The records queued meanwhile, up to the batch size, taken into the batch once its turn has come
+        (on SQLite, processes write in turn: a batch that waited for the others' takes what queued behind
+        it, so they commit once instead of once each); their AuditEvents."""
+        taken: list[_Item] = []
+        while len(items) + len(taken) < self.batch:
+            try:
+                taken.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        items.extend(taken)
+        more = self._events(taken)
+        events.extend(more)
+        return more
 
     @staticmethod
     def _fail(items: list[_Item], error: Exception) -> None:
         for item in items:
-            item.done.set_exception(AuditLost(str(error)))
+            if not item.done.done():
+                item.done.set_exception(AuditLost(str(error)))
 
-    def write(self, events: list[dict[str, object]]) -> None:
-        """Commit a batch of AuditEvents, one transaction, as the next link of this process's chain."""
+    def write(
+        self, events: list[dict[str, object]], more: Callable[[], list[dict[str, object]]] | None = None
+    ) -> None:
+        """Commit a batch of AuditEvents, one transaction, as the next link of this process's chain; once
+        the transaction has its turn, `more` may add the events queued meanwhile (to `events`)."""
         now = utc_now()
         options = {WRITE_OPTION: True}
         with (
@@ -198,6 +227,10 @@ class AuditQueue:
             writer_turn(connection, True),  # SQLite: in turn with the write path, not in its busy handler
             connection.begin(),
         ):
+            if more is not None:
+                more()
+            if not events:
+                return
             ids = audit_log.insert_events(connection, self.extractor, events, now)
             contents = [dumps(event) for event in events]
             number = self._number + 1
