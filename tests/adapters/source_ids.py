@@ -4,7 +4,7 @@ tests compute ids under the secret of the gateway they talk to."""
 
 from __future__ import annotations
 
-from gateway.adapters.bestallningsportalen import to_fhir
+from gateway.adapters.bestallningsportalen import order_keys
 from gateway.adapters.ids import SourceIds
 from gateway.config import Settings
 from gateway.services import Services
@@ -17,9 +17,9 @@ def ids_of(where: Services | Settings) -> SourceIds:
     return SourceIds.of(where.settings if isinstance(where, Services) else where)
 
 
-def order_ids(where: Services | Settings, ordernummer: str, portal: str = "BP") -> to_fhir.OrderIds:
+def order_ids(where: Services | Settings, ordernummer: str, portal: str = "BP") -> order_keys.OrderIds:
     """The ids of an order's resources (of the installation's default portal unless told)."""
-    return to_fhir.OrderIds(ids_of(where), portal, ordernummer)
+    return order_keys.OrderIds(ids_of(where), portal, ordernummer)
 
 
 def bp(ordernummer: str, part: str = "provenance", portal: str = "BP") -> str:

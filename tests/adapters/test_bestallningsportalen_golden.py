@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.adapters import mapping
-from gateway.adapters.bestallningsportalen import to_fhir
+from gateway.adapters.bestallningsportalen import order_keys, to_fhir
 from tests.adapters.source_ids import GOLDEN_IDS
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "bestallningsportalen"
@@ -37,7 +37,7 @@ def test_an_order_maps_to_its_golden_bundle(path: Path) -> None:
     raw = path.read_bytes()
     order = json.loads(raw)
     assert mapping.check(order, "bestallningsportalen") == []
-    bundle = to_fhir.build(order, raw, to_fhir.Known(), RECORDED, GOLDEN_IDS)
+    bundle = to_fhir.build(order, raw, order_keys.Known(), RECORDED, GOLDEN_IDS)
     expected_path = path.with_name(path.name.replace(".order.json", ".bundle.json"))
     if os.environ.get("GOLDEN_UPDATE") == "1":
         expected_path.write_text(json.dumps(bundle, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

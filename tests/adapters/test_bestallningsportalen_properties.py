@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from gateway.adapters import mapping
-from gateway.adapters.bestallningsportalen import to_fhir
+from gateway.adapters.bestallningsportalen import order_keys, to_fhir
 from gateway.services import Services
 from gateway.store.tables import ResourceVersion
 from tests.adapters.source_ids import GOLDEN_IDS
@@ -83,7 +83,7 @@ def orders(draw: st.DrawFn) -> dict[str, Any]:
 def test_every_valid_order_passes_the_checks_and_maps(order: dict[str, Any]) -> None:
     assert mapping.check(order, SOURCE) == []
     raw = json.dumps(order).encode()
-    bundle = to_fhir.build(order, raw, to_fhir.Known(), "2026-11-22T12:00:00.000Z", GOLDEN_IDS)
+    bundle = to_fhir.build(order, raw, order_keys.Known(), "2026-11-22T12:00:00.000Z", GOLDEN_IDS)
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
     assert kinds[0] == "Binary" and kinds[-1] == "Provenance"
     if mapping.code_map(SOURCE, "ordertyp")[order["ordertyp"]]["resource"] == "DeviceRequest":

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gateway.adapters import quarantine
-from gateway.adapters.bestallningsportalen import to_fhir
+from gateway.adapters.bestallningsportalen import order_keys
 from gateway.adapters.bestallningsportalen.adapter import CHUNK
 from gateway.adapters.device_register.adapter import CHUNK as REGISTER_CHUNK
 from gateway.adapters.hl7v2.ack import read_ack
@@ -209,7 +209,7 @@ def test_orders_imported_in_worker_processes_are_all_audited(clean: Database, tm
 
 def _provenance(database: Database, order: dict[str, Any]) -> str:
     """The Provenance id of an order, as the import's worker processes derive it (same secret)."""
-    return to_fhir.order_ids(SourceIds.of(database.settings()), order).provenance
+    return order_keys.order_ids(SourceIds.of(database.settings()), order).provenance
 
 
 def test_orders_beyond_a_chunk_are_imported_in_worker_processes_each_once(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.adapters.bestallningsportalen import to_fhir
+from gateway.adapters.bestallningsportalen import order_keys, to_fhir
 from gateway.adapters.device_register import to_fhir as register_fhir
 from gateway.adapters.hl7v2.engine import message_id, stay_ids
 from gateway.adapters.ids import SourceIds
@@ -43,9 +43,9 @@ def _without_ids(bundle: dict[str, Any], ids: list[str]) -> str:
 def test_the_same_secret_gives_the_same_ids_and_another_secret_others() -> None:
     order = golden("01")
     raw = json.dumps(order).encode()
-    first = to_fhir.build(order, raw, to_fhir.Known(), RECORDED, GOLDEN_IDS)
-    again = to_fhir.build(order, raw, to_fhir.Known(), RECORDED, SourceIds(GOLDEN_SECRET))
-    other = to_fhir.build(order, raw, to_fhir.Known(), RECORDED, OTHER)
+    first = to_fhir.build(order, raw, order_keys.Known(), RECORDED, GOLDEN_IDS)
+    again = to_fhir.build(order, raw, order_keys.Known(), RECORDED, SourceIds(GOLDEN_SECRET))
+    other = to_fhir.build(order, raw, order_keys.Known(), RECORDED, OTHER)
     assert again == first
     assert not set(_ids(first)) & set(_ids(other))
     assert _without_ids(first, _ids(first)) == _without_ids(other, _ids(other))  # only the ids differ
@@ -93,7 +93,7 @@ def test_stored_ids_follow_the_installation_secret(secret_services: tuple[Servic
         )
         [row] = response.json()["entry"]
     ids = SourceIds.of(same.settings)
-    line = to_fhir.order_ids(ids, golden("01")).line(1)
+    line = order_keys.order_ids(ids, golden("01")).line(1)
     assert created["response"]["location"].startswith(f"DeviceRequest/{line}/_history/1")
     assert again["response"]["status"] == "200 OK"
     assert again["response"]["location"].startswith(f"DeviceRequest/{line}/")  # a replay: the same ids
@@ -102,5 +102,5 @@ def test_stored_ids_follow_the_installation_secret(secret_services: tuple[Servic
               "patient_personnummer": "191212121212"}  # fmt: skip
     use = register_fhir.use_id(ids, record)
     assert f"DeviceUseStatement/{use} created" in json.dumps(row)
-    assert to_fhir.order_ids(SourceIds.of(other.settings), golden("01")).line(1) != line
+    assert order_keys.order_ids(SourceIds.of(other.settings), golden("01")).line(1) != line
     assert register_fhir.use_id(SourceIds.of(other.settings), record) != use

@@ -2,7 +2,9 @@
 gateway/adapters/binding.py), compared with what is stored (idempotency by portal, ordernummer and
 version), mapped to a transaction Bundle and handed to the common write path in the context of its
 source; a rejected order is quarantined verbatim under the client that sent it. Each order's answer is one
-`batch-response` entry."""
+`batch-response` entry.
+
+What is stored of an order is read in known.py, its Bundle built in to_fhir.py."""
 
 from __future__ import annotations
 
@@ -16,6 +18,15 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.adapters import mapping as m
 from gateway.adapters.bestallningsportalen import to_fhir
+from gateway.adapters.bestallningsportalen.known import first_written, read, read_all, stored_version, visible
+from gateway.adapters.bestallningsportalen.order_keys import (
+    SOURCE,
+    Known,
+    order_ids,
+    portal_of,
+    source_of,
+    version_of,
+)
 from gateway.adapters.bestallningsportalen.parse import Piece, pieces
 from gateway.adapters.binding import Bound, in_source, owner, refusal
 from gateway.adapters.ids import SourceIds
@@ -26,9 +37,6 @@ from gateway.adapters.intake import (
     batch_response,
     entry,
     explain,
-    found,
-    holders,
-    identifier_search,
     reject,
     write_grouped,
 )
@@ -38,7 +46,6 @@ from gateway.errors import FhirError, Issue
 from gateway.fhir.transaction import run_transaction
 from gateway.hooks import RequestContext
 from gateway.model.types import Json, loads
-from gateway.pipeline import UnitOfWork
 from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
 
@@ -66,139 +73,6 @@ CLIENT = AdapterClient(CLIENT_ID, SCOPES)
 context_for = CLIENT.context
 
 
-def read(svc: Services, context: RequestContext, order: Json) -> tuple[to_fhir.Known, to_fhir.Known | None]:
-    """In one read-only unit of work: what is stored of the order (its Provenance, this version's Binary,
-    the first resource it wrote: a replay is answered from these alone) and, unless this version or a
-    later one is stored, everything else the order touches."""
-    return read_all(svc, context, [order])[0]
-
-
-def read_all(
-    svc: Services, context: RequestContext, orders: list[Json]
-) -> list[tuple[to_fhir.Known, to_fhir.Known | None]]:
-    """`read` for many orders in one read-only unit of work, each kind of thing read for all at once."""
-
-    ids = SourceIds.of(svc.settings)
-
-    def work(uow: UnitOfWork) -> list[tuple[to_fhir.Known, to_fhir.Known | None]]:
-        helds = _held(uow, ids, orders)
-        new = [
-            i
-            for i, (order, held) in enumerate(zip(orders, helds, strict=True))
-            if (stored := _stored_version(held, to_fhir.order_ids(ids, order))) is None
-            or stored < to_fhir.version_of(order)
-        ]
-        knowns = _known(svc, uow, ids, [orders[i] for i in new], [helds[i] for i in new])
-        by_index = dict(zip(new, knowns, strict=True))
-        return [(held, by_index.get(i)) for i, held in enumerate(helds)]
-
-    return svc.write_path.run(context, work, write=False)
-
-
-def _visible(svc: Services, context: RequestContext, order: Json, held: to_fhir.Known) -> bool:
-    """Whether the client may see the stored order's first resource (its DeviceRequest or Task)."""
-    first = held.by_id.get(_first_written(order, to_fhir.order_ids(SourceIds.of(svc.settings), order)))
-    return first is None or svc.write_path.can_read(
-        context, str(first.resource["resourceType"]), first.res_id
-    )
-
-
-def _held(uow: UnitOfWork, ids: SourceIds, orders: list[Json]) -> list[to_fhir.Known]:
-    """Each order's own resources (deterministic ids) as stored, in one query for them all."""
-    wanted = [_own_ids(to_fhir.order_ids(ids, order), order) for order in orders]
-    stored = uow.repository.current_of(key for keys in wanted for key in keys)
-    helds = []
-    for keys in wanted:
-        held = to_fhir.Known()
-        for res_type, res_id in keys:
-            if (holder := found(stored.get((res_type, res_id)))) is not None:
-                held.by_id[f"{res_type}/{res_id}"] = holder
-        helds.append(held)
-    return helds
-
-
-def _own_ids(oids: to_fhir.OrderIds, order: Json) -> list[tuple[str, str]]:
-    """(type, id) of the order's own resources other than its lines: its Provenance, this version's
-    Binary, the first resource it writes, its Tasks, follow-up plan and self-care assessment."""
-    first = _first_written(order, oids).split("/")
-    return [
-        ("Provenance", oids.provenance),
-        ("Binary", oids.binary(to_fhir.version_of(order))),
-        (first[0], first[1]),
-        ("Task", oids.confirm),
-        ("Task", oids.task),
-        ("CarePlan", oids.followup),
-        ("Observation", oids.selfcare),
-    ]
-
-
-def _own_line(oids: to_fhir.OrderIds, stored: Found) -> bool:
-    """Whether a DeviceRequest of the order's number is a line of this portal's order (its id is the
-    one its line identifier gives), not one of another portal's order of the same number."""
-    for identifier in stored.resource.get("identifier", []):
-        if identifier.get("system") == m.ORDER_LINE and isinstance(identifier.get("value"), str):
-            number, _, radnummer = identifier["value"].rpartition(":")
-            return number == oids.ordernummer and stored.res_id == oids.line(radnummer)
-    return False
-
-
-def _known(
-    svc: Services, uow: UnitOfWork, ids: SourceIds, orders: list[Json], helds: list[to_fhir.Known]
-) -> list[to_fhir.Known]:
-    """Everything each order touches that the gateway already holds (`helds`: what `_held` read): the
-    master data they name, in a query per type for them all, and the lines of an earlier version of an
-    order."""
-    wanted = [_master_keys(order) for order in orders]
-    every = [key for keys in wanted for kind in keys.values() for key in kind]
-    held_by = holders(uow, every, by_type=len(orders) > 1)
-    knowns = []
-    for order, held, keys in zip(orders, helds, wanted, strict=True):
-        known = to_fhir.Known(by_id=dict(held.by_id))
-        [patient] = keys["patient"]
-        known.patient = held_by.get(patient)
-        known.organizations = {key[2]: held_by[key] for key in keys["units"] if key in held_by}
-        known.practitioners = {key[2]: held_by[key] for key in keys["practitioners"] if key in held_by}
-        known.roles = {key[2]: held_by[key] for key in keys["roles"] if key in held_by}
-        known.devices = {key[1:]: held_by[key] for key in keys["devices"] if key in held_by}
-        oids = to_fhir.order_ids(ids, order)
-        if f"Provenance/{oids.provenance}" in held.by_id:
-            # An earlier version is stored (every version writes the Provenance): its lines, to revoke the
-            # ones this version no longer has (only this portal's: another's order may have the number).
-            group = identifier_search(m.ORDER, order["ordernummer"], "group-identifier")
-            for stored in svc.searcher.match(uow.connection, "DeviceRequest", group, limit=10_000):
-                line = Found(stored.res_id, stored.version_id, stored.json())
-                if _own_line(oids, line):
-                    known.lines[stored.res_id] = line
-                    known.by_id[f"DeviceRequest/{stored.res_id}"] = line
-        knowns.append(known)
-    return knowns
-
-
-def _master_keys(order: Json) -> dict[str, list[tuple[str, str, str]]]:
-    """The identifiers (type, system, value) of the master data and units an order names, by kind."""
-    hsaids = [p["hsaid"] for p in to_fhir.people(order)] + to_fhir.extra_practitioners(order)
-    return {
-        "patient": [("Patient", *to_fhir.patient_identifier(order))],
-        "units": [("Organization", m.HSA, hsaid) for hsaid in to_fhir.units(order)],
-        "practitioners": [("Practitioner", m.HSA, hsaid) for hsaid in hsaids],
-        "roles": [
-            ("PractitionerRole", m.PRACTITIONER_ROLE, f"{person['hsaid']}@{person['enhet_hsaid']}")
-            for person in to_fhir.people(order)
-        ],
-        "devices": [("Device", system, value) for system, value in to_fhir.unit_refs(order)],
-    }
-
-
-def _stored_version(known: to_fhir.Known, oids: to_fhir.OrderIds) -> int | None:
-    provenance = known.by_id.get(f"Provenance/{oids.provenance}")
-    if provenance is None:
-        return None
-    for extension in provenance.resource.get("extension", []):
-        if extension.get("url") == to_fhir.SOURCE_VERSION:
-            return int(extension["valueInteger"])
-    return None
-
-
 def _check_lines(order: Json) -> list[Issue]:
     seen: dict[Any, int] = {}
     issues = []
@@ -213,14 +87,7 @@ def _check_lines(order: Json) -> list[Issue]:
     return issues
 
 
-def _first_written(order: Json, oids: to_fhir.OrderIds) -> str:
-    kind = m.code_map(to_fhir.SOURCE, "ordertyp")[order["ordertyp"]]
-    if kind["resource"] == "DeviceRequest":
-        return f"DeviceRequest/{oids.line(order['rader'][0]['radnummer'])}"
-    return f"Task/{oids.task}"
-
-
-def _written(bundle: Json, response: Json, known: to_fhir.Known) -> tuple[list[Issue], dict[str, str]]:
+def _written(bundle: Json, response: Json, known: Known) -> tuple[list[Issue], dict[str, str]]:
     """An information issue per resource the Bundle wrote (created, updated or unchanged)."""
     held: list[Found] = [*known.by_id.values(), *known.organizations.values(), *known.practitioners.values()]
     held += [*known.roles.values(), *known.devices.values(), *([known.patient] if known.patient else [])]
@@ -252,7 +119,7 @@ class Built:
     order: Json
     raw: bytes
     bundle: Json
-    known: to_fhir.Known
+    known: Known
     stored: int | None
 
 
@@ -307,7 +174,7 @@ def source_key(piece: Piece) -> str | None:
     if not isinstance(number, str) or not number.strip() or len(number) > 100:
         return None
     assert isinstance(order, dict)
-    return f"{to_fhir.portal_of(order)} {number.strip()} v{to_fhir.version_of(order)}"
+    return f"{portal_of(order)} {number.strip()} v{version_of(order)}"
 
 
 def _checked(piece: Piece) -> Json:
@@ -315,7 +182,7 @@ def _checked(piece: Piece) -> Json:
     if piece.error is not None:
         raise Rejection(400, [Issue("error", "structure", piece.error, ("$",))])
     order: Any = piece.value
-    issues = m.check(order, to_fhir.SOURCE, "order") or _check_lines(order)
+    issues = m.check(order, SOURCE, "order") or _check_lines(order)
     if issues:
         raise Rejection(400, issues)
     return dict(order)
@@ -323,7 +190,7 @@ def _checked(piece: Piece) -> Json:
 
 def _admitted(bound: Bound, order: Json) -> str:
     """The order's source, if the client is bound to it; else Rejection (403, as for any source)."""
-    source = to_fhir.source_of(order)
+    source = source_of(order)
     if not bound.admits(source):
         raise Rejection(403, [refusal(source, ())])
     return source
@@ -381,16 +248,16 @@ def _prepare(
     context: RequestContext,
     order: Json,
     raw: bytes,
-    held: to_fhir.Known,
-    known: to_fhir.Known | None,
+    held: Known,
+    known: Known | None,
 ) -> Json | Built:
     """What an order becomes on what is stored of it: an answer given from that alone (a replay), a
     Rejection (another client's order, an older version, the same version with other content), or the
     Bundle that writes it."""
-    oids, version = to_fhir.order_ids(SourceIds.of(svc.settings), order), to_fhir.version_of(order)
+    oids, version = order_ids(SourceIds.of(svc.settings), order), version_of(order)
     ordernummer = order["ordernummer"]
-    stored = _stored_version(held, oids)
-    if stored is not None and not _visible(svc, context, order, held):
+    stored = stored_version(held, oids)
+    if stored is not None and not visible(svc, context, order, held):
         # another organisation's order: answered as the write path would, telling nothing of it
         message = f"This client may not change order {ordernummer}"
         raise Rejection(403, [Issue("error", "forbidden", message, ("ordernummer",))])
@@ -403,7 +270,7 @@ def _prepare(
         if content != order:
             message = f"Order {ordernummer} version {version} is stored with different content"
             raise Rejection(409, [Issue("error", "conflict", message, ("version",))])
-        first = _first_written(order, oids)
+        first = first_written(order, oids)
         found = held.by_id.get(first)
         location = f"{first}/_history/{found.version}" if found else None
         message = f"Order {ordernummer} version {version} is already stored; nothing changed"
@@ -415,7 +282,7 @@ def _prepare(
 
 def _answer(svc: Services, built: Built, response: Json) -> Json:
     issues, locations = _written(built.bundle, response, built.known)
-    first = _first_written(built.order, to_fhir.order_ids(SourceIds.of(svc.settings), built.order))
+    first = first_written(built.order, order_ids(SourceIds.of(svc.settings), built.order))
     return entry(201 if built.stored is None else 200, issues, locations.get(first))
 
 

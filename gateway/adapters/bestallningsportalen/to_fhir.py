@@ -5,23 +5,32 @@ Ids derive from the portal, the order number and what the resource is of the ord
 from an HMAC under the installation's secret, gateway/adapters/ids.py), so a replay writes to the same
 resources and an id tells nothing of the order number; master data (Patient, Organization, Practitioner,
 PractitionerRole) is found by its identifier and merged (never erased), or created with a conditional
-create on that identifier."""
+create on that identifier.
+
+What an order is known by and names is in order_keys.py, the entries collected (master data merged) in
+builder.py, the Tasks in tasks.py."""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.adapters import mapping as m
-from gateway.adapters import master_data
 from gateway.adapters.bestallningsportalen import follow_up
+from gateway.adapters.bestallningsportalen.builder import Builder
+from gateway.adapters.bestallningsportalen.order_keys import (
+    SOURCE,
+    SOURCE_VERSION,
+    Known,
+    extra_practitioners,
+    people,
+    units,
+    version_of,
+)
+from gateway.adapters.bestallningsportalen.tasks import confirm_task, confirmed_requester, work_task
 from gateway.adapters.ids import SourceIds
-from gateway.adapters.mapping import Found
 from gateway.model.types import Json
 
-SOURCE = "bestallningsportalen"
-SOURCE_VERSION = f"{m.EXT}/source-version"
 ORDER_TYPE_EXT = f"{m.EXT}/order-type"
 ASSIGNED_UNIT_EXT = f"{m.EXT}/assigned-unit"
 ORDER_TAG = {"system": m.TAGS, "code": "bestallningsportalen-order", "display": "Beställningsportalen order"}
@@ -30,241 +39,6 @@ UNCONFIRMED = {
     "code": "unconfirmed-prescriber",
     "display": "The requester is the person who keyed the order, assumed to be the prescriber",
 }
-
-
-@dataclass
-class Known:
-    """What the gateway holds that this order touches, read before the Bundle is built."""
-
-    patient: Found | None = None
-    organizations: dict[str, Found] = field(default_factory=dict)  # by HSA-id
-    practitioners: dict[str, Found] = field(default_factory=dict)  # by HSA-id
-    roles: dict[str, Found] = field(default_factory=dict)  # by "person@unit"
-    devices: dict[tuple[str, str], Found] = field(default_factory=dict)  # by (system, value)
-    by_id: dict[str, Found] = field(default_factory=dict)  # "Type/id" of this order's own resources
-    lines: dict[str, Found] = field(default_factory=dict)  # this order's DeviceRequests by id
-
-
-def portal_of(order: Json) -> str:
-    """The portal an order comes from: the installation's (source.yaml `portal_id`). Orders name none:
-    one installation takes one portal's orders, whose numbers share one identifier system."""
-    return str(m.tables(SOURCE)["portal_id"])
-
-
-def source_of(order: Json) -> str:
-    """The order's source, as clients are bound to it: `bestallningsportalen:<portal id>`."""
-    return f"{SOURCE}:{portal_of(order)}"
-
-
-@dataclass(frozen=True)
-class OrderIds:
-    """The ids of one order's own resources, each from (portal, ordernummer, what it is of the order)."""
-
-    ids: SourceIds
-    portal: str
-    ordernummer: str
-
-    def _of(self, *part: str) -> str:
-        return self.ids.id(SOURCE, self.portal, self.ordernummer, *part)
-
-    @property
-    def provenance(self) -> str:
-        """Every version of the order writes this Provenance (its source-version says which)."""
-        return self._of("provenance")
-
-    def binary(self, version: int) -> str:
-        """The raw order of one version."""
-        return self._of("binary", str(version))
-
-    def line(self, radnummer: object) -> str:
-        """The DeviceRequest of one order line."""
-        return self._of("line", str(radnummer))
-
-    @property
-    def confirm(self) -> str:
-        return self._of("confirm-prescriber")
-
-    @property
-    def task(self) -> str:
-        return self._of("task")
-
-    @property
-    def followup(self) -> str:
-        return self._of("followup")
-
-    @property
-    def selfcare(self) -> str:
-        return self._of("selfcare")
-
-
-def order_ids(ids: SourceIds, order: Json) -> OrderIds:
-    return OrderIds(ids, portal_of(order), str(order["ordernummer"]))
-
-
-def version_of(order: Json) -> int:
-    version = order.get("version", 1)
-    return version if isinstance(version, int) else 1
-
-
-def patient_identifier(order: Json) -> tuple[str, str]:
-    patient = order["patient"]
-    if patient.get("personnummer") is not None:
-        return m.PERSONNUMMER, m.person_number(patient["personnummer"]) or ""
-    return m.SAMORDNINGSNUMMER, m.person_number(patient["samordningsnummer"], coordination=True) or ""
-
-
-def units(order: Json) -> dict[str, str | None]:
-    """Every unit (HSA-id → name or None) the order names, the device unit first."""
-    device_unit = m.tables(SOURCE)["device_unit"]
-    found: dict[str, str | None] = {device_unit["hsaid"]: device_unit["name"]}
-    for person in (order.get("forskrivare"), order["registrerad_av"]):
-        if person:
-            found[person["enhet_hsaid"]] = person.get("enhet_namn") or found.get(person["enhet_hsaid"])
-    if order.get("uppfoljning"):
-        found.setdefault(order["uppfoljning"]["ansvarig_enhet_hsaid"], None)
-    return found
-
-
-def people(order: Json) -> list[Json]:
-    """The persons the order names: the prescriber (when named) and the person who keyed it, once each
-    by HSA-id (a prescriber who keyed the order themselves is one person: the prescriber's fields, and
-    what only the keying record says)."""
-    found: dict[str, Json] = {}
-    for person in (order.get("forskrivare"), order["registrerad_av"]):
-        if person:
-            found[person["hsaid"]] = {**person, **found.get(person["hsaid"], {})}
-    return list(found.values())
-
-
-def extra_practitioners(order: Json) -> list[str]:
-    """HSA-ids of persons named only by id (the self-care assessor)."""
-    assessor = (order.get("egenvard") or {}).get("bedomd_av_hsaid")
-    named = {p["hsaid"] for p in people(order)}
-    return [assessor] if assessor and assessor not in named else []
-
-
-def unit_refs(order: Json) -> list[tuple[str, str]]:
-    """(system, individnummer) of the units the order names (lines and hämtorder)."""
-    default = m.tables(SOURCE)["default_register"]
-    found = [
-        (m.unit_system(line.get("register") or default), line["individnummer"])
-        for line in order["rader"]
-        if line.get("individnummer")
-    ]
-    if order.get("hamtar_individnummer"):
-        found.insert(
-            0, (m.unit_system(order.get("hamtar_register") or default), order["hamtar_individnummer"])
-        )
-    return found
-
-
-def _split_name(name: str) -> Json:
-    words = name.split()
-    result: Json = {"text": name}
-    if len(words) > 1:
-        result["family"] = words[-1]
-        result["given"] = words[:-1]
-    return result
-
-
-class Builder(m.BundleBuilder):
-    """Collects the Bundle's entries; resolves each resource to the reference other entries use."""
-
-    def __init__(self, order: Json, known: Known, recorded: str, ids: SourceIds) -> None:
-        super().__init__(str(order["skapad"]), ids)
-        self.order = order
-        self.known = known
-        self.recorded = recorded
-        self.oids = order_ids(ids, order)
-
-    def own(self, resource: Json, target: bool = True) -> str:
-        """This order's own resources: deterministic ids, written whole."""
-        key = f"{resource['resourceType']}/{resource['id']}"
-        return self.entry(self.ids.urn(key), resource, {"method": "PUT", "url": key}, target)
-
-    # -- master data ---------------------------------------------------------------------------------
-
-    def patient(self) -> str:
-        source = self.order["patient"]
-        system, value = patient_identifier(self.order)
-        resource = m.patient(system, value)
-        given, family = source.get("fornamn"), source.get("efternamn")
-        if given or family:
-            name: Json = {"use": "official"}
-            if family:
-                name["family"] = family
-            if given:
-                name["given"] = [given]
-            name["text"] = " ".join(p for p in (given, family) if p)
-            resource["name"] = [name]
-        if source.get("telefon"):
-            resource["telecom"] = [{"system": "phone", "value": source["telefon"], "use": "home"}]
-        address: Json = {}
-        if source.get("adress"):
-            parts = source["adress"]
-            address = {"use": "home", "type": "physical"}
-            if parts.get("gata"):
-                address["line"] = [parts["gata"]]
-            if parts.get("postnummer"):
-                address["postalCode"] = parts["postnummer"].replace(" ", "")
-            if parts.get("ort"):
-                address["city"] = parts["ort"]
-            address["country"] = "SE"
-        if source.get("kommunkod"):
-            coding = {"system": m.KOMMUNKOD, "code": source["kommunkod"]}
-            address = {"use": "home", **address}
-            address["extension"] = [{"url": master_data.MUNICIPALITY_CODE, "valueCoding": coding}]
-        if address:
-            resource["address"] = [address]
-        return self.master(resource, system, value, self.known.patient)
-
-    def organization(self, hsaid: str, name: str | None) -> str:
-        resource = m.organization(hsaid, name)
-        return self.master(resource, m.HSA, hsaid, self.known.organizations.get(hsaid))
-
-    def practitioner(self, person: Json) -> str:
-        resource: Json = {
-            "resourceType": "Practitioner",
-            "meta": {"profile": [f"{m.PROFILE}SEBasePractitioner"]},
-            "identifier": [{"system": m.HSA, "value": person["hsaid"]}],
-        }
-        if person.get("namn"):
-            resource["name"] = [_split_name(person["namn"])]
-        yrke = m.code_map(SOURCE, "yrke").get(person.get("yrke") or "")
-        if yrke or person.get("forskrivarkod"):
-            qualification: Json = {"code": {"text": yrke["display"] if yrke else "Förskrivare"}}
-            if yrke:
-                coding = {"system": m.HOSP_YRKE, "code": yrke["code"], "display": yrke["display"]}
-                qualification["code"]["coding"] = [coding]
-            if person.get("forskrivarkod"):
-                qualification["identifier"] = [{"system": m.FORSKRIVARKOD, "value": person["forskrivarkod"]}]
-            resource["qualification"] = [qualification]
-        return self.master(resource, m.HSA, person["hsaid"], self.known.practitioners.get(person["hsaid"]))
-
-    def role(self, person: Json, practitioner: str, organization: str) -> str:
-        key = f"{person['hsaid']}@{person['enhet_hsaid']}"
-        resource: Json = {
-            "resourceType": "PractitionerRole",
-            "meta": {"profile": [f"{m.PROFILE}SEBasePractitionerRole"]},
-            "identifier": [{"system": m.PRACTITIONER_ROLE, "value": key}],
-            "active": True,
-            "practitioner": {**m.ref(practitioner), "display": person["namn"]},
-            "organization": m.ref(organization),
-        }
-        yrke = m.code_map(SOURCE, "yrke").get(person.get("yrke") or "")
-        if yrke:
-            coding = {"system": m.HOSP_YRKE, "code": yrke["code"], "display": yrke["display"]}
-            resource["code"] = [{"coding": [coding], "text": yrke["display"]}]
-        return self.master(resource, m.PRACTITIONER_ROLE, key, self.known.roles.get(key))
-
-    def device(self, system: str, value: str) -> str:
-        """The unit an order names, by register + individnummer (a stub until the register feeds it)."""
-        found = self.known.devices.get((system, value))
-        if found is not None:
-            return f"Device/{found.res_id}"
-        resource = {"resourceType": "Device", "identifier": [{"system": system, "value": value}]}
-        request = {"method": "POST", "url": "Device", "ifNoneExist": m.identifier_query(system, value)}
-        return self.entry(self.ids.urn("Device", system, value), resource, request)
 
 
 def _coding(table: str, code: str) -> Json:
@@ -321,7 +95,7 @@ def build(order: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) 
     requester_display = (prescriber or orderer)["namn"]
 
     confirm = known.by_id.get(f"Task/{oids.confirm}")
-    confirmed = _confirmed_requester(confirm.resource) if confirm else None
+    confirmed = confirmed_requester(confirm.resource) if confirm else None
     if prescriber is None and confirmed is not None:
         requester, requester_display = confirmed["reference"], confirmed.get("display", "")
     unconfirmed = prescriber is None and confirmed is None
@@ -359,9 +133,9 @@ def build(order: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) 
         else:
             _withdraw(b, "careplan", f"CarePlan/{oids.followup}", "uppföljningsplan")
         if unconfirmed or (confirm and confirm.resource.get("status") in m.OPEN_TASK):
-            _confirm_task(b, order, confirm, unconfirmed, status, group, patient, orgs, written_lines)
+            confirm_task(b, order, confirm, unconfirmed, status, group, patient, orgs, written_lines)
     else:
-        _work_task(b, order, kind, status, group, patient, requester, device_unit)
+        work_task(b, order, kind, status, group, patient, requester, device_unit)
 
     on_behalf = {"onBehalfOf": m.ref(requester, requester_display)} if prescriber else {}
     agents = [
@@ -393,17 +167,6 @@ def build(order: Json, raw: bytes, known: Known, recorded: str, ids: SourceIds) 
     }
     b.own(provenance, target=False)
     return {"resourceType": "Bundle", "type": "transaction", "entry": b.entries}
-
-
-def _confirmed_requester(task: Json) -> Json | None:
-    """The prescriber a completed confirm-prescriber Task names, if any."""
-    if task.get("status") != "completed":
-        return None
-    for output in task.get("output", []):
-        ref = output.get("valueReference") or {}
-        if str(ref.get("reference", "")).startswith("PractitionerRole/"):
-            return dict(ref)
-    return None
 
 
 def _device_request(
@@ -550,93 +313,4 @@ def _withdraw(b: Builder, kind: str, key: str, what: str) -> None:
     if "activity" in resource:
         why = follow_up.reason("plan-withdrawn", reason)
         resource["activity"] = [follow_up.end(activity, why) for activity in resource["activity"]]
-    b.own(resource)
-
-
-def _confirm_task(
-    b: Builder,
-    order: Json,
-    current: Found | None,
-    unconfirmed: bool,
-    status: Json,
-    group: Json,
-    patient: str,
-    orgs: dict[str, str],
-    lines: list[str],
-) -> None:
-    """Ask the ordering unit who really prescribed; cancel the question once the order names them."""
-    if current is not None:
-        if unconfirmed and status["task"] != "cancelled":
-            return  # the unit is working on it: leave it as it is
-        reason = "Ordern anger nu sin förskrivare" if not unconfirmed else "Ordern makulerades"
-        b.own({**current.resource, "status": "cancelled", "statusReason": {"text": reason}})
-        return
-    orderer = order["registrerad_av"]
-    b.own(
-        {
-            "resourceType": "Task",
-            "id": b.oids.confirm,
-            "groupIdentifier": group,
-            "status": "cancelled" if status["task"] == "cancelled" else "requested",
-            "intent": "order",
-            "code": {
-                "coding": [
-                    {"system": m.TASK_CODES, "code": "confirm-prescriber", "display": "Bekräfta förskrivare"}
-                ]
-            },
-            "description": (
-                f"Order {order['ordernummer']} registrerades av {orderer['namn']} utan att förskrivaren "
-                "angavs. Ange vem som förskrev: slutför uppgiften med förskrivarens PractitionerRole som "
-                "output (valueReference)."
-            ),
-            "focus": m.ref(lines[0]),
-            "basedOn": [m.ref(line) for line in lines],
-            "for": m.ref(patient),
-            "authoredOn": order["skapad"],
-            "owner": m.ref(orgs[orderer["enhet_hsaid"]]),
-        }
-    )
-
-
-def _work_task(
-    b: Builder,
-    order: Json,
-    kind: Json,
-    status: Json,
-    group: Json,
-    patient: str,
-    requester: str,
-    device_unit: str,
-) -> None:
-    """hämtorder and arbetsorder: a Task to the device unit, focus the unit concerned."""
-    units = unit_refs(order)
-    task_id = b.oids.task
-    current = b.known.by_id.get(f"Task/{task_id}")
-    task_status = status["task"]
-    if current is not None and task_status not in ("cancelled", "completed"):
-        task_status = current.resource.get("status", task_status)  # the device unit's progress stands
-    resource: Json = {
-        "resourceType": "Task",
-        "id": task_id,
-        "groupIdentifier": group,
-        "status": task_status,
-        "intent": "order",
-        "code": {"coding": [{"system": m.TASK_CODES, "code": kind["task_code"], "display": kind["display"]}]},
-        "for": m.ref(patient),
-        "authoredOn": order["skapad"],
-        "requester": m.ref(requester),
-        "owner": m.ref(device_unit),
-    }
-    if units:
-        resource["focus"] = m.ref(b.device(*units[0]))
-    if order.get("meddelande"):
-        resource["description"] = order["meddelande"]
-    inputs = [
-        {
-            "type": {"text": f"rad {line['radnummer']}: {line['benamning']} ({line['artikelnummer']})"},
-            "valueString": line.get("installningar") or f"antal {line['antal']}",
-        }
-        for line in order["rader"]
-    ]
-    resource["input"] = inputs
     b.own(resource)
