@@ -2,7 +2,7 @@
 
 Seeds a store, then serves it once per mode (`off`: auth and audit off; `auth`: auth on, audit off;
 `audit`: both on; default `off auth audit off auth audit`, A B C A B C) and reads Patients by id as the
-region-wide demo client with 8 keep-alive clients. For each run: requests a second, latency, and the
+region-wide demo client with BENCH_CLIENTS keep-alive clients (default 8). For each run: requests a second, latency, and the
 server's CPU time per request split into its workers' main threads (the event loop: the requests) and
 their other threads (the audit writer), read from /proc, so a busy machine shows in the rates more than in
 the CPU split. Environment: BENCH_SIZE (resources seeded, default 20000), BENCH_SECONDS (default 10),
@@ -31,6 +31,7 @@ from gateway.store.database import make_engine
 
 SIZE = int(os.environ.get("BENCH_SIZE", "20000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 MODES = {"off": ("off", "off"), "auth": ("on", "off"), "audit": ("on", "on")}
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -76,7 +77,9 @@ def main(modes: list[str]) -> None:
         "DATABASE_SCHEMA": schema,
         "GATEWAY_REGION_CLIENTS": DEMO_CLIENT_ID,
     }
-    print(f"{url.split(':')[0]}, {SIZE} resources, {bench_run.WORKERS} workers, 8 clients, {SECONDS:.0f} s")
+    print(
+        f"{url.split(':')[0]}, {SIZE} resources, {bench_run.WORKERS} workers, {CLIENTS} clients, {SECONDS:.0f} s"
+    )
     for mode in modes:
         auth, audit = MODES[mode]
         with bench_run.serving({**base_env, "GATEWAY_AUTH": auth, "GATEWAY_AUDIT": audit}) as base:
@@ -85,9 +88,9 @@ def main(modes: list[str]) -> None:
                 token = municipality.token(base, bench_run.BENCH_KEY, DEMO_CLIENT_ID)
                 headers = {"Authorization": f"Bearer {token}"}
             server = bench_run.current_server_pid()
-            measure(base, mode, read, 8, 2.0, headers=headers)  # warm up
+            measure(base, mode, read, CLIENTS, 2.0, headers=headers)  # warm up
             before = thread_cpu(server)
-            result = measure(base, mode, read, 8, SECONDS, warmup=0.0, headers=headers)
+            result = measure(base, mode, read, CLIENTS, SECONDS, warmup=0.0, headers=headers)
             after = thread_cpu(server)
             served = max(1.0, result.per_second * SECONDS)
             main_ms, other_ms = (1000 * (after[k] - before[k]) / served for k in ("main", "other"))
