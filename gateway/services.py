@@ -25,6 +25,7 @@ from gateway.security.policy import ScopePolicy
 from gateway.security.rules import Rules
 from gateway.security.sealing import development_secret
 from gateway.store.database import make_engine
+from gateway.subscriptions.outbox import Outbox
 from gateway.workflow import default_reactions, default_rules
 
 
@@ -49,7 +50,7 @@ class Services:
         # the policy on needs no reindex.
         access = AccessIndex(Rules.load(settings.access_policy), registry, settings.base_url)
         if hooks is None:
-            hooks = Hooks(rules=default_rules(), reactions=default_reactions())
+            hooks = Hooks(rules=default_rules(), reactions=default_reactions(), notify=Outbox())
             if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
                 hooks.policy = ScopePolicy()
                 if settings.organisation_policy:  # both must allow (docs/security.md)
