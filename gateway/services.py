@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -23,9 +24,11 @@ from gateway.security.audit import AuditQueue
 from gateway.security.organisation import OrganisationPolicy
 from gateway.security.policy import ScopePolicy
 from gateway.security.rules import Rules
-from gateway.security.sealing import development_secret
+from gateway.security.sealing import Sealer, development_secret
 from gateway.store.database import make_engine
 from gateway.subscriptions.outbox import Outbox
+from gateway.subscriptions.resource import SubscriptionOwners, SubscriptionRule
+from gateway.subscriptions.topics import TOPICS
 from gateway.workflow import default_reactions, default_rules
 
 
@@ -43,6 +46,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
         default_hooks = hooks is None
+        sealer = _sealer(settings)
         engine = engine or make_engine(settings.database_url, settings.database_schema)
         zone = ZoneInfo(settings.local_timezone)
         registry = Registry.load(settings.profiles_dir)
@@ -51,9 +55,11 @@ class Services:
         access = AccessIndex(Rules.load(settings.access_policy), registry, settings.base_url)
         if hooks is None:
             hooks = Hooks(rules=default_rules(), reactions=default_reactions(), notify=Outbox())
+            hooks.rules.append(SubscriptionRule(settings, sealer, TOPICS))
             if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
-                hooks.policy = ScopePolicy()
-                if settings.organisation_policy:  # both must allow (docs/security.md)
+                # each client sees its own subscriptions only (gateway/subscriptions/resource.py)
+                hooks.policy = AllOf(ScopePolicy(), SubscriptionOwners())
+                if settings.organisation_policy:  # all must allow (docs/security.md)
                     organisation = OrganisationPolicy(
                         access.rules,
                         engine,
@@ -61,7 +67,7 @@ class Services:
                         settings.region_clients,
                         settings.protected_identity_clients,
                     )
-                    hooks.policy = AllOf(ScopePolicy(), organisation)
+                    hooks.policy = AllOf(ScopePolicy(), organisation, SubscriptionOwners())
         planner = Planner(zone, settings.base_url)
         cursors = Cursors(settings.key_secret or development_secret(settings.key_secret_file))
         limits = SearchLimits(
@@ -90,3 +96,15 @@ class Services:
         """Store every queued audit record and stop the writer (at shutdown)."""
         if self.audit is not None:
             self.audit.close()
+
+
+def _sealer(settings: Settings) -> Callable[[], Sealer]:
+    """The Sealer of the installation's key secret, made when first needed (subscription headers)."""
+    made: list[Sealer] = []
+
+    def get() -> Sealer:
+        if not made:
+            made.append(Sealer.of(settings))
+        return made[0]
+
+    return get
