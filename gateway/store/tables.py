@@ -348,6 +348,7 @@ class SubscriptionState(Base):
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     last_sent: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    heartbeat_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)  # topic-based, when asked
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())

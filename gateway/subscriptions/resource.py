@@ -192,7 +192,7 @@ class SubscriptionRule:
 
     def _status(self, resource: Json, current: Json | None) -> str:
         end = resource.get("end")
-        if isinstance(end, str) and _passed(end):
+        if isinstance(end, str) and passed(end):
             return "off"
         asked = resource.get("status")
         if asked == "off":
@@ -240,7 +240,7 @@ class SubscriptionRule:
             connection.execute(update(STATE).where(STATE.c.sub_id == sub_id).values(**values))
 
 
-def _passed(instant: str) -> bool:
+def passed(instant: str) -> bool:
     try:
         when = datetime.fromisoformat(instant.replace("Z", "+00:00"))
     except ValueError:

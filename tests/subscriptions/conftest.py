@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.app import create_app
 from gateway.security import store
 from gateway.services import Services
 from gateway.subscriptions.registration import notify_rows
 from tests.api.helpers import HSA, patient
+from tests.conftest import Database
 from tests.security.conftest import RegisteredClient, bearer, new_key, organisation_policy, register
+from tests.subscriptions.receiver import Receiver
 
 ALL = "system/*.cruds"
 MUNICIPALITY = "system/Task.rs system/Patient.rs system/Subscription.cruds"
@@ -90,3 +94,30 @@ def subscription(endpoint: str, criteria: str = "Task?status=requested", **extra
 @pytest.fixture
 def world(secure_services: Services, secure_client: TestClient) -> World:
     return World(secure_services, secure_client)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver().start()
+    yield running
+    running.stop()
+
+
+NOTIFYING = {
+    "notify": True,
+    "allow_http_loopback": True,
+    "notify_retry_cap": 0.4,
+    "notify_poll_seconds": 0.1,
+    "notify_timeout": 2.0,
+}
+
+
+@pytest.fixture(params=[False, True], ids=["", "audited"])
+def notifying(database: Database, receiver: Receiver, request: pytest.FixtureRequest) -> Iterator[World]:
+    """Auth on, the deliverer running in the server, municipalities A and B allowed to the receiver."""
+    database.clear()
+    settings = database.settings(auth=True, audit=request.param, **NOTIFYING)
+    services = Services.build(settings, engine=database.engine)
+    with TestClient(create_app(services.settings, services=services)) as api:
+        yield World(services, api, receiver.base)
+    services.close()

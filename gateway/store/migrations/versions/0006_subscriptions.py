@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("retry_at", sa.DateTime(), nullable=True),
         sa.Column("failing_since", sa.DateTime(), nullable=True),
         sa.Column("last_sent", sa.DateTime(), nullable=True),
+        sa.Column("heartbeat_seconds", sa.Integer(), nullable=True),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
         sa.Column("lease_until", sa.DateTime(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
