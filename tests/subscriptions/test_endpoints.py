@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from typing import Any
 
 import pytest
 
-from gateway.subscriptions import endpoints, sender
+from gateway.subscriptions import endpoints
 from gateway.subscriptions.endpoints import EndpointRefused, Registration, normalize
 from tests.security.conftest import bearer
 from tests.subscriptions.conftest import MUNICIPALITY, World, register_notifying, subscription
@@ -93,12 +94,12 @@ def test_a_name_resolving_to_a_private_address_is_refused_before_connecting(
     if world.services.settings.audit:
         return
     connections: list[Any] = []
-    monkeypatch.setattr(sender.socket, "create_connection", lambda *a, **k: connections.append(a))
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: connections.append(a))
 
     def resolved(host: str, port: int, **_: Any) -> list[Any]:
         return [(2, 1, 6, "", ("169.254.169.254", port))]
 
-    monkeypatch.setattr(endpoints.socket, "getaddrinfo", resolved)
+    monkeypatch.setattr(socket, "getaddrinfo", resolved)
     client = register_notifying(world.services, "SE-A", ["https://hooks.kommun-a.example/"])
     headers = bearer(client.token(world.api, MUNICIPALITY))
     created = world.api.post(
