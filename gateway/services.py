@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -26,9 +26,10 @@ from gateway.security.policy import ScopePolicy
 from gateway.security.rules import Rules
 from gateway.security.sealing import Sealer, development_secret
 from gateway.store.database import make_engine
+from gateway.subscriptions import topics as subscription_topics
 from gateway.subscriptions.outbox import Outbox
 from gateway.subscriptions.resource import SubscriptionOwners, SubscriptionRule
-from gateway.subscriptions.topics import TOPICS
+from gateway.subscriptions.topics import Topic
 from gateway.workflow import default_reactions, default_rules
 
 
@@ -42,11 +43,13 @@ class Services:
     write_path: WritePath
     hooks: Hooks
     audit: AuditQueue | None = None  # the AuditEvent writer, when the hooks audit to it
+    topics: dict[str, Topic] = field(default_factory=dict)  # Subscription topics, by canonical URL
 
     @classmethod
     def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
         default_hooks = hooks is None
         sealer = _sealer(settings)
+        topics = subscription_topics.load(settings.profiles_dir)  # Subscription topics (Backport IG)
         engine = engine or make_engine(settings.database_url, settings.database_schema)
         zone = ZoneInfo(settings.local_timezone)
         registry = Registry.load(settings.profiles_dir)
@@ -55,7 +58,7 @@ class Services:
         access = AccessIndex(Rules.load(settings.access_policy), registry, settings.base_url)
         if hooks is None:
             hooks = Hooks(rules=default_rules(), reactions=default_reactions(), notify=Outbox())
-            hooks.rules.append(SubscriptionRule(settings, sealer, TOPICS))
+            hooks.rules.append(SubscriptionRule(settings, sealer, topics))
             if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
                 # each client sees its own subscriptions only (gateway/subscriptions/resource.py)
                 hooks.policy = AllOf(ScopePolicy(), SubscriptionOwners())
@@ -90,7 +93,7 @@ class Services:
             hooks.audit = audit
         resources = ResourceLimits(settings.max_resource_bytes, settings.max_json_depth)
         write_path = WritePath(engine, searcher, extractor, hooks, access, resources)
-        return cls(settings, engine, registry, searcher, extractor, write_path, hooks, audit)
+        return cls(settings, engine, registry, searcher, extractor, write_path, hooks, audit, topics)
 
     def close(self) -> None:
         """Store every queued audit record and stop the writer (at shutdown)."""

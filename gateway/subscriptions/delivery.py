@@ -37,7 +37,7 @@ from gateway.subscriptions.matcher import EVENTS, LIVE, Matcher, subscriber
 from gateway.subscriptions.outbox import Outbox
 from gateway.subscriptions.resource import STATE, SUBSCRIPTION
 from gateway.subscriptions.sender import NotSent, send
-from gateway.subscriptions.topics import TOPICS, Topic
+from gateway.subscriptions.topics import Topic
 
 log = logging.getLogger("gateway.subscriptions")
 RETENTION_EVERY = 300.0  # seconds between purges of events past their retention
@@ -47,7 +47,7 @@ class Deliverer:
     def __init__(self, services: Services, topics: dict[str, Topic] | None = None) -> None:
         self.services = services
         self.settings = services.settings
-        self.topics = TOPICS if topics is None else topics
+        self.topics = services.topics if topics is None else topics
         self.matcher = Matcher(services, self.topics)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         notify = services.hooks.notify

@@ -28,6 +28,7 @@ from gateway.security.sealing import KeySecretError, Sealer, is_sealed
 from gateway.store.tables import SubscriptionState
 from gateway.store.visibility import EVERYTHING, TOKEN, Visibility
 from gateway.subscriptions import endpoints
+from gateway.subscriptions.topics import Topic
 from gateway.unit_of_work import UnitOfWork
 
 SUBSCRIPTION = "Subscription"
@@ -37,7 +38,27 @@ MAX_HEADER_BYTES = 4096
 NOT_SUBSCRIBABLE = frozenset({SUBSCRIPTION, "AuditEvent", "Binary"})
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
-FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
+HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
+MAX_COUNT = BACKPORT + "backport-max-count"
+PAYLOAD_CONTENTS = frozenset({"empty", "id-only", "full-resource"})
+
+
+def channel_extension(resource: Json, url: str) -> Any:
+    for extension in (resource.get("channel") or {}).get("extension") or []:
+        if isinstance(extension, dict) and extension.get("url") == url:
+            for key, value in extension.items():
+                if key.startswith("value"):
+                    return value
+    return None
+
+
+def payload_content(resource: Json) -> str:
+    """A topic-based subscription's payload content (`empty` when not given, as the Backport IG says)."""
+    payload = (resource.get("channel") or {}).get("_payload") or {}
+    for extension in payload.get("extension") or []:
+        if isinstance(extension, dict) and extension.get("url") == PAYLOAD_CONTENT:
+            return str(extension.get("valueCode"))
+    return "empty"
 
 
 def owner_of(resource: Json | None) -> str | None:
@@ -96,9 +117,7 @@ class SubscriptionOwners(Permissive):
 class SubscriptionRule:
     """The business rule on a Subscription write (gateway/hooks.py, `Rule`)."""
 
-    def __init__(
-        self, settings: Settings, sealer: Callable[[], Sealer], topics: Mapping[str, object]
-    ) -> None:
+    def __init__(self, settings: Settings, sealer: Callable[[], Sealer], topics: Mapping[str, Topic]) -> None:
         self.settings = settings
         self.sealer = sealer
         self.topics = topics
@@ -147,7 +166,7 @@ class SubscriptionRule:
         status = self._status(resource, current)
         resource["status"] = status
         resource = with_owner(resource, principal.client_id)
-        self._keep_state(uow.connection, sub_id, principal.client_id, context, status, topic, current)
+        self._keep_state(uow.connection, sub_id, principal.client_id, context, status, topic, resource)
         return resource
 
     def _headers(self, sub_id: str, headers: list[Any]) -> list[str]:
@@ -176,8 +195,16 @@ class SubscriptionRule:
         """The topic canonical of a topic-based subscription, None for R4 classic criteria (checked)."""
         criteria = str(resource.get("criteria") or "")
         if criteria.startswith(("http://", "https://")):
-            if criteria not in self.topics:
+            topic = self.topics.get(criteria)
+            if topic is None:
                 raise unprocessable(f"Unknown subscription topic {criteria}", "Subscription.criteria")
+            topic.check_filters(resource)
+            content = payload_content(resource)
+            if content not in PAYLOAD_CONTENTS:
+                raise unprocessable(
+                    "backport-payload-content is empty, id-only or full-resource",
+                    "Subscription.channel.payload",
+                )
             return criteria
         res_type, _, query = criteria.partition("?")
         if res_type not in SUPPORTED or res_type in NOT_SUBSCRIBABLE:
@@ -217,7 +244,7 @@ class SubscriptionRule:
         context: RequestContext,
         status: str,
         topic: str | None,
-        current: Json | None,
+        resource: Json,
     ) -> None:
         principal = context.requestor
         values = {
@@ -227,6 +254,7 @@ class SubscriptionRule:
             "status": status,
             "reason": None,
             "topic": topic,
+            "heartbeat_seconds": _heartbeat(resource) if topic else None,
             "attempts": 0,
             "retry_at": None,
             "failing_since": None,
@@ -248,3 +276,8 @@ def passed(instant: str) -> bool:
     if when.tzinfo is not None:
         when = when.astimezone(UTC).replace(tzinfo=None)
     return when <= utc_now()
+
+
+def _heartbeat(resource: Json) -> int | None:
+    period = channel_extension(resource, HEARTBEAT_PERIOD)
+    return int(period) if isinstance(period, int) and period > 0 else None
