@@ -33,6 +33,7 @@ from gateway.security.middleware import Authenticate
 from gateway.security.proxies import ForwardedFor, TrustedProxies
 from gateway.security.tokens import Authority
 from gateway.services import Services
+from gateway.subscriptions.delivery import start_deliverer
 
 log = logging.getLogger("gateway")
 
@@ -80,11 +81,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         listener = await mllp.start_embedded(svc)  # GATEWAY_MLLP_PORT: MLLP on this event loop too
+        deliverer = start_deliverer(svc)  # GATEWAY_NOTIFY: subscriptions delivered by this process too
         try:
             yield
         finally:
             if listener is not None:
                 await listener.stop()
+            if deliverer is not None:
+                await run_in_threadpool(deliverer.stop)
             await run_in_threadpool(svc.close)  # every audit record stored before the process ends
 
     app = FastAPI(

@@ -35,6 +35,7 @@ from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import WRITE_OPTION, make_engine
 from gateway.store.repository import R, Repository, Stored
+from gateway.subscriptions.cli import notify, subscriptions_app
 
 app = typer.Typer(
     help="FHIR gateway for medical and assistive devices in Swedish home care.", no_args_is_help=True
@@ -48,6 +49,8 @@ app.command("mllp")(hl7v2_cli.mllp)
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(subscriptions_app, name="subscriptions")
+app.command("notify")(notify)
 app.command("demo-token")(demo_token)
 # soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width
 console = Console(stderr=True, soft_wrap=True)

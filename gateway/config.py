@@ -127,6 +127,22 @@ class Settings:
     mllp_tls_key: str = ""
     mllp_tls_client_ca: str = ""
 
+    # Subscriptions (docs/fhir/subscriptions.md): whether `gateway serve` delivers too (`gateway notify`
+    # delivers on its own); http:// to loopback addresses (tests, local trials); the cap on the interval
+    # between retries, seconds; how long an undelivered event is retried before its subscription goes
+    # to `error`, and how long events stay readable by `$events`, days; a delivery's timeout, seconds;
+    # concurrent deliveries in all and per endpoint (scheme, host and port); how often the outbox is
+    # looked at when nothing woke the deliverer (other processes' writes), seconds.
+    notify: bool = True
+    allow_http_loopback: bool = False
+    notify_retry_cap: float = 60.0
+    notify_max_age_days: float = 7.0
+    notify_retention_days: float = 30.0
+    notify_timeout: float = 10.0
+    notify_workers: int = 8
+    notify_endpoint_concurrency: int = 2
+    notify_poll_seconds: float = 1.0
+
     def for_batch(self) -> Settings:
         """These settings for a batch command (`gateway load`, `gateway import …`, replay): nobody waits
         on it to be refused, so a full audit queue makes it wait for the audit writer, not fail (503)."""
@@ -194,4 +210,15 @@ class Settings:
             mllp_tls_cert=os.environ.get("GATEWAY_MLLP_TLS_CERT", ""),
             mllp_tls_key=os.environ.get("GATEWAY_MLLP_TLS_KEY", ""),
             mllp_tls_client_ca=os.environ.get("GATEWAY_MLLP_TLS_CLIENT_CA", ""),
+            notify=_switch("GATEWAY_NOTIFY", defaults.notify),
+            allow_http_loopback=_switch("GATEWAY_ALLOW_HTTP_LOOPBACK", defaults.allow_http_loopback),
+            notify_retry_cap=_float("GATEWAY_NOTIFY_RETRY_CAP", defaults.notify_retry_cap),
+            notify_max_age_days=_float("GATEWAY_NOTIFY_MAX_AGE_DAYS", defaults.notify_max_age_days),
+            notify_retention_days=_float("GATEWAY_NOTIFY_RETENTION_DAYS", defaults.notify_retention_days),
+            notify_timeout=_float("GATEWAY_NOTIFY_TIMEOUT", defaults.notify_timeout),
+            notify_workers=_int("GATEWAY_NOTIFY_WORKERS", defaults.notify_workers),
+            notify_endpoint_concurrency=_int(
+                "GATEWAY_NOTIFY_ENDPOINT_CONCURRENCY", defaults.notify_endpoint_concurrency
+            ),
+            notify_poll_seconds=_float("GATEWAY_NOTIFY_POLL_SECONDS", defaults.notify_poll_seconds),
         )

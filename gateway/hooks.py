@@ -318,7 +318,12 @@ class AuditSink(Protocol):
 
 
 class Notifier(Protocol):
-    def changed(self, changes: list[Change]) -> None: ...
+    def store(self, connection: Connection, changes: list[Change]) -> None:
+        """Keep what a unit of work changed, in its transaction (before it commits): the outbox rows of
+        the subscriptions (gateway/subscriptions/outbox.py), so a rolled-back write notifies nobody."""
+
+    def changed(self, changes: list[Change]) -> None:
+        """After the commit: what changed (to wake whoever delivers)."""
 
 
 class AllowAll(Permissive):
@@ -345,6 +350,9 @@ class LogAudit:
 
 
 class NoNotify:
+    def store(self, connection: Connection, changes: list[Change]) -> None:
+        return None
+
     def changed(self, changes: list[Change]) -> None:
         return None
 

@@ -113,6 +113,8 @@ class WritePath:
                     if write:  # a write's AuditEvents commit with it (docs/security.md, Audit)
                         self.hooks.audit.store(connection, combined(uow.records))
                         uow.audited = True
+                        if uow.changes:  # its outbox rows too: a rolled-back write notifies nobody
+                            self.hooks.notify.store(connection, uow.changes)
                 self._after_commit(uow)
                 return result
             except IdentifierTaken as error:

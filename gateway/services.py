@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -23,8 +24,12 @@ from gateway.security.audit import AuditQueue
 from gateway.security.organisation import OrganisationPolicy
 from gateway.security.policy import ScopePolicy
 from gateway.security.rules import Rules
-from gateway.security.sealing import development_secret
+from gateway.security.sealing import Sealer, development_secret
 from gateway.store.database import make_engine
+from gateway.subscriptions import topics as subscription_topics
+from gateway.subscriptions.outbox import Outbox
+from gateway.subscriptions.resource import SubscriptionOwners, SubscriptionRule
+from gateway.subscriptions.topics import Topic
 from gateway.workflow import default_reactions, default_rules
 
 
@@ -38,10 +43,13 @@ class Services:
     write_path: WritePath
     hooks: Hooks
     audit: AuditQueue | None = None  # the AuditEvent writer, when the hooks audit to it
+    topics: dict[str, Topic] = field(default_factory=dict)  # Subscription topics, by canonical URL
 
     @classmethod
     def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
         default_hooks = hooks is None
+        sealer = _sealer(settings)
+        topics = subscription_topics.load(settings.profiles_dir)  # Subscription topics (Backport IG)
         engine = engine or make_engine(settings.database_url, settings.database_schema)
         zone = ZoneInfo(settings.local_timezone)
         registry = Registry.load(settings.profiles_dir)
@@ -49,10 +57,14 @@ class Services:
         # the policy on needs no reindex.
         access = AccessIndex(Rules.load(settings.access_policy), registry, settings.base_url)
         if hooks is None:
-            hooks = Hooks(rules=default_rules(), reactions=default_reactions(settings.profiles_dir))
+            hooks = Hooks(
+                rules=default_rules(), reactions=default_reactions(settings.profiles_dir), notify=Outbox()
+            )
+            hooks.rules.append(SubscriptionRule(settings, sealer, topics))
             if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
-                hooks.policy = ScopePolicy()
-                if settings.organisation_policy:  # both must allow (docs/security.md)
+                # each client sees its own subscriptions only (gateway/subscriptions/resource.py)
+                hooks.policy = AllOf(ScopePolicy(), SubscriptionOwners())
+                if settings.organisation_policy:  # all must allow (docs/security.md)
                     organisation = OrganisationPolicy(
                         access.rules,
                         engine,
@@ -60,7 +72,7 @@ class Services:
                         settings.region_clients,
                         settings.protected_identity_clients,
                     )
-                    hooks.policy = AllOf(ScopePolicy(), organisation)
+                    hooks.policy = AllOf(ScopePolicy(), organisation, SubscriptionOwners())
         planner = Planner(zone, settings.base_url)
         cursors = Cursors(settings.key_secret or development_secret(settings.key_secret_file))
         limits = SearchLimits(
@@ -83,9 +95,21 @@ class Services:
             hooks.audit = audit
         resources = ResourceLimits(settings.max_resource_bytes, settings.max_json_depth)
         write_path = WritePath(engine, searcher, extractor, hooks, access, resources)
-        return cls(settings, engine, registry, searcher, extractor, write_path, hooks, audit)
+        return cls(settings, engine, registry, searcher, extractor, write_path, hooks, audit, topics)
 
     def close(self) -> None:
         """Store every queued audit record and stop the writer (at shutdown)."""
         if self.audit is not None:
             self.audit.close()
+
+
+def _sealer(settings: Settings) -> Callable[[], Sealer]:
+    """The Sealer of the installation's key secret, made when first needed (subscription headers)."""
+    made: list[Sealer] = []
+
+    def get() -> Sealer:
+        if not made:
+            made.append(Sealer.of(settings))
+        return made[0]
+
+    return get

@@ -44,6 +44,7 @@ class Database:
             "database_schema": self.schema,
             "auth": False,
             "audit": False,
+            "notify": False,  # no deliverer thread unless a test asks (tests/subscriptions)
         }
         values.update(overrides)
         if values["auth"] and "base_url" not in overrides:

@@ -37,6 +37,28 @@ PUT_CREATE = (
 )
 
 
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+
+
+def subscription_entry(svc: Services) -> dict[str, Any]:
+    """The Subscriptions R5 Backport IG's declarations: its Subscription profile, each topic's canonical,
+    and the `$status` and `$events` operations (docs/fhir/subscriptions.md)."""
+    return {
+        "supportedProfile": [f"{BACKPORT}/StructureDefinition/backport-subscription"],
+        "extension": [
+            {
+                "url": f"{BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+                "valueCanonical": url,
+            }
+            for url in sorted(svc.topics)
+        ],
+        "operation": [
+            {"name": "status", "definition": f"{BACKPORT}/OperationDefinition/backport-subscription-status"},
+            {"name": "events", "definition": f"{BACKPORT}/OperationDefinition/backport-subscription-events"},
+        ],
+    }
+
+
 def capability_statement(svc: Services, base: str) -> dict[str, Any]:
     resources = []
     restricted = svc.settings.auth and svc.settings.organisation_policy
@@ -68,6 +90,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
                 ],
             }
             | ({"documentation": PUT_CREATE} if restricted else {})
+            | (subscription_entry(svc) if res_type == "Subscription" else {})
         )
     return {
         "resourceType": "CapabilityStatement",

@@ -23,6 +23,7 @@ from gateway.fhir import (
 )
 from gateway.fhir.http import negotiate
 from gateway.model.types import SUPPORTED, is_valid_id
+from gateway.subscriptions import operations
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -64,6 +65,8 @@ def routes() -> list[Route]:
     return [
         Route("/metadata", _checked(capabilities.metadata), methods=["GET"]),
         Route("/", _checked(transaction.transaction_or_batch), methods=["POST"]),
+        Route("/Subscription/{res_id}/$status", _checked(operations.status), methods=["GET"]),
+        Route("/Subscription/{res_id}/$events", _checked(operations.events), methods=["GET"]),
         Route("/{res_type}/_history", _checked(history.type_history), methods=["GET"]),
         Route("/{res_type}/_search", _checked(search.search_post), methods=["POST"]),
         Route("/{res_type}/{res_id}/_history/{version_id}", _checked(vread.vread), methods=["GET"]),

@@ -31,6 +31,7 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "List",
     "ServiceRequest",
     "Binary",
+    "Subscription",
 )
 SUPPORTED = frozenset(SUPPORTED_TYPES)
 

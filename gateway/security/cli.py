@@ -23,6 +23,7 @@ from gateway.security.scopes import GATEWAY_SCOPES, is_known, split
 from gateway.security.sealing import Sealer
 from gateway.security.tokens import ASSERTION_TYPE
 from gateway.store.database import make_engine
+from gateway.subscriptions.registration import notify_rows
 
 clients_app = typer.Typer(help="Registered system clients (SMART Backend Services).", no_args_is_help=True)
 keys_app = typer.Typer(help="The gateway's token signing keys.", no_args_is_help=True)
@@ -83,6 +84,15 @@ SOURCE_HELP = (
 )
 
 
+ENDPOINT_HELP = (
+    "A URL prefix its subscriptions may deliver to (repeatable), https://…/; normalized, and matched at a "
+    "path boundary."
+)
+NETWORK_HELP = "A private network (CIDR) its endpoints may resolve to (repeatable), e.g. 10.12.0.0/16."
+CA_HELP = "A CA bundle (PEM) its endpoints' certificates are checked against, instead of the system's."
+CERT_HELP = "A client certificate and key (one PEM file) presented to its endpoints (mutual TLS)."
+
+
 @clients_app.command("add")
 def add(
     name: Annotated[str, typer.Option(help="A name people recognise.")],
@@ -90,9 +100,19 @@ def add(
     jwks: Annotated[Path, typer.Option(help="File with the client's public keys (a JWKS, RS384/ES384).")],
     scopes: Annotated[str, typer.Option(help='Scopes it may be granted, e.g. "system/Task.cruds".')],
     source: Annotated[list[str] | None, typer.Option("--source", help=SOURCE_HELP)] = None,
+    notify_endpoint: Annotated[
+        list[str] | None, typer.Option("--notify-endpoint", help=ENDPOINT_HELP)
+    ] = None,
+    notify_network: Annotated[list[str] | None, typer.Option("--notify-network", help=NETWORK_HELP)] = None,
+    notify_ca: Annotated[Path | None, typer.Option("--notify-ca", help=CA_HELP)] = None,
+    notify_client_cert: Annotated[Path | None, typer.Option("--notify-client-cert", help=CERT_HELP)] = None,
 ) -> None:
     """Register a client; prints `client_id: <id>`."""
     bound = _sources(source or [])
+    try:
+        notify = notify_rows(notify_endpoint or [], notify_network or [], notify_ca, notify_client_cert)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--notify-…") from error
     try:
         document = public_jwks(json.loads(jwks.read_text(encoding="utf-8")))
     except (OSError, ValueError) as error:
@@ -101,7 +121,7 @@ def add(
     granted = _scopes(scopes)
     _settings, engine = _engine()
     try:
-        client = store.add_client(engine, name, org, document, granted, sources=bound)
+        client = store.add_client(engine, name, org, document, granted, sources=bound, notify=notify)
     finally:
         engine.dispose()
     print(f"client_id: {client.client_id}")

@@ -38,6 +38,7 @@ WROTE_KEY = "gateway.security.organisation.wrote-identity"
 ACTORS_SECONDS = 5.0  # how long a process trusts what it found names an organisation
 # Writing these can change who an organisation is (its Organization, PractitionerRoles, CareTeams).
 IDENTITY_TYPES = frozenset({"Organization", "PractitionerRole", "CareTeam"})
+SUBSCRIPTION = "Subscription"
 OPEN_TASKS = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
@@ -113,7 +114,7 @@ class OrganisationPolicy(Permissive):
                 self._conditions.clear()
             found = ForOrganisation(
                 actors,
-                self.rules.public_types,
+                self.rules.public_types | {SUBSCRIPTION},  # each client's own: SubscriptionOwners
                 self.rules.patient_wide_types,
                 frozenset(self.rules.addressed_types),
             )
@@ -143,8 +144,8 @@ class OrganisationPolicy(Permissive):
     def authorize_write(
         self, context: RequestContext, action: str, resource: Json, current: Json | None
     ) -> None:
-        if self.exempt(context):
-            return
+        if self.exempt(context) or resource.get("resourceType") == SUBSCRIPTION:
+            return  # a subscription is its client's own (gateway/subscriptions/resource.py)
         actors = self.actors(context)
         if current is not None:
             self._authorize_change(actors, context, action, resource, current)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.hooks import internal_client
 from gateway.security import sources as client_sources
 from gateway.store.database import WRITE_OPTION
-from gateway.store.tables import AssertionJti, DisabledClient, OAuthClient, SigningKey
+from gateway.store.tables import AssertionJti, ClientNotify, DisabledClient, OAuthClient, SigningKey
 
 CLIENTS = cast(Table, OAuthClient.__table__)
 KEYS = cast(Table, SigningKey.__table__)
@@ -64,6 +64,9 @@ def _client(row: Any) -> Client:
     )
 
 
+NOTIFY = cast(Table, ClientNotify.__table__)
+
+
 def add_client(
     engine: Engine,
     name: str,
@@ -72,6 +75,7 @@ def add_client(
     scopes: list[str],
     client_id: str | None = None,
     sources: Sequence[str] = (),
+    notify: Sequence[tuple[str, str]] = (),
 ) -> Client:
     """Register a client, bound to `sources` (canonical `KIND:ID`, `gateway.security.sources.parse`)."""
     if client_id is not None and internal_client(client_id):
@@ -92,6 +96,10 @@ def add_client(
             )
         )
         client_sources.insert_rows(connection, client.client_id, sources)
+        if notify:  # where its subscriptions may deliver (gateway/subscriptions/endpoints.py)
+            connection.execute(
+                insert(NOTIFY), [{"client_id": client.client_id, "kind": k, "value": v} for k, v in notify]
+            )
     return client
 
 

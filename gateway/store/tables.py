@@ -313,3 +313,70 @@ class AssertionJti(Base):
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(), index=True)
+
+
+class NotifyOutbox(Base):
+    """One row per resource version a write stored, written in the write's own transaction (a rolled-back
+    write leaves none); the subscription matcher takes them in `id` order and deletes them
+    (docs/fhir/subscriptions.md). Nothing per subscription is written at write time."""
+
+    __tablename__ = "notify_outbox"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(8))
+    stored_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class SubscriptionState(Base):
+    """A Subscription's delivery state, beside its resource: who it evaluates as (the client that wrote
+    it, its organisation and scopes then), the last event number given and acknowledged, retries and the
+    lease of the process delivering it (PostgreSQL: taken with SKIP LOCKED, expiring)."""
+
+    __tablename__ = "subscription_state"
+    sub_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(255))
+    organization: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    scopes: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # requested | active | error | off
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    topic: Mapped[str | None] = mapped_column(String(255), nullable=True)  # None: R4 classic criteria
+    last_number: Mapped[int] = mapped_column(BigInteger, default=0)  # the last event number given
+    acked: Mapped[int] = mapped_column(BigInteger, default=0)  # the last number the receiver answered 2xx
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    last_sent: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    heartbeat_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)  # topic-based, when asked
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    __table_args__ = (Index("ix_subscription_state_status", "status", "retry_at"),)
+
+
+class SubscriptionEvent(Base):
+    """The event log: a subscription's events numbered from 1 without gaps, naming the focus by type, id
+    and version only (its content is rendered at delivery, through the subscriber's read policy then)."""
+
+    __tablename__ = "subscription_event"
+    sub_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    res_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    res_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime())
+    __table_args__ = (Index("ix_subscription_event_time", "occurred_at"),)
+
+
+class ClientNotify(Base):
+    """What a registered client's subscriptions may deliver to (`gateway clients add --notify-endpoint
+    PREFIX --notify-network CIDR --notify-ca FILE --notify-client-cert FILE`): `kind` endpoint, network,
+    ca or cert."""
+
+    __tablename__ = "client_notify"
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_client.client_id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024), primary_key=True)

@@ -13,6 +13,7 @@ from gateway.config import Settings
 from gateway.fhir.capabilities import capability_statement
 from gateway.search.registry import Registry
 from gateway.services import Services
+from gateway.subscriptions import topics as subscription_topics
 from tests.security.outsider.world_data import NOT_SEEDED, PUBLIC_TYPES
 
 SORTABLE = frozenset({"token", "string", "date", "number", "uri"})
@@ -25,7 +26,8 @@ def registry() -> Registry:
 
 @cache
 def metadata() -> dict[str, Any]:
-    shim = cast(Services, SimpleNamespace(registry=registry(), settings=Settings(auth=True)))
+    topics = subscription_topics.load(Settings().profiles_dir)
+    shim = cast(Services, SimpleNamespace(registry=registry(), settings=Settings(auth=True), topics=topics))
     return capability_statement(shim, "http://testserver/fhir")
 
 

@@ -23,11 +23,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from joserfc.jwk import ECKey
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, insert, text
 
 from gateway.app import create_app
 from gateway.model.types import SUPPORTED_TYPES, Json
 from gateway.security import store
+from gateway.security.store import NOTIFY
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import make_engine
@@ -118,6 +119,9 @@ class World:
         return self.client.get(url, headers=headers or self.outsider, **kwargs)
 
 
+HOOKS = "https://region.example/hooks/"
+
+
 def _register(engine: Engine, org: str, scopes: str, sources: tuple[str, ...] = ()) -> RegisteredClient:
     key = ECKey.generate_key("P-384", auto_kid=True)
     jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
@@ -172,6 +176,25 @@ def _seed(services: Services, clients: dict[str, RegisteredClient]) -> None:
         _transaction(client, region, hidden)
         _transaction(client, region, [s for s in seeded if s.flavour == "b"])
         _transaction(client, region, [s for s in seeded if s.flavour == "hb"])
+        # a Subscription of the region-wide client's own: hidden from every other client (its owner's)
+        with services.engine.begin() as connection:
+            row = {"client_id": clients["region"].client_id, "kind": "endpoint", "value": HOOKS}
+            connection.execute(insert(NOTIFY), row)
+        subscription = {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "Regionens prenumeration",
+            "criteria": "Task?status=requested",
+            "channel": {"type": "rest-hook", "endpoint": HOOKS + "4711", "header": ["X-Region: 90210"]},
+        }
+        answer = client.post("/fhir/Subscription", json=subscription, headers=region)
+        assert answer.status_code == 201, answer.text[:2000]
+        answer = client.post(
+            "/fhir/Subscription", json={**subscription, "reason": "Borttagen"}, headers=region
+        )
+        assert answer.status_code == 201, answer.text[:2000]
+        gone_url = f"/fhir/Subscription/{answer.json()['id']}"
+        assert client.delete(gone_url, headers=region).status_code in (200, 204)
         for item in seeded:
             if item.flavour == "gone":
                 assert client.delete(f"/fhir/{item.ref}", headers=region).status_code in (200, 204)
@@ -342,6 +365,17 @@ def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, eng
             continue
         hidden.add(ref)
     gone = {s.ref for s in world_resources() if s.flavour == "gone"}
+    with engine.connect() as connection:  # the region's deleted Subscription (its own, not seeded)
+        for res_id, content in connection.execute(
+            text(
+                "SELECT res_id, content FROM resource_version WHERE res_type = 'Subscription' AND "
+                "version_id = 1 AND res_id IN (SELECT res_id FROM resource WHERE res_type = 'Subscription' "
+                "AND deleted = :yes)"
+            ),
+            {"yes": True},
+        ):
+            gone.add(f"Subscription/{res_id}")
+            written[f"Subscription/{res_id}"] = json.loads(content)
     # what the outsider is served of what it reads
     served = {
         ref: _audit_as_seen(stored[ref], visible) if ref.startswith("AuditEvent/") else stored[ref]

@@ -33,7 +33,9 @@ LABELS = "http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel"
 HSA_CLINIC, HSA_A, HSA_B = "SE2321000016-LUNG", "SE2120000181-KA", "SE2120000182-KB"
 HIDDEN_FLAVOURS = frozenset({"h", "hb", "gone"})
 # Types the world does not write through the API: the gateway writes AuditEvents itself.
-NOT_SEEDED = frozenset({"AuditEvent"})
+# AuditEvents come from the audit trail; Subscriptions are owned per client, not per organisation, and
+# are covered by tests/subscriptions (a client sees only its own).
+NOT_SEEDED = frozenset({"AuditEvent", "Subscription"})
 B_COUNT, H_COUNT, H_PAGING = 3, 6, 26  # B's rows per type; hidden rows per type; hidden Observations
 SEED = 14
 
