@@ -2,12 +2,13 @@
 
 Seeds a store, then serves it once per mode (`off`: auth and audit off; `auth`: auth on, audit off;
 `audit`: both on; default `off auth audit off auth audit`, A B C A B C) and reads Patients by id as the
-region-wide demo client with BENCH_CLIENTS keep-alive clients (default 8). For each run: requests a
-second, latency, and the server's CPU time per request split into its workers' main threads (the event
-loop: the requests) and their other threads (the audit writer), read from /proc, so a busy machine shows
-in the rates more than in the CPU split. Environment: BENCH_SIZE (resources seeded, default 20000), BENCH_SECONDS (default 10),
-BENCH_WORKERS (default 2), AUDIT_COST_URL (a database URL; default a fresh SQLite file),
-AUDIT_COST_SCHEMA (PostgreSQL: the schema, dropped and made anew)."""
+region-wide demo client. For each run: requests a second, latency, and the server's CPU time per request
+split into its workers' main threads (the event loop: the requests) and their other threads (the audit
+writer), read from /proc, so a busy machine shows in the rates more than in the CPU split.
+
+Environment: BENCH_SIZE (resources seeded, default 20000), BENCH_SECONDS (default 10), BENCH_CLIENTS
+(keep-alive clients, default 8), BENCH_WORKERS (default 2), AUDIT_COST_URL (a database URL; default a
+fresh SQLite file), AUDIT_COST_SCHEMA (PostgreSQL: the schema, dropped and made anew)."""
 
 from __future__ import annotations
 
