@@ -77,11 +77,13 @@ def add_client(
     sources: Sequence[str] = (),
     notify: Sequence[tuple[str, str]] = (),
 ) -> Client:
-    """Register a client, bound to `sources` (canonical `KIND:ID`, `gateway.security.sources.parse`)."""
+    """Register a client, bound to `sources` (canonical `KIND:ID`, `gateway.security.sources.parse`). A
+    generated id is hexadecimal: an operator types it after `gateway clients disable`, where one beginning
+    with `-` would be read as an option."""
     if client_id is not None and internal_client(client_id):
         raise ValueError(f"'{client_id}' is a client id the gateway keeps for itself")
     client = Client(
-        client_id or secrets.token_urlsafe(18), name, organization, jwks, tuple(scopes), utc_now(), True
+        client_id or secrets.token_hex(16), name, organization, jwks, tuple(scopes), utc_now(), True
     )
     with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
         connection.execute(
