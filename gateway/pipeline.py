@@ -41,7 +41,7 @@ from gateway.hooks import (
     patients_of,
 )
 from gateway.limits.resources import DEFAULT_LIMITS, ResourceLimits
-from gateway.model.types import Json
+from gateway.model.types import SERVER_IDS, Json
 from gateway.model.validate import validate
 from gateway.search.dates import to_instant, utc_now
 from gateway.search.engine import Searcher
@@ -399,7 +399,7 @@ class WritePath:
         given = resource
         policy = self.hooks.policy
         current = self.visible(uow, uow.current_for_write(res_type, res_id))
-        if (current is None or current.deleted) and not policy.may_create_by_put(uow.context):
+        if (current is None or current.deleted) and not self.may_create_by_put(uow.context, res_type):
             raise not_found(f"{res_type}/{res_id} is not known")
         if guard is not None and (current is None or current.version_id != guard):
             raise Conflict(f"{res_type}/{res_id} changed while the patch was applied")
@@ -439,12 +439,17 @@ class WritePath:
             body = dict(resource)
             body["id"] = found[0].res_id
             return self.update(uow, res_type, found[0].res_id, body, if_match)
-        if not self.hooks.policy.may_create_by_put(uow.context):
+        if not self.may_create_by_put(uow.context, res_type):
             raise not_found(f"The condition '{query}' matches no {res_type} known here")
         body = dict(resource) if isinstance(resource, dict) else resource
         if isinstance(body, dict):
             body["id"] = body_id or str(uuid4())
         return self.update(uow, res_type, body["id"] if isinstance(body, dict) else "", body)
+
+    def may_create_by_put(self, context: RequestContext, res_type: str) -> bool:
+        """Whether `context` may create a `res_type` under an id it chooses: never where ids are the
+        gateway's (`SERVER_IDS`), else as the policy says."""
+        return res_type not in SERVER_IDS and self.hooks.policy.may_create_by_put(context)
 
     def patch(
         self, uow: UnitOfWork, res_type: str, res_id: str, operations: Any, if_match: int | None = None

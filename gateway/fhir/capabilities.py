@@ -10,7 +10,7 @@ from starlette.responses import Response
 from gateway import FHIR_VERSION, __version__
 from gateway.fhir.context import request_context, services
 from gateway.fhir.http import fhir_response
-from gateway.model.types import SUPPORTED_TYPES
+from gateway.model.types import SERVER_IDS, SUPPORTED_TYPES
 from gateway.search.dates import to_instant, utc_now
 from gateway.security.endpoints import capability_security
 from gateway.services import Services
@@ -70,7 +70,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
                 "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
                 "versioning": "versioned",
                 "readHistory": True,
-                "updateCreate": not restricted,
+                "updateCreate": not restricted and res_type not in SERVER_IDS,
                 "conditionalCreate": True,
                 "conditionalUpdate": True,
                 "conditionalDelete": "not-supported",

@@ -73,7 +73,7 @@ def plan_entry(svc: Services, uow: UnitOfWork, e: Entry, plan: Plan) -> None:
         found = write_path.match(uow, e.res_type, e.query, "update")
         if len(found) > 1:
             raise precondition_failed(f"The condition '{e.query}' matches more than one {e.res_type}")
-        if not found and e.method == "PUT" and not svc.hooks.policy.may_create_by_put(uow.context):
+        if not found and e.method == "PUT" and not write_path.may_create_by_put(uow.context, e.res_type):
             raise not_found(f"The condition '{e.query}' matches no {e.res_type} known here")
         if e.method == "PATCH":
             if not found:

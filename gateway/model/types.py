@@ -34,6 +34,9 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "Subscription",
 )
 SUPPORTED = frozenset(SUPPORTED_TYPES)
+# Types whose ids only the gateway gives (POST): a PUT to an id that does not exist, is deleted or is hidden
+# answers the same 404 for every client, trusted writers included (docs/security.md, create by PUT).
+SERVER_IDS = frozenset({"Subscription"})
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 

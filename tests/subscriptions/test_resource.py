@@ -73,3 +73,53 @@ def test_headers_endpoints_and_criteria_are_checked(world: World) -> None:
         "/fhir/Subscription", json=subscription(HOOK), headers={"Authorization": f"Bearer {reader}"}
     )
     assert forbidden.status_code == 403
+
+
+def test_subscription_ids_are_the_servers_and_cannot_be_probed(world: World) -> None:
+    """A PUT to a Subscription id that does not exist, is deleted or is another client's answers the
+    same 404 for every client, the region-wide one included (it may create other types by PUT)."""
+    api = world.api
+    ours = api.post("/fhir/Subscription", json=subscription(HOOK), headers=world.a).json()
+    gone = api.post("/fhir/Subscription", json=subscription(HOOK), headers=world.a).json()
+    assert api.delete(f"/fhir/Subscription/{gone['id']}", headers=world.a).status_code in (200, 204)
+
+    def put(res_id: str, headers: dict[str, str]) -> tuple[int, str]:
+        body = {**subscription(HOOK), "id": res_id}
+        answer = api.put(f"/fhir/Subscription/{res_id}", json=body, headers=headers)
+        outcome = answer.json()
+        text_ = str(outcome).replace(res_id, "ID")
+        return answer.status_code, text_
+
+    unknown = put("finns-inte", world.region)
+    assert unknown[0] == 404 and unknown[1].count("OperationOutcome") == 1
+    for res_id, who in (
+        ("finns-inte", world.a),
+        (ours["id"], world.region),  # another client's: as unknown (was a 409 that told it exists)
+        (ours["id"], world.b),
+        (gone["id"], world.a),  # its own deleted one: ids are not taken back
+        (gone["id"], world.region),
+    ):
+        assert put(res_id, who) == unknown, (res_id, who)
+    conditional = api.put(
+        f"/fhir/Subscription?_id={ours['id']}", json=subscription(HOOK), headers=world.region
+    )
+    assert conditional.status_code == 404
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {**subscription(HOOK), "id": ours["id"]},
+                "request": {"method": "PUT", "url": f"Subscription/{ours['id']}"},
+            }
+        ],
+    }
+    assert api.post("/fhir", json=bundle, headers=world.region).status_code == 404
+    assert api.get(f"/fhir/Subscription/{ours['id']}", headers=world.a).json()["meta"]["versionId"] == "1"
+    # the owner's update still works
+    updated = api.put(f"/fhir/Subscription/{ours['id']}", json={**ours, "reason": "Ändrad"}, headers=world.a)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["reason"] == "Ändrad"
+    metadata = api.get("/fhir/metadata", headers=world.region).json()
+    entry = next(r for r in metadata["rest"][0]["resource"] if r["type"] == "Subscription")
+    assert entry["updateCreate"] is False
