@@ -28,6 +28,7 @@ from sqlalchemy import Connection, and_, delete, or_, select, update
 from gateway.hooks import GATEWAY_CLIENT, GATEWAY_SCOPES, AccessRecord, Principal, RequestContext
 from gateway.model.types import Json
 from gateway.search.dates import utc_now
+from gateway.security.organisation import WROTE_KEY
 from gateway.security.sealing import Sealer
 from gateway.services import Services
 from gateway.store.database import WRITE_OPTION, writer_turn
@@ -214,6 +215,7 @@ class Deliverer:
         sub_id = str(state.sub_id)
         principal = subscriber(state)
         context = RequestContext(principal=principal, base_url=self.settings.base_url)
+        context.cache[WROTE_KEY] = True  # the subscriber's organisation as it is now (matcher.py, _parse)
         with self.services.engine.connect() as connection:
             reg = (
                 endpoints.registration(connection, principal.client_id)

@@ -22,6 +22,7 @@ from gateway.errors import FhirError
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.search.dates import utc_now
+from gateway.security.organisation import WROTE_KEY
 from gateway.services import Services
 from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.repository import R, Repository
@@ -161,6 +162,10 @@ class Matcher:
         context = RequestContext(
             principal=subscriber(state), base_url=self.services.settings.base_url, connection=connection
         )
+        # what names the subscriber's organisation is found anew, through this transaction: a batch may
+        # hold its new Organization (an HL7 discharge makes it with the Task), which a process's memo
+        # of it (ACTORS_SECONDS) does not know yet; a match missed here would be lost for good
+        context.cache[WROTE_KEY] = True
         if state.topic:
             topic = self.topics.get(str(state.topic))
             if topic is None:
