@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -30,6 +31,9 @@ class Receiver:
     status: int = 200
     received: list[Received] = field(default_factory=list)
     answer: Callable[[Received], int] | None = None
+    delay: float = 0.0  # seconds before each answer (asynchronous: other requests are taken meanwhile)
+    inflight: int = 0
+    most_inflight: int = 0  # the most requests it held at once
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
 
@@ -44,6 +48,12 @@ class Receiver:
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         item = Received(scope["method"], scope["path"], headers, body)
+        self.inflight += 1
+        self.most_inflight = max(self.most_inflight, self.inflight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.inflight -= 1
         status = self.answer(item) if self.answer else self.status
         if 200 <= status < 300:
             self.received.append(item)

@@ -1,0 +1,160 @@
+"""The deliverer's rules, driven round by round: undelivered past the maximum age → `error`; a lease
+held by a live process is left alone and an expired one taken over; at most
+GATEWAY_NOTIFY_ENDPOINT_CONCURRENCY deliveries to one endpoint at a time; `gateway subscriptions
+list|status|retry`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert, select, update
+from typer.testing import CliRunner
+
+from gateway.app import create_app
+from gateway.cli import app as cli
+from gateway.search.dates import utc_now
+from gateway.services import Services
+from gateway.store.tables import ClientNotify
+from gateway.subscriptions.delivery import Deliverer
+from gateway.subscriptions.matcher import EVENTS
+from gateway.subscriptions.resource import STATE
+from tests.conftest import Database
+from tests.subscriptions.conftest import NOTIFYING, World, subscription
+from tests.subscriptions.receiver import Receiver
+
+
+@pytest.fixture
+def manual(database: Database, receiver: Receiver) -> Iterator[World]:
+    """Auth on, no deliverer thread: the tests run the deliverer's rounds themselves."""
+    database.clear()
+    settings = database.settings(auth=True, **(NOTIFYING | {"notify": False}))
+    services = Services.build(settings, engine=database.engine)
+    with TestClient(create_app(services.settings, services=services)) as api:
+        yield World(services, api, receiver.base)
+    services.close()
+
+
+def drive(deliverers: list[Deliverer], done: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        for deliverer in deliverers:
+            deliverer.step()
+        time.sleep(0.05)
+
+
+def state(world: World, sub_id: str) -> dict[str, object]:
+    with world.services.engine.connect() as connection:
+        row = connection.execute(select(STATE).where(STATE.c.sub_id == sub_id)).one()
+    return dict(row._mapping)
+
+
+def active(world: World, deliverer: Deliverer, receiver: Receiver, path: str = "tasks") -> str:
+    body = subscription(receiver.base + path, payload="application/fhir+json")
+    response = world.api.post("/fhir/Subscription", json=body, headers=world.a)
+    assert response.status_code == 201, response.text
+    sub_id = str(response.json()["id"])
+    drive([deliverer], lambda: state(world, sub_id)["status"] == "active")
+    return sub_id
+
+
+@pytest.fixture
+def deliverer(manual: World) -> Iterator[Deliverer]:
+    made = Deliverer(manual.services)
+    yield made
+    made.stop()
+
+
+def test_undelivered_past_the_maximum_age_is_an_error_and_retry_starts_again(
+    manual: World, deliverer: Deliverer, receiver: Receiver, database: Database
+) -> None:
+    world = manual
+    sub_id = active(world, deliverer, receiver)
+    receiver.status = 503
+    world.task("t1", "orgA", "pa")
+    drive([deliverer], lambda: int(state(world, sub_id)["attempts"] or 0) >= 1)  # type: ignore[call-overload]
+    assert state(world, sub_id)["status"] == "active"
+    days = world.services.settings.notify_max_age_days + 1
+    with world.services.engine.begin() as connection:  # the event has waited longer than the maximum age
+        connection.execute(update(EVENTS).values(occurred_at=utc_now() - timedelta(days=days)))
+        connection.execute(update(STATE).values(retry_at=None))
+    drive([deliverer], lambda: state(world, sub_id)["status"] == "error")
+    read = world.api.get(f"/fhir/Subscription/{sub_id}", headers=world.a).json()
+    assert read["status"] == "error" and read["error"].startswith("undelivered since")
+    assert [r.path for r in receiver.received] == []
+    # the operator looks, then starts it again: the event is delivered, in error nothing was
+    env = database.environment()
+    listed = CliRunner().invoke(cli, ["subscriptions", "list"], env=env)
+    assert listed.exit_code == 0 and f"sub_id={sub_id}" in listed.output and "status=error" in listed.output
+    shown = CliRunner().invoke(cli, ["subscriptions", "status", sub_id], env=env)
+    assert shown.exit_code == 0 and "undelivered since" in shown.output and "last_number=1" in shown.output
+    assert CliRunner().invoke(cli, ["subscriptions", "status", "finns-inte"], env=env).exit_code == 1
+    receiver.status = 200
+    retried = CliRunner().invoke(cli, ["subscriptions", "retry", sub_id], env=env)
+    assert retried.exit_code == 0, retried.output
+    drive([deliverer], lambda: len(receiver.received) == 1)
+    assert receiver.received[0].path == "/hooks/tasks/Task/t1"
+    assert world.api.get(f"/fhir/Subscription/{sub_id}", headers=world.a).json()["status"] == "active"
+    world.api.put(
+        f"/fhir/Subscription/{sub_id}",
+        json={**world.api.get(f"/fhir/Subscription/{sub_id}", headers=world.a).json(), "status": "off"},
+        headers=world.a,
+    )
+    refused = CliRunner().invoke(cli, ["subscriptions", "retry", sub_id], env=env)
+    assert refused.exit_code == 1 and "off" in refused.output
+
+
+def test_a_live_lease_is_left_alone_and_an_expired_one_taken_over(
+    manual: World, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    world = manual
+    sub_id = active(world, deliverer, receiver)
+    with world.services.engine.begin() as connection:  # another process holds it, then dies
+        lease = {"lease_owner": "other-host:4711:dead", "lease_until": utc_now() + timedelta(seconds=60)}
+        connection.execute(update(STATE).where(STATE.c.sub_id == sub_id).values(**lease))
+    world.task("t1", "orgA", "pa")
+    taker = Deliverer(world.services)
+    try:
+        for _ in range(10):
+            taker.step()
+            time.sleep(0.05)
+        assert receiver.received == [] and state(world, sub_id)["lease_owner"] == "other-host:4711:dead"
+        with world.services.engine.begin() as connection:  # its lease runs out
+            connection.execute(update(STATE).values(lease_until=utc_now() - timedelta(seconds=1)))
+        drive([taker], lambda: len(receiver.received) == 1)
+    finally:
+        taker.stop()
+    assert receiver.received[0].path == "/hooks/tasks/Task/t1"
+    drive([taker], lambda: state(world, sub_id)["acked"] == 1 and state(world, sub_id)["lease_owner"] is None)
+
+
+def test_at_most_the_endpoint_cap_delivers_to_one_endpoint_at_once(
+    manual: World, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    world = manual
+    cap = world.services.settings.notify_endpoint_concurrency
+    subs = [active(world, deliverer, receiver, f"s{n}") for n in range(cap + 3)]
+    other = Receiver().start()  # another endpoint, not held up by the slow one's queue
+    try:
+        with world.services.engine.begin() as connection:
+            row = {"client_id": world.a_client.client_id, "kind": "endpoint", "value": other.base}
+            connection.execute(insert(ClientNotify), row)
+        active(world, deliverer, other, "fast")
+        receiver.delay = 0.4
+        world.task("t1", "orgA", "pa")
+        started = time.monotonic()
+        drive([deliverer], lambda: len(other.received) == 1)
+        assert other.received[0].path == "/hooks/fast/Task/t1"
+        assert len(receiver.received) < len(subs)  # the slow endpoint's queue did not hold it up
+        drive([deliverer], lambda: len(receiver.received) == len(subs))
+        assert receiver.most_inflight == cap
+        assert time.monotonic() - started >= 0.4 * -(-len(subs) // cap) - 0.1
+        assert sorted(r.path for r in receiver.received) == sorted(
+            f"/hooks/s{n}/Task/t1" for n in range(len(subs))
+        )
+    finally:
+        other.stop()
