@@ -132,7 +132,8 @@ class Settings:
     # between retries, seconds; how long an undelivered event is retried before its subscription goes
     # to `error`, and how long events stay readable by `$events`, days; a delivery's timeout, seconds;
     # concurrent deliveries in all and per endpoint (scheme, host and port); how often the outbox is
-    # looked at when nothing woke the deliverer (other processes' writes), seconds.
+    # looked at when nothing woke the deliverer (other processes' writes), seconds; how long a process
+    # holds a subscription it delivers before another may take it over, seconds (0: 3 timeouts + 30 s).
     notify: bool = True
     allow_http_loopback: bool = False
     notify_retry_cap: float = 60.0
@@ -142,6 +143,7 @@ class Settings:
     notify_workers: int = 8
     notify_endpoint_concurrency: int = 2
     notify_poll_seconds: float = 1.0
+    notify_lease_seconds: float = 0.0
 
     def for_batch(self) -> Settings:
         """These settings for a batch command (`gateway load`, `gateway import …`, replay): nobody waits
@@ -221,4 +223,5 @@ class Settings:
                 "GATEWAY_NOTIFY_ENDPOINT_CONCURRENCY", defaults.notify_endpoint_concurrency
             ),
             notify_poll_seconds=_float("GATEWAY_NOTIFY_POLL_SECONDS", defaults.notify_poll_seconds),
+            notify_lease_seconds=_float("GATEWAY_NOTIFY_LEASE_SECONDS", defaults.notify_lease_seconds),
         )

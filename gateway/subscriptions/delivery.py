@@ -61,6 +61,9 @@ class Deliverer:
         self.thread: threading.Thread | None = None
         self.purged = 0.0
         self.sealer = _sealer(self.settings)
+        # long enough for one attempt (its timeout, rendering and writing): else another process takes
+        # the subscription over while this one still delivers, and an event goes twice
+        self.lease_seconds = self.settings.notify_lease_seconds or self.settings.notify_timeout * 3 + 30
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -135,7 +138,7 @@ class Deliverer:
             rows = connection.execute(query).all()
             taken = [str(r.sub_id) for r in rows if str(r.sub_id) not in busy and _really_due(r, now)][:room]
             if taken:
-                lease = now + timedelta(seconds=self.settings.notify_timeout * 3 + 30)
+                lease = now + timedelta(seconds=self.lease_seconds)
                 connection.execute(
                     update(STATE)
                     .where(STATE.c.sub_id.in_(taken))

@@ -121,3 +121,14 @@ def notifying(database: Database, receiver: Receiver, request: pytest.FixtureReq
     with TestClient(create_app(services.settings, services=services)) as api:
         yield World(services, api, receiver.base)
     services.close()
+
+
+@pytest.fixture
+def manual(database: Database, receiver: Receiver) -> Iterator[World]:
+    """Auth on, no deliverer thread: the tests run the deliverer's rounds themselves."""
+    database.clear()
+    settings = database.settings(auth=True, **(NOTIFYING | {"notify": False}))
+    services = Services.build(settings, engine=database.engine)
+    with TestClient(create_app(services.settings, services=services)) as api:
+        yield World(services, api, receiver.base)
+    services.close()

@@ -10,32 +10,18 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
-from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.search.dates import utc_now
-from gateway.services import Services
 from gateway.store.tables import ClientNotify
 from gateway.subscriptions.delivery import Deliverer
 from gateway.subscriptions.matcher import EVENTS
 from gateway.subscriptions.resource import STATE
 from tests.conftest import Database
-from tests.subscriptions.conftest import NOTIFYING, World, subscription
+from tests.subscriptions.conftest import World, subscription
 from tests.subscriptions.receiver import Receiver
-
-
-@pytest.fixture
-def manual(database: Database, receiver: Receiver) -> Iterator[World]:
-    """Auth on, no deliverer thread: the tests run the deliverer's rounds themselves."""
-    database.clear()
-    settings = database.settings(auth=True, **(NOTIFYING | {"notify": False}))
-    services = Services.build(settings, engine=database.engine)
-    with TestClient(create_app(services.settings, services=services)) as api:
-        yield World(services, api, receiver.base)
-    services.close()
 
 
 def drive(deliverers: list[Deliverer], done: Callable[[], bool], timeout: float = 10.0) -> None:
