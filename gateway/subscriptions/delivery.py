@@ -36,7 +36,7 @@ from gateway.store.repository import Repository
 from gateway.subscriptions import endpoints, render
 from gateway.subscriptions.matcher import EVENTS, LIVE, Matcher, subscriber
 from gateway.subscriptions.outbox import Outbox
-from gateway.subscriptions.resource import STATE, SUBSCRIPTION
+from gateway.subscriptions.resource import STATE, SUBSCRIPTION, timeout_of
 from gateway.subscriptions.sender import NotSent, send
 from gateway.subscriptions.topics import Topic
 
@@ -240,7 +240,8 @@ class Deliverer:
             self._failed(state, str(error))
             return
         try:
-            status = send(target, address, built.request, reg, self.settings.notify_timeout)
+            timeout = timeout_of(resource, self.settings.notify_timeout)
+            status = send(target, address, built.request, reg, timeout)
         except NotSent as error:
             self._failed(state, f"not sent: {error}")
             return

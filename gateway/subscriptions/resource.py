@@ -40,6 +40,7 @@ BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
 HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
 MAX_COUNT = BACKPORT + "backport-max-count"
+TIMEOUT = BACKPORT + "backport-timeout"
 PAYLOAD_CONTENTS = frozenset({"empty", "id-only", "full-resource"})
 
 
@@ -59,6 +60,16 @@ def payload_content(resource: Json) -> str:
         if isinstance(extension, dict) and extension.get("url") == PAYLOAD_CONTENT:
             return str(extension.get("valueCode"))
     return "empty"
+
+
+def timeout_of(resource: Json, ceiling: float) -> float:
+    """How long a delivery attempt waits for the endpoint, seconds: the subscription's
+    `backport-timeout` (the Backport IG: the most the server waits before failing the attempt), at most
+    GATEWAY_NOTIFY_TIMEOUT, which applies when it is not given."""
+    asked = channel_extension(resource, TIMEOUT)
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+        return min(float(asked), ceiling)
+    return ceiling
 
 
 def owner_of(resource: Json | None) -> str | None:
@@ -162,6 +173,11 @@ class SubscriptionRule:
         if not channel["header"]:
             channel.pop("header")
         resource["channel"] = channel
+        timeout = channel_extension(resource, TIMEOUT)
+        if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1):
+            raise unprocessable(
+                "backport-timeout is a whole number of seconds, at least 1", "Subscription.channel"
+            )
         topic = self._criteria(resource)
         status = self._status(resource, current)
         resource["status"] = status

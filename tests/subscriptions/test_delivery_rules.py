@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, update
@@ -18,7 +19,8 @@ from gateway.search.dates import utc_now
 from gateway.store.tables import ClientNotify
 from gateway.subscriptions.delivery import Deliverer
 from gateway.subscriptions.matcher import EVENTS
-from gateway.subscriptions.resource import STATE
+from gateway.subscriptions.resource import STATE, timeout_of
+from gateway.subscriptions.resource import TIMEOUT as BACKPORT_TIMEOUT
 from tests.conftest import Database
 from tests.subscriptions.conftest import World, subscription
 from tests.subscriptions.receiver import Receiver
@@ -39,8 +41,10 @@ def state(world: World, sub_id: str) -> dict[str, object]:
     return dict(row._mapping)
 
 
-def active(world: World, deliverer: Deliverer, receiver: Receiver, path: str = "tasks") -> str:
-    body = subscription(receiver.base + path, payload="application/fhir+json")
+def active(
+    world: World, deliverer: Deliverer, receiver: Receiver, path: str = "tasks", **channel: Any
+) -> str:
+    body = subscription(receiver.base + path, payload="application/fhir+json", **channel)
     response = world.api.post("/fhir/Subscription", json=body, headers=world.a)
     assert response.status_code == 201, response.text
     sub_id = str(response.json()["id"])
@@ -144,3 +148,25 @@ def test_at_most_the_endpoint_cap_delivers_to_one_endpoint_at_once(
         )
     finally:
         other.stop()
+
+
+def test_backport_timeout_fails_a_slow_attempt_within_the_ceiling(
+    manual: World, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    world = manual
+    ceiling = world.services.settings.notify_timeout  # 2 s here
+    wait = {"url": BACKPORT_TIMEOUT, "valueUnsignedInt": 1}
+    assert timeout_of(subscription("x", extension=[wait]), ceiling) == 1.0
+    assert timeout_of(subscription("x", extension=[wait | {"valueUnsignedInt": 60}]), ceiling) == ceiling
+    assert timeout_of(subscription("x"), ceiling) == ceiling
+    for refused in ({"valueUnsignedInt": 0}, {"valueString": "1"}):
+        body = subscription(receiver.base + "x", extension=[{"url": BACKPORT_TIMEOUT, **refused}])
+        assert world.api.post("/fhir/Subscription", json=body, headers=world.a).status_code == 422
+    quick = active(world, deliverer, receiver, "quick", extension=[wait])
+    patient = active(world, deliverer, receiver, "patient")  # GATEWAY_NOTIFY_TIMEOUT: 2 s
+    receiver.delay = 1.5
+    world.task("t1", "orgA", "pa")
+    drive([deliverer], lambda: state(world, patient)["acked"] == 1, timeout=15)
+    drive([deliverer], lambda: int(str(state(world, quick)["attempts"])) >= 1)
+    assert "no answer" in str(state(world, quick)["reason"])
+    assert state(world, quick)["acked"] == 0
