@@ -108,6 +108,22 @@ def as_(services: Services, principal: Principal, work: Callable[[Any], Any]) ->
     return services.write_path.run(context, work)
 
 
+def create(services: Services, principal: Principal, resource: dict[str, Any]) -> str:
+    path = services.write_path
+    result = as_(services, principal, lambda uow: path.create(uow, resource))
+    return str(result.stored.res_id)
+
+
+def put(services: Services, resource: dict[str, Any]) -> None:
+    path = services.write_path
+    as_(services, REGION, lambda uow: path.update(uow, resource["resourceType"], resource["id"], resource))
+
+
+def remove(services: Services, res_type: str, res_id: str) -> None:
+    path = services.write_path
+    as_(services, REGION, lambda uow: path.delete(uow, res_type, res_id))
+
+
 def task(n: int) -> dict[str, Any]:
     return {
         "resourceType": "Task",
@@ -133,7 +149,7 @@ def world(services: Services, endpoint: str) -> None:
             "id": f"o{i}",
             "identifier": [{"system": HSA, "value": f"SE-K{i}"}],
         }
-        as_(services, REGION, lambda uow, org=org: path.update(uow, "Organization", org["id"], org))
+        put(services, org)
         scopes = ["system/Task.rs", "system/Subscription.cruds"]
         rows = notify_rows([endpoint], [])
         clients.add_client(
@@ -153,31 +169,26 @@ def world(services: Services, endpoint: str) -> None:
                 "_payload": {"extension": [content]},
             },
         }
-        as_(services, principal, lambda uow, sub=sub: path.create(uow, sub))
+        create(services, principal, sub)
 
 
 def writes(services: Services, count: int, offset: int) -> tuple[float, list[tuple[str, float]]]:
     """Handover Tasks created one after another: a second, and (id, commit time) of each."""
-    path = services.write_path
     done = []
     started = time.perf_counter()
     for n in range(offset, offset + count):
-        stored = as_(services, REGION, lambda uow, n=n: path.create(uow, task(n)))
-        done.append((stored.stored.res_id, time.time()))
+        done.append((create(services, REGION, task(n)), time.time()))
     return count / (time.perf_counter() - started), done
 
 
 def region_changes(services: Services, count: int) -> float:
     """A region-wide client's updates and deletes (one of each per Task), a second."""
-    path = services.write_path
-    made = [
-        as_(services, REGION, lambda uow, n=n: path.create(uow, task(n))).stored.res_id for n in range(count)
-    ]
+    made = [create(services, REGION, task(n)) for n in range(count)]
     started = time.perf_counter()
     for res_id in made:
         body = {**task(0), "id": res_id, "status": "accepted"}
-        as_(services, REGION, lambda uow, res_id=res_id, body=body: path.update(uow, "Task", res_id, body))
-        as_(services, REGION, lambda uow, res_id=res_id: path.delete(uow, "Task", res_id))
+        put(services, body)
+        remove(services, "Task", res_id)
     return 2 * count / (time.perf_counter() - started)
 
 
