@@ -104,10 +104,11 @@ class Matcher:
         subs = self._live(connection, {row.res_type for row in rows})
         now = utc_now()
         events: list[dict[str, Any]] = []
+        triggered: dict[tuple[str, Row], bool] = {}  # per topic and row, whatever the subscribers
         for sub in subs:
             mine = [row for row in rows if row.res_type == sub.res_type]
             try:
-                matched = self._matching(connection, sub, mine)
+                matched = self._matching(connection, sub, mine, triggered)
             except FhirError as error:  # criteria no longer valid (a parameter removed): not this batch
                 log.warning("Subscription/%s: criteria cannot be evaluated: %s", sub.sub_id, error)
                 continue
@@ -177,16 +178,21 @@ class Matcher:
         pairs = parse_qsl(query, keep_blank_values=True)
         return Live(state.sub_id, context, res_type, pairs, None, int(state.last_number))
 
-    def _matching(self, connection: Connection, sub: Live, rows: list[Row]) -> set[Row]:
+    def _matching(
+        self, connection: Connection, sub: Live, rows: list[Row], triggered: dict[tuple[str, Row], bool]
+    ) -> set[Row]:
         """The rows whose resource matches as the subscriber sees it now (current, visible, not masked
-        values); a topic's trigger is checked on the version and the one before it."""
+        values); a topic's trigger is checked on the version and the one before it, once per row and topic
+        in `triggered` (the subscriber does not change it)."""
         live = [row for row in rows if row.method != "DELETE"]
-        if sub.topic is not None:
-            live = [
-                row
-                for row in live
-                if sub.topic.triggered(connection, row.res_type, row.res_id, row.version_id, row.method)
-            ]
+        topic = sub.topic
+        if topic is not None:
+            for row in live:
+                if (topic.url, row) not in triggered:
+                    triggered[topic.url, row] = topic.triggered(
+                        connection, row.res_type, row.res_id, row.version_id, row.method
+                    )
+            live = [row for row in live if triggered[topic.url, row]]
         if not live:
             return set()
         ids = sorted({row.res_id for row in live})
