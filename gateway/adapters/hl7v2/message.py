@@ -18,7 +18,7 @@ import hl7apy  # type: ignore[import-untyped]
 import hl7apy.core  # type: ignore[import-untyped]
 import hl7apy.factories  # type: ignore[import-untyped]
 from hl7apy.consts import VALIDATION_LEVEL  # type: ignore[import-untyped]
-from hl7apy.factories import datatype_factory  # type: ignore[import-untyped]
+from hl7apy.factories import datatype_factory
 from hl7apy.parser import parse_message  # type: ignore[import-untyped]
 
 from gateway.adapters.hl7v2.mappings import MAPPINGS
