@@ -132,7 +132,9 @@ def start(url: str, schema: str, audit: str) -> Server:
         GATEWAY_BASE_URL=f"http://127.0.0.1:{port}/fhir",
     )
     command = [GATEWAY, "serve", "--port", str(port), "--workers", "1", "--no-upgrade"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tempfile.NamedTemporaryFile(prefix="hl7v2_ratio-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    print(f"server log: {log.name}", flush=True)
     wait_ready(f"http://127.0.0.1:{port}/readyz", process)
     for _ in range(100):
         try:
