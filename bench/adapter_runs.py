@@ -60,7 +60,8 @@ class Bench:
     @contextmanager
     def open(cls, tmp: str) -> Iterator[Bench]:
         """A fresh SQLite file in `tmp`, or a fresh schema (dropped afterwards) on the PostgreSQL server at
-        DATABASE_URL; auth off (its cost is measured by bench/run.py), audit on as in production."""
+        DATABASE_URL; auth off (its cost is measured by bench/run.py), audit on as in production unless
+        GATEWAY_AUDIT=off."""
         url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp}/bench.db"
         schema = f"bench_{uuid.uuid4().hex[:8]}" if url.startswith("postgresql") else ""
         if schema:
@@ -70,7 +71,10 @@ class Bench:
         try:
             migrate.upgrade(engine)
             # As `gateway import` builds them: a full audit queue makes the CLI runs wait for its writer.
-            settings = Settings(database_url=url, database_schema=schema, auth=False).for_batch()
+            # GATEWAY_AUDIT=off (as for the servers, which read it): the runs without the audit trail,
+            # to tell its share.
+            audit = os.environ.get("GATEWAY_AUDIT", "on") != "off"
+            settings = Settings(database_url=url, database_schema=schema, auth=False, audit=audit).for_batch()
             yield cls(Services.build(settings, engine=engine), engine, url, schema)
         finally:
             engine.dispose()
@@ -151,7 +155,7 @@ class Bench:
                 flush=True,
             )
         summary = {"count": count, "unit": unit, "database": self.engine.dialect.name, "runs": results}
-        summary |= {"workers": WORKERS, "clients": CLIENTS}
+        summary |= {"workers": WORKERS, "clients": CLIENTS, "audit": self.svc.settings.audit}
         print("RESULT " + json.dumps(summary))
 
 

@@ -72,10 +72,25 @@ _UPDATE_CURRENT = (
 )
 _CURRENT_MANY = select(R).where(R.c.rid.in_(bindparam("rids", expanding=True)))
 # Many resources of one type by id: the unique (type, id) index answers id by id on both databases.
-_CURRENT_OF = select(R).where(
-    R.c.res_type == bindparam("res_type"), R.c.res_id.in_(bindparam("ids", expanding=True))
-)
-_CURRENT_OF_LOCKED = _CURRENT_OF.with_for_update()
+
+
+def _current_of(types: int, lock: bool) -> Select[Any]:
+    """The current rows of the ids of `types` resource types: a branch (type, ids) each, so that each
+    probes the type's ids in the (type, id) index (a row-value IN list scans the table on SQLite)."""
+    branches = (
+        and_(
+            R.c.res_type == bindparam(f"res_type_{i}"), R.c.res_id.in_(bindparam(f"ids_{i}", expanding=True))
+        )
+        for i in range(types)
+    )
+    statement = select(R).where(or_(*branches))
+    return statement.with_for_update() if lock else statement
+
+
+CURRENT_OF_TYPES = 12  # the most types one query of `current_of` reads; more take another query
+_CURRENT_OF = {
+    (n, lock): _current_of(n, lock) for n in range(1, CURRENT_OF_TYPES + 1) for lock in (False, True)
+}
 # The claims of many identifiers (the claims' primary key answers each type × system × value asked;
 # those not asked are dropped). Their resources are then read by rid: one query joining both let
 # PostgreSQL hash-join a scan of every resource row (~15 ms a query at 200k resources).
@@ -110,10 +125,9 @@ _DELETE_INDEX = {
 # Statements that read no version rows, index rows or claims (claims held back are looked up beside
 # _CLAIMED_BY and _CLAIMS_OF): held-back rows need not be written before them.
 QUIET = (
+    *_CURRENT_OF.values(),
     _CURRENT,
     _CURRENT_LOCKED,
-    _CURRENT_OF,
-    _CURRENT_OF_LOCKED,
     _CURRENT_MANY,
     _INSERT_VERSION,
     _INSERT_CURRENT,
@@ -299,15 +313,19 @@ class Repository:
     def current_of(
         self, keys: Iterable[tuple[str, str]], lock: bool = False
     ) -> dict[tuple[str, str], Stored]:
-        """Current versions of many (type, id) keys, one query per type; absent ones are left out. `lock`
-        holds the rows found as `current` does (PostgreSQL)."""
+        """Current versions of many (type, id) keys in one query (a branch per type); absent ones are left
+        out. `lock` holds the rows found as `current` does (PostgreSQL)."""
         by_type: dict[str, set[str]] = {}
         for res_type, res_id in keys:
             by_type.setdefault(res_type, set()).add(res_id)
-        statement = _CURRENT_OF_LOCKED if lock else _CURRENT_OF
+        types = sorted(by_type.items())
         found: dict[tuple[str, str], Stored] = {}
-        for res_type, ids in sorted(by_type.items()):
-            rows = self.connection.execute(statement, {"res_type": res_type, "ids": sorted(ids)})
+        for start in range(0, len(types), CURRENT_OF_TYPES):
+            some = types[start : start + CURRENT_OF_TYPES]
+            values: dict[str, object] = {}
+            for i, (res_type, ids) in enumerate(some):
+                values |= {f"res_type_{i}": res_type, f"ids_{i}": sorted(ids)}
+            rows = self.connection.execute(_CURRENT_OF[len(some), lock], values)
             found |= {(row.res_type, row.res_id): _stored(row) for row in rows}
         return found
 

@@ -28,11 +28,21 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.hl7"))
 
 
 def _normalized(bundle: Any, services: Services) -> Any:
+    """Random ids replaced: a Patient's by PATIENT-ID, an Organization's or Practitioner's (stored by an
+    earlier message, referred to as it is) by its type and HSA-id."""
     text = json.dumps(bundle, ensure_ascii=False, indent=2, sort_keys=True)
     with services.engine.connect() as connection:
         ids = connection.execute(select(Resource.res_id).where(Resource.res_type == "Patient")).scalars()
         for res_id in ids:
             text = text.replace(res_id, "PATIENT-ID")
+        master = connection.execute(
+            select(Resource.res_type, Resource.res_id, Resource.content).where(
+                Resource.res_type.in_(["Organization", "Practitioner"])
+            )
+        )
+        for res_type, res_id, content in master:
+            hsa = json.loads(content)["identifier"][0]["value"]
+            text = text.replace(f"{res_type}/{res_id}", f"{res_type}/{res_type.upper()}-{hsa}")
     return json.loads(text)
 
 

@@ -7,15 +7,27 @@ supported, `AE` for a message understood but not applicable (a field missing or 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import hl7apy  # type: ignore[import-untyped]
+import hl7apy.core  # type: ignore[import-untyped]
+import hl7apy.factories  # type: ignore[import-untyped]
 from hl7apy.consts import VALIDATION_LEVEL  # type: ignore[import-untyped]
+from hl7apy.factories import datatype_factory
 from hl7apy.parser import parse_message  # type: ignore[import-untyped]
 
 from gateway.adapters.hl7v2.mappings import MAPPINGS
+
+# hl7apy looks its library module up by name (importlib) for every element it makes, some 1,200 times a
+# message: a fifth of a parse. A version's module never changes, so it is looked up once.
+hl7apy.load_library = hl7apy.core.load_library = hl7apy.factories.load_library = functools.cache(
+    hl7apy.load_library
+)
 
 START, END = b"\x0b", b"\x1c\x0d"
 SUPPORTED_VERSIONS = ("2.5", "2.5.1")
@@ -164,8 +176,10 @@ def _unescape(text: str, sep: str) -> str:
 MAX_SEGMENTS = 1000
 
 
-def parse(data: bytes) -> Message:
-    """Bytes (with or without MLLP framing; CR, LF or CRLF between segments) to a Message, or Hl7Error."""
+def parse(data: bytes, stored: bool = False) -> Message:
+    """Bytes (with or without MLLP framing; CR, LF or CRLF between segments) to a Message, or Hl7Error.
+    `stored`: a message accepted before (a stay's earlier message read back from its Binary), which
+    hl7apy need not check again: when it is plain (`_plain`), it is split here without hl7apy."""
     lines = [line for line in re.split(rb"\r\n|\r|\n", unframe(data)) if line.strip()]
     data = b"\r".join(lines)
     if not data.startswith(b"MSH") or len(data) < 9:
@@ -204,13 +218,17 @@ def parse(data: bytes) -> Message:
         raise Hl7Error("AR", f"Unsupported message type in MSH-9: {shown}", "MSH-9", "200")
     if len(lines) > MAX_SEGMENTS:  # refused before hl7apy reads it: ~0.6 ms a segment, more past 10 000
         raise Hl7Error("AR", f"The message has {len(lines)} segments; at most {MAX_SEGMENTS}", "", "100")
+    separators = field_sep + encoding
+    if stored:
+        plain = _plain(text, separators)
+        if plain is not None:
+            return Message(data, charset, plain)
     try:
         parsed = parse_message(
             text, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT, force_validation=False
         )
     except Exception as error:  # hl7apy raises many kinds; each means the same: not a readable message
         raise Hl7Error("AR", f"Not a readable HL7 v2.5 message: {error}", "", "102") from error
-    separators = field_sep + encoding
     message = Message(data, charset)
     for segment in parsed.children:
         fields: list[list[Repetition]] = []
@@ -234,6 +252,109 @@ def parse(data: bytes) -> Message:
 def _repetition(er7: str, separators: str) -> Repetition:
     comp, sub = separators[1], separators[4]
     return Repetition(tuple(tuple(_unescape(s, separators) for s in c.split(sub)) for c in er7.split(comp)))
+
+
+# -- plain messages, split without hl7apy -------------------------------------------------------------
+
+
+# A field's shape: its data type when primitive, else each component's (a primitive's type, or the
+# types of its subcomponents).
+Shape = str | tuple[str | tuple[str, ...], ...]
+TEXT = frozenset({"ST", "ID", "IS", "TX", "FT", "GTS"})  # hl7apy gives these back as written (no escapes)
+
+
+def _shapes(version: str = "2.5") -> dict[str, tuple[Shape, ...]]:
+    """Each field's shape in each segment hl7apy knows."""
+
+    def shape(ref: Any) -> Any:
+        return ref[2] if ref[0] == "leaf" else tuple(shape(child[1]) for child in ref[1])
+
+    return {
+        name: tuple(shape(ref) for _, ref, _, _ in fields)
+        for name, (_, fields) in hl7apy.load_library(version).ELEMENTS["Segment"].items()
+        if all(ref is not None for _, ref, _, _ in fields)  # not ANYHL7SEGMENT
+    }
+
+
+def _as_written(kind: str, value: str) -> bool:
+    """Whether hl7apy gives a primitive value back as written: text does; it reformats numbers and
+    times (`0180` is 180), so those are asked of hl7apy's own data type."""
+    if not value or kind in TEXT:
+        return True
+    try:
+        written: str = datatype_factory(kind, value, "2.5", VALIDATION_LEVEL.TOLERANT).to_er7()
+    except Exception:
+        return False
+    return written == value
+
+
+def _trimmed(parts: list[str]) -> list[str]:
+    """hl7apy leaves out empty trailing components and subcomponents (keeping one)."""
+    while len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return parts
+
+
+def _plain(text: str, separators: str) -> list[tuple[str, list[list[Repetition]]]] | None:
+    """The segments of a message as `parse` builds them from hl7apy's reading, split here without it;
+    None when the message is not plain, and hl7apy might read it otherwise than this: an escape
+    character anywhere past MSH-2, a segment hl7apy does not know (Z-segments it keeps as written), more
+    fields than the segment has, a repetition with more components or subcomponents than its data type,
+    or a number or time hl7apy would write otherwise (tests/adapters/test_hl7v2_plain.py compares)."""
+    field_sep, comp, rep, esc, sub = separators[0], separators[1], separators[2], separators[3], separators[4]
+    if esc in text[8:]:
+        return None
+    segments: list[tuple[str, list[list[Repetition]]]] = []
+    for line in text.split("\r"):
+        values = line.split(field_sep)
+        name = values[0]
+        shapes = _SHAPES.get(name)
+        if shapes is None and not (len(name) == 3 and name.startswith("Z") and name.isalnum()):
+            return None
+        offset = 1 if name == "MSH" else 0  # MSH-1 is the field separator: values[i] is MSH-(i + 1)
+        if shapes is not None and len(values) - 1 + offset > len(shapes):
+            return None
+        fields: list[list[Repetition]] = [[], []] if offset else []
+        for i in range(1 + offset, len(values)):  # MSH-2, the encoding characters, is left out too
+            if not values[i]:
+                continue
+            number = i + offset
+            reps = []
+            for er7 in values[i].split(rep):
+                if shapes is None:  # a Z-segment: as written
+                    reps.append(Repetition(tuple(tuple(c.split(sub)) for c in er7.split(comp))))
+                    continue
+                read = _read(shapes[number - 1], er7, comp, sub)
+                if read is None:
+                    return None
+                reps.append(read)
+            while len(fields) < number:
+                fields.append([])
+            fields[number - 1] = reps
+        segments.append((name, fields))
+    return segments
+
+
+def _read(shape: Shape, er7: str, comp: str, sub: str) -> Repetition | None:
+    """One repetition of a field of a segment hl7apy knows, as hl7apy reads it (None: not plain)."""
+    if isinstance(shape, str):
+        if comp in er7 or sub in er7 or not _as_written(shape, er7):
+            return None
+        return Repetition(((er7,),))
+    components = _trimmed(er7.split(comp))
+    if len(components) > len(shape):
+        return None
+    read = []
+    for kind, component in zip(shape, components, strict=False):
+        subs = _trimmed(component.split(sub))
+        kinds = (kind,) if isinstance(kind, str) else kind
+        if len(subs) > len(kinds) or not all(_as_written(k, v) for k, v in zip(kinds, subs, strict=False)):
+            return None
+        read.append(tuple(subs))
+    return Repetition(tuple(read))
+
+
+_SHAPES = _shapes()
 
 
 # -- times ---------------------------------------------------------------------------------------------
