@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.adapters import quarantine
-from gateway.adapters.hl7v2 import service
+from gateway.adapters.hl7v2 import planning, service
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.message import Message
 from gateway.adapters.hl7v2.message import parse as message_parse
@@ -222,16 +222,17 @@ def test_each_message_is_parsed_once_and_read_back_alike(
     parses: list[bytes] = []
     real_parse = message_parse
 
-    def counting(data: bytes) -> Message:
+    def counting(data: bytes, stored: bool = False) -> Message:
         parses.append(data)
-        return real_parse(data)
+        return real_parse(data, stored)
 
     for message in STAY:
-        service._events.items.clear()
+        planning.EVENTS.items.clear()
         assert post(client, message)[0] == "AA"
     from_binaries = _state(client)
     database.clear()
     monkeypatch.setattr(service, "parse", counting)
+    monkeypatch.setattr(planning, "parse", counting)  # where a stay's earlier messages are read back
     for message in STAY:
         assert post(client, message)[0] == "AA"
     assert _state(client) == from_binaries
