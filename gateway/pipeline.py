@@ -9,49 +9,41 @@ unit of work, so conditional operations see the winner's row the second time.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode
 from uuid import uuid4
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gateway.errors import (
     FhirError,
     bad_request,
     conflict,
-    duplicate_identity,
     gone,
-    method_not_allowed,
     not_found,
     precondition_failed,
 )
 from gateway.hooks import (
     AccessRecord,
-    Change,
     Hooks,
     RequestContext,
     combined,
-    patients_of,
 )
 from gateway.limits.resources import DEFAULT_LIMITS, ResourceLimits
 from gateway.model.types import SERVER_IDS, Json
 from gateway.model.validate import validate
-from gateway.search.dates import to_instant, utc_now
+from gateway.search.dates import utc_now
 from gateway.search.engine import Searcher
 from gateway.search.extract import Extractor, IndexRows
-from gateway.security.access_index import KEPT_ON_DELETE, AccessIndex
-from gateway.store import relations
+from gateway.security.access_index import AccessIndex
 from gateway.store.database import WRITE_OPTION, writer_turn
-from gateway.store.relations import Writer
-from gateway.store.repository import Repository, StaleVersion, Stored, hold_index_writes
-from gateway.store.visibility import Visibility, visible_keys
+from gateway.store.repository import StaleVersion, Stored, hold_index_writes
+from gateway.store.visibility import visible_keys
+from gateway.storing import Storing, serialize
 from gateway.unit_of_work import (
     Conflict,
     IdentifierTaken,
@@ -59,16 +51,22 @@ from gateway.unit_of_work import (
     WriteResult,
     concurrent,
     content_equal,
-    identifiers_of,
 )
+from gateway.write_audit import AUDIT_EVENT, after_commit, after_rollback, audit, not_audit
 
-__all__ = ["Conflict", "IdentifierTaken", "UnitOfWork", "WritePath", "WriteResult", "content_equal"]
+__all__ = [
+    "AUDIT_EVENT",
+    "Conflict",
+    "IdentifierTaken",
+    "UnitOfWork",
+    "WritePath",
+    "WriteResult",
+    "content_equal",
+]
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 8
 MAX_REACTION_DEPTH = 3
-AUDIT_EVENT = "AuditEvent"
-WRITES = frozenset({"create", "update", "patch", "delete"})  # their records name the version written
 
 
 class WritePath:
@@ -89,6 +87,7 @@ class WritePath:
         self.hooks = hooks
         self.access = access  # the care relations a resource makes, its access rows (docs/security.md)
         self.lasts = timedelta(days=access.rules.lasts_days)
+        self.storing = Storing(limits, extractor, hooks, access, self.lasts)  # store → index (storing.py)
 
     # -- units of work ------------------------------------------------------------------------------
 
@@ -115,11 +114,11 @@ class WritePath:
                         uow.audited = True
                         if uow.changes:  # its outbox rows too: a rolled-back write notifies nobody
                             self.hooks.notify.store(connection, uow.changes)
-                self._after_commit(uow)
+                after_commit(self.hooks, uow)
                 return result
             except IdentifierTaken as error:
                 if identifier_retried or attempt == MAX_ATTEMPTS - 1:
-                    self._after_rollback(uow, 409)
+                    after_rollback(self.hooks, uow, 409)
                     raise conflict(str(error), error.expression) from error
                 identifier_retried = True
             except (IntegrityError, StaleVersion, Conflict, OperationalError) as error:
@@ -128,131 +127,16 @@ class WritePath:
                 if attempt < MAX_ATTEMPTS - 1:
                     time.sleep(random.uniform(0, 0.002 * 2**attempt))  # back off, then re-run it all
                 else:
-                    self._after_rollback(uow, 409)
+                    after_rollback(self.hooks, uow, 409)
                     raise conflict(
                         f"The write conflicted with a concurrent one and was not stored: {error}"
                     ) from error
             except FhirError as error:
-                self._after_rollback(uow, error.status)
+                after_rollback(self.hooks, uow, error.status)
                 raise
         raise AssertionError("unreachable")
 
-    def _after_commit(self, uow: UnitOfWork) -> None:
-        try:
-            if not uow.audited:  # a read's records: queued, durable before the answer leaves
-                for record in combined(uow.records):
-                    self.hooks.audit.record(record)
-        finally:  # what is committed is notified even when the audit queue refuses (503, fail closed)
-            if uow.changes:
-                self.hooks.notify.changed(uow.changes)
-
-    def _after_rollback(self, uow: UnitOfWork | None, status: int) -> None:
-        if uow is None:
-            return
-        for record in uow.records:
-            record.status = status if record.status < 400 else record.status
-            record.detail = "rolled back"
-        for record in combined(uow.records):
-            self.hooks.audit.record(record)
-
     # -- the steps ----------------------------------------------------------------------------------
-
-    def _store(
-        self,
-        uow: UnitOfWork,
-        previous: Stored | None,
-        resource: Json,
-        method: str,
-        existing: Json | None = None,
-        indexed: IndexRows | None = None,
-    ) -> Stored:
-        """store → index, in the unit of work's transaction. `existing`: the previous version's content,
-        when the caller has it (identifiers it already holds need no new claim); `indexed`: the index
-        rows of this content but its references, extracted before the unit of work (`Extractor.rows`
-        with `references=False`)."""
-        self.limits.check(resource)
-        resource = copy.copy(resource)
-        version = previous.version_id + 1 if previous else 1
-        meta = dict(resource.get("meta") or {})
-        meta["versionId"] = str(version)
-        meta["lastUpdated"] = to_instant(uow.now)
-        resource["meta"] = meta
-        repository = uow.repository
-        res_type = resource["resourceType"]
-        writer = self.hooks.policy.writer(uow.context)
-        if writer.trusted and uow.context.on_behalf_of is not None and previous and previous.writer:
-            # a reaction's change of what a client wrote stays that client's write: its identifier claims,
-            # and its care relations keep their bases (the gateway never makes a client's facts trusted)
-            found = relations.find_actors(uow.connection, previous.writer, self.access.rules.hsa_system)
-            writer = Writer(False, found)
-        identifiers = [
-            (self._claim_system(writer, res_type, system), value)
-            for system, value in identifiers_of(resource)
-        ]
-        kept = existing is not None and set(identifiers) == {
-            (self._claim_system(writer, res_type, system), value)
-            for system, value in identifiers_of(existing)
-        }
-        for system, value in [] if kept else identifiers:
-            holder = repository.claimed_by(res_type, system, value)
-            if holder is not None and (previous is None or holder != previous.rid):
-                self._identifier_taken(uow, writer, res_type, system, value, holder)
-        try:
-            stored = repository.write(previous, resource, method, uow.now, writer=writer.hsa)
-            fresh = previous is None
-            rows = (
-                self.extractor.rows(resource)
-                if indexed is None
-                else self.extractor.completed(indexed, resource)
-            )
-            repository.replace_index(stored.rid, rows, fresh)
-            if not kept:
-                repository.replace_claims(stored.rid, res_type, identifiers, fresh)
-            self._relate(uow, stored, resource, writer, fresh)
-        except IntegrityError as error:
-            raise Conflict(str(error.orig)) from error
-        uow.read_ahead.pop((stored.res_type, stored.res_id), None)
-        uow.changes.append(Change(stored.res_type, stored.res_id, stored.version_id, method))
-        return stored
-
-    def _claim_system(self, writer: Writer, res_type: str, system: str) -> str:
-        """The system an identifier is claimed under: as written for the gateway's own writers, region-wide
-        clients and patient identities (one Patient per personnummer, across organisations); for anything
-        else a client writes, within its organisation, so that no identifier held by what it may not read
-        stops its write (and tells it the identifier exists)."""
-        if writer.trusted or (res_type == "Patient" and system in self.access.rules.identity_systems):
-            return system
-        return f"{writer.hsa}|{system}"[:255]
-
-    def _identifier_taken(
-        self, uow: UnitOfWork, writer: Writer, res_type: str, system: str, value: str, holder: int
-    ) -> None:
-        """An identifier held by another resource: 409. A patient identity held by a Patient the client
-        may not read is the named exception (docs/security.md): `duplicate`, no id, audited."""
-        held = uow.repository.current_many([holder])
-        if not writer.trusted and res_type == "Patient" and held:
-            visibility = self.hooks.policy.visibility(uow.context, writing=True)
-            if not visible_keys(uow.connection, visibility, [("Patient", held[0].res_id)]):
-                self._hidden_identity(uow, "create", held[0].res_id)
-        raise IdentifierTaken(
-            f"Another {res_type} already has the identifier {system}|{value}", f"{res_type}.identifier"
-        )
-
-    def _hidden_identity(self, uow: UnitOfWork, interaction: str, patient_id: str) -> None:
-        record = AccessRecord(
-            interaction, "Patient", [], 409, uow.context, "identity of a Patient not shared"
-        )
-        record.patients = [f"Patient/{patient_id}"]
-        uow.records.append(record)
-        raise duplicate_identity("Patient.identifier")
-
-    def _relate(self, uow: UnitOfWork, stored: Stored, resource: Json, writer: Writer, fresh: bool) -> None:
-        """The care relations the version makes (docs/security.md), kept with it."""
-        if self.access.rules.relationship(stored.res_type) is not None:
-            facts = self.access.facts(resource)
-            relations.replace(uow.connection, stored.rid, facts, writer, uow.now, self.lasts, fresh)
-        if fresh and stored.res_type == "Patient" and not writer.trusted and writer.hsa:
-            relations.add_created(uow.connection, stored.rid, writer.hsa, stored.res_id)
 
     def match(self, uow: UnitOfWork, res_type: str, query: str, interaction: str) -> list[Stored]:
         """What a conditional query (If-None-Exist, conditional update, a transaction's conditional
@@ -262,32 +146,14 @@ class WritePath:
         visibility = policy.visibility(uow.context, writing=interaction != "read")
         masking = policy.masking(uow.context)
         if interaction != "read":
-            self._serialize(uow, res_type, query, visibility)
+            serialize(uow, res_type, query, visibility)
         found = self.searcher.match(uow.connection, res_type, query, visibility=visibility, masking=masking)
         if found or visibility.everything or not policy.identity_query(res_type, query):
             return found
         hidden = self.searcher.match(uow.connection, res_type, query)
         if hidden:
-            self._hidden_identity(uow, interaction, hidden[0].res_id)
+            self.storing.hidden_identity(uow, interaction, hidden[0].res_id)
         return found
-
-    @staticmethod
-    def _serialize(uow: UnitOfWork, res_type: str, query: str, visibility: Visibility) -> None:
-        """Concurrent conditional writes with the same normalized criteria, evaluated as the same
-        client, take turns for the length of their transactions, so they make one resource (PostgreSQL:
-        an advisory lock on a hash of them; SQLite's writers take turns already). Criteria that overlap
-        but differ are not serialized (docs/fhir/create.md)."""
-        if uow.connection.dialect.name != "postgresql":
-            return
-        pairs = sorted(parse_qsl(query, keep_blank_values=True))
-        who = (
-            "*"
-            if visibility.everything
-            else uow.context.principal.organization or uow.context.principal.client_id
-        )
-        normalized = f"{res_type}?{urlencode(pairs)}#{who}".encode()
-        key = int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "big", signed=True)
-        uow.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     def visible(self, uow: UnitOfWork, stored: Stored | None) -> Stored | None:
         """`stored` if `uow.context` may see it as the target of a write, else None: a hidden resource
@@ -320,27 +186,6 @@ class WritePath:
             uow.context = acting
             uow.reaction_depth -= 1
 
-    def _audit(
-        self, uow: UnitOfWork, interaction: str, stored: Stored, status: int, resource: Json | None = None
-    ) -> None:
-        if resource is None and not stored.deleted:
-            resource = stored.json()
-        patients = patients_of(resource)
-        record = AccessRecord(interaction, stored.res_type, [stored.res_id], status, uow.context)
-        record.patients = patients
-        if interaction in WRITES:
-            record.versions = {f"{stored.res_type}/{stored.res_id}": stored.version_id}
-            noted = uow.audit_notes.pop(f"{stored.res_type}/{stored.res_id}", None)
-            if noted is not None:  # what a rule did for this write (return_reports.prescribers_as_recipients)
-                record.detail, record.resources = noted[0], noted[1]
-        uow.records.append(record)
-
-    @staticmethod
-    def _not_audit(res_type: object) -> None:
-        """AuditEvents are the gateway's own append-only records: no entrance creates or changes one."""
-        if res_type == AUDIT_EVENT:
-            raise method_not_allowed("AuditEvents are written by the gateway only; they cannot be changed")
-
     # -- interactions ---------------------------------------------------------------------------------
 
     def create(
@@ -353,8 +198,9 @@ class WritePath:
         indexed: IndexRows | None = None,
     ) -> WriteResult:
         """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`);
-        `indexed`: its index rows but the references', extracted before the unit of work (`_store`)."""
-        self._not_audit(resource.get("resourceType") if isinstance(resource, dict) else None)
+        `indexed`: its index rows but the references', extracted before the unit of work
+        (`Storing.store`, gateway/storing.py)."""
+        not_audit(resource.get("resourceType") if isinstance(resource, dict) else None)
         resource = validate(resource, checked=checked)
         res_type = resource["resourceType"]
         if if_none_exist:
@@ -362,7 +208,7 @@ class WritePath:
             if len(found) > 1:
                 raise precondition_failed(f"If-None-Exist '{if_none_exist}' matches more than one {res_type}")
             if found:
-                self._audit(uow, "create", found[0], 200)
+                audit(uow, "create", found[0], 200)
                 return WriteResult(200, found[0], changed=False)
         resource = dict(resource)
         resource["id"] = new_id or str(uuid4())
@@ -370,8 +216,8 @@ class WritePath:
         if ruled is not resource:  # a rule completed it: its index rows are extracted anew
             resource, indexed = ruled, None
         self.hooks.policy.authorize_write(uow.context, "create", resource, None)
-        stored = self._store(uow, None, resource, "POST", indexed=indexed)
-        self._audit(uow, "create", stored, 201, resource)
+        stored = self.storing.store(uow, None, resource, "POST", indexed=indexed)
+        audit(uow, "create", stored, 201, resource)
         self._react(uow, stored, None)
         return WriteResult(201, stored)
 
@@ -388,13 +234,14 @@ class WritePath:
         guard: int | None = None,
     ) -> WriteResult:
         """`checked`: the caller validated the content before the unit of work (`validate`'s `checked`);
-        `indexed`: its index rows but the references', extracted before the unit of work (`_store`);
+        `indexed`: its index rows but the references', extracted before the unit of work
+        (`Storing.store`, gateway/storing.py);
         `interaction`: what it is audited as (a JSON Patch's update is a `patch`); `guard`: the version
         the content was made from (a patch without If-Match): another version now re-runs the unit of
         work, so the patch is applied again to the newer one. A resource the
         client may not see is as good as none; only the gateway's own writers and region-wide clients
         create by PUT (others get the same 404 for an unknown, deleted or hidden id)."""
-        self._not_audit(res_type)
+        not_audit(res_type)
         resource = validate(resource, res_type, res_id, checked=checked)
         given = resource
         policy = self.hooks.policy
@@ -413,13 +260,13 @@ class WritePath:
         action = "update" if existing else "create"
         resource = self._rules(uow, action, resource, existing)
         if current is not None and existing is not None and content_equal(existing, resource):
-            self._audit(uow, interaction, current, 200, existing)
+            audit(uow, interaction, current, 200, existing)
             return WriteResult(200, current, changed=False)
         policy.authorize_write(uow.context, action, resource, existing)
         indexed = indexed if resource is given else None  # kept hidden or completed: extracted anew
-        stored = self._store(uow, current, resource, "PUT", existing, indexed)
+        stored = self.storing.store(uow, current, resource, "PUT", existing, indexed)
         status = 200 if existing is not None else 201
-        self._audit(uow, interaction, stored, status, resource)
+        audit(uow, interaction, stored, status, resource)
         self._react(uow, stored, existing)
         return WriteResult(status, stored)
 
@@ -456,7 +303,7 @@ class WritePath:
     ) -> WriteResult:
         """Apply a JSON Patch to the current version and store the result as an update of that version.
         Audited as a `patch`, with its outcome also when it is refused (403) or cannot apply (422)."""
-        self._not_audit(res_type)
+        not_audit(res_type)
         # locked (PostgreSQL): concurrent patches of one resource take turns instead of colliding
         current = self.visible(uow, uow.current_for_write(res_type, res_id))
         if current is None:
@@ -475,13 +322,13 @@ class WritePath:
             return self.update(uow, res_type, res_id, patched, if_match, interaction="patch", guard=guard)
         except FhirError:
             if not any(r.interaction == "patch" and res_id in r.res_ids for r in uow.records):
-                self._audit(uow, "patch", current, 200)  # its status is the failure's (`_after_rollback`)
+                audit(uow, "patch", current, 200)  # its status is the failure's (`after_rollback`)
             raise
 
     def delete(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored | None:
         """Delete as a versioned tombstone; deleting what is absent, already deleted or hidden from the
         client is a no-op (audited all alike)."""
-        self._not_audit(res_type)
+        not_audit(res_type)
         current = self.visible(uow, uow.current_for_write(res_type, res_id))
         if current is None or current.deleted:
             uow.records.append(
@@ -490,23 +337,8 @@ class WritePath:
             return None
         self._rules(uow, "delete", current.json(), current.json())
         self.hooks.policy.authorize_write(uow.context, "delete", current.json(), current.json())
-        tombstone = {"resourceType": res_type, "id": res_id}
-        meta = {"versionId": str(current.version_id + 1), "lastUpdated": to_instant(uow.now)}
-        tombstone["meta"] = meta  # type: ignore[assignment]
-        writer = self.hooks.policy.writer(uow.context)
-        try:
-            stored = uow.repository.write(
-                current, tombstone, "DELETE", uow.now, deleted=True, writer=writer.hsa
-            )
-            kept = [row for row in self.access.rows(current.json()) if row["param"] in KEPT_ON_DELETE]
-            uow.repository.replace_index(stored.rid, IndexRows(reference=kept))
-            uow.repository.replace_claims(stored.rid, res_type, [])
-            relations.remove(uow.connection, stored.rid)
-        except IntegrityError as error:
-            raise Conflict(str(error.orig)) from error
-        uow.read_ahead.pop((res_type, res_id), None)
-        uow.changes.append(Change(res_type, res_id, stored.version_id, "DELETE"))
-        self._audit(uow, "delete", stored, 200, current.json())
+        stored = self.storing.tombstone(uow, current)
+        audit(uow, "delete", stored, 200, current.json())
         self._react(uow, stored, current.json())
         return stored
 
@@ -514,17 +346,7 @@ class WritePath:
         """A current resource's index rows and care relations computed anew from its content and who wrote
         it (`gateway reindex`; after the upgrade that brought care relations, their first computation).
         A Patient a client wrote is taken to be one it registered."""
-        resource = stored.json()
-        Repository(connection).replace_index(stored.rid, self.extractor.rows(resource))
-        hsa = stored.writer
-        writer = relations.TRUSTED
-        if hsa is not None:
-            writer = Writer(False, relations.find_actors(connection, hsa, self.access.rules.hsa_system))
-        if self.access.rules.relationship(stored.res_type) is not None:
-            facts = self.access.facts(resource)
-            relations.replace(connection, stored.rid, facts, writer, now, self.lasts, fresh=False)
-        if stored.res_type == "Patient" and hsa and not relations.created_by(connection, stored.rid):
-            relations.add_created(connection, stored.rid, hsa, stored.res_id)
+        self.storing.reindex(connection, stored, now)
 
     # -- reads through the same policy ---------------------------------------------------------------
 
@@ -549,7 +371,7 @@ class WritePath:
         except FhirError as error:
             uow.records.append(AccessRecord("read", res_type, [res_id], error.status, uow.context))
             raise
-        self._audit(uow, "read", current, 200, current.json())
+        audit(uow, "read", current, 200, current.json())
         return current
 
     def _current(self, uow: UnitOfWork, res_type: str, res_id: str) -> Stored:
