@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -48,7 +47,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, hooks: Hooks | None = None, engine: Engine | None = None) -> Services:
         default_hooks = hooks is None
-        sealer = _sealer(settings)
+        sealer = Sealer.when_needed(settings)
         topics = subscription_topics.load(settings.profiles_dir)  # Subscription topics (Backport IG)
         engine = engine or make_engine(settings.database_url, settings.database_schema)
         zone = ZoneInfo(settings.local_timezone)
@@ -101,15 +100,3 @@ class Services:
         """Store every queued audit record and stop the writer (at shutdown)."""
         if self.audit is not None:
             self.audit.close()
-
-
-def _sealer(settings: Settings) -> Callable[[], Sealer]:
-    """The Sealer of the installation's key secret, made when first needed (subscription headers)."""
-    made: list[Sealer] = []
-
-    def get() -> Sealer:
-        if not made:
-            made.append(Sealer.of(settings))
-        return made[0]
-
-    return get

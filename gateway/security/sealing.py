@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,11 @@ class Sealer:
     def of(cls, settings: Settings) -> Sealer:
         """From GATEWAY_KEY_SECRET, else from the development secret file."""
         return cls(key_secret(settings))
+
+    @classmethod
+    def when_needed(cls, settings: Settings) -> Callable[[], Sealer]:
+        """The Sealer of `settings`, made at the first call (its key derived once, and only if used)."""
+        return cache(lambda: cls.of(settings))
 
     def seal(self, kid: str, private_jwk: dict[str, Any]) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)

@@ -116,6 +116,27 @@ class Actors:
         return or_(*parts)
 
 
+def _referring(
+    connection: Connection, hsa: str, res_type: str, param: str, names: ColumnElement[bool]
+) -> frozenset[str]:
+    """The ids of the current resources of `res_type` whose reference `param` meets `names`, written by a
+    trusted writer or by the organisation itself (`_trusted_or`)."""
+    return frozenset(
+        str(res_id)
+        for res_id in connection.execute(
+            select(RESOURCE.c.res_id)
+            .join(REF, REF.c.rid == RESOURCE.c.rid)
+            .where(
+                REF.c.res_type == res_type,
+                REF.c.param == param,
+                names,
+                RESOURCE.c.deleted == false(),
+                _trusted_or(hsa),
+            )
+        ).scalars()
+    )
+
+
 def _trusted_or(hsa: str, row: Any = RESOURCE) -> ColumnElement[bool]:
     return or_(row.c.writer.is_(None), row.c.writer == hsa)
 
@@ -169,35 +190,10 @@ def find_actors(connection: Connection, hsa: str, hsa_system: str) -> Actors:
                 )
             ).scalars()
         )
-    services = frozenset(
-        str(res_id)
-        for res_id in connection.execute(
-            select(RESOURCE.c.res_id)
-            .join(REF, REF.c.rid == RESOURCE.c.rid)
-            .where(
-                REF.c.res_type == "HealthcareService",
-                REF.c.param == "organization",
-                or_(*named_org),
-                RESOURCE.c.deleted == false(),
-                _trusted_or(hsa),
-            )
-        ).scalars()
-    )
+    services = _referring(connection, hsa, "HealthcareService", "organization", or_(*named_org))
     members = Actors(hsa, organizations, roles, services=services)
-    groups = frozenset(
-        str(res_id)
-        for res_id in connection.execute(
-            select(RESOURCE.c.res_id)
-            .join(REF, REF.c.rid == RESOURCE.c.rid)
-            .where(
-                REF.c.res_type == "CareTeam",
-                REF.c.param == "participant",
-                members.names(REF.c.target_type, REF.c.target_id),
-                RESOURCE.c.deleted == false(),
-                _trusted_or(hsa),
-            )
-        ).scalars()
-    )
+    participant = members.names(REF.c.target_type, REF.c.target_id)
+    groups = _referring(connection, hsa, "CareTeam", "participant", participant)
     return Actors(hsa, organizations, roles, groups, practitioners, services)
 
 

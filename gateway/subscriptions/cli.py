@@ -49,15 +49,21 @@ def list_() -> None:
             print(_row(row))
 
 
-@subscriptions_app.command("status")
-def status(sub_id: Annotated[str, typer.Argument(help="The Subscription's id.")]) -> None:
-    """One subscription's delivery state (exit 1 when unknown)."""
-    services = Services.build(Settings.from_env())
+def _state(services: Services, sub_id: str) -> Any:
+    """The subscription's delivery state row; exit 1 when there is none."""
     with services.engine.connect() as connection:
         row = connection.execute(select(STATE).where(STATE.c.sub_id == sub_id)).first()
     if row is None:
         console.print(f"[red]no subscription {sub_id}[/red]")
         raise typer.Exit(1)
+    return row
+
+
+@subscriptions_app.command("status")
+def status(sub_id: Annotated[str, typer.Argument(help="The Subscription's id.")]) -> None:
+    """One subscription's delivery state (exit 1 when unknown)."""
+    services = Services.build(Settings.from_env())
+    row = _state(services, sub_id)
     print(_row(row))
 
 
@@ -66,11 +72,7 @@ def retry(sub_id: Annotated[str, typer.Argument(help="The Subscription's id.")])
     """Deliver again now: a subscription in `error` (or waiting on a retry) back to active, from the
     first event its receiver did not acknowledge (topic-based: after a handshake)."""
     services = Services.build(Settings.from_env())
-    with services.engine.connect() as connection:
-        row = connection.execute(select(STATE).where(STATE.c.sub_id == sub_id)).first()
-    if row is None:
-        console.print(f"[red]no subscription {sub_id}[/red]")
-        raise typer.Exit(1)
+    row = _state(services, sub_id)
     if row.status == "off":
         console.print(f"[red]Subscription/{sub_id} is off (its client turned it off, or it ended)[/red]")
         raise typer.Exit(1)

@@ -17,7 +17,6 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,7 +59,7 @@ class Deliverer:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.purged = 0.0
-        self.sealer = _sealer(self.settings)
+        self.sealer = Sealer.when_needed(self.settings)
         # long enough for one attempt (its timeout, rendering and writing): else another process takes
         # the subscription over while this one still delivers, and an event goes twice
         self.lease_seconds = self.settings.notify_lease_seconds or self.settings.notify_timeout * 3 + 30
@@ -371,17 +370,6 @@ def _really_due(row: Any, now: datetime) -> bool:
     if row.status == "requested" or row.acked < row.last_number or row.heartbeat_seconds is None:
         return True
     return row.last_sent is None or row.last_sent + timedelta(seconds=int(row.heartbeat_seconds)) <= now
-
-
-def _sealer(settings: Any) -> Callable[[], Sealer]:
-    made: list[Sealer] = []
-
-    def get() -> Sealer:
-        if not made:
-            made.append(Sealer.of(settings))
-        return made[0]
-
-    return get
 
 
 def start_deliverer(services: Services) -> Deliverer | None:
