@@ -8,7 +8,8 @@ SubscriptionTopic form), loaded once. A topic names its resource type, the inter
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,11 +34,11 @@ class Topic:
     criteria: str
     filter_by: frozenset[str]
     definition: Json
-    # the criteria parsed once (parsing costs ~10 ms; evaluating it a fraction of that)
-    compiled: Callable[[Any, Any], list[Any]] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "compiled", fhirpathpy.compile(self.criteria))
+    @cached_property
+    def compiled(self) -> Callable[[Any, Any], list[Any]]:
+        """The criteria parsed once, when first evaluated (parsing costs ~10 ms; evaluating a fraction)."""
+        return fhirpathpy.compile(self.criteria)
 
     def filters(self, subscription: Json) -> list[tuple[str, str]]:
         """The search pairs of the subscription's filter criteria (checked by `check_filters`)."""
