@@ -42,6 +42,26 @@ SUBSCRIPTION = "Subscription"
 OPEN_TASKS = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
 
+def found_actors(context: RequestContext) -> Actors | None:
+    """What names the client's organisation as `OrganisationPolicy.actors` found it for this context's
+    unit of work, if it has (the subscription matcher keeps it for its next runs)."""
+    cached = context.cache.get(CACHE_KEY)
+    if isinstance(cached, tuple) and cached[0] is context.connection and isinstance(cached[1], Actors):
+        return cached[1]
+    return None
+
+
+def know_actors(context: RequestContext, actors: Actors | None) -> None:
+    """`actors` names the client's organisation in this context's unit of work (the subscription matcher's
+    memo, which it keeps true: gateway/subscriptions/matcher.py); None: find them anew, through the unit
+    of work's connection, not from the process's memo."""
+    if actors is None:
+        context.cache.pop(CACHE_KEY, None)
+        context.cache[WROTE_KEY] = True
+    else:
+        context.cache[CACHE_KEY] = (context.connection, actors)
+
+
 class OrganisationPolicy(Permissive):
     def __init__(
         self,
@@ -82,9 +102,9 @@ class OrganisationPolicy(Permissive):
         within that time), found anew in a request that wrote such a resource itself (through its unit
         of work's connection, so what its transaction wrote counts; a memo of another unit of work is not
         trusted)."""
-        cached = context.cache.get(CACHE_KEY)
-        if isinstance(cached, tuple) and cached[0] is context.connection and isinstance(cached[1], Actors):
-            return cached[1]
+        cached = found_actors(context)
+        if cached is not None:
+            return cached
         hsa = context.principal.organization or ""
         own_writes = bool(context.cache.get(WROTE_KEY))
         kept = self._actors.get(hsa)

@@ -369,6 +369,17 @@ class SubscriptionEvent(Base):
     __table_args__ = (Index("ix_subscription_event_time", "occurred_at"),)
 
 
+class ChangeMark(Base):
+    """A counter a process reads to know whether its memo of something is stale: the subscription
+    matcher's memo of what names each subscriber's organisation (`subscriptions.actors`, raised by the
+    matcher run that takes an outbox row of an Organization, PractitionerRole, HealthcareService or
+    CareTeam; gateway/subscriptions/matcher.py)."""
+
+    __tablename__ = "change_mark"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class ClientNotify(Base):
     """What a registered client's subscriptions may deliver to (`gateway clients add --notify-endpoint
     PREFIX --notify-network CIDR --notify-ca FILE --notify-client-cert FILE`): `kind` endpoint, network,

@@ -22,17 +22,21 @@ from gateway.errors import FhirError
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.search.dates import utc_now
-from gateway.security.organisation import WROTE_KEY
+from gateway.security.access_index import ACTORS
+from gateway.security.organisation import found_actors, know_actors
 from gateway.services import Services
 from gateway.store.database import WRITE_OPTION, writer_turn
+from gateway.store.relations import Actors
 from gateway.store.repository import R, Repository
-from gateway.store.tables import SubscriptionEvent
+from gateway.store.tables import ChangeMark, SubscriptionEvent
 from gateway.subscriptions.outbox import OUTBOX
 from gateway.subscriptions.resource import STATE, SUBSCRIPTION
 from gateway.subscriptions.topics import Topic
 
 log = logging.getLogger("gateway.subscriptions")
 EVENTS = cast(Table, SubscriptionEvent.__table__)
+MARKS = cast(Table, ChangeMark.__table__)
+ACTORS_MARK = "subscriptions.actors"
 LIVE = ("requested", "active")
 BATCH = 500
 MAX_IDS = 100  # a search parameter's values (GATEWAY_MAX_SEARCH_VALUES' default)
@@ -73,6 +77,8 @@ class Matcher:
     def __init__(self, services: Services, topics: dict[str, Topic]) -> None:
         self.services = services
         self.topics = topics
+        self._actors: dict[str, Actors] = {}  # by HSA-id: what names a subscriber's organisation
+        self._mark: int | None = None  # the `subscriptions.actors` change mark the memo was kept at
 
     def run_once(self, batch: int = BATCH) -> int:
         """Match one batch of outbox rows; the number of rows taken (0: the outbox is empty)."""
@@ -94,11 +100,41 @@ class Matcher:
             rows = [Row(int(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4])) for r in found]
             if not rows:
                 return 0
+            self._keep_actors(connection, rows)
             relevant = [row for row in rows if row.res_type not in NOT_MATCHED]
             if relevant:
                 self._match(connection, relevant)
-            connection.execute(delete(OUTBOX).where(OUTBOX.c.id <= rows[-1].id))
+            # the rows taken, not every id up to the last: on PostgreSQL a lower id may commit meanwhile
+            connection.execute(delete(OUTBOX).where(OUTBOX.c.id.in_([row.id for row in rows])))
             return len(rows)
+
+    def _keep_actors(self, connection: Connection, rows: list[Row]) -> None:
+        """Keep the memo of what names each subscriber's organisation only while nothing that names one
+        has changed. Every committed change of an Organization, PractitionerRole, HealthcareService or
+        CareTeam has an outbox row: while one is in the outbox (in this batch or after it: a stay may write
+        the Task before its Organization) the memo is dropped and the names are found anew through this
+        transaction; the run that takes one raises the `subscriptions.actors` mark, so every process's
+        matcher drops its memo at its next run (one matcher runs at a time). A match missed on a stale
+        memo would be lost for good."""
+        taken = any(row.res_type in ACTORS for row in rows)
+        pending = taken or (
+            connection.execute(
+                select(OUTBOX.c.id).where(OUTBOX.c.res_type.in_(sorted(ACTORS))).limit(1)
+            ).first()
+            is not None
+        )
+        mark = connection.execute(select(MARKS.c.value).where(MARKS.c.name == ACTORS_MARK)).scalar()
+        if taken:
+            if mark is None:
+                connection.execute(insert(MARKS).values(name=ACTORS_MARK, value=1))
+            else:
+                connection.execute(
+                    update(MARKS).where(MARKS.c.name == ACTORS_MARK).values(value=MARKS.c.value + 1)
+                )
+            mark = int(mark or 0) + 1
+        if pending or mark != self._mark:
+            self._actors.clear()
+        self._mark = None if mark is None else int(mark)
 
     def _match(self, connection: Connection, rows: list[Row]) -> None:
         subs = self._live(connection, {row.res_type for row in rows})
@@ -132,6 +168,10 @@ class Matcher:
                 )
         if events:
             connection.execute(insert(EVENTS), events)
+        for sub in subs:  # found anew in this run: kept while the mark stands (_keep_actors)
+            actors = found_actors(sub.context)
+            if actors is not None:
+                self._actors.setdefault(sub.context.principal.organization or "", actors)
 
     def _live(self, connection: Connection, types: set[str]) -> list[Live]:
         states = connection.execute(
@@ -163,10 +203,10 @@ class Matcher:
         context = RequestContext(
             principal=subscriber(state), base_url=self.services.settings.base_url, connection=connection
         )
-        # what names the subscriber's organisation is found anew, through this transaction: a batch may
-        # hold its new Organization (an HL7 discharge makes it with the Task), which a process's memo
-        # of it (ACTORS_SECONDS) does not know yet; a match missed here would be lost for good
-        context.cache[WROTE_KEY] = True
+        # what names the subscriber's organisation: the matcher's memo while it is kept (_keep_actors),
+        # else found anew through this transaction, never the process's memo of requests (ACTORS_SECONDS):
+        # a batch may hold its new Organization (an HL7 discharge makes it with the Task)
+        know_actors(context, self._actors.get(state.organization or ""))
         if state.topic:
             topic = self.topics.get(str(state.topic))
             if topic is None:
