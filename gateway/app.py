@@ -26,6 +26,8 @@ from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexp
 from gateway.fhir.routes import base_route, routes
 from gateway.hooks import Hooks
 from gateway.limits.middleware import RequestBounds
+from gateway.schedule.clock import check_fake_clock
+from gateway.schedule.runner import start_scheduler
 from gateway.security.audit_requests import AuditRequests
 from gateway.security.endpoints import check_base_url, warn_if_off
 from gateway.security.endpoints import router as security_router
@@ -75,6 +77,7 @@ def create_app(
     # Before anything is built: with auth on and no base URL, start-up stops here; so does a malformed
     # GATEWAY_TRUSTED_PROXIES entry.
     check_base_url(services.settings if services is not None else settings)
+    check_fake_clock(services.settings if services is not None else settings)  # GATEWAY_NOW with auth on
     trusted = TrustedProxies((services.settings if services is not None else settings).trusted_proxies)
     svc = services or Services.build(settings, hooks)
 
@@ -82,6 +85,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         listener = await mllp.start_embedded(svc)  # GATEWAY_MLLP_PORT: MLLP on this event loop too
         deliverer = start_deliverer(svc)  # GATEWAY_NOTIFY: subscriptions delivered by this process too
+        scheduler = start_scheduler(svc)  # GATEWAY_SCHEDULE_SECONDS: the scheduled jobs too
         try:
             yield
         finally:
@@ -89,6 +93,8 @@ def create_app(
                 await listener.stop()
             if deliverer is not None:
                 await run_in_threadpool(deliverer.stop)
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
             await run_in_threadpool(svc.close)  # every audit record stored before the process ends
 
     app = FastAPI(

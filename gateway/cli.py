@@ -27,6 +27,8 @@ from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
+from gateway.schedule.cli import schedule_app, worklist
+from gateway.schedule.clock import check_fake_clock
 from gateway.search.dates import utc_now
 from gateway.security.audit_cli import audit_app
 from gateway.security.cli import clients_app, demo_token, keys_app
@@ -52,6 +54,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.command("notify")(notify)
 app.command("demo-token")(demo_token)
+app.add_typer(schedule_app, name="schedule")
+app.command("worklist")(worklist)
 # soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width
 console = Console(stderr=True, soft_wrap=True)
 # The operator at the console has the database already: every interaction on every type (SMART scopes).
@@ -70,6 +74,7 @@ def serve(
     settings = Settings.from_env()
     try:
         check_base_url(settings)
+        check_fake_clock(settings)
     except StartupRefused as refused:
         console.print(f"[red]{escape(str(refused))}[/red]")
         raise typer.Exit(2) from refused

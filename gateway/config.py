@@ -145,6 +145,22 @@ class Settings:
     notify_poll_seconds: float = 1.0
     notify_lease_seconds: float = 0.0
 
+    # The scheduler (docs/scheduling.md): how often `gateway serve` runs a pass of every job, seconds (0:
+    # never; `gateway schedule run` runs one); how long a process holds a job's lease before another may
+    # take it (renewed while it runs); the jobs' clock (an ISO date-time: tests and demonstrations only;
+    # with auth on, start-up refuses it unless allow_fake_clock); how many days before its date a planned
+    # follow-up becomes a Task; the control-and-cleaning interval and lead time in days, and intervals by
+    # ISO 9999 class ("CLASS=DAYS", comma-separated; the longest matching class prefix wins, 0: no
+    # control).
+    schedule_seconds: float = 300.0
+    schedule_lease_seconds: float = 300.0
+    now: str = ""
+    allow_fake_clock: bool = False
+    follow_up_lead_days: int = 7
+    control_interval_days: int = 28
+    control_lead_days: int = 7
+    control_intervals: tuple[str, ...] = ()
+
     def for_batch(self) -> Settings:
         """These settings for a batch command (`gateway load`, `gateway import …`, replay): nobody waits
         on it to be refused, so a full audit queue makes it wait for the audit writer, not fail (503)."""
@@ -224,4 +240,12 @@ class Settings:
             ),
             notify_poll_seconds=_float("GATEWAY_NOTIFY_POLL_SECONDS", defaults.notify_poll_seconds),
             notify_lease_seconds=_float("GATEWAY_NOTIFY_LEASE_SECONDS", defaults.notify_lease_seconds),
+            schedule_seconds=_float("GATEWAY_SCHEDULE_SECONDS", defaults.schedule_seconds),
+            schedule_lease_seconds=_float("GATEWAY_SCHEDULE_LEASE_SECONDS", defaults.schedule_lease_seconds),
+            now=os.environ.get("GATEWAY_NOW", "").strip(),
+            allow_fake_clock=_switch("GATEWAY_ALLOW_FAKE_CLOCK", defaults.allow_fake_clock),
+            follow_up_lead_days=_int("GATEWAY_FOLLOW_UP_LEAD_DAYS", defaults.follow_up_lead_days),
+            control_interval_days=_int("GATEWAY_CONTROL_INTERVAL_DAYS", defaults.control_interval_days),
+            control_lead_days=_int("GATEWAY_CONTROL_LEAD_DAYS", defaults.control_lead_days),
+            control_intervals=_list("GATEWAY_CONTROL_INTERVALS"),
         )

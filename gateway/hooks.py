@@ -34,12 +34,14 @@ GATEWAY_SCOPES = frozenset({"system/*.cruds"})
 # Client ids the gateway keeps for itself (its reactions, the CLI, the adapters' own clients, a request
 # without a token): no access token may present one and no registered client may take one, since the
 # organisation policy exempts some of them (policy/access.yaml).
+# `gateway:…` are the gateway's own jobs: the scheduler writes as `gateway:scheduler` (gateway/schedule).
 INTERNAL_CLIENTS = frozenset({GATEWAY_CLIENT, "cli", "anonymous"})
-INTERNAL_CLIENT_PREFIX = "adapter:"
+INTERNAL_CLIENT_PREFIXES = ("adapter:", "gateway:")
+SCHEDULER_CLIENT = "gateway:scheduler"
 
 
 def internal_client(client_id: str) -> bool:
-    return client_id in INTERNAL_CLIENTS or client_id.startswith(INTERNAL_CLIENT_PREFIX)
+    return client_id in INTERNAL_CLIENTS or client_id.startswith(INTERNAL_CLIENT_PREFIXES)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class Database:
             "auth": False,
             "audit": False,
             "notify": False,  # no deliverer thread unless a test asks (tests/subscriptions)
+            "schedule_seconds": 0.0,  # no scheduler thread unless a test asks (tests/schedule)
         }
         values.update(overrides)
         if values["auth"] and "base_url" not in overrides:

@@ -391,3 +391,13 @@ class ClientNotify(Base):
     )
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[str] = mapped_column(String(1024), primary_key=True)
+
+
+class ScheduleLease(Base):
+    """The lease of a scheduled job (gateway/schedule/lease.py): the process running it (`holder`) until
+    `lease_until` (UTC, renewed while it runs); an expired lease (its process died) may be taken over."""
+
+    __tablename__ = "schedule_lease"
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)

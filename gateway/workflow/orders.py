@@ -125,6 +125,16 @@ def gateway_agent(context: RequestContext) -> Json:
     }
 
 
+def gateway_agent_for(context: RequestContext, organisation: Json) -> Json:
+    """The Provenance agent of a scheduled job's write: the gateway performed it, on behalf of the
+    Organization whose plan it is (gateway/schedule)."""
+    return {
+        "type": {"coding": [{"system": PARTICIPANT, "code": "performer", "display": "Performer"}]},
+        "who": _client(context.principal.client_id, "fhir-home-device-gateway"),
+        "onBehalfOf": organisation,
+    }
+
+
 def _just_completed_confirmation(stored: Stored, previous: Json | None) -> Json | None:
     """The confirm-prescriber Task that this write completed, if it is one."""
     if stored.res_type != "Task" or stored.deleted:

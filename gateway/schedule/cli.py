@@ -1,0 +1,122 @@
+"""`gateway schedule run [--now ISO-TIME]`: one pass of every job (for cron, operators and tests), and
+`gateway worklist --org HSA-ID [--overdue]`: a unit's open (or overdue) scheduled Tasks, audited as the
+search it is (naming the patients it printed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+from urllib.parse import parse_qsl, quote, urlencode
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from gateway.config import Settings
+from gateway.hooks import Principal, RequestContext
+from gateway.pipeline import UnitOfWork
+from gateway.schedule import clock
+from gateway.schedule.common import OPEN_QUERY
+from gateway.schedule.registry import JOBS, run_pass
+from gateway.schedule.writer import BUSINESS_STATUS, HSA, TASK_CODES
+from gateway.search.engine import Page
+from gateway.services import Services
+
+schedule_app = typer.Typer(help="The scheduled jobs (docs/scheduling.md).", no_args_is_help=True)
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+# The Task codes of a unit's worklist: what the jobs make (and the fault reports, issue 18).
+WORKLIST_CODES = ("follow-up", "control-cleaning", "service-due", "retirement-review", "fault-report")
+CLI = Principal(client_id="cli", scopes=frozenset({"system/*.cruds"}))
+
+
+@schedule_app.command("run")
+def run(
+    now: Annotated[
+        str | None, typer.Option(help="The jobs' clock, an ISO date-time (default GATEWAY_NOW, else now).")
+    ] = None,
+) -> None:
+    """Run one pass of every job; print what each did."""
+    settings = Settings.from_env().for_batch()
+    try:
+        moment = clock.now(settings, now)
+    except ValueError as error:
+        console.print(f"[red]--now is not an ISO date-time: {escape(str(now))}[/red]")
+        raise typer.Exit(2) from error
+    svc = Services.build(settings)
+    try:
+        results = run_pass(svc, moment)
+    finally:
+        svc.close()
+        svc.engine.dispose()
+    for job in JOBS:
+        tally = results.get(job.name)
+        if tally is None:
+            out.print(f"{job.name}: skipped (another process holds its lease)")
+        else:
+            out.print(
+                f"{job.name}: {tally.created} created, {tally.updated} overdue, {tally.reports} reports, "
+                f"{tally.cancelled} cancelled ({tally.seen} plans looked at)"
+            )
+
+
+def _search(svc: Services, context: RequestContext, res_type: str, query: str) -> Page:
+    from gateway.fhir.search import visible_page
+
+    def work(uow: UnitOfWork) -> Page:
+        search = svc.searcher.parse(res_type, parse_qsl(query, keep_blank_values=True), "")
+        return visible_page(svc, uow, res_type, search)
+
+    context.query = f"{res_type}?{query}"
+    return svc.write_path.run(context, work, write=False)
+
+
+def worklist_query(owners: list[str], overdue: bool, count: int) -> str:
+    """The FHIR search of a unit's worklist (docs/scheduling.md shows it)."""
+    codes = ",".join(f"{TASK_CODES}|{code}" for code in WORKLIST_CODES)
+    pairs = [("owner", ",".join(owners)), ("status", OPEN_QUERY), ("code", codes), ("_sort", "due")]
+    if overdue:
+        pairs.append(("business-status", f"{BUSINESS_STATUS}|overdue"))
+    pairs.append(("_count", str(count)))
+    return urlencode(pairs, safe=":/|,")
+
+
+def worklist(
+    org: Annotated[str, typer.Option(help="The unit's organisation, by HSA-id.")],
+    overdue: Annotated[bool, typer.Option(help="Only the overdue Tasks.")] = False,
+) -> None:
+    """Print a unit's open (or overdue) scheduled Tasks, oldest due first, with the patient count."""
+    settings = Settings.from_env().for_batch()
+    svc = Services.build(settings)
+    try:
+        found = _search(
+            svc, RequestContext(principal=CLI), "Organization", "identifier=" + quote(f"{HSA}|{org}")
+        )
+        if not found.matches:
+            console.print(f"[red]No Organization with HSA-id {escape(org)}[/red]")
+            raise typer.Exit(1)
+        organisation = f"Organization/{found.matches[0].res_id}"
+        services = _search(
+            svc, RequestContext(principal=CLI), "HealthcareService", f"organization={organisation}"
+        )
+        owners = [organisation, *(f"HealthcareService/{s.res_id}" for s in services.matches)]
+        query = worklist_query(owners, overdue, settings.max_page_size)
+        page = _search(svc, RequestContext(principal=CLI), "Task", query)
+    finally:
+        svc.close()
+        svc.engine.dispose()
+    tasks = [stored.json() for stored in page.matches]
+    patients = Counter(str((t.get("for") or {}).get("reference")) for t in tasks)
+    out.print(f"FHIR: Task?{query}")
+    for task in tasks:
+        due = ((task.get("restriction") or {}).get("period") or {}).get("end", "")
+        code = next((c.get("code") for c in (task.get("code") or {}).get("coding") or []), "")
+        late = " FÖRSENAD" if (task.get("businessStatus") or {}).get("coding") else ""
+        out.print(
+            f"{due[:10]}  {code:<18} {(task.get('for') or {}).get('reference', '')}  "
+            f"Task/{task['id']}{late}  {escape(str(task.get('description', '')))}"
+        )
+    oldest = min(
+        (((t.get("restriction") or {}).get("period") or {}).get("end", "") for t in tasks), default=""
+    )
+    out.print(f"{len(tasks)} uppgifter, {len(patients)} patienter, äldsta förfallodag {oldest[:10] or '-'}")

@@ -1,0 +1,162 @@
+"""What the jobs share: due times, the Task statuses, a patient's end of care, the prescriber's report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from gateway.model.types import Json
+from gateway.pipeline import UnitOfWork
+from gateway.schedule.writer import (
+    BASE,
+    BUSINESS_STATUS,
+    Tally,
+    coded,
+    has_code,
+    local,
+    provenance,
+    write_for,
+)
+from gateway.services import Services
+from gateway.store.repository import Repository
+from gateway.workflow.prescribers import Links, route
+
+OPEN = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
+OPEN_QUERY = ",".join(OPEN)
+CATEGORY = f"{BASE}/CodeSystem/communication-category"
+END_REASON = f"{BASE}/CodeSystem/scheduled-task-end-reason"
+END_REASONS = {
+    "patient-deceased": "Patienten har avlidit",
+    "patient-moved": "Patienten har flyttat till en annan kommun",
+    "plan-ended": "Den planerade aktiviteten har avslutats",
+    "device-left": "Hjälpmedlet finns inte längre hos patienten",
+}
+
+
+def due_of(day: date, services: Services) -> datetime:
+    """The end of `day` in the gateway's zone (Europe/Stockholm), as an aware datetime."""
+    zone = ZoneInfo(services.settings.local_timezone)
+    return datetime.combine(day + timedelta(days=1), time(0), zone) - timedelta(seconds=1)
+
+
+def start_of(day: date, services: Services) -> datetime:
+    """The start of `day` in the gateway's zone, as naive UTC."""
+    zone = ZoneInfo(services.settings.local_timezone)
+    return as_utc(datetime.combine(day, time(0), zone))
+
+
+def fhir_time(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware datetime as the naive UTC the clock gives."""
+    return moment.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+
+
+def overdue_status() -> Json:
+    return coded(BUSINESS_STATUS, "overdue", "Försenad")
+
+
+def is_overdue(task: Json) -> bool:
+    return has_code(task.get("businessStatus"), BUSINESS_STATUS, "overdue")
+
+
+def end_reason(code: str, text: str | None = None) -> Json:
+    display = END_REASONS[code]
+    return {"coding": [{"system": END_REASON, "code": code, "display": display}], "text": text or display}
+
+
+def deceased(uow: UnitOfWork, patient: str) -> bool:
+    """Whether the patient is recorded as deceased (deceasedBoolean true or a deceasedDateTime)."""
+    return deceased_in(uow.repository, patient)
+
+
+def deceased_in(repository: Repository, patient: str) -> bool:
+    if not patient.startswith("Patient/"):
+        return False
+    stored = repository.current("Patient", patient.removeprefix("Patient/"))
+    if stored is None or stored.deleted:
+        return False
+    resource = stored.json()
+    return resource.get("deceasedBoolean") is True or bool(resource.get("deceasedDateTime"))
+
+
+def report(
+    uow: UnitOfWork, report_id: str, task: Json, requests: list[str], text: str, sent: str
+) -> Json | None:
+    """A return report (Communication, category returrapport) about `task` to the actual prescriber(s)
+    of `requests` (gateway.workflow.prescribers), or None when nobody is found."""
+    routing = route(Links(uow), requests)
+    if not routing.recipients:
+        return None
+    result: Json = {
+        "resourceType": "Communication",
+        "id": report_id,
+        "status": "completed",
+        "category": [{"coding": [{"system": CATEGORY, "code": "returrapport", "display": "Återrapport"}]}],
+        "subject": task.get("for"),
+        "basedOn": [{"reference": r} for r in requests] + [{"reference": f"Task/{task['id']}"}],
+        "about": [{"reference": f"Task/{task['id']}"}],
+        "sent": sent,
+        "recipient": list(routing.recipients.values()),
+        "payload": [{"contentString": text}, *({"contentString": n} for n in routing.notes)],
+    }
+    if task.get("owner"):
+        result["sender"] = task["owner"]
+    return result
+
+
+def lapsed(task: Json, now: datetime) -> bool:
+    """An open Task past its due date that is not yet marked overdue."""
+    due = ((task.get("restriction") or {}).get("period") or {}).get("end")
+    if not due or is_overdue(task):
+        return False
+    try:
+        return as_utc(datetime.fromisoformat(str(due))) < now
+    except ValueError:
+        return False
+
+
+def settle(
+    services: Services,
+    held: Json,
+    now: datetime,
+    tally: Tally,
+    reason: Json | None,
+    report_of: Callable[[UnitOfWork, Json], int] | None = None,
+) -> None:
+    """An open scheduled Task cancelled for `reason` (or because its patient died), else marked overdue
+    once past its due date (and `report_of` it, the prescriber's report); with its Provenance."""
+
+    def work(uow: UnitOfWork, organisation: Json | None) -> None:
+        stored = uow.current_for_write("Task", str(held["id"]))
+        if stored is None or stored.deleted:
+            return
+        task = stored.json()
+        if task.get("status") not in OPEN:
+            return
+        why = (
+            end_reason("patient-deceased")
+            if deceased(uow, local((task.get("for") or {}).get("reference")))
+            else reason
+        )
+        changed: Json | None = None
+        if why is not None:
+            changed = {**task, "status": "cancelled", "statusReason": why}
+            tally.cancelled += 1
+        elif lapsed(task, now):
+            changed = {**task, "businessStatus": overdue_status()}
+            tally.updated += 1
+            if report_of is not None:
+                tally.reports += report_of(uow, changed)
+        if changed is None:
+            return
+        changed.pop("meta", None)
+        result = services.write_path.update(uow, "Task", str(task["id"]), changed)
+        text = (why or {}).get("text") or "Uppgiften är försenad"
+        targets = [f"Task/{task['id']}/_history/{result.stored.version_id}"]
+        services.write_path.create(uow, provenance(uow, targets, organisation, str(text)))
+
+    write_for(services, held.get("owner"), work)

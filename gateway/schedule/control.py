@@ -1,0 +1,263 @@
+"""Job `control-cleaning` (finding 9): every fourth week (configurable per ISO 9999 class; 0: none) a
+Task (task-code `control-cleaning`) to the municipal unit that cares for the patient at home, for each
+personally prescribed device there (an active DeviceUseStatement delivered for an order line, extension
+`device-request`), replacing the paper signing list.
+
+Only a unit that accepted (completed) a handover Task for the patient, or completed a `personal-care`
+Task for the patient (the municipality or a region-wide client registered it as providing personal
+care) gets them: never inferred from ZSV services or the kommunkod, since a Task to a unit discloses the
+patient to it. Occurrence n is due `interval * n` days after the later of the delivery and that
+acceptance, created `control_lead_days` ahead; after downtime every missed occurrence is created, overdue.
+The series ends when the device leaves the patient (its use no longer active: open Tasks are cancelled)
+or the unit rejects one with the reason `insats-upphord`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from urllib.parse import quote
+
+from gateway.model.types import Json
+from gateway.pipeline import UnitOfWork
+from gateway.schedule import common
+from gateway.schedule.lease import Lease
+from gateway.schedule.scan import scan
+from gateway.schedule.writer import (
+    BASE,
+    TASK_CODES,
+    Tally,
+    coded,
+    has_code,
+    local,
+    provenance,
+    task_id,
+    write_for,
+)
+from gateway.search.dates import to_instant
+from gateway.services import Services
+from gateway.store.repository import Repository
+
+NAME = "control-cleaning"
+CODE = f"{TASK_CODES}|control-cleaning"
+HANDOVER = f"{BASE}/CodeSystem/care-transition-task|handover"
+PERSONAL_CARE = f"{TASK_CODES}|personal-care"
+DEVICE_REQUEST = f"{BASE}/StructureDefinition/device-request"
+ISO9999 = f"{BASE}/CodeSystem/iso9999"
+STOP_REASON = f"{BASE}/CodeSystem/control-stop-reason"
+MAX_OCCURRENCES = 1000  # a series of 28-day controls for 76 years: beyond it a date is surely wrong
+
+
+def _day(value: object) -> date | None:
+    try:
+        return date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
+
+
+def _acceptances(services: Services) -> Iterator[tuple[str, Json, date, str]]:
+    """(patient, unit, since, acceptance Task) of every completed handover or personal-care Task."""
+    for code in (HANDOVER, PERSONAL_CARE):
+        query = "code=" + quote(code, safe=":/|") + "&status=completed"
+        for stored in scan(services, "Task", query):
+            task = stored.json()
+            patient = local((task.get("for") or {}).get("reference"))
+            owner = task.get("owner")
+            since = _day(task.get("lastModified") or (task.get("meta") or {}).get("lastUpdated"))
+            if (
+                patient.startswith("Patient/")
+                and isinstance(owner, dict)
+                and owner.get("reference")
+                and since
+            ):
+                unit = {k: v for k, v in owner.items() if k in ("reference", "display")}
+                yield patient, unit, since, f"Task/{stored.res_id}"
+
+
+def interval_days(services: Services, device: Json | None) -> int:
+    """The control interval of a device: the longest configured ISO 9999 class prefix of its type
+    (GATEWAY_CONTROL_INTERVALS "CLASS=DAYS"), else GATEWAY_CONTROL_INTERVAL_DAYS; 0: no control."""
+    classes = [
+        str(c.get("code", "")).replace(" ", "")
+        for c in ((device or {}).get("type") or {}).get("coding") or []
+        if c.get("system") == ISO9999
+    ]
+    best, days = -1, services.settings.control_interval_days
+    for item in services.settings.control_intervals:
+        prefix, _, value = item.partition("=")
+        prefix = prefix.strip().replace(" ", "")
+        if any(c.startswith(prefix) for c in classes) and len(prefix) > best and value.strip().isdigit():
+            best, days = len(prefix), int(value)
+    return days
+
+
+def _uses(services: Services, patient: str) -> list[Json]:
+    """The patient's active uses of personally prescribed devices."""
+    query = "subject=" + quote(patient, safe="/") + "&status=active"
+    found = []
+    for stored in scan(services, "DeviceUseStatement", query):
+        use = stored.json()
+        if any(e.get("url") == DEVICE_REQUEST for e in use.get("extension") or []):
+            found.append(use)
+    return found
+
+
+def _stopped(task: Json) -> bool:
+    return task.get("status") == "rejected" and has_code(
+        task.get("statusReason"), STOP_REASON, "insats-upphord"
+    )
+
+
+class _Series:
+    """The control Tasks of one device at one patient for one unit."""
+
+    def __init__(
+        self, services: Services, patient: str, unit: Json, device: str, start: date, every: int
+    ) -> None:
+        self.services, self.patient, self.unit, self.device = services, patient, unit, device
+        self.start, self.every = start, every
+
+    def id(self, number: int) -> str:
+        return task_id(
+            self.services, NAME, self.device, str(self.unit["reference"]), self.patient, str(number)
+        )
+
+    def due_day(self, number: int) -> date:
+        return self.start + timedelta(days=self.every * number)
+
+    def last_due(self, now: datetime) -> int:
+        """The number of occurrences whose Task should exist by `now`."""
+        lead = timedelta(days=self.services.settings.control_lead_days)
+        number = 0
+        while (
+            number < MAX_OCCURRENCES
+            and common.start_of(self.due_day(number + 1) - lead, self.services) <= now
+        ):
+            number += 1
+        return number
+
+    def task(self, number: int, now: datetime, acceptance: str) -> Json:
+        day = self.due_day(number)
+        due = common.due_of(day, self.services)
+        task: Json = {
+            "resourceType": "Task",
+            "id": self.id(number),
+            "status": "requested",
+            "intent": "order",
+            "code": coded(TASK_CODES, "control-cleaning", "Kontroll och rengöring av hjälpmedel"),
+            "description": (
+                f"Kontroll och rengöring av hjälpmedel, tillfälle {number} (senast {day.isoformat()})"
+            ),
+            "for": {"reference": self.patient},
+            "focus": {"reference": self.device},
+            "basedOn": [{"reference": acceptance}],
+            "owner": self.unit,
+            "authoredOn": to_instant(now),
+            "restriction": {"period": {"end": common.fhir_time(due)}},
+        }
+        if common.as_utc(due) < now:
+            task["businessStatus"] = common.overdue_status()
+        return task
+
+
+def _make(series: _Series, now: datetime, acceptance: str, tally: Tally) -> None:
+    """Create the occurrences due by `now` that do not exist yet (those after the last one made)."""
+    missing: list[int] = []
+    with series.services.engine.connect() as connection:
+        repository = Repository(connection)
+        for number in range(series.last_due(now), 0, -1):
+            if repository.current("Task", series.id(number)) is not None:
+                break
+            missing.append(number)
+    if not missing:
+        return
+
+    def work(uow: UnitOfWork, organisation: Json | None) -> None:
+        if common.deceased(uow, series.patient):
+            return
+        targets = []
+        for number in sorted(missing):
+            wanted = series.id(number)
+            if uow.repository.current("Task", wanted) is not None:
+                continue  # another process made it meanwhile
+            result = series.services.write_path.update(
+                uow, "Task", wanted, series.task(number, now, acceptance)
+            )
+            targets.append(f"Task/{wanted}/_history/{result.stored.version_id}")
+            tally.created += 1
+        if targets:
+            reason = f"Kontroll och rengöring var {series.every}:e dag av {series.device}"
+            series.services.write_path.create(uow, provenance(uow, targets, organisation, reason))
+
+    write_for(series.services, series.unit, work)
+
+
+def _stopped_series(services: Services) -> set[tuple[str, str, str]]:
+    """(device, unit, patient) of every series a unit stopped (a control Task rejected `insats-upphord`)."""
+    query = "code=" + quote(CODE, safe=":/|") + "&status=rejected"
+    found = set()
+    for stored in scan(services, "Task", query):
+        task = stored.json()
+        if _stopped(task):
+            key = (
+                local((task.get("focus") or {}).get("reference")),
+                str((task.get("owner") or {}).get("reference")),
+                local((task.get("for") or {}).get("reference")),
+            )
+            found.add(key)
+    return found
+
+
+def _device(services: Services, reference: str) -> Json | None:
+    with services.engine.connect() as connection:
+        held = Repository(connection).current("Device", reference.removeprefix("Device/"))
+    return held.json() if held is not None and not held.deleted else None
+
+
+def _close_open(services: Services, now: datetime, tally: Tally) -> None:
+    """Open control Tasks: cancelled when the device left the patient or the patient died, overdue once
+    their due date passed."""
+    query = "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY
+    for stored in scan(services, "Task", query):
+        task = stored.json()
+        patient = local((task.get("for") or {}).get("reference"))
+        device = local((task.get("focus") or {}).get("reference"))
+        at_patient = any(
+            local((u.get("device") or {}).get("reference")) == device for u in _uses(services, patient)
+        )
+        due = ((task.get("restriction") or {}).get("period") or {}).get("end")
+        lapsed = (
+            bool(due)
+            and not common.is_overdue(task)
+            and common.as_utc(datetime.fromisoformat(str(due))) < now
+        )
+        if at_patient and not lapsed and not _patient_deceased(services, patient):
+            continue
+        common.settle(services, task, now, tally, None if at_patient else common.end_reason("device-left"))
+
+
+def _patient_deceased(services: Services, patient: str) -> bool:
+    with services.engine.connect() as connection:
+        return common.deceased_in(Repository(connection), patient)
+
+
+def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
+    """One pass: make the control Tasks due, then mark and cancel the open ones."""
+    tally = Tally()
+    stopped = _stopped_series(services)
+    for patient, unit, since, acceptance in _acceptances(services):
+        tally.seen += 1
+        for use in _uses(services, patient):
+            device = local((use.get("device") or {}).get("reference"))
+            delivered = _day((use.get("timingPeriod") or {}).get("start")) or since
+            if not device or (device, str(unit["reference"]), patient) in stopped:
+                continue
+            every = interval_days(services, _device(services, device))
+            if every <= 0:
+                continue
+            _make(
+                _Series(services, patient, unit, device, max(since, delivered), every), now, acceptance, tally
+            )
+        if lease is not None and not lease.renew():
+            return tally
+    _close_open(services, now, tally)
+    return tally

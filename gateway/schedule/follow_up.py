@@ -1,0 +1,180 @@
+"""Job `follow-up` (finding 4): each planned follow-up of an order (an open activity of a device
+follow-up CarePlan, gateway/adapters/bestallningsportalen/follow_up.py) becomes a Task (task-code
+`follow-up`) owned by the responsible unit (the activity's performer, else the plan's author), `for`
+the patient, `focus` the order's DeviceRequest, `basedOn` the CarePlan, due (`restriction.period.end`)
+at the end of the planned day in the gateway's zone, created `follow_up_lead_days` ahead (default 7).
+
+Each pass, over the open follow-up Tasks: one past its due date gets businessStatus `overdue` and the
+actual prescriber a return report (in Swedish); one whose activity ended (the order makulerad, the device
+picked up, the plan changed) or whose patient died is cancelled with a Swedish statusReason. Completing
+the Task completes the activity (gateway/workflow/scheduled_tasks.py)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from urllib.parse import quote
+
+from gateway.adapters.bestallningsportalen import follow_up as plans
+from gateway.model.types import Json
+from gateway.pipeline import UnitOfWork
+from gateway.schedule import common
+from gateway.schedule.lease import Lease
+from gateway.schedule.scan import scan
+from gateway.schedule.writer import TASK_CODES, Tally, coded, local, provenance, task_id, write_for
+from gateway.search.dates import to_instant
+from gateway.services import Services
+from gateway.store.repository import Repository
+
+NAME = "follow-up"
+PLAN_CATEGORY = f"{plans.CATEGORY['system']}|{plans.CATEGORY['code']}"
+CODE = f"{TASK_CODES}|follow-up"
+
+
+def _planned_day(activity: Json) -> date | None:
+    start = (((activity.get("detail") or {}).get("scheduledPeriod")) or {}).get("start")
+    try:
+        return date.fromisoformat(str(start)[:10]) if start else None
+    except ValueError:
+        return None
+
+
+def _lines(plan: Json) -> list[str]:
+    found = [local((a.get("reference") or {}).get("reference")) for a in plan.get("activity") or []]
+    return [r for r in found if r.startswith("DeviceRequest/")]
+
+
+def _owner(plan: Json, activity: Json) -> Json | None:
+    for performer in (activity.get("detail") or {}).get("performer") or []:
+        if isinstance(performer, dict) and performer.get("reference"):
+            return {k: v for k, v in performer.items() if k in ("reference", "display")}
+    author = plan.get("author")
+    return dict(author) if isinstance(author, dict) and author.get("reference") else None
+
+
+def _task(services: Services, plan: Json, activity: Json, day: date, now: datetime, task_id: str) -> Json:
+    owner = _owner(plan, activity)
+    lines = _lines(plan)
+    detail = activity.get("detail") or {}
+    due = common.due_of(day, services)
+    described = str(detail.get("description") or "Uppföljning")
+    task: Json = {
+        "resourceType": "Task",
+        "id": task_id,
+        "status": "requested",
+        "intent": "order",
+        "code": coded(TASK_CODES, "follow-up", "Uppföljning av hjälpmedel"),
+        "description": f"{described}, planerad {day.isoformat()} ({plan.get('title', 'uppföljningsplan')})",
+        "for": plan.get("subject"),
+        "basedOn": [{"reference": f"CarePlan/{plan['id']}"}],
+        "authoredOn": to_instant(now),
+        "restriction": {"period": {"end": common.fhir_time(due)}},
+        "input": [
+            {
+                "type": {"text": "Planerad aktivitet"},
+                "valueString": str(activity.get("id") or ""),
+            }
+        ],
+    }
+    if lines:
+        task["focus"] = {"reference": lines[0]}
+    if owner:
+        task["owner"] = owner
+    if plan.get("author"):
+        task["requester"] = plan["author"]
+    if common.as_utc(due) < now:
+        task["businessStatus"] = common.overdue_status()
+    return task
+
+
+def _overdue_report(
+    services: Services, uow: UnitOfWork, task: Json, plan_lines: list[str], now: datetime
+) -> int:
+    due = str(((task.get("restriction") or {}).get("period") or {}).get("end", ""))[:10]
+    text = (
+        f"Uppföljningen är inte genomförd: {task.get('description', 'uppföljning')} "
+        f"skulle vara gjord senast {due}."
+    )
+    report_id = task_id(services, NAME, "overdue-report", str(task["id"]))
+    if uow.repository.current("Communication", report_id) is not None:
+        return 0
+    found = common.report(uow, report_id, task, plan_lines, text, to_instant(now))
+    if found is None:
+        return 0
+    services.write_path.update(uow, "Communication", report_id, found)
+    return 1
+
+
+def _plan_item(services: Services, plan: Json, activity: Json, now: datetime, tally: Tally) -> None:
+    day = _planned_day(activity)
+    if day is None or not plans.is_open(activity) or not activity.get("id"):
+        return
+    if now < common.start_of(day - timedelta(days=services.settings.follow_up_lead_days), services):
+        return
+    wanted = task_id(services, NAME, str(plan["id"]), str(activity["id"]), "1")
+    with services.engine.connect() as connection:
+        if Repository(connection).current("Task", wanted) is not None:
+            return
+
+    def work(uow: UnitOfWork, organisation: Json | None) -> None:
+        if uow.repository.current("Task", wanted) is not None:
+            return  # another process made it meanwhile
+        if common.deceased(uow, local((plan.get("subject") or {}).get("reference"))):
+            return
+        task = _task(services, plan, activity, day, now, wanted)
+        result = services.write_path.update(uow, "Task", wanted, task)
+        targets = [f"Task/{wanted}/_history/{result.stored.version_id}"]
+        tally.created += 1
+        if common.is_overdue(task):
+            tally.reports += _overdue_report(services, uow, task, _lines(plan), now)
+        reason = f"Planerad uppföljning ({activity['id']}) i CarePlan/{plan['id']}"
+        services.write_path.create(uow, provenance(uow, targets, organisation, reason))
+
+    write_for(services, _owner(plan, activity), work)
+
+
+def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
+    """One pass: make the Tasks of follow-ups falling due, then mark, report and cancel the open ones."""
+    tally = Tally()
+    horizon = (now + timedelta(days=services.settings.follow_up_lead_days + 1)).date().isoformat()
+    query = "category=" + quote(PLAN_CATEGORY, safe=":/|") + "&status=active&activity-date=le" + horizon
+    for stored in scan(services, "CarePlan", query):
+        plan = stored.json()
+        tally.seen += 1
+        for activity in plan.get("activity") or []:
+            if "detail" in activity:
+                _plan_item(services, plan, activity, now, tally)
+        if lease is not None and not lease.renew():
+            return tally
+    tasks = "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY
+    for stored in scan(services, "Task", tasks):
+        task = stored.json()
+        # every open Task is looked at: its activity or patient may have ended (reads only, unless so)
+        reason, lines, dead = _ended(services, task)
+        if reason is not None or dead or common.lapsed(task, now):
+
+            def report_of(uow: UnitOfWork, changed: Json, lines: list[str] = lines) -> int:
+                return _overdue_report(services, uow, changed, lines, now)
+
+            common.settle(services, task, now, tally, reason, report_of)
+        if lease is not None and not lease.renew():
+            break
+    return tally
+
+
+def _ended(services: Services, task: Json) -> tuple[Json | None, list[str], bool]:
+    """Why the open Task's activity ended (None: it did not), the plan's order lines, and whether its
+    patient died; read without a write transaction."""
+    with services.engine.connect() as connection:
+        repository = Repository(connection)
+        dead = common.deceased_in(repository, local((task.get("for") or {}).get("reference")))
+        plan_ref = next((local(b.get("reference")) for b in task.get("basedOn") or []), "")
+        name = next((str(i.get("valueString")) for i in task.get("input") or [] if "valueString" in i), "")
+        stored = repository.current("CarePlan", plan_ref.removeprefix("CarePlan/")) if plan_ref else None
+    if stored is None or stored.deleted:
+        return None, [], dead
+    plan = stored.json()
+    activity = next((a for a in plan.get("activity") or [] if a.get("id") == name), None)
+    if activity is None or plans.is_open(activity) or activity["detail"].get("status") == "completed":
+        return None, _lines(plan), dead
+    why = (activity.get("detail") or {}).get("statusReason") or {}
+    return common.end_reason("plan-ended", why.get("text")), _lines(plan), dead

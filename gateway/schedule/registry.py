@@ -1,0 +1,50 @@
+"""The jobs, and one pass of every job: each under its lease (one runner per job at a time), each
+catching up on everything that fell due since the last pass (a pass after downtime makes every missed
+occurrence)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.schedule import control, follow_up
+from gateway.schedule.lease import Lease, holder_name
+from gateway.schedule.writer import Tally
+from gateway.services import Services
+
+log = logging.getLogger("gateway.schedule")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[[Services, datetime, Lease | None], Tally]
+    description: str
+
+
+JOBS: tuple[Job, ...] = (
+    Job(follow_up.NAME, follow_up.run, "planned follow-ups of orders → Tasks, overdue, reports"),
+    Job(control.NAME, control.run, "control and cleaning every fourth week → Tasks, overdue"),
+)
+
+
+def run_pass(
+    services: Services, now: datetime, holder: str | None = None, jobs: tuple[Job, ...] = JOBS
+) -> dict[str, Tally | None]:
+    """One pass of every job at `now` (the jobs' clock); a job whose lease another process holds is
+    skipped (None)."""
+    holder = holder or holder_name()
+    results: dict[str, Tally | None] = {}
+    for job in jobs:
+        lease = Lease(services.engine, job.name, holder, services.settings.schedule_lease_seconds)
+        if not lease.acquire():
+            log.info("job %s: its lease is held by another process; skipped", job.name)
+            results[job.name] = None
+            continue
+        try:
+            results[job.name] = job.run(services, now, lease)
+        finally:
+            lease.release()
+    return results

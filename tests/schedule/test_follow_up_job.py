@@ -1,0 +1,118 @@
+"""The follow-up job (issue 18, finding 4), end to end with auth on: the portal orders (skapad 2026-11-20,
+a follow-up after 21 days: 2026-12-11), the scheduler runs with its clock set, and the responsible lung
+clinic and an unrelated municipality look with their own organisation-scoped clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.schedule import clock
+from gateway.schedule.registry import run_pass
+from gateway.schedule.writer import BUSINESS_STATUS, TASK_CODES
+from gateway.services import Services
+from tests.adapters.test_bestallningsportalen import golden
+from tests.security.conftest import bearer
+from tests.workflow.test_follow_up_dates import World, version
+from tests.workflow.test_order_to_return_report import client_for, read, search, secured
+
+__all__ = ["secured"]
+
+FOLLOW_UP = f"{TASK_CODES}|follow-up"
+OTHER_TOWN = "SE2321000016-KOMMUNB"
+
+
+@pytest.fixture
+def world(secured: Services) -> Iterator[World]:
+    with TestClient(create_app(secured.settings, services=secured)) as http:
+        yield World(secured, http)
+
+
+def at(services: Services, moment: str) -> dict[str, int]:
+    results = run_pass(services, clock.parse(moment))
+    return {name: tally.total() for name, tally in results.items() if tally is not None}
+
+
+def written_by_the_scheduler(services: Services, task_id: str, organisation: str) -> None:
+    """Its AuditEvent names the scheduler, then the plan's organisation; its Provenance the gateway, on
+    behalf of the Organization."""
+    searcher = services.write_path.searcher
+    with services.engine.connect() as connection:
+        found = searcher.match(connection, "AuditEvent", f"entity=Task/{task_id}", limit=20)
+        events = [s.json() for s in found]
+        [provenance] = [s.json() for s in searcher.match(connection, "Provenance", f"target=Task/{task_id}")]
+    [event] = [e for e in events if e.get("action") == "C"]
+    assert event["agent"][0]["who"]["identifier"]["value"] == "gateway:scheduler"
+    assert event["agent"][1]["who"]["identifier"]["value"] == "SE2321000016-LUNG"
+    [agent] = provenance["agent"]
+    assert agent["who"]["identifier"]["value"] == "gateway:scheduler"
+    assert agent["onBehalfOf"] == {"reference": organisation}
+
+
+def follow_ups(world: World) -> list[dict[str, Any]]:
+    world.http.headers.update(world.lung)
+    return search(world.http, "Task", code=FOLLOW_UP, _sort="due")
+
+
+def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_prescribers_report(
+    world: World, secured: Services
+) -> None:
+    line = world.order(golden("01"))
+    plan = world.plan(line)
+    assert at(secured, "2026-12-03T22:00:00+01:00")["follow-up"] == 0  # day 13: nothing yet
+    assert follow_ups(world) == []
+
+    assert at(secured, "2026-12-04T08:00:00+01:00")["follow-up"] == 1  # day 14: the Task
+    [task] = follow_ups(world)
+    assert task["status"] == "requested"
+    assert task["restriction"]["period"]["end"] == "2026-12-11T23:59:59+01:00"
+    assert task["focus"]["reference"] == line
+    assert task["basedOn"] == [{"reference": f"CarePlan/{plan['id']}"}]
+    assert task["for"] == plan["subject"]
+    assert task["owner"]["reference"] == plan["author"]["reference"]
+    written_by_the_scheduler(secured, task["id"], plan["author"]["reference"])
+    assert task["authoredOn"].startswith("2026-12-04T07:00:00")
+    assert "businessStatus" not in task
+
+    # a second pass, and a pass on a later day before the due date, change nothing
+    assert at(secured, "2026-12-04T08:00:00+01:00")["follow-up"] == 0
+    assert at(secured, "2026-12-11T23:00:00+01:00")["follow-up"] == 0
+    # a later order version does not move the planned date
+    world.order(version(golden("01"), 2, "2026-12-20T10:00:00+01:00", status="levererad"))
+
+    assert at(secured, "2026-12-12T08:00:00+01:00")["follow-up"] == 2  # day 22: overdue, and the report
+    world.http.headers.update(world.lung)
+    [late] = search(world.http, "Task", code=FOLLOW_UP, **{"business-status": f"{BUSINESS_STATUS}|overdue"})
+    assert late["id"] == task["id"]
+    [report] = search(world.http, "Communication", about=f"Task/{task['id']}")
+    assert report["payload"][0]["contentString"].startswith("Uppföljningen är inte genomförd")
+    request = read(world.http, line)
+    assert report["recipient"][0]["reference"] == request["requester"]["reference"]
+    assert at(secured, "2026-12-13T08:00:00+01:00")["follow-up"] == 0  # reported once
+
+    # an unrelated municipality sees none of it
+    other = client_for(secured, "kommun-b", OTHER_TOWN, "system/*.rus")
+    world.http.headers.update(bearer(other.token(world.http, "system/*.rus")))
+    assert search(world.http, "Task", code=FOLLOW_UP) == []
+    assert world.http.get(f"/fhir/Task/{task['id']}").status_code == 404
+    assert search(world.http, "Communication", about=f"Task/{task['id']}") == []
+
+
+def test_a_pass_after_downtime_makes_every_missed_follow_up_overdue_and_makulerad_cancels(
+    world: World, secured: Services
+) -> None:
+    order = golden("01")
+    world.order(order)
+    assert at(secured, "2027-06-01T08:00:00+02:00")["follow-up"] >= 3  # both follow-ups, both overdue
+    tasks = follow_ups(world)
+    assert len(tasks) == 2
+    assert all(t["businessStatus"]["coding"][0]["code"] == "overdue" for t in tasks)
+    world.order(version(order, 2, "2027-06-02T08:00:00+02:00", status="makulerad"))
+    at(secured, "2027-06-02T09:00:00+02:00")
+    tasks = follow_ups(world)
+    assert {t["status"] for t in tasks} == {"cancelled"}
+    assert tasks[0]["statusReason"]["text"].startswith("Order BP-2026-004711 makulerades")
