@@ -92,11 +92,13 @@ def interval_days(services: Services, device: Json | None) -> int:
 
 def _uses(services: Services, patient: str) -> list[Json]:
     """The patient's active uses of personally prescribed devices."""
-    query = "subject=" + quote(patient, safe="/") + "&status=active"
+    query = "subject=" + quote(patient, safe="/")
     found = []
     for stored in scan(services, "DeviceUseStatement", query):
         use = stored.json()
-        if any(e.get("url") == DEVICE_REQUEST for e in use.get("extension") or []):
+        if use.get("status") == "active" and any(
+            e.get("url") == DEVICE_REQUEST for e in use.get("extension") or []
+        ):
             found.append(use)
     return found
 

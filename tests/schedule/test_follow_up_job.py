@@ -94,6 +94,18 @@ def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_presc
     assert report["recipient"][0]["reference"] == request["requester"]["reference"]
     assert at(secured, "2026-12-13T08:00:00+01:00")["follow-up"] == 0  # reported once
 
+    # the clinic completes it: the plan's activity is completed, the Task its outcome
+    staff = client_for(secured, "lung-staff", "SE2321000016-LUNG", "system/*.cruds")
+    world.http.headers.update(bearer(staff.token(world.http, "system/*.cruds")))
+    note = {"text": "Patienten nöjd, flöde 2 l/min", "authorReference": plan["author"]}
+    done = {**late, "status": "completed", "note": [note]}
+    response = world.http.put(f"/fhir/Task/{late['id']}", json=done)
+    assert response.status_code == 200, response.text
+    [activity] = [a for a in world.plan(line)["activity"] if a.get("id") == "uppfoljning-21-aterbesok"]
+    assert activity["detail"]["status"] == "completed"
+    assert activity["outcomeReference"] == [{"reference": f"Task/{task['id']}"}]
+    assert at(secured, "2026-12-14T08:00:00+01:00")["follow-up"] == 0
+
     # an unrelated municipality sees none of it
     other = client_for(secured, "kommun-b", OTHER_TOWN, "system/*.rus")
     world.http.headers.update(bearer(other.token(world.http, "system/*.rus")))

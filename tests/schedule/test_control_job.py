@@ -1,0 +1,177 @@
+"""The control-and-cleaning job (issue 18, finding 9) end to end with auth on: the portal orders, the
+register delivers the concentrator to the patient, a region-wide client registers municipality A as
+providing personal care (a `personal-care` Task that A completes), and the scheduler runs with its clock
+set: a control Task every 28 days, signed by A's staff (422 without the person), every missed one made
+after downtime, none after the device is returned; municipality B, unrelated, sees none of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.schedule.registry import run_pass
+from gateway.schedule.writer import BASE, TASK_CODES
+from gateway.search.dates import utc_now
+from gateway.services import Services
+from tests.adapters.test_bestallningsportalen import golden
+from tests.adapters.test_device_register import changed, row_of
+from tests.conftest import Database
+from tests.security.conftest import bearer
+from tests.workflow.test_follow_up_dates import World
+from tests.workflow.test_order_to_return_report import client_for, search
+
+CONTROL = f"{TASK_CODES}|control-cleaning"
+KOMMUN_A = "SE2120000001-KOMA"
+KOMMUN_B = "SE2120000002-KOMB"
+HSA = "urn:oid:1.2.752.29.4.19"
+OUTPUTS = f"{BASE}/CodeSystem/task-output-type"
+SCOPES = "system/*.cruds"
+
+
+@pytest.fixture
+def secured_region(database: Database) -> Iterator[Services]:
+    database.clear()
+    settings = database.settings(auth=True, audit=True, region_clients=("region-journal",))
+    built = Services.build(settings, engine=database.engine)
+    yield built
+    built.close()
+
+
+class Town:
+    def __init__(self, world: World, services: Services) -> None:
+        self.http = world.http
+        region = client_for(services, "region-journal", "SE2321000016-REGION", SCOPES)
+        self.region = bearer(region.token(self.http, SCOPES))
+        self.a = bearer(client_for(services, "kommun-a", KOMMUN_A, SCOPES).token(self.http, SCOPES))
+        self.b = bearer(client_for(services, "kommun-b", KOMMUN_B, SCOPES).token(self.http, SCOPES))
+
+    def as_(self, headers: dict[str, str]) -> TestClient:
+        self.http.headers.update(headers)
+        return self.http
+
+    def post(self, headers: dict[str, str], resource: dict[str, Any]) -> dict[str, Any]:
+        response = self.as_(headers).post(f"/fhir/{resource['resourceType']}", json=resource)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def put(self, headers: dict[str, str], resource: dict[str, Any], status: int = 200) -> dict[str, Any]:
+        response = self.as_(headers).put(f"/fhir/Task/{resource['id']}", json=resource)
+        assert response.status_code == status, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def controls(self, headers: dict[str, str]) -> list[dict[str, Any]]:
+        return search(self.as_(headers), "Task", code=CONTROL, _sort="due", _count="100")
+
+
+@pytest.fixture
+def town(secured_region: Services) -> Iterator[tuple[World, Town]]:
+    with TestClient(create_app(secured_region.settings, services=secured_region)) as http:
+        world = World(secured_region, http)
+        yield world, Town(world, secured_region)
+
+
+def passes(services: Services, days: int) -> int:
+    results = run_pass(services, utc_now() + timedelta(days=days))
+    tally = results["control-cleaning"]
+    assert tally is not None
+    return tally.total()
+
+
+def signed(task: dict[str, Any], result: str, person: bool = True) -> dict[str, Any]:
+    outputs = [
+        {
+            "type": {"coding": [{"system": OUTPUTS, "code": "control-result"}]},
+            "valueCodeableConcept": {
+                "coding": [{"system": f"{BASE}/CodeSystem/control-result", "code": result}]
+            },
+        }
+    ]
+    if person:
+        outputs.append(
+            {
+                "type": {"coding": [{"system": OUTPUTS, "code": "performed-by"}]},
+                "valueIdentifier": {"system": "urn:kommun-a:personal", "value": "anna.s"},
+            }
+        )
+    return {**task, "status": "completed", "output": outputs}
+
+
+def test_a_control_task_every_28_days_until_the_device_is_returned(
+    town: tuple[World, Town], secured_region: Services
+) -> None:
+    world, kommun = town
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))  # the concentrator delivered to the patient, for the order's line
+    patient = world.plan(line)["subject"]
+    assert passes(secured_region, 60) == 0  # no unit provides personal care: nobody learns of the patient
+
+    organisation = kommun.post(
+        kommun.region,
+        {
+            "resourceType": "Organization",
+            "identifier": [{"system": HSA, "value": KOMMUN_A}],
+            "name": "Kommun A",
+        },
+    )
+    care = kommun.post(
+        kommun.region,
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": TASK_CODES, "code": "personal-care"}]},
+            "for": patient,
+            "owner": {"reference": f"Organization/{organisation['id']}"},
+        },
+    )
+    kommun.put(kommun.a, {**care, "status": "completed"})
+    assert passes(secured_region, 20) == 0  # the first control is due in 28 days, made 7 days ahead
+    assert passes(secured_region, 22) == 1
+    [first] = kommun.controls(kommun.a)
+    assert first["owner"] == {"reference": f"Organization/{organisation['id']}"}
+    assert first["focus"]["reference"].startswith("Device/")
+    assert first["status"] == "requested"
+    assert passes(secured_region, 22) == 0  # a second pass changes nothing
+
+    # signing: without the person it is 422; with, the person goes to the Provenance
+    kommun.put(kommun.a, signed(first, "ok", person=False), status=422)
+    kommun.put(kommun.a, signed(first, "ok"))
+    found = search(kommun.as_(kommun.region), "Provenance", target=f"Task/{first['id']}")
+    [provenance] = [p for p in found if p["reason"][0]["text"] == "Kontroll och rengöring signerad"]
+    assert provenance["agent"][0]["who"]["identifier"]["value"] == "anna.s"
+
+    # downtime: every missed control is made, the past ones overdue
+    assert passes(secured_region, 110) >= 3
+    controls = kommun.controls(kommun.a)
+    assert len(controls) == 4
+    overdue = [t for t in controls if t.get("businessStatus")]
+    assert len(overdue) == 2  # the second and the third, due on days 56 and 84
+    assert {t["status"] for t in controls[1:]} == {"requested"}
+
+    owner = {"reference": f"Organization/{organisation['id']}"}
+    # a fault found: the text goes in a note (422 without)
+    kommun.put(kommun.a, signed(controls[1], "fault-found"), status=422)
+    noted = {
+        **signed(controls[1], "fault-found"),
+        "note": [{"text": "Filtret trasigt", "authorReference": owner}],
+    }
+    assert kommun.put(kommun.a, noted)["status"] == "completed"
+
+    # municipality B, with no relationship to the patient, sees none of it
+    assert kommun.controls(kommun.b) == []
+    assert kommun.as_(kommun.b).get(f"/fhir/Task/{first['id']}").status_code == 404
+
+    # returned: the open controls are cancelled and no more are made
+    world.rows(changed("02", status="Återlämnad"))
+    passes(secured_region, 111)
+    controls = kommun.controls(kommun.a)
+    assert [t["status"] for t in controls] == ["completed", "completed", "cancelled", "cancelled"]
+    assert controls[2]["statusReason"]["coding"][0]["code"] == "device-left"
+    assert passes(secured_region, 400) == 0

@@ -1,0 +1,105 @@
+"""Passes that change nothing: two `gateway schedule run` processes at once (PostgreSQL and SQLite), a
+restart, the lease that lets one runner run a job and expires with its process, the thread of `gateway
+serve`, and the fake clock refused at start-up with auth on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.schedule import clock
+from gateway.schedule.lease import Lease
+from gateway.schedule.registry import run_pass
+from gateway.schedule.runner import Scheduler
+from gateway.security.endpoints import StartupRefused
+from gateway.services import Services
+from tests.adapters.test_bestallningsportalen import golden
+from tests.conftest import Database
+from tests.schedule.test_follow_up_job import FOLLOW_UP
+from tests.workflow.test_follow_up_dates import World
+from tests.workflow.test_order_to_return_report import secured
+
+__all__ = ["secured"]
+GATEWAY = Path(sys.executable).with_name("gateway")
+LATE = "2027-06-01T08:00:00+02:00"  # both follow-ups of order 01 overdue
+
+
+@pytest.fixture
+def world(secured: Services) -> Iterator[World]:
+    with TestClient(create_app(secured.settings, services=secured)) as http:
+        yield World(secured, http)
+
+
+def counts(services: Services) -> tuple[int, int]:
+    """Follow-up Tasks and return reports stored."""
+    searcher = services.write_path.searcher
+    with services.engine.connect() as connection:
+        tasks = searcher.match(connection, "Task", f"code={FOLLOW_UP}", limit=100)
+        reports = searcher.match(connection, "Communication", "category=returrapport", limit=100)
+    return len(tasks), len(reports)
+
+
+def test_two_processes_at_once_and_a_restart_change_nothing(
+    world: World, secured: Services, database: Database
+) -> None:
+    world.order(golden("01"))
+    env = {**os.environ, **database.environment(), "COLUMNS": "200"}
+    command = [str(GATEWAY), "schedule", "run", "--now", LATE]
+    runs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        assert "follow-up:" in out
+    assert counts(secured) == (2, 2)
+    # a restart: a pass of a new process (in this one) changes nothing
+    results = run_pass(secured, clock.parse(LATE))
+    assert all(tally is None or tally.total() == 0 for tally in results.values())
+    assert counts(secured) == (2, 2)
+
+
+def test_one_runner_per_job_and_the_lease_expires_with_its_process(database: Database) -> None:
+    database.clear()
+    first = Lease(database.engine, "a-job", "process-1", seconds=1.0)
+    second = Lease(database.engine, "a-job", "process-2", seconds=1.0)
+    assert first.acquire()
+    assert not second.acquire()
+    assert first.renew()
+    time.sleep(1.1)  # process 1 died: it renews no more
+    assert second.acquire()
+    assert not first.renew() or not first.acquire()
+    second.release()
+    assert first.acquire()
+
+
+def test_the_thread_of_serve_runs_the_jobs(world: World, secured: Services) -> None:
+    world.order(golden("01"))
+    services = replace(secured, settings=replace(secured.settings, now=LATE, schedule_seconds=0.2))
+    scheduler = Scheduler(services).start()
+    try:
+        deadline = time.monotonic() + 30
+        while counts(secured) != (2, 2) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        scheduler.stop()
+    assert counts(secured) == (2, 2)
+
+
+def test_a_fake_clock_stops_start_up_with_auth_on(database: Database) -> None:
+    settings = database.settings(auth=True, now="2027-01-01T00:00:00+01:00")
+    with pytest.raises(StartupRefused, match="GATEWAY_ALLOW_FAKE_CLOCK"):
+        create_app(settings)
+    with pytest.raises(StartupRefused, match="ISO"):
+        create_app(database.settings(now="tomorrow"))
+    assert clock.now(replace(settings, now="")) is not None
