@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from gateway.adapters.master_data import MUNICIPALITY_CODE, OLD_MUNICIPALITY_CODE
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.schedule.writer import (
@@ -15,6 +16,7 @@ from gateway.schedule.writer import (
     coded,
     has_code,
     local,
+    organisation_of,
     provenance,
     write_for,
 )
@@ -106,6 +108,36 @@ def report(
     if task.get("owner"):
         result["sender"] = task["owner"]
     return result
+
+
+def _municipality(resource: Json) -> str | None:
+    """The kommunkod of a resource's first address that has one (a Patient's home address first)."""
+    for address in resource.get("address") or []:
+        for extension in (address or {}).get("extension") or []:
+            if extension.get("url") in (MUNICIPALITY_CODE, OLD_MUNICIPALITY_CODE):
+                code = (extension.get("valueCoding") or {}).get("code")
+                if code:
+                    return str(code)
+    return None
+
+
+def moved(repository: Repository, patient: str, owner: object) -> bool:
+    """Whether the patient lives in another municipality than the owning unit's organisation (both
+    known by their addresses' kommunkod): the unit no longer cares for the patient at home."""
+    held = (
+        repository.current("Patient", patient.removeprefix("Patient/"))
+        if patient.startswith("Patient/")
+        else None
+    )
+    organisation, _ = organisation_of(
+        repository, (owner or {}).get("reference") if isinstance(owner, dict) else None
+    )
+    key = local((organisation or {}).get("reference"))
+    unit = repository.current("Organization", key.removeprefix("Organization/")) if key else None
+    if held is None or held.deleted or unit is None or unit.deleted:
+        return False
+    home, town = _municipality(held.json()), _municipality(unit.json())
+    return home is not None and town is not None and home != town
 
 
 def lapsed(task: Json, now: datetime) -> bool:

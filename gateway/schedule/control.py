@@ -216,8 +216,8 @@ def _device(services: Services, reference: str) -> Json | None:
 
 
 def _close_open(services: Services, now: datetime, tally: Tally) -> None:
-    """Open control Tasks: cancelled when the device left the patient or the patient died, overdue once
-    their due date passed."""
+    """Open control Tasks: cancelled when the device left the patient, the patient moved to another
+    municipality or died; overdue once their due date passed."""
     query = "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY
     for stored in scan(services, "Task", query):
         task = stored.json()
@@ -226,20 +226,18 @@ def _close_open(services: Services, now: datetime, tally: Tally) -> None:
         at_patient = any(
             local((u.get("device") or {}).get("reference")) == device for u in _uses(services, patient)
         )
-        due = ((task.get("restriction") or {}).get("period") or {}).get("end")
-        lapsed = (
-            bool(due)
-            and not common.is_overdue(task)
-            and common.as_utc(datetime.fromisoformat(str(due))) < now
-        )
-        if at_patient and not lapsed and not _patient_deceased(services, patient):
+        with services.engine.connect() as connection:
+            repository = Repository(connection)
+            gone = common.moved(repository, patient, task.get("owner"))
+            dead = common.deceased_in(repository, patient)
+        reason = None
+        if not at_patient:
+            reason = common.end_reason("device-left")
+        elif gone:
+            reason = common.end_reason("patient-moved")
+        if reason is None and not dead and not common.lapsed(task, now):
             continue
-        common.settle(services, task, now, tally, None if at_patient else common.end_reason("device-left"))
-
-
-def _patient_deceased(services: Services, patient: str) -> bool:
-    with services.engine.connect() as connection:
-        return common.deceased_in(Repository(connection), patient)
+        common.settle(services, task, now, tally, reason)
 
 
 def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
@@ -248,10 +246,12 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     stopped = _stopped_series(services)
     for patient, unit, since, acceptance in _acceptances(services):
         tally.seen += 1
+        with services.engine.connect() as connection:
+            away = common.moved(Repository(connection), patient, unit)
         for use in _uses(services, patient):
             device = local((use.get("device") or {}).get("reference"))
             delivered = _day((use.get("timingPeriod") or {}).get("start")) or since
-            if not device or (device, str(unit["reference"]), patient) in stopped:
+            if not device or (device, str(unit["reference"]), patient) in stopped or away:
                 continue
             every = interval_days(services, _device(services, device))
             if every <= 0:

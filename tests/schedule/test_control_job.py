@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.adapters.master_data import MUNICIPALITY_CODE
 from gateway.app import create_app
+from gateway.cli import CLI_CONTEXT
 from gateway.schedule.registry import run_pass
 from gateway.schedule.writer import BASE, TASK_CODES
 from gateway.search.dates import utc_now
@@ -103,23 +105,17 @@ def signed(task: dict[str, Any], result: str, person: bool = True) -> dict[str, 
     return {**task, "status": "completed", "output": outputs}
 
 
-def test_a_control_task_every_28_days_until_the_device_is_returned(
-    town: tuple[World, Town], secured_region: Services
-) -> None:
-    world, kommun = town
-    line = world.order(golden("01"))
-    world.rows(row_of("02"))  # the concentrator delivered to the patient, for the order's line
-    patient = world.plan(line)["subject"]
-    assert passes(secured_region, 60) == 0  # no unit provides personal care: nobody learns of the patient
-
-    organisation = kommun.post(
-        kommun.region,
-        {
-            "resourceType": "Organization",
-            "identifier": [{"system": HSA, "value": KOMMUN_A}],
-            "name": "Kommun A",
-        },
-    )
+def personal_care(kommun: Town, patient: dict[str, Any], code: str | None = None) -> dict[str, Any]:
+    """Municipality A's Organization (in kommun `code` when given), registered by the region as providing
+    personal care for the patient (a personal-care Task that A completes)."""
+    unit: dict[str, Any] = {
+        "resourceType": "Organization",
+        "identifier": [{"system": HSA, "value": KOMMUN_A}],
+    }
+    if code:
+        coding = {"system": f"{BASE}/CodeSystem/kommunkod", "code": code}
+        unit["address"] = [{"extension": [{"url": MUNICIPALITY_CODE, "valueCoding": coding}]}]
+    organisation = kommun.post(kommun.region, {**unit, "name": "Kommun A"})
     care = kommun.post(
         kommun.region,
         {
@@ -132,6 +128,19 @@ def test_a_control_task_every_28_days_until_the_device_is_returned(
         },
     )
     kommun.put(kommun.a, {**care, "status": "completed"})
+    return organisation
+
+
+def test_a_control_task_every_28_days_until_the_device_is_returned(
+    town: tuple[World, Town], secured_region: Services
+) -> None:
+    world, kommun = town
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))  # the concentrator delivered to the patient, for the order's line
+    patient = world.plan(line)["subject"]
+    assert passes(secured_region, 60) == 0  # no unit provides personal care: nobody learns of the patient
+
+    organisation = personal_care(kommun, patient)
     assert passes(secured_region, 20) == 0  # the first control is due in 28 days, made 7 days ahead
     assert passes(secured_region, 22) == 1
     [first] = kommun.controls(kommun.a)
@@ -175,3 +184,46 @@ def test_a_control_task_every_28_days_until_the_device_is_returned(
     assert [t["status"] for t in controls] == ["completed", "completed", "cancelled", "cancelled"]
     assert controls[2]["statusReason"]["coding"][0]["code"] == "device-left"
     assert passes(secured_region, 400) == 0
+
+
+def test_a_move_and_a_stop_end_the_series(town: tuple[World, Town], secured_region: Services) -> None:
+    world, kommun = town
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))
+    patient = world.plan(line)["subject"]
+    personal_care(kommun, patient, code="0180")
+    assert passes(secured_region, 22) == 1
+    [first] = kommun.controls(kommun.a)
+
+    # A stops the series: the Task rejected with insats-upphord; none follow
+    stop = {"coding": [{"system": f"{BASE}/CodeSystem/control-stop-reason", "code": "insats-upphord"}]}
+    kommun.put(kommun.a, {**first, "status": "rejected", "statusReason": stop})
+    assert passes(secured_region, 200) == 0
+    assert [t["status"] for t in kommun.controls(kommun.a)] == ["rejected"]
+
+
+def test_a_patient_who_moves_to_another_municipality_ends_the_controls(
+    town: tuple[World, Town], secured_region: Services
+) -> None:
+    world, kommun = town
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))
+    patient = world.plan(line)["subject"]
+    personal_care(kommun, patient, code="0180")
+    assert passes(secured_region, 22) == 1
+
+    def move(uow: Any) -> None:
+        stored = uow.repository.current("Patient", patient["reference"].removeprefix("Patient/"))
+        resource = {k: v for k, v in stored.json().items() if k != "meta"}
+        coding = {"system": f"{BASE}/CodeSystem/kommunkod", "code": "1480"}
+        resource["address"] = [
+            {"city": "Göteborg", "extension": [{"url": MUNICIPALITY_CODE, "valueCoding": coding}]}
+        ]
+        secured_region.write_path.update(uow, "Patient", stored.res_id, resource)
+
+    secured_region.write_path.run(CLI_CONTEXT, move)
+    passes(secured_region, 23)
+    [control] = kommun.controls(kommun.a)
+    assert control["status"] == "cancelled"
+    assert control["statusReason"]["coding"][0]["code"] == "patient-moved"
+    assert passes(secured_region, 200) == 0

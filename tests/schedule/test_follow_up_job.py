@@ -11,11 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
+from gateway.cli import CLI_CONTEXT
 from gateway.schedule import clock
 from gateway.schedule.registry import run_pass
 from gateway.schedule.writer import BUSINESS_STATUS, TASK_CODES
 from gateway.services import Services
 from tests.adapters.test_bestallningsportalen import golden
+from tests.adapters.test_device_register import row_of
 from tests.security.conftest import bearer
 from tests.workflow.test_follow_up_dates import World, version
 from tests.workflow.test_order_to_return_report import client_for, read, search, secured
@@ -128,3 +130,33 @@ def test_a_pass_after_downtime_makes_every_missed_follow_up_overdue_and_makulera
     tasks = follow_ups(world)
     assert {t["status"] for t in tasks} == {"cancelled"}
     assert tasks[0]["statusReason"]["text"].startswith("Order BP-2026-004711 makulerades")
+
+
+def test_a_pick_up_and_a_death_cancel_the_open_follow_ups(world: World, secured: Services) -> None:
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))
+    assert at(secured, "2026-12-05T08:00:00+01:00")["follow-up"] == 1
+    world.order(golden("08"))  # hämtorder of the concentrator: the plan's activities end
+    at(secured, "2026-12-05T09:00:00+01:00")
+    [task] = follow_ups(world)
+    assert task["status"] == "cancelled"
+    assert task["statusReason"]["coding"][0]["code"] == "plan-ended"
+    assert task["statusReason"]["text"].startswith("Hjälpmedlet hämtas tillbaka")
+
+    # another order for the patient; the patient dies before its follow-up
+    second = version(golden("01"), 1, "2026-11-22T10:00:00+01:00", ordernummer="BP-2026-004712")
+    world.order(second)
+    assert at(secured, "2026-12-06T08:00:00+01:00")["follow-up"] == 1
+    patient = world.plan(line)["subject"]["reference"]
+
+    def die(uow: Any) -> None:
+        stored = uow.repository.current("Patient", patient.removeprefix("Patient/"))
+        resource = {**stored.json(), "deceasedDateTime": "2026-12-06T10:00:00+01:00"}
+        resource.pop("meta")
+        secured.write_path.update(uow, "Patient", stored.res_id, resource)
+
+    secured.write_path.run(CLI_CONTEXT, die)
+    at(secured, "2026-12-06T12:00:00+01:00")
+    statuses = {(t["status"], t["statusReason"]["coding"][0]["code"]) for t in follow_ups(world)}
+    assert statuses == {("cancelled", "plan-ended"), ("cancelled", "patient-deceased")}
+    assert at(secured, "2027-06-01T12:00:00+02:00")["follow-up"] == 0  # nothing more for the deceased
