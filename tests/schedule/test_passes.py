@@ -103,3 +103,25 @@ def test_a_fake_clock_stops_start_up_with_auth_on(database: Database) -> None:
     with pytest.raises(StartupRefused, match="ISO"):
         create_app(database.settings(now="tomorrow"))
     assert clock.now(replace(settings, now="")) is not None
+
+
+def test_the_worklist_of_a_unit_is_one_search_and_audited(
+    world: World, secured: Services, database: Database
+) -> None:
+    line = world.order(golden("01"))
+    run_pass(secured, clock.parse(LATE))
+    env = {**os.environ, **database.environment(), "GATEWAY_AUDIT": "on", "COLUMNS": "300"}
+    command = [str(GATEWAY), "worklist", "--org", "SE2321000016-LUNG", "--overdue"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("FHIR: Task?owner=Organization/")
+    assert "business-status=" in lines[0] and "_sort=due" in lines[0]
+    assert [line.split()[0] for line in lines[1:3]] == ["2026-12-11", "2027-05-19"]
+    assert lines[-1] == "2 uppgifter, 1 patienter, äldsta förfallodag 2026-12-11"
+    patient = world.plan(line)["subject"]["reference"]
+    searcher = secured.write_path.searcher
+    with secured.engine.connect() as connection:
+        events = [s.json() for s in searcher.match(connection, "AuditEvent", f"entity={patient}", limit=500)]
+    searches = [e for e in events if e["subtype"][0]["code"] == "search" and e["agent"][0]["name"] == "cli"]
+    assert searches and "Task?" in str(searches[-1])
