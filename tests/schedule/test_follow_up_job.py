@@ -55,6 +55,13 @@ def written_by_the_scheduler(services: Services, task_id: str, organisation: str
     assert agent["onBehalfOf"] == {"reference": organisation}
 
 
+def announced(services: Services, topic: str, task_id: str, version: int) -> bool:
+    """Whether the subscription topic is triggered by this version of the Task (written by PUT)."""
+    found = services.topics[f"https://fhir.home-device-gateway.se/SubscriptionTopic/{topic}"]
+    with services.engine.connect() as connection:
+        return found.triggered(connection, "Task", task_id, version, "PUT")
+
+
 def follow_ups(world: World) -> list[dict[str, Any]]:
     world.http.headers.update(world.lung)
     return search(world.http, "Task", code=FOLLOW_UP, _sort="due")
@@ -80,6 +87,7 @@ def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_presc
     assert task["authoredOn"].startswith("2026-12-04T07:00:00")
     assert "businessStatus" not in task
 
+    assert announced(secured, "follow-up-due", task["id"], 1)
     # a second pass, and a pass on a later day before the due date, change nothing
     assert at(secured, "2026-12-04T08:00:00+01:00")["follow-up"] == 0
     assert at(secured, "2026-12-11T23:00:00+01:00")["follow-up"] == 0
@@ -90,6 +98,8 @@ def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_presc
     world.http.headers.update(world.lung)
     [late] = search(world.http, "Task", code=FOLLOW_UP, **{"business-status": f"{BUSINESS_STATUS}|overdue"})
     assert late["id"] == task["id"]
+    assert announced(secured, "follow-up-overdue", task["id"], 2)
+    assert not announced(secured, "follow-up-due", task["id"], 2)
     [report] = search(world.http, "Communication", about=f"Task/{task['id']}")
     assert report["payload"][0]["contentString"].startswith("Uppföljningen är inte genomförd")
     request = read(world.http, line)

@@ -11,17 +11,21 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
+from gateway.cli import CLI_CONTEXT
 from gateway.schedule import clock
 from gateway.schedule.lease import Lease
 from gateway.schedule.registry import run_pass
 from gateway.schedule.runner import Scheduler
+from gateway.schedule.writer import BASE
 from gateway.security.endpoints import StartupRefused
 from gateway.services import Services
+from gateway.store.repository import Repository
 from tests.adapters.test_bestallningsportalen import golden
 from tests.conftest import Database
 from tests.schedule.test_follow_up_job import FOLLOW_UP
@@ -125,3 +129,50 @@ def test_the_worklist_of_a_unit_is_one_search_and_audited(
         events = [s.json() for s in searcher.match(connection, "AuditEvent", f"entity={patient}", limit=500)]
     searches = [e for e in events if e["subtype"][0]["code"] == "search" and e["agent"][0]["name"] == "cli"]
     assert searches and "Task?" in str(searches[-1])
+
+
+def test_an_unanswered_care_transition_task_past_its_deadline_is_marked_and_announced(
+    secured: Services,
+) -> None:
+    def setup(uow: Any) -> None:
+        unit = {"resourceType": "Organization", "id": "kommun-a", "name": "Kommun A"}
+        secured.write_path.update(uow, "Organization", "kommun-a", unit)
+        patient = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Tolvansson"}]}
+        secured.write_path.update(uow, "Patient", "p1", patient)
+        task = {
+            "resourceType": "Task",
+            "id": "handover-1",
+            "status": "requested",
+            "intent": "order",
+            "businessStatus": {"text": "Väntar på svar"},
+            "code": {"coding": [{"system": f"{BASE}/CodeSystem/care-transition-task", "code": "handover"}]},
+            "for": {"reference": "Patient/p1"},
+            "owner": {"reference": "Organization/kommun-a"},
+            "restriction": {"period": {"end": "2026-12-01T12:00:00+01:00"}},
+        }
+        secured.write_path.update(uow, "Task", "handover-1", task)
+
+    secured.write_path.run(CLI_CONTEXT, setup)
+
+    def marked(moment: str) -> int:
+        tally = run_pass(secured, clock.parse(moment))["care-transition-deadline"]
+        assert tally is not None
+        return tally.total()
+
+    assert (
+        run_pass(secured, clock.parse("2026-12-01T11:00:00+01:00"))["care-transition-deadline"].total() == 0
+    )  # type: ignore[union-attr]
+    assert (
+        run_pass(secured, clock.parse("2026-12-01T13:00:00+01:00"))["care-transition-deadline"].total() == 1
+    )  # type: ignore[union-attr]
+    assert (
+        run_pass(secured, clock.parse("2026-12-02T13:00:00+01:00"))["care-transition-deadline"].total() == 0
+    )  # type: ignore[union-attr]
+    with secured.engine.connect() as connection:
+        task = Repository(connection).current("Task", "handover-1")
+        assert task is not None
+        topic = secured.topics[f"{BASE}/SubscriptionTopic/care-transition-deadline"]
+        assert topic.triggered(connection, "Task", "handover-1", 2, "PUT")
+    status = task.json()["businessStatus"]
+    assert status["text"] == "Väntar på svar"
+    assert status["coding"][0]["code"] == "deadline-passed"
