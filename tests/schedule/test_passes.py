@@ -159,15 +159,9 @@ def test_an_unanswered_care_transition_task_past_its_deadline_is_marked_and_anno
         assert tally is not None
         return tally.total()
 
-    assert (
-        run_pass(secured, clock.parse("2026-12-01T11:00:00+01:00"))["care-transition-deadline"].total() == 0
-    )  # type: ignore[union-attr]
-    assert (
-        run_pass(secured, clock.parse("2026-12-01T13:00:00+01:00"))["care-transition-deadline"].total() == 1
-    )  # type: ignore[union-attr]
-    assert (
-        run_pass(secured, clock.parse("2026-12-02T13:00:00+01:00"))["care-transition-deadline"].total() == 0
-    )  # type: ignore[union-attr]
+    assert marked("2026-12-01T11:00:00+01:00") == 0
+    assert marked("2026-12-01T13:00:00+01:00") == 1
+    assert marked("2026-12-02T13:00:00+01:00") == 0
     with secured.engine.connect() as connection:
         task = Repository(connection).current("Task", "handover-1")
         assert task is not None
