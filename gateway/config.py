@@ -160,6 +160,8 @@ class Settings:
     control_interval_days: int = 28
     control_lead_days: int = 7
     control_intervals: tuple[str, ...] = ()
+    # how many days before a device's next service date the owner gets its service Task
+    service_lead_days: int = 14
 
     def for_batch(self) -> Settings:
         """These settings for a batch command (`gateway load`, `gateway import …`, replay): nobody waits
@@ -248,4 +250,5 @@ class Settings:
             control_interval_days=_int("GATEWAY_CONTROL_INTERVAL_DAYS", defaults.control_interval_days),
             control_lead_days=_int("GATEWAY_CONTROL_LEAD_DAYS", defaults.control_lead_days),
             control_intervals=_list("GATEWAY_CONTROL_INTERVALS"),
+            service_lead_days=_int("GATEWAY_SERVICE_LEAD_DAYS", defaults.service_lead_days),
         )

@@ -33,6 +33,7 @@ END_REASONS = {
     "patient-moved": "Patienten har flyttat till en annan kommun",
     "plan-ended": "Den planerade aktiviteten har avslutats",
     "device-left": "Hjälpmedlet finns inte längre hos patienten",
+    "service-rescheduled": "Nästa service är flyttad i registret",
 }
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.schedule import control, deadlines, follow_up
+from gateway.schedule import control, deadlines, devices, follow_up
 from gateway.schedule.lease import Lease, holder_name
 from gateway.schedule.writer import Tally
 from gateway.services import Services
@@ -27,6 +27,8 @@ class Job:
 JOBS: tuple[Job, ...] = (
     Job(follow_up.NAME, follow_up.run, "planned follow-ups of orders → Tasks, overdue, reports"),
     Job(control.NAME, control.run, "control and cleaning every fourth week → Tasks, overdue"),
+    Job(devices.SERVICE, devices.run_service, "next service dates falling due → service-due Tasks"),
+    Job(devices.RETIREMENT, devices.run_retirement, "passed lifetimes → retirement-review Tasks, reports"),
     Job(
         deadlines.NAME,
         deadlines.run,

@@ -100,7 +100,7 @@ def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_presc
     assert late["id"] == task["id"]
     assert announced(secured, "follow-up-overdue", task["id"], 2)
     assert not announced(secured, "follow-up-due", task["id"], 2)
-    [report] = search(world.http, "Communication", about=f"Task/{task['id']}")
+    [report] = search(world.http, "Communication", **{"based-on": f"Task/{task['id']}"})
     assert report["payload"][0]["contentString"].startswith("Uppföljningen är inte genomförd")
     request = read(world.http, line)
     assert report["recipient"][0]["reference"] == request["requester"]["reference"]
@@ -123,7 +123,7 @@ def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_presc
     world.http.headers.update(bearer(other.token(world.http, "system/*.rus")))
     assert search(world.http, "Task", code=FOLLOW_UP) == []
     assert world.http.get(f"/fhir/Task/{task['id']}").status_code == 404
-    assert search(world.http, "Communication", about=f"Task/{task['id']}") == []
+    assert search(world.http, "Communication", **{"based-on": f"Task/{task['id']}"}) == []
 
 
 def test_a_pass_after_downtime_makes_every_missed_follow_up_overdue_and_makulerad_cancels(
