@@ -20,7 +20,7 @@ from gateway.pipeline import UnitOfWork
 from gateway.schedule import common
 from gateway.schedule.lease import Lease
 from gateway.schedule.scan import scan
-from gateway.schedule.writer import TASK_CODES, Tally, coded, local, provenance, task_id, write_for
+from gateway.schedule.writer import BASE, TASK_CODES, Tally, coded, local, provenance, task_id, write_for
 from gateway.search.dates import to_instant
 from gateway.services import Services
 from gateway.store.repository import Repository
@@ -70,7 +70,7 @@ def _task(services: Services, plan: Json, activity: Json, day: date, now: dateti
         "restriction": {"period": {"end": common.fhir_time(due)}},
         "input": [
             {
-                "type": {"text": "Planerad aktivitet"},
+                "type": coded(f"{BASE}/CodeSystem/task-input-type", "planned-activity", "Planerad aktivitet"),
                 "valueString": str(activity.get("id") or ""),
             }
         ],

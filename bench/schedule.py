@@ -1,0 +1,170 @@
+"""The scheduler's pass (issue 18, docs/scheduling.md): seconds per pass of every job and the writes
+made, over a store of BENCH_PLANS follow-up plans (each an order line and a CarePlan with two planned
+follow-ups, one due within the lead time) and BENCH_DEVICES devices (each with a next service date far
+ahead and a lifetime not yet passed), then a second pass with nothing due (the idle pass: what every pass
+of `gateway serve` costs when nothing happens).
+
+    .venv/bin/python -m bench.schedule            # SQLite in a temporary directory
+    SCHEDULE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test SCHEDULE_SCHEMA=bench_schedule \\
+        .venv/bin/python -m bench.schedule
+
+Environment: BENCH_PLANS (default 2000), BENCH_DEVICES (default 10000). Prints a `RESULT {json}` line."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from gateway.config import Settings
+from gateway.hooks import Principal, RequestContext
+from gateway.schedule.registry import run_pass
+from gateway.schedule.writer import HSA
+from gateway.search.dates import utc_now
+from gateway.services import Services
+from gateway.store import migrate
+from gateway.store.database import make_engine
+
+PLANS = int(os.environ.get("BENCH_PLANS", "2000"))
+DEVICES = int(os.environ.get("BENCH_DEVICES", "10000"))
+BATCH = 200
+CLI = RequestContext(principal=Principal(client_id="cli", scopes=frozenset({"system/*.cruds"})))
+CATEGORY = {
+    "system": "https://fhir.home-device-gateway.se/CodeSystem/careplan-category",
+    "code": "device-follow-up",
+}
+MAINTENANCE = "https://fhir.home-device-gateway.se/StructureDefinition/device-maintenance"
+
+
+def settings() -> Settings:
+    url = os.environ.get("SCHEDULE_URL") or f"sqlite:///{tempfile.mkdtemp()}/schedule.db"
+    schema = os.environ.get("SCHEDULE_SCHEMA", "")
+    if schema:
+        with make_engine(url, "").begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    migrate.upgrade(make_engine(url, schema))
+    return Settings(database_url=url, database_schema=schema, auth=False, audit=False, notify=False)
+
+
+def plan(number: int, today: date) -> list[dict[str, Any]]:
+    patient = {"resourceType": "Patient", "id": f"p{number}", "name": [{"family": f"Bench{number}"}]}
+    request = {
+        "resourceType": "DeviceRequest",
+        "id": f"dr{number}",
+        "status": "active",
+        "intent": "order",
+        "codeCodeableConcept": {"text": "Syrgaskoncentrator"},
+        "subject": {"reference": f"Patient/p{number}"},
+        "requester": {"reference": "Organization/clinic"},
+    }
+    activities: list[dict[str, Any]] = [{"reference": {"reference": f"DeviceRequest/dr{number}"}}]
+    for days, name in ((3, "uppfoljning-21-aterbesok"), (180, "uppfoljning-180-telefon")):
+        activities.append(
+            {
+                "id": name,
+                "detail": {
+                    "kind": "Appointment",
+                    "status": "not-started",
+                    "scheduledPeriod": {"start": (today + timedelta(days=days)).isoformat()},
+                    "performer": [{"reference": "Organization/clinic"}],
+                    "description": "Uppföljning",
+                },
+            }
+        )
+    care_plan = {
+        "resourceType": "CarePlan",
+        "id": f"cp{number}",
+        "status": "active",
+        "intent": "plan",
+        "category": [{"coding": [CATEGORY]}],
+        "subject": {"reference": f"Patient/p{number}"},
+        "author": {"reference": "Organization/clinic"},
+        "activity": activities,
+    }
+    return [patient, request, care_plan]
+
+
+def device(number: int, today: date) -> dict[str, Any]:
+    facts = [
+        {"url": "nextService", "valueDate": (today + timedelta(days=200)).isoformat()},
+        {"url": "purchaseDate", "valueDate": (today - timedelta(days=400)).isoformat()},
+        {
+            "url": "lifetime",
+            "valueDuration": {
+                "value": 7,
+                "unit": "years",
+                "system": "http://unitsofmeasure.org",
+                "code": "a",
+            },
+        },
+    ]
+    return {
+        "resourceType": "Device",
+        "id": f"d{number}",
+        "status": "active",
+        "owner": {"reference": "Organization/owner"},
+        "extension": [{"url": MAINTENANCE, "extension": facts}],
+    }
+
+
+def seed(services: Services, today: date) -> float:
+    started = time.perf_counter()
+    write = services.write_path
+
+    def organisations(uow: Any) -> None:
+        for res_id, hsa in (("clinic", "SE2321000016-BCLI"), ("owner", "SE2321000016-BOWN")):
+            unit = {
+                "resourceType": "Organization",
+                "id": res_id,
+                "identifier": [{"system": HSA, "value": hsa}],
+            }
+            write.update(uow, "Organization", res_id, unit)
+
+    write.run(CLI, organisations)
+    resources = [r for n in range(PLANS) for r in plan(n, today)] + [device(n, today) for n in range(DEVICES)]
+    for start in range(0, len(resources), BATCH):
+        chunk = resources[start : start + BATCH]
+
+        def work(uow: Any, chunk: list[dict[str, Any]] = chunk) -> None:
+            for resource in chunk:
+                write.update(uow, resource["resourceType"], resource["id"], resource)
+
+        write.run(CLI, work)
+    return time.perf_counter() - started
+
+
+def timed_pass(services: Services) -> dict[str, Any]:
+    started = time.perf_counter()
+    results = run_pass(services, utc_now())
+    seconds = time.perf_counter() - started
+    writes = {name: tally.total() if tally else None for name, tally in results.items()}
+    return {"seconds": round(seconds, 2), "writes": writes}
+
+
+def main() -> None:
+    config = settings()
+    services = Services.build(config)
+    today = utc_now().date()
+    seeded = seed(services, today)
+    first = timed_pass(services)
+    idle = timed_pass(services)
+    result = {
+        "database": "postgresql" if config.database_url.startswith("postgresql") else "sqlite",
+        "plans": PLANS,
+        "devices": DEVICES,
+        "seed_seconds": round(seeded, 1),
+        "first_pass": first,
+        "idle_pass": idle,
+    }
+    services.close()
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
