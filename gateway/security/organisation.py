@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import Engine
 
 from gateway.errors import forbidden, unknown_reference
-from gateway.hooks import Permissive, RequestContext
+from gateway.hooks import SCHEDULER_CLIENT, Permissive, RequestContext
 from gateway.model.types import Json
 from gateway.search.dates import utc_now
 from gateway.search.parameters import Masking, split_token
@@ -90,6 +90,7 @@ class OrganisationPolicy(Permissive):
             or context.source is not None
             or client in self.rules.exempt_clients
             or client.startswith(self.rules.exempt_client_prefixes)
+            or client == SCHEDULER_CLIENT  # the scheduler's jobs, whatever the policy file says
         )
 
     def exempt(self, context: RequestContext) -> bool:

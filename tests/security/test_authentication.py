@@ -258,7 +258,9 @@ def test_external_issuer_purpose_of_use() -> None:
             purpose(client_id="journal", pou=wrong)
 
 
-@pytest.mark.parametrize("client_id", ["adapter:bestallningsportalen", "cli", "gateway", "anonymous"])
+@pytest.mark.parametrize(
+    "client_id", ["adapter:bestallningsportalen", "cli", "gateway", "anonymous", "gateway:scheduler"]
+)
 def test_external_tokens_cannot_name_the_gateways_own_clients(client_id: str) -> None:
     """Some of the gateway's own client ids are exempt from the organisation policy: a token from the
     external issuer presenting one is refused, not trusted."""
@@ -267,7 +269,7 @@ def test_external_tokens_cannot_name_the_gateways_own_clients(client_id: str) ->
         idp.principal(ExternalIssuer(Settings(**IDP), idp.transport()), idp.token(azp=client_id))
 
 
-@pytest.mark.parametrize("client_id", ["adapter:x", "cli", "gateway"])
+@pytest.mark.parametrize("client_id", ["adapter:x", "cli", "gateway", "gateway:scheduler"])
 def test_no_registered_client_takes_an_internal_id(database: Database, client_id: str) -> None:
     with pytest.raises(ValueError, match="keeps for itself"):
         add_client(
