@@ -105,7 +105,9 @@ def signed(task: dict[str, Any], result: str, person: bool = True) -> dict[str, 
     return {**task, "status": "completed", "output": outputs}
 
 
-def personal_care(kommun: Town, patient: dict[str, Any], code: str | None = None) -> dict[str, Any]:
+def personal_care(
+    kommun: Town, patient: dict[str, Any], code: str | None = None, kind: str = f"{TASK_CODES}|personal-care"
+) -> dict[str, Any]:
     """Municipality A's Organization (in kommun `code` when given), registered by the region as providing
     personal care for the patient (a personal-care Task that A completes)."""
     unit: dict[str, Any] = {
@@ -122,12 +124,13 @@ def personal_care(kommun: Town, patient: dict[str, Any], code: str | None = None
             "resourceType": "Task",
             "status": "requested",
             "intent": "order",
-            "code": {"coding": [{"system": TASK_CODES, "code": "personal-care"}]},
+            "code": {"coding": [dict(zip(("system", "code"), kind.split("|"), strict=True))]},
             "for": patient,
             "owner": {"reference": f"Organization/{organisation['id']}"},
         },
     )
-    kommun.put(kommun.a, {**care, "status": "completed"})
+    held = kommun.as_(kommun.a).get(f"/fhir/Task/{care['id']}").json()  # as the gateway filled it in
+    kommun.put(kommun.a, {**held, "status": "completed"})
     return organisation
 
 
@@ -227,3 +230,14 @@ def test_a_patient_who_moves_to_another_municipality_ends_the_controls(
     assert control["status"] == "cancelled"
     assert control["statusReason"]["coding"][0]["code"] == "patient-moved"
     assert passes(secured_region, 200) == 0
+
+
+def test_an_accepted_handover_starts_the_controls(town: tuple[World, Town], secured_region: Services) -> None:
+    world, kommun = town
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))
+    patient = world.plan(line)["subject"]
+    personal_care(kommun, patient, kind=f"{BASE}/CodeSystem/care-transition-task|handover")
+    assert passes(secured_region, 22) == 1
+    assert len(kommun.controls(kommun.a)) == 1
+    assert kommun.controls(kommun.b) == []
