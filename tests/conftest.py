@@ -55,8 +55,13 @@ class Database:
     def environment(self) -> dict[str, str]:
         """The environment a `gateway` subprocess needs to use this database. Its audit trail is off,
         like the in-process fixtures': a background audit writer would race the tables' clearing
-        between tests (tests/security/test_audit.py covers the audit trail)."""
-        return {"DATABASE_URL": self.url, "DATABASE_SCHEMA": self.schema, "GATEWAY_AUDIT": "off"}
+        between tests (tests/security/test_audit.py covers the audit trail); so is the scheduler thread."""
+        return {
+            "DATABASE_URL": self.url,
+            "DATABASE_SCHEMA": self.schema,
+            "GATEWAY_AUDIT": "off",
+            "GATEWAY_SCHEDULE_SECONDS": "0",  # no scheduler thread in a served subprocess (tests/schedule)
+        }
 
     def clear(self) -> None:
         tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
