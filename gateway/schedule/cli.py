@@ -57,7 +57,10 @@ def run(
             out.print(
                 f"{job.name}: {tally.created} created, {tally.updated} overdue, {tally.reports} reports, "
                 f"{tally.cancelled} cancelled ({tally.seen} plans looked at)"
+                + (f"; failed: {tally.errors[0]}" if tally.errors else "")
             )
+    if any(tally is not None and tally.errors for tally in results.values()):
+        raise typer.Exit(1)
 
 
 def _search(svc: Services, context: RequestContext, res_type: str, query: str) -> Page:

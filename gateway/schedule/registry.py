@@ -52,6 +52,9 @@ def run_pass(
             continue
         try:
             results[job.name] = job.run(services, now, lease)
+        except Exception as error:  # the database away for a moment: the other jobs still run
+            log.exception("job %s failed", job.name)
+            results[job.name] = Tally(errors=[f"{type(error).__name__}: {error}"])
         finally:
             lease.release()
     return results

@@ -9,12 +9,14 @@ and writes a Task that exists already never again."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 from uuid import uuid4
 
 from gateway.adapters.ids import SourceIds
+from gateway.errors import FhirError
 from gateway.hooks import SCHEDULER_CLIENT, Principal, RequestContext
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
@@ -25,6 +27,7 @@ from gateway.store.repository import Repository
 from gateway.workflow.orders import gateway_agent_for
 
 T = TypeVar("T")
+log = logging.getLogger("gateway.schedule")
 HSA = "urn:oid:1.2.752.29.4.19"
 BASE = "https://fhir.home-device-gateway.se"
 TASK_CODES = f"{BASE}/CodeSystem/task-code"
@@ -93,13 +96,19 @@ def task_id(services: Services, job: str, *key: str) -> str:
     return SourceIds.of(services.settings).id(SCHEDULER_CLIENT, job, *key)
 
 
-def write_for(services: Services, owner: object, work: Callable[[UnitOfWork, Json | None], T]) -> T:
+def write_for(services: Services, owner: object, work: Callable[[UnitOfWork, Json | None], T]) -> T | None:
     """Run `work` in one unit of work of the write path, as the scheduler acting for the Organization
-    `owner` belongs to (passed to `work` as a reference, for the Provenance)."""
+    `owner` belongs to (passed to `work` as a reference, for the Provenance). A write the write path
+    refuses (a plan whose Task would not validate) is logged and skipped: one bad plan item never stops
+    the others; the next pass tries it again."""
     with services.engine.connect() as connection:
         unit = owner.get("reference") if isinstance(owner, dict) else owner
         organisation, hsa = organisation_of(Repository(connection), unit)
-    return services.write_path.run(context_for(hsa), lambda uow: work(uow, organisation))
+    try:
+        return services.write_path.run(context_for(hsa), lambda uow: work(uow, organisation))
+    except FhirError as error:
+        log.warning("a scheduled write for %s was refused: %s %s", unit, error.status, error)
+        return None
 
 
 def provenance(uow: UnitOfWork, targets: list[str], organisation: Json | None, reason: str) -> Json:

@@ -20,9 +20,9 @@ from gateway.app import create_app
 from gateway.cli import CLI_CONTEXT
 from gateway.schedule import clock
 from gateway.schedule.lease import Lease
-from gateway.schedule.registry import run_pass
+from gateway.schedule.registry import Job, run_pass
 from gateway.schedule.runner import Scheduler
-from gateway.schedule.writer import BASE
+from gateway.schedule.writer import BASE, Tally
 from gateway.security.endpoints import StartupRefused
 from gateway.services import Services
 from gateway.store.repository import Repository
@@ -170,3 +170,25 @@ def test_an_unanswered_care_transition_task_past_its_deadline_is_marked_and_anno
     status = task.json()["businessStatus"]
     assert status["text"] == "Väntar på svar"
     assert status["coding"][0]["code"] == "deadline-passed"
+
+
+def test_a_failing_job_does_not_stop_the_others(database: Database) -> None:
+    database.clear()
+    services = Services.build(database.settings(), engine=database.engine)
+    ran: list[str] = []
+
+    def broken(*_: Any) -> Tally:
+        raise RuntimeError("the database went away")
+
+    def fine(*_: Any) -> Tally:
+        ran.append("fine")
+        return Tally()
+
+    jobs = (Job("broken", broken, ""), Job("fine", fine, ""))
+    results = run_pass(services, clock.parse(LATE), jobs=jobs)
+    assert ran == ["fine"]
+    assert results["broken"] is not None and results["broken"].errors == [
+        "RuntimeError: the database went away"
+    ]
+    assert Lease(database.engine, "broken", "another", 60).acquire()  # released despite the failure
+    services.close()
