@@ -239,5 +239,12 @@ def test_an_accepted_handover_starts_the_controls(town: tuple[World, Town], secu
     patient = world.plan(line)["subject"]
     personal_care(kommun, patient, kind=f"{BASE}/CodeSystem/care-transition-task|handover")
     assert passes(secured_region, 22) == 1
-    assert len(kommun.controls(kommun.a)) == 1
+    [control] = kommun.controls(kommun.a)
     assert kommun.controls(kommun.b) == []
+
+    # nobody but the gateway creates a scheduled Task, not even the unit that owns one
+    for code in ("control-cleaning", "follow-up", "service-due", "retirement-review"):
+        forged = {k: v for k, v in control.items() if k not in ("id", "meta")}
+        forged["code"] = {"coding": [{"system": TASK_CODES, "code": code}]}
+        response = kommun.as_(kommun.a).post("/fhir/Task", json=forged)
+        assert response.status_code == 403, response.text
