@@ -49,6 +49,12 @@ def start_of(day: date, services: Services) -> datetime:
     return as_utc(datetime.combine(day, time(0), zone))
 
 
+def local_day(moment: datetime, services: Services) -> date:
+    """The day it is at `moment` (naive UTC) in the gateway's zone."""
+    zone = ZoneInfo(services.settings.local_timezone)
+    return moment.replace(tzinfo=ZoneInfo("UTC")).astimezone(zone).date()
+
+
 def fhir_time(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 

@@ -19,11 +19,10 @@ from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.schedule import common
 from gateway.schedule.lease import Lease
-from gateway.schedule.scan import scan
+from gateway.schedule.scan import batches, current
 from gateway.schedule.writer import BASE, TASK_CODES, Tally, coded, local, provenance, task_id, write_for
 from gateway.search.dates import to_instant
 from gateway.services import Services
-from gateway.store.repository import Repository
 
 NAME = "follow-up"
 PLAN_CATEGORY = f"{plans.CATEGORY['system']}|{plans.CATEGORY['code']}"
@@ -104,17 +103,18 @@ def _overdue_report(
     return 1
 
 
-def _plan_item(services: Services, plan: Json, activity: Json, now: datetime, tally: Tally) -> None:
+def _due(services: Services, plan: Json, activity: Json, last: date) -> tuple[date, str] | None:
+    """The planned day and Task id of an open activity planned by `last` (the last day whose Task is due
+    to exist: today in the gateway's zone plus the lead time), else None."""
     day = _planned_day(activity)
-    if day is None or not plans.is_open(activity) or not activity.get("id"):
-        return
-    if now < common.start_of(day - timedelta(days=services.settings.follow_up_lead_days), services):
-        return
-    wanted = task_id(services, NAME, str(plan["id"]), str(activity["id"]), "1")
-    with services.engine.connect() as connection:
-        if Repository(connection).current("Task", wanted) is not None:
-            return
+    if day is None or day > last or not plans.is_open(activity) or not activity.get("id"):
+        return None
+    return day, task_id(services, NAME, str(plan["id"]), str(activity["id"]), "1")
 
+
+def _create(
+    services: Services, plan: Json, activity: Json, day: date, wanted: str, now: datetime, tally: Tally
+) -> None:
     def work(uow: UnitOfWork, organisation: Json | None) -> None:
         if uow.repository.current("Task", wanted) is not None:
             return  # another process made it meanwhile
@@ -132,25 +132,68 @@ def _plan_item(services: Services, plan: Json, activity: Json, now: datetime, ta
     write_for(services, _owner(plan, activity), work)
 
 
+def _make(services: Services, now: datetime, tally: Tally, lease: Lease | None) -> bool:
+    """The Tasks of follow-ups falling due; False when the lease was lost."""
+    last = common.local_day(now, services) + timedelta(days=services.settings.follow_up_lead_days)
+    query = (
+        "category=" + quote(PLAN_CATEGORY, safe=":/|") + "&status=active&activity-date=le" + last.isoformat()
+    )
+    for found in batches(services, "CarePlan", query):
+        wanted: list[tuple[Json, Json, date, str]] = []
+        for stored in found:
+            plan = stored.json()
+            tally.seen += 1
+            for activity in plan.get("activity") or []:
+                due = _due(services, plan, activity, last) if "detail" in activity else None
+                if due is not None:
+                    wanted.append((plan, activity, *due))
+        held = current(services, [f"Task/{item[3]}" for item in wanted])
+        for plan, activity, day, task in wanted:
+            if f"Task/{task}" not in held:
+                _create(services, plan, activity, day, task, now, tally)
+        if lease is not None and not lease.renew():
+            return False
+    return True
+
+
+def _references(task: Json) -> tuple[str, str, str]:
+    """The patient, the plan and the activity's element id of a follow-up Task."""
+    patient = local((task.get("for") or {}).get("reference"))
+    plan = next((local(b.get("reference")) for b in task.get("basedOn") or []), "")
+    name = next((str(i.get("valueString")) for i in task.get("input") or [] if "valueString" in i), "")
+    return patient, plan, name
+
+
+def _ended(task: Json, found: dict[str, Json]) -> tuple[Json | None, list[str], bool]:
+    """Why the open Task's activity ended (None: it did not), the plan's order lines, and whether its
+    patient died, from the resources `found` for its batch."""
+    patient, plan_ref, name = _references(task)
+    held = found.get(patient) or {}
+    dead = held.get("deceasedBoolean") is True or bool(held.get("deceasedDateTime"))
+    plan = found.get(plan_ref)
+    if plan is None:
+        return None, [], dead
+    activity = next((a for a in plan.get("activity") or [] if a.get("id") == name), None)
+    if activity is None or plans.is_open(activity) or activity["detail"].get("status") == "completed":
+        return None, _lines(plan), dead
+    why = (activity.get("detail") or {}).get("statusReason") or {}
+    return common.end_reason("plan-ended", why.get("text")), _lines(plan), dead
+
+
 def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     """One pass: make the Tasks of follow-ups falling due, then mark, report and cancel the open ones."""
     tally = Tally()
-    horizon = (now + timedelta(days=services.settings.follow_up_lead_days + 1)).date().isoformat()
-    query = "category=" + quote(PLAN_CATEGORY, safe=":/|") + "&status=active&activity-date=le" + horizon
-    for stored in scan(services, "CarePlan", query):
-        plan = stored.json()
-        tally.seen += 1
-        for activity in plan.get("activity") or []:
-            if "detail" in activity:
-                _plan_item(services, plan, activity, now, tally)
-        if lease is not None and not lease.renew():
-            return tally
-    tasks = "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY
-    for stored in scan(services, "Task", tasks):
-        task = stored.json()
+    if not _make(services, now, tally, lease):
+        return tally
+    query = "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY
+    for tasks in batches(services, "Task", query):
         # every open Task is looked at: its activity or patient may have ended (reads only, unless so)
-        reason, lines, dead = _ended(services, task)
-        if reason is not None or dead or common.lapsed(task, now):
+        found = current(services, [ref for s in tasks for ref in _references(s.json())[:2]])
+        for stored in tasks:
+            task = stored.json()
+            reason, lines, dead = _ended(task, found)
+            if reason is None and not dead and not common.lapsed(task, now):
+                continue
 
             def report_of(uow: UnitOfWork, changed: Json, lines: list[str] = lines) -> int:
                 return _overdue_report(services, uow, changed, lines, now)
@@ -159,22 +202,3 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
         if lease is not None and not lease.renew():
             break
     return tally
-
-
-def _ended(services: Services, task: Json) -> tuple[Json | None, list[str], bool]:
-    """Why the open Task's activity ended (None: it did not), the plan's order lines, and whether its
-    patient died; read without a write transaction."""
-    with services.engine.connect() as connection:
-        repository = Repository(connection)
-        dead = common.deceased_in(repository, local((task.get("for") or {}).get("reference")))
-        plan_ref = next((local(b.get("reference")) for b in task.get("basedOn") or []), "")
-        name = next((str(i.get("valueString")) for i in task.get("input") or [] if "valueString" in i), "")
-        stored = repository.current("CarePlan", plan_ref.removeprefix("CarePlan/")) if plan_ref else None
-    if stored is None or stored.deleted:
-        return None, [], dead
-    plan = stored.json()
-    activity = next((a for a in plan.get("activity") or [] if a.get("id") == name), None)
-    if activity is None or plans.is_open(activity) or activity["detail"].get("status") == "completed":
-        return None, _lines(plan), dead
-    why = (activity.get("detail") or {}).get("statusReason") or {}
-    return common.end_reason("plan-ended", why.get("text")), _lines(plan), dead

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TypeVar
 from uuid import uuid4
 
 from gateway.adapters.ids import SourceIds
+from gateway.config import Settings
 from gateway.errors import FhirError
 from gateway.hooks import SCHEDULER_CLIENT, Principal, RequestContext
 from gateway.model.types import Json
@@ -91,9 +93,14 @@ def context_for(hsa: str | None) -> RequestContext:
     )
 
 
+@lru_cache(maxsize=8)
+def _ids(settings: Settings) -> SourceIds:
+    return SourceIds.of(settings)  # reads the key secret (a file in development): once a process
+
+
 def task_id(services: Services, job: str, *key: str) -> str:
     """The deterministic id of a job's Task (or report) for this plan item and occurrence."""
-    return SourceIds.of(services.settings).id(SCHEDULER_CLIENT, job, *key)
+    return _ids(services.settings).id(SCHEDULER_CLIENT, job, *key)
 
 
 def write_for(services: Services, owner: object, work: Callable[[UnitOfWork, Json | None], T]) -> T | None:
