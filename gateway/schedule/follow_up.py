@@ -136,7 +136,10 @@ def _make(services: Services, now: datetime, tally: Tally, lease: Lease | None) 
     """The Tasks of follow-ups falling due; False when the lease was lost."""
     last = common.local_day(now, services) + timedelta(days=services.settings.follow_up_lead_days)
     query = (
-        "category=" + quote(PLAN_CATEGORY, safe=":/|") + "&status=active&activity-date=le" + last.isoformat()
+        "category="
+        + quote(PLAN_CATEGORY, safe=":/|")
+        + "&status=active&activity-date=lt"
+        + (last + timedelta(days=1)).isoformat()
     )
     for found in batches(services, "CarePlan", query):
         wanted: list[tuple[Json, Json, date, str]] = []
