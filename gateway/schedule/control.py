@@ -73,6 +73,17 @@ def _acceptances(services: Services) -> Iterator[tuple[str, Json, date, str]]:
                 yield patient, unit, since, f"Task/{stored.res_id}"
 
 
+def _first_acceptances(services: Services) -> list[tuple[str, Json, date, str]]:
+    """One acceptance per patient and unit, the first (a series has one start, whatever else the unit
+    accepts later)."""
+    first: dict[tuple[str, str], tuple[str, Json, date, str]] = {}
+    for found in _acceptances(services):
+        key = (found[0], str(found[1]["reference"]))
+        if key not in first or found[2] < first[key][2]:
+            first[key] = found
+    return list(first.values())
+
+
 def interval_days(services: Services, device: Json | None) -> int:
     """The control interval of a device: the longest configured ISO 9999 class prefix of its type
     (GATEWAY_CONTROL_INTERVALS "CLASS=DAYS"), else GATEWAY_CONTROL_INTERVAL_DAYS; 0: no control."""
@@ -244,7 +255,7 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     """One pass: make the control Tasks due, then mark and cancel the open ones."""
     tally = Tally()
     stopped = _stopped_series(services)
-    for patient, unit, since, acceptance in _acceptances(services):
+    for patient, unit, since, acceptance in _first_acceptances(services):
         tally.seen += 1
         with services.engine.connect() as connection:
             away = common.moved(Repository(connection), patient, unit)
