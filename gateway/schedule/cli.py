@@ -39,6 +39,12 @@ def run(
     """Run one pass of every job; print what each did."""
     settings = Settings.from_env().for_batch()
     try:
+        if now is None:  # GATEWAY_NOW as at start-up; an operator's explicit --now is its own
+            clock.check_fake_clock(settings)
+    except clock.FakeClockRefused as refused:
+        console.print(f"[red]{escape(str(refused))}[/red]")
+        raise typer.Exit(2) from refused
+    try:
         moment = clock.now(settings, now)
     except ValueError as error:
         console.print(f"[red]--now is not an ISO date-time: {escape(str(now))}[/red]")

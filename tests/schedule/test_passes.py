@@ -192,3 +192,24 @@ def test_a_failing_job_does_not_stop_the_others(database: Database) -> None:
     ]
     assert Lease(database.engine, "broken", "another", 60).acquire()  # released despite the failure
     services.close()
+
+
+def test_schedule_run_refuses_gateway_now_with_auth_on_but_takes_an_explicit_now(database: Database) -> None:
+    if database.backend == "postgresql":
+        pytest.skip("the clock's check is the same on every database: run once, on SQLite")
+    database.clear()
+    env = {**os.environ, **database.environment(), "GATEWAY_NOW": "2027-01-01T00:00:00+01:00"}
+    refused = subprocess.run(
+        [str(GATEWAY), "schedule", "run"], env=env, capture_output=True, text=True, check=False
+    )
+    assert refused.returncode == 2
+    assert "GATEWAY_ALLOW_FAKE_CLOCK" in refused.stderr
+    allowed = subprocess.run(
+        [str(GATEWAY), "schedule", "run"],
+        env={**env, "GATEWAY_ALLOW_FAKE_CLOCK": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "follow-up: 0 created" in allowed.stdout
