@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, Update, and_, delete, or_, select, update
 
 from gateway.hooks import GATEWAY_CLIENT, GATEWAY_SCOPES, AccessRecord, Principal, RequestContext
 from gateway.model.types import Json
@@ -285,7 +285,7 @@ class Deliverer:
         if built.acked is not None:
             values["acked"] = built.acked
         with self._write() as connection, writer_turn(connection, True), connection.begin():
-            connection.execute(update(STATE).where(STATE.c.sub_id == state.sub_id).values(**values))
+            connection.execute(self._mine(str(state.sub_id)).values(**values))
         if built.activate:
             self.set_status(str(state.sub_id), "active", None)
 
@@ -311,9 +311,7 @@ class Deliverer:
             return
         with self._write() as connection, writer_turn(connection, True), connection.begin():
             connection.execute(
-                update(STATE)
-                .where(STATE.c.sub_id == state.sub_id)
-                .values(
+                self._mine(str(state.sub_id)).values(
                     attempts=attempts,
                     retry_at=now + timedelta(seconds=delay),
                     failing_since=since,
@@ -328,7 +326,12 @@ class Deliverer:
         if retry:
             values["retry_at"] = utc_now() + timedelta(seconds=self.settings.notify_retry_cap)
         with self._write() as connection, writer_turn(connection, True), connection.begin():
-            connection.execute(update(STATE).where(STATE.c.sub_id == sub_id).values(**values))
+            connection.execute(self._mine(sub_id).values(**values))
+
+    def _mine(self, sub_id: str) -> Update:
+        """The subscription's state while this process holds its lease: a lease that expired and was taken
+        over (a delivery slower than the lease) is the other process's to update."""
+        return update(STATE).where(STATE.c.sub_id == sub_id, STATE.c.lease_owner == self.owner)
 
     def set_status(self, sub_id: str, status: str, reason: str | None) -> None:
         """The subscription's status, in its resource (a version written by the gateway) and its state."""

@@ -1,0 +1,89 @@
+"""The matcher's memo of what names each subscriber's organisation (gateway/subscriptions/matcher.py): kept
+between runs, dropped whenever something that names an organisation changed, in any process's matcher.
+A match missed on a stale memo would be lost for good."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from gateway.store.tables import SubscriptionEvent
+from gateway.subscriptions.matcher import Matcher
+from tests.api.helpers import HSA
+from tests.security.conftest import bearer
+from tests.subscriptions.conftest import World, ref, register_notifying, subscription
+
+MUNICIPALITY = "system/Task.rs system/Patient.rs system/Subscription.cruds"
+
+
+def subscribe_c(world: World) -> str:
+    client = register_notifying(world.services, "SE-C", [world.endpoint])
+    headers = bearer(client.token(world.api, MUNICIPALITY))
+    response = world.api.post("/fhir/Subscription", json=subscription(world.endpoint), headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def matched(world: World, sub_id: str) -> list[str]:
+    events = SubscriptionEvent.__table__
+    with world.services.engine.connect() as connection:
+        rows = connection.execute(
+            select(events.c.res_id).where(events.c.sub_id == sub_id).order_by(events.c.number)
+        )
+        return [str(row[0]) for row in rows]
+
+
+def test_a_change_another_process_matched_drops_every_matchers_memo(manual: World) -> None:
+    sub_id = subscribe_c(manual)
+    topics = manual.services.topics
+    first, second = Matcher(manual.services, topics), Matcher(manual.services, topics)
+    manual.task("t0", "orgA", "pa")
+    while first.run_once():  # its memo: SE-C names nothing yet
+        pass
+    manual.put(
+        {"resourceType": "Organization", "id": "orgC", "identifier": [{"system": HSA, "value": "SE-C"}]}
+    )
+    manual.task("t1", "orgC", "pa")
+    while second.run_once():  # takes the Organization's row: the mark rises
+        pass
+    manual.task("t2", "orgC", "pa")
+    while first.run_once():  # its memo is stale: it must find SE-C anew
+        pass
+    assert matched(manual, sub_id) == ["t1", "t2"]
+
+
+def test_a_task_taken_before_its_organization_still_matches(manual: World) -> None:
+    sub_id = subscribe_c(manual)
+    matcher = Matcher(manual.services, manual.services.topics)
+    manual.task("t0", "orgA", "pa")
+    while matcher.run_once():
+        pass
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Task",
+                    "id": "t1",
+                    "status": "requested",
+                    "intent": "order",
+                    "for": ref("Patient/pa"),
+                    "owner": ref("Organization/orgC"),
+                },
+                "request": {"method": "PUT", "url": "Task/t1"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Organization",
+                    "id": "orgC",
+                    "identifier": [{"system": HSA, "value": "SE-C"}],
+                },
+                "request": {"method": "PUT", "url": "Organization/orgC"},
+            },
+        ],
+    }
+    response = manual.api.post("/fhir", json=bundle, headers=manual.region)
+    assert response.status_code == 200, response.text
+    while matcher.run_once(batch=1):  # the Task's row alone, its Organization's still in the outbox
+        pass
+    assert matched(manual, sub_id) == ["t1"]
