@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Update, and_, delete, or_, select, update
 from gateway.hooks import GATEWAY_CLIENT, GATEWAY_SCOPES, AccessRecord, Principal, RequestContext
 from gateway.model.types import Json
 from gateway.search.dates import utc_now
-from gateway.security.organisation import WROTE_KEY
+from gateway.security.organisation import know_actors
 from gateway.security.sealing import Sealer
 from gateway.services import Services
 from gateway.store.database import WRITE_OPTION, writer_turn
@@ -217,7 +217,6 @@ class Deliverer:
         sub_id = str(state.sub_id)
         principal = subscriber(state)
         context = RequestContext(principal=principal, base_url=self.settings.base_url)
-        context.cache[WROTE_KEY] = True  # the subscriber's organisation as it is now (matcher.py, _parse)
         with self.services.engine.connect() as connection:
             reg = (
                 endpoints.registration(connection, principal.client_id)
@@ -225,6 +224,9 @@ class Deliverer:
                 else endpoints.Registration(any_endpoint=True)
             )
             context.connection = connection
+            # what names the subscriber's organisation: as the matcher's last run found it (it matched
+            # this subscription's events so; kept true by the change mark, matcher.py), else found anew
+            know_actors(context, self.matcher.actors_of(principal.organization))
             built = render.build(self, connection, context, state, resource, target)
             context.connection = None
         if built is None:  # nothing to send now (a classic subscription just activated)

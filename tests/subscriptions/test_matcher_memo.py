@@ -4,9 +4,11 @@ A match missed on a stale memo would be lost for good."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from gateway.store.tables import SubscriptionEvent
+from gateway.subscriptions import criteria
 from gateway.subscriptions.matcher import Matcher
 from tests.api.helpers import HSA
 from tests.security.conftest import bearer
@@ -87,3 +89,42 @@ def test_a_task_taken_before_its_organization_still_matches(manual: World) -> No
     while matcher.run_once(batch=1):  # the Task's row alone, its Organization's still in the outbox
         pass
     assert matched(manual, sub_id) == ["t1"]
+
+
+def test_each_subscription_gets_its_own_matches_across_groups_and_id_chunks(
+    manual: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscriptions' queries asked together (criteria.matching: groups of GROUP, ids in chunks of
+    MAX_IDS) and the reference prefilter, with every form of a reference value."""
+    monkeypatch.setattr(criteria, "GROUP", 2)
+    monkeypatch.setattr(criteria, "MAX_IDS", 1)
+    base = manual.services.settings.base_url.rstrip("/")
+    forms = {
+        "type-id": "Task?owner=Organization/orgA",
+        "bare": "Task?owner=orgA",
+        "url": f"Task?owner={base}/Organization/orgA",
+        "typed": "Task?owner:Organization=orgA&status=requested",
+        "either": "Task?owner=Organization/orgB,Organization/orgA",
+        "plain": "Task?status=requested",
+    }
+    subs = {}
+    for name, criteria_ in forms.items():
+        body = subscription(manual.endpoint, criteria_)
+        response = manual.api.post("/fhir/Subscription", json=body, headers=manual.a)
+        assert response.status_code == 201, response.text
+        subs[name] = str(response.json()["id"])
+    response = manual.api.post(
+        "/fhir/Subscription",
+        json=subscription(manual.endpoint, "Task?owner=Organization/orgA"),
+        headers=manual.b,
+    )
+    b_sub = str(response.json()["id"])
+    matcher = Matcher(manual.services, manual.services.topics)
+    for n in range(3):
+        manual.task(f"a{n}", "orgA", "pa")
+        manual.task(f"b{n}", "orgB", "pb")
+    while matcher.run_once():
+        pass
+    for name, sub_id in subs.items():  # A sees its own Tasks only
+        assert matched(manual, sub_id) == ["a0", "a1", "a2"], name
+    assert matched(manual, b_sub) == []  # B does not see A's Tasks, whatever its criteria
