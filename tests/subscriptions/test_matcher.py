@@ -4,6 +4,10 @@ A match missed on a stale memo would be lost for good."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 from sqlalchemy import select
 
@@ -128,3 +132,34 @@ def test_each_subscription_gets_its_own_matches_across_groups_and_id_chunks(
     for name, sub_id in subs.items():  # A sees its own Tasks only
         assert matched(manual, sub_id) == ["a0", "a1", "a2"], name
     assert matched(manual, b_sub) == []  # B does not see A's Tasks, whatever its criteria
+
+
+def test_rows_another_matcher_recorded_first_are_not_numbered_twice(
+    manual: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two matchers read the same rows (on SQLite nothing but the delete keeps them apart): the second to
+    record finds them gone and records nothing."""
+    body = subscription(manual.endpoint, "Task?status=requested")
+    response = manual.api.post("/fhir/Subscription", json=body, headers=manual.a)
+    sub_id = str(response.json()["id"])
+    first, second = (
+        Matcher(manual.services, manual.services.topics),
+        Matcher(manual.services, manual.services.topics),
+    )
+    manual.task("a1", "orgA", "pa")
+    record = first._record
+
+    def overtaken(rows: Any, matches: Any) -> None:
+        assert second.run_once() >= 1  # the other matcher takes and records the same rows meanwhile
+        record(rows, matches)
+
+    monkeypatch.setattr(first, "_record", overtaken)
+    if manual.services.engine.dialect.name == "postgresql":  # there the lock keeps the second out
+        monkeypatch.setattr("gateway.subscriptions.matcher._alone", _always)
+    assert first.run_once() == 0
+    assert matched(manual, sub_id) == ["a1"]
+
+
+@contextmanager
+def _always(connection: Any) -> Iterator[bool]:
+    yield True
