@@ -1,11 +1,13 @@
 """The matcher: outbox rows → numbered events, each subscription evaluated as its client.
 
-One matcher runs at a time (PostgreSQL: a transaction-scoped advisory lock, which another process skips;
-SQLite: the writer's turn). It takes the outbox in `id` order, evaluates each live subscription's criteria
+One matcher runs at a time (PostgreSQL: a session advisory lock, which another process skips; SQLite: one
+process delivers, and the delete of the rows taken tells if another took them first). A run takes the
+outbox in `id` order and, reading outside the writer's turn, evaluates each live subscription's criteria
 against the rows' resources with the visibility and masking of the subscription's client (organisation
-policy, SMART scopes: `gateway/store/visibility.py`), appends an event with the subscription's next
-number for every match, and deletes the rows, all in one transaction: a crash leaves the rows for the
-next run and no event half-numbered. Events name type, id and version only.
+policy, SMART scopes: `gateway/store/visibility.py`; the queries: criteria.py, prefilter.py); then, in
+one write transaction, appends an event with the subscription's next number for every match and deletes
+the rows: a crash leaves the rows for the next run and no event half-numbered. Events name type, id and
+version only.
 """
 
 from __future__ import annotations
@@ -64,7 +66,6 @@ class Live:
     res_type: str
     pairs: list[tuple[str, str]]
     topic: Topic | None
-    last_number: int
 
 
 class _TakenMeanwhile(Exception):
@@ -230,7 +231,7 @@ class Matcher:
             for sub in subs
             if sub.sub_id in plans
         }
-        wanted = [(sub.sub_id, plans[sub.sub_id], candidates[sub.sub_id]) for sub in subs]
+        wanted = [(sub_id, plans[sub_id], rows) for sub_id, rows in candidates.items()]
         hits = criteria.matching(connection, wanted, self._groups)
         for sub in subs:  # found anew in this run: kept while the mark stands (_keep_actors)
             actors = found_actors(sub.context)
@@ -281,12 +282,10 @@ class Matcher:
             topic = self.topics.get(str(state.topic))
             if topic is None:
                 return None
-            return Live(
-                state.sub_id, context, topic.resource, topic.filters(resource), topic, int(state.last_number)
-            )
+            return Live(state.sub_id, context, topic.resource, topic.filters(resource), topic)
         res_type, _, query = str(resource.get("criteria") or "").partition("?")
         pairs = parse_qsl(query, keep_blank_values=True)
-        return Live(state.sub_id, context, res_type, pairs, None, int(state.last_number))
+        return Live(state.sub_id, context, res_type, pairs, None)
 
     def _plan(self, sub: Live) -> Plan:
         """The subscription's criteria as its client sees them (gateway/subscriptions/criteria.py): made

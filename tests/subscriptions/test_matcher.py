@@ -4,13 +4,15 @@ A match missed on a stale memo would be lost for good."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from gateway.store.repository import R
 from gateway.store.tables import SubscriptionEvent
 from gateway.subscriptions import criteria
 from gateway.subscriptions.matcher import Matcher
@@ -163,3 +165,20 @@ def test_rows_another_matcher_recorded_first_are_not_numbered_twice(
 @contextmanager
 def _always(connection: Any) -> Iterator[bool]:
     yield True
+
+
+def test_a_subscription_whose_criteria_no_longer_read_does_not_stop_the_others(manual: World) -> None:
+    body = subscription(manual.endpoint, "Task?status=requested")
+    broken, working = (
+        str(manual.api.post("/fhir/Subscription", json=body, headers=manual.a).json()["id"]) for _ in range(2)
+    )
+    named = (R.c.res_type == "Subscription", R.c.res_id == broken)
+    with manual.services.engine.begin() as connection:  # a value its parameter does not read
+        stored = connection.execute(select(R.c.content).where(*named)).scalar_one()
+        content = json.loads(stored) | {"criteria": "Task?authored-on=inte-ett-datum"}
+        connection.execute(update(R).where(*named).values(content=json.dumps(content)))
+    matcher = Matcher(manual.services, manual.services.topics)
+    manual.task("a1", "orgA", "pa")
+    while matcher.run_once():
+        pass
+    assert matched(manual, working) == ["a1"] and matched(manual, broken) == []
