@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.config import REPO_ROOT, Settings
 from gateway.hooks import Reaction, Rule
-from gateway.workflow import care_transitions, faults, follow_ups, orders
+from gateway.workflow import care_transitions, faults, follow_ups, orders, recalls
 
 
 def default_rules() -> list[Rule]:
@@ -24,4 +24,10 @@ def default_reactions(
     repeated = faults.RepeatedFaults(
         settings.fault_report_threshold, settings.fault_report_days, settings.local_timezone
     )
-    return [*orders.REACTIONS, *follow_ups.REACTIONS, *care_transitions.reactions(profiles_dir), repeated]
+    return [
+        *orders.REACTIONS,
+        *follow_ups.REACTIONS,
+        *care_transitions.reactions(profiles_dir),
+        repeated,
+        recalls.recall_informs_handlers,
+    ]

@@ -13,6 +13,8 @@ import pytest
 from gateway.hooks import GATEWAY_SCOPES, Principal, RequestContext
 from gateway.pipeline import UnitOfWork, WritePath
 from gateway.workflow.faults import open_fault_report
+from tests.adapters.test_device_register import HEADER, changed
+from tests.adapters.test_device_register import URL as RECORDS
 from tests.security.conftest import bearer
 from tests.workflow.journey import BASE, HSA, KOMMUN_A, KOMMUN_B, MAH, Journey, journey, secured, text
 from tests.workflow.test_order_to_return_report import client_for
@@ -22,6 +24,7 @@ __all__ = ["journey", "secured"]  # fixtures
 
 TASK_CODES = f"{BASE}/CodeSystem/task-code"
 OUTPUT_TYPES = f"{BASE}/CodeSystem/task-output-type"
+REGISTER_TASK = f"{BASE}/CodeSystem/device-register-task"
 FAULT = {"coding": [{"system": TASK_CODES, "code": "fault-report"}]}
 
 
@@ -208,3 +211,24 @@ def test_the_gateway_opens_a_fault_report_for_a_signed_control(journey: Journey)
     assert task["owner"] == {"reference": home["mah"]} and task["for"] == {"reference": home["patient"]}
     assert task["note"][0]["text"] == "Fel vid kontroll"
     assert j.get("ka", "Task/ctrl-1")["requester"] == {"reference": home["ka"]}
+
+
+def test_a_recall_informs_the_municipality_that_handles_the_unit(journey: Journey) -> None:
+    j = journey
+    home = handled(j)
+    body = f"{HEADER}\n{changed('02-utlanad', status='Återkallad')}\n"
+    response = j.http.post(
+        f"{RECORDS}?mode=delta",
+        content=body.encode(),
+        headers={**j.headers["register"], "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    recall = f"{REGISTER_TASK}|recall-device"
+    [message] = j.search("ka", f"Communication?category={recall}&recipient={home['ka']}")
+    assert "återkallat Syrgaskoncentrator stationär" in text(message)
+    assert message["about"] == [{"reference": home["device"]}]
+    assert [r["reference"] for r in message["recipient"]] == [home["ka"]]
+    assert j.search("kb", "Communication") == []  # an unrelated municipality learns nothing
+    assert j.search("kb", f"Communication?category={recall}") == []
+    # the prescriber's message is still its own
+    assert j.search("lung", f"Communication?category={recall}&recipient={home['prescriber']}")
