@@ -23,7 +23,7 @@ from gateway.hooks import Permissive, RequestContext
 from gateway.model.types import Json
 from gateway.search.dates import utc_now
 from gateway.search.parameters import Masking, split_token
-from gateway.security.access_index import ACTORS, AccessIndex
+from gateway.security.access_index import ACTORS, OWNERS, AccessIndex
 from gateway.security.audit_seen import audit_as_seen
 from gateway.security.handovers import authorize_client_handover
 from gateway.security.masking import ProtectedIdentities
@@ -269,11 +269,21 @@ class OrganisationPolicy(Permissive):
         if restricted is not None and self.names(actors, current.get(restricted.element)):
             if action == "delete":
                 raise forbidden(f"The owner of a {res_type} may not delete it")
-            refused = self._refused(actors, current, resource, restricted.may_change, restricted.may_append)
+            refused = self._refused(
+                actors,
+                current,
+                resource,
+                restricted.may_change,
+                restricted.may_append,
+                restricted.may_reassign,
+            )
             if refused:
                 raise forbidden(
                     f"The owner of a {res_type} may change only {', '.join(sorted(restricted.may_change))}"
-                    f" and add to {', '.join(sorted(restricted.may_append))}; not {', '.join(refused)}"
+                    f", add to {', '.join(sorted(restricted.may_append))} and reassign "
+                    f"{', '.join(sorted(restricted.may_reassign)) or 'nothing'} within its organisation"
+                    " (an Organization, HealthcareService or PractitionerRole of its own); "
+                    f"not {', '.join(refused)}"
                 )
             return
         raise forbidden(
@@ -301,13 +311,16 @@ class OrganisationPolicy(Permissive):
             )
         if action == "delete":
             raise forbidden("A Task the gateway set up may not be deleted by a client")
-        refused = self._refused(actors, current, resource, tasks.may_change, tasks.may_append)
+        refused = self._refused(
+            actors, current, resource, tasks.may_change, tasks.may_append, tasks.may_reassign
+        )
         if refused:
             allowed = ", ".join(sorted(tasks.may_change))
             added = ", ".join(sorted(tasks.may_append))
+            moved = ", ".join(sorted(tasks.may_reassign)) or "nothing"
             raise forbidden(
-                f"In a Task the gateway set up a client may change only {allowed} and add to {added}; "
-                f"not {', '.join(refused)}"
+                f"In a Task the gateway set up a client may change only {allowed}, add to {added} and, as "
+                f"its owner, reassign {moved} within its organisation; not {', '.join(refused)}"
             )
 
     def _refused(
@@ -317,12 +330,18 @@ class OrganisationPolicy(Permissive):
         resource: Json,
         may_change: frozenset[str],
         may_append: frozenset[str],
+        may_reassign: frozenset[str] = frozenset(),
     ) -> list[str]:
         """The elements a change touches beyond `may_change`; an element of `may_append` (a Task's `note`)
         may take new items at its end, each authored by the organisation or one of its PractitionerRoles,
-        while those already there stay as they are."""
+        while those already there stay as they are; an element of `may_reassign` (a Task's `owner`) that
+        names the organisation may be pointed at another of its units (`reassigned_within`)."""
         refused = []
         for element in sorted(changed_elements(current, resource) - may_change):
+            if element in may_reassign and self.reassigned_within(
+                actors, current.get(element), resource.get(element)
+            ):
+                continue
             before, after = current.get(element) or [], resource.get(element) or []
             appended = (
                 element in may_append
@@ -346,6 +365,14 @@ class OrganisationPolicy(Permissive):
         if self.exempt(client):
             return True
         return self.names(self.actors(client), node)
+
+    def reassigned_within(self, actors: Actors, before: object, after: object) -> bool:
+        """`before` names the organisation and `after` is one Reference to it, its HealthcareService or its
+        PractitionerRole (literally or by HSA-id; not a CareTeam, not another organisation's unit)."""
+        if not isinstance(after, dict) or not self.names(actors, before):
+            return False
+        named = set(self.access.named(after, OWNERS))
+        return bool(named) and named <= actors.refs(groups=False)
 
     # -- in memory ------------------------------------------------------------------------------------
 
