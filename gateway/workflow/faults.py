@@ -6,7 +6,8 @@ Device, owned by the device's owner, requested by whoever handles the device and
   to the stored Device's owner and `for` to its patient (a given owner or patient that differs is 422:
   a client cannot direct a fault report elsewhere), `authoredOn` to the time it is stored; `requester`,
   the reporter, is the writer's own organisation or one of its PractitionerRoles (403 otherwise). In a
-  later version `code`, `focus`, `for`, `requester` and `authoredOn` stay. An `output` of type
+  later version `code`, `focus`, `for`, `requester` and `authoredOn` stay, and only the owner moves
+  `owner` (within its organisation, policy `may_reassign`; the reporter may not: 403). An `output` of type
   `adverse-event` (a fault that could have harmed the patient) names an AdverseEvent the writer may read
   with `actuality` `potential`, `subject` the Task's patient and `suspectEntity.instance` its Device.
 - Reaction `RepeatedFaults`: when a new fault report makes the faults on one patient's devices within
@@ -117,6 +118,9 @@ def fault_reports_go_to_the_owner(uow: UnitOfWork, action: str, resource: Json, 
         for element in KEPT:
             if resource.get(element) != current.get(element):
                 raise unprocessable(f"A fault report's {element} does not change", f"Task.{element}")
+        moved = _key(resource.get("owner")) != _key(current.get("owner"))
+        if moved and uow.policy is not None and not uow.policy.acts_for(uow.context, current.get("owner")):
+            raise forbidden("Only the owner reassigns a fault report, within its own organisation")
         _check_adverse_events(uow, resource, current)
         return resource
     focus = (

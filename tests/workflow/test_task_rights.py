@@ -69,6 +69,8 @@ def test_the_owner_of_a_fault_report_answers_and_reassigns_but_changes_nothing_e
     directory(j, home)
     task = j.post("ka", fault(home["device"], home["ka"]))
     target = f"Task/{task['id']}"
+    j.patch("ka", target, owner("Organization/kommun-b"), 403)  # the reporter does not redirect it
+    j.patch("ka", target, owner(home["ka"]), 403)
     j.patch("mah", target, owner("PractitionerRole/mah-tekn"))
     j.patch("mah", target, owner(home["ka"]), 403)  # not to another organisation
     description = [{"op": "add", "path": "/description", "value": "Annat"}]
