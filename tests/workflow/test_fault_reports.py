@@ -232,3 +232,7 @@ def test_a_recall_informs_the_municipality_that_handles_the_unit(journey: Journe
     assert j.search("kb", f"Communication?category={recall}") == []
     # the prescriber's message is still its own
     assert j.search("lung", f"Communication?category={recall}&recipient={home['prescriber']}")
+    # and the topic device-recall-notice announces the municipality's (its subscription filters by recipient)
+    topic = j.services.topics[f"{BASE}/SubscriptionTopic/device-recall-notice"]
+    with j.services.engine.connect() as connection:
+        assert topic.triggered(connection, "Communication", message["id"], 1, "POST")
