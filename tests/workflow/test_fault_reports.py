@@ -148,6 +148,8 @@ def test_three_faults_reach_the_actual_prescriber_once(
     assert "egenvården" in text(report)
     assert {"reference": f"Task/{third['id']}"} in report["basedOn"]
     assert [r["reference"] for r in report["recipient"]] == [home["prescriber"]]
+    j.get("lung", f"Task/{third['id']}")  # the prescriber reads the reports it is based on (exception 6)
+    j.get("lung", home["device"], status=404)  # and no further
     on_day(6)
     j.post("ka", fault(home["device"], home["ka"]))  # a fourth in the same window: no second report
     assert len(j.reports("lung", home["prescriber"])) == 1
