@@ -144,6 +144,10 @@ class Settings:
     notify_endpoint_concurrency: int = 2
     notify_poll_seconds: float = 1.0
     notify_lease_seconds: float = 0.0
+    # Fault reports (docs/workflow.md, "Fault reports"): this many faults on one patient's devices within
+    # this many days (one counted per reporter, device and day) yield a return report to the prescriber.
+    fault_report_threshold: int = 3
+    fault_report_days: int = 30
 
     def for_batch(self) -> Settings:
         """These settings for a batch command (`gateway load`, `gateway import …`, replay): nobody waits
@@ -224,4 +228,6 @@ class Settings:
             ),
             notify_poll_seconds=_float("GATEWAY_NOTIFY_POLL_SECONDS", defaults.notify_poll_seconds),
             notify_lease_seconds=_float("GATEWAY_NOTIFY_LEASE_SECONDS", defaults.notify_lease_seconds),
+            fault_report_threshold=_int("GATEWAY_FAULT_REPORT_THRESHOLD", defaults.fault_report_threshold),
+            fault_report_days=_int("GATEWAY_FAULT_REPORT_DAYS", defaults.fault_report_days),
         )
