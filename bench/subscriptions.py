@@ -14,6 +14,8 @@ region-wide client, each owned by one municipality, so each event matches one su
   ownership condition in its policy (`SubscriptionOwners`, before issue 17 it was not there).
 
 Environment: BENCH_SUBS (100), BENCH_RATE (50), BENCH_SECONDS (10), BENCH_WRITES (300 per mode),
+BENCH_ENDPOINTS (`each`: every municipality its own receiving endpoint, a port of the receiver, so the
+per-endpoint cap applies to each; `one`: all share one, as before 2026-12-07),
 SUBS_URL (a database URL; default a fresh SQLite file), SUBS_SCHEMA (PostgreSQL: made anew)."""
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ SUBS = int(os.environ.get("BENCH_SUBS", "100"))
 RATE = float(os.environ.get("BENCH_RATE", "50"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WRITES = int(os.environ.get("BENCH_WRITES", "300"))
+ENDPOINTS = os.environ.get("BENCH_ENDPOINTS", "each")  # each: one per municipality; one: all share one
 HSA = "urn:oid:1.2.752.29.4.19"
 BASE = "https://fhir.home-device-gateway.se"
 HANDOVER = {"coding": [{"system": f"{BASE}/CodeSystem/care-transition-task", "code": "handover"}]}
@@ -55,8 +58,9 @@ BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 REGION = Principal(client_id="bench-region", organization="SE-REGION", scopes=frozenset({"system/*.cruds"}))
 
 
-def receiver(port: int, log: str) -> None:
-    """The receiver (run as `python -m bench.subscriptions receive PORT FILE`): notes each event."""
+def receiver(count: int, log: str, ports: str) -> None:
+    """The receiver (run as `python -m bench.subscriptions receive COUNT FILE PORTS`): listens on COUNT
+    ports (each municipality its own endpoint, as they would be; written to PORTS), notes each event."""
     import uvicorn
 
     sink = Path(log).open("a", buffering=1)  # noqa: SIM115 (open for the receiver's life)
@@ -79,7 +83,14 @@ def receiver(port: int, log: str) -> None:
                     if part["name"] == "focus":
                         sink.write(f"{now} {part['valueReference']['reference'].rsplit('/', 1)[1]}\n")
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    sockets = []
+    for _ in range(count):
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(64)
+        sockets.append(listening)
+    Path(ports).write_text(" ".join(str(s.getsockname()[1]) for s in sockets))
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=sockets)
 
 
 def settings() -> Settings:
@@ -135,7 +146,7 @@ def task(n: int) -> dict[str, Any]:
     }
 
 
-def world(services: Services, endpoint: str) -> None:
+def world(services: Services, endpoints: list[str]) -> None:
     """The Patient, the municipalities and their subscriptions (active: no handshake waited for)."""
     path = services.write_path
     as_(
@@ -151,6 +162,7 @@ def world(services: Services, endpoint: str) -> None:
         }
         put(services, org)
         scopes = ["system/Task.rs", "system/Subscription.cruds"]
+        endpoint = endpoints[i % len(endpoints)]
         rows = notify_rows([endpoint], [])
         clients.add_client(
             services.engine, f"kommun {i}", f"SE-K{i}", {"keys": []}, scopes, f"k{i}", notify=rows
@@ -194,23 +206,23 @@ def region_changes(services: Services, count: int) -> float:
 
 def main() -> None:
     if sys.argv[1:2] == ["receive"]:
-        receiver(int(sys.argv[2]), sys.argv[3])
+        receiver(int(sys.argv[2]), sys.argv[3], sys.argv[4])
         return
     config = settings()
     services = Services.build(config)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = Path(tempfile.mkdtemp()) / "received.txt"
+    folder = Path(tempfile.mkdtemp())
+    log, ports = folder / "received.txt", folder / "ports.txt"
     log.touch()
+    count = SUBS if ENDPOINTS == "each" else 1
     receiving = subprocess.Popen(
-        [sys.executable, "-m", "bench.subscriptions", "receive", str(port), str(log)]
+        [sys.executable, "-m", "bench.subscriptions", "receive", str(count), str(log), str(ports)]
     )
-    time.sleep(1.5)
-    world(services, f"http://127.0.0.1:{port}/hooks/")
+    while not ports.exists() or not ports.read_text():
+        time.sleep(0.1)
+    world(services, [f"http://127.0.0.1:{port}/hooks/" for port in ports.read_text().split()])
     print(
-        f"{services.engine.dialect.name}: {SUBS} municipalities subscribed, CPUs {os.cpu_count()}, "
-        f"load {os.getloadavg()[0]:.1f}"
+        f"{services.engine.dialect.name}: {SUBS} municipalities subscribed, {count} receiving endpoint(s), "
+        f"CPUs {os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
     )
     outbox = services.hooks.notify
     services.hooks.notify = NoNotify()

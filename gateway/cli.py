@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
 from gateway.adapters.cli import import_app
+from gateway.adapters.device_register import backfill as device_backfill
 from gateway.adapters.hl7v2 import cli as hl7v2_cli
 from gateway.adapters.master_data_cli import master_data_app
 from gateway.adapters.quarantine_cli import quarantine_app
@@ -44,6 +45,8 @@ app = typer.Typer(
 )
 db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db, name="db")
+backfill_app = typer.Typer(help="Write derived values onto stored resources, through the write path.")
+app.add_typer(backfill_app, name="backfill")
 app.add_typer(import_app, name="import")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(master_data_app, name="master-data")
@@ -249,6 +252,25 @@ def load(
     console.print(f"loaded {tally.loaded}, rejected {tally.failed}")
     if tally.failed:
         raise typer.Exit(1)
+
+
+@backfill_app.command("device-lifetime")
+def backfill_device_lifetime(
+    batch: Annotated[int, typer.Option(help="Devices per transaction.")] = 500,
+) -> None:
+    """Set the end of each stored Device's lifetime (purchase date + lifetime, extension device-maintenance
+    `lifetimeEnd`, searchable as `lifetime-end`) where it is missing or wrong, as a new version written
+    through the write path (audited); a second run changes nothing (docs/adapters/device-register.md)."""
+    svc = Services.build(Settings.from_env().for_batch())
+    try:
+        with _progress() as progress:
+            task = progress.add_task("device-lifetime", total=None)
+            seen, changed = device_backfill.backfill(
+                svc, CLI_CONTEXT, batch, lambda n: progress.advance(task, n)
+            )
+    finally:
+        svc.close()
+    console.print(f"read {seen} devices, set the lifetime end of {changed}")
 
 
 @app.command()

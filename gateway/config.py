@@ -144,6 +144,10 @@ class Settings:
     notify_endpoint_concurrency: int = 2
     notify_poll_seconds: float = 1.0
     notify_lease_seconds: float = 0.0
+    # Fault reports (docs/workflow.md, "Fault reports"): this many faults on one patient's devices within
+    # this many days (one counted per reporter, device and day) yield a return report to the prescriber.
+    fault_report_threshold: int = 3
+    fault_report_days: int = 30
 
     # The scheduler (docs/scheduling.md): how often `gateway serve` runs a pass of every job, seconds (0:
     # never; `gateway schedule run` runs one); how long a process holds a job's lease before another may
@@ -251,4 +255,6 @@ class Settings:
             control_lead_days=_int("GATEWAY_CONTROL_LEAD_DAYS", defaults.control_lead_days),
             control_intervals=_list("GATEWAY_CONTROL_INTERVALS"),
             service_lead_days=_int("GATEWAY_SERVICE_LEAD_DAYS", defaults.service_lead_days),
+            fault_report_threshold=_int("GATEWAY_FAULT_REPORT_THRESHOLD", defaults.fault_report_threshold),
+            fault_report_days=_int("GATEWAY_FAULT_REPORT_DAYS", defaults.fault_report_days),
         )

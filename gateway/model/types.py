@@ -27,6 +27,7 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "AuditEvent",
     "Flag",
     "RiskAssessment",
+    "AdverseEvent",
     "Consent",
     "List",
     "ServiceRequest",

@@ -10,8 +10,8 @@ Device (extension device-maintenance: `nextService`, `purchaseDate` + `lifetime`
   `retirement-review`) to the owner, once per device and end date, and, when the device is at a patient,
   a return report to the actual prescriber (prescribers are hard to reach: this loop reaches them).
 
-TODO(issue 18, branch `faults`): once `Device?next-service=` and `Device?lifetime-end=` exist, select
-the Devices by them instead of reading every Device each pass."""
+The Devices are selected by `Device?next-service=lt…` and `Device?lifetime-end=lt…` (profiles/): a
+Device stored before its lifetime end was, needs `gateway backfill device-lifetime` first."""
 
 from __future__ import annotations
 
@@ -182,7 +182,8 @@ def _rescheduled(services: Services, now: datetime, tally: Tally) -> None:
 
 def run_service(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     tally = Tally()
-    for stored in scan(services, "Device", f"status={STATUSES}"):
+    last = common.local_day(now, services) + timedelta(days=services.settings.service_lead_days + 1)
+    for stored in scan(services, "Device", f"status={STATUSES}&next-service=lt{last.isoformat()}"):
         device = stored.json()
         tally.seen += 1
         if isinstance(device.get("owner"), dict):
@@ -195,7 +196,8 @@ def run_service(services: Services, now: datetime, lease: Lease | None = None) -
 
 def run_retirement(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     tally = Tally()
-    for stored in scan(services, "Device", f"status={STATUSES}"):
+    tomorrow = common.local_day(now, services) + timedelta(days=1)
+    for stored in scan(services, "Device", f"status={STATUSES}&lifetime-end=lt{tomorrow.isoformat()}"):
         device = stored.json()
         tally.seen += 1
         if isinstance(device.get("owner"), dict):

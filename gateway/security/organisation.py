@@ -23,10 +23,12 @@ from gateway.hooks import SCHEDULER_CLIENT, Permissive, RequestContext
 from gateway.model.types import Json
 from gateway.search.dates import utc_now
 from gateway.search.parameters import Masking, split_token
-from gateway.security.access_index import ACTORS, AccessIndex
+from gateway.security.access_index import AccessIndex
 from gateway.security.audit_seen import audit_as_seen
 from gateway.security.handovers import authorize_client_handover
 from gateway.security.masking import ProtectedIdentities
+from gateway.security.restricted_changes import changed_elements, refused_changes
+from gateway.security.restricted_changes import names as names_organisation
 from gateway.security.rules import Rules, TeamPlan
 from gateway.store import relations
 from gateway.store.relations import TRUSTED, Actors, Writer, find_actors
@@ -270,11 +272,22 @@ class OrganisationPolicy(Permissive):
         if restricted is not None and self.names(actors, current.get(restricted.element)):
             if action == "delete":
                 raise forbidden(f"The owner of a {res_type} may not delete it")
-            refused = self._refused(actors, current, resource, restricted.may_change, restricted.may_append)
+            refused = refused_changes(
+                self.access,
+                actors,
+                current,
+                resource,
+                restricted.may_change,
+                restricted.may_append,
+                restricted.may_reassign,
+            )
             if refused:
                 raise forbidden(
                     f"The owner of a {res_type} may change only {', '.join(sorted(restricted.may_change))}"
-                    f" and add to {', '.join(sorted(restricted.may_append))}; not {', '.join(refused)}"
+                    f", add to {', '.join(sorted(restricted.may_append))} and reassign "
+                    f"{', '.join(sorted(restricted.may_reassign)) or 'nothing'} within its organisation"
+                    " (an Organization, HealthcareService or PractitionerRole of its own); "
+                    f"not {', '.join(refused)}"
                 )
             return
         raise forbidden(
@@ -302,42 +315,17 @@ class OrganisationPolicy(Permissive):
             )
         if action == "delete":
             raise forbidden("A Task the gateway set up may not be deleted by a client")
-        refused = self._refused(actors, current, resource, tasks.may_change, tasks.may_append)
+        refused = refused_changes(
+            self.access, actors, current, resource, tasks.may_change, tasks.may_append, tasks.may_reassign
+        )
         if refused:
             allowed = ", ".join(sorted(tasks.may_change))
             added = ", ".join(sorted(tasks.may_append))
+            moved = ", ".join(sorted(tasks.may_reassign)) or "nothing"
             raise forbidden(
-                f"In a Task the gateway set up a client may change only {allowed} and add to {added}; "
-                f"not {', '.join(refused)}"
+                f"In a Task the gateway set up a client may change only {allowed}, add to {added} and, as "
+                f"its owner, reassign {moved} within its organisation; not {', '.join(refused)}"
             )
-
-    def _refused(
-        self,
-        actors: Actors,
-        current: Json,
-        resource: Json,
-        may_change: frozenset[str],
-        may_append: frozenset[str],
-    ) -> list[str]:
-        """The elements a change touches beyond `may_change`; an element of `may_append` (a Task's `note`)
-        may take new items at its end, each authored by the organisation or one of its PractitionerRoles,
-        while those already there stay as they are."""
-        refused = []
-        for element in sorted(changed_elements(current, resource) - may_change):
-            before, after = current.get(element) or [], resource.get(element) or []
-            appended = (
-                element in may_append
-                and isinstance(before, list)
-                and isinstance(after, list)
-                and after[: len(before)] == before
-                and all(
-                    isinstance(item, dict) and self.names(actors, item.get("authorReference"))
-                    for item in after[len(before) :]
-                )
-            )
-            if not appended:
-                refused.append(element)
-        return refused
 
     def acts_for(self, context: RequestContext, node: object) -> bool:
         """Whether the client whose write this is (for a reaction's write, the client that triggered it)
@@ -353,7 +341,7 @@ class OrganisationPolicy(Permissive):
     def names(self, actors: Actors, node: Any) -> bool:
         """Whether `node` references the organisation or its PractitionerRoles (or a CareTeam it is on),
         literally or by HSA-id."""
-        return bool(actors.known and set(self.access.named(node, ACTORS)) & actors.refs())
+        return names_organisation(self.access, actors, node)
 
     def is_itself(self, actors: Actors, resource: Json) -> bool:
         res_type = resource.get("resourceType")
@@ -393,9 +381,3 @@ class OrganisationPolicy(Permissive):
         if current is None or not self.identities.hidden_from(context, current, self.internal(context)):
             return resource
         return self.identities.keep_hidden(resource, current)
-
-
-def changed_elements(before: Json, after: Json) -> set[str]:
-    ignored = {"meta", "text", "id", "resourceType"}
-    keys = (set(before) | set(after)) - ignored
-    return {k for k in keys if before.get(k) != after.get(k)}

@@ -39,6 +39,8 @@ class RestrictedOwner:
     element: str
     may_change: frozenset[str]
     may_append: frozenset[str] = frozenset()
+    # Elements the owner may point at another unit of its own organisation (a Task's `owner`).
+    may_reassign: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class GatewayTasks:
     codes: frozenset[tuple[str, str]]
     may_change: frozenset[str]
     may_append: frozenset[str] = frozenset()
+    may_reassign: frozenset[str] = frozenset()
 
     def covers(self, resource: Json | None) -> bool:
         if resource is None or resource.get("resourceType") != "Task":
@@ -136,7 +139,10 @@ class Rules:
             ownership_elements=tuple(data.get("ownership_elements") or ()),
             restricted_owners={
                 str(k): RestrictedOwner(
-                    str(v["element"]), frozenset(v["may_change"]), frozenset(v.get("may_append") or ())
+                    str(v["element"]),
+                    frozenset(v["may_change"]),
+                    frozenset(v.get("may_append") or ()),
+                    frozenset(v.get("may_reassign") or ()),
                 )
                 for k, v in (data.get("restricted_owners") or {}).items()
             },
@@ -144,6 +150,7 @@ class Rules:
                 frozenset((str(x["system"]), str(x["code"])) for x in tasks.get("codes") or ()),
                 frozenset(str(e) for e in tasks.get("may_change") or ()),
                 frozenset(str(e) for e in tasks.get("may_append") or ()),
+                frozenset(str(e) for e in tasks.get("may_reassign") or ()),
             ),
             team_plans={
                 str(k): TeamPlan(

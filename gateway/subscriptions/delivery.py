@@ -22,12 +22,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, Update, and_, delete, or_, select, update
 
 from gateway.hooks import GATEWAY_CLIENT, GATEWAY_SCOPES, AccessRecord, Principal, RequestContext
 from gateway.model.types import Json
 from gateway.search.dates import utc_now
-from gateway.security.organisation import WROTE_KEY
+from gateway.security.organisation import know_actors
 from gateway.security.sealing import Sealer
 from gateway.services import Services
 from gateway.store.database import WRITE_OPTION, writer_turn
@@ -217,7 +217,6 @@ class Deliverer:
         sub_id = str(state.sub_id)
         principal = subscriber(state)
         context = RequestContext(principal=principal, base_url=self.settings.base_url)
-        context.cache[WROTE_KEY] = True  # the subscriber's organisation as it is now (matcher.py, _parse)
         with self.services.engine.connect() as connection:
             reg = (
                 endpoints.registration(connection, principal.client_id)
@@ -225,6 +224,9 @@ class Deliverer:
                 else endpoints.Registration(any_endpoint=True)
             )
             context.connection = connection
+            # what names the subscriber's organisation: as the matcher's last run found it (it matched
+            # this subscription's events so; kept true by the change mark, matcher.py), else found anew
+            know_actors(context, self.matcher.actors_of(principal.organization))
             built = render.build(self, connection, context, state, resource, target)
             context.connection = None
         if built is None:  # nothing to send now (a classic subscription just activated)
@@ -285,7 +287,7 @@ class Deliverer:
         if built.acked is not None:
             values["acked"] = built.acked
         with self._write() as connection, writer_turn(connection, True), connection.begin():
-            connection.execute(update(STATE).where(STATE.c.sub_id == state.sub_id).values(**values))
+            connection.execute(self._mine(str(state.sub_id)).values(**values))
         if built.activate:
             self.set_status(str(state.sub_id), "active", None)
 
@@ -311,9 +313,7 @@ class Deliverer:
             return
         with self._write() as connection, writer_turn(connection, True), connection.begin():
             connection.execute(
-                update(STATE)
-                .where(STATE.c.sub_id == state.sub_id)
-                .values(
+                self._mine(str(state.sub_id)).values(
                     attempts=attempts,
                     retry_at=now + timedelta(seconds=delay),
                     failing_since=since,
@@ -328,7 +328,12 @@ class Deliverer:
         if retry:
             values["retry_at"] = utc_now() + timedelta(seconds=self.settings.notify_retry_cap)
         with self._write() as connection, writer_turn(connection, True), connection.begin():
-            connection.execute(update(STATE).where(STATE.c.sub_id == sub_id).values(**values))
+            connection.execute(self._mine(sub_id).values(**values))
+
+    def _mine(self, sub_id: str) -> Update:
+        """The subscription's state while this process holds its lease: a lease that expired and was taken
+        over (a delivery slower than the lease) is the other process's to update."""
+        return update(STATE).where(STATE.c.sub_id == sub_id, STATE.c.lease_owner == self.owner)
 
     def set_status(self, sub_id: str, status: str, reason: str | None) -> None:
         """The subscription's status, in its resource (a version written by the gateway) and its state."""

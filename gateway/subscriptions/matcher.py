@@ -1,17 +1,20 @@
 """The matcher: outbox rows → numbered events, each subscription evaluated as its client.
 
-One matcher runs at a time (PostgreSQL: a transaction-scoped advisory lock, which another process skips;
-SQLite: the writer's turn). It takes the outbox in `id` order, evaluates each live subscription's criteria
+One matcher runs at a time (PostgreSQL: a session advisory lock, which another process skips; SQLite: one
+process delivers, and the delete of the rows taken tells if another took them first). A run takes the
+outbox in `id` order and, reading outside the writer's turn, evaluates each live subscription's criteria
 against the rows' resources with the visibility and masking of the subscription's client (organisation
-policy, SMART scopes: `gateway/store/visibility.py`), appends an event with the subscription's next
-number for every match, and deletes the rows, all in one transaction: a crash leaves the rows for the
-next run and no event half-numbered. Events name type, id and version only.
+policy, SMART scopes: `gateway/store/visibility.py`; the queries: criteria.py, prefilter.py); then, in
+one write transaction, appends an event with the subscription's next number for every match and deletes
+the rows: a crash leaves the rows for the next run and no event half-numbered. Events name type, id and
+version only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -29,6 +32,8 @@ from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.relations import Actors
 from gateway.store.repository import R, Repository
 from gateway.store.tables import ChangeMark, SubscriptionEvent
+from gateway.subscriptions import criteria, prefilter
+from gateway.subscriptions.criteria import Plan
 from gateway.subscriptions.outbox import OUTBOX
 from gateway.subscriptions.resource import STATE, SUBSCRIPTION
 from gateway.subscriptions.topics import Topic
@@ -39,7 +44,6 @@ MARKS = cast(Table, ChangeMark.__table__)
 ACTORS_MARK = "subscriptions.actors"
 LIVE = ("requested", "active")
 BATCH = 500
-MAX_IDS = 100  # a search parameter's values (GATEWAY_MAX_SEARCH_VALUES' default)
 _LOCK_KEY = 0x5B5C_0001  # the matcher's advisory lock (PostgreSQL)
 NOT_MATCHED = frozenset({SUBSCRIPTION, "AuditEvent"})
 
@@ -62,7 +66,28 @@ class Live:
     res_type: str
     pairs: list[tuple[str, str]]
     topic: Topic | None
-    last_number: int
+
+
+class _TakenMeanwhile(Exception):
+    """The outbox rows a run matched were taken by another matcher before it recorded them."""
+
+
+@contextmanager
+def _alone(connection: Connection) -> Iterator[bool]:
+    """One matcher at a time: on PostgreSQL a session advisory lock held over both of a run's transactions
+    (released at the end, or when the process's connection goes); elsewhere, where one process delivers,
+    the rows' delete tells (_record)."""
+    if connection.dialect.name != "postgresql":
+        yield True
+        return
+    got = bool(connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({_LOCK_KEY})").scalar())
+    connection.commit()
+    try:
+        yield got
+    finally:
+        if got:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+            connection.commit()
 
 
 def subscriber(state: Any) -> Principal:
@@ -79,82 +104,74 @@ class Matcher:
         self.topics = topics
         self._actors: dict[str, Actors] = {}  # by HSA-id: what names a subscriber's organisation
         self._mark: int | None = None  # the `subscriptions.actors` change mark the memo was kept at
+        self._plans: dict[str, Plan] = {}  # by subscription: its criteria's query (_plan)
+        self._groups: criteria.Groups = {}
+
+    def actors_of(self, organization: str | None) -> Actors | None:
+        """What names the organisation as the last run found it, if it did (the deliverer's threads read
+        it while the matcher's thread runs: one lookup, which a clear does not break)."""
+        return self._actors.get(organization or "")
 
     def run_once(self, batch: int = BATCH) -> int:
-        """Match one batch of outbox rows; the number of rows taken (0: the outbox is empty)."""
+        """Match one batch of outbox rows; the number of rows taken (0: the outbox is empty, or another
+        process's matcher runs). The matching reads run outside the writer's turn (on SQLite, writes go on
+        meanwhile); the events are numbered, and the rows deleted, in one short write transaction."""
+        engine = self.services.engine
+        with engine.connect() as reader, _alone(reader) as alone:
+            if not alone:
+                return 0
+            with reader.begin():
+                rows = self._taken(reader, batch)
+                if not rows:
+                    return 0
+                self._keep_actors(reader, rows)
+                relevant = [row for row in rows if row.res_type not in NOT_MATCHED]
+                matches = self._match(reader, relevant) if relevant else []
+            try:
+                self._record(rows, matches)
+            except _TakenMeanwhile:  # another process's matcher (SQLite, misconfigured): its rows now
+                return 0
+            return len(rows)
+
+    def _taken(self, connection: Connection, batch: int) -> list[Row]:
+        found = connection.execute(
+            select(OUTBOX.c.id, OUTBOX.c.res_type, OUTBOX.c.res_id, OUTBOX.c.version_id, OUTBOX.c.method)
+            .order_by(OUTBOX.c.id)
+            .limit(batch)
+        ).all()
+        return [Row(int(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4])) for r in found]
+
+    def _record(self, rows: list[Row], matches: list[tuple[str, list[Row]]]) -> None:
+        """Number the matches after each subscription's last number, append them and delete the rows taken
+        (not every id up to the last: on PostgreSQL a lower id may commit meanwhile), in one transaction;
+        raise the change mark when the rows name organisations (_keep_actors)."""
         engine = self.services.engine
         with (
             engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
             writer_turn(connection, True),
             connection.begin(),
         ):
-            if connection.dialect.name == "postgresql":
-                got = connection.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY})").scalar()
-                if not got:
-                    return 0
-            found = connection.execute(
-                select(OUTBOX.c.id, OUTBOX.c.res_type, OUTBOX.c.res_id, OUTBOX.c.version_id, OUTBOX.c.method)
-                .order_by(OUTBOX.c.id)
-                .limit(batch)
-            ).all()
-            rows = [Row(int(r[0]), str(r[1]), str(r[2]), int(r[3]), str(r[4])) for r in found]
-            if not rows:
-                return 0
-            self._keep_actors(connection, rows)
-            relevant = [row for row in rows if row.res_type not in NOT_MATCHED]
-            if relevant:
-                self._match(connection, relevant)
-            # the rows taken, not every id up to the last: on PostgreSQL a lower id may commit meanwhile
-            connection.execute(delete(OUTBOX).where(OUTBOX.c.id.in_([row.id for row in rows])))
-            return len(rows)
-
-    def _keep_actors(self, connection: Connection, rows: list[Row]) -> None:
-        """Keep the memo of what names each subscriber's organisation only while nothing that names one
-        has changed. Every committed change of an Organization, PractitionerRole, HealthcareService or
-        CareTeam has an outbox row: while one is in the outbox (in this batch or after it: a stay may write
-        the Task before its Organization) the memo is dropped and the names are found anew through this
-        transaction; the run that takes one raises the `subscriptions.actors` mark, so every process's
-        matcher drops its memo at its next run (one matcher runs at a time). A match missed on a stale
-        memo would be lost for good."""
-        taken = any(row.res_type in ACTORS for row in rows)
-        pending = taken or (
-            connection.execute(
-                select(OUTBOX.c.id).where(OUTBOX.c.res_type.in_(sorted(ACTORS))).limit(1)
-            ).first()
-            is not None
-        )
-        mark = connection.execute(select(MARKS.c.value).where(MARKS.c.name == ACTORS_MARK)).scalar()
-        if taken:
-            if mark is None:
-                connection.execute(insert(MARKS).values(name=ACTORS_MARK, value=1))
-            else:
+            deleted = connection.execute(delete(OUTBOX).where(OUTBOX.c.id.in_([row.id for row in rows])))
+            if deleted.rowcount != len(rows):
+                raise _TakenMeanwhile
+            mark = self._raise_mark(connection) if any(row.res_type in ACTORS for row in rows) else None
+            numbered = [sub_id for sub_id, mine in matches if mine]
+            last = dict(
                 connection.execute(
-                    update(MARKS).where(MARKS.c.name == ACTORS_MARK).values(value=MARKS.c.value + 1)
-                )
-            mark = int(mark or 0) + 1
-        if pending or mark != self._mark:
-            self._actors.clear()
-        self._mark = None if mark is None else int(mark)
-
-    def _match(self, connection: Connection, rows: list[Row]) -> None:
-        subs = self._live(connection, {row.res_type for row in rows})
-        now = utc_now()
-        events: list[dict[str, Any]] = []
-        triggered: dict[tuple[str, Row], bool] = {}  # per topic and row, whatever the subscribers
-        for sub in subs:
-            mine = [row for row in rows if row.res_type == sub.res_type]
-            try:
-                matched = self._matching(connection, sub, mine, triggered)
-            except FhirError as error:  # criteria no longer valid (a parameter removed): not this batch
-                log.warning("Subscription/%s: criteria cannot be evaluated: %s", sub.sub_id, error)
-                continue
-            number = sub.last_number
-            for row in mine:
-                if row in matched:
+                    select(STATE.c.sub_id, STATE.c.last_number).where(STATE.c.sub_id.in_(numbered))
+                ).all()
+            )
+            now = utc_now()
+            events: list[dict[str, Any]] = []
+            for sub_id, mine in matches:
+                if not mine or sub_id not in last:
+                    continue
+                number = int(last[sub_id])
+                for row in mine:
                     number += 1
                     events.append(
                         {
-                            "sub_id": sub.sub_id,
+                            "sub_id": sub_id,
                             "number": number,
                             "res_type": row.res_type,
                             "res_id": row.res_id,
@@ -162,21 +179,75 @@ class Matcher:
                             "occurred_at": now,
                         }
                     )
-            if number != sub.last_number:
-                connection.execute(
-                    update(STATE).where(STATE.c.sub_id == sub.sub_id).values(last_number=number)
-                )
-        if events:
-            connection.execute(insert(EVENTS), events)
+                connection.execute(update(STATE).where(STATE.c.sub_id == sub_id).values(last_number=number))
+            if events:
+                connection.execute(insert(EVENTS), events)
+        if mark is not None:  # this run's memo was found after the rows that raised it had committed
+            self._mark = mark
+
+    def _keep_actors(self, connection: Connection, rows: list[Row]) -> None:
+        """Keep the memo of what names each subscriber's organisation only while nothing that names one
+        has changed. Every committed change of an Organization, PractitionerRole, HealthcareService or
+        CareTeam has an outbox row: while one is in the outbox (in this batch or after it: a stay may write
+        the Task before its Organization) the memo is dropped and the names are found anew through this
+        run's reads; the run that takes one raises the `subscriptions.actors` mark (_record), so every
+        process's matcher drops its memo at its next run (one matcher runs at a time). A match missed on
+        a stale memo would be lost for good."""
+        pending = any(row.res_type in ACTORS for row in rows) or (
+            connection.execute(
+                select(OUTBOX.c.id).where(OUTBOX.c.res_type.in_(sorted(ACTORS))).limit(1)
+            ).first()
+            is not None
+        )
+        mark = connection.execute(select(MARKS.c.value).where(MARKS.c.name == ACTORS_MARK)).scalar()
+        if pending or mark != self._mark:
+            self._actors.clear()
+        self._mark = None if mark is None else int(mark)
+
+    @staticmethod
+    def _raise_mark(connection: Connection) -> int:
+        mark = connection.execute(select(MARKS.c.value).where(MARKS.c.name == ACTORS_MARK)).scalar()
+        if mark is None:
+            connection.execute(insert(MARKS).values(name=ACTORS_MARK, value=1))
+        else:
+            connection.execute(
+                update(MARKS).where(MARKS.c.name == ACTORS_MARK).values(value=MARKS.c.value + 1)
+            )
+        return int(mark or 0) + 1
+
+    def _match(self, connection: Connection, rows: list[Row]) -> list[tuple[str, list[Row]]]:
+        """Each live subscription's matching rows, in outbox order, as its client sees them now."""
+        subs = self._live(connection, {row.res_type for row in rows})
+        triggered: dict[tuple[str, Row], bool] = {}  # per topic and row, whatever the subscribers
+        plans: dict[str, Plan] = {}
+        for sub in subs:
+            try:
+                plans[sub.sub_id] = self._plan(sub)
+            except FhirError as error:  # criteria no longer valid (a parameter removed): not this batch
+                log.warning("Subscription/%s: criteria cannot be evaluated: %s", sub.sub_id, error)
+        found = self._references(connection, rows, subs, plans)
+        candidates = {
+            sub.sub_id: self._candidates(connection, sub, plans[sub.sub_id], rows, triggered, found)
+            for sub in subs
+            if sub.sub_id in plans
+        }
+        wanted = [(sub_id, plans[sub_id], rows) for sub_id, rows in candidates.items()]
+        hits = criteria.matching(connection, wanted, self._groups)
         for sub in subs:  # found anew in this run: kept while the mark stands (_keep_actors)
             actors = found_actors(sub.context)
             if actors is not None:
                 self._actors.setdefault(sub.context.principal.organization or "", actors)
+        return [
+            (sub_id, [row for row in rows if row.res_id in hits.get(sub_id, ())])
+            for sub_id, rows in candidates.items()
+        ]
 
     def _live(self, connection: Connection, types: set[str]) -> list[Live]:
         states = connection.execute(
             select(STATE).where(STATE.c.status.in_(LIVE)).order_by(STATE.c.sub_id)
         ).all()
+        for gone in set(self._plans) - {str(state.sub_id) for state in states}:
+            del self._plans[gone]
         if not states:
             return []
         contents = {
@@ -211,20 +282,57 @@ class Matcher:
             topic = self.topics.get(str(state.topic))
             if topic is None:
                 return None
-            return Live(
-                state.sub_id, context, topic.resource, topic.filters(resource), topic, int(state.last_number)
-            )
+            return Live(state.sub_id, context, topic.resource, topic.filters(resource), topic)
         res_type, _, query = str(resource.get("criteria") or "").partition("?")
         pairs = parse_qsl(query, keep_blank_values=True)
-        return Live(state.sub_id, context, res_type, pairs, None, int(state.last_number))
+        return Live(state.sub_id, context, res_type, pairs, None)
 
-    def _matching(
-        self, connection: Connection, sub: Live, rows: list[Row], triggered: dict[tuple[str, Row], bool]
-    ) -> set[Row]:
-        """The rows whose resource matches as the subscriber sees it now (current, visible, not masked
-        values); a topic's trigger is checked on the version and the one before it, once per row and topic
-        in `triggered` (the subscriber does not change it)."""
-        live = [row for row in rows if row.method != "DELETE"]
+    def _plan(self, sub: Live) -> Plan:
+        """The subscription's criteria as its client sees them (gateway/subscriptions/criteria.py): made
+        again only when what it is made of changed (its criteria, what its client's organisation sees)."""
+        policy = self.services.hooks.policy
+        made_of = (
+            sub.res_type,
+            tuple(sub.pairs),
+            policy.visibility(sub.context),
+            policy.masking(sub.context),
+        )
+        kept = self._plans.get(sub.sub_id)
+        if kept is None or kept.made_of != made_of:
+            kept = self._plans[sub.sub_id] = criteria.plan(
+                self.services.searcher, made_of, sub.context.base_url
+            )
+        return kept
+
+    def _references(
+        self, connection: Connection, rows: list[Row], subs: list[Live], plans: dict[str, Plan]
+    ) -> dict[str, prefilter.Found]:
+        """By type: the reference index rows the subscriptions' plain reference clauses test."""
+        params: dict[str, set[str]] = {}
+        for sub in subs:
+            plan = plans.get(sub.sub_id)
+            if plan is not None and plan.needs:
+                params.setdefault(sub.res_type, set()).update(param for param, _ in plan.needs)
+        return {
+            res_type: prefilter.references(
+                connection, res_type, [r.res_id for r in rows if r.res_type == res_type], wanted
+            )
+            for res_type, wanted in params.items()
+        }
+
+    def _candidates(
+        self,
+        connection: Connection,
+        sub: Live,
+        plan: Plan,
+        rows: list[Row],
+        triggered: dict[tuple[str, Row], bool],
+        found: dict[str, prefilter.Found],
+    ) -> list[Row]:
+        """The rows the subscription's query is to test, in order: of its type, not deleted, its topic's
+        trigger met (checked on the version and the one before it, once per row and topic in `triggered`:
+        the subscriber does not change it), and what its reference clauses ask held (prefilter)."""
+        live = [row for row in rows if row.res_type == sub.res_type and row.method != "DELETE"]
         topic = sub.topic
         if topic is not None:
             for row in live:
@@ -233,23 +341,8 @@ class Matcher:
                         connection, row.res_type, row.res_id, row.version_id, row.method
                     )
             live = [row for row in live if triggered[topic.url, row]]
-        if not live:
-            return set()
-        ids = sorted({row.res_id for row in live})
-        matched: set[str] = set()
-        policy = self.services.hooks.policy
-        visibility = policy.visibility(sub.context)
-        masking = policy.masking(sub.context)
-        searcher = self.services.searcher
-        for start in range(0, len(ids), MAX_IDS):
-            chunk = ids[start : start + MAX_IDS]
-            request = searcher.parse(
-                sub.res_type, [*sub.pairs, ("_id", ",".join(chunk))], sub.context.base_url
-            )
-            request.visibility, request.masking = visibility, masking
-            statement = select(R.c.res_id).where(searcher.planner.where(request))
-            matched |= {str(r[0]) for r in connection.execute(statement)}
-        return {row for row in live if row.res_id in matched}
+        held = found.get(sub.res_type, {})
+        return [row for row in live if prefilter.may_match(plan.needs, row.res_id, held)]
 
 
 def versions(

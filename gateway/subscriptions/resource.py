@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -91,11 +92,11 @@ def gateway_context(context: RequestContext) -> bool:
     return context.on_behalf_of is not None or internal_client(context.principal.client_id)
 
 
+@dataclass(frozen=True)
 class OwnSubscriptions:
     """Subscriptions of one client only; every other type as the other policies decide."""
 
-    def __init__(self, client_id: str) -> None:
-        self.client_id = client_id
+    client_id: str
 
     @property
     def everything(self) -> bool:

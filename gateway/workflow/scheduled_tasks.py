@@ -9,14 +9,15 @@ AuditEvent (its outcome text, and the Practitioner as an entity).
 
 Reactions:
 - `control_signed_provenance`: a control Task just completed gets a Provenance whose performer is the
-  person who signed, on behalf of the owning unit; `fault-found` opens a fault report (`open_fault_report`).
+  person who signed, on behalf of the owning unit; `fault-found` opens a fault report
+  (gateway/workflow/faults.py `open_fault_report`).
 - `follow_up_completed`: a follow-up Task (task-code `follow-up`) just completed completes its CarePlan
   activity (`detail.status` `completed`) and adds the Task to `activity.outcomeReference` (never
   `activity.reference`: cpl-3); the Task's free text stays in its `note`."""
 
 from __future__ import annotations
 
-from uuid import uuid4
+from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from gateway.errors import unprocessable
 from gateway.hooks import Reaction, Rule
@@ -24,6 +25,7 @@ from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork, WritePath
 from gateway.search.dates import to_instant
 from gateway.store.repository import Stored
+from gateway.workflow import faults
 from gateway.workflow.orders import BASE, PARTICIPANT, TASK_CODES, _local, gateway_agent
 
 OUTPUT_TYPES = f"{BASE}/CodeSystem/task-output-type"
@@ -99,14 +101,6 @@ def control_signed(uow: UnitOfWork, action: str, resource: Json, current: Json |
     return resource
 
 
-def open_fault_report(uow: UnitOfWork, write_path: WritePath, task: Json, stored: Stored) -> None:
-    """A control that found a fault opens a fault report to the device's owner.
-
-    TODO(issue 18, branch `faults`): call the fault-report builder of the `faults` branch here once it is
-    merged (a Task `fault-report` focused on the Device, owned by its owner, requester the signing unit,
-    the control Task's note as its description)."""
-
-
 def control_signed_provenance(
     uow: UnitOfWork, write_path: WritePath, stored: Stored, previous: Json | None
 ) -> None:
@@ -136,7 +130,23 @@ def control_signed_provenance(
         },
     )
     if _result(task) == "fault-found":
-        open_fault_report(uow, write_path, task, stored)
+        _fault_found(uow, write_path, task, stored)
+
+
+def _fault_found(uow: UnitOfWork, write_path: WritePath, task: Json, stored: Stored) -> None:
+    """A control that found a fault opens a fault report to the device's owner (gateway/workflow/
+    faults.py), the unit that signed as reporter, the control's last note as its text; its id follows
+    from the control Task's, so a second completion write changes nothing."""
+    device = _local((task.get("focus") or {}).get("reference"))
+    reporter = task.get("owner")
+    if not device.startswith("Device/") or not isinstance(reporter, dict):
+        return
+    notes = [str(n.get("text")) for n in task.get("note") or [] if isinstance(n, dict) and n.get("text")]
+    text = "Fel upptäckt vid kontroll och rengöring" + (f": {notes[-1]}" if notes else "")
+    res_id = str(uuid5(NAMESPACE_URL, f"{BASE}/fault-report/control/{stored.res_id}"))
+    faults.open_fault_report(
+        uow, write_path, device, reporter, text, res_id=res_id, based_on=[f"Task/{stored.res_id}"]
+    )
 
 
 def follow_up_completed(

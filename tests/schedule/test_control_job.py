@@ -175,6 +175,11 @@ def test_a_control_task_every_28_days_until_the_device_is_returned(
         "note": [{"text": "Filtret trasigt", "authorReference": owner}],
     }
     assert kommun.put(kommun.a, noted)["status"] == "completed"
+    # … which opens a fault report to the device's owner, based on the control
+    [report] = search(kommun.as_(kommun.region), "Task", code=f"{TASK_CODES}|fault-report")
+    assert report["focus"] == controls[1]["focus"]
+    assert {"reference": f"Task/{controls[1]['id']}"} in report.get("basedOn", [])
+    assert "Filtret trasigt" in str(report)
 
     # municipality B, with no relationship to the patient, sees none of it
     assert kommun.controls(kommun.b) == []

@@ -45,7 +45,7 @@ class World:
     def __init__(
         self, services: Services, api: TestClient, endpoint: str = "https://kommun-a.example/hooks/"
     ) -> None:
-        self.services, self.api = services, api
+        self.services, self.api, self.endpoint = services, api, endpoint
         region = register(services, ALL, org="SE-REGION")
         organisation_policy(services).region_clients = frozenset({region.client_id})
         self.region = bearer(region.token(api, ALL))

@@ -122,6 +122,22 @@ def test_a_live_lease_is_left_alone_and_an_expired_one_taken_over(
     drive([taker], lambda: state(world, sub_id)["acked"] == 1 and state(world, sub_id)["lease_owner"] is None)
 
 
+def test_a_lease_taken_over_is_not_updated_by_its_former_holder(
+    manual: World, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    """A delivery slower than its lease: the process that took the subscription over owns its state."""
+    world = manual
+    sub_id = active(world, deliverer, receiver)
+    lease = {"lease_owner": "other-host:4711:live", "lease_until": utc_now() + timedelta(seconds=60)}
+    with world.services.engine.begin() as connection:
+        connection.execute(update(STATE).where(STATE.c.sub_id == sub_id).values(**lease))
+        row = connection.execute(select(STATE).where(STATE.c.sub_id == sub_id)).one()
+    before = state(world, sub_id)
+    deliverer._failed(row, "timeout")
+    deliverer._release(sub_id, retry=True)
+    assert state(world, sub_id) == before
+
+
 def test_at_most_the_endpoint_cap_delivers_to_one_endpoint_at_once(
     manual: World, deliverer: Deliverer, receiver: Receiver
 ) -> None:

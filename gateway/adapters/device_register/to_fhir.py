@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from gateway.adapters import mapping as m
+from gateway.adapters.device_register.lifetime import lifetime_end
 from gateway.adapters.ids import SourceIds
 from gateway.adapters.mapping import Found
 from gateway.errors import Issue
@@ -141,6 +142,9 @@ def _maintenance(row: Json) -> list[Json]:
         parts.append({"url": "lifetime", "valueDuration": years})
     if row.get("inkopsdatum"):
         parts.append({"url": "purchaseDate", "valueDate": row["inkopsdatum"]})
+        end = lifetime_end(row["inkopsdatum"], row.get("livslangd_ar"))
+        if end is not None:  # searchable as Device?lifetime-end= (issue 18)
+            parts.append({"url": "lifetimeEnd", "valueDate": end})
     if row.get("batteribackup"):
         value = bool(m.code_map(SOURCE, "ja_nej")[row["batteribackup"]]["value"])
         parts.append({"url": "batteryBackup", "valueBoolean": value})

@@ -189,6 +189,50 @@ def test_reference_in_link_element(world: World, res_type: str, element: str) ->
     check(pair(world, post, Probe([("ref", target)], [("ref", fresh)], target)))
 
 
+FAULT_REPORT = {
+    "coding": [{"system": "https://fhir.home-device-gateway.se/CodeSystem/task-code", "code": "fault-report"}]
+}
+ADVERSE_EVENT = {
+    "coding": [
+        {"system": "https://fhir.home-device-gateway.se/CodeSystem/task-output-type", "code": "adverse-event"}
+    ]
+}
+
+
+def fault_report(world: World, device: str, **more: Any) -> Json:
+    """The outsider's own Task made a fault report on `device`: owner and patient left to the gateway."""
+    body = {k: v for k, v in own(world, "Task").items() if k not in ("owner", "for", "focus", "output")}
+    return {**body, "code": FAULT_REPORT, "focus": {"reference": device}, **more}
+
+
+def test_fault_report_on_hidden_device(world: World) -> None:
+    """A fault report (issue 18) whose Device is hidden is answered as one whose Device does not exist:
+    the gateway's choice of owner follows only a Device the reporter may read."""
+    target = secret_id(world, "Device").target
+    fresh = "Device/" + reshape(target.split("/")[1], "fault-report")
+
+    def post(ref: str) -> Any:
+        return world.client.post("/fhir/Task", json=fault_report(world, ref), headers=world.outsider)
+
+    check(pair(world, post, Probe([("ref", target)], [("ref", fresh)], target)))
+
+
+def test_fault_report_linking_hidden_adverse_event(world: World) -> None:
+    """A fault report on the outsider's own Device linking (output adverse-event) a hidden AdverseEvent is
+    answered as one linking an AdverseEvent that does not exist."""
+    device = sorted(r for r in world.facts.visible if r.startswith("Device/"))[0]
+    target = secret_id(world, "AdverseEvent").target
+    fresh = "AdverseEvent/" + reshape(target.split("/")[1], "adverse-event")
+
+    def post(ref: str) -> Any:
+        output = [{"type": ADVERSE_EVENT, "valueReference": {"reference": ref}}]
+        return world.client.post(
+            "/fhir/Task", json=fault_report(world, device, output=output), headers=world.outsider
+        )
+
+    check(pair(world, post, Probe([("ref", target)], [("ref", fresh)], target)))
+
+
 # -- conditional create, update, delete on hidden values -------------------------------------------------
 
 

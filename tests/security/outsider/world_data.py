@@ -276,6 +276,12 @@ class Builder:
                     "subject": subject,
                     "author": ref(org),
                 }
+            case "AdverseEvent":
+                return {
+                    "actuality": "potential" if b else "actual",
+                    "subject": subject,
+                    "recorder": ref(role),
+                }
             case "RiskAssessment":
                 return {"status": status("RiskAssessment.status"), "subject": subject, "performer": ref(role)}
             case "Consent":
