@@ -1,15 +1,16 @@
-"""Job `control-cleaning` (finding 9): every fourth week (configurable per ISO 9999 class; 0: none) a
-Task (task-code `control-cleaning`) to the municipal unit that cares for the patient at home, for each
+"""Job `control-cleaning` (finding 9): every fourth week (configurable per ISO 9999 class; 0: none) a Task
+(task-code `control-cleaning`) to the municipal unit that cares for the patient at home, for each
 personally prescribed device there (an active DeviceUseStatement delivered for an order line, extension
 `device-request`), replacing the paper signing list.
 
-Only a unit that accepted (completed) a handover Task for the patient, or completed a `personal-care`
-Task for the patient (the municipality or a region-wide client registered it as providing personal
-care) gets them: never inferred from ZSV services or the kommunkod, since a Task to a unit discloses the
-patient to it. Occurrence n is due `interval * n` days after the later of the delivery and that
-acceptance, created `control_lead_days` ahead; after downtime every missed occurrence is created, overdue.
-The series ends when the device leaves the patient (its use no longer active: open Tasks are cancelled)
-or the unit rejects one with the reason `insats-upphord`."""
+Only a unit that accepted (completed) a handover Task for the patient, or completed a `personal-care` Task
+for the patient (the municipality or a region-wide client registered it as providing personal care), or
+that takes part in an active CareTeam of category `personal-care` a region-wide client wrote for the
+patient (careteam-category; from its `period.start`), gets them: never inferred from ZSV services or the
+kommunkod, since a Task to a unit discloses the patient to it. Occurrence n is due `interval * n` days
+after the later of the delivery and that acceptance, created `control_lead_days` ahead; after downtime
+every missed occurrence is created, overdue. The series ends when the device leaves the patient (its use
+no longer active: open Tasks are cancelled) or the unit rejects one with the reason `insats-upphord`."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ NAME = "control-cleaning"
 CODE = f"{TASK_CODES}|control-cleaning"
 HANDOVER = f"{BASE}/CodeSystem/care-transition-task|handover"
 PERSONAL_CARE = f"{TASK_CODES}|personal-care"
+CARE_TEAM = f"{BASE}/CodeSystem/careteam-category|personal-care"
+UNIT_TYPES = ("Organization/", "HealthcareService/")
 DEVICE_REQUEST = f"{BASE}/StructureDefinition/device-request"
 ISO9999 = f"{BASE}/CodeSystem/iso9999"
 STOP_REASON = f"{BASE}/CodeSystem/control-stop-reason"
@@ -71,6 +74,28 @@ def _acceptances(services: Services) -> Iterator[tuple[str, Json, date, str]]:
             ):
                 unit = {k: v for k, v in owner.items() if k in ("reference", "display")}
                 yield patient, unit, since, f"Task/{stored.res_id}"
+    yield from _care_teams(services)
+
+
+def _care_teams(services: Services) -> Iterator[tuple[str, Json, date, str]]:
+    """(patient, unit, since, CareTeam) of each unit in an active personal-care CareTeam for the patient
+    that a region-wide client (a trusted writer: `writer` None) wrote; a unit's own CareTeam is not
+    enough, as a Task to a unit discloses the patient to it."""
+    query = "category=" + quote(CARE_TEAM, safe=":/|") + "&status=active"
+    for stored in scan(services, "CareTeam", query):
+        if stored.writer is not None:
+            continue
+        team = stored.json()
+        patient = local((team.get("subject") or {}).get("reference"))
+        since = _day((team.get("period") or {}).get("start") or (team.get("meta") or {}).get("lastUpdated"))
+        if not patient.startswith("Patient/") or since is None:
+            continue
+        for participant in team.get("participant") or []:
+            member = participant.get("member")
+            if isinstance(member, dict) and local(member.get("reference")).startswith(UNIT_TYPES):
+                unit = {k: v for k, v in member.items() if k in ("reference", "display")}
+                unit["reference"] = local(member.get("reference"))
+                yield patient, unit, since, f"CareTeam/{stored.res_id}"
 
 
 def _first_acceptances(services: Services) -> list[tuple[str, Json, date, str]]:

@@ -87,7 +87,7 @@ def passes(services: Services, days: int) -> int:
 
 
 def signed(task: dict[str, Any], result: str, person: bool = True) -> dict[str, Any]:
-    outputs = [
+    outputs: list[dict[str, Any]] = [
         {
             "type": {"coding": [{"system": OUTPUTS, "code": "control-result"}]},
             "valueCodeableConcept": {
@@ -253,3 +253,36 @@ def test_an_accepted_handover_starts_the_controls(town: tuple[World, Town], secu
         forged["code"] = {"coding": [{"system": TASK_CODES, "code": code}]}
         response = kommun.as_(kommun.a).post("/fhir/Task", json=forged)
         assert response.status_code == 403, response.text
+
+
+def test_a_personal_care_team_the_region_wrote_starts_the_controls(
+    town: tuple[World, Town], secured_region: Services
+) -> None:
+    world, kommun = town
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))
+    patient = world.plan(line)["subject"]
+    unit = kommun.post(
+        kommun.region,
+        {
+            "resourceType": "Organization",
+            "identifier": [{"system": HSA, "value": KOMMUN_A}],
+            "name": "Kommun A",
+        },
+    )
+    team = {
+        "resourceType": "CareTeam",
+        "status": "active",
+        "category": [
+            {"coding": [{"system": f"{BASE}/CodeSystem/careteam-category", "code": "personal-care"}]}
+        ],
+        "subject": patient,
+        "period": {"start": utc_now().date().isoformat()},
+        "participant": [{"member": {"reference": f"Organization/{unit['id']}"}}],
+    }
+    assert passes(secured_region, 22) == 0  # nobody provides personal care yet
+    kommun.post(kommun.region, team)
+    assert passes(secured_region, 22) == 1
+    [control] = kommun.controls(kommun.a)
+    assert control["basedOn"][0]["reference"].startswith("CareTeam/")
+    assert kommun.controls(kommun.b) == []
