@@ -166,8 +166,12 @@ class Viewer:
         for location in self.found.of_type("Location"):
             if _points_at(location.get("managingOrganization"), unit_key):
                 opening = hours(location.get("hoursOfOperation"))
-                if phones(location) or opening:
-                    found.append(Contact(str(location.get("name") or ""), phones(location), opening))
+                name = str(location.get("name") or "")
+                if name in ("", found[0].name):  # the unit's own premises: its hours, with its phones
+                    found[0].phones += [p for p in phones(location) if p not in found[0].phones]
+                    found[0].hours += [h for h in opening if h not in found[0].hours]
+                elif phones(location) or opening:
+                    found.append(Contact(name, phones(location), opening))
         if not any(c.phones for c in found):
             parent = self.found.get(unit.get("partOf"))
             if parent is not None and parent is not unit:
