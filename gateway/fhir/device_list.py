@@ -19,6 +19,7 @@ from gateway.hooks import AccessRecord
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.search.dates import to_instant, utc_now
+from gateway.security.scopes import grants
 from gateway.workflow.device_list import Gathered, gather
 from gateway.workflow.device_list_render import narrative, page
 from gateway.workflow.device_list_view import View, view
@@ -132,7 +133,9 @@ async def device_list(request: Request, res_id: str) -> Response:
         if patient is None or patient.deleted:
             uow.records.append(AccessRecord(OPERATION, "Patient", [res_id], 404, uow.context, AUDIT_DETAIL))
             raise not_found(f"Patient/{res_id} is not known")
-        found = gather(uow.connection, visibility, patient)
+        # the named exception's self-care assessments: to readers whose scopes let them read Observations
+        disclose = visibility.everything or grants(uow.context.principal.scopes).permits("Observation", "r")
+        found = gather(uow.connection, visibility, patient, disclose)
         if policy.masks:  # protected identities: shown as the reader may see them, in the page too
             found.patient_json = policy.mask(uow.context, found.patient_json)
             found.by_key = {key: policy.mask(uow.context, value) for key, value in found.by_key.items()}

@@ -132,8 +132,11 @@ def by_identifier(connection: Connection, res_type: str, system: str, value: str
 
 
 class Gatherer:
-    def __init__(self, connection: Connection, visibility: Visibility, patient: Stored) -> None:
+    def __init__(
+        self, connection: Connection, visibility: Visibility, patient: Stored, disclose: bool = True
+    ) -> None:
         self.connection = connection
+        self.disclose = disclose
         self.visibility = visibility
         self.found = Gathered(patient, patient.json())
         self.pending: dict[str, Stored] = {}
@@ -215,7 +218,8 @@ class Gatherer:
         ]
         assessments = [s for s in self.load(named) if _is_self_care(s.json())]
         self.add(self.visible(assessments))
-        self.add(assessments, disclosed=True)
+        if self.disclose:
+            self.add(assessments, disclosed=True)
 
     def _masters(self) -> None:
         """The master data the items name, and what that names (a role's person and unit, a unit's
@@ -304,6 +308,9 @@ def _is_self_care(resource: Json) -> bool:
     return any(c.get("system") == SELF_CARE and c.get("code") == "assessment" for c in codings)
 
 
-def gather(connection: Connection, visibility: Visibility, patient: Stored) -> Gathered:
-    """The device list of `patient` as a reader with `visibility` is shown it."""
-    return Gatherer(connection, visibility, patient).gather()
+def gather(
+    connection: Connection, visibility: Visibility, patient: Stored, disclose: bool = True
+) -> Gathered:
+    """The device list of `patient` as a reader with `visibility` is shown it; with `disclose` (its
+    scopes let it read Observations), the self-care assessments of the named exception too."""
+    return Gatherer(connection, visibility, patient, disclose).gather()
