@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.adapters.directory.client_writes import client_field_times
 from gateway.config import REPO_ROOT, Settings
 from gateway.hooks import Reaction, Rule
 from gateway.workflow import care_transitions, faults, follow_ups, orders, recalls, scheduled_tasks
 
 
 def default_rules() -> list[Rule]:
-    return [*orders.RULES, *care_transitions.RULES, *faults.RULES, *scheduled_tasks.RULES]
+    return [*orders.RULES, *care_transitions.RULES, *faults.RULES, *scheduled_tasks.RULES, client_field_times]
 
 
 def default_reactions(
