@@ -59,6 +59,21 @@ def subscription_entry(svc: Services) -> dict[str, Any]:
     }
 
 
+PATIENT_OPERATIONS: dict[str, Any] = {
+    "operation": [
+        {
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            "documentation": (
+                "The R4 Patient compartment plus Device and Task (by patient), what they reference and "
+                "their Provenance, as a search by the same client shows them; no AuditEvent or Binary "
+                "(docs/fhir/everything.md)."
+            ),
+        }
+    ]
+}
+
+
 def capability_statement(svc: Services, base: str) -> dict[str, Any]:
     resources = []
     restricted = svc.settings.auth and svc.settings.organisation_policy
@@ -91,6 +106,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
             }
             | ({"documentation": PUT_CREATE} if restricted else {})
             | (subscription_entry(svc) if res_type == "Subscription" else {})
+            | (PATIENT_OPERATIONS if res_type == "Patient" else {})
         )
     return {
         "resourceType": "CapabilityStatement",

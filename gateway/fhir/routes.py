@@ -13,6 +13,7 @@ from gateway.fhir import (
     capabilities,
     create,
     delete,
+    everything,
     history,
     patch,
     read,
@@ -65,6 +66,7 @@ def routes() -> list[Route]:
     return [
         Route("/metadata", _checked(capabilities.metadata), methods=["GET"]),
         Route("/", _checked(transaction.transaction_or_batch), methods=["POST"]),
+        Route("/Patient/{res_id}/$everything", _checked(everything.everything), methods=["GET"]),
         Route("/Subscription/{res_id}/$status", _checked(operations.status), methods=["GET"]),
         Route("/Subscription/{res_id}/$events", _checked(operations.events), methods=["GET"]),
         Route("/{res_type}/_history", _checked(history.type_history), methods=["GET"]),
