@@ -27,6 +27,7 @@ from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
+from gateway.risk.cli import risk_app
 from gateway.search.dates import utc_now
 from gateway.security.audit_cli import audit_app
 from gateway.security.cli import clients_app, demo_token, keys_app
@@ -50,6 +51,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(risk_app, name="risk")
 app.command("notify")(notify)
 app.command("demo-token")(demo_token)
 # soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width

@@ -57,7 +57,9 @@ class Services:
         access = AccessIndex(Rules.load(settings.access_policy), registry, settings.base_url)
         if hooks is None:
             hooks = Hooks(
-                rules=default_rules(), reactions=default_reactions(settings.profiles_dir), notify=Outbox()
+                rules=default_rules(),
+                reactions=default_reactions(settings.profiles_dir, settings.local_timezone),
+                notify=Outbox(),
             )
             hooks.rules.append(SubscriptionRule(settings, sealer, topics))
             if settings.auth:  # SMART scopes on every interaction; GATEWAY_AUTH=off keeps AllowAll
