@@ -30,6 +30,7 @@ PROPOSED = {"system": TAGS, "code": "proposed", "display": "Föreslagen av gatew
 FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
 RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
 GATEWAY_AUTHOR = "Gatewayen"
+NOT_RAISED = "none"  # the digest of an outcome that does not reach the threshold
 NO_LONGER = "Reglerna för högriskpatient slår inte längre till; förslaget är återkallat av gatewayen."
 
 
@@ -45,7 +46,7 @@ def assess(uow: UnitOfWork, write_path: WritePath, evaluator: Evaluator, patient
     outcome = evaluator.evaluate(uow.connection, patient)
     found, _ = current_of(uow, patient.res_id)
     current = found.json() if found is not None and not found.deleted else None
-    digest = outcome.digest() if outcome.raised else ""
+    digest = outcome.digest() if outcome.raised else NOT_RAISED
     if current is None:
         if not outcome.raised:
             return "none"
@@ -57,7 +58,7 @@ def assess(uow: UnitOfWork, write_path: WritePath, evaluator: Evaluator, patient
     if not outcome.raised:
         if status != "preliminary":
             return "unchanged"  # a clinician decided: a confirmed or dismissed assessment stays so
-        resource = _assessment(patient.res_id, outcome, current, "cancelled", "")
+        resource = _assessment(patient.res_id, outcome, current, "cancelled", NOT_RAISED)
         resource["note"] = [*resource.get("note", []), {"authorString": GATEWAY_AUTHOR, "text": NO_LONGER}]
         write_path.update(uow, "RiskAssessment", str(current["id"]), resource)
         return "withdrawn"

@@ -72,6 +72,30 @@ class Evaluator:
                 outcome.fired.append(Fired(rule, basis))
         return outcome
 
+    def relevant(self, resource: Json | None) -> bool:
+        """Whether a written resource can change any rule's outcome: an Observation, Task or Condition
+        only with the codes a rule looks for; the other types read (Patient, the devices) always."""
+        if not resource:
+            return False
+        res_type = resource.get("resourceType")
+        readers = [r for r in self.rule_set.rules if r.reads_type == res_type]
+        if res_type in ("Device", "DeviceRequest", "DeviceUseStatement"):
+            return True
+        for rule in readers:
+            if rule.kind == "living-situation":
+                carried = _carried(resource)
+                if carried & (rule.codes("situation_codes") | rule.codes("codes")):
+                    return True
+            elif rule.kind == "no-help-at-home":
+                if set(codings(resource.get("code"))) & rule.codes("need"):
+                    return True
+            elif rule.kind == "condition":
+                if _in(codings(resource.get("code")), self.value_set(str(rule.params["value_set"]))):
+                    return True
+            else:
+                return True
+        return False
+
     def value_set(self, url: str) -> frozenset[Code]:
         if url not in self._value_sets:
             self._value_sets[url] = frozenset(value_sets.load(self.profiles_dir, url).displays)
@@ -209,12 +233,16 @@ def _effective(observation: Json) -> datetime | None:
     return None
 
 
+def _carried(observation: Json) -> set[Code]:
+    return set(codings(observation.get("code"))) | set(codings(observation.get("valueCodeableConcept")))
+
+
 def _living_alone(rule: Rule, observations: list[Json]) -> list[str]:
     since = utc_now() - timedelta(days=31 * int(rule.params.get("months", 12)))
     situations = rule.codes("situation_codes") | rule.codes("codes")
     latest: tuple[datetime, Json] | None = None
     for obs in observations:
-        carried = set(codings(obs.get("code"))) | set(codings(obs.get("valueCodeableConcept")))
+        carried = _carried(obs)
         moment = _effective(obs)
         if obs.get("status") not in FINAL or moment is None or moment < since or not carried & situations:
             continue
@@ -222,8 +250,7 @@ def _living_alone(rule: Rule, observations: list[Json]) -> list[str]:
             latest = (moment, obs)
     if latest is None:
         return []
-    carried = set(codings(latest[1].get("code"))) | set(codings(latest[1].get("valueCodeableConcept")))
-    return [_ref(latest[1])] if carried & rule.codes("codes") else []
+    return [_ref(latest[1])] if _carried(latest[1]) & rule.codes("codes") else []
 
 
 def _no_help(rule: Rule, tasks: list[Json]) -> list[str]:

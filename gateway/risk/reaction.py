@@ -38,6 +38,8 @@ class RiskReaction:
         if stored.res_type not in self.types:
             return
         resource = None if stored.deleted else stored.json()
+        if not (self.evaluator.relevant(resource) or self.evaluator.relevant(previous)):
+            return  # nothing a rule reads: the outcome cannot change
         for reference in dict.fromkeys(patients_of(resource) + patients_of(previous)):
             patient = uow.repository.current("Patient", reference.split("/", 1)[1])
             if patient is not None and not patient.deleted:

@@ -6,6 +6,7 @@ dismisses it with a reason (the municipality may not), and it stays dismissed un
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +23,10 @@ ALL = "system/*.cruds"
 SNOMED = "http://snomed.info/sct"
 BASE = "https://fhir.home-device-gateway.se"
 SAFETY = "http://terminology.hl7.org/CodeSystem/flag-category|safety"
+
+
+def days_ago(days: int) -> str:
+    return (date.today() - timedelta(days=days)).isoformat()
 
 
 class Clients:
@@ -138,7 +143,7 @@ def test_proposed_visible_to_related_dismissed_until_new_input(
             "code": {"coding": [{"system": SNOMED, "code": "224130005"}]},
             "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "105529008"}]},
             "subject": ref("Patient/risk"),
-            "effectiveDateTime": "2026-11-01",
+            "effectiveDateTime": days_ago(30),
         }
     )
     assert "bor ensam" in " ".join(n["text"] for n in assessment(c, c.region)["note"])
@@ -224,3 +229,52 @@ def test_only_the_gateway_creates_or_deletes_an_assessment(clients: Clients) -> 
     copy = {k: v for k, v in current.items() if k not in ("id", "meta")}
     assert c.client.post("/fhir/RiskAssessment", json=copy, headers=c.region).status_code == 403
     assert c.client.delete(f"/fhir/RiskAssessment/{current['id']}", headers=c.region).status_code == 403
+
+
+def test_language_devices_and_the_latest_living_situation(clients: Clients) -> None:
+    """Speaks neither Swedish nor English, three devices at home from two owners; lives alone until a
+    later living-situation Observation without 105529008 wins."""
+    c = clients
+    c.put(
+        patient(
+            pnr(22),
+            id="young",
+            birthDate="1990-01-01",
+            communication=[{"language": {"coding": [{"code": "ar"}]}}],
+        )
+    )
+    for number, owner in enumerate(("clinic", "clinic", "kommun")):
+        c.put(
+            {
+                "resourceType": "Device",
+                "id": f"rollator-{number}",
+                "status": "active",
+                "patient": ref("Patient/young"),
+                "owner": ref(f"Organization/{owner}"),
+            }
+        )
+    found = c.search("/fhir/RiskAssessment?subject=Patient/young&status=preliminary", c.region)
+    assert len(found) == 1
+    notes = " ".join(n["text"] for n in found[0]["note"])
+    assert "tolk eller språk" in notes and "många hjälpmedel" in notes and "hög ålder" not in notes
+    situation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": SNOMED, "code": "224130005"}]},
+        "subject": ref("Patient/young"),
+    }
+    alone = {"coding": [{"system": SNOMED, "code": "105529008"}]}
+    c.put({**situation, "id": "then", "valueCodeableConcept": alone, "effectiveDateTime": days_ago(60)})
+    with_alone = c.search("/fhir/RiskAssessment?subject=Patient/young", c.region)[0]
+    assert "bor ensam" in " ".join(n["text"] for n in with_alone["note"])
+    c.put(
+        {
+            **situation,
+            "id": "now",
+            "valueCodeableConcept": {"text": "bor med make"},
+            "effectiveDateTime": days_ago(10),
+        }
+    )
+    latest = c.search("/fhir/RiskAssessment?subject=Patient/young", c.region)[0]
+    assert "bor ensam" not in " ".join(n["text"] for n in latest["note"])
+    assert latest["status"] == "preliminary"
