@@ -137,7 +137,6 @@ def flag_for(
             "text": f"Högriskpatient ({names})" if names else "Högriskpatient",
         },
         "subject": {"reference": f"Patient/{patient_id}"},
-        "period": {"start": ((current or {}).get("period") or {}).get("start") or to_instant(utc_now())},
     }
     if status == "preliminary":
         flag["meta"] = {"tag": [PROPOSED]}

@@ -39,3 +39,34 @@ def test_everything_of_a_hidden_patient_answers_as_an_unknown_one(world: World, 
         answers = [Answer.of(world.get(f"/fhir/Patient/{i}/$everything{query}")) for i in (target, fresh)]
         problems += compare_answers(world, answers[0], answers[1], [target], [fresh])
     check(problems)
+
+
+def test_risk_assessments_show_only_the_basis_the_outsider_may_read(world: World) -> None:
+    """The high-risk assessments (visible to every related organisation, named exception 6) name in
+    `basis` only what the outsider may read itself; the same by read, search and $everything."""
+    problems: list[str] = []
+    bodies = [world.get("/fhir/RiskAssessment?_count=500").json()]
+    bodies += [
+        world.get(f"/fhir/{p}/$everything").json()
+        for p in world.facts.of_type(world.facts.visible, "Patient")
+    ]
+    hidden = world.facts.hidden | world.facts.gone
+    proposals = [
+        e["resource"]
+        for e in bodies[0].get("entry", [])
+        if any(
+            i.get("system", "").endswith("/identifier/risk-assessment")
+            for i in e["resource"].get("identifier", [])
+        )
+    ]
+    assert proposals, "the world holds no high-risk proposal the outsider reads (world_data.high_risk)"
+    assert "Observation/obsh-ensamhemma" in hidden
+    for body in bodies:
+        for entry in body.get("entry", []):
+            resource = entry.get("resource", {})
+            if resource.get("resourceType") != "RiskAssessment":
+                continue
+            shown = {str(b.get("reference")) for b in resource.get("basis", [])}
+            if shown & hidden:
+                problems.append(f"RiskAssessment/{resource.get('id')} names {sorted(shown & hidden)[:4]}")
+    check(problems)
