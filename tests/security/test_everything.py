@@ -17,7 +17,7 @@ from tests.security.conftest import bearer, register
 from tests.security.test_organisation_policy import World, ref
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-EXTRA = [
+EXTRA: list[dict[str, Any]] = [
     {
         "resourceType": "Provenance",
         "id": "provA",
