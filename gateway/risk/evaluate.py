@@ -81,6 +81,8 @@ class Evaluator:
         readers = [r for r in self.rule_set.rules if r.reads_type == res_type]
         if res_type in ("Device", "DeviceRequest", "DeviceUseStatement"):
             return True
+        if res_type == "Patient":  # only what the patient rules read of it can change the outcome
+            return any(self._patient_rule(rule, resource) for rule in readers)
         for rule in readers:
             if rule.kind == "living-situation":
                 carried = _carried(resource)
@@ -95,6 +97,13 @@ class Evaluator:
             else:
                 return True
         return False
+
+    def _patient_rule(self, rule: Rule, patient: Json) -> bool:
+        if rule.kind == "age":
+            return bool(self._aged(rule, patient))
+        if rule.kind == "fhirpath":
+            return True in fhirpathpy.evaluate(patient, str(rule.params["expression"]))
+        return True
 
     def value_set(self, url: str) -> frozenset[Code]:
         if url not in self._value_sets:
