@@ -30,6 +30,7 @@ from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
 from gateway.schedule.cli import schedule_app, worklist
 from gateway.schedule.clock import check_fake_clock
+from gateway.risk.cli import risk_app
 from gateway.search.dates import utc_now
 from gateway.security.audit_cli import audit_app
 from gateway.security.cli import clients_app, demo_token, keys_app
@@ -55,6 +56,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(risk_app, name="risk")
 app.command("notify")(notify)
 app.command("demo-token")(demo_token)
 app.add_typer(schedule_app, name="schedule")

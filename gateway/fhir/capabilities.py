@@ -75,6 +75,21 @@ def _operations(profiles_dir: Path | None) -> dict[str, list[dict[str, str]]]:
     return found
 
 
+PATIENT_OPERATIONS: dict[str, Any] = {
+    "operation": [
+        {
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            "documentation": (
+                "The R4 Patient compartment plus Device and Task (by patient), what they reference and "
+                "their Provenance, as a search by the same client shows them; no AuditEvent or Binary "
+                "(docs/fhir/everything.md)."
+            ),
+        }
+    ]
+}
+
+
 def capability_statement(svc: Services, base: str) -> dict[str, Any]:
     resources = []
     operations = _operations(svc.settings.profiles_dir)
@@ -108,7 +123,13 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
             }
             | ({"documentation": PUT_CREATE} if restricted else {})
             | (subscription_entry(svc) if res_type == "Subscription" else {})
-            | ({"operation": operations[res_type]} if res_type in operations else {})
+            | (
+                {"operation": [*operations.get(res_type, []), *PATIENT_OPERATIONS["operation"]]}
+                if res_type == "Patient"
+                else {"operation": operations[res_type]}
+                if res_type in operations
+                else {}
+            )
         )
     return {
         "resourceType": "CapabilityStatement",

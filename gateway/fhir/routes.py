@@ -14,6 +14,7 @@ from gateway.fhir import (
     create,
     delete,
     device_list,
+    everything,
     history,
     patch,
     read,
@@ -68,6 +69,7 @@ def routes() -> list[Route]:
     return [
         Route("/metadata", _checked(capabilities.metadata), methods=["GET"]),
         Route("/", _checked(transaction.transaction_or_batch), methods=["POST"]),
+        Route("/Patient/{res_id}/$everything", _checked(everything.everything), methods=["GET"]),
         Route("/Subscription/{res_id}/$status", _checked(operations.status), methods=["GET"]),
         Route("/Subscription/{res_id}/$events", _checked(operations.events), methods=["GET"]),
         Route("/Patient/{res_id}/$device-list", _checked(device_list.device_list, False), methods=["GET"]),
