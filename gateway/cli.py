@@ -28,9 +28,9 @@ from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
+from gateway.risk.cli import risk_app
 from gateway.schedule.cli import schedule_app, worklist
 from gateway.schedule.clock import check_fake_clock
-from gateway.risk.cli import risk_app
 from gateway.search.dates import utc_now
 from gateway.security.audit_cli import audit_app
 from gateway.security.cli import clients_app, demo_token, keys_app

@@ -13,7 +13,15 @@ from gateway.hooks import Reaction, Rule
 from gateway.risk.evaluate import Evaluator
 from gateway.risk.reaction import RiskReaction
 from gateway.risk.rules import load as load_risk_rules
-from gateway.workflow import care_transitions, faults, follow_ups, orders, recalls, risk_rules, scheduled_tasks
+from gateway.workflow import (
+    care_transitions,
+    faults,
+    follow_ups,
+    orders,
+    recalls,
+    risk_rules,
+    scheduled_tasks,
+)
 
 
 def default_rules() -> list[Rule]:
