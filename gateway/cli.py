@@ -28,6 +28,7 @@ from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
 from gateway.pipeline import UnitOfWork
+from gateway.risk.cli import risk_app
 from gateway.schedule.cli import schedule_app, worklist
 from gateway.schedule.clock import check_fake_clock
 from gateway.search.dates import utc_now
@@ -55,6 +56,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(risk_app, name="risk")
 app.command("notify")(notify)
 app.command("demo-token")(demo_token)
 app.add_typer(schedule_app, name="schedule")

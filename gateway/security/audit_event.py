@@ -28,6 +28,7 @@ ACTIONS = {
     "read": "R",
     "vread": "R",
     "history": "R",
+    "device-list": "R",  # Patient/{id}/$device-list: a read of the patient's device list
     "update": "U",
     "patch": "U",
     "delete": "D",

@@ -29,6 +29,7 @@ from gateway.security.handovers import authorize_client_handover
 from gateway.security.masking import ProtectedIdentities
 from gateway.security.restricted_changes import changed_elements, refused_changes
 from gateway.security.restricted_changes import names as names_organisation
+from gateway.security.risk_confirmers import authorize_decision, basis_as_seen
 from gateway.security.rules import Rules, TeamPlan
 from gateway.store import relations
 from gateway.store.relations import TRUSTED, Actors, Writer, find_actors
@@ -290,6 +291,10 @@ class OrganisationPolicy(Permissive):
                     f"not {', '.join(refused)}"
                 )
             return
+        if res_type == "RiskAssessment" and action != "delete" and context.connection is not None:
+            confirmers = self.rules.risk_confirmers
+            if authorize_decision(confirmers, self.names, context.connection, actors, current, resource):
+                return  # what a decision may change: gateway/workflow/risk_rules.py
         raise forbidden(
             f"Only the organisation that authored, requested or owns this {res_type} may {action} it"
         )
@@ -368,6 +373,8 @@ class OrganisationPolicy(Permissive):
             resource = audit_as_seen(
                 self.access, self.engine, visibility, context.principal.organization, resource
             )
+        elif resource.get("resourceType") == "RiskAssessment" and not self.exempt(context):
+            resource = basis_as_seen(self.access.local, self.engine, self.visibility(context), resource)
         return resource
 
     @property

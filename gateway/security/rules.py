@@ -3,13 +3,14 @@ checked at start-up. What each rule means is in docs/security.md ("Organisation 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gateway.model.types import Json
+from gateway.security.risk_confirmers import RiskConfirmers
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Rules:
     unmasked_clients: frozenset[str]
     unmasked_organizations: frozenset[str]
     identity_systems: frozenset[str]
+    risk_confirmers: RiskConfirmers = field(default_factory=RiskConfirmers)
 
     def relationship(self, res_type: str) -> Relationship | None:
         return next((r for r in self.relationships if r.res_type == res_type), None)
@@ -174,6 +176,7 @@ class Rules:
             unmasked_clients=frozenset(protected.get("allow_clients") or ()),
             unmasked_organizations=frozenset(protected.get("allow_organizations") or ()),
             identity_systems=frozenset(str(s) for s in data.get("identity_systems") or ()),
+            risk_confirmers=RiskConfirmers.parse(data.get("risk_confirmers")),
         )
         opened = built.client_handovers
         if not opened.codes <= built.gateway_tasks.codes:

@@ -194,7 +194,9 @@ def test_a_referral_relates_one_step(parties: Parties) -> None:
     made = c.post("/fhir/Task", json=referral, headers=a)
     assert made.status_code == 201, made.text
     assert parties.reads(b, "Patient/p1") and parties.reads(b, f"Task/{made.json()['id']}")
-    assert not parties.reads(b, "DeviceRequest/dr1")  # A's own link is not B's
+    assert not parties.reads(b, "Task/t1")  # A's own Task is not B's
+    # but the patient's orders are, as for every related organisation (named exception: the device list)
+    assert parties.reads(b, "DeviceRequest/dr1")
     onward = parties.task(requester="Organization/orgB", owner="Organization/orgD")
     refused = c.post("/fhir/Task", json=onward, headers=b)
     assert refused.status_code == 403 and "referred" in refused.text

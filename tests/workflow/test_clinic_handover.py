@@ -141,14 +141,16 @@ def test_a_unit_opens_only_the_handovers_the_policy_allows(journey: Journey) -> 
     vc = {"requester": {"reference": "Organization/vc"}, "owner": {"reference": "Organization/kommun-a"}}
     assert "related" in refused("vc", 403, **vc)
     assert "related" in refused("kb", 403, requester={"reference": "Organization/kommun-b"})
-    # its own references are checked as every write's: a request it may not read is an unknown one
+    # its own references are checked as every write's: a request it may not read is an unknown one (of
+    # a patient it is not related to: its related patients' requests it reads, the device list's rule)
+    stranger = j.post("region", {"resourceType": "Patient", "name": [{"family": "Främling"}]})["id"]
     other = {
         "resourceType": "DeviceRequest",
         "id": "kommunens",
         "status": "active",
         "intent": "order",
         "codeCodeableConcept": {"text": "Duschpall"},
-        "subject": {"reference": f"Patient/{j.patient()}"},
+        "subject": {"reference": f"Patient/{stranger}"},
         "requester": {"reference": "Organization/kommun-b"},
     }
     j.put("region", other)

@@ -222,9 +222,10 @@ def test_the_owner_of_a_handover_gets_its_return_report(orders: Orders) -> None:
 
 
 def test_a_return_report_reaches_only_prescribers_of_requests_its_writer_may_see(orders: Orders) -> None:
-    """B cares for the patient too (a Task of its own for her) but may not see A's DeviceRequest: a report
-    B bases on that request is refused exactly as one based on a request that does not exist, so B can
-    neither message A's prescribers through the gateway nor learn that the request exists."""
+    """B cares for the patient too (a Task of its own for her), so it reads her DeviceRequests (the device
+    list's rule), but not A's request for a patient it does not care for: a report B bases on that request
+    is refused exactly as one based on a request that does not exist, so B can neither message A's
+    prescribers through the gateway nor learn that the request exists."""
     visit = {
         "resourceType": "Task",
         "id": "visitB",
@@ -235,13 +236,25 @@ def test_a_return_report_reaches_only_prescribers_of_requests_its_writer_may_see
         "owner": ref("Organization/orgB"),
     }
     assert orders.put(visit, orders.region) == 201
-    assert orders.api.get("/fhir/DeviceRequest/drA", headers=orders.b).status_code == 404
+    assert orders.api.get("/fhir/DeviceRequest/drA", headers=orders.b).status_code == 200
+    assert orders.put({"resourceType": "Patient", "id": "pz"}, orders.region) == 201
+    other = {
+        "resourceType": "DeviceRequest",
+        "id": "drZ",
+        "status": "active",
+        "intent": "order",
+        "codeCodeableConcept": {"text": "Rollator"},
+        "subject": ref("Patient/pz"),
+        "requester": ref("PractitionerRole/lakareA"),
+    }
+    assert orders.put(other, orders.region) == 201
+    assert orders.api.get("/fhir/DeviceRequest/drZ", headers=orders.b).status_code == 404
     report = {
         "resourceType": "Communication",
         "status": "completed",
         "category": [{"coding": [{"system": return_reports.CATEGORY, "code": "returrapport"}]}],
         "subject": ref("Patient/pa"),
-        "basedOn": [ref("DeviceRequest/drA")],
+        "basedOn": [ref("DeviceRequest/drZ")],
         "payload": [{"contentString": "Hjälpmedlet fungerar inte."}],
     }
     hidden = orders.api.post("/fhir/Communication", json=report, headers=orders.b)
@@ -254,5 +267,5 @@ def test_a_return_report_reaches_only_prescribers_of_requests_its_writer_may_see
         **absent.json(),
         "issue": [{**absent.json()["issue"][0], "diagnostics": issue["diagnostics"]}],
     }
-    assert issue["diagnostics"].replace("drA", "finns-inte") == absent.json()["issue"][0]["diagnostics"]
+    assert issue["diagnostics"].replace("drZ", "finns-inte") == absent.json()["issue"][0]["diagnostics"]
     assert orders.reports() == []

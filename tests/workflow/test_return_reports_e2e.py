@@ -1,7 +1,8 @@
 """Return reports for the real actors (issue 16), end to end with security on: a handover carries every
 device the patient has at home, delivered ones too; a rejection reaches the actual prescriber(s) of each,
 found through the request, the unit's use and the device; a municipality's own report reaches them
-without it reading the requests; a plain completion is not reported, a change to self-care is."""
+without the report naming the requests (which, related to the patient, it may read since issue 19: the
+device list); a plain completion is not reported, a change to self-care is."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_a_municipalitys_own_report_reaches_the_prescriber_without_revealing_the
     }
     j.put("region", legacy)
     j.get("kb", home["device"])  # through the handover
-    j.get("kb", home["line"], status=404)  # but not the request, nor the unit's use
+    j.get("kb", home["line"])  # and the patient's requests (named exception: the device list)
     request_id = home["line"].split("/")[1]
     for based_on in ("Task/legacy-b", home["device"]):
         sent = j.post("kb", report(patient, based_on))
@@ -140,10 +141,21 @@ def test_a_municipalitys_own_report_reaches_the_prescriber_without_revealing_the
             for e in j.audit(f"entity=Communication/{sent['id']}&subtype=create", "kb")
             if e["id"] == event["id"]
         ]
-        assert home["line"] not in [e["what"].get("reference") for e in seen["entity"]]
+        assert home["line"] in [e["what"].get("reference") for e in seen["entity"]]  # it reads it
 
-    # a request it may not read is refused exactly as one that does not exist; so is A's handover
-    hidden = j.post("kb", report(patient, home["line"]), status=422)
+    # a request it may not read (another patient's) is refused exactly as one that does not exist; so is
+    # A's handover
+    stranger = j.post("region", {"resourceType": "Patient", "name": [{"family": "Främling"}]})["id"]
+    elsewhere = {
+        "resourceType": "DeviceRequest",
+        "status": "active",
+        "intent": "order",
+        "codeCodeableConcept": {"text": "Rollator"},
+        "subject": {"reference": f"Patient/{stranger}"},
+        "requester": {"reference": home["prescriber"]},
+    }
+    request_id = j.post("region", elsewhere)["id"]
+    hidden = j.post("kb", report(patient, f"DeviceRequest/{request_id}"), status=422)
     absent = j.post("kb", report(patient, "DeviceRequest/finns-inte"), status=422)
     assert hidden["issue"][0]["code"] == absent["issue"][0]["code"] == "not-found"
     assert (

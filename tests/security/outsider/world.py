@@ -335,6 +335,19 @@ def _audit_as_seen(event: Json, visible: set[str]) -> Json:
     return shown
 
 
+RISK_IDENTIFIERS = (
+    "https://fhir.home-device-gateway.se/identifier/risk-assessment",
+    "https://fhir.home-device-gateway.se/identifier/risk-flag",
+)
+
+
+def _proposal_of(resource: Json) -> str | None:
+    """The patient of one of the gateway's high-risk RiskAssessments or Flags, else None."""
+    if not any(i.get("system") in RISK_IDENTIFIERS for i in resource.get("identifier", [])):
+        return None
+    return str((resource.get("subject") or {}).get("reference"))
+
+
 def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, engine: Engine) -> Facts:
     stored: dict[str, Json] = {}
     for res_type in SUPPORTED_TYPES:
@@ -353,6 +366,10 @@ def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, eng
     visible = {
         r for r in stored if r.split("/")[0] in PUBLIC_TYPES or (r in seeded and seeded[r].flavour == "b")
     }
+    # the gateway's high-risk RiskAssessment and Flag of a patient B reads: visible to it (named exception
+    # 6), the assessment without the basis B may not read
+    proposals = {r for r in stored if r not in seeded and _proposal_of(stored[r]) in visible}
+    visible |= proposals
     actors = _b_actors(stored)
     hidden: set[str] = set()
     for ref, resource in stored.items():
@@ -381,6 +398,11 @@ def read_facts(client: TestClient, region: dict[str, str], outsider_id: str, eng
         ref: _audit_as_seen(stored[ref], visible) if ref.startswith("AuditEvent/") else stored[ref]
         for ref in visible
     }
+    for ref in proposals:
+        basis = [b for b in stored[ref].get("basis", []) if b.get("reference") in visible]
+        served[ref] = {k: v for k, v in stored[ref].items() if k != "basis"} | (
+            {"basis": basis} if basis else {}
+        )
     exposed = {r for ref in visible for r in _references(served[ref]) if r in hidden or r in gone}
     rules = policy()
     masked = tuple(rules["protected_identity"]["masked_elements"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import random
 from dataclasses import dataclass
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ HIDDEN_FLAVOURS = frozenset({"h", "hb", "gone"})
 NOT_SEEDED = frozenset({"AuditEvent", "Subscription"})
 B_COUNT, H_COUNT, H_PAGING = 3, 6, 26  # B's rows per type; hidden rows per type; hidden Observations
 SEED = 14
+GATEWAY = "https://fhir.home-device-gateway.se"
 
 
 def policy() -> dict[str, Any]:
@@ -354,7 +356,36 @@ class Builder:
             if res_type in ("Observation", "Encounter", "ServiceRequest", "Communication", "Task"):
                 self.add(self.typed(res_type, "hb", b_patients[0], 0), "hb")
         self.fill_all()
+        self.high_risk(b_patients[0])
         return self.seeded
+
+    def high_risk(self, patient: str) -> None:
+        """The clinic's facts about one of B's patients that make the gateway propose a high-risk flag
+        (lives alone, a handover with no help active): hidden from B, while the gateway's RiskAssessment
+        and Flag are visible to it (named exception 6), their `basis` naming these only for those who
+        may read them."""
+        snomed = "http://snomed.info/sct"
+        situation = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": snomed, "code": "224130005"}]},
+            "valueCodeableConcept": {"coding": [{"system": snomed, "code": "105529008"}]},
+            "subject": ref(f"Patient/{patient}"),
+            "effectiveDateTime": (date.today() - timedelta(days=20)).isoformat(),
+            "performer": [ref("Organization/org-clinic")],
+        }
+        self.add(situation, "hb", "obsh-ensamhemma")
+        handover = {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {
+                "coding": [{"system": f"{GATEWAY}/CodeSystem/care-transition-task", "code": "handover"}]
+            },
+            "for": ref(f"Patient/{patient}"),
+            "requester": ref("Organization/org-clinic"),
+        }
+        self.add(handover, "hb", "tash-overlamning")
 
     def typed(self, res_type: str, flavour: str, patient: str, index: int) -> Json:
         return {"resourceType": res_type, **self.base(res_type, flavour, patient, index)}

@@ -1,0 +1,280 @@
+"""High-risk identification end to end, as organisation-scoped clients: the rules fire on what the region,
+the clinic and the municipality write (a reaction in the write's transaction), the gateway proposes a
+preliminary RiskAssessment and an active Flag tagged `proposed`, visible to every related organisation
+(its basis only as far as each may read it), not to an unrelated one; the clinic that requested a device
+dismisses it with a reason (the municipality may not), and it stays dismissed until a new input."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.risk.reaction import risk_pass
+from gateway.services import Services
+from tests.api.helpers import HSA, patient
+from tests.security.conftest import bearer, organisation_policy, register
+from tests.security.test_organisation_policy import pnr, ref
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+ALL = "system/*.cruds"
+SNOMED = "http://snomed.info/sct"
+BASE = "https://fhir.home-device-gateway.se"
+SAFETY = "http://terminology.hl7.org/CodeSystem/flag-category|safety"
+
+
+def days_ago(days: int) -> str:
+    return (date.today() - timedelta(days=days)).isoformat()
+
+
+class Clients:
+    def __init__(self, services: Services, client: TestClient) -> None:
+        self.client = client
+        region = register(services, ALL, org="SE-REGION")
+        organisation_policy(services).region_clients = frozenset({region.client_id})
+        self.region = bearer(region.token(client, ALL))
+        self.clinic = bearer(register(services, ALL, org="SE-CLINIC").token(client, ALL))
+        self.kommun = bearer(register(services, ALL, org="SE-KOMMUN").token(client, ALL))
+        self.other = bearer(register(services, ALL, org="SE-OTHER").token(client, ALL))
+
+    def put(self, resource: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        url = f"/fhir/{resource['resourceType']}/{resource['id']}"
+        response = self.client.put(url, json=resource, headers=headers or self.region)
+        assert response.status_code in (200, 201), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def get(self, url: str, headers: dict[str, str]) -> Any:
+        response = self.client.get(url, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def search(self, url: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            e["resource"] for e in self.get(url, headers).get("entry", []) if e["search"]["mode"] == "match"
+        ]
+
+
+def seed(c: Clients) -> None:
+    for org in ("CLINIC", "KOMMUN", "OTHER"):
+        c.put(
+            {
+                "resourceType": "Organization",
+                "id": org.lower(),
+                "identifier": [{"system": HSA, "value": f"SE-{org}"}],
+            }
+        )
+    c.put({"resourceType": "Practitioner", "id": "doc", "name": [{"family": "Läkare"}]})
+    c.put(
+        {
+            "resourceType": "PractitionerRole",
+            "id": "doc-role",
+            "practitioner": ref("Practitioner/doc"),
+            "organization": ref("Organization/clinic"),
+        }
+    )
+    c.put(patient(pnr(21), id="risk", birthDate="1938-04-01"))  # 80 or older: one rule, weight 1
+    c.put(
+        {
+            "resourceType": "DeviceRequest",
+            "id": "oxygen-order",
+            "status": "completed",
+            "intent": "order",
+            "codeCodeableConcept": {"text": "syrgas"},
+            "subject": ref("Patient/risk"),
+            "requester": ref("PractitionerRole/doc-role"),
+        }
+    )
+    c.put(
+        {
+            "resourceType": "Task",
+            "id": "handover",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": f"{BASE}/CodeSystem/care-transition-task", "code": "handover"}]},
+            "for": ref("Patient/risk"),
+            "owner": ref("Organization/kommun"),
+        }
+    )
+
+
+def assessment(c: Clients, headers: dict[str, str]) -> dict[str, Any]:
+    found = c.search("/fhir/RiskAssessment?subject=Patient/risk", headers)
+    assert len(found) == 1
+    return found[0]
+
+
+def flag(c: Clients, headers: dict[str, str], status: str = "active") -> list[dict[str, Any]]:
+    return c.search(f"/fhir/Flag?patient=Patient/risk&status={status}&category={SAFETY}", headers)
+
+
+@pytest.fixture
+def clients(secure_services: Services, secure_client: TestClient) -> Clients:
+    found = Clients(secure_services, secure_client)
+    seed(found)
+    return found
+
+
+def test_proposed_visible_to_related_dismissed_until_new_input(
+    secure_services: Services, clients: Clients
+) -> None:
+    c = clients
+    # age (1) and a need for help with none active (1): the threshold (2) is reached
+    proposed = assessment(c, c.region)
+    assert proposed["status"] == "preliminary"
+    assert proposed["method"]["coding"][0]["code"] == "hogriskpatient"
+    notes = " ".join(n["text"] for n in proposed["note"])
+    assert "hög ålder" in notes and "ingen hjälp hemma" in notes and "80 år" in notes
+    assert {b["reference"] for b in proposed["basis"]} == {"Patient/risk", "Task/handover"}
+    [shown] = flag(c, c.region)
+    assert shown["code"]["coding"][0]["code"] == "hogriskpatient"
+    assert "Högriskpatient" in shown["code"]["text"] and "ingen hjälp hemma" in shown["code"]["text"]
+    assert shown["meta"]["tag"][0]["code"] == "proposed"
+    assert shown["extension"][0]["valueReference"]["reference"] == f"RiskAssessment/{proposed['id']}"
+
+    # lives alone, written by the region: the municipality may not read that Observation
+    c.put(
+        {
+            "resourceType": "Observation",
+            "id": "alone",
+            "status": "final",
+            "code": {"coding": [{"system": SNOMED, "code": "224130005"}]},
+            "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "105529008"}]},
+            "subject": ref("Patient/risk"),
+            "effectiveDateTime": days_ago(30),
+        }
+    )
+    assert "bor ensam" in " ".join(n["text"] for n in assessment(c, c.region)["note"])
+    assert "Observation/alone" in {b["reference"] for b in assessment(c, c.region)["basis"]}
+    # the related municipality sees the flag and the assessment, not what it may not read in the basis
+    assert flag(c, c.kommun)
+    seen = assessment(c, c.kommun)
+    assert "Observation/alone" not in {b["reference"] for b in seen.get("basis", [])}
+    assert c.client.get("/fhir/Observation/alone", headers=c.kommun).status_code == 404
+    # an unrelated organisation: no Flag, no assessment, $everything 404
+    assert flag(c, c.other) == []
+    assert c.search("/fhir/RiskAssessment?subject=Patient/risk", c.other) == []
+    assert c.client.get(f"/fhir/RiskAssessment/{proposed['id']}", headers=c.other).status_code == 404
+    assert c.client.get("/fhir/Patient/risk/$everything", headers=c.other).status_code == 404
+
+    # the municipality may not decide; the clinic (it requested a device) may, with a reason
+    current = assessment(c, c.region)
+    cancelled = {**current, "status": "cancelled"}
+    url = f"/fhir/RiskAssessment/{current['id']}"
+    by_kommun = {**cancelled, "note": [*current["note"], {"text": "Hemtjänsten finns."}]}
+    assert c.client.put(url, json=by_kommun, headers=c.kommun).status_code == 403
+    refused = c.client.put(url, json=cancelled, headers=c.clinic)
+    assert refused.status_code == 422 and "RiskAssessment.note" in refused.text
+    wider = {**cancelled, "basis": [], "note": [*current["note"], {"text": "Fel"}]}
+    assert c.client.put(url, json=wider, headers=c.clinic).status_code == 403
+    reason = {
+        "authorReference": ref("PractitionerRole/doc-role"),
+        "text": "Dottern bor hos patienten sedan oktober.",
+    }
+    dismissed = {
+        **cancelled,
+        "note": [*current["note"], reason],
+        "performer": ref("PractitionerRole/doc-role"),
+    }
+    answer = c.client.put(url, json=dismissed, headers=c.clinic)
+    assert answer.status_code == 200, answer.text
+    assert flag(c, c.region) == []
+    assert len(flag(c, c.region, "inactive")) == 1
+
+    # an unrelated write and a pass change nothing
+    c.put(
+        {
+            "resourceType": "Observation",
+            "id": "pulse",
+            "status": "final",
+            "code": {"text": "puls"},
+            "subject": ref("Patient/risk"),
+        }
+    )
+    assert risk_pass(secure_services, "risk") == {"unchanged": 1}
+    assert assessment(c, c.region)["status"] == "cancelled"
+
+    # a new input: an oxygen concentrator at home (an advanced device class) raises it again
+    c.put(
+        {
+            "resourceType": "Device",
+            "id": "concentrator",
+            "status": "active",
+            "type": {"coding": [{"system": f"{BASE}/CodeSystem/iso9999", "code": "04 03 12"}]},
+            "patient": ref("Patient/risk"),
+            "owner": ref("Organization/clinic"),
+        }
+    )
+    raised = assessment(c, c.region)
+    assert raised["status"] == "preliminary"
+    assert "avancerat hjälpmedel" in " ".join(n["text"] for n in raised["note"])
+    assert reason in raised["note"]  # the clinician's note stays
+    [again] = flag(c, c.region)
+    assert again["meta"]["tag"][0]["code"] == "proposed"
+
+    # confirmed by the clinic: the tag goes, the flag stays active
+    confirmed = {**raised, "status": "final", "performer": ref("PractitionerRole/doc-role")}
+    answer = c.client.put(f"/fhir/RiskAssessment/{raised['id']}", json=confirmed, headers=c.clinic)
+    assert answer.status_code == 200, answer.text
+    [final_flag] = flag(c, c.kommun)
+    assert not final_flag.get("meta", {}).get("tag")
+    assert c.search("/fhir/RiskAssessment?status=final", c.kommun)[0]["id"] == raised["id"]
+
+
+def test_only_the_gateway_creates_or_deletes_an_assessment(clients: Clients) -> None:
+    c = clients
+    current = assessment(c, c.region)
+    copy = {k: v for k, v in current.items() if k not in ("id", "meta")}
+    assert c.client.post("/fhir/RiskAssessment", json=copy, headers=c.region).status_code == 403
+    assert c.client.delete(f"/fhir/RiskAssessment/{current['id']}", headers=c.region).status_code == 403
+
+
+def test_language_devices_and_the_latest_living_situation(clients: Clients) -> None:
+    """Speaks neither Swedish nor English, three devices at home from two owners; lives alone until a
+    later living-situation Observation without 105529008 wins."""
+    c = clients
+    c.put(
+        patient(
+            pnr(22),
+            id="young",
+            birthDate="1990-01-01",
+            communication=[{"language": {"coding": [{"code": "ar"}]}}],
+        )
+    )
+    for number, owner in enumerate(("clinic", "clinic", "kommun")):
+        c.put(
+            {
+                "resourceType": "Device",
+                "id": f"rollator-{number}",
+                "status": "active",
+                "patient": ref("Patient/young"),
+                "owner": ref(f"Organization/{owner}"),
+            }
+        )
+    found = c.search("/fhir/RiskAssessment?subject=Patient/young&status=preliminary", c.region)
+    assert len(found) == 1
+    notes = " ".join(n["text"] for n in found[0]["note"])
+    assert "tolk eller språk" in notes and "många hjälpmedel" in notes and "hög ålder" not in notes
+    situation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": SNOMED, "code": "224130005"}]},
+        "subject": ref("Patient/young"),
+    }
+    alone = {"coding": [{"system": SNOMED, "code": "105529008"}]}
+    c.put({**situation, "id": "then", "valueCodeableConcept": alone, "effectiveDateTime": days_ago(60)})
+    with_alone = c.search("/fhir/RiskAssessment?subject=Patient/young", c.region)[0]
+    assert "bor ensam" in " ".join(n["text"] for n in with_alone["note"])
+    c.put(
+        {
+            **situation,
+            "id": "now",
+            "valueCodeableConcept": {"text": "bor med make"},
+            "effectiveDateTime": days_ago(10),
+        }
+    )
+    latest = c.search("/fhir/RiskAssessment?subject=Patient/young", c.region)[0]
+    assert "bor ensam" not in " ".join(n["text"] for n in latest["note"])
+    assert latest["status"] == "preliminary"
