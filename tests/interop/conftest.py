@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import Database
 
 GATEWAY = Path(sys.executable).with_name("gateway")
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0
 
 
 @dataclass
