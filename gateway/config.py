@@ -164,6 +164,9 @@ class Settings:
     control_interval_days: int = 28
     control_lead_days: int = 7
     control_intervals: tuple[str, ...] = ()
+    # issue 19: for a patient with a `final` high-risk RiskAssessment, the follow-up and control intervals
+    # not yet made Tasks are multiplied by this factor (0 < factor <= 1; 1: no shortening)
+    risk_interval_factor: float = 0.5
     # how many days before a device's next service date the owner gets its service Task
     service_lead_days: int = 14
 
@@ -253,6 +256,7 @@ class Settings:
             follow_up_lead_days=_int("GATEWAY_FOLLOW_UP_LEAD_DAYS", defaults.follow_up_lead_days),
             control_interval_days=_int("GATEWAY_CONTROL_INTERVAL_DAYS", defaults.control_interval_days),
             control_lead_days=_int("GATEWAY_CONTROL_LEAD_DAYS", defaults.control_lead_days),
+            risk_interval_factor=_float("GATEWAY_RISK_INTERVAL_FACTOR", defaults.risk_interval_factor),
             control_intervals=_list("GATEWAY_CONTROL_INTERVALS"),
             service_lead_days=_int("GATEWAY_SERVICE_LEAD_DAYS", defaults.service_lead_days),
             fault_report_threshold=_int("GATEWAY_FAULT_REPORT_THRESHOLD", defaults.fault_report_threshold),

@@ -143,7 +143,8 @@ async def device_list(request: Request, res_id: str) -> Response:
         bundle = _bundle(found, shown, uow.context.base_url)
         record = AccessRecord(OPERATION, "Patient", [res_id], 200, uow.context, AUDIT_DETAIL)
         record.patients = [f"Patient/{res_id}"]
-        record.resources = list(found.included)
+        shown_too = [f"RiskAssessment/{a.get('id')}" for a in found.flag_details.values()]  # notes shown
+        record.resources = [*found.included, *(k for k in shown_too if k not in found.included)]
         uow.records.append(record)
         return Answer(found, shown, bundle)
 

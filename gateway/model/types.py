@@ -28,6 +28,7 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "Flag",
     "RiskAssessment",
     "AdverseEvent",
+    "Condition",
     "Consent",
     "List",
     "ServiceRequest",

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import false, select
 
-from gateway.hooks import GATEWAY_CLIENT, GATEWAY_SCOPES, Principal, RequestContext, patients_of
+from gateway.hooks import GATEWAY_SCOPES, Principal, RequestContext, patients_of
 from gateway.model.types import Json
 from gateway.risk.assess import ASSESSMENT_ID, assess, current_of, fired_names, flag_for, write_flag
 from gateway.risk.evaluate import Evaluator
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from gateway.pipeline import UnitOfWork, WritePath
     from gateway.services import Services
 
-PASS_CONTEXT = RequestContext(principal=Principal(client_id=GATEWAY_CLIENT, scopes=GATEWAY_SCOPES))
+# `gateway risk evaluate`: the operator's (client `cli`, exempt from the organisation policy); the
+# scheduler's pass writes as `gateway:scheduler` (gateway/schedule/registry.py)
+PASS_CONTEXT = RequestContext(principal=Principal(client_id="cli", scopes=GATEWAY_SCOPES))
 PASS_BATCH = 200
 
 
@@ -69,10 +71,12 @@ def evaluator_for(svc: Services, rule_set: RuleSet) -> Evaluator:
     return Evaluator(rule_set, svc.settings.profiles_dir, ZoneInfo(svc.settings.local_timezone))
 
 
-def risk_pass(svc: Services, patient_id: str | None = None) -> dict[str, int]:
+def risk_pass(
+    svc: Services, patient_id: str | None = None, context: RequestContext = PASS_CONTEXT
+) -> dict[str, int]:
     """Evaluate the rules for one patient, or every patient (in batches of PASS_BATCH, one transaction
-    each), as the gateway: what was done, counted (`proposed`, `updated`, `withdrawn`, `unchanged`,
-    `none`). The one function the scheduler calls per pass."""
+    each), as `context` (one of the gateway's exempt writers: the CLI's, the scheduler's): what was done,
+    counted (`proposed`, `updated`, `withdrawn`, `unchanged`, `none`)."""
     from gateway.risk.rules import load
 
     evaluator = evaluator_for(svc, load())
@@ -92,7 +96,7 @@ def risk_pass(svc: Services, patient_id: str | None = None) -> dict[str, int]:
                 counts[done] = counts.get(done, 0) + 1
             return [int(r[0]) for r in rows]
 
-        rids = svc.write_path.run(PASS_CONTEXT, work, True)
+        rids = svc.write_path.run(context, work, True)
         if len(rids) < PASS_BATCH:
             return counts
         after = rids[-1]

@@ -10,7 +10,12 @@ patient (careteam-category; from its `period.start`), gets them: never inferred 
 kommunkod, since a Task to a unit discloses the patient to it. Occurrence n is due `interval * n` days
 after the later of the delivery and that acceptance, created `control_lead_days` ahead; after downtime
 every missed occurrence is created, overdue. The series ends when the device leaves the patient (its use
-no longer active: open Tasks are cancelled) or the unit rejects one with the reason `insats-upphord`."""
+no longer active: open Tasks are cancelled) or the unit rejects one with the reason `insats-upphord`.
+
+For a patient with a `final` high-risk RiskAssessment the occurrences not yet made Tasks follow the last one
+made at the interval times GATEWAY_RISK_INTERVAL_FACTOR (the next one never later than it would have been,
+never before today unless it was due before), each Task with a Swedish `note` saying why
+(gateway/schedule/risk_interval.py). Occurrence numbers, and so the Task ids, go on from the last one made."""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from urllib.parse import quote
 
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
-from gateway.schedule import common
+from gateway.schedule import common, risk_interval
 from gateway.schedule.lease import Lease
 from gateway.schedule.scan import scan
 from gateway.schedule.writer import (
@@ -149,10 +154,17 @@ class _Series:
     """The control Tasks of one device at one patient for one unit."""
 
     def __init__(
-        self, services: Services, patient: str, unit: Json, device: str, start: date, every: int
+        self,
+        services: Services,
+        patient: str,
+        unit: Json,
+        device: str,
+        start: date,
+        every: int,
+        assessment: str | None = None,
     ) -> None:
         self.services, self.patient, self.unit, self.device = services, patient, unit, device
-        self.start, self.every = start, every
+        self.start, self.every, self.assessment = start, every, assessment
 
     def id(self, number: int) -> str:
         return task_id(
@@ -173,8 +185,40 @@ class _Series:
             number += 1
         return number
 
-    def task(self, number: int, now: datetime, acceptance: str) -> Json:
-        day = self.due_day(number)
+    def shortened(self, repository: Repository, now: datetime) -> list[tuple[int, date]]:
+        """(number, day) of the occurrences due by `now` not made yet, the interval shortened: after the
+        last one made (its Task's due day), each `shorter(every)` days on; the first never later than
+        the ordinary interval would put it, and not before today unless that was before today."""
+
+        def made(number: int) -> Json | None:
+            held = repository.current("Task", self.id(number))
+            return held.json() if held is not None and not held.deleted else None
+
+        last = self.last_due(now)
+        if last > 0 and made(last) is not None:
+            while last < MAX_OCCURRENCES and made(last + 1) is not None:
+                last += 1
+        else:
+            while last > 0 and made(last) is None:
+                last -= 1
+        anchor = self.start
+        if last > 0:
+            end = (((made(last) or {}).get("restriction") or {}).get("period") or {}).get("end")
+            anchor = _day(end) or self.due_day(last)
+        short = risk_interval.shorter(self.every, self.services)
+        today = common.local_day(now, self.services)
+        day = max(anchor + timedelta(days=short), min(today, anchor + timedelta(days=self.every)))
+        lead = timedelta(days=self.services.settings.control_lead_days)
+        found: list[tuple[int, date]] = []
+        number = last + 1
+        while number <= MAX_OCCURRENCES and common.start_of(day - lead, self.services) <= now:
+            found.append((number, day))
+            number, day = number + 1, day + timedelta(days=short)
+        return found
+
+    def task(self, number: int, now: datetime, acceptance: str, day: date | None = None) -> Json:
+        ordinary = self.due_day(number)
+        day = day or ordinary
         due = common.due_of(day, self.services)
         task: Json = {
             "resourceType": "Task",
@@ -192,6 +236,8 @@ class _Series:
             "authoredOn": to_instant(now),
             "restriction": {"period": {"end": common.fhir_time(due)}},
         }
+        if self.assessment and day < ordinary:
+            task["note"] = [risk_interval.note(self.assessment, ordinary, day)]
         if common.as_utc(due) < now:
             task["businessStatus"] = common.overdue_status()
         return task
@@ -199,13 +245,16 @@ class _Series:
 
 def _make(series: _Series, now: datetime, acceptance: str, tally: Tally) -> None:
     """Create the occurrences due by `now` that do not exist yet (those after the last one made)."""
-    missing: list[int] = []
+    missing: dict[int, date | None] = {}
     with series.services.engine.connect() as connection:
         repository = Repository(connection)
-        for number in range(series.last_due(now), 0, -1):
-            if repository.current("Task", series.id(number)) is not None:
-                break
-            missing.append(number)
+        if series.assessment:
+            missing.update(series.shortened(repository, now))
+        else:
+            for number in range(series.last_due(now), 0, -1):
+                if repository.current("Task", series.id(number)) is not None:
+                    break
+                missing[number] = None
     if not missing:
         return
 
@@ -218,7 +267,7 @@ def _make(series: _Series, now: datetime, acceptance: str, tally: Tally) -> None
             if uow.repository.current("Task", wanted) is not None:
                 continue  # another process made it meanwhile
             result = series.services.write_path.update(
-                uow, "Task", wanted, series.task(number, now, acceptance)
+                uow, "Task", wanted, series.task(number, now, acceptance, missing[number])
             )
             targets.append(f"Task/{wanted}/_history/{result.stored.version_id}")
             tally.created += 1
@@ -280,6 +329,7 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     """One pass: make the control Tasks due, then mark and cancel the open ones."""
     tally = Tally()
     stopped = _stopped_series(services)
+    risk = risk_interval.confirmed(services)
     for patient, unit, since, acceptance in _first_acceptances(services):
         tally.seen += 1
         with services.engine.connect() as connection:
@@ -292,9 +342,9 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
             every = interval_days(services, _device(services, device))
             if every <= 0:
                 continue
-            _make(
-                _Series(services, patient, unit, device, max(since, delivered), every), now, acceptance, tally
-            )
+            start = max(since, delivered)
+            series = _Series(services, patient, unit, device, start, every, risk.get(patient))
+            _make(series, now, acceptance, tally)
         if lease is not None and not lease.renew():
             return tally
     _close_open(services, now, tally)

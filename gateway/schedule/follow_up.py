@@ -7,22 +7,28 @@ at the end of the planned day in the gateway's zone, created `follow_up_lead_day
 Each pass, over the open follow-up Tasks: one past its due date gets businessStatus `overdue` and the
 actual prescriber a return report (in Swedish); one whose activity ended (the order makulerad, the device
 picked up, the plan changed) or whose patient died is cancelled with a Swedish statusReason. Completing
-the Task completes the activity (gateway/workflow/scheduled_tasks.py)."""
+the Task completes the activity (gateway/workflow/scheduled_tasks.py).
+
+For a patient with a `final` high-risk RiskAssessment, a follow-up not yet made a Task is planned earlier
+(its days after the plan's `created` times GATEWAY_RISK_INTERVAL_FACTOR, never later, never before today),
+the Task with a Swedish `note` saying why (gateway/schedule/risk_interval.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from urllib.parse import quote
 
 from gateway.adapters.bestallningsportalen import follow_up as plans
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
-from gateway.schedule import common
+from gateway.schedule import common, risk_interval
 from gateway.schedule.lease import Lease
 from gateway.schedule.scan import batches, current
 from gateway.schedule.writer import BASE, TASK_CODES, Tally, coded, local, provenance, task_id, write_for
 from gateway.search.dates import to_instant
 from gateway.services import Services
+from gateway.store.repository import Stored
 
 NAME = "follow-up"
 PLAN_CATEGORY = f"{plans.CATEGORY['system']}|{plans.CATEGORY['code']}"
@@ -50,10 +56,19 @@ def _owner(plan: Json, activity: Json) -> Json | None:
     return dict(author) if isinstance(author, dict) and author.get("reference") else None
 
 
-def _task(services: Services, plan: Json, activity: Json, day: date, now: datetime, task_id: str) -> Json:
+class _Due:
+    """An open activity falling due: its day (moved earlier for a confirmed high-risk patient), the day
+    planned, the Task's id and the assessment that moved it."""
+
+    def __init__(self, day: date, planned: date, task: str, assessment: str | None) -> None:
+        self.day, self.planned, self.task, self.assessment = day, planned, task, assessment
+
+
+def _task(services: Services, plan: Json, activity: Json, due_at: _Due, now: datetime) -> Json:
     owner = _owner(plan, activity)
     lines = _lines(plan)
     detail = activity.get("detail") or {}
+    day, task_id = due_at.day, due_at.task
     due = common.due_of(day, services)
     described = str(detail.get("description") or "Uppföljning")
     task: Json = {
@@ -80,6 +95,8 @@ def _task(services: Services, plan: Json, activity: Json, day: date, now: dateti
         task["owner"] = owner
     if plan.get("author"):
         task["requester"] = plan["author"]
+    if due_at.assessment and day < due_at.planned:
+        task["note"] = [risk_interval.note(due_at.assessment, due_at.planned, day)]
     if common.as_utc(due) < now:
         task["businessStatus"] = common.overdue_status()
     return task
@@ -103,24 +120,35 @@ def _overdue_report(
     return 1
 
 
-def _due(services: Services, plan: Json, activity: Json, last: date) -> tuple[date, str] | None:
-    """The planned day and Task id of an open activity planned by `last` (the last day whose Task is due
-    to exist: today in the gateway's zone plus the lead time), else None."""
-    day = _planned_day(activity)
-    if day is None or day > last or not plans.is_open(activity) or not activity.get("id"):
+def _due(
+    services: Services, plan: Json, activity: Json, last: date, risk: dict[str, str], today: date
+) -> _Due | None:
+    """The day and Task id of an open activity due by `last` (the last day whose Task is due to exist:
+    today in the gateway's zone plus the lead time), else None. The id is the activity's whatever the day,
+    so a day moved earlier never makes a second Task."""
+    planned = _planned_day(activity)
+    if planned is None or not plans.is_open(activity) or not activity.get("id"):
         return None
-    return day, task_id(services, NAME, str(plan["id"]), str(activity["id"]), "1")
+    day, assessment = planned, risk.get(local((plan.get("subject") or {}).get("reference")))
+    base = _planned_day({"detail": {"scheduledPeriod": {"start": plan.get("created")}}})
+    if assessment and base is not None:
+        day = risk_interval.moved(base, planned, today, services)
+    if day > last:
+        return None
+    return _Due(day, planned, task_id(services, NAME, str(plan["id"]), str(activity["id"]), "1"), assessment)
 
 
 def _create(
-    services: Services, plan: Json, activity: Json, day: date, wanted: str, now: datetime, tally: Tally
+    services: Services, plan: Json, activity: Json, due_at: _Due, now: datetime, tally: Tally
 ) -> None:
+    wanted = due_at.task
+
     def work(uow: UnitOfWork, organisation: Json | None) -> None:
         if uow.repository.current("Task", wanted) is not None:
             return  # another process made it meanwhile
         if common.deceased(uow, local((plan.get("subject") or {}).get("reference"))):
             return
-        task = _task(services, plan, activity, day, now, wanted)
+        task = _task(services, plan, activity, due_at, now)
         result = services.write_path.update(uow, "Task", wanted, task)
         targets = [f"Task/{wanted}/_history/{result.stored.version_id}"]
         tally.created += 1
@@ -132,28 +160,38 @@ def _create(
     write_for(services, _owner(plan, activity), work)
 
 
+def _plans(services: Services, last: date, risk: dict[str, str]) -> Iterator[list[Stored]]:
+    """The active follow-up plans with an activity planned by `last`, then every active plan of the
+    confirmed high-risk patients (their days move earlier), each plan once."""
+    category = "category=" + quote(PLAN_CATEGORY, safe=":/|") + "&status=active"
+    seen: set[str] = set()
+    queries = [category + "&activity-date=lt" + (last + timedelta(days=1)).isoformat()]
+    queries += [category + "&subject=" + quote(patient, safe="/") for patient in sorted(risk)]
+    for query in queries:
+        for found in batches(services, "CarePlan", query):
+            fresh = [stored for stored in found if stored.res_id not in seen]
+            seen.update(stored.res_id for stored in fresh)
+            yield fresh
+
+
 def _make(services: Services, now: datetime, tally: Tally, lease: Lease | None) -> bool:
     """The Tasks of follow-ups falling due; False when the lease was lost."""
-    last = common.local_day(now, services) + timedelta(days=services.settings.follow_up_lead_days)
-    query = (
-        "category="
-        + quote(PLAN_CATEGORY, safe=":/|")
-        + "&status=active&activity-date=lt"
-        + (last + timedelta(days=1)).isoformat()
-    )
-    for found in batches(services, "CarePlan", query):
-        wanted: list[tuple[Json, Json, date, str]] = []
+    today = common.local_day(now, services)
+    last = today + timedelta(days=services.settings.follow_up_lead_days)
+    risk = risk_interval.confirmed(services)
+    for found in _plans(services, last, risk):
+        wanted: list[tuple[Json, Json, _Due]] = []
         for stored in found:
             plan = stored.json()
             tally.seen += 1
             for activity in plan.get("activity") or []:
-                due = _due(services, plan, activity, last) if "detail" in activity else None
+                due = _due(services, plan, activity, last, risk, today) if "detail" in activity else None
                 if due is not None:
-                    wanted.append((plan, activity, *due))
-        held = current(services, [f"Task/{item[3]}" for item in wanted])
-        for plan, activity, day, task in wanted:
-            if f"Task/{task}" not in held:
-                _create(services, plan, activity, day, task, now, tally)
+                    wanted.append((plan, activity, due))
+        held = current(services, [f"Task/{item[2].task}" for item in wanted])
+        for plan, activity, due in wanted:
+            if f"Task/{due.task}" not in held:
+                _create(services, plan, activity, due, now, tally)
         if lease is not None and not lease.renew():
             return False
     return True

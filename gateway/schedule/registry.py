@@ -12,7 +12,7 @@ from datetime import datetime
 from gateway.risk.reaction import risk_pass
 from gateway.schedule import control, deadlines, devices, follow_up
 from gateway.schedule.lease import Lease, holder_name
-from gateway.schedule.writer import Tally
+from gateway.schedule.writer import Tally, context_for
 from gateway.services import Services
 
 log = logging.getLogger("gateway.schedule")
@@ -28,7 +28,7 @@ class Job:
 def _high_risk(services: Services, now: datetime, lease: Lease | None) -> Tally:
     """The high-risk rules for every patient (docs/risk.md): what time changes without a write (an age
     reached, a living-situation Observation grown too old) is found here, the rest by the reaction."""
-    counts = risk_pass(services)
+    counts = risk_pass(services, context=context_for(None))
     made = Tally(created=counts.get("proposed", 0), updated=counts.get("updated", 0))
     made.cancelled, made.seen = counts.get("withdrawn", 0), sum(counts.values())
     return made

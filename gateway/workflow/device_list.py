@@ -36,6 +36,7 @@ from gateway.workflow.at_home import (
 
 BASE = "https://fhir.home-device-gateway.se"
 SELF_CARE = f"{BASE}/CodeSystem/self-care"
+FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
 FOLLOW_UP = (f"{BASE}/CodeSystem/careplan-category", "device-follow-up")
 OPEN_TASKS = frozenset({"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"})
 PLANNED = frozenset({"not-started", "scheduled"})
@@ -67,6 +68,7 @@ class Gathered:
     follow_up_of: dict[str, str] = field(default_factory=dict)  # item or request → next follow-up date
     tasks: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    flag_details: dict[str, Json] = field(default_factory=dict)  # Flag → its RiskAssessment, if readable
 
     def get(self, reference: object) -> Json | None:
         """The resource a Reference (relative, or by identifier to a known one) points at, if shown."""
@@ -179,7 +181,24 @@ class Gatherer:
         flags = [s for s in self.visible(flags) if s.json().get("status") == "active"]
         self.add(flags)
         self.found.flags = [_key(s) for s in flags]
+        self._flag_details(flags)
         return self.found
+
+    def _flag_details(self, flags: list[Stored]) -> None:
+        """The RiskAssessment each Flag points at (`flag-detail`), for the fired rules' explanations, when
+        the reader may read it (shown in the narrative only, not included: its `basis` is per reader)."""
+        detail_of: dict[str, tuple[str, str]] = {}
+        for flag in flags:
+            for extension in flag.json().get("extension") or []:
+                if isinstance(extension, dict) and extension.get("url") == FLAG_DETAIL:
+                    target = _target(extension.get("valueReference"))
+                    if target is not None and target[0] == "RiskAssessment":
+                        detail_of[_key(flag)] = target
+        found = Repository(self.connection).current_of(sorted(set(detail_of.values())))
+        readable = {(s.res_type, s.res_id): s for s in self.visible(found.values())}
+        for flag_key, target in detail_of.items():
+            if target in readable:
+                self.found.flag_details[flag_key] = readable[target].json()
 
     def _items(self, devices: list[Stored], uses: list[Stored], requests: list[Stored]) -> None:
         found = self.found

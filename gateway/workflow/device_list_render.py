@@ -18,7 +18,9 @@ section.item h2 { font-size: 14pt; margin: 0 0 .3em 0; }
 dl { display: grid; grid-template-columns: 12em 1fr; gap: .15em .8em; margin: 0; }
 dt { font-weight: bold; }
 dd { margin: 0; }
-.flag { border: 2px solid #000; padding: .4em .8em; margin: 0 0 1em 0; font-weight: bold; }
+.flag { border: 2px solid #000; padding: .4em .8em; margin: 0 0 1em 0; }
+.flag p { font-weight: bold; margin: 0; }
+.flag ul { margin: .2em 0 0 0; }
 @media print { body { margin: 0; } }
 """
 
@@ -59,16 +61,26 @@ def facts(row: Row) -> list[tuple[str, str]]:
 
 
 def _flags(view: View) -> str:
-    return "".join(f'<p class="flag">{_e(flag)}</p>' for flag in view.flags)
+    """The active Flags, first on the page: the heading, then the fired rules' explanations."""
+    parts = []
+    for flag in view.flags:
+        reasons = "".join(f"<li>{_e(reason)}</li>" for reason in flag.reasons)
+        parts.append(
+            f'<div class="flag"><p>{_e(flag.heading())}</p>'
+            + (f"<ul>{reasons}</ul>" if reasons else "")
+            + "</div>"
+        )
+    return "".join(parts)
 
 
 def narrative(view: View) -> str:
     """The List's `text.div`: every item with its facts, in Swedish."""
-    parts = [
-        f'<div xmlns="{XHTML}">',
-        f"<p><b>Hjälpmedelsförteckning för {_e(view.patient or 'patienten')}</b></p>",
-    ]
-    parts += [f"<p><b>{_e(flag)}</b></p>" for flag in view.flags]
+    parts = [f'<div xmlns="{XHTML}">']
+    for flag in view.flags:  # the flag first (issue 19: "the flag is shown at the top of the list")
+        parts.append(f"<p><b>{_e(flag.heading())}</b></p>")
+        if flag.reasons:
+            parts += ["<ul>", *(f"<li>{_e(reason)}</li>" for reason in flag.reasons), "</ul>"]
+    parts.append(f"<p><b>Hjälpmedelsförteckning för {_e(view.patient or 'patienten')}</b></p>")
     if not view.rows:
         parts.append("<p>Inga hjälpmedel i hemmet är kända.</p>")
     for row in view.rows:
@@ -93,8 +105,8 @@ def page(view: View, generated: str) -> str:
         '<html lang="sv"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{_e(title)}</h1>"
+        f"{_flags(view)}<h1>{_e(title)}</h1>"
         f'<p class="meta">Utskriven {_e(generated)}. Spara listan nära telefonen.</p>'
-        f"{_flags(view)}{''.join(items)}"
+        f"{''.join(items)}"
         "</body></html>\n"
     )

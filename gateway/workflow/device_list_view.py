@@ -14,6 +14,8 @@ ISO9999 = f"{BASE}/CodeSystem/iso9999"
 ARTICLE = f"{BASE}/CodeSystem/hjalpmedel-artikel"
 MAINTENANCE = f"{BASE}/StructureDefinition/device-maintenance"
 HSA = "urn:oid:1.2.752.29.4.19"
+PROPOSED_TAG = (f"{BASE}/CodeSystem/gateway-tags", "proposed")  # as gateway/risk/assess.py tags a proposal
+GATEWAY_AUTHOR = "Gatewayen"  # the author of the rule notes gateway/risk/assess.py writes
 DAYS = {"mon": "mån", "tue": "tis", "wed": "ons", "thu": "tor", "fri": "fre", "sat": "lör", "sun": "sön"}
 ORDER = list(DAYS)
 TASK_STATUS = {
@@ -54,10 +56,24 @@ class Row:
 
 
 @dataclass
+class FlagView:
+    """A patient's active Flag as the list shows it first: its text ("Högriskpatient (…)"), whether the
+    gateway only proposed it (the `proposed` tag: "föreslagen, ej bekräftad"), and the fired rules'
+    explanations as its RiskAssessment's gateway notes carry them (when the reader may read it)."""
+
+    text: str
+    proposed: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    def heading(self) -> str:
+        return f"{self.text} – föreslagen, ej bekräftad" if self.proposed else self.text
+
+
+@dataclass
 class View:
     patient: str
     rows: list[Row]
-    flags: list[str]
+    flags: list[FlagView]
     tasks: list[str]
 
 
@@ -256,9 +272,21 @@ class Viewer:
             self.row(f"{s.res_type}/{s.res_id}", found.by_key[f"{s.res_type}/{s.res_id}"])
             for s in found.items
         ]
-        flags = [_text(found.by_key[f].get("code")) or "Flagga" for f in found.flags]
+        flags = [_flag(found.by_key[f], found.flag_details.get(f)) for f in found.flags]
         tasks = [self.task(t) for t in found.tasks]
         return View(person_name(found.patient_json), rows, flags, tasks)
+
+
+def _flag(flag: Json, assessment: Json | None) -> FlagView:
+    tags = (flag.get("meta") or {}).get("tag") or []
+    proposed = any(isinstance(t, dict) and (t.get("system"), t.get("code")) == PROPOSED_TAG for t in tags)
+    notes = (assessment or {}).get("note") or []
+    reasons = [
+        str(n["text"])
+        for n in notes
+        if isinstance(n, dict) and n.get("authorString") == GATEWAY_AUTHOR and n.get("text")
+    ]
+    return FlagView(_text(flag.get("code")) or "Flagga", proposed, reasons)
 
 
 def _device_contact(point: Json) -> Contact:

@@ -21,6 +21,7 @@ from tests.security.test_organisation_policy import pnr, ref
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ALL = "system/*.cruds"
 SNOMED = "http://snomed.info/sct"
+HL7 = "http://terminology.hl7.org/CodeSystem"
 BASE = "https://fhir.home-device-gateway.se"
 SAFETY = "http://terminology.hl7.org/CodeSystem/flag-category|safety"
 
@@ -278,3 +279,64 @@ def test_language_devices_and_the_latest_living_situation(clients: Clients) -> N
     latest = c.search("/fhir/RiskAssessment?subject=Patient/young", c.region)[0]
     assert "bor ensam" not in " ".join(n["text"] for n in latest["note"])
     assert latest["status"] == "preliminary"
+
+
+def test_a_dementia_condition_fires_cognitive_decline(clients: Clients) -> None:
+    """The clinic (related through its DeviceRequest) records a dementia diagnosis (ICD-10-SE F03, in
+    ValueSet cognitive-decline): the rule `kognitiv-svikt` (weight 2) alone reaches the threshold. The
+    related municipality sees the Flag naming it (named exception 9), not the Condition; an unrelated
+    municipality sees neither."""
+    c = clients
+    c.put(patient(pnr(23), id="minne", birthDate="1960-05-01"))
+    c.put(
+        {
+            "resourceType": "DeviceRequest",
+            "id": "minne-order",
+            "status": "active",
+            "intent": "order",
+            "codeCodeableConcept": {"text": "rollator"},
+            "subject": ref("Patient/minne"),
+            "requester": ref("PractitionerRole/doc-role"),
+        }
+    )
+    c.put(
+        {
+            "resourceType": "Task",
+            "id": "minne-handover",
+            "status": "completed",
+            "intent": "order",
+            "code": {"coding": [{"system": f"{BASE}/CodeSystem/care-transition-task", "code": "handover"}]},
+            "for": ref("Patient/minne"),
+            "owner": ref("Organization/kommun"),
+        }
+    )
+    assert c.search("/fhir/RiskAssessment?subject=Patient/minne", c.region) == []
+    condition = {
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": f"{HL7}/condition-clinical", "code": "active"}]},
+        "code": {"coding": [{"system": "urn:oid:1.2.752.116.1.1.1.1.3", "code": "F03"}]},
+        "subject": ref("Patient/minne"),
+        "recorder": ref("PractitionerRole/doc-role"),
+    }
+    written = c.client.post("/fhir/Condition", json=condition, headers=c.clinic)
+    assert written.status_code == 201, written.text
+    condition_ref = f"Condition/{written.json()['id']}"
+    assert c.client.get(f"/fhir/{condition_ref}", headers=c.clinic).status_code == 200
+
+    [proposed] = c.search("/fhir/RiskAssessment?subject=Patient/minne", c.region)
+    assert proposed["status"] == "preliminary"
+    assert "kognitiv svikt" in " ".join(n["text"] for n in proposed["note"])
+    assert condition_ref in {b["reference"] for b in proposed["basis"]}
+    flags = f"/fhir/Flag?patient=Patient/minne&status=active&category={SAFETY}"
+    [shown] = c.search(flags, c.kommun)
+    assert "Högriskpatient" in shown["code"]["text"] and "kognitiv svikt" in shown["code"]["text"]
+    # the municipality may not read the Condition, nor find it, nor see it in the basis
+    assert c.client.get(f"/fhir/{condition_ref}", headers=c.kommun).status_code == 404
+    assert c.search("/fhir/Condition?subject=Patient/minne", c.kommun) == []
+    seen = c.search("/fhir/RiskAssessment?subject=Patient/minne", c.kommun)[0]
+    assert condition_ref not in {b["reference"] for b in seen.get("basis", [])}
+    # an unrelated municipality: no Flag, no assessment, no Condition
+    assert c.search(flags, c.other) == []
+    assert c.search("/fhir/RiskAssessment?subject=Patient/minne", c.other) == []
+    assert c.client.get(f"/fhir/{condition_ref}", headers=c.other).status_code == 404
+    assert c.search("/fhir/Condition?subject=Patient/minne", c.other) == []

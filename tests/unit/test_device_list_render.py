@@ -9,7 +9,7 @@ from starlette.requests import Request
 from gateway.errors import FhirError
 from gateway.fhir.device_list import wants_html
 from gateway.workflow.device_list_render import narrative, page
-from gateway.workflow.device_list_view import Contact, Row, View, hours
+from gateway.workflow.device_list_view import Contact, FlagView, Row, View, hours
 
 
 def request(query: str = "", accept: str | None = None) -> Request:
@@ -60,8 +60,20 @@ def test_opening_hours_in_swedish() -> None:
 def test_every_value_is_escaped() -> None:
     hostile = '<img src=x onerror="alert(1)"> & co'
     row = Row("Device/1", hostile, owner=hostile, faults=[Contact(hostile, ["<b>08</b>"], [])])
-    shown = View(hostile, [row], [hostile], [])
+    flag = FlagView(hostile, proposed=True, reasons=[f"regel: {hostile}"])
+    shown = View(hostile, [row], [flag], [])
     for text in (narrative(shown), page(shown, "2026-12-07 08:00 UTC")):
         assert "<img" not in text and "<b>08" not in text and "<script" not in text
         assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; co" in text
+        assert "regel: &lt;img" in text and "föreslagen, ej bekräftad" in text
     assert narrative(shown).startswith('<div xmlns="http://www.w3.org/1999/xhtml">')
+
+
+def test_the_flag_comes_first_with_its_explanations() -> None:
+    flag = FlagView("Högriskpatient (hög ålder)", proposed=False, reasons=["hög ålder: Patienten är 80 år."])
+    shown = View("Anna Andersson", [Row("Device/1", "Rollator")], [flag], [])
+    div = narrative(shown)
+    assert div.index("Högriskpatient") < div.index("Hjälpmedelsförteckning för") < div.index("Rollator")
+    assert "hög ålder: Patienten är 80 år." in div and "föreslagen" not in div
+    printed = page(shown, "2026-12-07 08:00 UTC")
+    assert printed.index('class="flag"') < printed.index("<h1>") < printed.index("Rollator</h2>")

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.risk.reaction import risk_pass
 from gateway.security.scopes import ADAPTER_DEVICE_REGISTER
 from tests.adapters.test_device_register import HEADER, changed
 from tests.adapters.test_device_register import URL as RECORDS
 from tests.security.conftest import bearer
-from tests.workflow.journey import HSA, KOMMUN_A, KOMMUN_B, Journey, journey, order, secured
+from tests.workflow.journey import (
+    HSA,
+    KOMMUN_A,
+    KOMMUN_B,
+    SELF_CARE_CHANGE,
+    Journey,
+    journey,
+    order,
+    secured,
+)
 from tests.workflow.test_order_to_return_report import client_for
 
 __all__ = ["journey", "secured"]  # fixtures
@@ -36,9 +46,13 @@ def register(j: Journey, row: str) -> None:
     assert all(e["response"]["status"].startswith("20") for e in response.json()["entry"]), response.text
 
 
-def seed(j: Journey) -> dict[str, Any]:
+HOME_HELP_ENDED = "Hemtjänsten har upphört; patienten har tackat nej till fortsatt hjälp."
+
+
+def seed(j: Journey, accept: bool = True) -> dict[str, Any]:
     """The §4.8.1 patient: the concentrator ordered, delivered and on loan; a rollator of another aids
-    centre on loan; an accessory order delivered; a stay ending in a handover to home help (accepted)."""
+    centre on loan; an accessory order delivered; a stay ending in a handover to home help, accepted or
+    (`accept` false) rejected by the municipality saying home help was cancelled."""
     j.order(order("01"))
     j.order(order("01", version=2, status="levererad"))
     j.delivered()
@@ -58,7 +72,16 @@ def seed(j: Journey) -> dict[str, Any]:
     j.stay()
     kommun = f"Organization/{j.organization(KOMMUN_A)}"
     handover = j.handover("ka", kommun)
-    j.patch("ka", f"Task/{handover['id']}", [{"op": "replace", "path": "/status", "value": "accepted"}])
+    if accept:
+        operations: list[dict[str, Any]] = [{"op": "replace", "path": "/status", "value": "accepted"}]
+    else:
+        cancelled = {"system": SELF_CARE_CHANGE, "code": "hemtjanst-upphor"}
+        reason = {"coding": [cancelled], "text": HOME_HELP_ENDED}
+        operations = [
+            {"op": "replace", "path": "/status", "value": "rejected"},
+            {"op": "add", "path": "/statusReason", "value": reason},
+        ]
+    j.patch("ka", f"Task/{handover['id']}", operations)
     mah = j.organization("SE2321000016-MAH1")
     service = {
         "resourceType": "HealthcareService",
@@ -145,6 +168,111 @@ def test_the_whole_list_for_the_related_municipality_and_the_region_none_for_ano
     assert len([e for e in events if e["outcome"] == "0"]) == 2
     named = {ent["what"]["reference"] for e in events for ent in e.get("entity", []) if "what" in ent}
     assert f"Patient/{patient}" in named
+
+
+FIRED = {
+    "hög ålder": "Patienten är 80 år eller äldre.",
+    "många hjälpmedel": "Patienten har minst tre hjälpmedel hemma från minst två huvudmän.",
+    "avancerat hjälpmedel": "Patienten har ett avancerat hjälpmedel hemma",
+    "ingen hjälp hemma": "Ett behov av hjälp i hemmet har registrerats vid en vårdövergång",
+}
+
+
+def risk_flags(j: Journey, who: str, patient: str, status: str = "active") -> list[dict[str, Any]]:
+    return j.search(who, f"Flag?patient=Patient/{patient}&status={status}")
+
+
+def test_the_high_risk_patient_end_to_end_flag_first_dismissed_stays_dismissed(journey: Journey) -> None:
+    """Seed 000 §4.8.1 through the adapters: two device units' devices (the order portal's delivery by
+    MAH, the other aids centre's register export), a consumables order, a discharge to home help that
+    the municipality rejects because home help was cancelled → the list for the municipality and the
+    region, the rules firing with their Swedish explanations and the proposed Flag first; a clinic
+    dismisses it, and it stays dismissed after an unrelated write and a `gateway risk evaluate` pass."""
+    j = journey
+    patient = seed(j, accept=False)["patient"]
+    [proposed] = j.search("region", f"RiskAssessment?subject=Patient/{patient}")
+    assert proposed["status"] == "preliminary"
+    notes = " ".join(n["text"] for n in proposed["note"])
+    for name, explanation in FIRED.items():
+        assert f"{name}: {explanation}" in notes, (name, notes)
+
+    for who in ("ka", "region"):
+        bundle = j.get(who, LIST_URL.format(patient))
+        [listed] = entries(bundle, "match")
+        included = entries(bundle, "include")
+        [flag] = [r for r in included if r["resourceType"] == "Flag"]  # included, once
+        assert flag["status"] == "active" and flag["meta"]["tag"][0]["code"] == "proposed"
+        assert [r for r in included if r["resourceType"] == "RiskAssessment"] == []  # its basis is per reader
+        div = listed["text"]["div"]
+        # the flag first, before the heading and every item, with the fired rules' explanations
+        top = div.index("Högriskpatient")
+        assert top < div.index("Hjälpmedelsförteckning för") < div.index("Syrgaskoncentrator stationär")
+        assert "föreslagen, ej bekräftad" in div[: div.index("Hjälpmedelsförteckning för")]
+        for name, explanation in FIRED.items():
+            assert name in div and explanation in div, (who, name)
+        for text in (
+            "Syrgaskoncentrator stationär",
+            "Rollator",
+            "Näsgrimma",
+            "Medicinteknisk apparatur i hemmet (MAH)",
+            f"HSA-id {HMC}",
+            "Frida Förskrivare, läkare, Lungmottagningen",
+            "08-123 456 00",
+        ):
+            assert text in div, (who, text)
+        owners = {
+            r["identifier"][0]["value"]
+            for r in included
+            if r["resourceType"] == "Organization" and r.get("identifier")
+        }
+        assert {"SE2321000016-MAH1", HMC} <= owners
+        page = j.http.get(f"/fhir/{LIST_URL.format(patient)}?_format=html", headers=j.headers[who])
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        body = page.text
+        assert body.index('class="flag"') < body.index("<h1>") < body.index("Syrgaskoncentrator")
+        assert "Högriskpatient" in body and "föreslagen, ej bekräftad" in body
+        assert FIRED["hög ålder"] in body
+
+    # the list's AuditEvents name the assessment whose explanations they showed
+    events = [
+        e
+        for e in j.audit(f"entity=Patient/{patient}")
+        if any(s.get("code") == "device-list" for s in e.get("subtype", []))
+    ]
+    named = {ent["what"]["reference"] for e in events for ent in e.get("entity", []) if "what" in ent}
+    assert f"RiskAssessment/{proposed['id']}" in named
+
+    # an unrelated municipality: 404 for the list as for an unknown patient, and no Flag
+    hidden = j.http.get(f"/fhir/{LIST_URL.format(patient)}", headers=j.headers["kb"])
+    assert hidden.status_code == 404
+    assert risk_flags(j, "kb", patient) == []
+    assert j.search("kb", f"RiskAssessment?subject=Patient/{patient}") == []
+
+    # the lung clinic (it requested a device) dismisses the proposal with a reason
+    reason = {"text": "Dottern flyttar hem till patienten; hemtjänst behövs inte."}
+    dismissed = {**proposed, "status": "cancelled", "note": [*proposed["note"], reason]}
+    answer = j.http.put(f"/fhir/RiskAssessment/{proposed['id']}", json=dismissed, headers=j.headers["lung"])
+    assert answer.status_code == 200, answer.text
+    assert risk_flags(j, "region", patient) == []
+    assert len(risk_flags(j, "region", patient, "inactive")) == 1
+
+    # an unrelated write and a `gateway risk evaluate` pass: still dismissed, no flag on the list
+    pulse = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "puls"},
+        "subject": {"reference": f"Patient/{patient}"},
+        "valueQuantity": {"value": 72, "unit": "/min"},
+    }
+    j.post("region", pulse)
+    assert risk_pass(j.services, patient) == {"unchanged": 1}
+    [after] = j.search("region", f"RiskAssessment?subject=Patient/{patient}")
+    assert after["status"] == "cancelled" and reason in after["note"]
+    assert risk_flags(j, "region", patient) == []
+    for who in ("ka", "region"):
+        bundle = j.get(who, LIST_URL.format(patient))
+        assert not [r for r in entries(bundle, "include") if r["resourceType"] == "Flag"]
+        assert "Högriskpatient" not in entries(bundle, "match")[0]["text"]["div"]
 
 
 def test_the_operation_is_in_metadata_and_other_formats_are_refused(journey: Journey) -> None:

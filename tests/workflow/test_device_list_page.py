@@ -107,5 +107,9 @@ def test_the_printable_page_renders_in_headless_chromium(journey: Journey, tmp_p
         "Frågor om behandlingen",
         "08-517 700 10",
         '&lt;script&gt;alert("x")&lt;/script&gt; &amp; "Jour"',
+        "Högriskpatient",  # the flag, first (an old patient with an oxygen concentrator)
+        "föreslagen, ej bekräftad",
+        "Patienten är 80 år eller äldre.",
     ):
         assert expected in text, (expected, text[:3000])
+    assert text.index("Högriskpatient") < text.index("<h1>Hjälpmedelsförteckning – Tolvan")

@@ -284,6 +284,15 @@ class Builder:
                     "subject": subject,
                     "recorder": ref(role),
                 }
+            case "Condition":
+                # onset[x] and abatement[x] as a date in some rows and a string in others: every choice
+                # parameter (onset-date, onset-info, abatement-date, abatement-string) has hidden values
+                condition: Json = {"subject": subject, "recorder": ref(role)}
+                if index % 2:
+                    condition.update(onsetString=v.word(), abatementDateTime=v.instant())
+                else:
+                    condition.update(onsetDateTime=v.instant(), abatementString=v.word())
+                return condition
             case "RiskAssessment":
                 return {"status": status("RiskAssessment.status"), "subject": subject, "performer": ref(role)}
             case "Consent":
