@@ -4,6 +4,7 @@ GATEWAY_TEST_POSTGRES_URL is set, on PostgreSQL too (one schema per test session
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from gateway.app import create_app
 from gateway.config import Settings
@@ -64,13 +66,23 @@ class Database:
         }
 
     def clear(self) -> None:
+        """Every table emptied. On PostgreSQL the TRUNCATE may deadlock with what a previous test left
+        finishing in the background (a served process or thread still reading): PostgreSQL aborts one of
+        the two, and the TRUNCATE is tried again once the other is done."""
         tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
-        with self.engine.begin() as connection:
-            if self.backend == "postgresql":
-                connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-            else:
-                for name in tables:
-                    connection.execute(text(f"DELETE FROM {name}"))
+        for attempt in range(1, 6):
+            try:
+                with self.engine.begin() as connection:
+                    if self.backend == "postgresql":
+                        connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                    else:
+                        for name in tables:
+                            connection.execute(text(f"DELETE FROM {name}"))
+                return
+            except OperationalError as error:
+                if attempt == 5 or "deadlock" not in str(error).lower():
+                    raise
+                time.sleep(0.5 * attempt)
 
 
 def _sqlite(tmp: Path) -> Iterator[Database]:
