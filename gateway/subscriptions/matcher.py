@@ -44,7 +44,7 @@ MARKS = cast(Table, ChangeMark.__table__)
 ACTORS_MARK = "subscriptions.actors"
 LIVE = ("requested", "active")
 BATCH = 500
-_LOCK_KEY = 0x5B5C_0001  # the matcher's advisory lock (PostgreSQL)
+_LOCK_KEY = 0x5B5C_0001  # the matcher's advisory lock (PostgreSQL), one per schema (_alone)
 NOT_MATCHED = frozenset({SUBSCRIPTION, "AuditEvent"})
 
 
@@ -80,13 +80,16 @@ def _alone(connection: Connection) -> Iterator[bool]:
     if connection.dialect.name != "postgresql":
         yield True
         return
-    got = bool(connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({_LOCK_KEY})").scalar())
+    # advisory locks are per database: the schema in the key keeps gateways that share a database in
+    # separate schemas (DATABASE_SCHEMA) from skipping each other's runs
+    key = f"{_LOCK_KEY}, hashtext(current_schema())"
+    got = bool(connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar())
     connection.commit()
     try:
         yield got
     finally:
         if got:
-            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
             connection.commit()
 
 

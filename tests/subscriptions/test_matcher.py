@@ -10,12 +10,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from gateway.store.repository import R
 from gateway.store.tables import SubscriptionEvent
 from gateway.subscriptions import criteria
-from gateway.subscriptions.matcher import Matcher
+from gateway.subscriptions.matcher import _LOCK_KEY, Matcher
 from tests.api.helpers import HSA
 from tests.security.conftest import bearer
 from tests.subscriptions.conftest import World, ref, register_notifying, subscription
@@ -182,3 +182,28 @@ def test_a_subscription_whose_criteria_no_longer_read_does_not_stop_the_others(m
     while matcher.run_once():
         pass
     assert matched(manual, working) == ["a1"] and matched(manual, broken) == []
+
+
+def test_a_matcher_of_another_schema_does_not_keep_this_one_out(manual: World) -> None:
+    """Advisory locks are per database: gateways in separate schemas of one database (DATABASE_SCHEMA, and
+    the test sessions running side by side) each have their own matcher lock."""
+    if manual.services.engine.dialect.name != "postgresql":
+        pytest.skip("the matcher's lock is PostgreSQL's advisory lock")
+    body = subscription(manual.endpoint, "Task?status=requested")
+    sub_id = str(manual.api.post("/fhir/Subscription", json=body, headers=manual.a).json()["id"])
+    matcher = Matcher(manual.services, manual.services.topics)
+    manual.task("a1", "orgA", "pa")
+    key = f"{_LOCK_KEY}, hashtext(:schema)"
+    with manual.services.engine.connect() as other:
+        other.execute(text(f"SELECT pg_advisory_lock({key})"), {"schema": "another_gateway"})
+        while matcher.run_once():
+            pass
+        assert matched(manual, sub_id) == ["a1"]
+        other.execute(text(f"SELECT pg_advisory_unlock({key})"), {"schema": "another_gateway"})
+        other.execute(text(f"SELECT pg_advisory_lock({_LOCK_KEY}, hashtext(current_schema()))"))
+        manual.task("a2", "orgA", "pa")
+        assert matcher.run_once() == 0  # its own schema's matcher runs: this one waits its turn
+        other.execute(text(f"SELECT pg_advisory_unlock({_LOCK_KEY}, hashtext(current_schema()))"))
+    while matcher.run_once():
+        pass
+    assert matched(manual, sub_id) == ["a1", "a2"]
