@@ -86,13 +86,13 @@ def register(engine: Engine, key: Path, municipality: Municipality) -> None:
         store.add_client(engine, name, municipality.hsa, public_jwks(private), SCOPES, CLIENT_ID)
 
 
-def token(base: str, key: Path, client_id: str) -> str:
+def token(base: str, key: Path, client_id: str, scope: str = "system/*.rs") -> str:
     """An access token for `client_id` (its key at `key`), got the SMART Backend Services way."""
     private = json.loads(key.read_text(encoding="utf-8"))
     endpoint = f"{base}/auth/token"
     form = {
         "grant_type": "client_credentials",
-        "scope": "system/*.rs",
+        "scope": scope,
         "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         "client_assertion": assertion(client_id, private, endpoint),
     }

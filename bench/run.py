@@ -169,12 +169,12 @@ _SERVER: list[subprocess.Popen[bytes]] = []
 
 
 @contextmanager
-def serving(env: dict[str, str]) -> Iterator[str]:
+def serving(env: dict[str, str], workers: int = WORKERS) -> Iterator[str]:
     """A `gateway serve` process with this environment (and the base URL it serves at); yields that URL
     without /fhir."""
     port = free_port()
     server = subprocess.Popen(
-        [GATEWAY, "serve", "--port", str(port), "--workers", str(WORKERS), "--no-upgrade"],
+        [GATEWAY, "serve", "--port", str(port), "--workers", str(workers), "--no-upgrade"],
         env={**env, "GATEWAY_BASE_URL": f"http://127.0.0.1:{port}/fhir"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

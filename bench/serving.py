@@ -60,6 +60,15 @@ def worker_rss(pid: int) -> list[float]:
     return [int(fields["VmRSS"].split()[0]) / 1024 for fields in _children(pid)]
 
 
+def server_rss(pid: int) -> float:
+    """Resident memory of a server in all, in MiB: its worker processes, or itself when it has none (one
+    worker runs in the server's own process)."""
+    workers = worker_rss(pid)
+    if workers:
+        return sum(workers)
+    return _kib(_statuses().get(pid, {}), "VmRSS") / 1024
+
+
 def worker_peak_rss(pid: int) -> list[float]:
     """The peak resident memory of each of the server's worker processes so far (VmHWM), in MiB."""
     return [int(fields["VmHWM"].split()[0]) / 1024 for fields in _children(pid)]
