@@ -12,24 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.model.types import Json
 from gateway.risk.evaluate import Evaluator, Outcome
+from gateway.risk.marks import BASE, GATEWAY_AUTHOR, PROPOSED
 from gateway.search.dates import to_instant, utc_now
 from gateway.store.repository import Stored
 
 if TYPE_CHECKING:
     from gateway.pipeline import UnitOfWork, WritePath
 
-BASE = "https://fhir.home-device-gateway.se"
 ASSESSMENT_ID = f"{BASE}/identifier/risk-assessment"
 FLAG_ID = f"{BASE}/identifier/risk-flag"
 OUTCOME_EXT = f"{BASE}/StructureDefinition/risk-outcome"
 FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
 RISK_FLAG = f"{BASE}/CodeSystem/risk-flag"
 RISK_RULE = f"{BASE}/CodeSystem/risk-rule"
-TAGS = f"{BASE}/CodeSystem/gateway-tags"
-PROPOSED = {"system": TAGS, "code": "proposed", "display": "Föreslagen av gatewayen"}
 FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
 RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
-GATEWAY_AUTHOR = "Gatewayen"
 NOT_RAISED = "none"  # the digest of an outcome that does not reach the threshold
 NO_LONGER = "Reglerna för högriskpatient slår inte längre till; förslaget är återkallat av gatewayen."
 

@@ -93,6 +93,12 @@ def _alone(connection: Connection) -> Iterator[bool]:
             connection.commit()
 
 
+def _actors_mark(connection: Connection) -> int | None:
+    """The `subscriptions.actors` change mark (None: never raised)."""
+    mark = connection.execute(select(MARKS.c.value).where(MARKS.c.name == ACTORS_MARK)).scalar()
+    return None if mark is None else int(mark)
+
+
 def subscriber(state: Any) -> Principal:
     return Principal(
         client_id=str(state.client_id),
@@ -202,21 +208,21 @@ class Matcher:
             ).first()
             is not None
         )
-        mark = connection.execute(select(MARKS.c.value).where(MARKS.c.name == ACTORS_MARK)).scalar()
+        mark = _actors_mark(connection)
         if pending or mark != self._mark:
             self._actors.clear()
-        self._mark = None if mark is None else int(mark)
+        self._mark = mark
 
     @staticmethod
     def _raise_mark(connection: Connection) -> int:
-        mark = connection.execute(select(MARKS.c.value).where(MARKS.c.name == ACTORS_MARK)).scalar()
+        mark = _actors_mark(connection)
         if mark is None:
             connection.execute(insert(MARKS).values(name=ACTORS_MARK, value=1))
         else:
             connection.execute(
                 update(MARKS).where(MARKS.c.name == ACTORS_MARK).values(value=MARKS.c.value + 1)
             )
-        return int(mark or 0) + 1
+        return (mark or 0) + 1
 
     def _match(self, connection: Connection, rows: list[Row]) -> list[tuple[str, list[Row]]]:
         """Each live subscription's matching rows, in outbox order, as its client sees them now."""

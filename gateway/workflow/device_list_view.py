@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.model.types import Json
+from gateway.risk.marks import GATEWAY_AUTHOR, is_proposed
 from gateway.workflow.device_list import SELF_CARE, Gathered
 
 BASE = "https://fhir.home-device-gateway.se"
@@ -14,8 +15,6 @@ ISO9999 = f"{BASE}/CodeSystem/iso9999"
 ARTICLE = f"{BASE}/CodeSystem/hjalpmedel-artikel"
 MAINTENANCE = f"{BASE}/StructureDefinition/device-maintenance"
 HSA = "urn:oid:1.2.752.29.4.19"
-PROPOSED_TAG = (f"{BASE}/CodeSystem/gateway-tags", "proposed")  # as gateway/risk/assess.py tags a proposal
-GATEWAY_AUTHOR = "Gatewayen"  # the author of the rule notes gateway/risk/assess.py writes
 DAYS = {"mon": "mån", "tue": "tis", "wed": "ons", "thu": "tor", "fri": "fre", "sat": "lör", "sun": "sön"}
 ORDER = list(DAYS)
 TASK_STATUS = {
@@ -278,8 +277,7 @@ class Viewer:
 
 
 def _flag(flag: Json, assessment: Json | None) -> FlagView:
-    tags = (flag.get("meta") or {}).get("tag") or []
-    proposed = any(isinstance(t, dict) and (t.get("system"), t.get("code")) == PROPOSED_TAG for t in tags)
+    proposed = is_proposed(flag)
     notes = (assessment or {}).get("note") or []
     reasons = [
         str(n["text"])
