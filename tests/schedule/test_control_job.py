@@ -79,6 +79,15 @@ def town(secured_region: Services) -> Iterator[tuple[World, Town]]:
         yield world, Town(world, secured_region)
 
 
+def delivered(world: World) -> dict[str, Any]:
+    """The portal's order (golden 01) and the register's delivery of its concentrator to the patient (row
+    02, for the order's line): the patient's reference."""
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))
+    patient: dict[str, Any] = world.plan(line)["subject"]
+    return patient
+
+
 def passes(services: Services, days: int) -> int:
     results = run_pass(services, utc_now() + timedelta(days=days))
     tally = results["control-cleaning"]
@@ -138,9 +147,7 @@ def test_a_control_task_every_28_days_until_the_device_is_returned(
     town: tuple[World, Town], secured_region: Services
 ) -> None:
     world, kommun = town
-    line = world.order(golden("01"))
-    world.rows(row_of("02"))  # the concentrator delivered to the patient, for the order's line
-    patient = world.plan(line)["subject"]
+    patient = delivered(world)
     assert passes(secured_region, 60) == 0  # no unit provides personal care: nobody learns of the patient
 
     organisation = personal_care(kommun, patient)
@@ -196,9 +203,7 @@ def test_a_control_task_every_28_days_until_the_device_is_returned(
 
 def test_a_move_and_a_stop_end_the_series(town: tuple[World, Town], secured_region: Services) -> None:
     world, kommun = town
-    line = world.order(golden("01"))
-    world.rows(row_of("02"))
-    patient = world.plan(line)["subject"]
+    patient = delivered(world)
     personal_care(kommun, patient, code="0180")
     assert passes(secured_region, 22) == 1
     [first] = kommun.controls(kommun.a)
@@ -214,9 +219,7 @@ def test_a_patient_who_moves_to_another_municipality_ends_the_controls(
     town: tuple[World, Town], secured_region: Services
 ) -> None:
     world, kommun = town
-    line = world.order(golden("01"))
-    world.rows(row_of("02"))
-    patient = world.plan(line)["subject"]
+    patient = delivered(world)
     personal_care(kommun, patient, code="0180")
     assert passes(secured_region, 22) == 1
 
@@ -239,9 +242,7 @@ def test_a_patient_who_moves_to_another_municipality_ends_the_controls(
 
 def test_an_accepted_handover_starts_the_controls(town: tuple[World, Town], secured_region: Services) -> None:
     world, kommun = town
-    line = world.order(golden("01"))
-    world.rows(row_of("02"))
-    patient = world.plan(line)["subject"]
+    patient = delivered(world)
     personal_care(kommun, patient, kind=f"{BASE}/CodeSystem/care-transition-task|handover")
     assert passes(secured_region, 22) == 1
     [control] = kommun.controls(kommun.a)
@@ -259,9 +260,7 @@ def test_a_personal_care_team_the_region_wrote_starts_the_controls(
     town: tuple[World, Town], secured_region: Services
 ) -> None:
     world, kommun = town
-    line = world.order(golden("01"))
-    world.rows(row_of("02"))
-    patient = world.plan(line)["subject"]
+    patient = delivered(world)
     unit = kommun.post(
         kommun.region,
         {

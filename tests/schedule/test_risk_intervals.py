@@ -6,7 +6,7 @@ the occurrence's, so nothing is made twice. The clock is set as in the other sch
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import pytest
@@ -15,17 +15,14 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.cli import CLI_CONTEXT
 from gateway.risk.assess import ASSESSMENT_ID, current_of
-from gateway.schedule.registry import run_pass
-from gateway.search.dates import utc_now
 from gateway.services import Services
 from tests.adapters.test_bestallningsportalen import golden
-from tests.adapters.test_device_register import row_of
-from tests.schedule.test_control_job import Town, personal_care, secured_region
+from tests.schedule.test_control_job import Town, delivered, passes, personal_care, secured_region, town
 from tests.schedule.test_follow_up_job import at, follow_ups
 from tests.workflow.test_follow_up_dates import World
 from tests.workflow.test_order_to_return_report import secured
 
-__all__ = ["secured", "secured_region"]
+__all__ = ["secured", "secured_region", "town"]
 
 HIGH = {
     "coding": [
@@ -103,27 +100,11 @@ def test_confirmed_late_a_follow_up_moves_to_today_never_into_the_past(
     assert "businessStatus" not in task and "Tidigarelagd" in task["note"][0]["text"]
 
 
-def passes(services: Services, days: int) -> int:
-    results = run_pass(services, utc_now() + timedelta(days=days))
-    tally = results["control-cleaning"]
-    assert tally is not None
-    return tally.total()
-
-
-@pytest.fixture
-def town(secured_region: Services) -> Iterator[tuple[World, Town]]:
-    with TestClient(create_app(secured_region.settings, services=secured_region)) as http:
-        built = World(secured_region, http)
-        yield built, Town(built, secured_region)
-
-
 def test_a_final_assessment_shortens_the_controls_not_yet_made(
     town: tuple[World, Town], secured_region: Services
 ) -> None:
     world, kommun = town
-    line = world.order(golden("01"))
-    world.rows(row_of("02"))
-    patient = world.plan(line)["subject"]
+    patient = delivered(world)
     personal_care(kommun, patient)
     assert passes(secured_region, 22) == 1  # the first control, due on day 28, as for every patient
     [first] = kommun.controls(kommun.a)
