@@ -72,9 +72,8 @@ def main() -> None:
     ]
     for processes in PROCESSES:
         with serving(env, processes) as base:
-            headers = {
-                "Authorization": f"Bearer {municipality.token(base, BENCH_KEY, DEMO_CLIENT_ID, 'system/*.cruds')}"
-            }
+            access = municipality.token(base, BENCH_KEY, DEMO_CLIENT_ID, "system/*.cruds")
+            headers = {"Authorization": f"Bearer {access}"}
             cells = []
             for name, make in scenarios(patients):
                 if name not in MEASURED:

@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import text
-
+from bench.common import migrated
 from gateway.config import Settings
 from gateway.hooks import Principal, RequestContext
 from gateway.schedule.registry import run_pass
 from gateway.schedule.writer import HSA
 from gateway.search.dates import utc_now
 from gateway.services import Services
-from gateway.store import migrate
-from gateway.store.database import make_engine
 
 PLANS = int(os.environ.get("BENCH_PLANS", "2000"))
 DEVICES = int(os.environ.get("BENCH_DEVICES", "10000"))
@@ -42,13 +38,7 @@ MAINTENANCE = "https://fhir.home-device-gateway.se/StructureDefinition/device-ma
 
 
 def settings() -> Settings:
-    url = os.environ.get("SCHEDULE_URL") or f"sqlite:///{tempfile.mkdtemp()}/schedule.db"
-    schema = os.environ.get("SCHEDULE_SCHEMA", "")
-    if schema:
-        with make_engine(url, "").begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    migrate.upgrade(make_engine(url, schema))
+    url, schema = migrated("SCHEDULE", "schedule")
     return Settings(database_url=url, database_schema=schema, auth=False, audit=False, notify=False)
 
 

@@ -34,13 +34,12 @@ from typing import Any
 
 from sqlalchemy import text
 
+from bench.common import body_of, migrated
 from gateway.config import Settings
 from gateway.hooks import NoNotify, Principal, RequestContext
 from gateway.security import store as clients
 from gateway.security.all_of import AllOf
 from gateway.services import Services
-from gateway.store import migrate
-from gateway.store.database import make_engine
 from gateway.subscriptions.delivery import Deliverer
 from gateway.subscriptions.outbox import Outbox
 from gateway.subscriptions.registration import notify_rows
@@ -68,12 +67,7 @@ def receiver(count: int, log: str, ports: str) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await body_of(receive)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         now = time.time()
@@ -94,13 +88,7 @@ def receiver(count: int, log: str, ports: str) -> None:
 
 
 def settings() -> Settings:
-    url = os.environ.get("SUBS_URL") or f"sqlite:///{tempfile.mkdtemp()}/subscriptions.db"
-    schema = os.environ.get("SUBS_SCHEMA", "")
-    if schema:
-        with make_engine(url, "").begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    migrate.upgrade(make_engine(url, schema))
+    url, schema = migrated("SUBS", "subscriptions")
     return Settings(
         database_url=url,
         database_schema=schema,

@@ -13,6 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from bench.common import body_of
+
 
 @dataclass
 class Received:
@@ -40,12 +42,7 @@ class Receiver:
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await body_of(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         item = Received(scope["method"], scope["path"], headers, body)
         self.inflight += 1
