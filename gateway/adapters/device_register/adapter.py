@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.adapters import mapping as m
 from gateway.adapters.binding import Bound, in_source, owner, refusal
-from gateway.adapters.device_register import missing, to_fhir
+from gateway.adapters.device_register import device, missing, to_fhir
 from gateway.adapters.device_register.known import foreign, read_known
 from gateway.adapters.device_register.ledger import Ledger
 from gateway.adapters.device_register.parse import RegisterCsv, Row, typed, verbatim
@@ -68,7 +68,7 @@ context_for = CLIENT.context
 
 
 def fields() -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = m.tables(to_fhir.SOURCE)["fields"]
+    found: dict[str, dict[str, Any]] = m.tables(device.SOURCE)["fields"]
     return found
 
 
@@ -230,10 +230,10 @@ class Importer:
         if row.error is not None:
             raise Rejection(400, [Issue("error", "structure", row.error, (f"line {row.line}",))])
         record = typed(row.values, fields())
-        issues = m.check(record, to_fhir.SOURCE, "row")
+        issues = m.check(record, device.SOURCE, "row")
         if issues:
             raise Rejection(400, _at_line(row.line, issues))
-        key = to_fhir.unit_key(record)
+        key = device.unit_key(record)
         content = to_fhir.content_key(record)
         earlier = self.ledger.first(key, row.line, content)
         if earlier[1] != content:

@@ -22,7 +22,7 @@ from gateway.adapters.cli import (
     read_chunks,
     run_import,
 )
-from gateway.adapters.device_register import to_fhir
+from gateway.adapters.device_register import device
 from gateway.adapters.device_register.adapter import CHUNK, CLIENT, MODES, Importer, in_chunks, open_csv
 from gateway.adapters.device_register.parse import HeaderError, RegisterCsv, Row
 from gateway.adapters.workers import Worker, Workers
@@ -107,7 +107,7 @@ def _records(
 def _unit(row: Row) -> str:
     """The worker key of a row: its unit (a unit's rows are imported by one process, in file order)."""
     if row.values.get("register") and row.values.get("individnummer"):
-        return "|".join(to_fhir.unit_key(row.values))
+        return "|".join(device.unit_key(row.values))
     return f"line {row.line}"
 
 

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from gateway.adapters import mapping as m
 from gateway.adapters.device_register import to_fhir
+from gateway.adapters.device_register.device import unit_key
 from gateway.adapters.ids import SourceIds
 from gateway.adapters.intake import by_id, found, holders
 from gateway.adapters.mapping import Found
@@ -57,10 +58,10 @@ def _known(svc: Services, uow: UnitOfWork, rows: list[Json], restricted: bool) -
     source_ids = SourceIds.of(svc.settings)
     # One query per kind: a single one would probe every type × system × value asked, here ~100 each.
     persons = [to_fhir.patient_identifier(row) for row in rows]
-    held_by = holders(uow, [("Device", *to_fhir.unit_key(row)) for row in rows])
+    held_by = holders(uow, [("Device", *unit_key(row)) for row in rows])
     held_by |= holders(uow, [("Organization", m.HSA, row["agare_hsaid"]) for row in rows])
     held_by |= holders(uow, [("Patient", *person) for person in persons if person])
-    devices = [held_by.get(("Device", *to_fhir.unit_key(row))) for row in rows]
+    devices = [held_by.get(("Device", *unit_key(row))) for row in rows]
     units = sorted({device.res_id for device in devices if device})
     uses = _grouped(svc, uow, "DeviceUseStatement", "device", units, "device")
     tasks = _grouped(svc, uow, "Task", "focus", units, "focus", _returns_device)

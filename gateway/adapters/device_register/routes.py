@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.adapters import mapping as m
-from gateway.adapters.device_register import to_fhir
+from gateway.adapters.device_register import device
 from gateway.adapters.device_register.adapter import CLIENT, MODES, Importer, import_rows, open_csv
 from gateway.adapters.device_register.parse import HeaderError
 from gateway.adapters.intake import batch_response
@@ -37,7 +37,7 @@ async def post_records(request: Request) -> Response:
     except HeaderError as error:
         raise bad_request(str(error)) from error
     rows = list(export.rows())
-    limit = int(m.tables(to_fhir.SOURCE)["max_rows"])
+    limit = int(m.tables(device.SOURCE)["max_rows"])
     if len(rows) > limit:
         raise too_large(f"The request holds {len(rows)} rows; at most {limit} a request (use the CLI)")
     context = CLIENT.request_context(svc, request)  # as the calling client (docs/security.md)
