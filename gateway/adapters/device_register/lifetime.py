@@ -1,7 +1,7 @@
 """The end of a unit's expected lifetime (issue 18): its purchase date (`inkopsdatum`) plus its lifetime
 (`livslangd_ar`, years, a decimal rounded to whole months), stored as the `lifetimeEnd` date of extension
 device-maintenance so the SearchParameter `lifetime-end` (profiles/) indexes it. The register mapping
-sets it (to_fhir.py); backfill.py sets it on the Devices stored before, through the write path
+sets it (device.py); backfill.py sets it on the Devices stored before, through the write path
 (`gateway backfill device-lifetime`, docs/adapters/device-register.md). Pure: no database here."""
 
 from __future__ import annotations
