@@ -13,11 +13,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from gateway import resources
+
 ENV_PREFIX = "GATEWAY_"
+# The writable defaults, in the data directory (data_dir)
+DATABASE_FILE = "gateway.db"
+KEY_SECRET_FILE = "key-secret"
 SWITCH_ON = ("on", "true", "yes", "1")
 SWITCH_OFF = ("off", "false", "no", "0")
 
@@ -70,10 +74,17 @@ class Settings(BaseSettings):
         validate_default=False,
     )
 
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="where the gateway writes what it keeps on disk by default (the SQLite database, the "
+        "development key secret, the demo client's key), relative to the working directory; never under "
+        "the installed package. A volume in a container",
+    )
     database_url: str = Field(
-        default=f"sqlite:///{REPO_ROOT / 'var' / 'gateway.db'}",
+        default=f"sqlite:///{Path('var') / DATABASE_FILE}",
         validation_alias=_env("database_url", "DATABASE_URL"),
         description="SQLAlchemy URL; `postgresql+psycopg://…` for PostgreSQL",
+        json_schema_extra={"shown_default": f"`sqlite:///<GATEWAY_DATA_DIR>/{DATABASE_FILE}`"},
     )
     database_schema: str = Field(
         default="",
@@ -125,8 +136,26 @@ class Settings(BaseSettings):
         description="zone for dates and times without an offset (search values and stored values alike)",
     )
     profiles_dir: Path = Field(
-        default_factory=lambda: REPO_ROOT / "profiles",
-        description="custom SearchParameters and other definitions",
+        default_factory=resources.packaged_profiles,
+        description="the gateway's FHIR definitions: custom SearchParameters, ValueSets, SubscriptionTopics "
+        "and others (a copy of profiles/ a region edits)",
+        json_schema_extra={"shown_default": "(packaged: profiles/)"},
+    )
+    mappings_dir: Path = Field(
+        default_factory=resources.packaged_mappings,
+        description="the adapters' mapping tables and the high-risk rules (a copy of mappings/ a region "
+        "edits); read from the environment once per process",
+        json_schema_extra={"shown_default": "(packaged: mappings/)"},
+    )
+    hl7v2_mappings: Path | None = Field(
+        default=None,
+        description="the HL7 v2 mapping tables alone ([adapters/hl7v2.md](adapters/hl7v2.md))",
+        json_schema_extra={"shown_default": "`<GATEWAY_MAPPINGS_DIR>/hl7v2`"},
+    )
+    risk_rules: Path | None = Field(
+        default=None,
+        description="the high-risk rule set alone ([risk.md](risk.md))",
+        json_schema_extra={"shown_default": "`<GATEWAY_MAPPINGS_DIR>/risk/rules.yaml`"},
     )
     auth: Switch = Field(
         default=True,
@@ -188,7 +217,8 @@ class Settings(BaseSettings):
         "secret generated in `GATEWAY_KEY_SECRET_FILE`",
     )
     key_secret_file: Path = Field(
-        default_factory=lambda: REPO_ROOT / "var" / "key-secret",
+        default=Path("var") / KEY_SECRET_FILE,
+        json_schema_extra={"shown_default": f"`<GATEWAY_DATA_DIR>/{KEY_SECRET_FILE}`"},
         description="where the development secret is generated and read when `GATEWAY_KEY_SECRET` is empty",
     )
     organisation_policy: Switch = Field(
@@ -196,8 +226,10 @@ class Settings(BaseSettings):
         description="whether the organisation policy applies ([security.md](security.md))",
     )
     access_policy: Path = Field(
-        default_factory=lambda: REPO_ROOT / "policy" / "access.yaml",
-        description="the organisation policy's rules file ([security.md](security.md))",
+        default_factory=resources.packaged_access_policy,
+        description="the organisation policy's rules file (a copy of policy/access.yaml a region edits; "
+        "[security.md](security.md))",
+        json_schema_extra={"shown_default": "(packaged: policy/access.yaml)"},
     )
     region_clients: CommaList = Field(
         default=(),
@@ -366,6 +398,20 @@ class Settings(BaseSettings):
             return (init_settings, env_settings)
         return (init_settings,)
 
+    @model_validator(mode="after")
+    def _in_the_data_dir(self) -> Settings:
+        """The writable defaults not given follow the data directory (made absolute: a process's messages
+        name where it writes)."""
+        directory = self.data_dir.absolute()
+        derived = {
+            "database_url": f"sqlite:///{directory / DATABASE_FILE}",
+            "key_secret_file": directory / KEY_SECRET_FILE,
+        }
+        for name, value in derived.items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)  # frozen: set once, while validating
+        return self
+
     @field_validator("base_url", "auth_issuer")
     @classmethod
     def _without_trailing_slash(cls, value: str) -> str:
@@ -383,7 +429,11 @@ class Settings(BaseSettings):
 
     def replace(self, **changes: Any) -> Settings:
         """These settings with some fields changed, validated like the rest."""
-        return type(self).model_validate({**self.model_dump(), **changes})
+        return type(self).model_validate({**self.model_dump(exclude_unset=True), **changes})
+
+    def demo_key(self) -> Path:
+        """Where `gateway clients demo` keeps the demo client's private key (make run)."""
+        return self.data_dir.absolute() / "demo-client.jwk.json"
 
     def for_batch(self) -> Settings:
         """These settings for a batch command (`gateway load`, `gateway import …`, replay): nobody waits
