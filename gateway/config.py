@@ -76,6 +76,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         default=Path("var"),
+        json_schema_extra={"shown_default": "`./var` (of the working directory)"},
         description="where the gateway writes what it keeps on disk by default (the SQLite database, the "
         "development key secret, the demo client's key), relative to the working directory; never under "
         "the installed package. A volume in a container",
@@ -89,8 +90,8 @@ class Settings(BaseSettings):
     database_schema: str = Field(
         default="",
         validation_alias=_env("database_schema", "DATABASE_SCHEMA"),
-        description="a PostgreSQL schema to work in (its search_path; tests use one schema each); "
-        "empty: the default search_path",
+        description="a PostgreSQL schema to work in (its search_path; tests use one schema each)",
+        json_schema_extra={"shown_default": "(none: the default search_path)"},
     )
     base_url: str = Field(
         default="",
@@ -169,7 +170,8 @@ class Settings(BaseSettings):
     )
     auth_issuer: str = Field(
         default="",
-        description="the `iss` of the gateway's own tokens; empty: the base URL's origin, plus `/auth`",
+        description="the `iss` of the gateway's own tokens",
+        json_schema_extra={"shown_default": "(none: the base URL's origin, plus `/auth`)"},
     )
     client_status_seconds: float = Field(
         default=5.0,
@@ -182,7 +184,7 @@ class Settings(BaseSettings):
     oidc_issuer: str = Field(
         default="",
         description="an external OpenID Connect issuer whose access tokens are accepted too "
-        "(empty: none; [security.md](security.md))",
+        "([security.md](security.md))",
     )
     oidc_audience: str = Field(default="", description="the `aud` the external issuer's tokens must carry")
     oidc_jwks_url: str = Field(default="", description="where the external issuer's JWKS is fetched")
@@ -213,8 +215,8 @@ class Settings(BaseSettings):
         description="encrypts the signing keys' private parts in the database, and keys the ids the "
         "adapters derive from source records (HMAC); **production must set it**, the same in every "
         "process, and keep it: another secret gives records replayed after the change other ids than "
-        'those stored ([security.md](security.md), "Ids of source records"); empty: a development '
-        "secret generated in `GATEWAY_KEY_SECRET_FILE`",
+        'those stored ([security.md](security.md), "Ids of source records")',
+        json_schema_extra={"shown_default": "(none: a development secret, `GATEWAY_KEY_SECRET_FILE`)"},
     )
     key_secret_file: Path = Field(
         default=Path("var") / KEY_SECRET_FILE,
@@ -275,12 +277,13 @@ class Settings(BaseSettings):
     mllp_port: int | None = Field(
         default=None,
         description="MLLP port; when set, `gateway serve` runs the MLLP listener too (one worker only); "
-        "`gateway mllp` defaults to 2575 (empty or 0: none)",
+        "`gateway mllp` defaults to 2575 (0: none)",
     )
     mllp_facilities: CommaList = Field(
         default=(),
         description="accepted sending facilities and their clients: `HSA-id=client-id,…`; any other "
-        "facility → `AR` (none: every facility, as `adapter:hl7v2`, with a warning)",
+        "facility → `AR`",
+        json_schema_extra={"shown_default": "(none: every facility, as `adapter:hl7v2`, with a warning)"},
     )
     mllp_max_bytes: int = Field(
         default=1024 * 1024, description="largest MLLP frame (above → `AR`, connection closed)"
@@ -295,7 +298,8 @@ class Settings(BaseSettings):
     mllp_tls_cert: str = Field(
         default="",
         description="PEM certificate chain: with `GATEWAY_MLLP_TLS_KEY` the listener speaks only TLS "
-        "(1.2 or later); empty: plain TCP",
+        "(1.2 or later)",
+        json_schema_extra={"shown_default": "(none: plain TCP)"},
     )
     mllp_tls_key: str = Field(default="", description="PEM key of `GATEWAY_MLLP_TLS_CERT`")
     mllp_tls_client_ca: str = Field(
@@ -331,6 +335,7 @@ class Settings(BaseSettings):
     )
     notify_lease_seconds: float = Field(
         default=0.0,
+        json_schema_extra={"shown_default": "0 (3 × timeout + 30)"},
         description="how long a process holds a subscription it delivers, seconds (0: 3 × timeout + 30); "
         "a killed process's are taken over after it. Keep it well above one attempt's time, or another "
         "process may send an event again",
@@ -357,8 +362,9 @@ class Settings(BaseSettings):
     now: str = Field(
         default="",
         description="the scheduled jobs' clock, an ISO date-time, for tests and demonstrations; due "
-        "computations and `authoredOn` only (empty: the real clock). With auth on, start-up refuses it "
-        "unless `GATEWAY_ALLOW_FAKE_CLOCK` is on",
+        "computations and `authoredOn` only. With auth on, start-up refuses it unless "
+        "`GATEWAY_ALLOW_FAKE_CLOCK` is on",
+        json_schema_extra={"shown_default": "(none: the real clock)"},
     )
     allow_fake_clock: Switch = Field(default=False, description="lets `GATEWAY_NOW` be set with auth on")
     follow_up_lead_days: int = Field(
