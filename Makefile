@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 
-.PHONY: run test lint typecheck unit bench clean definitions
+.PHONY: run test lint typecheck unit bench clean definitions settings-docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(STAMP)
 
 definitions: $(STAMP)
 	$(BIN)/python scripts/extract_definitions.py
+
+# The table of environment variables in docs/operations.md, from gateway/config.py (a test checks it)
+settings-docs: $(STAMP)
+	$(BIN)/python -m gateway.config_docs --write
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -19,9 +19,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, event
 
+from bench import REPO_ROOT
 from bench.municipality import CLIENT_ID
 from gateway.app import create_app
-from gateway.config import REPO_ROOT, Settings
+from gateway.config import Settings
 from gateway.security.cli import DEMO_CLIENT_ID, assertion
 from gateway.services import Services
 from gateway.store.database import make_engine

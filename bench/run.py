@@ -23,14 +23,14 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from bench import municipality
+from bench import REPO_ROOT, municipality
 from bench.adapter_report import adapter_sections, carried, mllp_section
 from bench.load import Request as LoadRequest
 from bench.load import Result, measure
 from bench.municipality import Municipality
 from bench.seed import ORGANIZATIONS, clear, seed
 from bench.serving import free_port, wait_ready, worker_rss
-from gateway.config import REPO_ROOT, Settings
+from gateway.config import Settings
 from gateway.model.types import dumps
 from gateway.security.cli import DEMO_CLIENT_ID, seed_demo
 from gateway.services import Services

@@ -22,7 +22,7 @@ from gateway.adapters.device_register import backfill as device_backfill
 from gateway.adapters.hl7v2 import cli as hl7v2_cli
 from gateway.adapters.master_data_cli import master_data_app
 from gateway.adapters.quarantine_cli import quarantine_app
-from gateway.config import Settings
+from gateway.config import ConfigurationError, Settings
 from gateway.errors import FhirError, Issue
 from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
@@ -41,7 +41,20 @@ from gateway.store.database import WRITE_OPTION, make_engine
 from gateway.store.repository import R, Repository, Stored
 from gateway.subscriptions.cli import notify, subscriptions_app
 
-app = typer.Typer(
+
+class _Gateway(typer.Typer):
+    """The command; a bad setting (ConfigurationError, naming its variable) is printed, exit status 2,
+    without a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ConfigurationError as error:
+            Console(stderr=True, soft_wrap=True).print(f"[red]configuration: {escape(str(error))}[/red]")
+            raise SystemExit(2) from None
+
+
+app = _Gateway(
     help="FHIR gateway for medical and assistive devices in Swedish home care.", no_args_is_help=True
 )
 db = typer.Typer(help="Database maintenance.", no_args_is_help=True)

@@ -11,19 +11,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gateway import resources
 from gateway.adapters import master_data
 from gateway.adapters.ids import SourceIds
 from gateway.adapters.master_data import parse_datetime
-from gateway.config import REPO_ROOT
 from gateway.errors import Issue
 from gateway.model.types import Json
 
-MAPPINGS_DIR = REPO_ROOT / "mappings"
 BASE = "https://fhir.home-device-gateway.se"
 
 # Identifier systems (HL7 Sweden base profiles, and this gateway's own under BASE)
@@ -62,9 +60,10 @@ def unit_system(register: str) -> str:
 
 @cache
 def tables(source: str) -> dict[str, Any]:
-    """Every YAML file of mappings/<source>/, merged by top-level key."""
+    """Every YAML file of mappings/<source>/ (GATEWAY_MAPPINGS_DIR, else the packaged tables), merged by
+    top-level key."""
     merged: dict[str, Any] = {}
-    for path in sorted(Path(MAPPINGS_DIR / source).glob("*.yaml")):
+    for path in sorted((resources.mappings_dir() / source).glob("*.yaml")):
         merged.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     return merged
 

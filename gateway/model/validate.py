@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from gateway import resources
 from gateway.errors import Issue, bad_request, invalid_resource
 from gateway.model.types import SUPPORTED, Json, is_valid_id, loads
 
 
 @cache
 def _definitions(name: str) -> dict[str, dict[str, Any]]:
-    data: dict[str, dict[str, Any]] = loads((resources.files("gateway") / "definitions" / name).read_bytes())
+    data: dict[str, dict[str, Any]] = loads((resources.definitions() / name).read_bytes())
     return data
 
 

@@ -1,9 +1,9 @@
-"""The high-risk rule set, read from mappings/risk/rules.yaml (GATEWAY_RISK_RULES names another file):
+"""The high-risk rule set, read from mappings/risk/rules.yaml (of GATEWAY_MAPPINGS_DIR, else the packaged
+tables; GATEWAY_RISK_RULES names another file):
 each rule's kind, what it reads, its weight, its Swedish explanation and its parameters."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -11,9 +11,8 @@ from typing import Any
 
 import yaml
 
-from gateway.config import REPO_ROOT
+from gateway import resources
 
-DEFAULT_PATH = REPO_ROOT / "mappings" / "risk" / "rules.yaml"
 KINDS = frozenset(
     {"living-situation", "condition", "no-help-at-home", "fhirpath", "age", "devices", "device-class"}
 )
@@ -75,5 +74,5 @@ def parse(data: Any) -> RuleSet:
 
 @cache
 def load(path: Path | None = None) -> RuleSet:
-    chosen = path or Path(os.environ.get("GATEWAY_RISK_RULES") or DEFAULT_PATH)
+    chosen = path or resources.risk_rules_file()
     return parse(yaml.safe_load(chosen.read_text(encoding="utf-8")))

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, exists, false, not_, or_, select, true
 
+from gateway import resources
 from gateway.model.types import SUPPORTED
 from gateway.search.query import local_reference
 from gateway.store.repository import Repository, Stored
@@ -26,7 +26,7 @@ from gateway.store.visibility import Visibility
 R = cast(Table, Resource.__table__)
 REF = cast(Table, ReferenceIndex.__table__)
 DATES = cast(Table, DateIndex.__table__)
-DEFINITIONS = Path(__file__).resolve().parents[1] / "definitions" / "patient-compartment.json"
+DEFINITIONS = resources.definitions() / "patient-compartment.json"
 
 # Never returned: the audit trail (read through AuditEvent searches with gateway/audit.read) and raw inputs.
 LEFT_OUT = frozenset({"AuditEvent", "Binary"})

@@ -12,13 +12,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import fhirpathpy
 from fhirpathpy.models import models
 
+from gateway import resources
 from gateway.model.types import SUPPORTED, Json, loads
 from gateway.search.paths import compile_path, root_keys
 
@@ -141,7 +141,7 @@ def _search_parameters(document: Json) -> Iterator[Json]:
 @cache
 def _official() -> tuple[Json, ...]:
     """The R4 definitions shipped with the gateway, read once per process (they are not modified)."""
-    official = loads((resources.files("gateway") / "definitions" / "search-parameters.json").read_bytes())
+    official = loads((resources.definitions() / "search-parameters.json").read_bytes())
     return tuple(_search_parameters(official))
 
 

@@ -16,7 +16,7 @@ from joserfc.errors import JoseError
 from rich.console import Console
 from sqlalchemy import Engine
 
-from gateway.config import REPO_ROOT, Settings
+from gateway.config import Settings
 from gateway.security import keys, sources, store
 from gateway.security.jwts import CLIENT_ALGORITHMS
 from gateway.security.scopes import GATEWAY_SCOPES, is_known, split
@@ -31,7 +31,6 @@ console = Console(stderr=True, soft_wrap=True)
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_ORGANIZATION = "SE0000000000-DEMO"  # a fictitious HSA-id
-DEMO_KEY = REPO_ROOT / "var" / "demo-client.jwk.json"
 DEMO_SCOPES = ["system/*.cruds", *GATEWAY_SCOPES]
 
 
@@ -242,7 +241,7 @@ def rotate(
     print(f"kid: {kid}")
 
 
-def seed_demo(engine: Engine, key_path: Path = DEMO_KEY) -> store.Client:
+def seed_demo(engine: Engine, key_path: Path) -> store.Client:
     """The demo client, its private key kept at `key_path`; made once, brought up to date after."""
     if not key_path.exists():
         key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,12 +265,12 @@ def demo(
     url: Annotated[str, typer.Option(help="Where the gateway will listen.")] = "http://127.0.0.1:8080",
 ) -> None:
     """Register the demo client (idempotent) and print a command that gets a token and calls the API."""
-    _settings, engine = _engine()
+    settings, engine = _engine()
     try:
-        client = seed_demo(engine)
+        client = seed_demo(engine, settings.demo_key())
     finally:
         engine.dispose()
-    console.print(f"demo client '{client.client_id}' is registered; its private key is {DEMO_KEY}")
+    console.print(f"demo client '{client.client_id}' is registered; its private key is {settings.demo_key()}")
     console.print("Once the server is up, try from another terminal:")
     console.print(
         f'  TOKEN=$(.venv/bin/gateway demo-token --url {url}) && curl -s -H "Authorization: Bearer $TOKEN" '
@@ -298,9 +297,15 @@ def assertion(client_id: str, private_jwk: dict[str, Any], token_endpoint: str, 
 def demo_token(
     url: Annotated[str, typer.Option(help="The gateway's address.")] = "http://127.0.0.1:8080",
     scope: Annotated[str, typer.Option(help="Scopes to ask for.")] = "system/*.cruds",
-    key: Annotated[Path, typer.Option(help="The demo client's private key.")] = DEMO_KEY,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The demo client's private key (default: demo-client.jwk.json in GATEWAY_DATA_DIR)."
+        ),
+    ] = None,
 ) -> None:
     """Get an access token for the demo client from a running gateway, the SMART way; print it."""
+    key = key or Settings.from_env().demo_key()
     try:
         private = json.loads(key.read_text(encoding="utf-8"))
     except OSError as error:

@@ -8,7 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from gateway.adapters.directory.client_writes import client_field_times
-from gateway.config import REPO_ROOT, Settings
+from gateway.config import Settings
 from gateway.hooks import Reaction, Rule
 from gateway.risk.evaluate import Evaluator
 from gateway.risk.reaction import RiskReaction
@@ -35,9 +35,7 @@ def default_rules() -> list[Rule]:
     ]
 
 
-def default_reactions(
-    profiles_dir: Path | None = REPO_ROOT / "profiles", settings: Settings | None = None
-) -> list[Reaction]:
+def default_reactions(profiles_dir: Path | None, settings: Settings | None = None) -> list[Reaction]:
     """The reactions; the ValueSets they decide with are read from `profiles_dir` (GATEWAY_PROFILES_DIR),
     their thresholds from `settings` (the defaults without); the high-risk rules from
     mappings/risk/rules.yaml (GATEWAY_RISK_RULES), ages counted in the settings' local timezone."""

@@ -89,7 +89,7 @@ def test_one_runner_per_job_and_the_lease_expires_with_its_process(database: Dat
 
 def test_the_thread_of_serve_runs_the_jobs(world: World, secured: Services) -> None:
     world.order(golden("01"))
-    services = replace(secured, settings=replace(secured.settings, now=LATE, schedule_seconds=0.2))
+    services = replace(secured, settings=secured.settings.replace(now=LATE, schedule_seconds=0.2))
     scheduler = Scheduler(services).start()
     try:
         deadline = time.monotonic() + 30
@@ -106,7 +106,7 @@ def test_a_fake_clock_stops_start_up_with_auth_on(database: Database) -> None:
         create_app(settings)
     with pytest.raises(StartupRefused, match="ISO"):
         create_app(database.settings(now="tomorrow"))
-    assert clock.now(replace(settings, now="")) is not None
+    assert clock.now(settings.replace(now="")) is not None
 
 
 def test_the_worklist_of_a_unit_is_one_search_and_audited(

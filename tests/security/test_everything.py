@@ -5,7 +5,6 @@ R4 parameters; one AuditEvent naming the patient."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -134,7 +133,7 @@ def test_count_pages_link_by_next_and_cover_everything_once(world: World) -> Non
 
 def test_without_count_the_response_limit_cuts_pages(secure_services: Services, world: World) -> None:
     """GATEWAY_MAX_RESPONSE_RESOURCES=8: pages of what fits, linked by `next`, together all of it."""
-    settings = replace(secure_services.settings, max_response_resources=8)
+    settings = secure_services.settings.replace(max_response_resources=8)
     built = Services.build(settings, engine=secure_services.engine)
     try:
         with TestClient(create_app(settings, services=built)) as small:

@@ -1,4 +1,5 @@
-"""The mapping tables under mappings/hl7v2/ (data, reviewable without Python), loaded once."""
+"""The mapping tables under mappings/hl7v2/ (data, reviewable without Python), loaded once: from
+GATEWAY_HL7V2_MAPPINGS, else hl7v2/ of GATEWAY_MAPPINGS_DIR, else the packaged tables (resources.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import REPO_ROOT
+from gateway import resources
 from gateway.model.types import loads
 
-MAPPINGS_DIR = Path(os.environ.get("GATEWAY_HL7V2_MAPPINGS", str(REPO_ROOT / "mappings" / "hl7v2")))
+MAPPINGS_DIR = resources.hl7v2_mappings_dir()
 
 
 @dataclass(frozen=True)
