@@ -29,7 +29,7 @@ from gateway.subscriptions import topics as subscription_topics
 from gateway.subscriptions.outbox import Outbox
 from gateway.subscriptions.resource import SubscriptionOwners, SubscriptionRule
 from gateway.subscriptions.topics import Topic
-from gateway.workflow import default_reactions, default_rules
+from gateway.workflow.installed import default_reactions, default_rules
 
 
 @dataclass
