@@ -390,6 +390,31 @@ class Settings(BaseSettings):
         description="how many days before the register's next service date the owner gets a "
         "`service-due` Task",
     )
+    # -- bulk export (gateway/export, docs/fhir/export.md) -------------------------------------------------
+    export_retention_hours: float = Field(
+        default=24.0,
+        description="how long an export's output is kept after it finished, hours; then the worker deletes "
+        "it and its status URL answers 404",
+    )
+    export_poll_seconds: float = Field(
+        default=2.0,
+        description="how often `gateway serve`'s export worker looks for jobs, seconds (0: no worker in "
+        "`serve`; `gateway export run-once` runs one pass)",
+    )
+    export_lease_seconds: float = Field(
+        default=120.0,
+        description="how long a worker holds an export job (renewed with every chunk it writes); a dead "
+        "worker's job is taken over after it, from its last chunk",
+    )
+    export_chunk_resources: int = Field(
+        default=1000, ge=1, description="resources per stored chunk of output (one transaction each)"
+    )
+    export_file_resources: int = Field(
+        default=100_000,
+        ge=1,
+        description="resources per output file of an export (a type's resources "
+        "beyond it go on in another file)",
+    )
 
     @classmethod
     def settings_customise_sources(

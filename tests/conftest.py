@@ -48,6 +48,7 @@ class Database:
             "audit": False,
             "notify": False,  # no deliverer thread unless a test asks (tests/subscriptions)
             "schedule_seconds": 0.0,  # no scheduler thread unless a test asks (tests/schedule)
+            "export_poll_seconds": 0.0,  # no export worker thread: tests run `Worker.run_once` (tests/export)
         }
         values.update(overrides)
         if values["auth"] and "base_url" not in overrides:
@@ -63,6 +64,7 @@ class Database:
             "DATABASE_SCHEMA": self.schema,
             "GATEWAY_AUDIT": "off",
             "GATEWAY_SCHEDULE_SECONDS": "0",  # no scheduler thread in a served subprocess (tests/schedule)
+            "GATEWAY_EXPORT_POLL_SECONDS": "0",  # nor an export worker (tests/export run it themselves)
         }
 
     def clear(self) -> None:
