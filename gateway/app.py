@@ -22,6 +22,7 @@ from gateway.adapters.hl7v2 import mllp
 from gateway.adapters.hl7v2 import routes as hl7v2_routes
 from gateway.config import Settings
 from gateway.errors import FhirError, not_found, too_large
+from gateway.export.worker import start_exporter
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
 from gateway.fhir.routes import base_route, routes
 from gateway.hooks import Hooks
@@ -86,6 +87,7 @@ def create_app(
         listener = await mllp.start_embedded(svc)  # GATEWAY_MLLP_PORT: MLLP on this event loop too
         deliverer = start_deliverer(svc)  # GATEWAY_NOTIFY: subscriptions delivered by this process too
         scheduler = start_scheduler(svc)  # GATEWAY_SCHEDULE_SECONDS: the scheduled jobs too
+        exporter = start_exporter(svc)  # GATEWAY_EXPORT_POLL_SECONDS: bulk export jobs too
         try:
             yield
         finally:
@@ -95,6 +97,8 @@ def create_app(
                 await run_in_threadpool(deliverer.stop)
             if scheduler is not None:
                 await run_in_threadpool(scheduler.stop)
+            if exporter is not None:
+                await run_in_threadpool(exporter.stop)
             await run_in_threadpool(svc.close)  # every audit record stored before the process ends
 
     app = FastAPI(

@@ -24,6 +24,7 @@ from gateway.adapters.master_data_cli import master_data_app
 from gateway.adapters.quarantine_cli import quarantine_app
 from gateway.config import ConfigurationError, Settings
 from gateway.errors import FhirError, Issue
+from gateway.export.cli import export_app
 from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
@@ -73,6 +74,7 @@ app.add_typer(risk_app, name="risk")
 app.command("notify")(notify)
 app.command("demo-token")(demo_token)
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(export_app, name="export")
 app.command("worklist")(worklist)
 # soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width
 console = Console(stderr=True, soft_wrap=True)

@@ -146,7 +146,7 @@ def held(connection: Connection, job: Job, worker_id: str, lease_seconds: float,
     changed = connection.execute(
         update(JOB)
         .where(JOB.c.job_id == job.job_id, JOB.c.worker_id == worker_id, JOB.c.status == RUNNING)
-        .values(lease_until=now + timedelta(seconds=lease_seconds), **values)
+        .values(**{"lease_until": now + timedelta(seconds=lease_seconds), **values})
     )
     return changed.rowcount == 1
 
