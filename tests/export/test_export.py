@@ -6,16 +6,21 @@ level, cancel, expiry, a dead worker's job taken over, and the bad parameters.""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
+from typer.testing import CliRunner
 
+from gateway.app import create_app
+from gateway.cli import app
 from gateway.export import jobs
 from gateway.export.worker import Worker
 from gateway.search.dates import utc_now
 from gateway.services import Services
+from tests.conftest import Database
 from tests.security.conftest import bearer, register
 from tests.security.test_organisation_policy import World
 
@@ -284,3 +289,41 @@ def test_one_audit_event_per_export_and_per_patient(
     ]
     assert any("kick-off" in d for d in descriptions)
     assert any("resources of" in d for d in descriptions)
+
+
+def test_the_capability_statement_lists_the_operations(world: World) -> None:
+    served = world.client.get("/fhir/metadata").json()
+    assert "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data" in served["instantiates"]
+    rest = served["rest"][0]
+    assert {o["name"]: o["definition"] for o in rest["operation"]}["export"].endswith("/export")
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert any(o["definition"].endswith("/patient-export") for o in patient["operation"])
+
+
+def test_gateway_export_run_once(database: Database, secure_services: Services, world: World) -> None:
+    status_url = kick_off(world, world.a, "?_type=Observation")
+    env = {**database.environment(), "GATEWAY_AUTH": "on", "GATEWAY_BASE_URL": "http://testserver/fhir"}
+    result = CliRunner().invoke(app, ["export", "run-once"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "export jobs finished: 1" in result.output
+    found = exported(world, world.a, manifest(world, world.a, status_url))
+    assert set(found) == set(searched(world, world.a, "Observation"))
+
+
+def test_serve_runs_the_worker(secure_services: Services) -> None:
+    """`gateway serve`'s lifespan starts the worker (GATEWAY_EXPORT_POLL_SECONDS): a job finishes without
+    anyone running a pass."""
+    settings = secure_services.settings.replace(export_poll_seconds=0.1)
+    served = Services.build(settings, engine=secure_services.engine)
+    try:
+        with TestClient(create_app(settings, services=served)) as client:
+            world = World(served, client)
+            status_url = kick_off(world, world.a, "?_type=Patient")
+            deadline = time.monotonic() + 20
+            while (answer := client.get(status_url, headers=world.a)).status_code == 202:
+                assert time.monotonic() < deadline, "the worker of serve made no export"
+                time.sleep(0.05)
+            assert answer.status_code == 200, answer.text
+            assert set(exported(world, world.a, answer.json())) == set(searched(world, world.a, "Patient"))
+    finally:
+        served.close()
