@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, or_, select, update
 
+from gateway.hooks import RequestContext
 from gateway.search.dates import utc_now
 from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.tables import ExportJob, ExportOutput
@@ -74,6 +75,34 @@ class Job:
 def new_job_id() -> str:
     """An unguessable id (256 random bits): the status and file URLs name it."""
     return secrets.token_urlsafe(32)
+
+
+def new_job(context: RequestContext, request: str, parameters: str, retention_hours: float) -> Job:
+    """A job waiting for a worker, for the client of `context` as it is now (its organisation, scopes)."""
+    now = utc_now()
+    principal = context.principal
+    return Job(
+        job_id=new_job_id(),
+        client_id=principal.client_id,
+        organization=principal.organization,
+        person=principal.person,
+        scopes=" ".join(sorted(principal.scopes)),
+        purpose=principal.purpose,
+        base_url=context.base_url,
+        source_address=(context.source_address or "")[:64] or None,
+        request=request,
+        parameters=parameters,
+        status=QUEUED,
+        message=None,
+        progress=Progress(),
+        exported=0,
+        transaction_time=now,
+        created_at=now,
+        finished_at=None,
+        expires_at=now + timedelta(hours=retention_hours),
+        worker_id=None,
+        lease_until=None,
+    )
 
 
 @contextmanager
@@ -191,3 +220,8 @@ def expired(connection: Connection, now: datetime, limit: int = 100) -> list[str
 def output_rows(connection: Connection, job_id: str) -> int:
     statement = select(func.count()).select_from(OUTPUT).where(OUTPUT.c.job_id == job_id)
     return int(connection.execute(statement).scalar_one())
+
+
+def select_job(job_id: str) -> Any:
+    """The job's row (operators, the benchmark), whoever asked for it."""
+    return select(JOB).where(JOB.c.job_id == job_id)

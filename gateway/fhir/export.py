@@ -11,7 +11,6 @@ is not served (Group is not a type this gateway has)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
@@ -19,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.errors import FhirError, Issue, bad_request, not_found
 from gateway.export import jobs
-from gateway.export.jobs import DONE, FAILED, Job, Progress
+from gateway.export.jobs import DONE, FAILED, Job
 from gateway.export.parameters import PATIENT, SYSTEM, ExportParameters, parse
 from gateway.fhir.context import request_context, run, services
 from gateway.fhir.http import fhir_response, prefer
@@ -75,30 +74,8 @@ async def _kick_off(request: Request, level: str) -> Response:
     )
     path = "Patient/$export" if level == PATIENT else "$export"
     query = str(request.url.query)
-    now = utc_now()
-    principal = context.principal
-    job = Job(
-        job_id=jobs.new_job_id(),
-        client_id=principal.client_id,
-        organization=principal.organization,
-        person=principal.person,
-        scopes=" ".join(sorted(principal.scopes)),
-        purpose=principal.purpose,
-        base_url=context.base_url,
-        source_address=(context.source_address or "")[:64] or None,
-        request=f"{context.base_url}/{path}" + (f"?{query}" if query else ""),
-        parameters=parameters.to_json(),
-        status=jobs.QUEUED,
-        message=None,
-        progress=Progress(),
-        exported=0,
-        transaction_time=now,
-        created_at=now,
-        finished_at=None,
-        expires_at=now + timedelta(hours=svc.settings.export_retention_hours),
-        worker_id=None,
-        lease_until=None,
-    )
+    request_url = f"{context.base_url}/{path}" + (f"?{query}" if query else "")
+    job = jobs.new_job(context, request_url, parameters.to_json(), svc.settings.export_retention_hours)
 
     def work(uow: UnitOfWork) -> None:
         jobs.create(uow.connection, job)
