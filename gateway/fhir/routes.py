@@ -73,6 +73,8 @@ def routes() -> list[Route]:
         # Bulk Data $export (docs/fhir/export.md): before the type routes, which take `$export` for a type
         Route("/$export", _checked(export.system_export, False), methods=["GET"]),
         Route("/Patient/$export", _checked(export.patient_export, False), methods=["GET"]),
+        Route("/$export", _checked(_not_allowed, False), methods=["POST"]),  # no POST kick-off (yet)
+        Route("/Patient/$export", _checked(_not_allowed, False), methods=["POST"]),
         Route("/Group/{res_id}/$export", export.group_export_endpoint, methods=["GET"]),
         Route("/$export-status/{job_id}", _checked(export.status), methods=["GET"]),
         Route("/$export-status/{job_id}", _checked(export.cancel), methods=["DELETE"]),

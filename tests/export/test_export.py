@@ -256,6 +256,9 @@ def test_bad_parameters_name_the_parameter(world: World) -> None:
     ):
         response = world.client.get("/fhir/$export", headers={**world.a, **headers})
         assert response.status_code == 400 and response.json()["issue"][0]["expression"] == [name]
+    for path in ("/fhir/$export", "/fhir/Patient/$export"):
+        posted = world.client.post(path, json={"resourceType": "Parameters"}, headers={**world.a, **ASYNC})
+        assert posted.status_code == 405, posted.text
     group = world.client.get("/fhir/Group/g1/$export", headers={**world.a, **ASYNC})
     assert group.status_code == 501
     assert "Group is not a type this server serves" in group.json()["issue"][0]["diagnostics"]
