@@ -40,6 +40,15 @@ class Progress:
     part: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)  # {"type", "number", "count"}
 
+    def close_file(self) -> None:
+        """The next resources go into a new file (when the current one holds any)."""
+        if self.file_count:
+            self.file_number, self.file_count, self.part = self.file_number + 1, 0, 0
+
+    def next_type(self) -> None:
+        self.close_file()
+        self.type_index, self.after = self.type_index + 1, 0
+
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
 

@@ -129,12 +129,7 @@ class Worker:
             lines: list[str] = []
             records: list[AccessRecord] = []
             number, part = following.file_number, following.part
-            if not rows:  # this type is done: its file closed, on to the next
-                following.type_index += 1
-                following.after = 0
-                if following.file_count:
-                    following.file_number, following.file_count, following.part = number + 1, 0, 0
-            else:
+            if rows:
                 lines, patients = self._lines(context, rows)
                 if following.file_count == 0:
                     following.files.append({"type": res_type, "number": number, "count": 0})
@@ -143,9 +138,11 @@ class Worker:
                 following.part += 1
                 following.file_count += len(lines)
                 if following.file_count >= self.file_resources:
-                    following.file_number, following.file_count, following.part = number + 1, 0, 0
+                    following.close_file()
                 exported += len(lines)
                 records = [self._patient_record(context, job, p) for p in patients if p not in audited]
+            if len(rows) < room:  # fewer than asked for, or none: the type is done, on to the next
+                following.next_type()
             with jobs.writing(self.services.engine) as connection:
                 if not self._held(connection, job, progress=following.to_json(), exported=exported):
                     raise LeaseLost
