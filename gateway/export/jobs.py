@@ -146,9 +146,11 @@ def find(connection: Connection, job_id: str, client_id: str, now: datetime) -> 
 
 
 def remove(connection: Connection, job_id: str) -> None:
-    """The job and all its output (a cancel, an expiry)."""
-    connection.execute(delete(OUTPUT).where(OUTPUT.c.job_id == job_id))
+    """The job and all its output (a cancel, an expiry). The job row first: its lock waits for a worker's
+    chunk being written, so the output deleted next includes that chunk (and the worker's next chunk
+    finds the job gone and stops)."""
     connection.execute(delete(JOB).where(JOB.c.job_id == job_id))
+    connection.execute(delete(OUTPUT).where(OUTPUT.c.job_id == job_id))
 
 
 def claim(engine: Engine, worker_id: str, lease_seconds: float) -> Job | None:
