@@ -125,10 +125,12 @@ def main() -> None:
     }
     print("RESULT " + json.dumps(result))
     print(
-        f"export: {region['resources_per_second']} resources/s region-wide ({region['resources']} in "
-        f"{region['seconds']} s), {municipal['resources_per_second']} resources/s for one municipality "
-        f"({municipal['resources']} in {municipal['seconds']} s), {result['database']}, "
-        f"{seeded} resources seeded, audit on"
+        f"export ({result['database']}, {seeded} resources stored, audit on): region-wide "
+        f"{region['resources_per_second']} resources/s ({region['resources']} in {region['seconds']} s); "
+        f"one municipality its {municipal['resources']} resources in {municipal['seconds']} s (all "
+        f"{seeded} examined: {round(seeded / municipal['seconds']) if municipal['seconds'] else None}/s); "
+        f"download {region['download']['megabytes_per_second']} MB/s, peak "
+        f"{region['download']['peak_python_megabytes']} MB"
     )
 
 
