@@ -409,6 +409,12 @@ class Settings(BaseSettings):
     export_chunk_resources: int = Field(
         default=1000, ge=1, description="resources per stored chunk of output (one transaction each)"
     )
+    export_jobs_per_client: int = Field(
+        default=4,
+        ge=1,
+        description="exports one client may have waiting or running at once; a kick-off past it is "
+        "answered 429 with Retry-After",
+    )
     export_file_resources: int = Field(
         default=100_000,
         ge=1,

@@ -145,6 +145,16 @@ def find(connection: Connection, job_id: str, client_id: str, now: datetime) -> 
     return _job(row) if row is not None else None
 
 
+def unfinished(connection: Connection, client_id: str, now: datetime) -> int:
+    """How many of the client's jobs wait or run (unexpired)."""
+    statement = (
+        select(func.count())
+        .select_from(JOB)
+        .where(JOB.c.client_id == client_id, JOB.c.status.in_([QUEUED, RUNNING]), JOB.c.expires_at > now)
+    )
+    return int(connection.execute(statement).scalar_one())
+
+
 def remove(connection: Connection, job_id: str) -> None:
     """The job and all its output (a cancel, an expiry). The job row first: its lock waits for a worker's
     chunk being written, so the output deleted next includes that chunk (and the worker's next chunk

@@ -78,6 +78,10 @@ async def _kick_off(request: Request, level: str) -> Response:
     job = jobs.new_job(context, request_url, parameters.to_json(), svc.settings.export_retention_hours)
 
     def work(uow: UnitOfWork) -> None:
+        limit = svc.settings.export_jobs_per_client
+        if jobs.unfinished(uow.connection, job.client_id, job.created_at) >= limit:
+            message = f"This client has {limit} exports waiting or running: wait for one, or cancel one"
+            raise FhirError(429, [Issue("error", "throttled", message)], {"Retry-After": "60"})
         jobs.create(uow.connection, job)
         detail = f"${OPERATION} kick-off: {', '.join(parameters.types)}"
         uow.records.append(AccessRecord(OPERATION, None, [], 202, uow.context, detail))

@@ -184,6 +184,18 @@ def test_cancel_deletes_the_job_and_its_output(secure_services: Services, world:
     assert Worker(secure_services).run_once() == 0
 
 
+def test_too_many_exports_at_once_are_refused(world: World) -> None:
+    """GATEWAY_EXPORT_JOBS_PER_CLIENT (4): a fifth waiting export is 429; a cancel makes room; another
+    client is not counted against it."""
+    waiting = [kick_off(world, world.a) for _ in range(4)]
+    refused = world.client.get("/fhir/$export", headers={**world.a, **ASYNC})
+    assert refused.status_code == 429 and refused.headers["Retry-After"]
+    assert refused.json()["issue"][0]["code"] == "throttled"
+    kick_off(world, world.b)
+    assert world.client.delete(waiting[0], headers=world.a).status_code == 202
+    kick_off(world, world.a)
+
+
 def test_output_expires_and_is_deleted(secure_services: Services, world: World) -> None:
     status_url, body, _ = export_all(world, secure_services, world.a)
     job_id = status_url.rsplit("/", 1)[1]
