@@ -171,10 +171,12 @@ def claim(engine: Engine, worker_id: str, lease_seconds: float) -> Job | None:
         JOB.c.expires_at > now,
         or_(JOB.c.lease_until.is_(None), JOB.c.lease_until < now),
     )
+    looked_for = select(JOB.c.job_id).where(free).order_by(JOB.c.created_at, JOB.c.job_id).limit(5)
+    with engine.connect() as connection:  # a read first: an idle pass takes no write lock (SQLite)
+        if connection.execute(looked_for).first() is None:
+            return None
     with writing(engine) as connection:
-        candidates = connection.execute(
-            select(JOB.c.job_id).where(free).order_by(JOB.c.created_at, JOB.c.job_id).limit(5)
-        ).all()
+        candidates = connection.execute(looked_for).all()
         for (job_id,) in candidates:
             taken = connection.execute(
                 update(JOB)
