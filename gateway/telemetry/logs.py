@@ -95,3 +95,12 @@ def configure(setting: str, level: str = "INFO") -> None:
     import logging.config
 
     logging.config.dictConfig(config(setting, level))
+    quick()
+
+
+def quick() -> None:
+    """Records without the thread's and process's names, which no format here shows and which cost a
+    good part of every record (one per request)."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

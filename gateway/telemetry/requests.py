@@ -157,4 +157,8 @@ class Observe:
                 "status": status,
                 "duration_ms": round(seconds * 1000, 2),
             }
-            log.info("%s %s %d", method, route, status, extra={"fields": fields})
+            # made directly, not by log.info: no walk up the stack for the caller (a third of the cost)
+            args = (method, route, status)
+            line = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %d", args, None)
+            line.__dict__["fields"] = fields
+            log.handle(line)
