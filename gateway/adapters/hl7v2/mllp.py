@@ -181,8 +181,8 @@ class Listener:
                 end = buffer.find(b"\x1c", 1)
                 if end < 0:
                     if len(buffer) > limit:
-                        await self._send(writer, Ack("AR", text=f"Message larger than {limit} bytes"))
                         MLLP_MESSAGES.labels("AR").inc()
+                        await self._send(writer, Ack("AR", text=f"Message larger than {limit} bytes"))
                         return
                     break
                 payload = buffer[1:end]
@@ -211,8 +211,8 @@ class Listener:
         if not await self._audited(result, peer):
             # its writes are committed with their own records; sent again it is answered AA
             ack = replace(ack, code="AE", text="The audit log could not store this message's record")
-        await self._send(writer, ack)
         MLLP_MESSAGES.labels(ack.code if ack.code in ACK_CODES else "other").inc()
+        await self._send(writer, ack)
 
     async def _room_in_the_audit(self) -> None:
         """Hold a message while the audit queue is full (its sender waits for the ACK), rather than write
