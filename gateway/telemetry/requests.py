@@ -27,8 +27,9 @@ HEADER = b"x-request-id"
 SAFE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 STATE_KEY = "request_id"
 INTERACTION_KEY = "interaction"  # a handler's own word on what the request was (transaction or batch)
-# The operations served (gateway/fhir/routes.py); any other $name is `$operation` in the route.
-OPERATIONS = frozenset({"$everything", "$device-list", "$status", "$events"})
+# The operations served (gateway/fhir/routes.py; `$export` of the bulk export); any other $name is
+# `$operation` in the route.
+OPERATIONS = frozenset({"$everything", "$device-list", "$status", "$events", "$export"})
 PROBES = frozenset({"/healthz", "/readyz"})
 WELL_KNOWN = "/fhir/.well-known/smart-configuration"
 INSTANCE = {"GET": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -73,6 +74,8 @@ def _fhir(method: str, path: str) -> tuple[str, str, str]:
         parts.pop()  # a trailing slash
     if not parts or not parts[0]:
         return "other", NONE, "/fhir"
+    if parts[0].startswith("$"):  # a system-level operation
+        return "operation", NONE, "/fhir/" + _operation(parts[0])
     res_type = res_type_label(parts[0])
     rest = parts[1:]
     n = len(rest)
@@ -85,6 +88,8 @@ def _fhir(method: str, path: str) -> tuple[str, str, str]:
         return ("search-type" if method == "POST" else "other"), res_type, "/fhir/{type}/_search"
     if n == 1 and rest[0] == "_history":
         return "history-type", res_type, "/fhir/{type}/_history"
+    if n == 1 and rest[0].startswith("$"):
+        return "operation", res_type, "/fhir/{type}/" + _operation(rest[0])
     if n == 1:
         interaction = INSTANCE.get(method, "other")
         return interaction, res_type, "/fhir/{type}/{id}"
@@ -93,12 +98,13 @@ def _fhir(method: str, path: str) -> tuple[str, str, str]:
     if n == 3 and rest[1] == "_history":
         return "vread", res_type, "/fhir/{type}/{id}/_history/{vid}"
     if n == 2 and rest[1].startswith("$"):
-        name = rest[1] if rest[1] in OPERATIONS else "$operation"
-        return "operation", res_type, "/fhir/{type}/{id}/" + name
-    if n == 1 and rest[0].startswith("$"):
-        name = rest[0] if rest[0] in OPERATIONS else "$operation"
-        return "operation", res_type, "/fhir/{type}/" + name
+        return "operation", res_type, "/fhir/{type}/{id}/" + _operation(rest[1])
     return "other", res_type, "/fhir/{type}/..."
+
+
+def _operation(name: str) -> str:
+    """An operation's name as served, or `$operation` (never what a client made up)."""
+    return name if name in OPERATIONS else "$operation"
 
 
 class Observe:
