@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -103,13 +104,14 @@ def create_app(
         scheduler = start_scheduler(svc)  # GATEWAY_SCHEDULE_SECONDS: the scheduled jobs too
         try:
             yield
-        finally:
+        finally:  # after uvicorn let the requests in flight finish: one more grace for the rest
+            deadline = time.monotonic() + svc.settings.shutdown_grace_seconds
             if listener is not None:
                 await listener.stop(svc.settings.shutdown_grace_seconds)  # ACKs in flight go out
             if deliverer is not None:
-                await run_in_threadpool(deliverer.stop)
+                await run_in_threadpool(deliverer.stop, max(0.0, deadline - time.monotonic()))
             if scheduler is not None:
-                await run_in_threadpool(scheduler.stop)
+                await run_in_threadpool(scheduler.stop, max(0.0, deadline - time.monotonic()))
             await run_in_threadpool(svc.close)  # every audit record stored before the process ends
             exposition.forget_dead_processes(also=os.getpid())
 

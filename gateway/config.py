@@ -410,9 +410,10 @@ class Settings(BaseSettings):
     )
     shutdown_grace_seconds: float = Field(
         default=8.0,
-        description="on SIGTERM, how long `gateway serve` lets requests and MLLP messages in flight finish "
-        "before it cancels them (then it stores every queued audit record and exits 0); keep it below the "
-        "container's stop timeout (Docker: 10 s)",
+        description="on SIGTERM, how long `gateway serve` lets the requests in flight finish before it "
+        "cancels them, and then as long again for the MLLP messages in flight, the deliverer and the "
+        "scheduler; then it stores every queued audit record and exits 0. The container's stop timeout "
+        "must exceed twice it",
     )
 
     @classmethod

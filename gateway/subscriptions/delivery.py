@@ -73,11 +73,13 @@ class Deliverer:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the round in progress (waiting for it `timeout` seconds at most) and the attempts
+        under way (each bounded by its timeout)."""
         self.stopping.set()
         self.wake.set()
         if self.thread is not None:
-            self.thread.join(timeout=30)
+            self.thread.join(timeout=timeout)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
