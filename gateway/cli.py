@@ -112,7 +112,14 @@ def serve(
     made = exposition.prepare_multiprocess() if workers > 1 else None  # before the workers start
     metrics_server = None
     if settings.metrics_port is not None:
-        metrics_server = exposition.serve_port(settings.metrics_host, settings.metrics_port)
+        try:
+            metrics_server = exposition.serve_port(settings.metrics_host, settings.metrics_port)
+        except OSError as error:  # taken, or an address not of this host
+            exposition.remove_multiprocess(made)
+            where = f"{settings.metrics_host}:{settings.metrics_port}"
+            message = f"GATEWAY_METRICS_PORT: cannot listen on {where}: {error}"
+            console.print(f"[red]{escape(message)}[/red]")
+            raise typer.Exit(2) from error
     try:
         uvicorn.run(
             "gateway.app:create_app",
