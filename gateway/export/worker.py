@@ -42,6 +42,10 @@ class LeaseLost(Exception):
     """The job was cancelled, expired or taken over while this worker made it."""
 
 
+class Stopping(Exception):
+    """The process is shutting down: the job is left, from its last chunk, to the next worker."""
+
+
 def context_of(job: Job) -> RequestContext:
     """The client that asked, as it was at the kick-off (its organisation and scopes then)."""
     principal = Principal(
@@ -58,8 +62,11 @@ def context_of(job: Job) -> RequestContext:
 
 
 class Worker:
-    def __init__(self, services: Services, worker_id: str | None = None) -> None:
+    def __init__(
+        self, services: Services, worker_id: str | None = None, stopping: threading.Event | None = None
+    ) -> None:
         self.services = services
+        self.stopping = stopping or threading.Event()
         self.worker_id = worker_id or holder_name()
         settings = services.settings
         self.lease_seconds = max(settings.export_lease_seconds, 1.0)
@@ -73,7 +80,7 @@ class Worker:
         """Delete what has expired, then make every job there is to take; how many were finished."""
         self.clean()
         finished = 0
-        while (job := self._claim()) is not None:
+        while not self.stopping.is_set() and (job := self._claim()) is not None:
             if self.run_job(job):
                 finished += 1
         return finished
@@ -99,6 +106,10 @@ class Worker:
         except LeaseLost:
             log.info("export job lost to a cancel, an expiry or another worker")
             return False
+        except Stopping:  # its lease given up at once: another process goes on from the last chunk
+            with jobs.writing(self.services.engine) as connection:
+                self._held(connection, job, lease_until=None)
+            return False
         except OperationalError:  # the database away: the lease expires and the job is taken up again
             log.exception("export job interrupted")
             return False
@@ -117,6 +128,8 @@ class Worker:
         exported = job.exported
         audited: set[str] = set()
         while progress.type_index < len(parameters.types):
+            if self.stopping.is_set():
+                raise Stopping
             res_type = parameters.types[progress.type_index]
             room = min(self.chunk, self.file_resources - progress.file_count)
             after = progress.after
@@ -246,9 +259,9 @@ class ExportRunner:
     """The worker of `gateway serve`: a pass every GATEWAY_EXPORT_POLL_SECONDS."""
 
     def __init__(self, services: Services) -> None:
-        self.worker = Worker(services)
-        self.seconds = services.settings.export_poll_seconds
         self.stopping = threading.Event()
+        self.worker = Worker(services, stopping=self.stopping)
+        self.seconds = services.settings.export_poll_seconds
         self.thread: threading.Thread | None = None
 
     def start(self) -> ExportRunner:
@@ -256,10 +269,12 @@ class ExportRunner:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop after the chunk in progress (its job's lease given up, so another process goes on with
+        it at once), waiting `timeout` seconds at most."""
         self.stopping.set()
         if self.thread is not None:
-            self.thread.join(timeout=60)
+            self.thread.join(timeout=timeout)
 
     def _loop(self) -> None:
         while not self.stopping.is_set():

@@ -6,6 +6,7 @@ level, cancel, expiry, a dead worker's job taken over, and the bad parameters.""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -342,3 +343,25 @@ def test_serve_runs_the_worker(secure_services: Services) -> None:
             assert set(exported(world, world.a, answer.json())) == set(searched(world, world.a, "Patient"))
     finally:
         served.close()
+
+
+def test_a_stopping_worker_gives_its_job_up_at_once(secure_services: Services, world: World) -> None:
+    """On shutdown (SIGTERM) the worker stops after the chunk in progress and gives up its lease, so
+    another process goes on with the job from there at once, not after the lease would have run out."""
+    settings = secure_services.settings.replace(export_chunk_resources=2)
+    small = Services.build(settings, engine=secure_services.engine)
+    _, _, whole = export_all(world, small, world.a)
+    status_url = kick_off(world, world.a)
+    stopping = threading.Event()
+
+    class Stopped(Worker):
+        def _lines(self, context: Any, rows: list[Any]) -> tuple[list[str], list[str]]:
+            stopping.set()  # SIGTERM arrives while the first chunk is made
+            return super()._lines(context, rows)
+
+    assert Stopped(small, "stopping", stopping).run_once() == 0
+    with small.engine.connect() as connection:
+        job = connection.execute(jobs.select_job(status_url.rsplit("/", 1)[1])).one()
+    assert job.status == jobs.RUNNING and job.lease_until is None and job.exported == 2
+    assert Worker(small, "next").run_once() == 1
+    assert exported(world, world.a, manifest(world, world.a, status_url)) == whole
