@@ -30,6 +30,7 @@ from gateway.schedule.lease import holder_name
 from gateway.search.dates import utc_now
 from gateway.search.everything import REF, compartment
 from gateway.search.query import local_reference
+from gateway.security.store import ClientStatus, client_status
 from gateway.services import Services
 from gateway.store.repository import R
 from gateway.store.visibility import Visibility
@@ -44,6 +45,16 @@ class LeaseLost(Exception):
 
 class Stopping(Exception):
     """The process is shutting down: the job is left, from its last chunk, to the next worker."""
+
+
+class ClientRefused(Exception):
+    """The client that asked has been disabled (or deactivated) since the kick-off."""
+
+
+def refused(status: ClientStatus) -> bool:
+    """As token checks decide (gateway/security/revocation.py): a disabled id, or a registered client that
+    is not active."""
+    return status.disabled or (status.registered and not status.active)
 
 
 def context_of(job: Job) -> RequestContext:
@@ -106,6 +117,13 @@ class Worker:
         except LeaseLost:
             log.info("export job lost to a cancel, an expiry or another worker")
             return False
+        except ClientRefused:  # nothing more read as a client that may no longer act
+            with jobs.writing(self.services.engine) as connection:
+                message = "The client that asked for the export has been disabled"
+                self._held(
+                    connection, job, status=FAILED, message=message, lease_until=None, expires_at=utc_now()
+                )
+            return False
         except Stopping:  # its lease given up at once: another process goes on from the last chunk
             with jobs.writing(self.services.engine) as connection:
                 self._held(connection, job, lease_until=None)
@@ -130,6 +148,8 @@ class Worker:
         while progress.type_index < len(parameters.types):
             if self.stopping.is_set():
                 raise Stopping
+            if refused(client_status(self.services.engine, job.client_id)):
+                raise ClientRefused
             res_type = parameters.types[progress.type_index]
             room = min(self.chunk, self.file_resources - progress.file_count)
             after = progress.after

@@ -20,6 +20,7 @@ from gateway.cli import app
 from gateway.export import jobs
 from gateway.export.worker import Worker
 from gateway.search.dates import utc_now
+from gateway.security.store import set_client_active
 from gateway.services import Services
 from tests.conftest import Database
 from tests.security.conftest import bearer, register
@@ -365,3 +366,21 @@ def test_a_stopping_worker_gives_its_job_up_at_once(secure_services: Services, w
     assert job.status == jobs.RUNNING and job.lease_until is None and job.exported == 2
     assert Worker(small, "next").run_once() == 1
     assert exported(world, world.a, manifest(world, world.a, status_url)) == whole
+
+
+def test_a_disabled_clients_job_reads_nothing_more(secure_services: Services, world: World) -> None:
+    """A client disabled after its kick-off: the worker reads nothing more as it; the job fails and
+    goes with its output at the next clean."""
+    status_url = kick_off(world, world.a)
+    job_id = status_url.rsplit("/", 1)[1]
+    with secure_services.engine.connect() as connection:
+        client_id = connection.execute(
+            select(jobs.JOB.c.client_id).where(jobs.JOB.c.job_id == job_id)
+        ).scalar_one()
+    assert set_client_active(secure_services.engine, client_id, False)
+    assert Worker(secure_services).run_once() == 0
+    with secure_services.engine.connect() as connection:
+        assert jobs.output_rows(connection, job_id) == 0
+        status = connection.execute(select(jobs.JOB.c.status).where(jobs.JOB.c.job_id == job_id)).scalar_one()
+    assert status == jobs.FAILED
+    assert Worker(secure_services).clean() == 1
