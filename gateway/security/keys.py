@@ -59,6 +59,13 @@ def add(engine: Engine, sealer: Sealer, alg: str, retire_others: bool) -> str:
     return kid
 
 
+def add_first(engine: Engine, sealer: Sealer, alg: str) -> None:
+    """Make the first signing key, unless another process or thread has made one meanwhile."""
+    key = generate(alg)
+    kid = str(key.kid)
+    store.add_first_key(engine, kid, alg, sealer.seal(kid, key.as_dict(private=True)))
+
+
 def seal_plain_keys(engine: Engine, sealer: Sealer) -> int:
     """Seal the keys stored plain (before encryption at rest); how many there were."""
     plain = [row for row in store.all_keys(engine) if not is_sealed(row.stored_jwk)]
@@ -107,10 +114,11 @@ class KeyRing:
             return self._rows
 
     def signer(self) -> tuple[Key, str]:
-        """The key to sign with and its algorithm; the first call on an empty database makes one."""
+        """The key to sign with and its algorithm; the first call on an empty database makes one (one for
+        all processes: `add_first`), so every process signs with the key every other one knows."""
         active = [row for row in self._load() if row.retired_at is None]
         if not active:
-            add(self.engine, self.sealer, self.alg, retire_others=False)
+            add_first(self.engine, self.sealer, self.alg)
             self._loaded = float("-inf")
             active = [row for row in self._load() if row.retired_at is None]
         row = active[0]
