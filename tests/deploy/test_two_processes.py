@@ -1,7 +1,8 @@
 """Two `gateway serve` processes on one PostgreSQL (tests/deploy/two_gateways.py), sent to at once:
-token requests, concurrent conditional creates, `If-Match` updates, the same adapter file, the HL7 messages
-of the same stays on both MLLP listeners. Nothing is lost or doubled, every token verifies at the other
-process (the keys live in the database), and every request and every version written has its audit record.
+token requests, concurrent conditional creates, `If-Match` updates, the same order file and register
+export, the HL7 messages of the same stays on both MLLP listeners. Nothing is lost or doubled, every token
+verifies at the other process (the keys live in the database), a page link of one is followed at the other,
+a disabled client is refused by both, and every request and every version written has its audit record.
 
 What must run once has tests of its own: migrations (tests/deploy/test_migrations_at_once.py, and both
 processes here start on an empty schema), the first signing key and rotations
@@ -12,6 +13,7 @@ matcher and deliveries (tests/subscriptions/test_matcher.py, test_processes.py);
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +24,14 @@ import httpx
 
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.security import store
-from gateway.security.scopes import ADAPTER_BESTALLNINGSPORTALEN
+from gateway.security.scopes import ADAPTER_BESTALLNINGSPORTALEN, ADAPTER_DEVICE_REGISTER
 from tests.adapters.test_bestallningsportalen import golden
+from tests.adapters.test_device_register import HEADER, row_of
 from tests.adapters.test_hl7v2_messages import adt
 from tests.adapters.test_hl7v2_mllp import exchange
 from tests.api.helpers import HSA, PNR, patient
 from tests.deploy.two_gateways import (
+    BASE_URL,
     HOSPITAL_CLIENT,
     HOSPITAL_HSA,
     Client,
@@ -43,6 +47,9 @@ AT_ONCE = 8  # concurrent requests per process in each race
 MUNICIPALITY = "SE2120001100-SOC1"
 PORTAL = "bestallningsportalen:BP"  # the golden orders' portal
 ORDERS = "/adapters/bestallningsportalen/orders"
+RECORDS = "/adapters/device-register/records?mode=delta"
+SESAM = "device-register:SESAM@SE2321000016-MAH1"  # the golden register rows' register and owner
+REGISTER_ROWS = ["01", "02", "03", "04", "05", "08", "09"]  # 06 and 07 are another register's: one unit each
 GOLDEN_ORDERS = ["01", "02", "03", "04", "05"]  # six order lines between them
 VISITS = ["V2026-001", "V2026-002", "V2026-003"]
 
@@ -78,6 +85,7 @@ def test_two_processes_on_one_database_lose_and_double_nothing(gateways: Gateway
     made = Requests()
     municipality = gateways.register("system/Patient.cruds system/Task.cruds", org=MUNICIPALITY)
     portal = gateways.register(ADAPTER_BESTALLNINGSPORTALEN, org="SE2321000016-PORTAL", sources=(PORTAL,))
+    register = gateways.register(ADAPTER_DEVICE_REGISTER, org="SE2321000016-MAH1", sources=(SESAM,))
     hospital = gateways.register(
         "gateway/adapter.hl7v2 system/*.cruds",
         org=HOSPITAL_HSA,
@@ -94,11 +102,14 @@ def test_two_processes_on_one_database_lose_and_double_nothing(gateways: Gateway
     conditional_creates(municipality, both, made)
     if_match_updates(municipality, unit_id, both, made)
     same_orders(gateways, portal, both, made)
+    same_register_rows(gateways, register, both, made)
     same_stays(gateways, both, made)
+    pages_across(municipality, both, made)
+    disabled_everywhere(gateways, neighbour, both, made)
 
     gateways.stop()  # SIGTERM: each process stores its queued audit records before it ends
     events = gateways.audit_events()
-    for client in (neighbour, municipality, portal, hospital):
+    for client in (neighbour, municipality, portal, register, hospital):
         made.count(client, "token", client.token_requests)
     # the replayed assertion's refusal names no client: it proved none
     made.count(neighbour, "token", -1)
@@ -263,6 +274,38 @@ def same_orders(gateways: Gateways, portal: Client, both: Both, made: Requests) 
     assert gateways.counts() == counts  # the same file once more changes nothing
 
 
+def same_register_rows(gateways: Gateways, register: Client, both: Both, made: Requests) -> None:
+    """The same register export posted to both processes at once, twice each: one Device per unit."""
+    export = ("\n".join([HEADER, *(row_of(name) for name in REGISTER_ROWS)]) + "\n").encode()
+    csv = {"Content-Type": "text/csv"}
+    answers = race(
+        [
+            partial(
+                httpx.post,
+                f"{g.origin}{RECORDS}",
+                content=export,
+                headers=register.headers(g, i) | csv,
+                timeout=120,
+            )
+            for i, g in enumerate(both)
+            for _ in range(2)
+        ]
+    )
+    made.count(register, "import", len(answers))
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        statuses = [e["response"]["status"] for e in answer.json()["entry"]]
+        assert all(s.startswith(("200", "201")) for s in statuses), answer.text[:3000]
+    counts = gateways.counts()
+    assert counts["Device"] == len(REGISTER_ROWS), counts
+    again = httpx.post(
+        f"{both[1].origin}{RECORDS}", content=export, headers=register.headers(both[1], 1) | csv
+    )
+    made.count(register, "import")
+    assert again.status_code == 200
+    assert gateways.counts() == counts  # the same export once more changes nothing
+
+
 def same_stays(gateways: Gateways, both: Both, made: Requests) -> None:
     """The HL7 messages of three stays, each message sent to both MLLP listeners at once (a sender that
     fails over and sends again): one Encounter per stay; all of them once more change nothing (no Task
@@ -288,3 +331,37 @@ def same_stays(gateways: Gateways, both: Both, made: Requests) -> None:
     made.count(HOSPITAL_CLIENT, "import", len(again))
     assert [read_ack(a)[0] for a in again] == ["AA"] * len(sent)
     assert gateways.counts() == counts
+
+
+def pages_across(client: Client, both: Both, made: Requests) -> None:
+    """A page link one process made is followed at the other (cursors are signed with the shared key
+    secret, and name the base URL clients see, not the process)."""
+    first = httpx.get(
+        f"{both[0].server.base_url}/Patient", params={"_count": "1"}, headers=client.headers(both[0], 0)
+    ).json()
+    [link] = [link["url"] for link in first["link"] if link["relation"] == "next"]
+    assert link.startswith(BASE_URL)
+    following = httpx.get(
+        both[1].server.base_url + link.removeprefix(BASE_URL), headers=client.headers(both[1], 1)
+    )
+    made.count(client, "search", 2)
+    assert following.status_code == 200, following.text
+    [shown] = [e["resource"]["id"] for e in following.json()["entry"]]
+    assert shown != first["entry"][0]["resource"]["id"]
+
+
+def disabled_everywhere(gateways: Gateways, client: Client, both: Both, made: Requests) -> None:
+    """A client disabled (`gateway clients disable`) has its tokens refused by both processes within
+    GATEWAY_CLIENT_STATUS_SECONDS (5 s)."""
+    tokens = [client.headers(gateway, index) for index, gateway in enumerate(both)]
+    assert store.set_client_active(gateways.engine, client.client_id, False)
+    disabled = time.monotonic()
+    for gateway, token in zip(both, tokens, strict=True):
+        while True:
+            answer = httpx.get(f"{gateway.server.base_url}/Patient", headers=token)
+            made.count(client, "search")
+            if answer.status_code == 401:
+                break
+            assert answer.status_code == 200, answer.text
+            assert time.monotonic() - disabled < 5 + 2, "the disabled client's token still taken"
+            time.sleep(0.2)
