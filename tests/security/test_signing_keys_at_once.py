@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from joserfc import jwt
+from sqlalchemy import update
 
 from gateway.security import keys, store
 from gateway.security.sealing import Sealer
@@ -46,3 +51,32 @@ def test_rotations_at_once_leave_one_active_key(database: Database) -> None:
         made = [done.result() for done in [pool.submit(rotate) for _ in range(4)]]
     active = [row.kid for row in store.all_keys(database.engine) if row.retired_at is None]
     assert len(active) == 1 and active[0] in made
+
+
+def test_a_token_signed_after_a_rotation_verifies_at_a_process_that_loaded_its_keys_just_before(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Process B loads its keys; `gateway keys rotate` runs; process A loads them and signs at once. B
+    reloads on an unknown kid at most every second, so A goes on signing with the retired key until the
+    new one has settled (SETTLE_SECONDS): then B, if it has not loaded the new key yet, may reload."""
+    database.clear()
+    sealer = Sealer(SECRET)
+    keys.add_first(database.engine, sealer, "ES384")
+    with database.engine.begin() as connection:  # made a while ago
+        connection.execute(update(store.KEYS).values(created_at=store.utc_now() - timedelta(minutes=5)))
+    [first] = store.all_keys(database.engine)
+    process_b = keys.KeyRing(database.engine, sealer, "ES384", 300)
+    process_b.verifier(None)
+    new_kid = keys.rotate(database.engine, sealer, "ES384", 300)
+    process_a = keys.KeyRing(database.engine, sealer, "ES384", 300)
+
+    def signed_and_verified() -> str:
+        key, alg = process_a.signer()
+        token = jwt.encode({"alg": alg, "kid": key.kid}, {"sub": "x"}, key, algorithms=[alg])
+        jwt.decode(token, process_b.verifier(str(key.kid)), algorithms=[alg])  # raises when B lacks it
+        return str(key.kid)
+
+    assert signed_and_verified() == first.kid
+    monkeypatch.setattr(keys, "SETTLE_SECONDS", 0.0)  # as if SETTLE_SECONDS had passed
+    process_b._loaded -= keys.RELOAD_AT_MOST_EVERY  # and so B's last load was longer ago than that
+    assert signed_and_verified() == new_kid
