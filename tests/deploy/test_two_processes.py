@@ -83,7 +83,7 @@ def test_two_processes_on_one_database_lose_and_double_nothing(gateways: Gateway
     both = (first, _second) = tuple(gateways.start(2))  # both migrate the empty schema at once
     assert len(both) == 2
     made = Requests()
-    municipality = gateways.register("system/Patient.cruds system/Task.cruds", org=MUNICIPALITY)
+    municipality = gateways.add_client("system/Patient.cruds system/Task.cruds", org=MUNICIPALITY)
     portal = gateways.register(ADAPTER_BESTALLNINGSPORTALEN, org="SE2321000016-PORTAL", sources=(PORTAL,))
     register = gateways.register(ADAPTER_DEVICE_REGISTER, org="SE2321000016-MAH1", sources=(SESAM,))
     hospital = gateways.register(
@@ -95,7 +95,7 @@ def test_two_processes_on_one_database_lose_and_double_nothing(gateways: Gateway
 
     # another organisation's client: its searches make the processes keep what names its organisation
     # (gateway/security/organisation.py), not the municipality's, whose Organization is registered next
-    neighbour = gateways.register("system/Patient.rs", org="SE2120001200-SOC2")
+    neighbour = gateways.add_client("system/Patient.rs", org="SE2120001200-SOC2")
 
     tokens_at_once(gateways, neighbour, both, made)
     unit_id = municipality_unit(hospital, first)
@@ -354,7 +354,7 @@ def disabled_everywhere(gateways: Gateways, client: Client, both: Both, made: Re
     """A client disabled (`gateway clients disable`) has its tokens refused by both processes within
     GATEWAY_CLIENT_STATUS_SECONDS (5 s)."""
     tokens = [client.headers(gateway, index) for index, gateway in enumerate(both)]
-    assert store.set_client_active(gateways.engine, client.client_id, False)
+    gateways.cli("clients", "disable", client.client_id)
     disabled = time.monotonic()
     for gateway, token in zip(both, tokens, strict=True):
         while True:

@@ -2,8 +2,8 @@
 the same base URL, the same key secret, auth and audit on, each with its own HTTP and MLLP port. The
 schema starts empty: both processes start at the same moment and migrate it (`serve` runs `db upgrade`).
 
-Clients are registered in the database (tests/security/conftest.py's way), with keys made here; a client's
-tokens come from either process's token endpoint, signed with private_key_jwt assertions."""
+Clients are registered with `gateway clients add` (or in the database, for a given id), with keys made
+here; a client's tokens come from either process's token endpoint, for private_key_jwt assertions."""
 
 from __future__ import annotations
 
@@ -172,9 +172,33 @@ class Gateways:
             for index, gateway in enumerate(self.running)
         )
 
+    def cli(self, *arguments: str) -> str:
+        """A `gateway` command on this database (as an operator runs it); its standard output."""
+        env = self.environment(0, "unused") | {"GATEWAY_MLLP_PORT": ""}
+        done = subprocess.run(
+            [str(GATEWAY), *arguments], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def add_client(self, scope: str, org: str) -> Client:
+        """A client registered with `gateway clients add`, with a key made here."""
+        key = new_key("ES384")
+        jwks = self.tmp_path / f"{uuid.uuid4().hex}.jwks.json"
+        jwks.write_text(json.dumps({"keys": [key.as_dict(private=False) | {"kid": key.kid}]}))
+        out = self.cli(
+            "clients", "add", "--name", f"Kommun {org}", "--org", org, "--jwks", str(jwks), "--scopes", scope
+        )
+        [client_id] = [
+            line.removeprefix("client_id: ") for line in out.splitlines() if line.startswith("client_id: ")
+        ]
+        return Client(RegisteredClient(client_id, key, "ES384"), scope)
+
     def register(
         self, scope: str, org: str, sources: tuple[str, ...] = (), client_id: str | None = None
     ) -> Client:
+        """A client registered straight in the database (tests/security/conftest.py's way), for what
+        `gateway clients add` does not take: a given client id."""
         key = new_key("ES384")
         jwks = {"keys": [key.as_dict(private=False) | {"kid": key.kid}]}
         added = store.add_client(
