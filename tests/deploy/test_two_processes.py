@@ -106,6 +106,7 @@ def test_two_processes_on_one_database_lose_and_double_nothing(gateways: Gateway
     same_stays(gateways, both, made)
     pages_across(municipality, both, made)
     disabled_everywhere(gateways, neighbour, both, made)
+    assert gateways.twins() == []  # nothing made twice under two ids
 
     gateways.stop()  # SIGTERM: each process stores its queued audit records before it ends
     events = gateways.audit_events()
