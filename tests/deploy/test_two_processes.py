@@ -1,5 +1,5 @@
 """Two `gateway serve` processes on one PostgreSQL (tests/deploy/two_gateways.py), sent to at once:
-token requests, concurrent conditional creates, `If-Match` updates, the same order file and register
+token requests, concurrent conditional creates and updates, `If-Match` updates, the same order file and register
 export, the HL7 messages of the same stays on both MLLP listeners. Nothing is lost or doubled, every token
 verifies at the other process (the keys live in the database), a page link of one is followed at the other,
 a disabled client is refused by both, and every request and every version written has its audit record.
@@ -100,6 +100,7 @@ def test_two_processes_on_one_database_lose_and_double_nothing(gateways: Gateway
     tokens_at_once(gateways, neighbour, both, made)
     unit_id = municipality_unit(hospital, first)
     conditional_creates(municipality, both, made)
+    conditional_updates(gateways, hospital, both)
     if_match_updates(municipality, unit_id, both, made)
     same_orders(gateways, portal, both, made)
     same_register_rows(gateways, register, both, made)
@@ -202,6 +203,27 @@ def conditional_creates(client: Client, both: Both, made: Requests) -> None:
         ).json()
         made.count(client, "search")
         assert found["total"] == 1
+
+
+def conditional_updates(gateways: Gateways, region: Client, both: Both) -> None:
+    """The same conditional update (`PUT Patient?identifier=…`, which creates when nothing matches) at
+    both processes at once, by a region-wide client: one 201, the others update it (200)."""
+    before = gateways.counts().get("Patient", 0)
+    body = patient(pnr(40), family="Villkorlig")
+    url = f"/Patient?identifier={PNR}|{pnr(40)}"
+    answers = race(
+        [
+            partial(
+                httpx.put, f"{g.server.base_url}{url}", json=body, headers=region.headers(g, i), timeout=60
+            )
+            for i, g in enumerate(both)
+            for _ in range(AT_ONCE)
+        ]
+    )
+    statuses = Counter(a.status_code for a in answers)
+    assert statuses == {201: 1, 200: len(answers) - 1}, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert gateways.counts()["Patient"] == before + 1
 
 
 def if_match_updates(client: Client, unit_id: str, both: Both, made: Requests) -> None:
