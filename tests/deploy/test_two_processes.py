@@ -1,8 +1,9 @@
 """Two `gateway serve` processes on one PostgreSQL (tests/deploy/two_gateways.py), sent to at once:
-token requests, concurrent conditional creates and updates, `If-Match` updates, the same order file and register
-export, the HL7 messages of the same stays on both MLLP listeners. Nothing is lost or doubled, every token
-verifies at the other process (the keys live in the database), a page link of one is followed at the other,
-a disabled client is refused by both, and every request and every version written has its audit record.
+token requests, concurrent conditional creates and updates, `If-Match` updates, the same order file and
+register export, the HL7 messages of the same stays on both MLLP listeners. Nothing is lost or doubled,
+every token verifies at the other process (the keys live in the database), a page link of one is followed
+at the other, a disabled client is refused by both, and every request and every version written has its
+audit record.
 
 What must run once has tests of its own: migrations (tests/deploy/test_migrations_at_once.py, and both
 processes here start on an empty schema), the first signing key and rotations
