@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 MIGRATION = 0x5B5C_0002  # `gateway db upgrade` (and `serve`, which runs it first): gateway/store/migrate.py
 SIGNING_KEYS = 0x5B5C_0003  # the first signing key and rotations: gateway/security/store.py
 RISK = 0x5B5C_0004  # a patient's high-risk evaluation, with the name: gateway/risk/assess.py
+FAULTS = 0x5B5C_0005  # a patient's count of fault reports, with the name: gateway/workflow/faults.py
 # 0x5B5C_0001 is the subscription matcher's session lock (gateway/subscriptions/matcher.py)
 
 # current_schema() is NULL when the search path names no existing schema; the path itself then keys it
