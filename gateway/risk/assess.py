@@ -14,6 +14,7 @@ from gateway.model.types import Json
 from gateway.risk.evaluate import Evaluator, Outcome
 from gateway.risk.marks import BASE, GATEWAY_AUTHOR, PROPOSED
 from gateway.search.dates import to_instant, utc_now
+from gateway.store import locks
 from gateway.store.repository import Stored
 
 if TYPE_CHECKING:
@@ -39,7 +40,12 @@ def current_of(uow: UnitOfWork, patient_id: str) -> tuple[Stored | None, Stored 
 
 
 def assess(uow: UnitOfWork, write_path: WritePath, evaluator: Evaluator, patient: Stored) -> str:
-    """Evaluate the rules for `patient` and write what changed; what was done, in a word."""
+    """Evaluate the rules for `patient` and write what changed; what was done, in a word. Evaluations of one
+    patient take turns until their transactions end (PostgreSQL: an advisory lock on the patient): two
+    writes committing at once, each bringing one input, would otherwise each see only its own and neither
+    reach the threshold; the later one now reads after the earlier one's commit."""
+    locks.hold_named_for_transaction(uow.connection, locks.RISK, patient.res_id)
+    patient = uow.repository.current("Patient", patient.res_id) or patient  # as it is after that turn
     outcome = evaluator.evaluate(uow.connection, patient)
     found, _ = current_of(uow, patient.res_id)
     current = found.json() if found is not None and not found.deleted else None

@@ -1,8 +1,11 @@
 """The gateway's own signing keys: generated, rotated, published at /auth/jwks, cached per process.
 
-The newest active key signs access tokens. `gateway keys rotate` retires the active keys and adds a new
-one; a retired key stays published (and trusted) until every token it can have signed has expired: the
-token lifetime, plus how long a process may go on signing with a cached key, plus clock leeway.
+The newest active key signs access tokens once it has been stored SETTLE_SECONDS: by then every process
+of the installation can know it (one that loaded its keys just before the key was stored reloads on its
+unknown kid, at most every RELOAD_AT_MOST_EVERY), so no process refuses a token another one signed with
+it; until then the key it replaces goes on signing. `gateway keys rotate` retires the active keys and adds
+a new one; a retired key stays published (and trusted) until every token it can have signed has expired:
+the token lifetime, plus how long a process may go on signing with a cached key, plus clock leeway.
 
 The private parts are stored sealed (`gateway.security.sealing`); a key stored plain before that is sealed
 when a KeyRing first loads it, or at the next rotation.
@@ -24,6 +27,8 @@ from gateway.security.sealing import Sealer, is_sealed
 ALGORITHMS = ("ES384", "RS384")
 CACHE_SECONDS = 30.0
 RELOAD_AT_MOST_EVERY = 1.0
+# a new key signs only once this old: RELOAD_AT_MOST_EVERY, plus 2 s for the hosts' clocks to differ
+SETTLE_SECONDS = RELOAD_AT_MOST_EVERY + 2.0
 LEEWAY_SECONDS = 60
 
 Key = ECKey | RSAKey
@@ -57,6 +62,13 @@ def add(engine: Engine, sealer: Sealer, alg: str, retire_others: bool) -> str:
     kid = str(key.kid)
     store.add_key(engine, kid, alg, sealer.seal(kid, key.as_dict(private=True)), retire_others)
     return kid
+
+
+def add_first(engine: Engine, sealer: Sealer, alg: str) -> None:
+    """Make the first signing key, unless another process or thread has made one meanwhile."""
+    key = generate(alg)
+    kid = str(key.kid)
+    store.add_first_key(engine, kid, alg, sealer.seal(kid, key.as_dict(private=True)))
 
 
 def seal_plain_keys(engine: Engine, sealer: Sealer) -> int:
@@ -107,13 +119,16 @@ class KeyRing:
             return self._rows
 
     def signer(self) -> tuple[Key, str]:
-        """The key to sign with and its algorithm; the first call on an empty database makes one."""
-        active = [row for row in self._load() if row.retired_at is None]
+        """The key to sign with and its algorithm: the newest active one once settled (`_signing`); the
+        first call on an empty database makes one (one for all processes: `add_first`)."""
+        published = self._load()
+        active = [row for row in published if row.retired_at is None]
         if not active:
-            add(self.engine, self.sealer, self.alg, retire_others=False)
+            add_first(self.engine, self.sealer, self.alg)
             self._loaded = float("-inf")
-            active = [row for row in self._load() if row.retired_at is None]
-        row = active[0]
+            published = self._load()
+            active = [row for row in published if row.retired_at is None]
+        row = _signing(published, active[0])
         return self._keys[row.kid], row.alg
 
     def stale(self, kid: str | None) -> bool:
@@ -136,3 +151,12 @@ class KeyRing:
             public = self._keys[row.kid].as_dict(private=False)
             keys.append(public | {"kid": row.kid, "alg": row.alg, "use": "sig"})
         return {"keys": keys}
+
+
+def _signing(published: list[store.KeyRow], newest: store.KeyRow) -> store.KeyRow:
+    """The newest active key once it has settled (SETTLE_SECONDS); until then the newest published key
+    that has (the one a rotation just retired), or the new key when there is none (the first key)."""
+    settled = store.utc_now() - timedelta(seconds=SETTLE_SECONDS)
+    if newest.created_at <= settled:
+        return newest
+    return next((row for row in published if row.created_at <= settled), newest)

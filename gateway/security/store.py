@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.hooks import internal_client
 from gateway.security import sources as client_sources
+from gateway.store import locks
 from gateway.store.database import WRITE_OPTION
 from gateway.store.tables import AssertionJti, ClientNotify, DisabledClient, OAuthClient, SigningKey
 
@@ -221,14 +222,33 @@ def published_keys(engine: Engine, keep: timedelta) -> list[KeyRow]:
 
 def add_key(engine: Engine, kid: str, alg: str, sealed_jwk: str, retire_others: bool) -> None:
     """Store a new signing key (its private JWK sealed); with `retire_others`, the keys signing until now
-    become retired."""
+    become retired. Rotations of several processes at once take turns (the schema's advisory lock), so
+    one key is left active."""
     now = utc_now()
     with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        locks.hold_for_transaction(connection, locks.SIGNING_KEYS)
         if retire_others:
             connection.execute(update(KEYS).where(KEYS.c.retired_at.is_(None)).values(retired_at=now))
         connection.execute(
             insert(KEYS).values(kid=kid, alg=alg, private_jwk=sealed_jwk, created_at=now, retired_at=None)
         )
+
+
+def add_first_key(engine: Engine, kid: str, alg: str, sealed_jwk: str) -> bool:
+    """Store the first signing key unless there is an active key already; whether it was stored. Processes
+    (and threads) starting on an empty database all try at once: the schema's advisory lock (SQLite: the
+    write transaction) lets one store it, the others find it and sign with it."""
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        locks.hold_for_transaction(connection, locks.SIGNING_KEYS)
+        active = connection.execute(select(KEYS.c.kid).where(KEYS.c.retired_at.is_(None)).limit(1)).first()
+        if active is not None:
+            return False
+        connection.execute(
+            insert(KEYS).values(
+                kid=kid, alg=alg, private_jwk=sealed_jwk, created_at=utc_now(), retired_at=None
+            )
+        )
+    return True
 
 
 def all_keys(engine: Engine) -> list[KeyRow]:

@@ -29,6 +29,7 @@ from gateway.errors import forbidden, unknown_reference, unprocessable
 from gateway.hooks import Rule
 from gateway.model.types import Json
 from gateway.search.dates import to_instant
+from gateway.store import locks
 from gateway.workflow.prescribers import Links, route, split
 
 if TYPE_CHECKING:
@@ -229,6 +230,9 @@ class RepeatedFaults:
         patient = split((task.get("for") or {}).get("reference"))
         if patient is None or patient[0] != "Patient":
             return
+        # one patient's counts take turns until their transactions end: two reports committing at once
+        # (in two processes, say) would each count without the other, and the threshold pass unreported
+        locks.hold_named_for_transaction(uow.connection, locks.FAULTS, patient[1])
         since = to_instant(uow.now - timedelta(days=self.days))
         query = f"patient=Patient/{patient[1]}&code={TASK_CODES}|{FAULT_REPORT}&authored-on=ge{since}"
         found = write_path.searcher.match(uow.connection, "Task", query, limit=LIMIT)
