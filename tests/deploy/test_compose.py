@@ -3,9 +3,10 @@ built here): every gateway service's command with its environment, from the whee
 virtualenv as docker/Dockerfile installs it (docker/build.sh), against the local PostgreSQL in a database
 of its own: the migration once, then the two replicas and the MLLP listener. A client's token from one
 replica works on the other, what one creates the other reads, an ADT message over MLLP is acknowledged and
-its Encounter is served, both replicas pass the Dockerfile's HEALTHCHECK, and links follow
-GATEWAY_BASE_URL. nginx is not installed here: the test sends what docker/nginx.conf sets, from 127.0.0.1
-(the proxy's address in GATEWAY_TRUSTED_PROXIES)."""
+its Encounter is served, both replicas pass the Dockerfile's HEALTHCHECK, links follow GATEWAY_BASE_URL,
+the audit records name the client the proxy forwarded for, and a replica without the secret does not
+start. nginx is not installed here: the test sends what docker/nginx.conf sets, from 127.0.0.1 (the
+proxy's address in GATEWAY_TRUSTED_PROXIES)."""
 
 from __future__ import annotations
 
@@ -236,6 +237,9 @@ def test_the_compose_services_run_from_the_wheel(
     a, b, mllp = (local_service(name, compose, dockerfile, local) for name in names)
     assert a.environment["GATEWAY_KEY_SECRET_FILE"] == str(secret)
     assert a.environment["GATEWAY_TRUSTED_PROXIES"] == "127.0.0.1"
+    without = {k: v for k, v in a.environment.items() if k != "GATEWAY_KEY_SECRET_FILE"}
+    refused = subprocess.run(a.argv, env=without, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "GATEWAY_KEY_SECRET is not set" in refused.stderr, refused.stderr
     base_url = a.environment["GATEWAY_BASE_URL"]
     running = Running(tmp_path)
     try:
@@ -311,6 +315,15 @@ def test_the_compose_services_run_from_the_wheel(
     for name in ("gateway-a", "gateway-b"):
         assert "Finished server process" in running.log(name)
     assert list(data.iterdir()) == []  # the secret is the compose secret's: nothing generated
+    # The proxy is trusted: the audit records name the client it forwarded for, not the proxy
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        audited = connection.execute(
+            text("SELECT content FROM resource WHERE res_type = 'AuditEvent' AND content LIKE :address"),
+            {"address": f"%{CLIENT_ADDRESS}%"},
+        ).all()
+    engine.dispose()
+    assert audited, "no AuditEvent names the forwarded client address"
     print(f"compose services exercised in {time.monotonic() - started:.1f} s")
 
 
