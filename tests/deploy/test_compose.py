@@ -253,6 +253,14 @@ def test_the_compose_services_run_from_the_wheel(
         for service in (a, b):
             health = _healthcheck(dockerfile, service, installed_gateway / "python")
             assert health.returncode == 0, health.stderr
+        # the MLLP listener's own check (compose.yaml), its port the listener's
+        check = compose["services"]["mllp"]["healthcheck"]["test"]
+        assert check[:3] == ["CMD", "python", "-c"], check
+        code = check[3].replace("2575", str(mllp.ports[2575]))
+        listening = subprocess.run(
+            [str(installed_gateway / "python"), "-c", code], capture_output=True, timeout=30, check=False
+        )
+        assert listening.returncode == 0, listening.stderr
 
         proxy = _via_proxy(base_url)
         token_a = _token(roots["a"], proxy, client_id, private, base_url)
