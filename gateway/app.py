@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +24,7 @@ from gateway.adapters.hl7v2 import mllp
 from gateway.adapters.hl7v2 import routes as hl7v2_routes
 from gateway.config import Settings
 from gateway.errors import FhirError, not_found, too_large
+from gateway.export.worker import start_exporter
 from gateway.fhir.outcome import error_response, handle_fhir_error, handle_unexpected
 from gateway.fhir.routes import base_route, routes
 from gateway.hooks import Hooks
@@ -36,6 +39,9 @@ from gateway.security.proxies import ForwardedFor, TrustedProxies
 from gateway.security.tokens import Authority
 from gateway.services import Services
 from gateway.subscriptions.delivery import start_deliverer
+from gateway.telemetry import exposition, logs
+from gateway.telemetry.metrics import watch_pool
+from gateway.telemetry.requests import Observe
 
 log = logging.getLogger("gateway")
 
@@ -70,10 +76,19 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class GatewayApp(FastAPI):
+    """The app with `Observe` around everything, Starlette's error handling included: the request id is on
+    every answer and every request is counted, a 500 as well."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Observe(super().build_middleware_stack())
+
+
 def create_app(
     settings: Settings | None = None, hooks: Hooks | None = None, services: Services | None = None
 ) -> FastAPI:
     settings = settings or Settings.from_env()
+    logs.quick()  # each request's log line costs less
     # Before anything is built: with auth on and no base URL, start-up stops here; so does a malformed
     # GATEWAY_TRUSTED_PROXIES entry.
     check_base_url(services.settings if services is not None else settings)
@@ -84,21 +99,28 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        watch_pool(svc.engine)  # gateway_db_pool_*
+        exposition.forget_dead_processes()  # workers that died before this one started
         listener = await mllp.start_embedded(svc)  # GATEWAY_MLLP_PORT: MLLP on this event loop too
         deliverer = start_deliverer(svc)  # GATEWAY_NOTIFY: subscriptions delivered by this process too
         scheduler = start_scheduler(svc)  # GATEWAY_SCHEDULE_SECONDS: the scheduled jobs too
+        exporter = start_exporter(svc)  # GATEWAY_EXPORT_POLL_SECONDS: bulk export jobs too
         try:
             yield
-        finally:
+        finally:  # after uvicorn let the requests in flight finish: one more grace for the rest
+            deadline = time.monotonic() + svc.settings.shutdown_grace_seconds
             if listener is not None:
-                await listener.stop()
+                await listener.stop(svc.settings.shutdown_grace_seconds)  # ACKs in flight go out
             if deliverer is not None:
-                await run_in_threadpool(deliverer.stop)
+                await run_in_threadpool(deliverer.stop, max(0.0, deadline - time.monotonic()))
             if scheduler is not None:
-                await run_in_threadpool(scheduler.stop)
+                await run_in_threadpool(scheduler.stop, max(0.0, deadline - time.monotonic()))
+            if exporter is not None:  # a job broken off mid-chunk is taken up again from its last chunk
+                await run_in_threadpool(exporter.stop, max(0.0, deadline - time.monotonic()))
             await run_in_threadpool(svc.close)  # every audit record stored before the process ends
+            exposition.forget_dead_processes(also=os.getpid())
 
-    app = FastAPI(
+    app = GatewayApp(
         title="FHIR home device gateway",
         version=__version__,
         docs_url=None,
@@ -112,6 +134,8 @@ def create_app(
     app.router.routes.append(base_route())
     app.router.routes.append(Mount("/fhir", routes=routes()))
     app.include_router(adapter_routes.router)
+    # the scope gateway/metrics with auth on (gateway/security/interactions.py); also on its own port
+    app.add_route("/metrics", exposition.metrics, methods=["GET"], include_in_schema=False)
     for adapter_router in (
         bestallningsportalen_routes.router,
         device_register_routes.router,

@@ -4,7 +4,7 @@ and master data."""
 from __future__ import annotations
 
 import asyncio
-import logging
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from gateway.adapters.master_data_cli import master_data_app
 from gateway.adapters.quarantine_cli import quarantine_app
 from gateway.config import ConfigurationError, Settings
 from gateway.errors import FhirError, Issue
+from gateway.export.cli import export_app
 from gateway.fhir import transaction
 from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json, loads
@@ -40,6 +41,7 @@ from gateway.store import migrate
 from gateway.store.database import WRITE_OPTION, make_engine
 from gateway.store.repository import R, Repository, Stored
 from gateway.subscriptions.cli import notify, subscriptions_app
+from gateway.telemetry import exposition, logs
 
 
 class _Gateway(typer.Typer):
@@ -73,6 +75,7 @@ app.add_typer(risk_app, name="risk")
 app.command("notify")(notify)
 app.command("demo-token")(demo_token)
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(export_app, name="export")
 app.command("worklist")(worklist)
 # soft_wrap: messages stay one line each (greppable, and paths are never broken), whatever the width
 console = Console(stderr=True, soft_wrap=True)
@@ -87,9 +90,13 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     upgrade: Annotated[bool, typer.Option(help="Migrate the database first.")] = True,
 ) -> None:
-    """Serve FHIR at http://HOST:PORT/fhir (and MLLP too when GATEWAY_MLLP_PORT is set)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Serve FHIR at http://HOST:PORT/fhir (and MLLP too when GATEWAY_MLLP_PORT is set).
+
+    Logs one line per request (JSON unless stderr is a terminal: GATEWAY_LOG_FORMAT), serves /metrics
+    (and on GATEWAY_METRICS_PORT without a token), and on SIGTERM finishes what is in flight within
+    GATEWAY_SHUTDOWN_GRACE_SECONDS, stores every queued audit record and exits 0 (docs/operations.md)."""
     settings = Settings.from_env()
+    logs.configure(settings.log_format)
     try:
         check_base_url(settings)
         check_key_secret(settings)
@@ -100,18 +107,42 @@ def serve(
     if workers > 1 and settings.mllp_port is not None:
         console.print("[red]GATEWAY_MLLP_PORT runs the MLLP listener in the server: use one worker")
         raise typer.Exit(2)
+    # SIGTERM before the server runs ends the command at once; while it runs uvicorn takes it (a graceful
+    # stop), then raises it again here once done: exit status 0, not death by the signal.
+    signal.signal(signal.SIGTERM, _terminated)
     if upgrade:
         upgrade_database()
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
-        proxy_headers=False,  # forwarded headers: only from GATEWAY_TRUSTED_PROXIES (security/proxies.py)
-    )
+    made = exposition.prepare_multiprocess() if workers > 1 else None  # before the workers start
+    metrics_server = None
+    if settings.metrics_port is not None:
+        try:
+            metrics_server = exposition.serve_port(settings.metrics_host, settings.metrics_port)
+        except OSError as error:  # taken, or an address not of this host
+            exposition.remove_multiprocess(made)
+            where = f"{settings.metrics_host}:{settings.metrics_port}"
+            message = f"GATEWAY_METRICS_PORT: cannot listen on {where}: {error}"
+            console.print(f"[red]{escape(message)}[/red]")
+            raise typer.Exit(2) from error
+    try:
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=logs.config(settings.log_format),
+            access_log=False,  # gateway.requests logs each request (gateway/telemetry/requests.py)
+            proxy_headers=False,  # forwarded headers: only from GATEWAY_TRUSTED_PROXIES (security/proxies.py)
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
+        )
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        exposition.remove_multiprocess(made)
+
+
+def _terminated(_signal: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 @db.command("upgrade")

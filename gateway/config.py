@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -396,6 +396,62 @@ class Settings(BaseSettings):
         description="how many days before the register's next service date the owner gets a "
         "`service-due` Task",
     )
+    # -- operations: metrics, logs, shutdown (docs/operations.md) --------------------------------------
+    metrics_port: int | None = Field(
+        default=None,
+        description="a port of its own for `GET /metrics` without a token, for the Prometheus scraper "
+        "(served by `gateway serve`, summing every worker); on the main port `/metrics` needs the scope "
+        "`gateway/metrics`",
+        json_schema_extra={"shown_default": "(none: only on the main port)"},
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="the address the metrics port is bound to: this host only unless set (a container "
+        "binds it on an internal network the scraper shares)",
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="`gateway serve`'s log lines: `json` (one object a line), `text`, or `auto` (text when "
+        "stderr is a terminal, else JSON)",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=8.0,
+        description="on SIGTERM, how long `gateway serve` lets the requests in flight finish before it "
+        "cancels them, and then as long again for the MLLP messages in flight, the deliverer and the "
+        "scheduler; then it stores every queued audit record and exits 0. The container's stop timeout "
+        "must exceed twice it",
+    )
+    # -- bulk export (gateway/export, docs/fhir/export.md) -------------------------------------------------
+    export_retention_hours: float = Field(
+        default=24.0,
+        description="how long an export's output is kept after it finished, hours; then the worker deletes "
+        "it and its status URL answers 404",
+    )
+    export_poll_seconds: float = Field(
+        default=2.0,
+        description="how often `gateway serve`'s export worker looks for jobs, seconds (0: no worker in "
+        "`serve`; `gateway export run-once` runs one pass)",
+    )
+    export_lease_seconds: float = Field(
+        default=120.0,
+        description="how long a worker holds an export job (renewed with every chunk it writes); a dead "
+        "worker's job is taken over after it, from its last chunk",
+    )
+    export_chunk_resources: int = Field(
+        default=1000, ge=1, description="resources per stored chunk of output (one transaction each)"
+    )
+    export_jobs_per_client: int = Field(
+        default=4,
+        ge=1,
+        description="exports one client may have waiting or running at once; a kick-off past it is "
+        "answered 429 with Retry-After",
+    )
+    export_file_resources: int = Field(
+        default=100_000,
+        ge=1,
+        description="resources per output file of an export (a type's resources "
+        "beyond it go on in another file)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -434,7 +490,7 @@ class Settings(BaseSettings):
     def _stripped(cls, value: str) -> str:
         return value.strip()
 
-    @field_validator("mllp_port")
+    @field_validator("mllp_port", "metrics_port")
     @classmethod
     def _port_or_none(cls, value: int | None) -> int | None:
         return value or None

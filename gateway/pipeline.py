@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from time import perf_counter
 from typing import Any, TypeVar
 from uuid import uuid4
 
@@ -44,6 +45,7 @@ from gateway.store.database import WRITE_OPTION, writer_turn
 from gateway.store.repository import StaleVersion, Stored, hold_index_writes
 from gateway.store.visibility import visible_keys
 from gateway.storing import Storing, serialize
+from gateway.telemetry.metrics import AUDIT, AUTHORIZE, NOTIFY, VALIDATE
 from gateway.unit_of_work import (
     Conflict,
     IdentifierTaken,
@@ -110,10 +112,14 @@ class WritePath:
                     context.connection = connection  # policies see this transaction's writes
                     result = work(uow)
                     if write:  # a write's AuditEvents commit with it (docs/security.md, Audit)
+                        started = perf_counter()
                         self.hooks.audit.store(connection, combined(uow.records))
                         uow.audited = True
+                        AUDIT.observe(perf_counter() - started)
                         if uow.changes:  # its outbox rows too: a rolled-back write notifies nobody
+                            started = perf_counter()
                             self.hooks.notify.store(connection, uow.changes)
+                            NOTIFY.observe(perf_counter() - started)
                 after_commit(self.hooks, uow)
                 return result
             except IdentifierTaken as error:
@@ -201,7 +207,9 @@ class WritePath:
         `indexed`: its index rows but the references', extracted before the unit of work
         (`Storing.store`, gateway/storing.py)."""
         not_audit(resource.get("resourceType") if isinstance(resource, dict) else None)
+        started = perf_counter()
         resource = validate(resource, checked=checked)
+        VALIDATE.observe(perf_counter() - started)
         res_type = resource["resourceType"]
         if if_none_exist:
             found = self.match(uow, res_type, if_none_exist, "create")
@@ -215,7 +223,9 @@ class WritePath:
         ruled = self._rules(uow, "create", resource, None)
         if ruled is not resource:  # a rule completed it: its index rows are extracted anew
             resource, indexed = ruled, None
+        started = perf_counter()
         self.hooks.policy.authorize_write(uow.context, "create", resource, None)
+        AUTHORIZE.observe(perf_counter() - started)
         stored = self.storing.store(uow, None, resource, "POST", indexed=indexed)
         audit(uow, "create", stored, 201, resource)
         self._react(uow, stored, None)
@@ -242,7 +252,9 @@ class WritePath:
         client may not see is as good as none; only the gateway's own writers and region-wide clients
         create by PUT (others get the same 404 for an unknown, deleted or hidden id)."""
         not_audit(res_type)
+        started = perf_counter()
         resource = validate(resource, res_type, res_id, checked=checked)
+        VALIDATE.observe(perf_counter() - started)
         given = resource
         policy = self.hooks.policy
         current = self.visible(uow, uow.current_for_write(res_type, res_id))
@@ -262,7 +274,9 @@ class WritePath:
         if current is not None and existing is not None and content_equal(existing, resource):
             audit(uow, interaction, current, 200, existing)
             return WriteResult(200, current, changed=False)
+        started = perf_counter()
         policy.authorize_write(uow.context, action, resource, existing)
+        AUTHORIZE.observe(perf_counter() - started)
         indexed = indexed if resource is given else None  # kept hidden or completed: extracted anew
         stored = self.storing.store(uow, current, resource, "PUT", existing, indexed)
         status = 200 if existing is not None else 201
@@ -336,7 +350,9 @@ class WritePath:
             )
             return None
         self._rules(uow, "delete", current.json(), current.json())
+        started = perf_counter()
         self.hooks.policy.authorize_write(uow.context, "delete", current.json(), current.json())
+        AUTHORIZE.observe(perf_counter() - started)
         stored = self.storing.tombstone(uow, current)
         audit(uow, "delete", stored, 200, current.json())
         self._react(uow, stored, current.json())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from datetime import datetime, timedelta
+from time import perf_counter
 from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy import Connection, text
@@ -28,6 +29,7 @@ from gateway.store import relations
 from gateway.store.relations import Writer
 from gateway.store.repository import Repository, Stored
 from gateway.store.visibility import Visibility, visible_keys
+from gateway.telemetry.metrics import INDEX, STORE
 from gateway.unit_of_work import Conflict, IdentifierTaken, UnitOfWork, identifiers_of
 
 
@@ -105,7 +107,10 @@ class Storing:
             if holder is not None and (previous is None or holder != previous.rid):
                 self.identifier_taken(uow, writer, res_type, system, value, holder)
         try:
+            started = perf_counter()
             stored = repository.write(previous, resource, method, uow.now, writer=writer.hsa)
+            indexing = perf_counter()
+            STORE.observe(indexing - started)
             fresh = previous is None
             rows = (
                 self.extractor.rows(resource)
@@ -116,6 +121,7 @@ class Storing:
             if not kept:
                 repository.replace_claims(stored.rid, res_type, identifiers, fresh)
             self.relate(uow, stored, resource, writer, fresh)
+            INDEX.observe(perf_counter() - indexing)
         except IntegrityError as error:
             raise Conflict(str(error.orig)) from error
         uow.read_ahead.pop((stored.res_type, stored.res_id), None)
@@ -170,9 +176,11 @@ class Storing:
         tombstone["meta"] = meta  # type: ignore[assignment]
         writer = self.hooks.policy.writer(uow.context)
         try:
+            started = perf_counter()
             stored = uow.repository.write(
                 current, tombstone, "DELETE", uow.now, deleted=True, writer=writer.hsa
             )
+            STORE.observe(perf_counter() - started)
             kept = [row for row in self.access.rows(current.json()) if row["param"] in KEPT_ON_DELETE]
             uow.repository.replace_index(stored.rid, IndexRows(reference=kept))
             uow.repository.replace_claims(stored.rid, res_type, [])

@@ -53,6 +53,7 @@ class Database:
             "notify": False,  # no deliverer thread unless a test asks (tests/subscriptions)
             "schedule_seconds": 0.0,  # no scheduler thread unless a test asks (tests/schedule)
             "key_secret": TEST_KEY_SECRET,
+            "export_poll_seconds": 0.0,  # no export worker thread: tests run `Worker.run_once` (tests/export)
         }
         values.update(overrides)
         if values["auth"] and "base_url" not in overrides:
@@ -70,6 +71,7 @@ class Database:
             "GATEWAY_AUDIT": "off",
             "GATEWAY_SCHEDULE_SECONDS": "0",  # no scheduler thread in a served subprocess (tests/schedule)
             "GATEWAY_KEY_SECRET": TEST_KEY_SECRET,
+            "GATEWAY_EXPORT_POLL_SECONDS": "0",  # nor an export worker (tests/export run it themselves)
         }
 
     def clear(self) -> None:

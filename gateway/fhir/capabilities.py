@@ -90,6 +90,26 @@ PATIENT_OPERATIONS: dict[str, Any] = {
 }
 
 
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+EXPORT_DOCUMENTATION = (
+    "Bulk Data Access IG 2.0.0 (async: Prefer respond-async, 202 + Content-Location): _type, _since, "
+    "_outputFormat, _typeFilter; what the client's searches show it, masked alike; Group level not served "
+    "(docs/fhir/export.md)."
+)
+SYSTEM_OPERATIONS = [
+    {
+        "name": "export",
+        "definition": f"{BULK_DATA}/OperationDefinition/export",
+        "documentation": EXPORT_DOCUMENTATION,
+    }
+]
+PATIENT_EXPORT = {
+    "name": "export",
+    "definition": f"{BULK_DATA}/OperationDefinition/patient-export",
+    "documentation": EXPORT_DOCUMENTATION,
+}
+
+
 def capability_statement(svc: Services, base: str) -> dict[str, Any]:
     resources = []
     operations = _operations(svc.settings.profiles_dir)
@@ -124,7 +144,13 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
             | ({"documentation": PUT_CREATE} if restricted else {})
             | (subscription_entry(svc) if res_type == "Subscription" else {})
             | (
-                {"operation": [*operations.get(res_type, []), *PATIENT_OPERATIONS["operation"]]}
+                {
+                    "operation": [
+                        *operations.get(res_type, []),
+                        *PATIENT_OPERATIONS["operation"],
+                        PATIENT_EXPORT,
+                    ]
+                }
                 if res_type == "Patient"
                 else {"operation": operations[res_type]}
                 if res_type in operations
@@ -141,6 +167,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
             "description": "FHIR gateway for medical and assistive devices at home",
             "url": base,
         },
+        "instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"],
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
@@ -149,6 +176,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
                 "mode": "server",
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "operation": SYSTEM_OPERATIONS,
                 "searchParam": [{"name": name, "type": "special"} for name in SEARCH_RESULT_PARAMS],
             }
         ],

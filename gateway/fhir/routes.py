@@ -15,6 +15,7 @@ from gateway.fhir import (
     delete,
     device_list,
     everything,
+    export,
     history,
     patch,
     read,
@@ -69,6 +70,15 @@ def routes() -> list[Route]:
     return [
         Route("/metadata", _checked(capabilities.metadata), methods=["GET"]),
         Route("/", _checked(transaction.transaction_or_batch), methods=["POST"]),
+        # Bulk Data $export (docs/fhir/export.md): before the type routes, which take `$export` for a type
+        Route("/$export", _checked(export.system_export, False), methods=["GET"]),
+        Route("/Patient/$export", _checked(export.patient_export, False), methods=["GET"]),
+        Route("/$export", _checked(_not_allowed, False), methods=["POST"]),  # no POST kick-off (yet)
+        Route("/Patient/$export", _checked(_not_allowed, False), methods=["POST"]),
+        Route("/Group/{res_id}/$export", export.group_export_endpoint, methods=["GET"]),
+        Route("/$export-status/{job_id}", _checked(export.status), methods=["GET"]),
+        Route("/$export-status/{job_id}", _checked(export.cancel), methods=["DELETE"]),
+        Route("/$export-file/{job_id}/{number}", _checked(export.output_file, False), methods=["GET"]),
         Route("/Patient/{res_id}/$everything", _checked(everything.everything), methods=["GET"]),
         Route("/Subscription/{res_id}/$status", _checked(operations.status), methods=["GET"]),
         Route("/Subscription/{res_id}/$events", _checked(operations.events), methods=["GET"]),

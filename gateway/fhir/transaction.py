@@ -49,6 +49,9 @@ from gateway.store.repository import StaleVersion
 
 async def transaction_or_batch(request: Request) -> Response:
     bundle = await read_json(request)
+    kind = bundle.get("type") if isinstance(bundle, dict) else None
+    if kind in ("transaction", "batch"):  # what the request log and metrics call it (gateway/telemetry)
+        request.scope.setdefault("state", {})["interaction"] = kind
     return fhir_response(await process_bundle(services(request), request_context(request), bundle))
 
 

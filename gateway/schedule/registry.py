@@ -8,12 +8,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from time import perf_counter
 
 from gateway.risk.reaction import risk_pass
 from gateway.schedule import control, deadlines, devices, follow_up
 from gateway.schedule.lease import Lease, holder_name
 from gateway.schedule.writer import Tally, context_for
 from gateway.services import Services
+from gateway.telemetry.metrics import SCHEDULE_DURATION, SCHEDULE_RUNS
 
 log = logging.getLogger("gateway.schedule")
 
@@ -60,12 +62,18 @@ def run_pass(
         if not lease.acquire():
             log.info("job %s: its lease is held by another process; skipped", job.name)
             results[job.name] = None
+            SCHEDULE_RUNS.labels(job.name, "skipped").inc()
             continue
+        started = perf_counter()
+        outcome = "failed"
         try:
             results[job.name] = job.run(services, now, lease)
+            outcome = "done"
         except Exception as error:  # the database away for a moment: the other jobs still run
             log.exception("job %s failed", job.name)
             results[job.name] = Tally(errors=[f"{type(error).__name__}: {error}"])
         finally:
             lease.release()
+            SCHEDULE_RUNS.labels(job.name, outcome).inc()
+            SCHEDULE_DURATION.labels(job.name).observe(perf_counter() - started)
     return results

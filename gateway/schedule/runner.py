@@ -27,10 +27,12 @@ class Scheduler:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop after the pass in progress, waiting for it `timeout` seconds at most (a job cut short
+        leaves its work to the next pass: its transaction is undone, its lease runs out)."""
         self.stopping.set()
         if self.thread is not None:
-            self.thread.join(timeout=60)
+            self.thread.join(timeout=timeout)
 
     def _loop(self) -> None:
         while not self.stopping.is_set():

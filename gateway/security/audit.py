@@ -43,8 +43,10 @@ from gateway.search.extract import Extractor
 from gateway.security.audit_event import audit_event, audit_unavailable
 from gateway.store import audit_log
 from gateway.store.database import WRITE_OPTION, writer_turn
+from gateway.telemetry.metrics import AUDIT_BACKLOG, AUDIT_RECORDS
 
 log = logging.getLogger("gateway.audit")
+STORED, FAILED = AUDIT_RECORDS.labels("stored"), AUDIT_RECORDS.labels("failed")
 
 LINGER_SECONDS = 0.002  # how long the writer waits to fill a batch after its first record
 ATTEMPTS = 5
@@ -121,6 +123,7 @@ class AuditQueue:
             )
             raise audit_unavailable() from None
         record.context.audited = True
+        AUDIT_BACKLOG.set(self.queue.qsize())
         pending = PENDING.get()
         if pending is not None:
             pending.append(item.done)
@@ -174,12 +177,15 @@ class AuditQueue:
                     for event in events:
                         log.exception("audit record not stored: %s", dumps(event))
                     self._fail(items, error)
+                    FAILED.inc(len(items))
                     return
                 time.sleep(0.05 * 2**attempt)
             else:
                 for item in items:
                     if not item.done.done():
                         item.done.set_result(None)
+                STORED.inc(len(events))
+                AUDIT_BACKLOG.set(self.queue.qsize())
                 return
 
     def _events(self, items: list[_Item]) -> list[dict[str, object]]:

@@ -7,7 +7,8 @@ patch: u · delete: d. A transaction or batch is checked entry by entry by the p
 
 Adapter entrances: `/adapters/<name>…` needs `gateway/adapter.<name>` (so `/adapters/hl7v2` needs
 `gateway/adapter.hl7v2`, `/adapters/quarantine` needs `gateway/adapter.quarantine`): a new adapter is
-closed until its scope is granted. AuditEvent reads need `gateway/audit.read`.
+closed until its scope is granted. AuditEvent reads need `gateway/audit.read`; the metrics (`GET
+/metrics`) need `gateway/metrics`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from gateway.errors import FhirError, forbidden
 from gateway.security.policy import AUDIT_TYPE, refused
-from gateway.security.scopes import AUDIT_READ, Grants
+from gateway.security.scopes import AUDIT_READ, METRICS, Grants
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ def need(method: str, path: str) -> Need | None:
     if path.startswith("/adapters/"):
         name = path[len("/adapters/") :].split("/", 1)[0]
         return Need(scope=f"gateway/adapter.{name}") if name else None
+    if path == "/metrics":
+        return Need(scope=METRICS)
     return None
 
 

@@ -5,7 +5,8 @@ A resource scope is `<context>/<type|*>.<permissions>`. `system/` and `user/` sc
 resource type as written. `patient/` scopes are recognised but permit nothing: the gateway has no patient
 launch context (Backend Services), so it cannot confine them to one patient. A v2 scope with a query
 (`system/Observation.rs?category=…`) permits nothing yet either: granting it without the query would
-widen it. Other scopes (`gateway/adapter.hl7v2`, `gateway/audit.read`) are plain names.
+widen it. Other scopes (`gateway/adapter.hl7v2`, `gateway/audit.read`, `gateway/metrics`) are plain
+names.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ ADAPTER_DEVICE_REGISTER = "gateway/adapter.device-register"
 ADAPTER_HL7V2 = "gateway/adapter.hl7v2"
 ADAPTER_QUARANTINE = "gateway/adapter.quarantine"
 AUDIT_READ = "gateway/audit.read"
+METRICS = "gateway/metrics"  # GET /metrics on the main port (docs/operations.md)
 GATEWAY_SCOPES = (
     ADAPTER_BESTALLNINGSPORTALEN,
     ADAPTER_DEVICE_REGISTER,
     ADAPTER_HL7V2,
     ADAPTER_QUARANTINE,
     AUDIT_READ,
+    METRICS,
 )
 
 

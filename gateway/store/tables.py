@@ -401,3 +401,50 @@ class ScheduleLease(Base):
     job: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+
+class ExportJob(Base):
+    """A bulk `$export` job (gateway/export, docs/fhir/export.md): who asked (the client, its organisation
+    and scopes then, so the worker reads as that client), what it asked, where it has come to (`progress`,
+    committed with each chunk of output) and the lease of the worker making it (`worker_id` until
+    `lease_until`, renewed with each chunk; an expired lease is taken over). `job_id` is the unguessable
+    id of its status URL."""
+
+    __tablename__ = "export_job"
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(255))
+    organization: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    person: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    scopes: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(32))
+    base_url: Mapped[str] = mapped_column(Text)
+    source_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request: Mapped[str] = mapped_column(Text)  # the kick-off URL, for the manifest
+    parameters: Mapped[str] = mapped_column(Text)  # JSON: level, types, since, type filters
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | done | failed
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    progress: Mapped[str] = mapped_column(Text)  # JSON: where the worker has come to
+    exported: Mapped[int] = mapped_column(BigInteger, default=0)
+    transaction_time: Mapped[datetime] = mapped_column(DateTime())
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime())
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    __table_args__ = (
+        Index("ix_export_job_status", "status", "lease_until"),
+        Index("ix_export_job_expires", "expires_at"),
+    )
+
+
+class ExportOutput(Base):
+    """One chunk of an export's output: part `part` of file `file_number`, NDJSON of one type (a file is
+    served by streaming its parts in order, one at a time)."""
+
+    __tablename__ = "export_output"
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)

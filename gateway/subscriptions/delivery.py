@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, Update, and_, delete, or_, select, update
+from sqlalchemy import Connection, Update, and_, delete, func, or_, select, update
 
 from gateway.hooks import GATEWAY_CLIENT, GATEWAY_SCOPES, AccessRecord, Principal, RequestContext
 from gateway.model.types import Json
@@ -38,8 +38,10 @@ from gateway.subscriptions.outbox import Outbox
 from gateway.subscriptions.resource import STATE, SUBSCRIPTION, timeout_of
 from gateway.subscriptions.sender import NotSent, send
 from gateway.subscriptions.topics import Topic
+from gateway.telemetry.metrics import SUBSCRIPTION_BACKLOG, SUBSCRIPTION_DELIVERIES
 
 log = logging.getLogger("gateway.subscriptions")
+DELIVERED, FAILED = SUBSCRIPTION_DELIVERIES.labels("delivered"), SUBSCRIPTION_DELIVERIES.labels("failed")
 RETENTION_EVERY = 300.0  # seconds between purges of events past their retention
 
 
@@ -71,11 +73,13 @@ class Deliverer:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the round in progress (waiting for it `timeout` seconds at most) and the attempts
+        under way (each bounded by its timeout)."""
         self.stopping.set()
         self.wake.set()
         if self.thread is not None:
-            self.thread.join(timeout=30)
+            self.thread.join(timeout=timeout)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
@@ -93,6 +97,15 @@ class Deliverer:
         for sub_id in self._lease():
             self.pool.submit(self._guarded, sub_id)
         self._purge()
+        self._count_backlog()
+
+    def _count_backlog(self) -> None:
+        """gateway_subscription_backlog_events: the events the live subscriptions' subscribers have not
+        acknowledged yet (one query a round)."""
+        pending = func.coalesce(func.sum(STATE.c.last_number - STATE.c.acked), 0)
+        with self.services.engine.connect() as connection:
+            count = connection.execute(select(pending).where(STATE.c.status.in_(LIVE))).scalar()
+        SUBSCRIPTION_BACKLOG.set(max(0, int(count or 0)))
 
     def _write(self) -> Any:
         return self.services.engine.connect().execution_options(**{WRITE_OPTION: True})
@@ -244,16 +257,20 @@ class Deliverer:
             timeout = timeout_of(resource, self.settings.notify_timeout)
             status = send(target, address, built.request, reg, timeout)
         except NotSent as error:
+            FAILED.inc()
             self._failed(state, f"not sent: {error}")
             return
         except OSError as error:
             self._audit(context, built, target, 504, str(error))
+            FAILED.inc()
             self._failed(state, f"no answer: {error}")
             return
         self._audit(context, built, target, status, "")
         if 200 <= status < 300:
+            DELIVERED.inc()
             self._succeeded(state, built)
         else:
+            FAILED.inc()
             self._failed(state, f"answered {status}")
 
     def _audit(

@@ -48,6 +48,7 @@ from gateway.hooks import RequestContext
 from gateway.model.types import Json, loads
 from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
+from gateway.telemetry.metrics import adapter_entries
 
 NAME = "bestallningsportalen"
 CLIENT_ID = "adapter:bestallningsportalen"
@@ -328,6 +329,7 @@ async def import_pieces(
                 chunk = []
     if chunk:
         entries += await import_chunk(svc, context, chunk, keep_rejected)
+    adapter_entries(NAME, entries)
     return entries
 
 

@@ -43,6 +43,7 @@ from gateway.hooks import RequestContext
 from gateway.model.types import Json
 from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
+from gateway.telemetry.metrics import adapter_entries
 
 NAME = "device-register"
 CLIENT_ID = "adapter:device-register"
@@ -330,7 +331,9 @@ def in_chunks(rows: Iterable[Row], size: int = CHUNK) -> Iterator[list[Row]]:
 async def import_rows(importer: Importer, rows: Iterable[Row]) -> list[Json]:
     try:
         entries = [entry for chunk in in_chunks(rows) for entry in await importer.rows(chunk)]
-        return [*entries, *await importer.finish()]
+        answered = [*entries, *await importer.finish()]
+        adapter_entries(NAME, answered)
+        return answered
     finally:
         importer.ledger.close()
 

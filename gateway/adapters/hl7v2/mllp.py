@@ -28,11 +28,13 @@ from gateway.adapters.hl7v2.senders import Senders
 from gateway.config import Settings
 from gateway.hooks import AccessRecord, Principal, RequestContext
 from gateway.services import Services
+from gateway.telemetry.metrics import ACK_CODES, MLLP_MESSAGES
 
 log = logging.getLogger("gateway.adapters.hl7v2.mllp")
 DEFAULT_PORT = 2575
 AUDIT_STATUS = {"AA": 200, "AE": 422, "AR": 400}
 AUDIT_WAIT_SECONDS = 0.05  # how often a message held for a full audit queue looks again
+STOP_POLL_SECONDS = 0.05  # how often a stopping listener looks whether its messages are answered
 
 
 def tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext | None:
@@ -89,6 +91,8 @@ class Listener:
         self.writers: set[asyncio.StreamWriter] = set()
         self.address = ""  # host:port, once listening
         self.parse_pool: ProcessPoolExecutor | None = None
+        self.busy: set[asyncio.StreamWriter] = set()  # connections with a message in flight
+        self.stopping = False
 
     async def start(self) -> asyncio.Server:
         await asyncio.to_thread(self.settings.senders.check, self.svc)
@@ -108,11 +112,23 @@ class Listener:
         log.info("%s listening on %s", scheme, self.address)
         return self.server
 
-    async def stop(self) -> None:
-        """Stop accepting, close the open connections, and wait until the server is closed."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop accepting and close the idle connections; a connection with a message in flight is closed
+        once its ACK is sent, or after `grace` seconds; then wait until the server is closed."""
         if self.server is None:
             return
+        self.stopping = True
         self.server.close()
+        for writer in list(self.writers):
+            if writer not in self.busy:
+                writer.close()
+        waited = 0.0
+        while self.busy and waited < grace:
+            await asyncio.sleep(STOP_POLL_SECONDS)
+            waited += STOP_POLL_SECONDS
+        if self.busy:
+            busy = len(self.busy)
+            log.error("MLLP: %d messages still in flight after %.0f s: connections closed", busy, grace)
         for writer in list(self.writers):
             writer.close()
         await self.server.wait_closed()
@@ -165,6 +181,7 @@ class Listener:
                 end = buffer.find(b"\x1c", 1)
                 if end < 0:
                     if len(buffer) > limit:
+                        MLLP_MESSAGES.labels("AR").inc()
                         await self._send(writer, Ack("AR", text=f"Message larger than {limit} bytes"))
                         return
                     break
@@ -173,19 +190,29 @@ class Listener:
                 buffer = rest[1:] if rest.startswith(b"\r") else rest
                 if START in payload:  # a frame started again before this one ended: keep the newer
                     payload = payload[payload.rfind(START) + 1 :]
-                await self._room_in_the_audit()
-                result = await service.handle(
-                    self.svc,
-                    payload,
-                    senders=self.settings.senders,
-                    source_address=peer,
-                    parse_pool=self.parse_pool,
-                )
-                ack = result.ack
-                if not await self._audited(result, peer):
-                    # its writes are committed with their own records; sent again it is answered AA
-                    ack = replace(ack, code="AE", text="The audit log could not store this message's record")
-                await self._send(writer, ack)
+                self.busy.add(writer)  # in flight: a stop waits for its ACK
+                try:
+                    await self._answer(writer, payload, peer)
+                finally:
+                    self.busy.discard(writer)
+                if self.stopping:  # answered; the next messages go to the next listener
+                    return
+
+    async def _answer(self, writer: asyncio.StreamWriter, payload: bytes, peer: str | None) -> None:
+        await self._room_in_the_audit()
+        result = await service.handle(
+            self.svc,
+            payload,
+            senders=self.settings.senders,
+            source_address=peer,
+            parse_pool=self.parse_pool,
+        )
+        ack = result.ack
+        if not await self._audited(result, peer):
+            # its writes are committed with their own records; sent again it is answered AA
+            ack = replace(ack, code="AE", text="The audit log could not store this message's record")
+        MLLP_MESSAGES.labels(ack.code if ack.code in ACK_CODES else "other").inc()
+        await self._send(writer, ack)
 
     async def _room_in_the_audit(self) -> None:
         """Hold a message while the audit queue is full (its sender waits for the ACK), rather than write
@@ -228,7 +255,7 @@ async def serve_forever(svc: Services, settings: ListenerSettings) -> None:
     try:
         await server.serve_forever()
     finally:
-        await listener.stop()
+        await listener.stop(svc.settings.shutdown_grace_seconds)
 
 
 async def start_embedded(svc: Services) -> Listener | None:

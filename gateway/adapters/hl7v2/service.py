@@ -38,6 +38,7 @@ from gateway.hooks import Principal, RequestContext
 from gateway.model.types import Json
 from gateway.services import Services
 from gateway.store.database import is_sqlite
+from gateway.telemetry.metrics import adapter_outcome
 
 log = logging.getLogger("gateway.adapters.hl7v2")
 NAME = "hl7v2"
@@ -147,7 +148,7 @@ async def handle(
     `parse_pool` (processes) the message is parsed there first, so that parsing, the costliest step,
     runs beside this process's database work instead of under its interpreter lock."""
     parsed = await _parse_in(parse_pool, data) if parse_pool is not None else None
-    return await run_in_threadpool(
+    result: Result = await run_in_threadpool(
         handle_sync,
         svc,
         data,
@@ -159,6 +160,8 @@ async def handle(
         keep_rejected=keep_rejected,
         parsed=parsed,
     )
+    adapter_outcome("hl7v2", 200 if result.ack.code == "AA" else 400)  # AA stored, AE and AR rejected
+    return result
 
 
 async def _parse_in(pool: Executor, data: bytes) -> Message | Exception | None:

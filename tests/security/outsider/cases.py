@@ -87,5 +87,20 @@ def operations() -> list[str]:
     return found
 
 
+# Operations on a type, not an instance (`Patient/$export`), and the system's `$export`: their own cases in
+# test_outsider_export.py (kick-off, status, files, cancel), not test_operation's instance-level ones.
+BULK = frozenset({"export"})
+
+
+def instance_operations() -> list[str]:
+    """The operations test_operation sends to an instance (and the system-wide ones it POSTs)."""
+    return [o for o in operations() if o.partition("$")[2] not in BULK]
+
+
+def export_entrances() -> list[str]:
+    """The `$export` kick-offs the server lists: `$export` (system), `Patient$export`."""
+    return [o for o in operations() if o.partition("$")[2] in BULK]
+
+
 def system_interactions() -> list[str]:
     return [i["code"] for i in metadata()["rest"][0].get("interaction", [])]

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from gateway.security.scopes import METRICS
 from tests.security.outsider import cases
 from tests.security.outsider.compare import Answer
 from tests.security.outsider.probes import compare_answers, exposure, reshape
-from tests.security.outsider.world import World
+from tests.security.outsider.world import World, _register
+from tests.security.outsider.world_data import HSA_B
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
@@ -34,7 +36,7 @@ def test_capabilities_are_the_cases(world: World) -> None:
         assert json.dumps(served_part, sort_keys=True) == json.dumps(generated_part, sort_keys=True), key
 
 
-@pytest.mark.parametrize("operation", cases.operations())
+@pytest.mark.parametrize("operation", cases.instance_operations())
 def test_operation(world: World, operation: str) -> None:
     """Each listed operation on a hidden id (instance level) and a fresh one: the same answer."""
     res_type, _, name = operation.partition("$")
@@ -211,3 +213,23 @@ def test_device_register_entrance_answers(world: World) -> None:
     check(
         compare_answers(world, answers[0], answers[1], ["MAH-000123", "SN88231"], ["MAH-000917", "SN55210"])
     )
+
+
+def test_metrics_entrance(world: World) -> None:
+    """GET /metrics: the outsider without the scope `gateway/metrics` is refused (403) and shown nothing;
+    a client of its organisation granted the scope (the operator's scraper) reads counts by interaction,
+    type and status only: no resource, id or value of what it may not read (docs/security.md, Scopes)."""
+    refused = Answer.of(world.client.get("/metrics", headers=world.outsider))
+    problems = exposure(world, refused)
+    if refused.status != 403 or "gateway_" in refused.text:
+        problems.append(f"without the scope: {refused.status} {refused.text[:200]}")
+    scraper = _register(world.database.engine, HSA_B, METRICS)
+    scraped = Answer.of(world.client.get("/metrics", headers=world.tokens.headers(scraper, METRICS)))
+    problems += exposure(world, scraped)
+    if scraped.status != 200 or "gateway_http_requests_total" not in scraped.text:
+        problems.append(f"with the scope: {scraped.status} {scraped.text[:200]}")
+    ids = {ref.split("/", 1)[1] for ref in world.facts.hidden | world.facts.gone}
+    shown = sorted(i for i in ids if len(i) >= 8 and i in scraped.text)
+    if shown:
+        problems.append(f"hidden ids in the metrics: {shown[:6]}")
+    check(problems)

@@ -1,0 +1,1 @@
+"""Bulk Data $export: parameters, jobs and their output in the database, the worker (docs/fhir/export.md)."""
