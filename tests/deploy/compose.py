@@ -145,7 +145,8 @@ def gateway_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def local_service(name: str, compose: dict[str, Any], dockerfile: Dockerfile, local: Local) -> Service:
     """`name` as a process of the installed wheel: the image's ENTRYPOINT with the service's command
     (else the image's CMD); its environment with `db` the local PostgreSQL, /run/secrets/NAME the secret's
-    file, a volume's mount point its directory, a fixed address 127.0.0.1, and every port a free one."""
+    file, a volume's mount point its directory, a fixed address (or 0.0.0.0) 127.0.0.1, and every port a
+    free one."""
     service = compose["services"][name]
     entrypoint = service.get("entrypoint") or dockerfile.exec_form("ENTRYPOINT")
     command = service.get("command") or dockerfile.exec_form("CMD")
@@ -185,7 +186,8 @@ def local_service(name: str, compose: dict[str, Any], dockerfile: Dockerfile, lo
             value = mounts[value]
         elif key.endswith("_PORT") and value:
             value = port(value)
-        else:
-            value = ",".join("127.0.0.1" if item in addresses else item for item in value.split(","))
+        else:  # a fixed address, or every interface: this host's loopback
+            local_addresses = addresses | {"0.0.0.0"}
+            value = ",".join("127.0.0.1" if item in local_addresses else item for item in value.split(","))
         environment[key] = value
     return Service(name, argv, environment, ports)

@@ -27,7 +27,6 @@ from sqlalchemy import create_engine, make_url, text
 
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.mllp import frame
-from gateway.config import Settings
 from gateway.security import keys
 from gateway.security.cli import assertion
 from gateway.security.organisation import ACTORS_SECONDS
@@ -248,23 +247,15 @@ def test_the_compose_services_run_from_the_wheel(
         roots = {name: f"http://127.0.0.1:{service.ports[8080]}" for name, service in (("a", a), ("b", b))}
         running.wait("gateway-a", lambda: _answers(f"{roots['a']}/readyz"))
         running.wait("gateway-b", lambda: _answers(f"{roots['b']}/readyz"))
-        running.wait("mllp", lambda: _listens(mllp.ports[2575]))
+        running.wait("mllp", lambda: _answers(f"http://127.0.0.1:{mllp.ports[8080]}/readyz"))
+        assert _listens(mllp.ports[2575])  # serve's lifespan starts the listener before it is ready
         print(f"migrated and started in {time.monotonic() - started:.1f} s")
-        for service in (a, b):
+        for service in (a, b, mllp):
             health = _healthcheck(dockerfile, service, installed_gateway / "python")
             assert health.returncode == 0, health.stderr
-        if "metrics_port" in Settings.model_fields:  # GATEWAY_METRICS_PORT, on the `metrics` network
-            for service in (a, b):
-                scraped = httpx.get(f"http://127.0.0.1:{service.ports[9100]}/metrics", timeout=30)
-                assert scraped.status_code == 200, scraped.text
-        # the MLLP listener's own check (compose.yaml), its port the listener's
-        check = compose["services"]["mllp"]["healthcheck"]["test"]
-        assert check[:3] == ["CMD", "python", "-c"], check
-        code = check[3].replace("2575", str(mllp.ports[2575]))
-        listening = subprocess.run(
-            [str(installed_gateway / "python"), "-c", code], capture_output=True, timeout=30, check=False
-        )
-        assert listening.returncode == 0, listening.stderr
+            # GATEWAY_METRICS_PORT, on the `metrics` network: the scraper's, without a token
+            scraped = httpx.get(f"http://127.0.0.1:{service.ports[9100]}/metrics", timeout=30)
+            assert scraped.status_code == 200, scraped.text
 
         proxy = _via_proxy(base_url)
         token_a = _token(roots["a"], proxy, client_id, private, base_url)
@@ -300,6 +291,8 @@ def test_the_compose_services_run_from_the_wheel(
                 assert chunk, f"no ACK:\n{running.log('mllp')}"
                 answer += chunk
         assert read_ack(answer)[0] == "AA", answer
+        counted = httpx.get(f"http://127.0.0.1:{mllp.ports[9100]}/metrics", timeout=30).text
+        assert 'gateway_mllp_messages_total{ack="AA"}' in counted, "the MLLP service's metrics count its ACKs"
 
         # B, which looked the hospital up before the message made its Organization, knows it again within
         # ACTORS_SECONDS (what another process wrote of an organisation counts within that time)
@@ -365,6 +358,8 @@ def test_the_image_is_built_by_the_script_the_tests_run() -> None:
         assert "GATEWAY_KEY_SECRET" not in service["environment"], name  # never in the environment
         assert "gateway-data:/var/lib/gateway" in service["volumes"], name
     assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["mllp"]["environment"]["GATEWAY_MLLP_PORT"] == "2575"  # in its serve
+    assert services["mllp"]["ports"] == ["2575:2575"]
     assert services["db"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert services["db"]["volumes"][0].split(":")[0] in compose["volumes"]
     proxy = services["proxy"]
