@@ -21,6 +21,7 @@ from sqlalchemy import Connection, event
 
 from bench import REPO_ROOT
 from bench.municipality import CLIENT_ID
+from bench.run import BENCH_KEY_SECRET
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.security.cli import DEMO_CLIENT_ID, assertion
@@ -56,6 +57,7 @@ def main() -> None:
         base_url=BASE,
         audit=False,
         region_clients=(DEMO_CLIENT_ID,),
+        key_secret=BENCH_KEY_SECRET,  # auth on: on PostgreSQL the gateway does not start without one
     )
     services = Services.build(settings, engine=engine)
     statements: list[Statement] = []

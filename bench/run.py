@@ -46,6 +46,9 @@ LOAD = os.getloadavg()  # at the start: what else the machine was doing
 PARTS = set(os.environ.get("BENCH_PARTS", "store,adapters,hl7").split(","))
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 BENCH_KEY = REPO_ROOT / "var" / "bench-client.jwk.json"
+# The installation's key secret of the benchmarks' servers (with auth on and PostgreSQL the gateway does
+# not start without one); a GATEWAY_KEY_SECRET in the environment comes first.
+BENCH_KEY_SECRET = "the benchmarks' installation key secret, never a real one"
 
 
 @dataclass
@@ -175,7 +178,11 @@ def serving(env: dict[str, str], workers: int = WORKERS) -> Iterator[str]:
     port = free_port()
     server = subprocess.Popen(
         [GATEWAY, "serve", "--port", str(port), "--workers", str(workers), "--no-upgrade"],
-        env={**env, "GATEWAY_BASE_URL": f"http://127.0.0.1:{port}/fhir"},
+        env={
+            "GATEWAY_KEY_SECRET": BENCH_KEY_SECRET,
+            **env,
+            "GATEWAY_BASE_URL": f"http://127.0.0.1:{port}/fhir",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -32,7 +32,7 @@ from gateway.limits.middleware import RequestBounds
 from gateway.schedule.clock import check_fake_clock
 from gateway.schedule.runner import start_scheduler
 from gateway.security.audit_requests import AuditRequests
-from gateway.security.endpoints import check_base_url, warn_if_off
+from gateway.security.endpoints import check_base_url, check_key_secret, warn_if_off
 from gateway.security.endpoints import router as security_router
 from gateway.security.middleware import Authenticate
 from gateway.security.proxies import ForwardedFor, TrustedProxies
@@ -92,6 +92,7 @@ def create_app(
     # Before anything is built: with auth on and no base URL, start-up stops here; so does a malformed
     # GATEWAY_TRUSTED_PROXIES entry.
     check_base_url(services.settings if services is not None else settings)
+    check_key_secret(services.settings if services is not None else settings)  # PostgreSQL with auth on
     check_fake_clock(services.settings if services is not None else settings)  # GATEWAY_NOW with auth on
     trusted = TrustedProxies((services.settings if services is not None else settings).trusted_proxies)
     svc = services or Services.build(settings, hooks)

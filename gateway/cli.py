@@ -35,7 +35,7 @@ from gateway.schedule.clock import check_fake_clock
 from gateway.search.dates import utc_now
 from gateway.security.audit_cli import audit_app
 from gateway.security.cli import clients_app, demo_token, keys_app
-from gateway.security.endpoints import StartupRefused, check_base_url
+from gateway.security.endpoints import StartupRefused, check_base_url, check_key_secret
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import WRITE_OPTION, make_engine
@@ -99,6 +99,7 @@ def serve(
     logs.configure(settings.log_format)
     try:
         check_base_url(settings)
+        check_key_secret(settings)
         check_fake_clock(settings)
     except StartupRefused as refused:
         console.print(f"[red]{escape(str(refused))}[/red]")

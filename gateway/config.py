@@ -213,15 +213,21 @@ class Settings(BaseSettings):
     key_secret: str = Field(
         default="",
         description="encrypts the signing keys' private parts in the database, and keys the ids the "
-        "adapters derive from source records (HMAC); **production must set it**, the same in every "
+        "adapters derive from source records (HMAC); **production must set it** (or "
+        "`GATEWAY_KEY_SECRET_FILE`), the same in every "
         "process, and keep it: another secret gives records replayed after the change other ids than "
         'those stored ([security.md](security.md), "Ids of source records")',
-        json_schema_extra={"shown_default": "(none: a development secret, `GATEWAY_KEY_SECRET_FILE`)"},
+        json_schema_extra={"shown_default": "(none: `GATEWAY_KEY_SECRET_FILE`'s)"},
     )
     key_secret_file: Path = Field(
         default=Path("var") / KEY_SECRET_FILE,
-        json_schema_extra={"shown_default": f"`<GATEWAY_DATA_DIR>/{KEY_SECRET_FILE}`"},
-        description="where the development secret is generated and read when `GATEWAY_KEY_SECRET` is empty",
+        json_schema_extra={
+            "shown_default": f"(none: a development secret in `<GATEWAY_DATA_DIR>/{KEY_SECRET_FILE}`)"
+        },
+        description="a file holding the installation's secret, read when `GATEWAY_KEY_SECRET` is empty: "
+        "a compose or Kubernetes secret (`/run/secrets/…`), never generated: a missing or empty file "
+        "stops start-up. Unset, a development secret is generated once into the data directory; with "
+        "`GATEWAY_AUTH` on and PostgreSQL the gateway does not start on it ([security.md](security.md))",
     )
     organisation_policy: Switch = Field(
         default=True,

@@ -23,7 +23,7 @@ from gateway.security.audit import AuditQueue
 from gateway.security.organisation import OrganisationPolicy
 from gateway.security.policy import ScopePolicy
 from gateway.security.rules import Rules
-from gateway.security.sealing import Sealer, development_secret
+from gateway.security.sealing import Sealer, key_secret
 from gateway.store.database import make_engine
 from gateway.subscriptions import topics as subscription_topics
 from gateway.subscriptions.outbox import Outbox
@@ -75,7 +75,7 @@ class Services:
                     )
                     hooks.policy = AllOf(ScopePolicy(), organisation, SubscriptionOwners())
         planner = Planner(zone, settings.base_url)
-        cursors = Cursors(settings.key_secret or development_secret(settings.key_secret_file))
+        cursors = Cursors(key_secret(settings))
         limits = SearchLimits(
             settings.max_search_parameters, settings.max_search_values, settings.max_conditional_criteria
         )

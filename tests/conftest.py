@@ -26,6 +26,10 @@ POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 # Where fastapi's TestClient requests come to: the configured base URL of every test with auth on (the
 # gateway refuses to start with auth on and none, docs/security.md).
 BASE_URL = "http://testserver/fhir"
+# The installation's key secret of the tests' gateways, on both backends (with auth on and PostgreSQL the
+# gateway does not start without one, docs/security.md): the in-process settings, the subprocesses'
+# environment and the ids the tests compute (tests/adapters/source_ids.py) share it.
+TEST_KEY_SECRET = "the tests' installation key secret, never a real one"
 SKIP_POSTGRES = "PostgreSQL half skipped: set GATEWAY_TEST_POSTGRES_URL (CI sets it) to run it"
 
 
@@ -40,7 +44,7 @@ class Database:
         """Settings for this database; auth is off unless a test asks for it (`auth=True`, or the
         `secure_services` / `secure_client` fixtures), and so is audit (`audit=True`, tests/security/
         test_audit.py): AuditEvents would otherwise show up in tests that count what is stored. With auth
-        on, the base URL is BASE_URL unless given."""
+        on, the base URL is BASE_URL unless given; the key secret is TEST_KEY_SECRET unless given."""
         values: dict[str, object] = {
             "database_url": self.url,
             "database_schema": self.schema,
@@ -48,6 +52,7 @@ class Database:
             "audit": False,
             "notify": False,  # no deliverer thread unless a test asks (tests/subscriptions)
             "schedule_seconds": 0.0,  # no scheduler thread unless a test asks (tests/schedule)
+            "key_secret": TEST_KEY_SECRET,
             "export_poll_seconds": 0.0,  # no export worker thread: tests run `Worker.run_once` (tests/export)
         }
         values.update(overrides)
@@ -58,12 +63,14 @@ class Database:
     def environment(self) -> dict[str, str]:
         """The environment a `gateway` subprocess needs to use this database. Its audit trail is off,
         like the in-process fixtures': a background audit writer would race the tables' clearing
-        between tests (tests/security/test_audit.py covers the audit trail); so is the scheduler thread."""
+        between tests (tests/security/test_audit.py covers the audit trail); so is the scheduler thread.
+        The key secret is the in-process settings' (TEST_KEY_SECRET)."""
         return {
             "DATABASE_URL": self.url,
             "DATABASE_SCHEMA": self.schema,
             "GATEWAY_AUDIT": "off",
             "GATEWAY_SCHEDULE_SECONDS": "0",  # no scheduler thread in a served subprocess (tests/schedule)
+            "GATEWAY_KEY_SECRET": TEST_KEY_SECRET,
             "GATEWAY_EXPORT_POLL_SECONDS": "0",  # nor an export worker (tests/export run it themselves)
         }
 

@@ -1,7 +1,8 @@
 """The authorization server's HTTP endpoints and what the FHIR base says about them:
 POST /auth/token, GET /auth/jwks, GET /fhir/.well-known/smart-configuration, and the `security` part
-of the CapabilityStatement (with the loud warning when auth is off); and the start-up check that the
-gateway knows its own address (GATEWAY_BASE_URL) before it issues or checks a token."""
+of the CapabilityStatement (with the loud warning when auth is off); and the start-up checks that the
+gateway knows its own address (GATEWAY_BASE_URL) before it issues or checks a token, and that an
+installation on PostgreSQL with auth on has its own key secret (GATEWAY_KEY_SECRET)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter
+from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,6 +20,7 @@ from gateway.config import Settings
 from gateway.hooks import Principal
 from gateway.security.jwts import CLIENT_ALGORITHMS, peek
 from gateway.security.scopes import GATEWAY_SCOPES
+from gateway.security.sealing import KeySecretUnreadable, secret_file, secret_file_named
 from gateway.security.tokens import Authority, OAuthError, Urls
 
 log = logging.getLogger("gateway.security")
@@ -32,6 +35,13 @@ BASE_URL_REQUIRED = (
     "and the token endpoint client assertions are addressed to come from it, never from a request's Host "
     "header: set GATEWAY_BASE_URL to the FHIR base as clients see it (e.g. https://fhir.example.se/fhir). "
     "For local trials only, GATEWAY_BASE_URL_FROM_REQUEST=on takes them from each request instead."
+)
+KEY_SECRET_REQUIRED = (
+    "GATEWAY_KEY_SECRET is not set. With GATEWAY_AUTH on and a PostgreSQL database, the secret that "
+    "encrypts the signing keys and keys the adapters' ids must be the installation's own, the same in "
+    "every process that shares the database, and kept: set GATEWAY_KEY_SECRET, or GATEWAY_KEY_SECRET_FILE "
+    "to a file that holds it (a compose or Kubernetes secret, e.g. /run/secrets/gateway_key_secret). A "
+    "development secret is generated only on SQLite or with auth off."
 )
 FROM_REQUEST_WARNING = (
     "WARNING: GATEWAY_BASE_URL_FROM_REQUEST=on without GATEWAY_BASE_URL: the token issuer, audience and "
@@ -155,6 +165,22 @@ def check_base_url(settings: Settings) -> None:
         return
     if not settings.base_url_from_request:
         raise StartupRefused(BASE_URL_REQUIRED)
+
+
+def check_key_secret(settings: Settings) -> None:
+    """Refuse to start when GATEWAY_KEY_SECRET_FILE names a file without a secret, or, with auth on and
+    PostgreSQL, when neither GATEWAY_KEY_SECRET nor GATEWAY_KEY_SECRET_FILE gives one: the development
+    secret (generated into the data directory) is for SQLite and trials."""
+    if settings.key_secret:
+        return
+    if secret_file_named(settings):
+        try:
+            secret_file(settings.key_secret_file)
+        except KeySecretUnreadable as error:
+            raise StartupRefused(str(error)) from None
+        return
+    if settings.auth and make_url(settings.database_url).get_backend_name() == "postgresql":
+        raise StartupRefused(KEY_SECRET_REQUIRED)
 
 
 def warn_if_off(settings: Settings) -> None:

@@ -2,8 +2,10 @@
 
 The database holds `enc:v1:` + base64url(nonce ‖ ciphertext ‖ tag) of the private JWK, with the key id as
 associated data (a sealed key cannot be passed off as another row's). The AES key is derived (HKDF-SHA256)
-from GATEWAY_KEY_SECRET; without one, from a development secret generated once into GATEWAY_KEY_SECRET_FILE
-(`var/key-secret`), so tests and `make run` work as they are. Production sets GATEWAY_KEY_SECRET
+from GATEWAY_KEY_SECRET, else from the file GATEWAY_KEY_SECRET_FILE names (a compose or Kubernetes
+secret, read, never made); with neither, from a development secret generated once into
+`<GATEWAY_DATA_DIR>/key-secret`, so tests and `make run` work as they are (refused at start-up with auth
+on and PostgreSQL: `gateway.security.endpoints.check_key_secret`). Production sets one of the two
 (docs/security.md). Rows from before encryption (plain JSON) still load, and are sealed on first load.
 """
 
@@ -37,6 +39,10 @@ class KeySecretError(Exception):
     """A stored key cannot be decrypted: the secret is not the one it was sealed with."""
 
 
+class KeySecretUnreadable(ValueError):
+    """GATEWAY_KEY_SECRET_FILE names a file that cannot be read or holds nothing."""
+
+
 def development_secret(path: Path) -> str:
     """The secret in `path`, made (random, owner-only) when there is none yet."""
     try:
@@ -55,11 +61,35 @@ def development_secret(path: Path) -> str:
     return secret
 
 
+def secret_file_named(settings: Settings) -> bool:
+    """Whether GATEWAY_KEY_SECRET_FILE was set (the installation's secret as a file), rather than left at
+    the development secret's place in the data directory."""
+    return "key_secret_file" in settings.model_fields_set
+
+
+def secret_file(path: Path) -> str:
+    """The secret in a file the configuration names; never made when it is missing."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise KeySecretUnreadable(
+            f"GATEWAY_KEY_SECRET_FILE names {path}, which cannot be read: {error.strerror or error}"
+        ) from None
+    if not secret:
+        raise KeySecretUnreadable(f"GATEWAY_KEY_SECRET_FILE names {path}, which is empty")
+    return secret
+
+
 def key_secret(settings: Settings) -> str:
-    """The installation's secret: GATEWAY_KEY_SECRET, else the development secret file's. Every key the
-    gateway derives from it (this module's AES key, the adapters' id key: `gateway/adapters/ids.py`) has
-    an HKDF `info` of its own."""
-    return settings.key_secret or development_secret(settings.key_secret_file)
+    """The installation's secret: GATEWAY_KEY_SECRET, else the file GATEWAY_KEY_SECRET_FILE names, else
+    the development secret file's. Every key the gateway derives from it (this module's AES key, the
+    adapters' id key: `gateway/adapters/ids.py`, the search cursors' key) is derived apart (HKDF, a salt
+    or `info` of its own)."""
+    if settings.key_secret:
+        return settings.key_secret
+    if secret_file_named(settings):
+        return secret_file(settings.key_secret_file)
+    return development_secret(settings.key_secret_file)
 
 
 class Sealer:
@@ -73,7 +103,7 @@ class Sealer:
 
     @classmethod
     def of(cls, settings: Settings) -> Sealer:
-        """From GATEWAY_KEY_SECRET, else from the development secret file."""
+        """From the installation's secret (`key_secret`)."""
         return cls(key_secret(settings))
 
     @classmethod

@@ -8,6 +8,7 @@ from gateway.adapters.bestallningsportalen import order_keys
 from gateway.adapters.ids import SourceIds
 from gateway.config import Settings
 from gateway.services import Services
+from tests.conftest import TEST_KEY_SECRET
 
 GOLDEN_SECRET = "golden files: a fixed installation secret, never a real one"
 GOLDEN_IDS = SourceIds(GOLDEN_SECRET)
@@ -24,8 +25,8 @@ def order_ids(where: Services | Settings, ordernummer: str, portal: str = "BP") 
 
 def bp(ordernummer: str, part: str = "provenance", portal: str = "BP") -> str:
     """The id of an order's resource (`r1`: line 1; `task`, `confirm`, `followup`, `selfcare`,
-    `provenance`), as the test fixtures' gateway derives it (their settings keep the default secret)."""
-    ids = order_ids(Settings(), ordernummer, portal)
+    `provenance`), as the test fixtures' gateway derives it (under their key secret, TEST_KEY_SECRET)."""
+    ids = order_ids(Settings(key_secret=TEST_KEY_SECRET), ordernummer, portal)
     if part.startswith("r") and part[1:].isdigit():
         return ids.line(int(part[1:]))
     found: str = getattr(ids, part)

@@ -1,11 +1,16 @@
 """Session fixtures of the deployment tests: the gateway's wheel, built once per test run, and a fresh
 virtualenv outside the checkout with that wheel and its dependencies installed, as a region installs it.
 
-- `wheel_path`: `pip wheel --no-deps` of a copy of the checkout (what git would see, without .venv, var/,
-  build output), in a temporary directory; pip's cache serves the build requirements.
-- `wheelhouse`: the wheel and every dependency as wheels, built once per run from pip's cache: each
-  virtualenv installs from it without the network (`--no-index`).
-- `installed_gateway`: a `python -m venv` outside the checkout with the wheel installed; its bin/ path.
+- `wheel_path`: `docker/build.sh wheel` (`pip wheel --no-deps`) of a copy of the checkout (what git would
+  see, without .venv, var/, build output), in a temporary directory; pip's cache serves the build
+  requirements.
+- `wheelhouse`: `docker/build.sh wheelhouse`: the wheel and every dependency as wheels, built once per run
+  from pip's cache: each virtualenv installs from it without the network (`--no-index`).
+- `installed_gateway`: a `python -m venv` outside the checkout with the wheel installed by
+  `docker/build.sh install`; its bin/ path.
+
+docker/build.sh holds the commands, and docker/Dockerfile runs the same three: what these fixtures
+install is what the image installs.
 - `run_environment(...)`: the environment a command of that virtualenv runs with: only what it is given,
   never the test runner's GATEWAY_* variables or the checkout's virtualenv.
 
@@ -25,7 +30,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DISTRIBUTION = "fhir-home-device-gateway"
 # What is not part of the source: the checkout's own environment and outputs.
 NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".cache", "results"
@@ -42,13 +46,18 @@ OFFLINE = (
 PIP_TIMEOUT = 600
 
 
-def _pip(*arguments: str) -> subprocess.CompletedProcess[str]:
+BUILD = REPO / "docker" / "build.sh"
+
+
+def _build(step: str, *arguments: Path) -> subprocess.CompletedProcess[str]:
+    """A step of docker/build.sh (wheel, wheelhouse, install), with this interpreter's pip."""
     return subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", *arguments],
+        ["sh", str(BUILD), step, *map(str, arguments)],
         capture_output=True,
         text=True,
         timeout=PIP_TIMEOUT,
         check=False,
+        env={**os.environ, "BUILD_PYTHON": sys.executable},
     )
 
 
@@ -68,9 +77,7 @@ def wheel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("source") / "gateway-source"
     shutil.copytree(REPO, source, ignore=NOT_SOURCE)
     out = tmp_path_factory.mktemp("wheel")
-    _built_or_skipped(
-        _pip("wheel", "--no-deps", "--quiet", "-w", str(out), str(source)), "the gateway's wheel"
-    )
+    _built_or_skipped(_build("wheel", source, out), "the gateway's wheel")
     wheels = list(out.glob("*.whl"))
     assert len(wheels) == 1, wheels
     print(f"wheel built in {time.monotonic() - started:.1f} s: {wheels[0].name}")
@@ -83,7 +90,7 @@ def wheelhouse(wheel_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     started = time.monotonic()
     house = tmp_path_factory.mktemp("wheelhouse")
     shutil.copy(wheel_path, house)
-    _built_or_skipped(_pip("wheel", "--quiet", "-w", str(house), str(wheel_path)), "the wheelhouse")
+    _built_or_skipped(_build("wheelhouse", wheel_path, house), "the wheelhouse")
     print(f"wheelhouse built in {time.monotonic() - started:.1f} s")
     return house
 
@@ -91,7 +98,8 @@ def wheelhouse(wheel_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def make_venv(wheelhouse: Path, where: Path) -> Path:
     """A fresh virtualenv at `where` with the gateway installed from the wheelhouse; its bin/ directory."""
     assert not where.resolve().is_relative_to(REPO), f"{where} is inside the checkout"
-    # Without pip of its own (ensurepip takes seconds): this pip installs into it (`--python`).
+    # Without pip of its own (ensurepip takes seconds): this pip installs into it (`--python`), as in the
+    # image.
     subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(where)],
         check=True,
@@ -99,16 +107,7 @@ def make_venv(wheelhouse: Path, where: Path) -> Path:
         timeout=120,
     )
     bin_dir = where / "bin"
-    done = _pip(
-        "--python",
-        str(bin_dir / "python"),
-        "install",
-        "--quiet",
-        "--no-index",
-        "--find-links",
-        str(wheelhouse),
-        DISTRIBUTION,
-    )
+    done = _build("install", wheelhouse, bin_dir / "python")
     assert done.returncode == 0, done.stdout + done.stderr
     return bin_dir
 

@@ -24,6 +24,7 @@ from gateway.adapters.hl7v2.mllp import AUDIT_STATUS, ListenerSettings, serve_fo
 from gateway.config import Settings
 from gateway.hooks import Principal
 from gateway.model.types import Json
+from gateway.security.endpoints import StartupRefused, check_key_secret
 from gateway.services import Services
 from gateway.store import migrate
 
@@ -49,6 +50,11 @@ def mllp(
     Ctrl-C or SIGTERM, having stored every audit record."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     gateway_settings = Settings.from_env()
+    try:
+        check_key_secret(gateway_settings)  # the ids it derives are the installation's (PostgreSQL, auth on)
+    except StartupRefused as refused:
+        console.print(f"[red]{escape(str(refused))}[/red]")
+        raise typer.Exit(2) from refused
     settings = ListenerSettings.from_settings(gateway_settings)
     settings = replace(
         settings,
