@@ -58,7 +58,8 @@ def mixed(database: Database) -> Database:
     finally:
         services.close()
     with database.engine.begin() as connection:
-        connection.execute(text("ANALYZE"))
+        for table in ("resource", "idx_token", "idx_string", "idx_reference", "idx_date"):
+            connection.execute(text(f"ANALYZE {table}"))
     return database
 
 
