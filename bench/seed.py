@@ -59,6 +59,7 @@ def resources(count: int, seed: int = 7) -> Iterator[Json]:
             "id": pid,
             "identifier": [{"system": PNR, "value": f"{luhn_pnr(n)}-{n}"}],
             "name": [{"family": family(n), "given": [f"Förnamn{n % 300}"]}],
+            "gender": "female" if n % 7 % 2 == 0 else "male",  # 4 in 7, whatever the family name
             "birthDate": f"{1930 + n % 70}-{1 + n % 12:02d}-{1 + n % 28:02d}",
         }
         yield {
