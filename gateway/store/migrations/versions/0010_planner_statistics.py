@@ -8,7 +8,7 @@ object on those columns keeps their combinations' frequencies (`mcv`) and how on
 (`dependencies`), so the estimate is the combination's own. PostgreSQL only: SQLite has no such thing
 (its planner takes the index it has). docs/storage.md, "Planner statistics".
 
-Revision ID: 0011
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-07 13:10:00
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0011"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
