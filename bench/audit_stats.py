@@ -11,9 +11,9 @@ LIMIT 11`).
     python -m bench.audit_stats [--database-url URL] [--schema S] [--size N] [--audits N] [--no-seed]
         [--settings none,target,extended]
 
-`none`: no statistics objects and the default statistics target (as before migration 0011); `target`:
+`none`: no statistics objects and the default statistics target (as before migration 0010); `target`:
 the index tables' `res_type`, `param` and code columns at statistics target 1000, no statistics objects;
-`extended`: the statistics objects of migration 0011 (gateway/store/statistics.py)."""
+`extended`: the statistics objects of migration 0010 (gateway/store/statistics.py)."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ from gateway.services import Services
 from gateway.store import audit_log, migrate
 from gateway.store.database import make_engine
 
-# migration 0011's statistics objects: (name, table, columns)
+# migration 0010's statistics objects: (name, table, columns)
 STATISTICS: tuple[tuple[str, str, tuple[str, ...]], ...] = importlib.import_module(
-    "gateway.store.migrations.versions.0011_planner_statistics"
+    "gateway.store.migrations.versions.0010_planner_statistics"
 ).STATISTICS
 # the columns the per-column statistics target raises
 TARGET_COLUMNS = {

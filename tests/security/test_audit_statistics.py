@@ -1,6 +1,6 @@
 """The planner's statistics beside the audit trail (issue 21): AuditEvents share the index tables with the
 clinical resources and outnumber them, yet after ANALYZE PostgreSQL's estimate of a clinical search's
-index rows stays near the rows there are (migration 0011's statistics objects, docs/storage.md); and on
+index rows stays near the rows there are (migration 0010's statistics objects, docs/storage.md); and on
 such a store the audit trail is searched as before: `AuditEvent?patient=`, `_include`, paging, and the
 audit-read rule (docs/security.md)."""
 
@@ -49,7 +49,7 @@ def mixed(database: Database) -> Database:
     """A store of ~4,000 clinical resources and 12,000 AuditEvents (their index rows several times the
     clinical ones), analysed. PostgreSQL only: SQLite keeps no such statistics."""
     if database.backend != "postgresql":
-        pytest.skip("PostgreSQL only: the planner statistics of migration 0011 exist there alone")
+        pytest.skip("PostgreSQL only: the planner statistics of migration 0010 exist there alone")
     database.clear()
     services = Services.build(database.settings(), engine=database.engine)
     try:
