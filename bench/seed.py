@@ -33,6 +33,11 @@ def family(n: int) -> str:
     return f"Efternamn{n % 5000}"
 
 
+def gender(n: int) -> str:
+    """Patient `pat-n`'s gender (issue 21's search `Patient?family&gender`)."""
+    return ("female", "male")[n % 2]
+
+
 def luhn_pnr(n: int) -> str:
     """A fictitious personnummer (born 1930-1999) with a correct Luhn check digit."""
     year = 1930 + n % 70
@@ -59,6 +64,7 @@ def resources(count: int, seed: int = 7) -> Iterator[Json]:
             "id": pid,
             "identifier": [{"system": PNR, "value": f"{luhn_pnr(n)}-{n}"}],
             "name": [{"family": family(n), "given": [f"Förnamn{n % 300}"]}],
+            "gender": gender(n),
             "birthDate": f"{1930 + n % 70}-{1 + n % 12:02d}-{1 + n % 28:02d}",
         }
         yield {

@@ -119,3 +119,28 @@ class PrivatePeak:
         private = {pid: _kib(statuses[pid], "RssAnon") / 1024 for pid in ours if pid in statuses}
         self.own = max(self.own, private.pop(me, 0.0))
         self.below = max(self.below, *private.values(), 0.0)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process under it, however deep."""
+    parents = {child: int(fields.get("PPid", "0")) for child, fields in _statuses().items()}
+    ours = [pid]
+    for process in ours:
+        ours.extend(child for child, parent in parents.items() if parent == process)
+    return ours
+
+
+def private_memory(pid: int) -> list[tuple[int, float, float]]:
+    """Each process of a server (it and its workers): pid, private memory (USS: Private_Clean +
+    Private_Dirty of /proc/PID/smaps_rollup, what the process alone holds) and resident memory (RSS), in
+    MiB. Linux only: elsewhere, and for processes that ended meanwhile, nothing."""
+    found = []
+    for process in _tree(pid):
+        try:
+            rollup = Path(f"/proc/{process}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in rollup.splitlines()[1:] if ":" in line)
+        private = _kib(fields, "Private_Clean") + _kib(fields, "Private_Dirty")
+        found.append((process, private / 1024, _kib(fields, "Rss") / 1024))
+    return found

@@ -25,7 +25,16 @@ function common.pick(values)
   return values[math.random(#values)]
 end
 
-common.json = { ["Content-Type"] = "application/fhir+json" }
+-- The headers of a create: wrk.format takes given headers instead of wrk.headers (which hold the -H
+-- Authorization), so they are copied in; call it in init, after wrk has set wrk.headers.
+function common.json_headers()
+  local headers = {}
+  for name, value in pairs(wrk.headers) do
+    headers[name] = value
+  end
+  headers["Content-Type"] = "application/fhir+json"
+  return headers
+end
 
 -- One line the driver reads: requests, non-2xx/3xx answers, socket errors and latency percentiles (µs).
 function common.done(summary, latency, requests)

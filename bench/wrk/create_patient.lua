@@ -2,8 +2,10 @@
 local common = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "common.lua")
 local families
 local n = 0
+local headers
 
 function init(args)
+  headers = common.json_headers()
   math.randomseed(22)
   families = common.values("families.txt")
 end
@@ -16,7 +18,7 @@ function request()
       .. '"birthDate":"19%02d-%02d-%02d"}',
     family[1], n, family[2], 30 + n % 70, 1 + n % 12, 1 + n % 28
   )
-  return wrk.format("POST", "/fhir/Patient", common.json, body)
+  return wrk.format("POST", "/fhir/Patient", headers, body)
 end
 
 done = common.done
