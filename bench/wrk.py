@@ -31,7 +31,7 @@ from bench.run import BENCH_KEY, POSTGRES, WORKERS, current_server_pid, serving
 from bench.seed import ORGANIZATIONS, STATUSES, clear, family, gender, seed
 from bench.serving import free_port, wait_ready
 from bench.wrk_output import WrkResult, parse
-from bench.wrk_report import Memory, Row, Series, report
+from bench.wrk_report import Memory, Row, Series, report, sizes_table
 from gateway.config import Settings
 from gateway.security import store
 from gateway.security.cli import DEMO_CLIENT_ID, public_jwks, seed_demo
@@ -43,6 +43,7 @@ SIZE = int(os.environ.get("BENCH_SIZE", "10000"))
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "").split(",") if n.strip()]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 SCHEMA = os.environ.get("BENCH_SCHEMA", "gateway_wrk")
+PARTS = set(os.environ.get("BENCH_WRK_PARTS", "side,sizes").split(","))
 WARM_UP_SECONDS = 2.0
 SCRIPTS = REPO_ROOT / "bench" / "wrk"
 MUNICIPALITY_CLIENT = "bench-wrk-municipality"
@@ -231,26 +232,33 @@ def main() -> None:
         raise SystemExit("bench.wrk needs PostgreSQL: set BENCH_POSTGRES_URL")
     load_start = os.getloadavg()
     data = Path(tempfile.mkdtemp(prefix="bench-wrk-"))
-    patients, clients, found = prepare(SIZE, data)
-    gateway_memory, ceiling_memory = Memory(), Memory()
-    rows = side_by_side(clients, gateway_memory, ceiling_memory)
-    series = by_size(data) if SIZES else []
-    print()
-    print(
-        report(
-            rows,
-            series,
-            size=SIZE,
-            patients=patients,
-            organisation=found.organization,
-            related=len(found.patients),
-            seconds=SECONDS,
-            workers=WORKERS,
-            load=(load_start[0], os.getloadavg()[0]),
-            memory=(gateway_memory, ceiling_memory),
+    failed = False
+    if "side" in PARTS:
+        patients, clients, found = prepare(SIZE, data)
+        gateway_memory, ceiling_memory = Memory(), Memory()
+        rows = side_by_side(clients, gateway_memory, ceiling_memory)
+        print()
+        print(
+            report(
+                rows,
+                size=SIZE,
+                patients=patients,
+                organisation=found.organization,
+                related=len(found.patients),
+                seconds=SECONDS,
+                workers=WORKERS,
+                load=(load_start[0], os.getloadavg()[0]),
+                memory=(gateway_memory, ceiling_memory),
+            )
         )
-    )
-    if any(row.failed for row in rows) or any(item.failed for item in series):
+        failed = any(row.failed for row in rows)
+    if "sizes" in PARTS and SIZES:
+        load_sizes = os.getloadavg()[0]
+        series = by_size(data)
+        print()
+        print(sizes_table(series, SECONDS, (load_sizes, os.getloadavg()[0])))
+        failed = failed or any(item.failed for item in series)
+    if failed:
         raise SystemExit("some runs had answers other than 2xx: see the table")
 
 

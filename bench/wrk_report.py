@@ -88,7 +88,6 @@ def machine() -> str:
 
 def report(
     rows: list[Row],
-    series: list[Series],
     *,
     size: int,
     patients: int,
@@ -132,21 +131,25 @@ def report(
             f"{worst.p99_ms:.1f} | {_non_2xx(row.gateway + row.ceiling)} | {b} | {mean_a / mean_b:.3f} "
             f"| {row.load_before:.1f} → {row.load_after:.1f} |"
         )
-    if series:
-        lines += [
-            "",
-            "The searches by the store's size (each seeded anew; gateway only, two runs):",
-            "",
-            "| Patients | scenario | client | req/s run 1, 2 | p95 ms | non-2xx |",
-            "|---:|---|---|---:|---:|---:|",
-        ]
-        for item in series:
-            rates = ", ".join(f"{run.per_second:.0f}" for run in item.runs)
-            worst_p95 = max(run.p95_ms for run in item.runs)
-            lines.append(
-                f"| {item.patients:,} | {item.scenario} | {item.client} | {rates} | {worst_p95:.1f} "
-                f"| {_non_2xx(item.runs)} |"
-            )
     lines.append("")
     lines.append("p50 / p95 / p99: of the gateway's run with the larger p95. Ratio: mean A over mean B.")
+    return "\n".join(lines)
+
+
+def sizes_table(series: list[Series], seconds: float, load: tuple[float, float]) -> str:
+    """The searches by the store's size: each size seeded anew, the gateway only, two runs each."""
+    lines = [
+        f"The searches by the store's size (each store seeded anew, 4 resources per Patient; gateway "
+        f"only, two `wrk -d {seconds:g}s` runs each; load average {load[0]:.1f} → {load[1]:.1f}):",
+        "",
+        "| Patients | scenario | client | req/s run 1, 2 | p95 ms | non-2xx |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    for item in series:
+        rates = ", ".join(f"{run.per_second:.0f}" for run in item.runs)
+        worst_p95 = max(run.p95_ms for run in item.runs)
+        lines.append(
+            f"| {item.patients:,} | {item.scenario} | {item.client} | {rates} | {worst_p95:.1f} "
+            f"| {_non_2xx(item.runs)} |"
+        )
     return "\n".join(lines)
