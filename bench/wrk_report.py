@@ -21,12 +21,14 @@ class Memory:
     private: float = 0.0
     resident: float = 0.0
     processes: int = 0
+    largest: float = 0.0  # the private memory of the largest process (a worker)
 
     def sample(self, pid: int) -> None:
         found = private_memory(pid)
         self.processes = max(self.processes, len(found))
         self.private = max(self.private, sum(uss for _, uss, _ in found))
         self.resident = max(self.resident, sum(rss for _, _, rss in found))
+        self.largest = max(self.largest, *(uss for _, uss, _ in found), 0.0)
 
 
 @dataclass
@@ -113,7 +115,8 @@ def report(
         f"- Load average (1 min): {load[0]:.1f} at the start, {load[1]:.1f} at the end (the 2 cores are "
         "shared with wrk, PostgreSQL and other work).",
         f"- Memory, largest after a run, all processes of a server: gateway {gateway.processes} processes "
-        f"{gateway.private:.0f} MiB private (USS), {gateway.resident:.0f} MiB RSS; ceiling "
+        f"{gateway.private:.0f} MiB private (USS; the largest process {gateway.largest:.0f} MiB), "
+        f"{gateway.resident:.0f} MiB RSS; ceiling "
         f"{bare.private:.0f} MiB private, {bare.resident:.0f} MiB RSS.",
         "",
         "| scenario | client | gateway req/s A1, A2 | p50 / p95 / p99 ms | non-2xx | ceiling req/s B1, B2 "
