@@ -22,9 +22,16 @@ class Memory:
     resident: float = 0.0
     processes: int = 0
     largest: float = 0.0  # the private memory of the largest process (a worker)
+    pids: set[int] = field(default_factory=set)  # every process seen: more than `processes` when
+    # uvicorn's supervisor replaced a worker (one that died or missed its health ping) between runs
+
+    @property
+    def replaced(self) -> int:
+        return len(self.pids) - self.processes
 
     def sample(self, pid: int) -> None:
         found = private_memory(pid)
+        self.pids.update(process for process, _, _ in found)
         self.processes = max(self.processes, len(found))
         self.private = max(self.private, sum(uss for _, uss, _ in found))
         self.resident = max(self.resident, sum(rss for _, _, rss in found))
@@ -116,7 +123,7 @@ def report(
         "shared with wrk, PostgreSQL and other work).",
         f"- Memory, largest after a run, all processes of a server: gateway {gateway.processes} processes "
         f"{gateway.private:.0f} MiB private (USS; the largest process {gateway.largest:.0f} MiB), "
-        f"{gateway.resident:.0f} MiB RSS; ceiling "
+        f"{gateway.resident:.0f} MiB RSS, {gateway.replaced} worker(s) replaced during the runs; ceiling "
         f"{bare.private:.0f} MiB private, {bare.resident:.0f} MiB RSS.",
         "",
         "| scenario | client | gateway req/s A1, A2 | p50 / p95 / p99 ms | non-2xx | ceiling req/s B1, B2 "
