@@ -131,7 +131,7 @@ def report(
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        a = ", ".join(f"{run.per_second:.0f}" for run in row.gateway)
+        a = ", ".join(f"{run.per_second:,.0f}" for run in row.gateway)
         b = ", ".join(f"{run.per_second:,.0f}" for run in row.ceiling)
         mean_a = sum(run.per_second for run in row.gateway) / len(row.gateway)
         mean_b = sum(run.per_second for run in row.ceiling) / len(row.ceiling)
