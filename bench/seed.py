@@ -33,6 +33,12 @@ def family(n: int) -> str:
     return f"Efternamn{n % 5000}"
 
 
+def gender(n: int) -> str:
+    """Patient `pat-n`'s gender (issue 21's search `Patient?family&gender`): 4 in 7 female, whatever the
+    family name."""
+    return "female" if n % 7 % 2 == 0 else "male"
+
+
 def luhn_pnr(n: int) -> str:
     """A fictitious personnummer (born 1930-1999) with a correct Luhn check digit."""
     year = 1930 + n % 70
@@ -59,7 +65,7 @@ def resources(count: int, seed: int = 7) -> Iterator[Json]:
             "id": pid,
             "identifier": [{"system": PNR, "value": f"{luhn_pnr(n)}-{n}"}],
             "name": [{"family": family(n), "given": [f"Förnamn{n % 300}"]}],
-            "gender": "female" if n % 7 % 2 == 0 else "male",  # 4 in 7, whatever the family name
+            "gender": gender(n),
             "birthDate": f"{1930 + n % 70}-{1 + n % 12:02d}-{1 + n % 28:02d}",
         }
         yield {

@@ -149,3 +149,19 @@ class PrivatePeak:
         private = {pid: _kib(statuses[pid], "RssAnon") / 1024 for pid in ours if pid in statuses}
         self.own = max(self.own, private.pop(me, 0.0))
         self.below = max(self.below, *private.values(), 0.0)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process under it, however deep."""
+    parents = {child: int(fields.get("PPid", "0")) for child, fields in _statuses().items()}
+    ours = [pid]
+    for process in ours:
+        ours.extend(child for child, parent in parents.items() if parent == process)
+    return ours
+
+
+def tree_memory(pid: int) -> list[Memory]:
+    """The memory of `pid` and every process under it (the server, its workers, uvicorn's helper): the
+    processes that ended meanwhile, and every one where Linux's smaps_rollup is not there, left out."""
+    found = [memory(process) for process in _tree(pid)]
+    return [each for each in found if each is not None]
