@@ -25,6 +25,7 @@ from gateway.export.jobs import DONE, FAILED, Job
 from gateway.export.parameters import PATIENT, ExportParameters
 from gateway.hooks import AccessRecord, Principal, RequestContext, patients_of
 from gateway.model.types import dumps, loads
+from gateway.periodic import Periodic
 from gateway.pipeline import UnitOfWork
 from gateway.schedule.lease import holder_name
 from gateway.search.dates import utc_now
@@ -275,34 +276,16 @@ class Worker:
         return lines, patients
 
 
-class ExportRunner:
-    """The worker of `gateway serve`: a pass every GATEWAY_EXPORT_POLL_SECONDS."""
+class ExportRunner(Periodic):
+    """The worker of `gateway serve`: a pass every GATEWAY_EXPORT_POLL_SECONDS. Stopped, it stops after
+    the chunk in progress (its job's lease given up, so another process goes on with it at once)."""
 
     def __init__(self, services: Services) -> None:
-        self.stopping = threading.Event()
+        super().__init__("export worker", services.settings.export_poll_seconds, log)
         self.worker = Worker(services, stopping=self.stopping)
-        self.seconds = services.settings.export_poll_seconds
-        self.thread: threading.Thread | None = None
 
-    def start(self) -> ExportRunner:
-        self.thread = threading.Thread(target=self._loop, name="export-worker", daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Stop after the chunk in progress (its job's lease given up, so another process goes on with
-        it at once), waiting `timeout` seconds at most."""
-        self.stopping.set()
-        if self.thread is not None:
-            self.thread.join(timeout=timeout)
-
-    def _loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.worker.run_once()
-            except Exception:  # the database away for a moment: the next pass tries again
-                log.exception("The export worker's pass failed")
-            self.stopping.wait(self.seconds)
+    def round(self) -> None:
+        self.worker.run_once()
 
 
 def start_exporter(services: Services) -> ExportRunner | None:

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Update, and_, delete, func, or_, select, upda
 
 from gateway.hooks import GATEWAY_CLIENT, GATEWAY_SCOPES, AccessRecord, Principal, RequestContext
 from gateway.model.types import Json
+from gateway.periodic import Periodic
 from gateway.search.dates import utc_now
 from gateway.security.organisation import know_actors
 from gateway.security.sealing import Sealer
@@ -45,7 +46,7 @@ DELIVERED, FAILED = SUBSCRIPTION_DELIVERIES.labels("delivered"), SUBSCRIPTION_DE
 RETENTION_EVERY = 300.0  # seconds between purges of events past their retention
 
 
-class Deliverer:
+class Deliverer(Periodic):
     def __init__(self, services: Services, topics: dict[str, Topic] | None = None) -> None:
         self.services = services
         self.settings = services.settings
@@ -53,13 +54,12 @@ class Deliverer:
         self.matcher = Matcher(services, self.topics)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         notify = services.hooks.notify
-        self.wake = notify.wake if isinstance(notify, Outbox) else threading.Event()
+        wake = notify.wake if isinstance(notify, Outbox) else threading.Event()
+        super().__init__("subscription deliverer", self.settings.notify_poll_seconds, log, wake)
         self.pool = ThreadPoolExecutor(max(1, self.settings.notify_workers), thread_name_prefix="notify")
         self.busy: set[str] = set()
         self.slots: dict[tuple[str, str, int], int] = {}
         self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
         self.purged = 0.0
         self.sealer = Sealer.when_needed(self.settings)
         # long enough for one attempt (its timeout, rendering and writing): else another process takes
@@ -68,28 +68,14 @@ class Deliverer:
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    def start(self) -> Deliverer:
-        self.thread = threading.Thread(target=self._loop, name="notify-deliverer", daemon=True)
-        self.thread.start()
-        return self
-
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the round in progress (waiting for it `timeout` seconds at most) and the attempts
         under way (each bounded by its timeout)."""
-        self.stopping.set()
-        self.wake.set()
-        if self.thread is not None:
-            self.thread.join(timeout=timeout)
+        super().stop(timeout)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _loop(self) -> None:
-        while not self.stopping.is_set():
-            self.wake.clear()
-            try:
-                self.step()
-            except Exception:  # the database away for a moment: the next round tries again
-                log.exception("The subscription deliverer's round failed")
-            self.wake.wait(self.settings.notify_poll_seconds)
+    def round(self) -> None:
+        self.step()
 
     def step(self) -> None:
         while self.matcher.run_once():
