@@ -92,6 +92,17 @@ def plan(engine: Engine, page: Captured) -> dict[str, Any]:
     return top
 
 
+def index_conditions(node: dict[str, Any]) -> dict[str, list[str]]:
+    """Each index the plan reads, with its Index Conds."""
+    found: dict[str, list[str]] = {}
+    if "Index Name" in node:
+        found.setdefault(str(node["Index Name"]), []).append(str(node.get("Index Cond", "")))
+    for child in node.get("Plans", []):
+        for name, conditions in index_conditions(child).items():
+            found.setdefault(name, []).extend(conditions)
+    return found
+
+
 def test_every_listed_search_uses_its_index_at_a_bounded_cost(store: tuple[Engine, list[Planned]]) -> None:
     engine, pages = store
     assert len(pages) == 26  # 13 searches, each as the region-wide client and as the municipality's
@@ -106,3 +117,32 @@ def test_every_listed_search_uses_its_index_at_a_bounded_cost(store: tuple[Engin
         if cost > COST_BOUND[planned.who]:
             failures.append(f"{name}: costs {cost:.0f} > {COST_BOUND[planned.who]:.0f}")
     assert not failures, "\n".join(failures)
+
+
+def test_prefix_matches_use_the_index_under_a_swedish_collation(store: tuple[Engine, list[Planned]]) -> None:
+    """A region's managed database may have a Swedish or English collation, where a plain btree index
+    cannot answer `LIKE 'x%'`: with `value_folded` in ICU's sv-SE collation (in a transaction rolled
+    back), the name searches still use ix_string_prefix (text_pattern_ops)."""
+    engine, pages = store
+    with engine.connect() as connection:
+        icu = "SELECT 1 FROM pg_collation WHERE collname = 'sv-SE-x-icu'"
+        if connection.exec_driver_sql(icu).first() is None:
+            pytest.skip("this PostgreSQL has no ICU collations")
+        swedish = 'ALTER TABLE idx_string ALTER COLUMN value_folded TYPE varchar(255) COLLATE "sv-SE-x-icu"'
+        connection.exec_driver_sql(swedish)
+        connection.exec_driver_sql("ANALYZE idx_string")
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        try:
+            for planned in pages:
+                if planned.search.indexes != {"ix_string_prefix"}:
+                    continue
+                found = connection.exec_driver_sql(
+                    f"EXPLAIN (FORMAT JSON) {planned.page.sql}", planned.page.parameters
+                ).scalar_one()
+                top = found[0]["Plan"]
+                conditions = index_conditions(top).get("ix_string_prefix", [])
+                # the prefix bounds the scan (`value_folded ~>=~ 'x' AND value_folded ~<~ 'y'`), not a filter
+                assert any("value_folded" in c for c in conditions), (planned.search.name, conditions)
+                assert float(top["Total Cost"]) <= COST_BOUND[planned.who], planned.search.name
+        finally:
+            connection.rollback()
