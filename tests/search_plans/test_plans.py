@@ -16,16 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 
-from bench.plans import (
-    Captured,
-    Clients,
-    Search,
-    indexes_used,
-    prepare,
-    sample,
-    served,
-    settings,
-)
+from bench.plans import Captured, Clients, Search, indexes_used, served, settings
+from bench.plans_store import prepare, sample
 from gateway.app import create_app
 from gateway.services import Services
 from gateway.store import migrate
