@@ -27,7 +27,7 @@ from bench.run import (
     serving,
 )
 from bench.seed import ORGANIZATIONS, clear, seed
-from bench.serving import server_rss
+from bench.serving import worker_memory
 from gateway.config import Settings
 from gateway.security.cli import DEMO_CLIENT_ID, seed_demo
 from gateway.services import Services
@@ -67,7 +67,7 @@ def main() -> None:
     rows = [
         "| processes | "
         + " | ".join(f"{name} (req/s, p95 ms)" for name in MEASURED)
-        + " | memory (MiB, all) |",
+        + " | memory (MiB, all: RSS / private) |",
         "|---|" + "---|" * len(MEASURED) + "---|",
     ]
     for processes in PROCESSES:
@@ -87,8 +87,9 @@ def main() -> None:
                 if result.errors:
                     raise SystemExit(f"{name}: {result.errors} errors with {processes} processes")
                 cells.append(f"{result.per_second:.0f}, {result.p95_ms:.0f}")
-            memory = server_rss(current_server_pid())
-            rows.append(f"| {processes} | " + " | ".join(cells) + f" | {memory:.0f} |")
+            workers = worker_memory(current_server_pid())
+            rss, private = sum(w.rss for w in workers), sum(w.private for w in workers)
+            rows.append(f"| {processes} | " + " | ".join(cells) + f" | {rss:.0f} / {private:.0f} |")
     print(
         f"\nBENCH_SIZE={SIZE}, {CLIENTS} clients, {SECONDS:.0f} s each, load before {os.getloadavg()[0]:.1f}"
     )

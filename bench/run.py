@@ -29,7 +29,7 @@ from bench.load import Request as LoadRequest
 from bench.load import Result, measure
 from bench.municipality import Municipality
 from bench.seed import ORGANIZATIONS, clear, seed
-from bench.serving import free_port, wait_ready, worker_rss
+from bench.serving import Memory, free_port, wait_ready, worker_memory
 from gateway.config import Settings
 from gateway.model.types import dumps
 from gateway.security.cli import DEMO_CLIENT_ID, seed_demo
@@ -58,7 +58,7 @@ class Run:
     seed_seconds: float = 0.0
     results: list[Result] = field(default_factory=list)
     secure: list[Result] = field(default_factory=list)
-    rss_mb: list[float] = field(default_factory=list)
+    memory: list[Memory] = field(default_factory=list)  # each worker's, after the run
     # The organisation policy's cost: (region-wide, municipality) per scenario.
     municipality: Municipality | None = None
     by_organisation: list[tuple[Result, Result]] = field(default_factory=list)
@@ -137,7 +137,7 @@ def bench_backend(backend: str, url: str, schema: str) -> Run:
     with serving({**base_env, "GATEWAY_AUTH": "off", "GATEWAY_AUDIT": "off"}) as base:
         for name, make in scenarios(patients):
             run.results.append(report_line(backend, measure(base, name, make, CLIENTS, SECONDS)))
-        run.rss_mb = worker_rss(current_server_pid())
+        run.memory = worker_memory(current_server_pid())
     # The same reads and searches with security on: a SMART token, scope checks and the audit trail.
     # The client is region-wide, so the organisation policy's relationship queries are not in these figures;
     # then the municipality's reads and searches, as the region-wide client and as the municipality.
@@ -302,8 +302,13 @@ def report(runs: list[Run], bare: Result) -> str:
                 f"| {r.name} | {r.per_second:.0f} | {ratio:.2f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} "
                 f"| {r.errors} |"
             )
-        rss = ", ".join(f"{size:.0f}" for size in run.rss_mb) or "n/a"
-        lines += ["", f"Worker RSS after the run: {rss} MB.", ""]
+        memory = "; ".join(str(each) for each in run.memory) or "n/a"
+        lines += [
+            "",
+            f"Each worker's memory after the run, MiB: {memory} (RSS counts the pages of files it maps,",
+            "SQLite's memory-mapped database too; private: what only it holds, bench/serving.py `Memory`).",
+            "",
+        ]
         if run.secure:
             lines += [
                 "The cost of security (SMART token, scope checks, AuditEvent per access; a region-wide",

@@ -26,7 +26,6 @@ HSA = "urn:oid:1.2.752.29.4.19"
 ORGANIZATIONS = 200
 BATCH = 2000
 STATUSES = ["requested", "accepted", "in-progress", "completed", "rejected"]
-GENDERS = ["female", "male", "female", "male", "other", "unknown"]
 TASK_CODES = "http://hl7.org/fhir/CodeSystem/task-code"
 TASK_KINDS = ["fulfill", "approve", "abort", "change", "resume"]
 
@@ -34,6 +33,12 @@ TASK_KINDS = ["fulfill", "approve", "abort", "change", "resume"]
 def family(n: int) -> str:
     """Patient `pat-n`'s family name."""
     return f"Efternamn{n % 5000}"
+
+
+def gender(n: int) -> str:
+    """Patient `pat-n`'s gender (issue 21's search `Patient?family&gender`): 4 in 7 female, whatever the
+    family name."""
+    return "female" if n % 7 % 2 == 0 else "male"
 
 
 def luhn_pnr(n: int) -> str:
@@ -62,8 +67,8 @@ def resources(count: int, seed: int = 7) -> Iterator[Json]:
             "id": pid,
             "identifier": [{"system": PNR, "value": f"{luhn_pnr(n)}-{n}"}],
             "name": [{"family": family(n), "given": [f"Förnamn{n % 300}"]}],
+            "gender": gender(n),
             "birthDate": f"{1930 + n % 70}-{1 + n % 12:02d}-{1 + n % 28:02d}",
-            "gender": GENDERS[n % len(GENDERS)],
         }
         yield {
             "resourceType": "DeviceRequest",

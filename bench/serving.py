@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -55,18 +56,47 @@ def _children(pid: int) -> list[dict[str, str]]:
     return [fields for fields in _statuses().values() if fields.get("PPid", "").strip() == str(pid)]
 
 
-def worker_rss(pid: int) -> list[float]:
-    """Resident memory of the server's worker processes (its children), in MB."""
-    return [int(fields["VmRSS"].split()[0]) / 1024 for fields in _children(pid)]
+@dataclass(frozen=True)
+class Memory:
+    """One process's memory, MiB. `rss`: resident, counting the file pages it maps (SQLite's memory-mapped
+    database, the shared libraries); `private`: its unique set (USS, Private_Clean + Private_Dirty of
+    /proc/PID/smaps_rollup), what ending it would free, with the file pages only it maps (the database
+    pages only this worker read); `anonymous`: its own heap and stacks (RssAnon), no file pages at all."""
+
+    pid: int
+    rss: float
+    private: float
+    anonymous: float
+
+    def __str__(self) -> str:
+        return f"{self.rss:.0f} RSS / {self.private:.0f} private / {self.anonymous:.0f} anonymous"
 
 
-def server_rss(pid: int) -> float:
-    """Resident memory of a server in all, in MiB: its worker processes, or itself when it has none (one
-    worker runs in the server's own process)."""
-    workers = worker_rss(pid)
-    if workers:
-        return sum(workers)
-    return _kib(_statuses().get(pid, {}), "VmRSS") / 1024
+def memory(pid: int) -> Memory | None:
+    """`pid`'s memory (None when it is gone or Linux's smaps_rollup is not there)."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return None
+    fields = {name: int(value.split()[0]) for name, _, value in (line.partition(":") for line in lines[1:])}
+    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return Memory(pid, fields.get("Rss", 0) / 1024, private / 1024, fields.get("Anonymous", 0) / 1024)
+
+
+def worker_memory(pid: int) -> list[Memory]:
+    """The memory of each of a server's worker processes: its children that run the app (uvicorn's
+    multiprocessing helper, a few MiB, left out), or itself when it has none (one worker runs in the
+    server's own process)."""
+    children = [int(fields["Pid"]) for fields in _children(pid) if "spawn_main" in _command(fields)]
+    found = [memory(child) for child in children or [pid]]
+    return [each for each in found if each is not None]
+
+
+def _command(fields: dict[str, str]) -> str:
+    try:
+        return Path(f"/proc/{fields['Pid'].strip()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def worker_peak_rss(pid: int) -> list[float]:
@@ -119,3 +149,19 @@ class PrivatePeak:
         private = {pid: _kib(statuses[pid], "RssAnon") / 1024 for pid in ours if pid in statuses}
         self.own = max(self.own, private.pop(me, 0.0))
         self.below = max(self.below, *private.values(), 0.0)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process under it, however deep."""
+    parents = {child: int(fields.get("PPid", "0")) for child, fields in _statuses().items()}
+    ours = [pid]
+    for process in ours:
+        ours.extend(child for child, parent in parents.items() if parent == process)
+    return ours
+
+
+def tree_memory(pid: int) -> list[Memory]:
+    """The memory of `pid` and every process under it (the server, its workers, uvicorn's helper): the
+    processes that ended meanwhile, and every one where Linux's smaps_rollup is not there, left out."""
+    found = [memory(process) for process in _tree(pid)]
+    return [each for each in found if each is not None]

@@ -96,7 +96,6 @@ def serve(
     (and on GATEWAY_METRICS_PORT without a token), and on SIGTERM finishes what is in flight within
     GATEWAY_SHUTDOWN_GRACE_SECONDS, stores every queued audit record and exits 0 (docs/operations.md)."""
     settings = Settings.from_env()
-    logs.configure(settings.log_format)
     try:
         check_base_url(settings)
         check_key_secret(settings)
@@ -104,6 +103,7 @@ def serve(
     except StartupRefused as refused:
         console.print(f"[red]{escape(str(refused))}[/red]")
         raise typer.Exit(2) from refused
+    logs.configure(settings.log_format)  # once it is going to serve
     if workers > 1 and settings.mllp_port is not None:
         console.print("[red]GATEWAY_MLLP_PORT runs the MLLP listener in the server: use one worker")
         raise typer.Exit(2)

@@ -93,8 +93,18 @@ class WritePath:
 
     # -- units of work ------------------------------------------------------------------------------
 
-    def run(self, context: RequestContext, work: Callable[[UnitOfWork], T], write: bool = True) -> T:
+    def run(
+        self,
+        context: RequestContext,
+        work: Callable[[UnitOfWork], T],
+        write: bool = True,
+        point_read: bool = False,
+    ) -> T:
         """Run `work` in one transaction; re-run it when the database reports a concurrent writer.
+
+        A `point_read` (read, vread) on PostgreSQL runs in autocommit: each of its statements is its own
+        transaction, as under READ COMMITTED each statement of a transaction has its own snapshot anyway,
+        without the BEGIN and COMMIT round trips (docs/performance.md, Reads by id).
 
         An identifier found taken is re-run once (a conditional operation then finds the resource that
         took it); found taken again, it is a real duplicate and answered 409."""
@@ -102,7 +112,9 @@ class WritePath:
         for attempt in range(MAX_ATTEMPTS):
             uow: UnitOfWork | None = None
             try:
-                options = {WRITE_OPTION: write}
+                options: dict[str, Any] = {WRITE_OPTION: write}
+                if point_read and not write and self.engine.dialect.name == "postgresql":
+                    options["isolation_level"] = "AUTOCOMMIT"
                 with (
                     self.engine.connect().execution_options(**options) as connection,
                     writer_turn(connection, write),

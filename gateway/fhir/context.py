@@ -46,5 +46,5 @@ async def run(
     third fewer reads per second per worker; docs/performance.md)."""
     context = request_context(request)
     if point_read and not write:
-        return services(request).write_path.run(context, work, write)
+        return services(request).write_path.run(context, work, write, point_read=True)
     return await run_in_threadpool(services(request).write_path.run, context, work, write)

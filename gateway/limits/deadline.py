@@ -1,11 +1,11 @@
 """Statement time per request: each statement an HTTP request runs in the database stops once it has run
 GATEWAY_STATEMENT_TIMEOUT seconds, and every statement of the request stops at once when its client
-disconnects. PostgreSQL: `SET LOCAL statement_timeout` at the start of each of the request's
-transactions, and a cancel request on disconnect; SQLite: a progress handler that interrupts a statement
-past its time, and `interrupt()` on disconnect. A statement stopped so is answered 503 with an
-OperationOutcome naming the setting (in a batch: that entry's answer). Per statement, not per request:
-a long batch or adapter import of many quick statements is not cut off. Work outside an HTTP request (the
-CLI's batch commands, the MLLP listener, the audit writer) has no deadline.
+disconnects. PostgreSQL: the session's `statement_timeout`, set when one of the request's transactions
+begins on a connection that has another, and a cancel request on disconnect; SQLite: a progress handler
+that interrupts a statement past its time, and `interrupt()` on disconnect. A statement stopped so is
+answered 503 with an OperationOutcome naming the setting (in a batch: that entry's answer). Per
+statement, not per request: a long batch or adapter import of many quick statements is not cut off. Work
+outside an HTTP request (the CLI's batch commands, the MLLP listener, the audit writer) has no deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection, ExceptionContext
 
@@ -92,6 +93,34 @@ def _interrupt(driver: Any) -> None:
 
 _current: ContextVar[Deadline | None] = ContextVar("statement_deadline", default=None)
 
+# PostgreSQL: the statement_timeout a pooled connection's session has, in its pool record's `info`; absent:
+# the server's default (a new connection), _UNSURE: unknown (a transaction that may have set it rolled back).
+_TIMEOUT = "gateway_statement_timeout_ms"
+_UNSURE = -1
+
+
+def _rolling_back(driver: Any, info: dict[str, Any]) -> None:
+    """A rollback is about to undo a SET the transaction open on `driver` made, if any (in autocommit, or
+    with no transaction open, there is nothing to undo)."""
+    if driver.info.transaction_status != TransactionStatus.IDLE:
+        info[_TIMEOUT] = _UNSURE
+
+
+def _set_timeout(conn: Connection, deadline: Deadline | None) -> None:
+    """Give the session the statement_timeout of `deadline` (the server's default without one) when it has
+    another. Set for the session, not per transaction (`SET LOCAL`): the setting is the same for every
+    request, so a connection the pool lends again and again is set once, not once per transaction, which
+    cost a round trip on every read (docs/performance.md, Reads by id)."""
+    wanted = max(1, int(deadline.timeout * 1000)) if deadline is not None and deadline.timeout > 0 else None
+    info = conn.connection.info
+    if info.get(_TIMEOUT) == wanted:
+        return
+    conn.exec_driver_sql(f"SET statement_timeout = {wanted}" if wanted else "RESET statement_timeout")
+    if wanted is None:
+        info.pop(_TIMEOUT, None)
+    else:
+        info[_TIMEOUT] = wanted
+
 
 def current() -> Deadline | None:
     return _current.get()
@@ -124,21 +153,31 @@ def install(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         deadline = _current.get()
-        if deadline is None:
-            return
-        if deadline.cancelled:
-            raise deadline.error()
-        deadline.enter(conn.connection.driver_connection)
-        if deadline.timeout > 0 and not sqlite:
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(deadline.timeout * 1000))}")
+        if deadline is not None:
+            if deadline.cancelled:
+                raise deadline.error()
+            deadline.enter(conn.connection.driver_connection)
+        if not sqlite:
+            _set_timeout(conn, deadline)
 
     def _end(conn: Connection) -> None:
         deadline = _current.get()
         if deadline is not None:
             deadline.leave(conn.connection.driver_connection)
 
+    def _rolled_back(conn: Connection) -> None:
+        _end(conn)
+        if not sqlite:
+            _rolling_back(conn.connection.driver_connection, conn.connection.info)
+
     event.listen(engine, "commit", _end)
-    event.listen(engine, "rollback", _end)
+    event.listen(engine, "rollback", _rolled_back)
+
+    if not sqlite:
+
+        @event.listens_for(engine.pool, "reset")
+        def _reset(driver: Any, record: Any, _state: Any) -> None:
+            _rolling_back(driver, record.info)  # what a connection returned left open
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Connection, *_args: Any) -> None:

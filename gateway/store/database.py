@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +16,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 
 from gateway.limits import deadline
 
 WRITE_OPTION = "gateway_write"
+PING_AFTER_IDLE = 2.0  # seconds a PostgreSQL connection may rest in the pool and be lent untested
+_RETURNED = "gateway_returned"  # when a pooled connection was last returned (or made), time.monotonic()
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -51,9 +55,12 @@ def make_engine(url: str, schema: str = "") -> Engine:
     if schema:
         options.append(f"-csearch_path={schema}")
     connect_args["options"] = " ".join(options)
+    # Last in, first out: the connection lent is the one returned last, hot (not pinged, its
+    # statement_timeout already the request's), and the others rest (gateway.limits.deadline, below).
     engine = create_engine(
-        parsed, connect_args=connect_args, pool_size=10, max_overflow=20, pool_pre_ping=True
+        parsed, connect_args=connect_args, pool_size=10, max_overflow=20, pool_use_lifo=True
     )
+    _ping_when_idle(engine)
     # Many-row INSERTs not sent through gateway.store.bulk (which sends the write path's and the audit
     # writer's as one JSON parameter) as one multi-row VALUES statement instead of psycopg's executemany,
     # which sends each row in pipeline mode and waits for its sync: the same "insertmanyvalues" SQLAlchemy
@@ -61,6 +68,35 @@ def make_engine(url: str, schema: str = "") -> Engine:
     engine.dialect.use_insertmanyvalues_wo_returning = True
     deadline.install(engine)  # an HTTP request's statements stop at its deadline
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """PostgreSQL: a pooled connection idle for PING_AFTER_IDLE seconds or more is tested (an empty
+    statement) before it is lent, and replaced when the server dropped it (restarted, an idle timeout). One
+    lent again sooner is not: SQLAlchemy's `pool_pre_ping` tested every one, a round trip on every read by
+    id (docs/performance.md, Reads by id). A connection that dies within that time fails the one statement
+    that finds it so; SQLAlchemy then replaces every connection of the pool older than it."""
+
+    @event.listens_for(engine.pool, "connect")
+    def _connected(_driver: Any, record: Any) -> None:
+        record.info[_RETURNED] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkin")
+    def _returned(_driver: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_RETURNED] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _lent(driver: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_RETURNED, 0.0) < PING_AFTER_IDLE:
+            return
+        autocommit = driver.autocommit
+        try:
+            driver.autocommit = True  # no transaction begun for the ping
+            driver.execute(";")
+            driver.autocommit = autocommit
+        except Exception as error:  # gone: the pool replaces it and tries again
+            raise DisconnectionError(str(error)) from error
 
 
 def _configure_sqlite(engine: Engine) -> None:

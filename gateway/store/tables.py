@@ -96,7 +96,7 @@ class TokenIndex(Base):
     system: Mapped[str | None] = mapped_column(String(255))
     code: Mapped[str | None] = mapped_column(String(255))
     __table_args__ = (
-        # one code's rows in `rid` order, `system` read from the index (migration 0010, docs/storage.md)
+        # one code's rows in `rid` order, `system` read from the index (migration 0011, docs/storage.md)
         Index("ix_token_code_rid", "res_type", "param", "code", "rid", postgresql_include=["system"]),
         Index("ix_token_rid", "rid"),
     )
@@ -138,7 +138,7 @@ class ReferenceIndex(Base):
     target_id: Mapped[str | None] = mapped_column(String(64))
     url: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
-        # one target's rows in `rid` order (migration 0010)
+        # one target's rows in `rid` order (migration 0011)
         Index("ix_reference_lookup_rid", "res_type", "param", "target_id", "target_type", "rid"),
         Index("ix_reference_target", "target_type", "target_id"),
         # the access rows by what they point at (`_link` rows of a candidate: gateway/store/visibility.py)

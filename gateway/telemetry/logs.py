@@ -21,6 +21,22 @@ FORMATS = ("auto", "json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted, not the stream it was when logging was
+    configured (a stream replaced and closed since, e.g. a test runner's capture, is never written to)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def chosen(setting: str, stream: Any = None) -> str:
     """`json` or `text`: as set, or for `auto` as the stream (stderr) is a terminal or not."""
     if setting in ("json", "text"):
@@ -78,9 +94,7 @@ def config(setting: str, level: str = "INFO") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"gateway": {"()": formatter}},
-        "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}
-        },
+        "handlers": {"stderr": {"class": "gateway.telemetry.logs.StderrHandler", "formatter": "gateway"}},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
             "uvicorn": {"handlers": [], "level": level, "propagate": True},

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.mapping import luhn_digit
-from gateway.telemetry.logs import JsonFormatter, TextFormatter, chosen
+from gateway.telemetry.logs import JsonFormatter, StderrHandler, TextFormatter, chosen
 from tests.adapters.test_hl7v2_messages import adt
 from tests.adapters.test_hl7v2_mllp import exchange
 from tests.api.helpers import PNR, patient
@@ -191,3 +192,16 @@ def test_the_scenarios_logs_name_no_patient(database: Database, tmp_path: Path) 
         for secret in (number, number[2:], f"{number[2:8]}-{number[8:]}", family, given):
             assert secret not in log, secret
             assert secret not in metrics, secret
+
+
+def test_the_handler_writes_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream replaced and closed since logging was configured (a test runner's capture, say) is never
+    written to: the handler follows sys.stderr."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler = StderrHandler()
+    handler.setFormatter(JsonFormatter())
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    handler.emit(logging.LogRecord("gateway", logging.INFO, __file__, 1, "started", None, None))
+    assert json.loads(second.getvalue())["message"] == "started"

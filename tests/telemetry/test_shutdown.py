@@ -111,4 +111,5 @@ def test_sigterm_while_idle_exits_zero_at_once(database: Database, tmp_path: Pat
         started = time.monotonic()
         run.process.send_signal(signal.SIGTERM)
         assert run.process.wait(timeout=GRACE) == 0
-        assert time.monotonic() - started < 5
+        # well within the grace period (nothing in flight to wait for), with room for a loaded machine
+        assert time.monotonic() - started < GRACE - 5

@@ -8,11 +8,11 @@ index for a prefix). See docs/storage.md, "Search indexes".
 
 On PostgreSQL each index is created only if it is not there yet, so an operator of a large store can build
 them beforehand without blocking writes (`CREATE INDEX CONCURRENTLY`, docs/storage.md) and the migration
-then only drops the indexes they replace. It also adds extended statistics on the token index's
-(type, parameter, code), taken by the next ANALYZE (autovacuum's, or `ANALYZE idx_token`).
+then only drops the indexes they replace. The planner's estimates of a common code come from migration
+0010's statistics objects.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07 13:30:00
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
@@ -56,25 +56,15 @@ REPLACED = {
 }
 
 
-# PostgreSQL: how often each (type, parameter, code) occurs together, so a common code (`gender=female`,
-# `status=requested`) is not estimated as the product of the three columns' separate frequencies (30
-# rows for 24,000 in the issue's measurement): the planner then starts from the smaller side.
-STATISTICS = "CREATE STATISTICS IF NOT EXISTS st_token_value (mcv) ON res_type, param, code FROM idx_token"
-
-
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     for name, table, pg_columns, sqlite_columns, replaced in INDEXES:
         columns = pg_columns if postgres else sqlite_columns
         op.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
         op.execute(f"DROP INDEX IF EXISTS {replaced}")
-    if postgres:
-        op.execute(STATISTICS)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP STATISTICS IF EXISTS st_token_value")
     for name, _, _, _, replaced in INDEXES:
         table, columns = REPLACED[replaced]
         op.execute(f"CREATE INDEX IF NOT EXISTS {replaced} ON {table} ({columns})")
