@@ -7,7 +7,7 @@ what they would be after normal writes by the region. Only for benchmarks."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +26,8 @@ HSA = "urn:oid:1.2.752.29.4.19"
 ORGANIZATIONS = 200
 BATCH = 2000
 STATUSES = ["requested", "accepted", "in-progress", "completed", "rejected"]
+TASK_CODES = "http://hl7.org/fhir/CodeSystem/task-code"
+TASK_KINDS = ["fulfill", "approve", "abort", "change", "resume"]
 
 
 def family(n: int) -> str:
@@ -86,7 +88,9 @@ def resources(count: int, seed: int = 7) -> Iterator[Json]:
             "for": {"reference": f"Patient/{pid}"},
             "owner": {"reference": owner},
             "focus": {"reference": f"DeviceRequest/dr-{n}"},
+            "code": {"coding": [{"system": TASK_CODES, "code": TASK_KINDS[n % len(TASK_KINDS)]}]},
             "authoredOn": "2026-02-01T08:00:00+01:00",
+            "restriction": {"period": {"end": f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T12:00:00+01:00"}},
         }
         yield {
             "resourceType": "Provenance",
@@ -103,8 +107,8 @@ def clear(services: Services) -> None:
             connection.execute(table.delete())
 
 
-def seed(services: Services, count: int) -> int:
-    """Insert about `count` resources; returns how many."""
+def seed(services: Services, count: int, source: Iterable[Json] | None = None) -> int:
+    """Insert about `count` resources (or those of `source`); returns how many."""
     now = utc_now() - timedelta(days=1)
     meta = {"versionId": "1", "lastUpdated": to_instant(now)}
     written = 0
@@ -157,7 +161,7 @@ def seed(services: Services, count: int) -> int:
         written += len(batch)
         batch.clear()
 
-    for resource in resources(count):
+    for resource in resources(count) if source is None else source:
         resource["meta"] = meta
         batch.append(resource)
         if len(batch) >= BATCH:

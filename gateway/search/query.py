@@ -77,9 +77,10 @@ class Planner:
         # names the type, so the type test on `resource` is left out and the database starts from that
         # index instead of scanning every resource of the type (SQLite otherwise does just that). The
         # other clauses are checked per candidate (EXISTS on the index rows of that rid), so their
-        # matches are never materialised. Reference clauses are usually the most selective.
+        # matches are never materialised. The one expected to match fewest drives (`_selectivity`);
+        # PostgreSQL may still start from another (docs/storage.md, "Search indexes").
         driving = [c for c in request.clauses if _selects_by_index(c)]
-        driver = next((c for c in driving if c.param.type == "reference"), driving[0] if driving else None)
+        driver = min(driving, key=_selectivity) if driving else None
         if driver is None:
             conditions.append(R.c.res_type == request.res_type)
         fenced = len(driving) > FENCE_AFTER
@@ -348,6 +349,17 @@ def _looks_into_masked(res_type: str, clauses: Sequence[Clause], masking: Maskin
 def _selects_by_index(clause: Clause) -> bool:
     """Whether the clause is `rid IN (index rows of this type)`, so it implies the resource type."""
     return clause.param.code not in COLUMN_PARAMS and clause.modifier not in ("missing", "not")
+
+
+def _selectivity(clause: Clause) -> int:
+    """How many rows a clause is expected to match, as a rank (lowest first; ties keep the request's
+    order): a reference names one target, a `system|code` token mostly one identifier, a string, date,
+    number or uri a value among many, a bare code (`status`, `gender`) one of a handful."""
+    if clause.param.type == "reference":
+        return 0
+    if clause.param.type == "token":
+        return 1 if all(split_token(v)[0] for v in clause.values) else 3
+    return 2
 
 
 def _prefix(value: str) -> tuple[str, str]:

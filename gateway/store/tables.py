@@ -96,7 +96,8 @@ class TokenIndex(Base):
     system: Mapped[str | None] = mapped_column(String(255))
     code: Mapped[str | None] = mapped_column(String(255))
     __table_args__ = (
-        Index("ix_token_lookup", "res_type", "param", "code", "system"),
+        # one code's rows in `rid` order, `system` read from the index (migration 0011, docs/storage.md)
+        Index("ix_token_code_rid", "res_type", "param", "code", "rid", postgresql_include=["system"]),
         Index("ix_token_rid", "rid"),
     )
 
@@ -112,7 +113,15 @@ class StringIndex(Base):
     # As written, for :exact.
     value_exact: Mapped[str] = mapped_column(Text)
     __table_args__ = (
-        Index("ix_string_lookup", "res_type", "param", "value_folded"),
+        # `LIKE 'x%'` under any collation (text_pattern_ops), one value's rows in `rid` order
+        Index(
+            "ix_string_prefix",
+            "res_type",
+            "param",
+            "value_folded",
+            "rid",
+            postgresql_ops={"value_folded": "text_pattern_ops"},
+        ),
         Index("ix_string_rid", "rid"),
     )
 
@@ -129,7 +138,8 @@ class ReferenceIndex(Base):
     target_id: Mapped[str | None] = mapped_column(String(64))
     url: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
-        Index("ix_reference_lookup", "res_type", "param", "target_id", "target_type"),
+        # one target's rows in `rid` order (migration 0011)
+        Index("ix_reference_lookup_rid", "res_type", "param", "target_id", "target_type", "rid"),
         Index("ix_reference_target", "target_type", "target_id"),
         # the access rows by what they point at (`_link` rows of a candidate: gateway/store/visibility.py)
         Index("ix_reference_param_target", "param", "target_type", "target_id"),

@@ -162,8 +162,9 @@ class ForOrganisation:
         return self._data(row, res_type)
 
     def _patient(self, row: Any) -> ColumnElement[bool]:
-        """A Patient: one it is related to now."""
-        return row.c.res_id.in_(self._related())  # type: ignore[no-any-return]
+        """A Patient: one it is related to now. The type is named with the ids, so the planner can start
+        from the related patients (uq_resource_type_id) when they are fewer than a search's matches."""
+        return and_(row.c.res_type == "Patient", row.c.res_id.in_(self._related()))
 
     def _audit(self, row: Any) -> ColumnElement[bool]:
         """An AuditEvent: of its own clients' accesses, or of accesses to what it authored, requested or
