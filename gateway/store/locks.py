@@ -17,7 +17,8 @@ FAULTS = 0x5B5C_0005  # a patient's count of fault reports, with the name: gatew
 # 0x5B5C_0001 is the subscription matcher's session lock (gateway/subscriptions/matcher.py)
 
 # current_schema() is NULL when the search path names no existing schema; the path itself then keys it
-SCHEMA_HASH = "hashtext(coalesce(current_schema(), current_setting('search_path')))"
+SCHEMA_KEY = "coalesce(current_schema(), current_setting('search_path'))"
+SCHEMA_HASH = f"hashtext({SCHEMA_KEY})"
 
 
 def hold_for_transaction(connection: Connection, purpose: int) -> None:
@@ -28,11 +29,11 @@ def hold_for_transaction(connection: Connection, purpose: int) -> None:
 
 
 def hold_named_for_transaction(connection: Connection, purpose: int, name: str) -> None:
-    """Wait for, then hold until the end of the transaction, the lock of `purpose` and `name` (a patient's
-    id, say). Not keyed by schema: a gateway in another schema of the database with the same name at the
-    same moment only waits its turn."""
+    """Wait for, then hold until the end of the transaction, the schema's lock of `purpose` and `name` (a
+    patient's id, say): gateways in other schemas of the database never wait for it."""
     if connection.dialect.name != "postgresql":
         return
     connection.execute(
-        text("SELECT pg_advisory_xact_lock(:purpose, hashtext(:name))"), {"purpose": purpose, "name": name}
+        text(f"SELECT pg_advisory_xact_lock(:purpose, hashtext({SCHEMA_KEY} || '/' || :name))"),
+        {"purpose": purpose, "name": name},
     )
