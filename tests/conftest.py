@@ -64,7 +64,10 @@ class Database:
         """The environment a `gateway` subprocess needs to use this database. Its audit trail is off,
         like the in-process fixtures': a background audit writer would race the tables' clearing
         between tests (tests/security/test_audit.py covers the audit trail); so is the scheduler thread.
-        The key secret is the in-process settings' (TEST_KEY_SECRET)."""
+        So is the subscription deliverer: a served process (the interop tests' server lives as long as the
+        test session) would otherwise match and deliver the subscriptions of later tests on this schema,
+        taking their events and marking their endpoints refused (tests/subscriptions/test_processes.py
+        turns it on for its own servers). The key secret is the in-process settings' (TEST_KEY_SECRET)."""
         return {
             "DATABASE_URL": self.url,
             "DATABASE_SCHEMA": self.schema,
@@ -72,6 +75,7 @@ class Database:
             "GATEWAY_SCHEDULE_SECONDS": "0",  # no scheduler thread in a served subprocess (tests/schedule)
             "GATEWAY_KEY_SECRET": TEST_KEY_SECRET,
             "GATEWAY_EXPORT_POLL_SECONDS": "0",  # nor an export worker (tests/export run it themselves)
+            "GATEWAY_NOTIFY": "off",  # nor a subscription deliverer
         }
 
     def clear(self) -> None:
