@@ -216,6 +216,11 @@ def served(
         capture.remove()
 
 
+def cell(text: str) -> str:
+    """`text` in a Markdown table cell: its `|` (a token's system|code) escaped, or it splits the cell."""
+    return text.replace("|", "\\|")
+
+
 def run(url: str, schema: str, size: int, base: int = 0, repeat: int = 5) -> list[str]:
     engine = make_engine(url, schema)
     with engine.begin() as connection:
@@ -242,7 +247,7 @@ def run(url: str, schema: str, size: int, base: int = 0, repeat: int = 5) -> lis
             top = best["Plan"]
             buffers = int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
             lines.append(
-                f"| `{search.path}` | {who} | {len(response.get('entry', []))} | "
+                f"| `{cell(search.path)}` | {who} | {len(response.get('entry', []))} | "
                 f"{float(best['Execution Time']):.2f} | {wall * 1000:.1f} | {buffers:,} | "
                 f"{', '.join(sorted(indexes_used(top)))} |"
             )
