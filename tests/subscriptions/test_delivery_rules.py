@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from gateway.search.dates import utc_now
+from gateway.security import store
+from gateway.store.repository import Repository
 from gateway.store.tables import ClientNotify
 from gateway.subscriptions.delivery import Deliverer
 from gateway.subscriptions.matcher import EVENTS
@@ -186,3 +188,82 @@ def test_backport_timeout_fails_a_slow_attempt_within_the_ceiling(
     drive([deliverer], lambda: int(str(state(world, quick)["attempts"])) >= 1)
     assert "no answer" in str(state(world, quick)["reason"])
     assert state(world, quick)["acked"] == 0
+
+
+def test_a_subscription_of_a_disabled_client_goes_off_and_gets_nothing(
+    manual: World, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    """R4: the server turns a subscription `off` when it will send no more; a client disabled (or
+    removed) after subscribing is sent nothing from then on, and its subscription says why."""
+    world = manual
+    sub_id = active(world, deliverer, receiver)
+    assert store.set_client_active(world.services.engine, world.a_client.client_id, False)
+    world.task("t1", "orgA", "pa")
+    drive([deliverer], lambda: state(world, sub_id)["status"] == "off")
+    assert state(world, sub_id)["reason"] == "client disabled or removed"
+    deliverer.step()
+    assert receiver.received == []
+    with world.services.engine.connect() as connection:
+        stored = Repository(connection).current("Subscription", sub_id)
+    assert stored is not None and stored.json()["status"] == "off"
+
+
+def test_a_subscription_whose_end_passed_goes_off_and_gets_nothing(
+    manual: World, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    world = manual
+    end = utc_now() + timedelta(seconds=2)
+    body = subscription(receiver.base + "ending", payload="application/fhir+json")
+    body["end"] = end.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    response = world.api.post("/fhir/Subscription", json=body, headers=world.a)
+    assert response.status_code == 201, response.text
+    sub_id = str(response.json()["id"])
+    drive([deliverer], lambda: state(world, sub_id)["status"] == "active")
+    time.sleep(max(0.0, (end - utc_now()).total_seconds()) + 0.2)
+    world.task("t1", "orgA", "pa")
+    drive([deliverer], lambda: state(world, sub_id)["status"] == "off")
+    assert state(world, sub_id)["reason"] == "end passed"
+    assert world.api.get(f"/fhir/Subscription/{sub_id}", headers=world.a).json()["status"] == "off"
+    assert receiver.received == []
+
+
+def test_events_past_their_retention_are_purged(
+    manual: World, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    """`$events` keeps GATEWAY_NOTIFY_RETENTION_DAYS of events; older ones are deleted by the deliverer
+    (at most every few minutes), the newer ones kept."""
+    world = manual
+    sub_id = active(world, deliverer, receiver)
+    world.task("t1", "orgA", "pa")
+    world.task("t2", "orgA", "pa")
+    drive([deliverer], lambda: state(world, sub_id)["acked"] == 2)
+    days = world.services.settings.notify_retention_days + 1
+    with world.services.engine.begin() as connection:
+        connection.execute(
+            update(EVENTS)
+            .where(EVENTS.c.sub_id == sub_id, EVENTS.c.number == 1)
+            .values(occurred_at=utc_now() - timedelta(days=days))
+        )
+    deliverer.purged = 0.0  # the last purge long ago
+    deliverer.step()
+    with world.services.engine.connect() as connection:
+        kept = connection.execute(select(EVENTS.c.number).where(EVENTS.c.sub_id == sub_id)).scalars().all()
+    assert kept == [2]
+
+
+def test_an_event_whose_resource_the_subscriber_no_longer_reads_goes_without_it(
+    manual: World, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    """Each event is rendered when it is sent, through the subscriber's read policy: a Task the subscriber
+    could read when it matched, but not when it is sent, goes as the empty notification (its number
+    acknowledged, nothing of the resource in it)."""
+    world = manual
+    sub_id = active(world, deliverer, receiver)
+    receiver.status = 503
+    world.task("t1", "orgA", "pb")  # matched: A owns it
+    drive([deliverer], lambda: int(state(world, sub_id)["attempts"] or 0) >= 1)  # type: ignore[call-overload]
+    world.task("t1", "orgB", "pb")  # handed to B: A reads it no more (nor the patient, B's)
+    assert world.api.get("/fhir/Task/t1", headers=world.a).status_code == 404
+    receiver.status = 200
+    drive([deliverer], lambda: state(world, sub_id)["acked"] == 1)
+    assert [(r.method, r.path, r.body) for r in receiver.received] == [("POST", "/hooks/tasks", b"")]
