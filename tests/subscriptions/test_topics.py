@@ -3,9 +3,13 @@ heartbeats, $status and $events; each focus as the subscriber may read it."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+from sqlalchemy import select
+
+from gateway.store.repository import R
 from tests.subscriptions.conftest import World, ref
 from tests.subscriptions.receiver import Receiver
 
@@ -155,3 +159,29 @@ def test_heartbeats_when_asked(notifying: World, receiver: Receiver) -> None:
     got = receiver.wait_for(3, timeout=10)
     kinds = [status_of(r.json())["type"] for r in got]
     assert kinds[0] == "handshake" and "heartbeat" in kinds[1:]
+
+
+def test_an_events_answer_is_audited_with_what_it_names(notifying: World, receiver: Receiver) -> None:
+    """`$events` is a read of the events' resources: its AuditEvent names the asking client, the
+    Subscription and the patients and resources the answer showed."""
+    world = notifying
+    if not world.services.settings.audit:
+        return
+    sub_a = subscribe(world, topic_subscription(receiver.base + "a", "id-only"), world.a)
+    assert receiver.wait_for(1)
+    handover(world, "ha1", "orgA", "pa")
+    assert len(receiver.wait_for(2)) == 2
+    answer = world.api.get(f"/fhir/Subscription/{sub_a}/$events?content=full-resource", headers=world.a)
+    assert answer.status_code == 200, answer.text
+    deadline = time.monotonic() + 10
+    found: list[dict[str, Any]] = []
+    while not found and time.monotonic() < deadline:
+        with world.services.engine.connect() as connection:
+            rows = connection.execute(select(R.c.content).where(R.c.res_type == "AuditEvent"))
+            found = [e for e in (json.loads(c) for (c,) in rows) if e["subtype"][0]["code"] == "events"]
+        time.sleep(0.1)
+    [event] = found
+    whats = [e["what"]["reference"] for e in event["entity"] if "what" in e]
+    assert f"Subscription/{sub_a}" in whats and "Patient/pa" in whats
+    assert any(what.startswith("Task/ha1") for what in whats)
+    assert event["agent"][0]["who"]["identifier"]["value"] == world.a_client.client_id
