@@ -203,3 +203,35 @@ def test_two_servers_on_postgresql_deliver_each_event_once_per_subscription(
         numbers = Counter(n for n, _ in topic_events(receiver, f"/hooks/{path}"))
         assert sorted(numbers) == list(range(1, len(ids) + 1)) and set(numbers.values()) == {1}, path
     assert len({owner.split(":")[1] for owner in owners}) == 2, owners  # both processes delivered
+
+
+def test_gateway_notify_delivers_on_its_own_and_stops_on_sigterm(
+    database: Database, manual: World, receiver: Receiver, tmp_path: Path
+) -> None:
+    """`gateway notify`: the deliverer as a process of its own (beside servers run with GATEWAY_NOTIFY
+    off); SIGTERM stops it after the round in progress, exit 0."""
+    world = manual
+    environment = {
+        **_environment(database),
+        "GATEWAY_AUTH": "on",
+        "GATEWAY_BASE_URL": BASE_URL,
+        "GATEWAY_ALLOW_HTTP_LOOPBACK": "on",
+        "GATEWAY_NOTIFY_POLL_SECONDS": "0.1",
+        "GATEWAY_NOTIFY_TIMEOUT": "2",
+    }
+    log = tmp_path / "notify.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(GATEWAY), "notify"], env=environment, stdout=subprocess.DEVNULL, stderr=sink
+        )
+    try:
+        subscribe(world, topic_subscription(receiver.base + "alone", "id-only"))
+        handovers(world, ["n1", "n2"])
+        until(
+            lambda: [n for n, _ in topic_events(receiver, "/hooks/alone")] == [1, 2], 30, "nothing delivered"
+        )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        _stop(process)
+    assert "delivering subscriptions' notifications" in log.read_text(encoding="utf-8")
