@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.security import store
 from gateway.services import Services
+from gateway.subscriptions.delivery import Deliverer
 from gateway.subscriptions.registration import notify_rows
 from tests.api.helpers import HSA, patient
 from tests.conftest import Database
@@ -132,3 +133,11 @@ def manual(database: Database, receiver: Receiver) -> Iterator[World]:
     with TestClient(create_app(services.settings, services=services)) as api:
         yield World(services, api, receiver.base)
     services.close()
+
+
+@pytest.fixture
+def deliverer(manual: World) -> Iterator[Deliverer]:
+    """A deliverer the test drives round by round (`step`), on the `manual` world."""
+    made = Deliverer(manual.services)
+    yield made
+    made.stop()

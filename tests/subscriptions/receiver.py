@@ -38,6 +38,7 @@ class Receiver:
     most_inflight: int = 0  # the most requests it held at once
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
+    tls: dict[str, Any] = field(default_factory=dict)  # uvicorn's ssl_* settings: https when given
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -63,7 +64,13 @@ class Receiver:
                 probe.bind(("127.0.0.1", 0))
                 self.port = probe.getsockname()[1]
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", interface="asgi3"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            interface="asgi3",
+            **self.tls,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -81,7 +88,7 @@ class Receiver:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hooks/"
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
         deadline = time.monotonic() + timeout

@@ -6,11 +6,10 @@ list|status|retry`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
@@ -52,13 +51,6 @@ def active(
     sub_id = str(response.json()["id"])
     drive([deliverer], lambda: state(world, sub_id)["status"] == "active")
     return sub_id
-
-
-@pytest.fixture
-def deliverer(manual: World) -> Iterator[Deliverer]:
-    made = Deliverer(manual.services)
-    yield made
-    made.stop()
 
 
 def test_undelivered_past_the_maximum_age_is_an_error_and_retry_starts_again(
