@@ -1,7 +1,8 @@
 """The deliverer's rules, driven round by round: undelivered past the maximum age → `error`; a lease
 held by a live process is left alone and an expired one taken over; at most
 GATEWAY_NOTIFY_ENDPOINT_CONCURRENCY deliveries to one endpoint at a time; `gateway subscriptions
-list|status|retry`."""
+list|status|retry`; `off` once the client is disabled or the subscription's `end` passed; events purged
+past their retention; an event whose resource the subscriber no longer reads sent without it."""
 
 from __future__ import annotations
 
