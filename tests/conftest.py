@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,10 +107,12 @@ def _sqlite(tmp: Path) -> Iterator[Database]:
     engine.dispose()
 
 
-def _postgres() -> Iterator[Database]:
+@contextmanager
+def postgres_schema(prefix: str = "gw_test") -> Iterator[Database]:
+    """A PostgreSQL schema of its own (`prefix` and a random suffix), migrated, dropped after."""
     if not POSTGRES_URL:
         pytest.skip(SKIP_POSTGRES)
-    schema = f"gw_test_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
@@ -129,7 +132,8 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     if request.param == "sqlite":
         yield from _sqlite(tmp_path_factory.mktemp("sqlite"))
     else:
-        yield from _postgres()
+        with postgres_schema() as database:
+            yield database
 
 
 @pytest.fixture

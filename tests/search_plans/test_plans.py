@@ -7,22 +7,19 @@ searches at 100,000 and more and writes their plans to docs/performance.md."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from bench.plans import Captured, Clients, Search, indexes_used, served, settings
 from bench.plans_store import prepare, sample
 from gateway.app import create_app
 from gateway.services import Services
-from gateway.store import migrate
-from gateway.store.database import make_engine
-from tests.conftest import POSTGRES_URL, SKIP_POSTGRES
+from tests.conftest import POSTGRES_URL, postgres_schema
 
 SIZE = 20_000
 BASE = 2_600  # seeded (bench/seed.py), then copied in SQL up to SIZE: the fixture in well under a minute
@@ -47,16 +44,9 @@ class Planned:
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[tuple[Engine, list[Planned]]]:
-    if not POSTGRES_URL:
-        pytest.skip(SKIP_POSTGRES)
-    schema = f"gw_plans_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = make_engine(POSTGRES_URL, schema)
-    try:
-        migrate.upgrade(engine)
-        services = Services.build(settings(POSTGRES_URL, schema), engine=engine)
+    with postgres_schema("gw_plans") as database:
+        engine = database.engine
+        services = Services.build(settings(POSTGRES_URL, database.schema), engine=engine)
         began = time.perf_counter()
         held = prepare(engine, services, SIZE, BASE)
         assert held >= SIZE * 0.95, held
@@ -71,11 +61,6 @@ def store() -> Iterator[tuple[Engine, list[Planned]]]:
             ]
         services.close()
         yield engine, pages
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def plan(engine: Engine, page: Captured) -> dict[str, Any]:

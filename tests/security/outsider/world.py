@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from joserfc.jwk import ECKey
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, insert, text
 
 from gateway.app import create_app
 from gateway.model.types import SUPPORTED_TYPES, Json
@@ -32,7 +32,7 @@ from gateway.security.store import NOTIFY
 from gateway.services import Services
 from gateway.store import migrate
 from gateway.store.database import make_engine
-from tests.conftest import POSTGRES_URL, Database
+from tests.conftest import Database, postgres_schema
 from tests.security.conftest import RegisteredClient, bearer
 from tests.security.outsider.world_data import (
     HIDDEN_FLAVOURS,
@@ -141,19 +141,8 @@ def own_database(shared: Database, tmp: Path) -> Iterator[Database]:
         finally:
             engine.dispose()
         return
-    schema = f"gw_world_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = make_engine(POSTGRES_URL, schema)
-    try:
-        migrate.upgrade(engine)
-        yield Database("postgresql", POSTGRES_URL, schema, engine)
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema("gw_world") as database:
+        yield database
 
 
 def _transaction(client: TestClient, headers: dict[str, str], items: list[Seeded]) -> None:
