@@ -9,16 +9,9 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.adapters.hl7v2.ack import read_ack
 from gateway.adapters.hl7v2.mllp import ListenerSettings, frame, tls_context
@@ -28,79 +21,12 @@ from tests.adapters.test_hl7v2_mllp import Running
 from tests.adapters.test_hl7v2_serve import gateway_serve
 from tests.conftest import Database
 from tests.interop.conftest import GATEWAY, _environment, _free_port, _stop
-
-Key = ec.EllipticCurvePrivateKey
-
-
-@dataclass
-class Pki:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _certificate(
-    subject: str, key: Key, issuer: tuple[x509.Name, Key] | None, usage: x509.ObjectIdentifier | None
-) -> x509.Certificate:
-    now = datetime.now(UTC)
-    issuer_name, signer = issuer or (_name(subject), key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False
-        )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    return builder.sign(signer, hashes.SHA256())
-
-
-def _write(path: Path, certificate: x509.Certificate, key: Key | None = None) -> Path:
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        path.with_suffix(".key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return path
+from tests.pki import Pki, make_pki
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("pki")
-    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = _certificate("Test CA", ca_key, None, None)
-    issuer = (ca.subject, ca_key)
-    server = _certificate("127.0.0.1", server_key, issuer, ExtendedKeyUsageOID.SERVER_AUTH)
-    client = _certificate("karolinska-journal", client_key, issuer, ExtendedKeyUsageOID.CLIENT_AUTH)
-    server_path = _write(folder / "server.pem", server, server_key)
-    client_path = _write(folder / "client.pem", client, client_key)
-    return Pki(
-        _write(folder / "ca.pem", ca),
-        server_path,
-        server_path.with_suffix(".key"),
-        client_path,
-        client_path.with_suffix(".key"),
-    )
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def tls_exchange(port: int, pki: Pki, payload: bytes, client_certificate: bool = False) -> bytes:
