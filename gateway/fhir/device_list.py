@@ -18,6 +18,8 @@ from gateway.fhir.http import fhir_response
 from gateway.hooks import AccessRecord
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
+from gateway.schedule import clock
+from gateway.schedule.control import next_controls
 from gateway.search.dates import to_instant, utc_now
 from gateway.security.scopes import grants
 from gateway.workflow.device_list import Gathered, gather
@@ -136,6 +138,8 @@ async def device_list(request: Request, res_id: str) -> Response:
         # the named exception's self-care assessments: to readers whose scopes let them read Observations
         disclose = visibility.everything or grants(uow.context.principal.scopes).permits("Observation", "r")
         found = gather(uow.connection, visibility, patient, disclose)
+        controls = next_controls(svc, f"Patient/{patient.res_id}", clock.now(svc.settings))
+        found.control_of = {key: day.isoformat() for key, day in controls.items() if key in found.by_key}
         if policy.masks:  # protected identities: shown as the reader may see them, in the page too
             found.patient_json = policy.mask(uow.context, found.patient_json)
             found.by_key = {key: policy.mask(uow.context, value) for key, value in found.by_key.items()}

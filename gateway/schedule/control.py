@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from itertools import takewhile
 from urllib.parse import quote
 
 from gateway.model.types import Json
@@ -62,10 +63,15 @@ def _day(value: object) -> date | None:
         return None
 
 
-def _acceptances(services: Services) -> Iterator[tuple[str, Json, date, str]]:
-    """(patient, unit, since, acceptance Task) of every completed handover or personal-care Task."""
+def _of_patient(patient: str | None, parameter: str) -> str:
+    return f"&{parameter}=" + quote(patient, safe="/") if patient else ""
+
+
+def _acceptances(services: Services, patient: str | None) -> Iterator[tuple[str, Json, date, str]]:
+    """(patient, unit, since, acceptance Task) of every completed handover or personal-care Task (of
+    `patient`, when given)."""
     for code in (HANDOVER, PERSONAL_CARE):
-        query = "code=" + quote(code, safe=":/|") + "&status=completed"
+        query = "code=" + quote(code, safe=":/|") + "&status=completed" + _of_patient(patient, "patient")
         for stored in scan(services, "Task", query):
             task = stored.json()
             patient = local((task.get("for") or {}).get("reference"))
@@ -79,35 +85,35 @@ def _acceptances(services: Services) -> Iterator[tuple[str, Json, date, str]]:
             ):
                 unit = {k: v for k, v in owner.items() if k in ("reference", "display")}
                 yield patient, unit, since, f"Task/{stored.res_id}"
-    yield from _care_teams(services)
+    yield from _care_teams(services, patient)
 
 
-def _care_teams(services: Services) -> Iterator[tuple[str, Json, date, str]]:
+def _care_teams(services: Services, patient: str | None) -> Iterator[tuple[str, Json, date, str]]:
     """(patient, unit, since, CareTeam) of each unit in an active personal-care CareTeam for the patient
     that a region-wide client (a trusted writer: `writer` None) wrote; a unit's own CareTeam is not
     enough, as a Task to a unit discloses the patient to it."""
-    query = "category=" + quote(CARE_TEAM, safe=":/|") + "&status=active"
+    query = "category=" + quote(CARE_TEAM, safe=":/|") + "&status=active" + _of_patient(patient, "subject")
     for stored in scan(services, "CareTeam", query):
         if stored.writer is not None:
             continue
         team = stored.json()
-        patient = local((team.get("subject") or {}).get("reference"))
+        subject = local((team.get("subject") or {}).get("reference"))
         since = _day((team.get("period") or {}).get("start") or (team.get("meta") or {}).get("lastUpdated"))
-        if not patient.startswith("Patient/") or since is None:
+        if not subject.startswith("Patient/") or since is None:
             continue
         for participant in team.get("participant") or []:
             member = participant.get("member")
             if isinstance(member, dict) and local(member.get("reference")).startswith(UNIT_TYPES):
                 unit = {k: v for k, v in member.items() if k in ("reference", "display")}
                 unit["reference"] = local(member.get("reference"))
-                yield patient, unit, since, f"CareTeam/{stored.res_id}"
+                yield subject, unit, since, f"CareTeam/{stored.res_id}"
 
 
-def _first_acceptances(services: Services) -> list[tuple[str, Json, date, str]]:
+def _first_acceptances(services: Services, patient: str | None = None) -> list[tuple[str, Json, date, str]]:
     """One acceptance per patient and unit, the first (a series has one start, whatever else the unit
-    accepts later)."""
+    accepts later); of `patient` alone, when given."""
     first: dict[tuple[str, str], tuple[str, Json, date, str]] = {}
-    for found in _acceptances(services):
+    for found in _acceptances(services, patient):
         key = (found[0], str(found[1]["reference"]))
         if key not in first or found[2] < first[key][2]:
             first[key] = found
@@ -175,7 +181,7 @@ class _Series:
         return self.start + timedelta(days=self.every * number)
 
     def last_due(self, now: datetime) -> int:
-        """The number of occurrences whose Task should exist by `now`."""
+        """The number of occurrences whose Task should exist by `now` (the ordinary interval)."""
         lead = timedelta(days=self.services.settings.control_lead_days)
         number = 0
         while (
@@ -185,36 +191,46 @@ class _Series:
             number += 1
         return number
 
-    def shortened(self, repository: Repository, now: datetime) -> list[tuple[int, date]]:
-        """(number, day) of the occurrences due by `now` not made yet, the interval shortened: after the
-        last one made (its Task's due day), each `shorter(every)` days on; the first never later than
-        the ordinary interval would put it, and not before today unless that was before today."""
+    def made(self, repository: Repository, number: int) -> Json | None:
+        held = repository.current("Task", self.id(number))
+        return held.json() if held is not None and not held.deleted else None
 
-        def made(number: int) -> Json | None:
-            held = repository.current("Task", self.id(number))
-            return held.json() if held is not None and not held.deleted else None
-
+    def upcoming(self, repository: Repository, now: datetime) -> Iterator[tuple[int, date]]:
+        """(number, due day) of the occurrences not made yet, in order: after the last one made. With
+        a confirmed high-risk assessment the interval is shortened: after the last one made (its
+        Task's due day), each `shorter(every)` days on; the first never later than the ordinary
+        interval would put it, and not before today unless that was before today."""
         last = self.last_due(now)
-        if last > 0 and made(last) is not None:
-            while last < MAX_OCCURRENCES and made(last + 1) is not None:
-                last += 1
-        else:
-            while last > 0 and made(last) is None:
-                last -= 1
+        while last > 0 and self.made(repository, last) is None:
+            last -= 1
+        while last < MAX_OCCURRENCES and self.made(repository, last + 1) is not None:
+            last += 1
+        if not self.assessment:
+            for number in range(last + 1, MAX_OCCURRENCES + 1):
+                yield number, self.due_day(number)
+            return
         anchor = self.start
         if last > 0:
-            end = (((made(last) or {}).get("restriction") or {}).get("period") or {}).get("end")
+            end = (((self.made(repository, last) or {}).get("restriction") or {}).get("period") or {}).get(
+                "end"
+            )
             anchor = _day(end) or self.due_day(last)
         short = risk_interval.shorter(self.every, self.services)
         today = common.local_day(now, self.services)
         day = max(anchor + timedelta(days=short), min(today, anchor + timedelta(days=self.every)))
+        for number in range(last + 1, MAX_OCCURRENCES + 1):
+            yield number, day
+            day += timedelta(days=short)
+
+    def missing(self, repository: Repository, now: datetime) -> list[tuple[int, date]]:
+        """(number, day) of the occurrences due by `now` (created `control_lead_days` ahead) not made."""
         lead = timedelta(days=self.services.settings.control_lead_days)
-        found: list[tuple[int, date]] = []
-        number = last + 1
-        while number <= MAX_OCCURRENCES and common.start_of(day - lead, self.services) <= now:
-            found.append((number, day))
-            number, day = number + 1, day + timedelta(days=short)
-        return found
+        return list(
+            takewhile(
+                lambda found: common.start_of(found[1] - lead, self.services) <= now,
+                self.upcoming(repository, now),
+            )
+        )
 
     def task(self, number: int, now: datetime, acceptance: str, day: date | None = None) -> Json:
         ordinary = self.due_day(number)
@@ -245,16 +261,8 @@ class _Series:
 
 def _make(series: _Series, now: datetime, acceptance: str, tally: Tally) -> None:
     """Create the occurrences due by `now` that do not exist yet (those after the last one made)."""
-    missing: dict[int, date | None] = {}
     with series.services.engine.connect() as connection:
-        repository = Repository(connection)
-        if series.assessment:
-            missing.update(series.shortened(repository, now))
-        else:
-            for number in range(series.last_due(now), 0, -1):
-                if repository.current("Task", series.id(number)) is not None:
-                    break
-                missing[number] = None
+        missing = dict(series.missing(Repository(connection), now))
     if not missing:
         return
 
@@ -278,9 +286,10 @@ def _make(series: _Series, now: datetime, acceptance: str, tally: Tally) -> None
     write_for(series.services, series.unit, work)
 
 
-def _stopped_series(services: Services) -> set[tuple[str, str, str]]:
-    """(device, unit, patient) of every series a unit stopped (a control Task rejected `insats-upphord`)."""
-    query = "code=" + quote(CODE, safe=":/|") + "&status=rejected"
+def _stopped_series(services: Services, patient: str | None = None) -> set[tuple[str, str, str]]:
+    """(device, unit, patient) of every series a unit stopped (a control Task rejected `insats-upphord`),
+    of `patient` alone when given."""
+    query = "code=" + quote(CODE, safe=":/|") + "&status=rejected" + _of_patient(patient, "patient")
     found = set()
     for stored in scan(services, "Task", query):
         task = stored.json()
@@ -325,26 +334,62 @@ def _close_open(services: Services, now: datetime, tally: Tally) -> None:
         common.settle(services, task, now, tally, reason)
 
 
+def _series(
+    services: Services,
+    acceptance: tuple[str, Json, date, str],
+    stopped: set[tuple[str, str, str]],
+    risk: dict[str, str],
+) -> Iterator[_Series]:
+    """The control series of one acceptance: one per personally prescribed device at the patient's home
+    whose class is controlled, unless the unit stopped it or the patient moved away from the unit."""
+    patient, unit, since, _ = acceptance
+    with services.engine.connect() as connection:
+        if common.moved(Repository(connection), patient, unit):
+            return
+    for use in _uses(services, patient):
+        device = local((use.get("device") or {}).get("reference"))
+        delivered = _day((use.get("timingPeriod") or {}).get("start")) or since
+        if not device or (device, str(unit["reference"]), patient) in stopped:
+            continue
+        every = interval_days(services, _device(services, device))
+        if every > 0:
+            yield _Series(services, patient, unit, device, max(since, delivered), every, risk.get(patient))
+
+
+def next_controls(services: Services, patient: str, now: datetime) -> dict[str, date]:
+    """Device reference → the due day of its next control at `patient`'s home (the earliest open control
+    Task's, else the next occurrence not made yet): the device list's "next control" (issue 19)."""
+    found: dict[str, date] = {}
+    stopped = _stopped_series(services, patient)
+    risk = risk_interval.confirmed(services)
+    with services.engine.connect() as connection:
+        repository = Repository(connection)
+        for acceptance in _first_acceptances(services, patient):
+            for series in _series(services, acceptance, stopped, risk):
+                day = next(series.upcoming(repository, now), (0, None))[1]
+                if day is not None and (series.device not in found or day < found[series.device]):
+                    found[series.device] = day
+    query = (
+        "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY + _of_patient(patient, "patient")
+    )
+    for stored in scan(services, "Task", query):
+        task = stored.json()
+        device = local((task.get("focus") or {}).get("reference"))
+        day = _day(((task.get("restriction") or {}).get("period") or {}).get("end"))
+        if device in found and day is not None and day < found[device]:
+            found[device] = day
+    return found
+
+
 def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     """One pass: make the control Tasks due, then mark and cancel the open ones."""
     tally = Tally()
     stopped = _stopped_series(services)
     risk = risk_interval.confirmed(services)
-    for patient, unit, since, acceptance in _first_acceptances(services):
+    for acceptance in _first_acceptances(services):
         tally.seen += 1
-        with services.engine.connect() as connection:
-            away = common.moved(Repository(connection), patient, unit)
-        for use in _uses(services, patient):
-            device = local((use.get("device") or {}).get("reference"))
-            delivered = _day((use.get("timingPeriod") or {}).get("start")) or since
-            if not device or (device, str(unit["reference"]), patient) in stopped or away:
-                continue
-            every = interval_days(services, _device(services, device))
-            if every <= 0:
-                continue
-            start = max(since, delivered)
-            series = _Series(services, patient, unit, device, start, every, risk.get(patient))
-            _make(series, now, acceptance, tally)
+        for series in _series(services, acceptance, stopped, risk):
+            _make(series, now, acceptance[3], tally)
         if lease is not None and not lease.renew():
             return tally
     _close_open(services, now, tally)

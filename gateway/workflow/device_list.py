@@ -7,7 +7,8 @@ owners, the prescribers (PractitionerRole, Practitioner, their unit), the units'
 (who to call and when: `telecom`, `availableTime`, `hoursOfOperation`), the parents of those units, the
 self-care assessments the requests name (`supportingInfo`), the patient's open Tasks and active Flags.
 Each is kept only when the reader may read it (the policy's visibility), but the self-care assessments
-named by a listed request and the next planned follow-up of each device (its follow-up plan's date), which
+named by a listed request, the next planned follow-up of each device (its follow-up plan's date) and its
+next control and cleaning (`gateway.schedule.control.next_controls`, its date only, never the unit), which
 the list shows to every reader who sees the list: the named exception "the device list" (docs/security.md).
 """
 
@@ -66,6 +67,7 @@ class Gathered:
     requests_of: dict[str, list[str]] = field(default_factory=dict)  # item → its DeviceRequests
     uses_of: dict[str, list[str]] = field(default_factory=dict)  # Device → its DeviceUseStatements
     follow_up_of: dict[str, str] = field(default_factory=dict)  # item or request → next follow-up date
+    control_of: dict[str, str] = field(default_factory=dict)  # Device → next control and cleaning date
     tasks: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     flag_details: dict[str, Json] = field(default_factory=dict)  # Flag → its RiskAssessment, if readable

@@ -54,6 +54,7 @@ def facts(row: Row) -> list[tuple[str, str]]:
         ("Vid fel, ring", contact_text(row.faults)),
         ("Frågor om behandlingen", contact_text(row.treatment)),
         ("Nästa uppföljning", row.follow_up),
+        ("Nästa kontroll och rengöring", row.control),
         ("Nästa service", row.service),
         ("Öppna uppgifter", "; ".join(row.tasks)),
     ]

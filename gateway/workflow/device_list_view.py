@@ -1,6 +1,7 @@
 """The device list as a person reads it: one row per item (what it is, serial and article, owner,
 prescriber, who handles it, who to call for faults and for treatment questions with opening hours, the
-next follow-up and service dates, open Tasks), from what `device_list.gather` found. Pure: no database."""
+next follow-up, control and service dates, open Tasks), from what `device_list.gather` found. Pure: no
+database."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class Row:
     faults: list[Contact] = field(default_factory=list)
     treatment: list[Contact] = field(default_factory=list)
     follow_up: str = ""
+    control: str = ""
     service: str = ""
     tasks: list[str] = field(default_factory=list)
 
@@ -252,6 +254,7 @@ class Viewer:
         row.faults = [c for c in faults if c.phones] + self.contacts(owner)
         row.treatment = self.contacts(unit)
         row.follow_up = found.follow_up_of.get(key, "")
+        row.control = found.control_of.get(key, "")
         row.service = service
         row.tasks = [self.task(t) for t in found.tasks if _concerns(found.by_key[t], key, requests)]
         return row

@@ -6,8 +6,9 @@ after downtime, none after the device is returned; municipality B, unrelated, se
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -199,6 +200,42 @@ def test_a_control_task_every_28_days_until_the_device_is_returned(
     assert [t["status"] for t in controls] == ["completed", "completed", "cancelled", "cancelled"]
     assert controls[2]["statusReason"]["coding"][0]["code"] == "device-left"
     assert passes(secured_region, 400) == 0
+
+
+def next_control(kommun: Town, headers: dict[str, str], patient: dict[str, Any]) -> str | None:
+    """The device list's "next control" of the patient's one device, as `headers`' client reads it."""
+    response = kommun.as_(headers).get(f"/fhir/{patient['reference']}/$device-list")
+    assert response.status_code == 200, response.text
+    found = re.findall(
+        r"Nästa kontroll och rengöring: ([0-9-]+)<", response.json()["entry"][0]["resource"]["text"]["div"]
+    )
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def test_the_device_list_shows_the_next_control_before_and_after_its_task(
+    town: tuple[World, Town], secured_region: Services
+) -> None:
+    world, kommun = town
+    patient = delivered(world)
+    assert next_control(kommun, kommun.region, patient) is None  # no unit provides personal care
+
+    personal_care(kommun, patient)
+    planned = next_control(kommun, kommun.a, patient)
+    assert planned is not None  # shown before the Task exists (made 7 days ahead)
+    assert next_control(kommun, kommun.region, patient) == planned
+    assert kommun.as_(kommun.b).get(f"/fhir/{patient['reference']}/$device-list").status_code == 404
+
+    assert passes(secured_region, 22) == 1
+    [first] = kommun.controls(kommun.a)
+    assert first["restriction"]["period"]["end"][:10] == planned  # the Task's due date is the one shown
+    assert next_control(kommun, kommun.a, patient) == planned  # the open Task's
+    kommun.put(kommun.a, signed(first, "ok"))
+    after = date.fromisoformat(planned) + timedelta(days=28)
+    assert next_control(kommun, kommun.a, patient) == after.isoformat()  # signed: the next occurrence
+
+    world.rows(changed("02", status="Återlämnad"))  # returned: no control, and no device on the list
+    assert next_control(kommun, kommun.a, patient) is None
 
 
 def test_a_move_and_a_stop_end_the_series(town: tuple[World, Town], secured_region: Services) -> None:
