@@ -139,7 +139,7 @@ class Evaluator:
             birth = date.fromisoformat(born if len(born) == 10 else f"{born[:4]}-12-31")
         except ValueError:
             return []
-        today = datetime.now(self.zone).date()
+        today = utc_now().replace(tzinfo=_UTC).astimezone(self.zone).date()
         years = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
         return [_ref(patient)] if years >= int(rule.params["years"]) else []
 

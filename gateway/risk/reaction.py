@@ -6,6 +6,7 @@ Flag follow it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -72,31 +73,51 @@ def evaluator_for(svc: Services, rule_set: RuleSet) -> Evaluator:
 
 
 def risk_pass(
-    svc: Services, patient_id: str | None = None, context: RequestContext = PASS_CONTEXT
+    svc: Services,
+    patient_id: str | None = None,
+    context: RequestContext = PASS_CONTEXT,
+    patients: Collection[str] | None = None,
+    going: Callable[[], bool] | None = None,
 ) -> dict[str, int]:
-    """Evaluate the rules for one patient, or every patient (in batches of PASS_BATCH, one transaction
-    each), as `context` (one of the gateway's exempt writers: the CLI's, the scheduler's): what was done,
-    counted (`proposed`, `updated`, `withdrawn`, `unchanged`, `none`)."""
+    """Evaluate the rules for one patient, for the `patients` named (ids), or for every patient; in
+    batches of PASS_BATCH, one transaction each, the gateway writing on behalf of `context` (one of its
+    exempt writers: the CLI's, the scheduler's): what was done, counted (`proposed`, `updated`,
+    `withdrawn`, `unchanged`, `none`). `going` is asked after each batch (the scheduler's lease): False
+    stops the pass."""
     from gateway.risk.rules import load
 
     evaluator = evaluator_for(svc, load())
+    acting = context.for_reaction()  # the gateway writes its assessments, on behalf of the CLI or scheduler
     counts: dict[str, int] = {}
-    after = 0
-    while True:
+    named = (
+        None
+        if patients is None and patient_id is None
+        else sorted({*(patients or ()), *([patient_id] if patient_id else [])})
+    )
 
-        def work(uow: UnitOfWork, after: int = after) -> list[int]:
-            query = select(R.c.rid, R.c.res_id).where(
-                R.c.res_type == "Patient", R.c.deleted == false(), R.c.rid > after
-            )
-            if patient_id is not None:
-                query = query.where(R.c.res_id == patient_id)
-            rows = list(uow.connection.execute(query.order_by(R.c.rid).limit(PASS_BATCH)))
-            for stored in uow.repository.current_many([int(r[0]) for r in rows]):
+    def batch(after: int, ids: list[str] | None) -> list[int]:
+        def work(uow: UnitOfWork) -> list[int]:
+            query = select(R.c.rid).where(R.c.res_type == "Patient", R.c.deleted == false(), R.c.rid > after)
+            if ids is not None:
+                query = query.where(R.c.res_id.in_(ids))
+            rids = [int(row[0]) for row in uow.connection.execute(query.order_by(R.c.rid).limit(PASS_BATCH))]
+            for stored in uow.repository.current_many(rids):
                 done = assess(uow, svc.write_path, evaluator, stored)
                 counts[done] = counts.get(done, 0) + 1
-            return [int(r[0]) for r in rows]
+            return rids
 
-        rids = svc.write_path.run(context, work, True)
-        if len(rids) < PASS_BATCH:
+        found: list[int] = svc.write_path.run(acting, work, True)
+        return found
+
+    if named is not None:
+        for start in range(0, len(named), PASS_BATCH):
+            batch(0, named[start : start + PASS_BATCH])
+            if going is not None and not going():
+                break
+        return counts
+    after = 0
+    while True:
+        rids = batch(after, None)
+        if len(rids) < PASS_BATCH or (going is not None and not going()):
             return counts
         after = rids[-1]

@@ -1,7 +1,9 @@
 """One runner per job at a time: a row per job in `schedule_lease`, held by one process until
 `lease_until` (the real clock, never the jobs' clock), renewed while the job runs. A process that dies
 stops renewing, so its lease expires and another process takes the job over; a process that finds the
-lease held skips the job this pass (its Tasks would be the same: ids are deterministic)."""
+lease held skips the job this pass (its Tasks would be the same: ids are deterministic). The row also
+keeps when the job's last complete pass started and what it depended on (`last_done`, `done`), for a
+job that reads only what changed since (the high-risk job)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Connection, Engine, Table, or_, update
+from sqlalchemy import Connection, Engine, Table, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.search.dates import utc_now
@@ -84,6 +86,25 @@ class Lease:
             )
         self._renewed = time.monotonic()
         return renewed.rowcount == 1
+
+    def last_done(self) -> tuple[datetime | None, str | None]:
+        """When the job's last complete pass started (UTC, the real clock) and its mark; None, None if
+        it never completed one."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(LEASE.c.done_at, LEASE.c.done_mark).where(LEASE.c.job == self.job)
+            ).first()
+        return (row[0], row[1]) if row is not None else (None, None)
+
+    def done(self, started: datetime, mark: str | None) -> bool:
+        """Record a complete pass that started at `started`, while the lease is ours; False if lost."""
+        with self._write() as connection:
+            recorded = connection.execute(
+                update(LEASE)
+                .where(LEASE.c.job == self.job, LEASE.c.holder == self.holder)
+                .values(done_at=started, done_mark=mark)
+            )
+        return recorded.rowcount == 1
 
     def release(self) -> None:
         with self._write() as connection:

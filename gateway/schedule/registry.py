@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from time import perf_counter
 
-from gateway.risk.reaction import risk_pass
-from gateway.schedule import control, deadlines, devices, follow_up
+from gateway.schedule import control, deadlines, devices, follow_up, high_risk
 from gateway.schedule.lease import Lease, holder_name
-from gateway.schedule.writer import Tally, context_for
+from gateway.schedule.writer import Tally
 from gateway.services import Services
 from gateway.telemetry.metrics import SCHEDULE_DURATION, SCHEDULE_RUNS
 
@@ -27,15 +26,6 @@ class Job:
     description: str
 
 
-def _high_risk(services: Services, now: datetime, lease: Lease | None) -> Tally:
-    """The high-risk rules for every patient (docs/risk.md): what time changes without a write (an age
-    reached, a living-situation Observation grown too old) is found here, the rest by the reaction."""
-    counts = risk_pass(services, context=context_for(None))
-    made = Tally(created=counts.get("proposed", 0), updated=counts.get("updated", 0))
-    made.cancelled, made.seen = counts.get("withdrawn", 0), sum(counts.values())
-    return made
-
-
 JOBS: tuple[Job, ...] = (
     Job(follow_up.NAME, follow_up.run, "planned follow-ups of orders → Tasks, overdue, reports"),
     Job(control.NAME, control.run, "control and cleaning every fourth week → Tasks, overdue"),
@@ -46,7 +36,11 @@ JOBS: tuple[Job, ...] = (
         deadlines.run,
         "unanswered care-transition Tasks past their deadline → deadline-passed",
     ),
-    Job("high-risk", _high_risk, "the high-risk rules for every patient → RiskAssessment and Flag"),
+    Job(
+        high_risk.NAME,
+        high_risk.run,
+        "the high-risk rules for the patients time may have changed → RiskAssessment and Flag",
+    ),
 )
 
 

@@ -405,12 +405,16 @@ class ClientNotify(Base):
 
 class ScheduleLease(Base):
     """The lease of a scheduled job (gateway/schedule/lease.py): the process running it (`holder`) until
-    `lease_until` (UTC, renewed while it runs); an expired lease (its process died) may be taken over."""
+    `lease_until` (UTC, renewed while it runs); an expired lease (its process died) may be taken over.
+    `done_at` (UTC, the real clock) is when the job's last complete pass started and `done_mark` what it
+    depended on besides time, for a job that reads only what changed since (gateway/schedule/high_risk.py)."""
 
     __tablename__ = "schedule_lease"
     job: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    done_mark: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class ExportJob(Base):
