@@ -117,7 +117,7 @@ def report(
     return result
 
 
-def _municipality(resource: Json) -> str | None:
+def municipality(resource: Json) -> str | None:
     """The kommunkod of a resource's first address that has one (a Patient's home address first)."""
     for address in resource.get("address") or []:
         for extension in (address or {}).get("extension") or []:
@@ -128,6 +128,16 @@ def _municipality(resource: Json) -> str | None:
     return None
 
 
+def unit_municipality(repository: Repository, owner: object) -> str | None:
+    """The kommunkod of the organisation of an owning unit (a Task's `owner`), if its address has one."""
+    organisation, _ = organisation_of(
+        repository, (owner or {}).get("reference") if isinstance(owner, dict) else None
+    )
+    key = local((organisation or {}).get("reference"))
+    unit = repository.current("Organization", key.removeprefix("Organization/")) if key else None
+    return municipality(unit.json()) if unit is not None and not unit.deleted else None
+
+
 def moved(repository: Repository, patient: str, owner: object) -> bool:
     """Whether the patient lives in another municipality than the owning unit's organisation (both
     known by their addresses' kommunkod): the unit no longer cares for the patient at home."""
@@ -136,14 +146,14 @@ def moved(repository: Repository, patient: str, owner: object) -> bool:
         if patient.startswith("Patient/")
         else None
     )
-    organisation, _ = organisation_of(
-        repository, (owner or {}).get("reference") if isinstance(owner, dict) else None
-    )
-    key = local((organisation or {}).get("reference"))
-    unit = repository.current("Organization", key.removeprefix("Organization/")) if key else None
-    if held is None or held.deleted or unit is None or unit.deleted:
+    if held is None or held.deleted:
         return False
-    home, town = _municipality(held.json()), _municipality(unit.json())
+    return away(held.json(), unit_municipality(repository, owner))
+
+
+def away(patient: Json | None, town: str | None) -> bool:
+    """Whether the patient's home municipality is known and another than `town` (a unit's kommunkod)."""
+    home = municipality(patient) if patient else None
     return home is not None and town is not None and home != town
 
 

@@ -6,7 +6,8 @@ at the end of the planned day in the gateway's zone, created `follow_up_lead_day
 
 Each pass, over the open follow-up Tasks: one past its due date gets businessStatus `overdue` and the
 actual prescriber a return report (in Swedish); one whose activity ended (the order makulerad, the device
-picked up, the plan changed) or whose patient died is cancelled with a Swedish statusReason. Completing
+picked up, the plan changed), whose patient died, or whose patient moved to another municipality than its
+municipal owning unit's, is cancelled with a Swedish statusReason. Completing
 the Task completes the activity (gateway/workflow/scheduled_tasks.py).
 
 For a patient with a `final` high-risk RiskAssessment, a follow-up not yet made a Task is planned earlier
@@ -28,7 +29,7 @@ from gateway.schedule.scan import batches, current
 from gateway.schedule.writer import BASE, TASK_CODES, Tally, coded, local, provenance, task_id, write_for
 from gateway.search.dates import to_instant
 from gateway.services import Services
-from gateway.store.repository import Stored
+from gateway.store.repository import Repository, Stored
 
 NAME = "follow-up"
 PLAN_CATEGORY = f"{plans.CATEGORY['system']}|{plans.CATEGORY['code']}"
@@ -146,7 +147,8 @@ def _create(
     def work(uow: UnitOfWork, organisation: Json | None) -> None:
         if uow.repository.current("Task", wanted) is not None:
             return  # another process made it meanwhile
-        if common.deceased(uow, local((plan.get("subject") or {}).get("reference"))):
+        patient = local((plan.get("subject") or {}).get("reference"))
+        if common.deceased(uow, patient) or common.moved(uow.repository, patient, _owner(plan, activity)):
             return
         task = _task(services, plan, activity, due_at, now)
         result = services.write_path.update(uow, "Task", wanted, task)
@@ -221,18 +223,31 @@ def _ended(task: Json, found: dict[str, Json]) -> tuple[Json | None, list[str], 
     return common.end_reason("plan-ended", why.get("text")), _lines(plan), dead
 
 
+def _moved(services: Services, task: Json, found: dict[str, Json], towns: dict[str, str | None]) -> bool:
+    """Whether the patient moved to another municipality than the owning unit's (a municipal unit: its
+    organisation's address has a kommunkod; a region's clinic has none, so its follow-ups go on)."""
+    owner = str((task.get("owner") or {}).get("reference") or "")
+    if owner not in towns:
+        with services.engine.connect() as connection:
+            towns[owner] = common.unit_municipality(Repository(connection), task.get("owner"))
+    return common.away(found.get(_references(task)[0]), towns[owner])
+
+
 def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     """One pass: make the Tasks of follow-ups falling due, then mark, report and cancel the open ones."""
     tally = Tally()
     if not _make(services, now, tally, lease):
         return tally
     query = "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY
+    towns: dict[str, str | None] = {}  # owner → its organisation's kommunkod, read once a pass
     for tasks in batches(services, "Task", query):
         # every open Task is looked at: its activity or patient may have ended (reads only, unless so)
         found = current(services, [ref for s in tasks for ref in _references(s.json())[:2]])
         for stored in tasks:
             task = stored.json()
             reason, lines, dead = _ended(task, found)
+            if reason is None and _moved(services, task, found, towns):
+                reason = common.end_reason("patient-moved")
             if reason is None and not dead and not common.lapsed(task, now):
                 continue
 

@@ -24,6 +24,7 @@ from gateway.services import Services
 from tests.adapters.test_bestallningsportalen import golden
 from tests.adapters.test_device_register import changed, row_of
 from tests.conftest import Database
+from tests.schedule.test_follow_up_job import announced
 from tests.security.conftest import bearer
 from tests.workflow.test_follow_up_dates import World
 from tests.workflow.test_order_to_return_report import client_for, search
@@ -158,11 +159,13 @@ def test_a_control_task_every_28_days_until_the_device_is_returned(
     assert first["owner"] == {"reference": f"Organization/{organisation['id']}"}
     assert first["focus"]["reference"].startswith("Device/")
     assert first["status"] == "requested"
+    assert announced(secured_region, "control-due", first["id"], 1)
     assert passes(secured_region, 22) == 0  # a second pass changes nothing
 
     # signing: without the person it is 422; with, the person goes to the Provenance
     kommun.put(kommun.a, signed(first, "ok", person=False), status=422)
     kommun.put(kommun.a, signed(first, "ok"))
+    assert not announced(secured_region, "control-due", first["id"], 2)  # announced once, when made
     found = search(kommun.as_(kommun.region), "Provenance", target=f"Task/{first['id']}")
     [provenance] = [p for p in found if p["reason"][0]["text"] == "Kontroll och rengöring signerad"]
     assert provenance["agent"][0]["who"]["identifier"]["value"] == "anna.s"

@@ -5,16 +5,19 @@ clinic and an unrelated municipality look with their own organisation-scoped cli
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.adapters.master_data import MUNICIPALITY_CODE
 from gateway.app import create_app
 from gateway.cli import CLI_CONTEXT
 from gateway.schedule import clock
 from gateway.schedule.registry import run_pass
-from gateway.schedule.writer import BUSINESS_STATUS, TASK_CODES
+from gateway.schedule.writer import BASE, BUSINESS_STATUS, TASK_CODES
+from gateway.search.dates import utc_now
 from gateway.services import Services
 from tests.adapters.test_bestallningsportalen import golden
 from tests.adapters.test_device_register import row_of
@@ -48,11 +51,18 @@ def written_by_the_scheduler(services: Services, task_id: str, organisation: str
         events = [s.json() for s in found]
         [provenance] = [s.json() for s in searcher.match(connection, "Provenance", f"target=Task/{task_id}")]
     [event] = [e for e in events if e.get("action") == "C"]
+    assert near_now(event["recorded"])  # the real clock, not the jobs' (GATEWAY_NOW / --now)
     assert event["agent"][0]["who"]["identifier"]["value"] == "gateway:scheduler"
     assert event["agent"][1]["who"]["identifier"]["value"] == "SE2321000016-LUNG"
     [agent] = provenance["agent"]
     assert agent["who"]["identifier"]["value"] == "gateway:scheduler"
     assert agent["onBehalfOf"] == {"reference": organisation}
+
+
+def near_now(instant: str) -> bool:
+    """Whether a FHIR instant is within ten minutes of the real clock."""
+    moment = datetime.fromisoformat(instant.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
+    return abs(moment - utc_now()) < timedelta(minutes=10)
 
 
 def announced(services: Services, topic: str, task_id: str, version: int) -> bool:
@@ -84,7 +94,8 @@ def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_presc
     assert task["for"] == plan["subject"]
     assert task["owner"]["reference"] == plan["author"]["reference"]
     written_by_the_scheduler(secured, task["id"], plan["author"]["reference"])
-    assert task["authoredOn"].startswith("2026-12-04T07:00:00")
+    assert task["authoredOn"].startswith("2026-12-04T07:00:00")  # the jobs' clock
+    assert near_now(task["meta"]["lastUpdated"])  # the real one
     assert "businessStatus" not in task
 
     assert announced(secured, "follow-up-due", task["id"], 1)
@@ -170,3 +181,75 @@ def test_a_pick_up_and_a_death_cancel_the_open_follow_ups(world: World, secured:
     statuses = {(t["status"], t["statusReason"]["coding"][0]["code"]) for t in follow_ups(world)}
     assert statuses == {("cancelled", "plan-ended"), ("cancelled", "patient-deceased")}
     assert at(secured, "2027-06-01T12:00:00+02:00")["follow-up"] == 0  # nothing more for the deceased
+
+
+def test_a_move_to_another_municipality_cancels_the_municipal_units_follow_ups_only(
+    world: World, secured: Services
+) -> None:
+    """A follow-up the municipality's occupational therapist does (the activity's performer a municipal
+    unit, kommunkod 0180) and one the clinic does: the patient moves to Göteborg (1480); the municipal one
+    is cancelled `patient-moved`, the clinic's goes on, and no new one is made for the municipal unit."""
+    kommunkod = f"{BASE}/CodeSystem/kommunkod"
+
+    def address(code: str) -> list[dict[str, Any]]:
+        coding = {"system": kommunkod, "code": code}
+        return [{"extension": [{"url": MUNICIPALITY_CODE, "valueCoding": coding}]}]
+
+    def activity(name: str, day: str, performer: str) -> dict[str, Any]:
+        detail = {
+            "kind": "Appointment",
+            "status": "not-started",
+            "scheduledPeriod": {"start": day},
+            "performer": [{"reference": performer}],
+            "description": "Uppföljning",
+        }
+        return {"id": name, "detail": detail}
+
+    plan = {
+        "resourceType": "CarePlan",
+        "id": "moving-plan",
+        "status": "active",
+        "intent": "plan",
+        "category": [
+            {"coding": [{"system": f"{BASE}/CodeSystem/careplan-category", "code": "device-follow-up"}]}
+        ],
+        "subject": {"reference": "Patient/mover"},
+        "author": {"reference": "Organization/clinic"},
+        "activity": [
+            activity("kommun-1", "2026-12-10", "Organization/kommun"),
+            activity("kommun-2", "2027-01-20", "Organization/kommun"),
+            activity("klinik-1", "2026-12-10", "Organization/clinic"),
+        ],
+    }
+
+    def write(uow: Any, *resources: dict[str, Any]) -> None:
+        for resource in resources:
+            secured.write_path.update(uow, resource["resourceType"], resource["id"], resource)
+
+    def setup(uow: Any) -> None:
+        write(
+            uow,
+            {"resourceType": "Organization", "id": "kommun", "name": "Kommun A", "address": address("0180")},
+            {"resourceType": "Organization", "id": "clinic", "name": "Kliniken"},
+            {"resourceType": "Patient", "id": "mover", "address": address("0180")},
+            plan,
+        )
+
+    secured.write_path.run(CLI_CONTEXT, setup)
+    assert at(secured, "2026-12-05T08:00:00+01:00")["follow-up"] == 2
+
+    def move(uow: Any) -> None:
+        write(uow, {"resourceType": "Patient", "id": "mover", "address": address("1480")})
+
+    secured.write_path.run(CLI_CONTEXT, move)
+    assert at(secured, "2026-12-05T09:00:00+01:00")["follow-up"] == 1
+    with secured.engine.connect() as connection:
+        found = secured.write_path.searcher.match(connection, "Task", f"code={FOLLOW_UP}", limit=10)
+    tasks = {str(s.json()["owner"]["reference"]): s.json() for s in found}
+    assert tasks["Organization/kommun"]["status"] == "cancelled"
+    assert tasks["Organization/kommun"]["statusReason"]["coding"][0]["code"] == "patient-moved"
+    assert tasks["Organization/clinic"]["status"] == "requested"
+    assert at(secured, "2027-01-15T08:00:00+01:00")["follow-up"] >= 1  # the clinic's overdue, nothing new
+    with secured.engine.connect() as connection:
+        after = secured.write_path.searcher.match(connection, "Task", f"code={FOLLOW_UP}", limit=10)
+    assert len(after) == 2
