@@ -3,14 +3,13 @@
 personally prescribed device there (an active DeviceUseStatement delivered for an order line, extension
 `device-request`), replacing the paper signing list.
 
-Only a unit that accepted (completed) a handover Task for the patient, or completed a `personal-care` Task
-for the patient (the municipality or a region-wide client registered it as providing personal care), or
-that takes part in an active CareTeam of category `personal-care` a region-wide client wrote for the
-patient (careteam-category; from its `period.start`), gets them: never inferred from ZSV services or the
-kommunkod, since a Task to a unit discloses the patient to it. Occurrence n is due `interval * n` days
-after the later of the delivery and that acceptance, created `control_lead_days` ahead; after downtime
-every missed occurrence is created, overdue. The series ends when the device leaves the patient (its use
-no longer active: open Tasks are cancelled) or the unit rejects one with the reason `insats-upphord`.
+Only a municipal unit that accepted a handover for the patient, or was registered as providing personal
+care for the patient, gets them (gateway/schedule/control_units.py says how: never inferred from ZSV
+services or the kommunkod, since a Task to a unit discloses the patient to it). Occurrence n is due
+`interval * n` days after the later of the delivery and that acceptance, created `control_lead_days`
+ahead; after downtime every missed occurrence is created, overdue. The series ends when the device leaves
+the patient (its use no longer active: open Tasks are cancelled) or the unit rejects one with the reason
+`insats-upphord`.
 
 For a patient with a `final` high-risk RiskAssessment the occurrences not yet made Tasks follow the last one
 made at the interval times GATEWAY_RISK_INTERVAL_FACTOR (the next one never later than it would have been,
@@ -27,6 +26,7 @@ from urllib.parse import quote
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.schedule import common, risk_interval
+from gateway.schedule.control_units import as_day, first_acceptances, of_patient
 from gateway.schedule.lease import Lease
 from gateway.schedule.scan import scan
 from gateway.schedule.writer import (
@@ -46,78 +46,10 @@ from gateway.store.repository import Repository
 
 NAME = "control-cleaning"
 CODE = f"{TASK_CODES}|control-cleaning"
-HANDOVER = f"{BASE}/CodeSystem/care-transition-task|handover"
-PERSONAL_CARE = f"{TASK_CODES}|personal-care"
-CARE_TEAM = f"{BASE}/CodeSystem/careteam-category|personal-care"
-UNIT_TYPES = ("Organization/", "HealthcareService/")
 DEVICE_REQUEST = f"{BASE}/StructureDefinition/device-request"
 ISO9999 = f"{BASE}/CodeSystem/iso9999"
 STOP_REASON = f"{BASE}/CodeSystem/control-stop-reason"
 MAX_OCCURRENCES = 1000  # a series of 28-day controls for 76 years: beyond it a date is surely wrong
-
-
-def _day(value: object) -> date | None:
-    try:
-        return date.fromisoformat(str(value)[:10]) if value else None
-    except ValueError:
-        return None
-
-
-def _of_patient(patient: str | None, parameter: str) -> str:
-    return f"&{parameter}=" + quote(patient, safe="/") if patient else ""
-
-
-def _acceptances(services: Services, patient: str | None) -> Iterator[tuple[str, Json, date, str]]:
-    """(patient, unit, since, acceptance Task) of every completed handover or personal-care Task (of
-    `patient`, when given)."""
-    for code in (HANDOVER, PERSONAL_CARE):
-        query = "code=" + quote(code, safe=":/|") + "&status=completed" + _of_patient(patient, "patient")
-        for stored in scan(services, "Task", query):
-            task = stored.json()
-            patient = local((task.get("for") or {}).get("reference"))
-            owner = task.get("owner")
-            since = _day(task.get("lastModified") or (task.get("meta") or {}).get("lastUpdated"))
-            if (
-                patient.startswith("Patient/")
-                and isinstance(owner, dict)
-                and owner.get("reference")
-                and since
-            ):
-                unit = {k: v for k, v in owner.items() if k in ("reference", "display")}
-                yield patient, unit, since, f"Task/{stored.res_id}"
-    yield from _care_teams(services, patient)
-
-
-def _care_teams(services: Services, patient: str | None) -> Iterator[tuple[str, Json, date, str]]:
-    """(patient, unit, since, CareTeam) of each unit in an active personal-care CareTeam for the patient
-    that a region-wide client (a trusted writer: `writer` None) wrote; a unit's own CareTeam is not
-    enough, as a Task to a unit discloses the patient to it."""
-    query = "category=" + quote(CARE_TEAM, safe=":/|") + "&status=active" + _of_patient(patient, "subject")
-    for stored in scan(services, "CareTeam", query):
-        if stored.writer is not None:
-            continue
-        team = stored.json()
-        subject = local((team.get("subject") or {}).get("reference"))
-        since = _day((team.get("period") or {}).get("start") or (team.get("meta") or {}).get("lastUpdated"))
-        if not subject.startswith("Patient/") or since is None:
-            continue
-        for participant in team.get("participant") or []:
-            member = participant.get("member")
-            if isinstance(member, dict) and local(member.get("reference")).startswith(UNIT_TYPES):
-                unit = {k: v for k, v in member.items() if k in ("reference", "display")}
-                unit["reference"] = local(member.get("reference"))
-                yield subject, unit, since, f"CareTeam/{stored.res_id}"
-
-
-def _first_acceptances(services: Services, patient: str | None = None) -> list[tuple[str, Json, date, str]]:
-    """One acceptance per patient and unit, the first (a series has one start, whatever else the unit
-    accepts later); of `patient` alone, when given."""
-    first: dict[tuple[str, str], tuple[str, Json, date, str]] = {}
-    for found in _acceptances(services, patient):
-        key = (found[0], str(found[1]["reference"]))
-        if key not in first or found[2] < first[key][2]:
-            first[key] = found
-    return list(first.values())
 
 
 def interval_days(services: Services, device: Json | None) -> int:
@@ -214,7 +146,7 @@ class _Series:
             end = (((self.made(repository, last) or {}).get("restriction") or {}).get("period") or {}).get(
                 "end"
             )
-            anchor = _day(end) or self.due_day(last)
+            anchor = as_day(end) or self.due_day(last)
         short = risk_interval.shorter(self.every, self.services)
         today = common.local_day(now, self.services)
         day = max(anchor + timedelta(days=short), min(today, anchor + timedelta(days=self.every)))
@@ -289,7 +221,7 @@ def _make(series: _Series, now: datetime, acceptance: str, tally: Tally) -> None
 def _stopped_series(services: Services, patient: str | None = None) -> set[tuple[str, str, str]]:
     """(device, unit, patient) of every series a unit stopped (a control Task rejected `insats-upphord`),
     of `patient` alone when given."""
-    query = "code=" + quote(CODE, safe=":/|") + "&status=rejected" + _of_patient(patient, "patient")
+    query = "code=" + quote(CODE, safe=":/|") + "&status=rejected" + of_patient(patient, "patient")
     found = set()
     for stored in scan(services, "Task", query):
         task = stored.json()
@@ -348,7 +280,7 @@ def _series(
             return
     for use in _uses(services, patient):
         device = local((use.get("device") or {}).get("reference"))
-        delivered = _day((use.get("timingPeriod") or {}).get("start")) or since
+        delivered = as_day((use.get("timingPeriod") or {}).get("start")) or since
         if not device or (device, str(unit["reference"]), patient) in stopped:
             continue
         every = interval_days(services, _device(services, device))
@@ -364,18 +296,18 @@ def next_controls(services: Services, patient: str, now: datetime) -> dict[str, 
     risk = risk_interval.confirmed(services)
     with services.engine.connect() as connection:
         repository = Repository(connection)
-        for acceptance in _first_acceptances(services, patient):
+        for acceptance in first_acceptances(services, patient):
             for series in _series(services, acceptance, stopped, risk):
                 day = next(series.upcoming(repository, now), (0, None))[1]
                 if day is not None and (series.device not in found or day < found[series.device]):
                     found[series.device] = day
     query = (
-        "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY + _of_patient(patient, "patient")
+        "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY + of_patient(patient, "patient")
     )
     for stored in scan(services, "Task", query):
         task = stored.json()
         device = local((task.get("focus") or {}).get("reference"))
-        day = _day(((task.get("restriction") or {}).get("period") or {}).get("end"))
+        day = as_day(((task.get("restriction") or {}).get("period") or {}).get("end"))
         if device in found and day is not None and day < found[device]:
             found[device] = day
     return found
@@ -386,7 +318,7 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     tally = Tally()
     stopped = _stopped_series(services)
     risk = risk_interval.confirmed(services)
-    for acceptance in _first_acceptances(services):
+    for acceptance in first_acceptances(services):
         tally.seen += 1
         for series in _series(services, acceptance, stopped, risk):
             _make(series, now, acceptance[3], tally)

@@ -15,6 +15,7 @@ stored no such Task for: a recall discloses nothing to anyone else."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.model.types import Json
@@ -75,16 +76,17 @@ def handlers(uow: UnitOfWork, write_path: WritePath, device_ref: str, patient: s
     return list(found.values())
 
 
-def municipal(links: Links, node: object, depth: int = 0) -> bool:
-    """Whether `node` references a municipality's unit (module docstring)."""
+def municipal(get: Callable[[object], Json | None], node: object, depth: int = 0) -> bool:
+    """Whether `node` references a municipality's unit (module docstring); `get` reads a reference's
+    target as the caller may (a reaction's Links, the scheduler's repository)."""
     if not isinstance(node, dict):
         return False
     identifiers = [node.get("identifier")]
-    target = links.get(node.get("reference")) if node.get("reference") else None
+    target = get(node.get("reference")) if node.get("reference") else None
     if target is not None and target.get("resourceType") == "Organization":
         identifiers += target.get("identifier") or []
     elif target is not None and target.get("resourceType") == "HealthcareService" and depth == 0:
-        return municipal(links, target.get("providedBy"), 1)
+        return municipal(get, target.get("providedBy"), 1)
     return any(
         isinstance(i, dict) and i.get("system") == HSA and MUNICIPAL.match(str(i.get("value") or ""))
         for i in identifiers
@@ -95,7 +97,7 @@ def _add(links: Links, found: dict[str, Json], node: object, owner: object) -> N
     reference = node.get("reference") if isinstance(node, dict) else None
     if not isinstance(reference, str) or not reference or reference == owner or reference in found:
         return
-    if municipal(links, node):
+    if municipal(links.get, node):
         found[reference] = {"reference": reference}
 
 

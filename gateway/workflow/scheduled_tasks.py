@@ -7,6 +7,10 @@ Practitioner reference, or a valueIdentifier: the municipality's staff identifie
 `fault-found` a `note` saying what; else 422 naming the element. The person goes into the write's
 AuditEvent (its outcome text, and the Practitioner as an entity).
 
+Rule `personal_care_registered`: a `personal-care` Task (which starts a unit's controls) is given its
+code or its owner only by a client acting for that owner (the municipality itself) or an exempt one (the
+region's, the gateway's); else 403.
+
 Reactions:
 - `control_signed_provenance`: a control Task just completed gets a Provenance whose performer is the
   person who signed, on behalf of the owning unit; `fault-found` opens a fault report
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
-from gateway.errors import unprocessable
+from gateway.errors import forbidden, unprocessable
 from gateway.hooks import Reaction, Rule
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork, WritePath
@@ -204,5 +208,24 @@ def follow_up_completed(
     )
 
 
-RULES: list[Rule] = [control_signed]
+def personal_care_registered(uow: UnitOfWork, action: str, resource: Json, current: Json | None) -> Json:
+    """A `personal-care` Task registers its owner as providing personal care for the patient, which
+    starts its controls (gateway/schedule/control_units.py): only the municipality itself (the client acts
+    for the owner) or a region-wide client (or the gateway) gives a Task that code or that owner."""
+    if resource.get("resourceType") != "Task" or action == "delete" or not _is(resource, "personal-care"):
+        return resource
+    if (
+        current is not None
+        and _is(current, "personal-care")
+        and current.get("owner") == resource.get("owner")
+    ):
+        return resource
+    if uow.policy is not None and not uow.policy.acts_for(uow.context, resource.get("owner")):
+        raise forbidden(
+            "A personal-care Task is registered by the municipality that provides the care, or by the region",
+        )
+    return resource
+
+
+RULES: list[Rule] = [control_signed, personal_care_registered]
 REACTIONS: list[Reaction] = [control_signed_provenance, follow_up_completed]

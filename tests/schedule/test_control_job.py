@@ -117,13 +117,20 @@ def signed(task: dict[str, Any], result: str, person: bool = True) -> dict[str, 
 
 
 def personal_care(
-    kommun: Town, patient: dict[str, Any], code: str | None = None, kind: str = f"{TASK_CODES}|personal-care"
+    kommun: Town,
+    patient: dict[str, Any],
+    code: str | None = None,
+    kind: str = f"{TASK_CODES}|personal-care",
+    hsa: str = KOMMUN_A,
+    completing: dict[str, str] | None = None,
+    given: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Municipality A's Organization (in kommun `code` when given), registered by the region as providing
-    personal care for the patient (a personal-care Task that A completes)."""
+    """Municipality A's Organization (in kommun `code` when given; another unit with `hsa`, whose client's
+    headers are `completing`), registered by the region as providing personal care for the patient (a
+    personal-care Task, with `given` in it, that the unit completes)."""
     unit: dict[str, Any] = {
         "resourceType": "Organization",
-        "identifier": [{"system": HSA, "value": KOMMUN_A}],
+        "identifier": [{"system": HSA, "value": hsa}],
     }
     if code:
         coding = {"system": f"{BASE}/CodeSystem/kommunkod", "code": code}
@@ -138,11 +145,45 @@ def personal_care(
             "code": {"coding": [dict(zip(("system", "code"), kind.split("|"), strict=True))]},
             "for": patient,
             "owner": {"reference": f"Organization/{organisation['id']}"},
+            **(given or {}),
         },
     )
-    held = kommun.as_(kommun.a).get(f"/fhir/Task/{care['id']}").json()  # as the gateway filled it in
-    kommun.put(kommun.a, {**held, "status": "completed"})
+    unit_client = completing or kommun.a
+    held = kommun.as_(unit_client).get(f"/fhir/Task/{care['id']}").json()  # as the gateway filled it in
+    kommun.put(unit_client, {**held, "status": "completed"})
     return organisation
+
+
+def test_only_a_municipal_unit_registered_by_itself_or_the_region_gets_controls_from_when_it_accepted(
+    town: tuple[World, Town], secured_region: Services
+) -> None:
+    """Primary care that accepted the handover gets no controls; a clinic may not register a municipality
+    as providing personal care (403); a `lastModified` years back does not backdate the series."""
+    world, kommun = town
+    patient = delivered(world)
+    primary = "SE2321000016-VC01"
+    clinic = bearer(client_for(secured_region, "vc", primary, SCOPES).token(kommun.http, SCOPES))
+    handover = f"{BASE}/CodeSystem/care-transition-task|handover"
+    personal_care(kommun, patient, kind=handover, hsa=primary, completing=clinic)
+    assert passes(secured_region, 60) == 0  # primary care handed the devices: not a municipal unit
+
+    lung = bearer(client_for(secured_region, "lung", "SE2321000016-LUNG", SCOPES).token(kommun.http, SCOPES))
+    registered_by_clinic = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "code": {"coding": [{"system": TASK_CODES, "code": "personal-care"}]},
+        "for": patient,
+        "owner": {"identifier": {"system": HSA, "value": KOMMUN_A}},
+    }
+    refused = kommun.as_(lung).post("/fhir/Task", json=registered_by_clinic)
+    assert refused.status_code == 403, refused.text
+    assert passes(secured_region, 60) == 0
+
+    personal_care(kommun, patient, given={"lastModified": "2020-01-01T08:00:00+01:00"})
+    assert passes(secured_region, 22) == 1  # 28 days after the gateway stored it completed, not 2020
+    [first] = kommun.controls(kommun.a)
+    assert first["restriction"]["period"]["end"] >= (utc_now() + timedelta(days=27)).date().isoformat()
 
 
 def test_a_control_task_every_28_days_until_the_device_is_returned(
