@@ -1,4 +1,5 @@
-"""Reaction: a pick-up (hämtorder) ends the follow-ups of the unit it takes back.
+"""Reactions: a pick-up (hämtorder), or the register's return (`Återlämnad`), ends the follow-ups of the
+unit it takes back.
 
 A `return-device` Task (the order adapter's Task of a hämtorder; only the gateway's writers may give a Task
 that code, policy `gateway_tasks`) that is written open with a Device as its focus ends the open planned
@@ -10,7 +11,9 @@ follows the unit up, once every unit the plan follows up is being taken back: th
 A plan follows up a unit when one of its line activities (a DeviceRequest) is the line the unit was
 delivered for (the register's DeviceUseStatement, extension device-request) or names the unit (extension
 assigned-unit, the order line's individnummer). A unit is being taken back when an open or completed
-`return-device` Task has it as its focus. The plan's other activities, and the plan itself, stay as they are;
+`return-device` Task has it as its focus, or the register says it was returned: its DeviceUseStatement
+for the patient went from `active` to `completed` (reaction `return_ends_follow_ups`, the same way, the
+text naming the register). The plan's other activities, and the plan itself, stay as they are;
 later versions of the order keep the ended follow-ups ended (gateway/adapters/bestallningsportalen/
 follow_up.py)."""
 
@@ -105,12 +108,16 @@ def _taken_back(uow: UnitOfWork, write_path: WritePath, patient: str) -> set[str
     }
 
 
-def _describe(uow: UnitOfWork, device: str, task: Json) -> str:
+def _unit(uow: UnitOfWork, device: str) -> str:
+    """The unit in Swedish text: by its identifiers (serial, individnummer) when the Device has them."""
     held = uow.repository.current("Device", device.removeprefix("Device/"))
     names = sorted(value for _, value in _identifiers(held.json())) if held and not held.deleted else []
-    unit = f"enheten {', '.join(names)}" if names else "enheten"
+    return f"enheten {', '.join(names)}" if names else "enheten"
+
+
+def _describe(uow: UnitOfWork, device: str, task: Json) -> str:
     order = (task.get("groupIdentifier") or {}).get("value")
-    return f"Hjälpmedlet hämtas tillbaka: {unit}" + (f" (hämtorder {order})" if order else "")
+    return f"Hjälpmedlet hämtas tillbaka: {_unit(uow, device)}" + (f" (hämtorder {order})" if order else "")
 
 
 def pick_up_ends_follow_ups(
@@ -121,6 +128,50 @@ def pick_up_ends_follow_ups(
     patient = _local(((task or {}).get("for") or {}).get("reference"))
     if task is None or not device.startswith("Device/") or not patient.startswith("Patient/"):
         return
+    why = follow_up.reason("device-returned", _describe(uow, device, task))
+    _end_follow_ups(uow, write_path, patient, device, why, stored, task.get("requester"))
+
+
+def return_ends_follow_ups(
+    uow: UnitOfWork, write_path: WritePath, stored: Stored, previous: Json | None
+) -> None:
+    """The register's return (`Återlämnad`: the unit's DeviceUseStatement for the patient completed) ends
+    the follow-ups of the unit as a pick-up does, when no pick-up order came first."""
+    if stored.res_type != "DeviceUseStatement" or stored.deleted or previous is None:
+        return
+    use = stored.json()
+    if use.get("status") != "completed" or previous.get("status") != "active":
+        return
+    device = _local((use.get("device") or {}).get("reference"))
+    patient = _local((use.get("subject") or {}).get("reference"))
+    if not device.startswith("Device/") or not patient.startswith("Patient/"):
+        return
+    why = follow_up.reason(
+        "device-returned", f"Hjälpmedlet är återlämnat enligt hjälpmedelsregistret: {_unit(uow, device)}"
+    )
+    _end_follow_ups(uow, write_path, patient, device, why, stored, None)
+
+
+def _returned(uow: UnitOfWork, write_path: WritePath, patient: str) -> set[str]:
+    """The patient's units the register says were returned: a completed use and no active one."""
+    uses = _search(uow, write_path, "DeviceUseStatement", "subject=" + quote(patient, safe="/"))
+    device_of = [(_local((use.get("device") or {}).get("reference")), use.get("status")) for use in uses]
+    active = {device for device, status in device_of if status == "active"}
+    return {device for device, status in device_of if status == "completed" and device not in active}
+
+
+def _end_follow_ups(
+    uow: UnitOfWork,
+    write_path: WritePath,
+    patient: str,
+    device: str,
+    why: Json,
+    stored: Stored,
+    requester: object,
+) -> None:
+    """End the open activities of the patient's follow-up plans that follow up `device`, once every unit
+    a plan follows up is taken back or returned; a Provenance names `stored` (the pick-up Task or the
+    register's use) as the source."""
     query = "subject=" + quote(patient, safe="/") + "&category=" + quote(CATEGORY, safe=":/|")
     plans = [
         plan
@@ -130,8 +181,7 @@ def pick_up_ends_follow_ups(
     if not plans:
         return
     units = _Units(uow, write_path, patient)
-    taken = _taken_back(uow, write_path, patient) | {device}
-    why = follow_up.reason("device-returned", _describe(uow, device, task))
+    taken = _taken_back(uow, write_path, patient) | _returned(uow, write_path, patient) | {device}
     changed = []
     for plan in plans:
         followed = units.of(plan)
@@ -145,9 +195,9 @@ def pick_up_ends_follow_ups(
     if not changed:
         return
     agents: list[Json] = [gateway_agent(uow.context)]
-    if task.get("requester"):
+    if requester:
         author = {"coding": [{"system": PARTICIPANT, "code": "author", "display": "Author"}]}
-        agents.insert(0, {"type": author, "who": task["requester"]})
+        agents.insert(0, {"type": author, "who": requester})
     write_path.create(
         uow,
         {
@@ -165,11 +215,11 @@ def pick_up_ends_follow_ups(
             "entity": [
                 {
                     "role": "source",
-                    "what": {"reference": f"Task/{stored.res_id}/_history/{stored.version_id}"},
+                    "what": {"reference": f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"},
                 }
             ],
         },
     )
 
 
-REACTIONS: list[Reaction] = [pick_up_ends_follow_ups]
+REACTIONS: list[Reaction] = [pick_up_ends_follow_ups, return_ends_follow_ups]

@@ -20,7 +20,7 @@ from gateway.schedule.writer import BASE, BUSINESS_STATUS, TASK_CODES
 from gateway.search.dates import utc_now
 from gateway.services import Services
 from tests.adapters.test_bestallningsportalen import golden
-from tests.adapters.test_device_register import row_of
+from tests.adapters.test_device_register import changed, row_of
 from tests.security.conftest import bearer
 from tests.workflow.test_follow_up_dates import World, version
 from tests.workflow.test_order_to_return_report import client_for, read, search, secured
@@ -151,6 +151,23 @@ def test_a_pass_after_downtime_makes_every_missed_follow_up_overdue_and_makulera
     tasks = follow_ups(world)
     assert {t["status"] for t in tasks} == {"cancelled"}
     assert tasks[0]["statusReason"]["text"].startswith("Order BP-2026-004711 makulerades")
+
+
+def test_the_registers_return_without_a_pick_up_order_cancels_the_open_follow_ups(
+    world: World, secured: Services
+) -> None:
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))  # delivered
+    assert at(secured, "2026-12-05T08:00:00+01:00")["follow-up"] == 1
+    world.rows(changed("02", status="Återlämnad"))  # returned, no hämtorder
+    at(secured, "2026-12-05T09:00:00+01:00")
+    [task] = follow_ups(world)
+    assert task["status"] == "cancelled"
+    assert task["statusReason"]["coding"][0]["code"] == "plan-ended"
+    assert task["statusReason"]["text"].startswith("Hjälpmedlet är återlämnat enligt hjälpmedelsregistret")
+    ended = {a["id"]: a["detail"]["status"] for a in world.plan(line)["activity"] if "detail" in a}
+    assert set(ended.values()) == {"cancelled"}
+    assert at(secured, "2027-06-01T08:00:00+02:00")["follow-up"] == 0  # nothing more for the unit
 
 
 def test_a_pick_up_and_a_death_cancel_the_open_follow_ups(world: World, secured: Services) -> None:
