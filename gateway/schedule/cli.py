@@ -1,10 +1,10 @@
 """`gateway schedule run [--now ISO-TIME]`: one pass of every job (for cron, operators and tests), and
-`gateway worklist --org HSA-ID [--overdue]`: a unit's open (or overdue) scheduled Tasks, audited as the
-search it is (naming the patients it printed)."""
+`gateway worklist --org HSA-ID [--overdue]`: a unit's open (or overdue) scheduled Tasks, all of them page
+by page, each page audited as the search it is (naming the patients it printed)."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterator
 from typing import Annotated
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -80,6 +80,29 @@ def _search(svc: Services, context: RequestContext, res_type: str, query: str) -
     return svc.write_path.run(context, work, write=False)
 
 
+def _pages(svc: Services, res_type: str, query: str) -> Iterator[Page]:
+    """Every page of a search, each its own unit of work and audited search (the query and its cursor, as a
+    client paging through it would be): `_count` matches at a time, never the whole result in memory."""
+    cursor: str | None = None
+    while True:
+        paged = query if cursor is None else f"{query}&{urlencode([('_cursor', cursor)])}"
+        page = _search(svc, RequestContext(principal=CLI), res_type, paged)
+        yield page
+        cursor = page.next_cursor
+        if cursor is None or not page.matches:
+            return
+
+
+def _owners(svc: Services, organisation: str, count: int) -> list[str]:
+    """The owners of a unit's worklist: the organisation, its HealthcareServices and its PractitionerRoles
+    (a Task reassigned within the organisation stays on its list)."""
+    owners = [organisation]
+    for res_type in ("HealthcareService", "PractitionerRole"):
+        for page in _pages(svc, res_type, f"organization={organisation}&_count={count}"):
+            owners += [f"{res_type}/{stored.res_id}" for stored in page.matches]
+    return owners
+
+
 def worklist_query(owners: list[str], overdue: bool, count: int) -> str:
     """The FHIR search of a unit's worklist (docs/scheduling.md shows it)."""
     codes = ",".join(f"{TASK_CODES}|{code}" for code in WORKLIST_CODES)
@@ -105,27 +128,29 @@ def worklist(
             console.print(f"[red]No Organization with HSA-id {escape(org)}[/red]")
             raise typer.Exit(1)
         organisation = f"Organization/{found.matches[0].res_id}"
-        services = _search(
-            svc, RequestContext(principal=CLI), "HealthcareService", f"organization={organisation}"
-        )
-        owners = [organisation, *(f"HealthcareService/{s.res_id}" for s in services.matches)]
+        owners = _owners(svc, organisation, settings.max_page_size)
         query = worklist_query(owners, overdue, settings.max_page_size)
-        page = _search(svc, RequestContext(principal=CLI), "Task", query)
+        out.print(f"FHIR: Task?{query}")
+        printed, oldest = 0, ""
+        patients: set[str] = set()
+        for page in _pages(svc, "Task", query):
+            for stored in page.matches:
+                task = stored.json()
+                due = str(((task.get("restriction") or {}).get("period") or {}).get("end") or "")
+                # sorted by due, those without one first: the first due date is the oldest (as instants,
+                # which their texts with different offsets need not be)
+                oldest = oldest or due
+                patient = str((task.get("for") or {}).get("reference") or "")
+                if patient:  # a fault report on a device in stock concerns no patient
+                    patients.add(patient)
+                printed += 1
+                code = next((c.get("code") for c in (task.get("code") or {}).get("coding") or []), "")
+                late = " FÖRSENAD" if (task.get("businessStatus") or {}).get("coding") else ""
+                out.print(
+                    f"{due[:10] or '-':<10}  {code:<18} {escape(patient)}  "
+                    f"Task/{task['id']}{late}  {escape(str(task.get('description', '')))}"
+                )
     finally:
         svc.close()
         svc.engine.dispose()
-    tasks = [stored.json() for stored in page.matches]
-    patients = Counter(str((t.get("for") or {}).get("reference")) for t in tasks)
-    out.print(f"FHIR: Task?{query}")
-    for task in tasks:
-        due = ((task.get("restriction") or {}).get("period") or {}).get("end", "")
-        code = next((c.get("code") for c in (task.get("code") or {}).get("coding") or []), "")
-        late = " FÖRSENAD" if (task.get("businessStatus") or {}).get("coding") else ""
-        out.print(
-            f"{due[:10]}  {code:<18} {(task.get('for') or {}).get('reference', '')}  "
-            f"Task/{task['id']}{late}  {escape(str(task.get('description', '')))}"
-        )
-    oldest = min(
-        (((t.get("restriction") or {}).get("period") or {}).get("end", "") for t in tasks), default=""
-    )
-    out.print(f"{len(tasks)} uppgifter, {len(patients)} patienter, äldsta förfallodag {oldest[:10] or '-'}")
+    out.print(f"{printed} uppgifter, {len(patients)} patienter, äldsta förfallodag {oldest[:10] or '-'}")
