@@ -20,6 +20,7 @@ from gateway.schedule.writer import (
     provenance,
     write_for,
 )
+from gateway.search.dates import to_instant
 from gateway.services import Services
 from gateway.store.repository import Repository
 from gateway.workflow.prescribers import Links, route
@@ -92,9 +93,7 @@ def deceased_in(repository: Repository, patient: str) -> bool:
     return resource.get("deceasedBoolean") is True or bool(resource.get("deceasedDateTime"))
 
 
-def report(
-    uow: UnitOfWork, report_id: str, task: Json, requests: list[str], text: str, sent: str
-) -> Json | None:
+def report(uow: UnitOfWork, report_id: str, task: Json, requests: list[str], text: str) -> Json | None:
     """A return report (Communication, category returrapport) about `task` to the actual prescriber(s)
     of `requests` (gateway.workflow.prescribers), or None when nobody is found."""
     routing = route(Links(uow), requests)
@@ -108,7 +107,7 @@ def report(
         "subject": task.get("for"),
         "basedOn": [{"reference": r} for r in requests] + [{"reference": f"Task/{task['id']}"}],
         "about": [{"reference": f"Task/{task['id']}"}],
-        "sent": sent,
+        "sent": to_instant(uow.now),  # the write's time: the jobs' clock sets due dates only
         "recipient": list(routing.recipients.values()),
         "payload": [{"contentString": text}, *({"contentString": n} for n in routing.notes)],
     }

@@ -107,7 +107,7 @@ def _write(
         targets = [f"Task/{task['id']}/_history/{result.stored.version_id}"]
         if report is not None and device.get("patient"):
             report_id = task_id(services, RETIREMENT, "report", str(task["id"]))
-            found = common.report(uow, report_id, task, [f"Device/{device['id']}"], report, to_instant(now))
+            found = common.report(uow, report_id, task, [f"Device/{device['id']}"], report)
             if found is not None:
                 services.write_path.update(uow, "Communication", report_id, found)
                 tally.reports += 1

@@ -114,7 +114,7 @@ def _overdue_report(
     report_id = task_id(services, NAME, "overdue-report", str(task["id"]))
     if uow.repository.current("Communication", report_id) is not None:
         return 0
-    found = common.report(uow, report_id, task, plan_lines, text, to_instant(now))
+    found = common.report(uow, report_id, task, plan_lines, text)
     if found is None:
         return 0
     services.write_path.update(uow, "Communication", report_id, found)

@@ -113,6 +113,7 @@ def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_presc
     assert not announced(secured, "follow-up-due", task["id"], 2)
     [report] = search(world.http, "Communication", **{"based-on": f"Task/{task['id']}"})
     assert report["payload"][0]["contentString"].startswith("Uppföljningen är inte genomförd")
+    assert near_now(report["sent"])  # the write's time, not the jobs' clock
     request = read(world.http, line)
     assert report["recipient"][0]["reference"] == request["requester"]["reference"]
     assert at(secured, "2026-12-13T08:00:00+01:00")["follow-up"] == 0  # reported once
