@@ -7,6 +7,7 @@ every resource shown (docs/security.md, named exception "the device list")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from uuid import uuid4
 
 from starlette.requests import Request
@@ -20,8 +21,10 @@ from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.schedule import clock
 from gateway.schedule.control import next_controls
+from gateway.schedule.follow_up import next_follow_ups
 from gateway.search.dates import to_instant, utc_now
 from gateway.security.scopes import grants
+from gateway.services import Services
 from gateway.workflow.device_list import Gathered, gather
 from gateway.workflow.device_list_render import narrative, page
 from gateway.workflow.device_list_view import View, view
@@ -124,6 +127,22 @@ def _bundle(found: Gathered, shown: View, base: str) -> Json:
     }
 
 
+def _dates(svc: Services, found: Gathered, patient: str) -> list[str]:
+    """Set each item's next follow-up and control date as the scheduler plans them (read as the gateway:
+    the named exception), with the scheduler's clock; what they were read from, for the audit."""
+    now = clock.now(svc.settings)
+    item_of = {line: item for item, lines in found.requests_of.items() for line in lines}
+    follow_ups: dict[str, tuple[date, str]] = {}
+    for line, (day, source) in next_follow_ups(svc, patient, now).items():
+        item = item_of.get(line)
+        if item is not None and (item not in follow_ups or day < follow_ups[item][0]):
+            follow_ups[item] = (day, source)
+    controls = {key: dated for key, dated in next_controls(svc, patient, now).items() if key in found.by_key}
+    found.follow_up_of = {item: day.isoformat() for item, (day, _) in follow_ups.items()}
+    found.control_of = {key: day.isoformat() for key, (day, _) in controls.items()}
+    return [source for _, source in [*follow_ups.values(), *controls.values()]]
+
+
 async def device_list(request: Request, res_id: str) -> Response:
     svc = services(request)
     html = wants_html(request)
@@ -138,8 +157,7 @@ async def device_list(request: Request, res_id: str) -> Response:
         # the named exception's self-care assessments: to readers whose scopes let them read Observations
         disclose = visibility.everything or grants(uow.context.principal.scopes).permits("Observation", "r")
         found = gather(uow.connection, visibility, patient, disclose)
-        controls = next_controls(svc, f"Patient/{patient.res_id}", clock.now(svc.settings))
-        found.control_of = {key: day.isoformat() for key, day in controls.items() if key in found.by_key}
+        dated_by = _dates(svc, found, f"Patient/{patient.res_id}")
         if policy.masks:  # protected identities: shown as the reader may see them, in the page too
             found.patient_json = policy.mask(uow.context, found.patient_json)
             found.by_key = {key: policy.mask(uow.context, value) for key, value in found.by_key.items()}
@@ -148,7 +166,11 @@ async def device_list(request: Request, res_id: str) -> Response:
         record = AccessRecord(OPERATION, "Patient", [res_id], 200, uow.context, AUDIT_DETAIL)
         record.patients = [f"Patient/{res_id}"]
         shown_too = [f"RiskAssessment/{a.get('id')}" for a in found.flag_details.values()]  # notes shown
-        record.resources = [*found.included, *(k for k in shown_too if k not in found.included)]
+        shown_too += dated_by  # the plans and Tasks the dates were read from (named exception)
+        record.resources = [
+            *found.included,
+            *(k for k in dict.fromkeys(shown_too) if k not in found.included),
+        ]
         uow.records.append(record)
         return Answer(found, shown, bundle)
 

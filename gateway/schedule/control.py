@@ -288,28 +288,29 @@ def _series(
             yield _Series(services, patient, unit, device, max(since, delivered), every, risk.get(patient))
 
 
-def next_controls(services: Services, patient: str, now: datetime) -> dict[str, date]:
-    """Device reference → the due day of its next control at `patient`'s home (the earliest open control
-    Task's, else the next occurrence not made yet): the device list's "next control" (issue 19)."""
-    found: dict[str, date] = {}
+def next_controls(services: Services, patient: str, now: datetime) -> dict[str, tuple[date, str]]:
+    """Device reference → (the due day of its next control at `patient`'s home, what it was read from):
+    the earliest open control Task's (the Task), else the next occurrence not made yet (the accepting
+    Task or CareTeam); the device list's "next control" (issue 19)."""
+    found: dict[str, tuple[date, str]] = {}
     stopped = _stopped_series(services, patient)
-    risk = risk_interval.confirmed(services)
+    risk = risk_interval.confirmed(services, patient)
     with services.engine.connect() as connection:
         repository = Repository(connection)
         for acceptance in first_acceptances(services, patient):
             for series in _series(services, acceptance, stopped, risk):
                 day = next(series.upcoming(repository, now), (0, None))[1]
-                if day is not None and (series.device not in found or day < found[series.device]):
-                    found[series.device] = day
+                if day is not None and (series.device not in found or day < found[series.device][0]):
+                    found[series.device] = (day, acceptance[3])
     query = (
         "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY + of_patient(patient, "patient")
     )
     for stored in scan(services, "Task", query):
         task = stored.json()
         device = local((task.get("focus") or {}).get("reference"))
-        day = as_day(((task.get("restriction") or {}).get("period") or {}).get("end"))
-        if device in found and day is not None and day < found[device]:
-            found[device] = day
+        due = as_day(((task.get("restriction") or {}).get("period") or {}).get("end"))
+        if device in found and due is not None and due <= found[device][0]:
+            found[device] = (due, f"Task/{stored.res_id}")
     return found
 
 

@@ -25,7 +25,7 @@ from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.schedule import common, risk_interval
 from gateway.schedule.lease import Lease
-from gateway.schedule.scan import batches, current
+from gateway.schedule.scan import batches, current, scan
 from gateway.schedule.writer import BASE, TASK_CODES, Tally, coded, local, provenance, task_id, write_for
 from gateway.search.dates import to_instant
 from gateway.services import Services
@@ -36,12 +36,16 @@ PLAN_CATEGORY = f"{plans.CATEGORY['system']}|{plans.CATEGORY['code']}"
 CODE = f"{TASK_CODES}|follow-up"
 
 
-def _planned_day(activity: Json) -> date | None:
-    start = (((activity.get("detail") or {}).get("scheduledPeriod")) or {}).get("start")
+def _day_of(value: object) -> date | None:
+    """The day of a date or dateTime written in the gateway's zone (its first ten characters)."""
     try:
-        return date.fromisoformat(str(start)[:10]) if start else None
+        return date.fromisoformat(str(value)[:10]) if value else None
     except ValueError:
         return None
+
+
+def _planned_day(activity: Json) -> date | None:
+    return _day_of((((activity.get("detail") or {}).get("scheduledPeriod")) or {}).get("start"))
 
 
 def _lines(plan: Json) -> list[str]:
@@ -131,12 +135,42 @@ def _due(
     if planned is None or not plans.is_open(activity) or not activity.get("id"):
         return None
     day, assessment = planned, risk.get(local((plan.get("subject") or {}).get("reference")))
-    base = _planned_day({"detail": {"scheduledPeriod": {"start": plan.get("created")}}})
+    base = _day_of(plan.get("created"))
     if assessment and base is not None:
         day = risk_interval.moved(base, planned, today, services)
     if day > last:
         return None
     return _Due(day, planned, task_id(services, NAME, str(plan["id"]), str(activity["id"]), "1"), assessment)
+
+
+def next_follow_ups(services: Services, patient: str, now: datetime) -> dict[str, tuple[date, str]]:
+    """Order line (`DeviceRequest/id`) → (the due day of its next follow-up, the CarePlan planning it), as
+    this job plans it: each open planned activity's day (moved earlier for a confirmed high-risk patient),
+    its open Task's due day once made; the device list's "next follow-up" (issue 19)."""
+    today = common.local_day(now, services)
+    risk = risk_interval.confirmed(services, patient)
+    query = (
+        "category=" + quote(PLAN_CATEGORY, safe=":/|") + "&status=active&subject=" + quote(patient, safe="/")
+    )
+    wanted: list[tuple[Json, _Due]] = []
+    for stored in scan(services, "CarePlan", query):
+        plan = stored.json()
+        for activity in plan.get("activity") or []:
+            due = _due(services, plan, activity, date.max, risk, today) if "detail" in activity else None
+            if due is not None:
+                wanted.append((plan, due))
+    held = current(services, [f"Task/{due.task}" for _, due in wanted])
+    found: dict[str, tuple[date, str]] = {}
+    for plan, due in wanted:
+        day: date | None = due.day
+        task = held.get(f"Task/{due.task}")
+        if task is not None:
+            end = _day_of(((task.get("restriction") or {}).get("period") or {}).get("end"))
+            day = (end or day) if task.get("status") in common.OPEN else None
+        for line in _lines(plan):
+            if day is not None and (line not in found or day < found[line][0]):
+                found[line] = (day, f"CarePlan/{plan['id']}")
+    return found
 
 
 def _create(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from datetime import date
+from urllib.parse import quote
 
 from gateway.model.types import Json
 from gateway.risk.assess import ASSESSMENT_ID
@@ -26,13 +27,14 @@ def factor(services: Services) -> float:
     return value if 0 < value <= 1 else 1.0
 
 
-def confirmed(services: Services) -> dict[str, str]:
-    """`Patient/id` -> `RiskAssessment/id` of every patient whose gateway high-risk assessment is final
-    (none when the factor is 1)."""
+def confirmed(services: Services, patient: str | None = None) -> dict[str, str]:
+    """`Patient/id` -> `RiskAssessment/id` of every patient (or of `patient` alone) whose gateway
+    high-risk assessment is final (none when the factor is 1)."""
     if factor(services) >= 1:
         return {}
     found: dict[str, str] = {}
-    for stored in scan(services, "RiskAssessment", "status=final"):
+    query = "status=final" + ("&subject=" + quote(patient, safe="/") if patient else "")
+    for stored in scan(services, "RiskAssessment", query):
         assessment = stored.json()
         if not any(i.get("system") == ASSESSMENT_ID for i in assessment.get("identifier") or []):
             continue

@@ -7,9 +7,9 @@ owners, the prescribers (PractitionerRole, Practitioner, their unit), the units'
 (who to call and when: `telecom`, `availableTime`, `hoursOfOperation`), the parents of those units, the
 self-care assessments the requests name (`supportingInfo`), the patient's open Tasks and active Flags.
 Each is kept only when the reader may read it (the policy's visibility), but the self-care assessments
-named by a listed request, the next planned follow-up of each device (its follow-up plan's date) and its
-next control and cleaning (`gateway.schedule.control.next_controls`, its date only, never the unit), which
-the list shows to every reader who sees the list: the named exception "the device list" (docs/security.md).
+named by a listed request, and the next follow-up and next control and cleaning of each item, dates only
+(set by the operation as the scheduler plans them: `next_follow_ups`, `next_controls`), which the list
+shows to every reader who sees the list: the named exception "the device list" (docs/security.md).
 """
 
 from __future__ import annotations
@@ -38,9 +38,7 @@ from gateway.workflow.at_home import (
 BASE = "https://fhir.home-device-gateway.se"
 SELF_CARE = f"{BASE}/CodeSystem/self-care"
 FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
-FOLLOW_UP = (f"{BASE}/CodeSystem/careplan-category", "device-follow-up")
 OPEN_TASKS = frozenset({"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"})
-PLANNED = frozenset({"not-started", "scheduled"})
 MASTER = ("Organization", "HealthcareService", "Location", "PractitionerRole", "Practitioner")
 # What each master type points at that the list shows (a unit's parent, a role's person and unit).
 MASTER_LINKS = {
@@ -66,7 +64,8 @@ class Gathered:
     disclosed: list[str] = field(default_factory=list)  # shown under the named exception
     requests_of: dict[str, list[str]] = field(default_factory=dict)  # item → its DeviceRequests
     uses_of: dict[str, list[str]] = field(default_factory=dict)  # Device → its DeviceUseStatements
-    follow_up_of: dict[str, str] = field(default_factory=dict)  # item or request → next follow-up date
+    # set by the operation as the scheduler plans them (gateway/fhir/device_list.py, named exception):
+    follow_up_of: dict[str, str] = field(default_factory=dict)  # item → next follow-up date
     control_of: dict[str, str] = field(default_factory=dict)  # Device → next control and cleaning date
     tasks: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
@@ -173,7 +172,6 @@ class Gatherer:
         home = devices_at_home(self.connection, patient_id)
         self._items(home.devices, home.uses, home.requests)
         self._masters()
-        self._follow_ups(patient_id)
         target = ("Patient", patient_id)
         tasks = [s for s in referring(self.connection, "Task", "patient", target, OPEN_TASKS)]
         tasks = [s for s in self.visible(tasks) if s.json().get("status") in OPEN_TASKS]
@@ -275,53 +273,6 @@ class Gatherer:
             return None
         res_type = kind if isinstance(kind, str) and kind in MASTER else "Organization"
         return by_identifier(self.connection, res_type, str(identifier["system"]), str(identifier["value"]))
-
-    def _follow_ups(self, patient_id: str) -> None:
-        """The next planned follow-up of each item (its request's follow-up plan; named exception)."""
-        found = self.found
-        item_of = {r: item for item, rs in found.requests_of.items() for r in rs}
-        plans = referring(self.connection, "CarePlan", "patient", ("Patient", patient_id))
-        for plan in plans:
-            resource = plan.json()
-            if resource.get("status") not in ("active", "draft", "on-hold") or not _is_follow_up(resource):
-                continue
-            lines = [
-                f"DeviceRequest/{i}"
-                for a in resource.get("activity") or []
-                if (i := local_id((a.get("reference") or {}).get("reference"), "DeviceRequest"))
-            ]
-            dates = sorted(
-                str(start)
-                for a in resource.get("activity") or []
-                if isinstance(a.get("detail"), dict) and a["detail"].get("status") in PLANNED
-                if (start := _scheduled(a["detail"]))
-            )
-            if not dates:
-                continue
-            for line in lines:
-                item = item_of.get(line)
-                if item is not None and (
-                    item not in found.follow_up_of or dates[0] < found.follow_up_of[item]
-                ):
-                    found.follow_up_of[item] = dates[0]
-
-
-def _scheduled(detail: Json) -> str | None:
-    period = detail.get("scheduledPeriod")
-    if isinstance(period, dict) and period.get("start"):
-        return str(period["start"])[:10]
-    for key in ("scheduledString",):
-        if detail.get(key):
-            return str(detail[key])
-    return None
-
-
-def _is_follow_up(plan: Json) -> bool:
-    return any(
-        (c.get("system"), c.get("code")) == FOLLOW_UP
-        for category in plan.get("category") or []
-        for c in (category.get("coding") or [])
-    )
 
 
 def _is_self_care(resource: Json) -> bool:

@@ -5,6 +5,7 @@ the occurrence's, so nothing is made twice. The clock is set as in the other sch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -15,8 +16,10 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.cli import CLI_CONTEXT
 from gateway.risk.assess import ASSESSMENT_ID, current_of
+from gateway.schedule import clock
 from gateway.services import Services
 from tests.adapters.test_bestallningsportalen import golden
+from tests.adapters.test_device_register import row_of
 from tests.schedule.test_control_job import Town, delivered, passes, personal_care, secured_region, town
 from tests.schedule.test_follow_up_job import at, follow_ups
 from tests.workflow.test_follow_up_dates import World
@@ -85,6 +88,32 @@ def test_a_final_assessment_moves_follow_ups_not_yet_made_earlier(world: World, 
     assert at(secured, "2027-02-11T08:00:00+01:00")["follow-up"] >= 1
     later = [t for t in follow_ups(world) if t["id"] != task["id"]]
     assert [t["restriction"]["period"]["end"][:10] for t in later] == ["2027-02-18"]
+
+
+def test_the_device_list_shows_the_follow_up_as_the_scheduler_plans_it(
+    world: World, secured: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confirmed high-risk: the list shows the moved day (2026-11-30), not the planned one (2026-12-11),
+    before the Task exists (the scheduler's clock set to 2026-11-21) and after."""
+    line = world.order(golden("01"))
+    world.rows(row_of("02"))  # delivered: the concentrator is on the list
+    patient = world.plan(line)["subject"]["reference"]
+    monkeypatch.setattr(clock, "now", lambda settings, override=None: clock.parse("2026-11-21T08:00:00Z"))
+
+    def shown() -> list[str]:
+        world.http.headers.update(world.lung)
+        response = world.http.get(f"/fhir/{patient}/$device-list")
+        assert response.status_code == 200, response.text
+        div = response.json()["entry"][0]["resource"]["text"]["div"]
+        return re.findall(r"Nästa uppföljning: ([0-9-]+)<", div)
+
+    assert shown() == ["2026-12-11"]
+    assessed(secured, patient, "preliminary")
+    assert shown() == ["2026-12-11"]  # a proposal moves nothing
+    assessed(secured, patient, "final")
+    assert shown() == ["2026-11-30"]
+    assert at(secured, "2026-11-23T08:00:00+01:00")["follow-up"] == 1
+    assert shown() == ["2026-11-30"]  # the Task's own due day
 
 
 def test_confirmed_late_a_follow_up_moves_to_today_never_into_the_past(

@@ -168,6 +168,8 @@ def test_the_whole_list_for_the_related_municipality_and_the_region_none_for_ano
     assert len([e for e in events if e["outcome"] == "0"]) == 2
     named = {ent["what"]["reference"] for e in events for ent in e.get("entity", []) if "what" in ent}
     assert f"Patient/{patient}" in named
+    # and the follow-up plan its date was read from (the named exception), though not included
+    assert [n for n in named if n.startswith("CarePlan/")], named
 
 
 FIRED = {
