@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from gateway.model.types import Json
 from gateway.risk.marks import GATEWAY_AUTHOR, is_proposed
 from gateway.workflow.device_list import SELF_CARE, Gathered
+from gateway.workflow.prescribers import UNCONFIRMED
 
 BASE = "https://fhir.home-device-gateway.se"
 ISO9999 = f"{BASE}/CodeSystem/iso9999"
@@ -199,9 +200,18 @@ class Viewer:
         return [Contact(unit_name(unit), phones(unit))]
 
     def prescriber(self, request: Json | None) -> tuple[str, Json | None]:
-        """The actual prescriber (name, profession, unit) and their unit."""
+        """The actual prescriber (name, profession, unit) and their unit; a requester the order marked
+        unconfirmed (tag `unconfirmed-prescriber`: whoever keyed the order may not be the prescriber) is
+        shown as such, never as the actual prescriber."""
         if not request:
             return "", None
+        text, unit = self._requester(request)
+        tags = (request.get("meta") or {}).get("tag") or []
+        if text and any(isinstance(t, dict) and t.get("code") == UNCONFIRMED for t in tags):
+            text += " (förskrivaren är inte bekräftad)"
+        return text, unit
+
+    def _requester(self, request: Json) -> tuple[str, Json | None]:
         requester = request.get("requester")
         role = self.found.get(requester)
         if role is None:
