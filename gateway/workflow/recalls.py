@@ -5,12 +5,14 @@ The device register adapter makes a `recall-device` Task to the owner and a mess
 adapter, a region-wide client; the Task is read as stored, `writer` None), the units that handle the unit
 at the patient get a Swedish Communication (category `device-register-task|recall-device`): the owners of
 the patient's `handover` Tasks that carry the unit (an input naming the Device, its use or the request it
-was delivered for) and were not rejected, cancelled or entered in error, and the owners of Tasks with the
-Device as focus of the kinds a municipality carries out (`control-cleaning`); of these, the municipal
-ones: an Organization (or the provider of a HealthcareService) whose HSA-id carries a municipality's
-organisation number (`SE2120…`: Swedish municipalities' organisationsnummer begin 212000; primary care
-that was handed the devices too is not told). Never the owner itself, and never a unit the gateway
-stored no such Task for: a recall discloses nothing to anyone else."""
+was delivered for) and were not rejected, cancelled or entered in error, the owners of Tasks with the
+Device as focus of the kinds a municipality carries out (`control-cleaning`), and the units registered as
+providing personal care for the patient (a completed `personal-care` Task's owner, a member of an
+active `personal-care` CareTeam a region-wide client wrote: gateway/schedule/control_units.py); of these,
+the municipal ones: an Organization (or the provider of a HealthcareService) whose HSA-id carries a
+municipality's organisation number (`SE2120…`: Swedish municipalities' organisationsnummer begin 212000;
+primary care that was handed the devices too is not told). Never the owner itself, and never a unit the
+gateway stored no such Task or CareTeam for: a recall discloses nothing to anyone else."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ BASE = "https://fhir.home-device-gateway.se"
 REGISTER_TASK = f"{BASE}/CodeSystem/device-register-task"
 HANDOVER = (f"{BASE}/CodeSystem/care-transition-task", "handover")
 MUNICIPAL_FOCUS = ((f"{BASE}/CodeSystem/task-code", "control-cleaning"),)
+PERSONAL_CARE = (f"{BASE}/CodeSystem/task-code", "personal-care")
+CARE_TEAM = (f"{BASE}/CodeSystem/careteam-category", "personal-care")
 GONE = ("rejected", "cancelled", "entered-in-error", "failed")
 LIMIT = 10_000
 HSA = "urn:oid:1.2.752.29.4.19"
@@ -73,6 +77,15 @@ def handlers(uow: UnitOfWork, write_path: WritePath, device_ref: str, patient: s
     for task in links.referring("Task", "focus", split(device_ref)):  # type: ignore[arg-type]
         if task.get("status") not in GONE and any(_coded(task, *code) for code in MUNICIPAL_FOCUS):
             _add(links, found, task.get("owner"), owner)
+    # the units registered as providing personal care for the patient (they handle what is at home)
+    query = f"patient={patient}&code={PERSONAL_CARE[0]}|{PERSONAL_CARE[1]}&status=completed"
+    for stored in write_path.searcher.match(uow.connection, "Task", query, limit=LIMIT):
+        _add(links, found, stored.json().get("owner"), owner)
+    query = f"subject={patient}&category={CARE_TEAM[0]}|{CARE_TEAM[1]}&status=active"
+    for stored in write_path.searcher.match(uow.connection, "CareTeam", query, limit=LIMIT):
+        if stored.writer is None:  # a region-wide client's (a trusted writer's) CareTeam only
+            for participant in stored.json().get("participant") or []:
+                _add(links, found, (participant or {}).get("member"), owner)
     return list(found.values())
 
 

@@ -224,3 +224,34 @@ def test_a_recall_informs_the_municipality_that_handles_the_unit(journey: Journe
     topic = j.services.topics[f"{BASE}/SubscriptionTopic/device-recall-notice"]
     with j.services.engine.connect() as connection:
         assert topic.triggered(connection, "Communication", message["id"], 1, "POST")
+
+
+def test_a_recall_informs_a_municipality_registered_for_personal_care_before_any_control(
+    journey: Journey,
+) -> None:
+    """Kommun B provides personal care (the region's `personal-care` Task, which B completed) but has no
+    control Task yet: it is told of the recall too."""
+    j = journey
+    home = handled(j)
+    care = j.post(
+        "region",
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": TASK_CODES, "code": "personal-care"}]},
+            "for": {"reference": home["patient"]},
+            "owner": {"reference": "Organization/kommun-b"},
+        },
+    )
+    j.put("kb", {**j.get("kb", f"Task/{care['id']}"), "status": "completed"})
+    body = f"{HEADER}\n{changed('02-utlanad', status='Återkallad')}\n"
+    response = j.http.post(
+        f"{RECORDS}?mode=delta",
+        content=body.encode(),
+        headers={**j.headers["register"], "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    recall = f"{REGISTER_TASK}|recall-device"
+    [message] = j.search("kb", f"Communication?category={recall}&recipient=Organization/kommun-b")
+    assert {r["reference"] for r in message["recipient"]} == {home["ka"], "Organization/kommun-b"}
