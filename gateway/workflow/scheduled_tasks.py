@@ -7,6 +7,9 @@ Practitioner reference, or a valueIdentifier: the municipality's staff identifie
 `fault-found` a `note` saying what; else 422 naming the element. The person goes into the write's
 AuditEvent (its outcome text, and the Practitioner as an entity).
 
+Rule `overdue_is_the_gateways`: a client that is not exempt neither sets nor clears the scheduler's
+`overdue` mark (task-business-status) of a scheduled Task (403).
+
 Rule `personal_care_registered`: a `personal-care` Task (which starts a unit's controls) is given its
 code or its owner only by a client acting for that owner (the municipality itself) or an exempt one (the
 region's, the gateway's); else 403.
@@ -227,5 +230,27 @@ def personal_care_registered(uow: UnitOfWork, action: str, resource: Json, curre
     return resource
 
 
-RULES: list[Rule] = [control_signed, personal_care_registered]
+SCHEDULED = ("follow-up", "control-cleaning", "service-due", "retirement-review")
+OVERDUE = (f"{BASE}/CodeSystem/task-business-status", "overdue")
+
+
+def _overdue(task: Json | None) -> bool:
+    codings = ((task or {}).get("businessStatus") or {}).get("coding") or []
+    return any(isinstance(c, dict) and (c.get("system"), c.get("code")) == OVERDUE for c in codings)
+
+
+def overdue_is_the_gateways(uow: UnitOfWork, action: str, resource: Json, current: Json | None) -> Json:
+    """A scheduled Task's `overdue` mark is the scheduler's: its owner answers the Task (complete,
+    reject, notes, reassign) but neither sets nor clears the mark (403); exempt clients (the region's,
+    the gateway's) may."""
+    if resource.get("resourceType") != "Task" or action == "delete" or current is None:
+        return resource
+    if not any(_is(current, code) for code in SCHEDULED) or _overdue(current) == _overdue(resource):
+        return resource
+    if uow.policy is not None and not uow.policy.acts_for(uow.context, None):  # only exempt clients
+        raise forbidden("A scheduled Task's overdue mark is set by the gateway's scheduler only")
+    return resource
+
+
+RULES: list[Rule] = [control_signed, personal_care_registered, overdue_is_the_gateways]
 REACTIONS: list[Reaction] = [control_signed_provenance, follow_up_completed]
