@@ -4,14 +4,16 @@ only on data present and names the resources it read to fire (the assessment's `
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import fhirpathpy
+from fhirpathpy.models import models
 from sqlalchemy import Connection, Table, select
 
 from gateway.model.types import Json
@@ -27,6 +29,18 @@ FINAL = frozenset({"final", "amended"})
 HELPING = frozenset({"accepted", "in-progress", "completed"})
 # Dates without an offset, read as UTC for the window (months wide: an hour is nothing).
 _UTC = ZoneInfo("UTC")
+# The R4 model: without it FHIRPath does not resolve choice elements, and `extension.value` (the
+# `valueBoolean` of `patient-interpreterRequired`) would be empty, so a rule testing it would never fire.
+R4 = models["r4"]
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """`moment` less `months` calendar months, the day clamped to the month's last (31 March less one
+    month is 28 or 29 February): a rule's "within 12 months" is the calendar's, not 12 times 31 days."""
+    index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return moment.replace(year=year, month=month + 1, day=min(moment.day, last))
 
 
 @dataclass
@@ -102,7 +116,7 @@ class Evaluator:
         if rule.kind == "age":
             return bool(self._aged(rule, patient))
         if rule.kind == "fhirpath":
-            return True in fhirpathpy.evaluate(patient, str(rule.params["expression"]))
+            return True in fhirpathpy.evaluate(patient, str(rule.params["expression"]), model=R4)
         return True
 
     def value_set(self, url: str) -> frozenset[Code]:
@@ -120,7 +134,7 @@ class Evaluator:
             return _no_help(rule, facts.read(rule))
         if rule.kind == "fhirpath":
             expression = str(rule.params["expression"])
-            return [_ref(r) for r in facts.read(rule) if True in fhirpathpy.evaluate(r, expression)]
+            return [_ref(r) for r in facts.read(rule) if True in fhirpathpy.evaluate(r, expression, model=R4)]
         if rule.kind == "age":
             return self._aged(rule, facts.patient)
         if rule.kind == "devices":
@@ -247,7 +261,7 @@ def _carried(observation: Json) -> set[Code]:
 
 
 def _living_alone(rule: Rule, observations: list[Json]) -> list[str]:
-    since = utc_now() - timedelta(days=31 * int(rule.params.get("months", 12)))
+    since = months_before(utc_now(), int(rule.params.get("months", 12)))
     situations = rule.codes("situation_codes") | rule.codes("codes")
     latest: tuple[datetime, Json] | None = None
     for obs in observations:

@@ -29,7 +29,8 @@ from gateway.security.handovers import authorize_client_handover
 from gateway.security.masking import ProtectedIdentities
 from gateway.security.restricted_changes import changed_elements, refused_changes
 from gateway.security.restricted_changes import names as names_organisation
-from gateway.security.risk_confirmers import authorize_decision, basis_as_seen
+from gateway.security.risk_confirmers import as_seen, authorize_decision, kept_as_stored
+from gateway.security.risk_confirmers import authorize_patch as authorize_assessment_patch
 from gateway.security.rules import Rules, TeamPlan
 from gateway.store import relations
 from gateway.store.relations import TRUSTED, Actors, Writer, find_actors
@@ -292,7 +293,7 @@ class OrganisationPolicy(Permissive):
                 )
             return
         if res_type == "RiskAssessment" and action != "delete" and context.connection is not None:
-            confirmers = self.rules.risk_confirmers
+            confirmers = self.rules.risk_confirmers  # the gateway's proposals only: another's is as above
             if authorize_decision(confirmers, self.names, context.connection, actors, current, resource):
                 return  # what a decision may change: gateway/workflow/risk_rules.py
         raise forbidden(
@@ -363,6 +364,8 @@ class OrganisationPolicy(Permissive):
     # -- protected identities ---------------------------------------------------------------------------
 
     def authorize_patch(self, context: RequestContext, current: Json, operations: object) -> None:
+        if current.get("resourceType") == "RiskAssessment" and not self.exempt(context):
+            authorize_assessment_patch(operations)
         if self.identities.hidden_from(context, current, self.internal(context)):
             self.identities.authorize_patch(operations)
 
@@ -374,8 +377,23 @@ class OrganisationPolicy(Permissive):
                 self.access, self.engine, visibility, context.principal.organization, resource
             )
         elif resource.get("resourceType") == "RiskAssessment" and not self.exempt(context):
-            resource = basis_as_seen(self.access.local, self.engine, self.visibility(context), resource)
+            resource = self._assessment_as_seen(context, resource)
         return resource
+
+    def _assessment_as_seen(self, context: RequestContext, resource: Json) -> Json:
+        """What a reader that is not region-wide is shown of a RiskAssessment (named exception 9): read
+        through the unit of work's connection when there is one, so what its transaction wrote counts."""
+        actors = self.actors(context)
+        visibility = self.visibility(context)
+
+        def own(node: Any) -> bool:
+            return self.names(actors, node)
+
+        current = context.connection
+        if current is not None and not current.closed:
+            return as_seen(self.access.local, current, visibility, own, resource)
+        with self.engine.connect() as connection:
+            return as_seen(self.access.local, connection, visibility, own, resource)
 
     @property
     def masks(self) -> bool:
@@ -385,6 +403,14 @@ class OrganisationPolicy(Permissive):
         return self.identities.masking(context)
 
     def keep_hidden(self, context: RequestContext, resource: Json, current: Json | None) -> Json:
+        if (
+            current is not None
+            and current.get("resourceType") == "RiskAssessment"
+            and not self.exempt(context)
+        ):
+            # the basis entries and notes it was not shown are not the writer's to wipe (a decision
+            # written back from what a confirming unit read keeps them)
+            return kept_as_stored(self._assessment_as_seen(context, current), resource, current)
         if current is None or not self.identities.hidden_from(context, current, self.internal(context)):
             return resource
         return self.identities.keep_hidden(resource, current)

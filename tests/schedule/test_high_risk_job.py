@@ -20,12 +20,14 @@ from gateway import resources
 from gateway.cli import CLI_CONTEXT
 from gateway.risk import evaluate, rules
 from gateway.risk.assess import ASSESSMENT_ID
+from gateway.risk.evaluate import months_before
 from gateway.schedule import high_risk
 from gateway.schedule.registry import JOBS, run_pass
 from gateway.schedule.writer import Tally
 from gateway.search.dates import utc_now
 from gateway.services import Services
 from gateway.store.repository import Repository
+from gateway.workflow import value_sets
 from tests.conftest import Database
 
 GATEWAY = Path(sys.executable).with_name("gateway")
@@ -98,9 +100,10 @@ def test_a_pass_evaluates_only_whom_time_changed(services: Services, monkeypatch
     today = clock.today()
     # turns 80 in two days: with the Observation (lives alone) it reaches the threshold then
     turning = patient("turning", years_ago(today, 80) + timedelta(days=2))
-    # 85 and living alone, the Observation 12 months less 3 days old: it leaves the window in 4 days
+    # 85 and living alone, the Observation 12 calendar months less 3 days old: it leaves the window in 4
+    # days (12 months of 31 days would keep it a week longer)
     lapsing = patient("lapsing", years_ago(today, 85))
-    recent = clock.now - timedelta(days=31 * 12 - 3)
+    recent = months_before(clock.now, 12) + timedelta(days=3)
     bystanders = [patient(f"p{n}", years_ago(today, 40)) for n in range(5)]
     write(services, turning, lapsing, *bystanders)
     write(services, alone("o-turning", "turning", clock.now), alone("o-lapsing", "lapsing", recent))
@@ -140,6 +143,48 @@ def test_a_changed_rule_set_makes_the_pass_whole(
         rules.load.cache_clear()
     assert again.seen == 3 and again.created == 3
     assert {status(services, f"p{n}") for n in range(3)} == {"preliminary"}
+
+
+def test_a_changed_value_set_makes_the_pass_whole(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rules read ValueSets from profiles/ (`cognitive-decline`, `advanced-device-class`): a code
+    added to one changes outcomes as a changed rule does, so the fingerprint covers their codes."""
+    clock = Clock(monkeypatch)
+    write(services, *[patient(f"p{n}", years_ago(clock.today(), 40)) for n in range(2)])
+    profiles = services.settings.profiles_dir
+    before = high_risk.fingerprint(rules.load(), profiles)
+    assert job(services).seen == 2
+    assert job(services).seen == 0
+
+    loaded = value_sets.load
+
+    def widened(profiles_dir: Path | None, url: str) -> value_sets.Codes:
+        found = loaded(profiles_dir, url)
+        if not url.endswith("/cognitive-decline"):
+            return found
+        return value_sets.Codes(url, {**found.displays, ("http://snomed.info/sct", "1234567"): "ny kod"})
+
+    monkeypatch.setattr(value_sets, "load", widened)
+    assert high_risk.fingerprint(rules.load(), profiles) != before
+    assert job(services).seen == 2  # whole again
+    assert job(services).seen == 0
+    monkeypatch.setattr(value_sets, "load", loaded)
+    assert high_risk.fingerprint(rules.load(), profiles) == before
+
+
+@pytest.mark.parametrize(
+    ("moment", "months", "expected"),
+    [
+        (datetime(2025, 3, 31, 10), 1, datetime(2025, 2, 28, 10)),
+        (datetime(2024, 3, 31, 10), 1, datetime(2024, 2, 29, 10)),
+        (datetime(2025, 1, 15, 10), 12, datetime(2024, 1, 15, 10)),
+        (datetime(2025, 2, 10, 10), 14, datetime(2023, 12, 10, 10)),
+        (datetime(2024, 2, 29, 10), 12, datetime(2023, 2, 28, 10)),
+    ],
+)
+def test_months_are_calendar_months(moment: datetime, months: int, expected: datetime) -> None:
+    assert months_before(moment, months) == expected
 
 
 def test_gateway_risk_evaluate_for_every_patient_and_for_one(

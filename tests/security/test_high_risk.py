@@ -6,6 +6,7 @@ dismisses it with a reason (the municipality may not), and it stays dismissed un
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from typing import Any
 
@@ -340,3 +341,189 @@ def test_a_dementia_condition_fires_cognitive_decline(clients: Clients) -> None:
     assert c.search("/fhir/RiskAssessment?subject=Patient/minne", c.other) == []
     assert c.client.get(f"/fhir/{condition_ref}", headers=c.other).status_code == 404
     assert c.search("/fhir/Condition?subject=Patient/minne", c.other) == []
+
+
+INTERPRETER = "http://hl7.org/fhir/StructureDefinition/patient-interpreterRequired"
+SWEDISH = [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "sv-SE"}]}}]
+
+
+def interpreter(needed: bool) -> list[dict[str, Any]]:
+    return [{"url": INTERPRETER, "valueBoolean": needed}]
+
+
+def test_an_interpreter_need_fires_the_language_rule(clients: Clients) -> None:
+    """`patient-interpreterRequired` true fires `tolk-eller-sprak` for a Swedish-speaking patient (the
+    rule's FHIRPath reads `value`, the R4 choice element `valueBoolean`); writing the extension is itself
+    a write the rules read, so it triggers the evaluation, also for a patient no other Patient rule
+    concerns."""
+    c = clients
+    # 80 or older (1): the interpreter need (1) reaches the threshold, false does not
+    c.put(patient(pnr(24), id="tolk", birthDate="1938-06-01", communication=SWEDISH))
+    c.put(
+        patient(
+            pnr(24), id="tolk", birthDate="1938-06-01", communication=SWEDISH, extension=interpreter(False)
+        )
+    )
+    assert c.search("/fhir/RiskAssessment?subject=Patient/tolk", c.region) == []
+    c.put(
+        patient(
+            pnr(24), id="tolk", birthDate="1938-06-01", communication=SWEDISH, extension=interpreter(True)
+        )
+    )
+    [proposed] = c.search("/fhir/RiskAssessment?subject=Patient/tolk", c.region)
+    assert proposed["status"] == "preliminary"
+    notes = [n["text"] for n in proposed["note"]]
+    assert "tolk eller språk: Patienten behöver tolk eller talar varken svenska eller engelska." in notes
+    assert any(n.startswith("hög ålder:") for n in notes)
+
+    # 35 years old with a need for help at home and none active (1): only the interpreter need, written
+    # on the Patient, can raise it, so its write must be found relevant
+    c.put(patient(pnr(25), id="tolk-ung", birthDate="1990-01-01", communication=SWEDISH))
+    c.put(
+        {
+            "resourceType": "Task",
+            "id": "tolk-ung-handover",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": f"{BASE}/CodeSystem/care-transition-task", "code": "handover"}]},
+            "for": ref("Patient/tolk-ung"),
+            "owner": ref("Organization/kommun"),
+        }
+    )
+    assert c.search("/fhir/RiskAssessment?subject=Patient/tolk-ung", c.region) == []
+    c.put(
+        patient(
+            pnr(25), id="tolk-ung", birthDate="1990-01-01", communication=SWEDISH, extension=interpreter(True)
+        )
+    )
+    [young] = c.search("/fhir/RiskAssessment?subject=Patient/tolk-ung", c.region)
+    fired = " ".join(n["text"] for n in young["note"])
+    assert "tolk eller språk" in fired and "ingen hjälp hemma" in fired and "hög ålder" not in fired
+
+
+def test_a_confirming_unit_decides_only_the_gateways_assessment(clients: Clients) -> None:
+    """The clinic confirms for the patient (it requested a device), which lets it decide on the gateway's
+    proposal, not rewrite another organisation's RiskAssessment of the same patient: that one is under the
+    ordinary ownership rules (403), though the clinic may read it (named exception 9)."""
+    c = clients
+    theirs = {
+        "resourceType": "RiskAssessment",
+        "status": "final",
+        "subject": ref("Patient/risk"),
+        "code": {"text": "fallrisk"},
+        "note": [{"text": "Bedömd av kommunens arbetsterapeut."}],
+    }
+    written = c.client.post("/fhir/RiskAssessment", json=theirs, headers=c.kommun)
+    assert written.status_code == 201, written.text
+    url = f"/fhir/RiskAssessment/{written.json()['id']}"
+    seen = c.get(url, c.clinic)
+    changed = {
+        **seen,
+        "status": "cancelled",
+        "performer": ref("PractitionerRole/doc-role"),
+        "note": [*seen.get("note", []), {"authorReference": ref("PractitionerRole/doc-role"), "text": "Fel"}],
+    }
+    refused = c.client.put(url, json=changed, headers=c.clinic)
+    assert refused.status_code == 403, refused.text
+    assert c.client.put(url, json={**seen, "status": "cancelled"}, headers=c.clinic).status_code == 403
+    assert c.get(url, c.region)["status"] == "final"
+
+    # the gateway's proposal it still decides
+    [proposal] = [
+        found
+        for found in c.search("/fhir/RiskAssessment?subject=Patient/risk", c.clinic)
+        if found.get("identifier")
+    ]
+    confirmed = {**proposal, "status": "final", "performer": ref("PractitionerRole/doc-role")}
+    answer = c.client.put(f"/fhir/RiskAssessment/{proposal['id']}", json=confirmed, headers=c.clinic)
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_dismissal_reason_is_shown_to_its_author_and_the_region(clients: Clients) -> None:
+    """The proposal is visible to every related organisation (named exception 9), but a clinician's note
+    is free text: the related municipality is shown the gateway's notes (the rules' explanations) and not
+    the clinic's reason, in any answer; the clinic and the region are. A note the reader was not shown
+    stays as stored when it writes back what it read, and a confirming unit names no other as a note's
+    author."""
+    c = clients
+    why = "Dottern bor hos patienten sedan oktober."
+    seen_by_clinic = assessment(c, c.clinic)  # its own view: the Task it may not read left out of the basis
+    assert [b["reference"] for b in seen_by_clinic["basis"]] == ["Patient/risk"]
+    url = f"/fhir/RiskAssessment/{seen_by_clinic['id']}"
+    cancelled = {**seen_by_clinic, "status": "cancelled", "performer": ref("PractitionerRole/doc-role")}
+    # a note in another organisation's name, or claiming to be the gateway's, is refused
+    c.put(
+        {
+            "resourceType": "PractitionerRole",
+            "id": "kommun-role",
+            "practitioner": ref("Practitioner/doc"),
+            "organization": ref("Organization/kommun"),
+        }
+    )
+    theirs = {"authorReference": ref("PractitionerRole/kommun-role"), "text": why}
+    in_their_name = {**cancelled, "note": [*seen_by_clinic["note"], theirs]}
+    assert c.client.put(url, json=in_their_name, headers=c.clinic).status_code == 403
+    # claiming the gateway's authorship is refused to everyone, a region-wide client too: those notes are
+    # shown to every related organisation and make the Flag's text
+    claimed = {"authorString": "Gatewayen", "text": "påhittad regel: En förklaring ingen regel gav."}
+    by_region = assessment(c, c.region)
+    as_gateway = {**by_region, "note": [*by_region["note"], claimed]}
+    assert c.client.put(url, json=as_gateway, headers=c.region).status_code == 403
+    as_gateway = {**cancelled, "note": [*seen_by_clinic["note"], claimed]}
+    assert c.client.put(url, json=as_gateway, headers=c.clinic).status_code == 403
+    reason = {"authorReference": ref("PractitionerRole/doc-role"), "text": why}
+    answer = c.client.put(
+        url, json={**cancelled, "note": [*seen_by_clinic["note"], reason]}, headers=c.clinic
+    )
+    assert answer.status_code == 200, answer.text
+
+    def texts(resource: dict[str, Any]) -> list[str]:
+        return [str(n.get("text")) for n in resource.get("note", [])]
+
+    by_region = assessment(c, c.region)
+    assert by_region["status"] == "cancelled" and why in texts(by_region)
+    basis = {b["reference"] for b in by_region["basis"]}
+    assert basis == {"Patient/risk", "Task/handover"}  # what it was not shown stays
+    assert why in texts(assessment(c, c.clinic))
+    by_kommun = assessment(c, c.kommun)
+    assert why not in texts(by_kommun)
+    assert any(t.startswith("hög ålder:") for t in texts(by_kommun))  # the gateway's notes are shown
+    for path in (url, f"{url}/_history", "/fhir/Patient/risk/$everything"):
+        # the assessment is in every answer, with the gateway's notes; the reason only in the region's
+        shown = {
+            reader: json.dumps(c.get(path, headers), ensure_ascii=False)
+            for reader, headers in (("kommun", c.kommun), ("region", c.region))
+        }
+        assert "80 år" in shown["kommun"] and why not in shown["kommun"], path
+        assert why in shown["region"], path
+
+    # a region note the clinic is not shown stays where it is when the clinic confirms from its view
+    noted = {**by_region, "note": [*by_region["note"], {"authorString": "Regionen", "text": "Ring dottern."}]}
+    assert c.client.put(url, json=noted, headers=c.region).status_code == 200
+    clinic_view = assessment(c, c.clinic)
+    assert "Ring dottern." not in texts(clinic_view) and why in texts(clinic_view)
+    # a note naming no author: nothing says whose it is, so only the region is shown it
+    unsigned = {"authorString": "Läkare", "text": "Bekräftad efter hembesök."}
+    confirmed = {**clinic_view, "status": "final", "note": [*clinic_view["note"], unsigned]}
+    answer = c.client.put(url, json=confirmed, headers=c.clinic)
+    assert answer.status_code == 200, answer.text
+    after = assessment(c, c.region)
+    assert after["status"] == "final" and texts(after) == [*texts(noted), unsigned["text"]]
+    assert unsigned["text"] not in texts(assessment(c, c.kommun)) + texts(assessment(c, c.clinic))
+
+    # a JSON Patch applies to what is stored: it may add a note at the end, and no `test` confirms a guess
+    # of a note or basis the clinic is not shown
+    patching = c.clinic | {"Content-Type": "application/json-patch+json"}
+    hidden_at = texts(after).index("Ring dottern.")
+    guesses = [
+        [{"op": "test", "path": f"/note/{hidden_at}/text", "value": "Ring dottern."}],
+        [{"op": "test", "path": "/basis/1/reference", "value": "Task/handover"}],
+        [{"op": "copy", "from": f"/note/{hidden_at}", "path": "/note/-"}],
+        [{"op": "test", "path": "", "value": after}],
+    ]
+    for guess in guesses:
+        assert c.client.patch(url, json=guess, headers=patching).status_code == 403, guess
+    added = {"authorReference": ref("PractitionerRole/doc-role"), "text": "Uppföljning om en månad."}
+    answer = c.client.patch(url, json=[{"op": "add", "path": "/note/-", "value": added}], headers=patching)
+    assert answer.status_code == 200, answer.text
+    assert texts(assessment(c, c.region)) == [*texts(after), added["text"]]
