@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from urllib.parse import quote
 
+from gateway.adapters.device_register.lifetime import lifetime_end as computed_end
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.schedule import common
@@ -55,22 +56,17 @@ def _day(value: object) -> date | None:
 
 
 def lifetime_end(device: Json) -> date | None:
-    """Purchase date + lifetime (years): the lifetime-end sub-extension when stored, else computed."""
+    """Purchase date + lifetime (years): the lifetime-end sub-extension when stored, else computed as the
+    register adapter computes what it stores (gateway/adapters/device_register/lifetime.py), so the
+    job and the `lifetime-end` SearchParameter agree on the day."""
     facts = maintenance(device)
     stored = _day(facts.get("lifetimeEnd"))
     if stored is not None:
         return stored
-    bought = _day(facts.get("purchaseDate"))
     lifetime = facts.get("lifetime")
-    years = lifetime.get("value") if isinstance(lifetime, dict) else None
-    if bought is None or not isinstance(years, int | float) or years <= 0:
-        return None
-    whole = int(years)
-    try:
-        end = bought.replace(year=bought.year + whole)
-    except ValueError:  # 29 February
-        end = bought.replace(year=bought.year + whole, day=28)
-    return end + timedelta(days=round((years - whole) * 365))
+    return _day(
+        computed_end(facts.get("purchaseDate"), lifetime.get("value") if isinstance(lifetime, dict) else None)
+    )
 
 
 def _name(device: Json) -> str:

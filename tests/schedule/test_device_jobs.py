@@ -7,11 +7,13 @@ unrelated municipality sees none of it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.adapters.device_register.lifetime import lifetime_end as adapter_lifetime_end
 from gateway.app import create_app
 from gateway.schedule import clock
 from gateway.schedule.devices import lifetime_end
@@ -85,3 +87,17 @@ def test_service_due_and_retirement_review(world: World, secured: Services) -> N
     world.http.headers.update(bearer(other.token(world.http, "system/*.rus")))
     assert search(world.http, "Task", focus=task["focus"]["reference"]) == []
     assert search(world.http, "Communication", **{"based-on": f"Task/{review['id']}"}) == []
+
+
+def test_the_job_computes_a_lifetime_end_as_the_register_adapter_stores_it() -> None:
+    """A Device without the stored lifetime end (written before the backfill): the job's day is the one
+    the adapter would store and the `lifetime-end` SearchParameter would index (whole months, the day
+    clamped to the month's last), not a count of days."""
+    maintenance = "https://fhir.home-device-gateway.se/StructureDefinition/device-maintenance"
+    facts = [
+        {"url": "purchaseDate", "valueDate": "2020-08-31"},
+        {"url": "lifetime", "valueDuration": {"value": 2.5, "unit": "years"}},
+    ]
+    device = {"resourceType": "Device", "extension": [{"url": maintenance, "extension": facts}]}
+    assert lifetime_end(device) == date(2023, 2, 28)
+    assert lifetime_end(device) == date.fromisoformat(str(adapter_lifetime_end("2020-08-31", 2.5)))
