@@ -138,6 +138,18 @@ def test_a_21_day_follow_up_is_a_task_on_day_14_overdue_on_day_22_with_the_presc
     assert search(world.http, "Communication", **{"based-on": f"Task/{task['id']}"}) == []
 
 
+def test_the_follow_up_tasks_due_date_is_searchable_with_due(world: World, secured: Services) -> None:
+    """The 21-day follow-up's Task is due 2026-12-11T23:59:59+01:00: the lung clinic finds it before the
+    12th, not before the 11th."""
+    world.order(golden("01"))
+    assert at(secured, "2026-12-04T08:00:00+01:00")["follow-up"] == 1
+    world.http.headers.update(world.lung)
+    [task] = search(world.http, "Task", code=FOLLOW_UP, due="lt2026-12-12")
+    assert task["restriction"]["period"]["end"] == "2026-12-11T23:59:59+01:00"
+    assert search(world.http, "Task", code=FOLLOW_UP, due="lt2026-12-11") == []
+    assert [t["id"] for t in search(world.http, "Task", code=FOLLOW_UP, due="ge2026-12-11")] == [task["id"]]
+
+
 def test_a_pass_after_downtime_makes_every_missed_follow_up_overdue_and_makulerad_cancels(
     world: World, secured: Services
 ) -> None:
