@@ -55,17 +55,27 @@ def counts(services: Services) -> tuple[int, int]:
 def test_two_processes_at_once_and_a_restart_change_nothing(
     world: World, secured: Services, database: Database
 ) -> None:
-    world.order(golden("01"))
+    world.order(golden("01"))  # the 21-day follow-up is due 2026-12-11: its Task is made on day 14
     env = {**os.environ, **database.environment(), "COLUMNS": "200"}
-    command = [str(GATEWAY), "schedule", "run", "--now", LATE]
-    runs = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    for run in runs:
-        out, err = run.communicate(timeout=120)
-        assert run.returncode == 0, err
-        assert "follow-up:" in out
+
+    def two_at_once(moment: str) -> None:
+        command = [str(GATEWAY), "schedule", "run", "--now", moment]
+        runs = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for run in runs:
+            out, err = run.communicate(timeout=120)
+            assert run.returncode == 0, err
+            assert "follow-up:" in out
+
+    two_at_once("2026-12-04T08:00:00+01:00")  # day 14: the Task, once
+    assert counts(secured) == (1, 0)
+    two_at_once("2026-12-08T08:00:00+01:00")  # in between: nothing changes
+    assert counts(secured) == (1, 0)
+    two_at_once("2026-12-12T08:00:00+01:00")  # day 22: overdue and the prescriber's report, once
+    assert counts(secured) == (1, 1)
+    two_at_once(LATE)
     assert counts(secured) == (2, 2)
     # a restart: a pass of a new process (in this one) changes nothing
     results = run_pass(secured, clock.parse(LATE))
