@@ -1,7 +1,10 @@
-"""`GET [base]/Patient/{id}/$everything` (R4 Patient-everything, profiles/OperationDefinition-Patient-
-everything.json): one searchset Bundle of the patient's compartment plus Device and Task, what those
-reference and their Provenance (gateway/search/everything.py), as a search by the same client would
-show them: its visibility in every query, masked by its policy, an unknown or hidden patient 404 alike.
+"""`GET [base]/Patient/{id}/$everything` (R4 Patient-everything): one searchset Bundle of the patient's
+compartment plus Device and Task, what those reference and their Provenance (gateway/search/everything.py),
+as a search by the same client would show them: its visibility in every query, masked by its policy, an
+unknown or hidden patient 404 alike. The operation is the official one: `metadata` lists it under Patient
+with the canonical http://hl7.org/fhir/OperationDefinition/Patient-everything (PATIENT_OPERATIONS in
+gateway/fhir/capabilities.py); profiles/ holds no OperationDefinition for it (only the gateway's own
+operations, such as $device-list); docs/fhir/everything.md describes it.
 
 Parameters: `start`/`end` (care dates), `_since` (record time, `meta.lastUpdated`), `_type` (a
 comma-separated list, repeatable), `_count` (pages of that size linked by `next`). Without `_count` the

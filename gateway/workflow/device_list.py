@@ -171,12 +171,12 @@ class Gatherer:
         patient_id = self.found.patient.res_id
         home = devices_at_home(self.connection, patient_id)
         self._items(home.devices, home.uses, home.requests)
-        self._masters()
         target = ("Patient", patient_id)
         tasks = [s for s in referring(self.connection, "Task", "patient", target, OPEN_TASKS)]
         tasks = [s for s in self.visible(tasks) if s.json().get("status") in OPEN_TASKS]
         self.add(tasks)
         self.found.tasks = [_key(s) for s in tasks]
+        self._masters()  # after the Tasks: their owners are shown with them
         flags = [s for s in referring(self.connection, "Flag", "patient", target)]
         flags = [s for s in self.visible(flags) if s.json().get("status") == "active"]
         self.add(flags)
@@ -248,6 +248,7 @@ class Gatherer:
             "DeviceRequest": ("requester", "performer"),
             "DeviceUseStatement": (),
             "Observation": ("performer",),
+            "Task": ("owner",),
         }
         sources = [(key.split("/")[0], r) for key, r in self.found.by_key.items()]
         refs = [ref for t, r in sources for ref in _references(r, elements.get(t, ()))]

@@ -175,3 +175,83 @@ def test_one_audit_event_names_the_patient(audited_services: Services, audited_c
     assert len(events) == 1
     whats = {entity["what"]["reference"] for entity in events[0]["entity"] if "what" in entity}
     assert "Patient/pa" in whats and "Task/tA" in whats
+
+
+RAW = "https://fhir.home-device-gateway.se/StructureDefinition/raw-input"
+DEVICE_OF_PA: dict[str, Any] = {
+    "resourceType": "Device",
+    "id": "devPa",
+    "status": "active",
+    "owner": ref("Organization/orgB"),
+    "patient": ref("Patient/pa"),
+    "extension": [{"url": RAW, "valueReference": ref("Binary/rawA")}],
+}
+NAMING_RAW: dict[str, Any] = {
+    "resourceType": "Observation",
+    "id": "obsRaw",
+    "status": "final",
+    "code": {"text": "puls"},
+    "subject": ref("Patient/pa"),
+    "extension": [{"url": RAW, "valueReference": ref("Binary/rawA")}],
+}
+
+
+def test_a_device_of_the_patient_is_a_member_a_binary_it_names_is_not(world: World) -> None:
+    """Device is a member by `patient` (the R4 compartment has no Device), shown to the region and to the
+    related organisation A though another unit owns it; the raw-input Binary that the Device and an
+    Observation of the patient reference is never included, though the region may read it."""
+    world.put(DEVICE_OF_PA)
+    world.put(NAMING_RAW)
+    assert world.client.get("/fhir/Binary/rawA", headers=world.region).status_code == 200
+    region = everything(world, world.region)
+    assert {"Device/devPa", "Observation/obsRaw"} <= shown(region, "match")
+    assert "Binary/rawA" not in shown(region)
+    related = everything(world, world.a)
+    assert shown(related, "match") == MEMBERS_FOR_A | {"Device/devPa"}  # obsRaw: as obsHidden
+    assert "Binary/rawA" not in shown(related)
+    assert "Organization/orgB" in shown(related, "include")  # the Device's owner
+    assert shown(everything(world, world.a, "?_type=Device")) == {"Device/devPa"}
+    assert "Binary/rawA" not in shown(everything(world, world.region, "?_type=Device,Binary"))
+
+
+def test_an_audit_event_naming_the_patient_is_not_a_member(
+    audited_services: Services, audited_client: TestClient
+) -> None:
+    """After an access to pa is audited (an AuditEvent whose entity names Patient/pa, found by an
+    AuditEvent search), $everything by a reader that may read AuditEvents still holds none."""
+    world = World(audited_services, audited_client)
+    auditor = register(audited_services, "system/*.cruds gateway/audit.read", region=True)
+    token = bearer(auditor.token(audited_client, "system/*.cruds gateway/audit.read"))
+    everything(world, token)
+    assert audited_services.audit is not None
+    audited_services.audit.flush()
+    found = audited_client.get("/fhir/AuditEvent?patient=Patient/pa&_count=500", headers=token).json()
+    audits = {f"AuditEvent/{e['resource']['id']}" for e in found.get("entry", [])}
+    assert audits
+    for query in ("", "?_type=AuditEvent,Patient"):
+        bundle = everything(world, token, query)
+        assert "Patient/pa" in shown(bundle, "match")
+        assert not [r for r in shown(bundle) if r.startswith("AuditEvent/")], query
+
+
+def test_without_count_the_response_bytes_limit_cuts_pages_holding_each_member_once(
+    secure_services: Services, world: World
+) -> None:
+    """GATEWAY_MAX_RESPONSE_BYTES small enough that pa's record (as A sees it) does not fit one answer:
+    pages of what fits (a page past it would be a 400), linked by `next`, together every member exactly
+    once; under the default limit, the same record is one Bundle."""
+    whole = everything(world, world.a)
+    assert "next" not in {link["relation"] for link in whole["link"]}
+    settings = secure_services.settings.replace(max_response_bytes=1500)
+    built = Services.build(settings, engine=secure_services.engine)
+    try:
+        with TestClient(create_app(settings, services=built)) as small:
+            world.client = small
+            pages = all_pages(world, world.a, "")
+    finally:
+        built.close()
+    assert len(pages) > 2
+    members = [m for p in pages for m in shown(p, "match")]
+    assert sorted(members) == sorted(MEMBERS_FOR_A)  # each once
+    assert all("total" not in p for p in pages)
+    assert shown(whole, "match") == MEMBERS_FOR_A

@@ -527,3 +527,108 @@ def test_a_dismissal_reason_is_shown_to_its_author_and_the_region(clients: Clien
     answer = c.client.patch(url, json=[{"op": "add", "path": "/note/-", "value": added}], headers=patching)
     assert answer.status_code == 200, answer.text
     assert texts(assessment(c, c.region)) == [*texts(after), added["text"]]
+
+
+SELF_CARE_CHANGE = f"{BASE}/CodeSystem/self-care-change"
+HOME_HELP_ENDS = {"coding": [{"system": SELF_CARE_CHANGE, "code": "hemtjanst-upphor"}]}
+OUTPUT_TYPES = f"{BASE}/CodeSystem/task-output-type"
+
+
+def handover(task_id: str, patient_id: str, status: str, **more: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Task",
+        "id": task_id,
+        "status": status,
+        "intent": "order",
+        "code": {"coding": [{"system": f"{BASE}/CodeSystem/care-transition-task", "code": "handover"}]},
+        "for": ref(f"Patient/{patient_id}"),
+        "owner": ref("Organization/kommun"),
+        **more,
+    }
+
+
+def fired(c: Clients, patient_id: str) -> list[dict[str, Any]]:
+    return c.search(f"/fhir/RiskAssessment?subject=Patient/{patient_id}", c.region)
+
+
+def test_help_cancelled_by_a_status_reason_or_an_output_still_fires_no_help_at_home(
+    secure_services: Services, clients: Clients
+) -> None:
+    """`ingen-hjalp-hemma`'s `cancelled_by`: a handover the municipality accepted or completed is help
+    at home, unless its `statusReason` or an `output` says home help ends (self-care-change
+    `hemtjanst-upphor`); then the rule fires as if no help were given. 80 or older (1) and the rule (1)
+    reach the threshold; the accepted handover alone does not."""
+    c = clients
+    c.put(patient(pnr(26), id="hjalp", birthDate="1938-02-01"))
+    c.put(handover("hjalp-handover", "hjalp", "accepted"))
+    assert risk_pass(secure_services, "hjalp") == {"none": 1}
+    assert fired(c, "hjalp") == []
+    c.put(handover("hjalp-handover", "hjalp", "accepted", statusReason={**HOME_HELP_ENDS, "text": "Upphör."}))
+    [by_reason] = fired(c, "hjalp")
+    assert by_reason["status"] == "preliminary"
+    assert any(n["text"].startswith("ingen hjälp hemma:") for n in by_reason["note"])
+    assert "Task/hjalp-handover" in {b["reference"] for b in by_reason["basis"]}
+
+    c.put(patient(pnr(27), id="utfall", birthDate="1938-03-01"))
+    done = handover("utfall-handover", "utfall", "completed")
+    c.put(done)
+    assert risk_pass(secure_services, "utfall") == {"none": 1}
+    assert fired(c, "utfall") == []
+    output = {
+        "type": {"coding": [{"system": OUTPUT_TYPES, "code": "self-care-change"}]},
+        "valueCodeableConcept": HOME_HELP_ENDS,
+    }
+    c.put({**done, "output": [output]})
+    [by_output] = fired(c, "utfall")
+    assert any(n["text"].startswith("ingen hjälp hemma:") for n in by_output["note"])
+    assert "Task/utfall-handover" in {b["reference"] for b in by_output["basis"]}
+
+
+def test_living_alone_needs_a_final_or_amended_observation_within_the_window(
+    secure_services: Services, clients: Clients
+) -> None:
+    """`bor-ensam` reads a living-situation Observation `final` or `amended` effective within 12 months:
+    a `preliminary` one and a final one older than the window leave 80 or older (1) below the threshold;
+    an `amended` one fires it, naming only that Observation."""
+    c = clients
+    c.put(patient(pnr(28), id="ensam", birthDate="1938-07-01"))
+    alone = {
+        "resourceType": "Observation",
+        "code": {"coding": [{"system": SNOMED, "code": "224130005"}]},
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "105529008"}]},
+        "subject": ref("Patient/ensam"),
+    }
+    c.put({**alone, "id": "ensam-prel", "status": "preliminary", "effectiveDateTime": days_ago(5)})
+    assert risk_pass(secure_services, "ensam") == {"none": 1}
+    assert fired(c, "ensam") == []
+    c.put({**alone, "id": "ensam-old", "status": "final", "effectiveDateTime": days_ago(400)})
+    assert risk_pass(secure_services, "ensam") == {"none": 1}
+    assert fired(c, "ensam") == []
+    c.put({**alone, "id": "ensam-amended", "status": "amended", "effectiveDateTime": days_ago(20)})
+    [proposed] = fired(c, "ensam")
+    assert any(n["text"].startswith("bor ensam:") for n in proposed["note"])
+    basis = {b["reference"] for b in proposed["basis"]}
+    assert "Observation/ensam-amended" in basis
+    assert not {"Observation/ensam-prel", "Observation/ensam-old"} & basis
+
+
+def test_a_snomed_code_of_the_cognitive_decline_value_set_fires_the_rule(
+    secure_services: Services, clients: Clients
+) -> None:
+    """SNOMED CT 386806002 (impaired cognition, in profiles/ValueSet-cognitive-decline.json) fires
+    `kognitiv-svikt` (weight 2) alone; a SNOMED CT code outside the ValueSet does not."""
+    c = clients
+    c.put(patient(pnr(29), id="kognitiv", birthDate="1960-01-01"))
+    condition = {
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": f"{HL7}/condition-clinical", "code": "active"}]},
+        "subject": ref("Patient/kognitiv"),
+    }
+    c.put({**condition, "id": "diabetes", "code": {"coding": [{"system": SNOMED, "code": "73211009"}]}})
+    assert risk_pass(secure_services, "kognitiv") == {"none": 1}
+    assert fired(c, "kognitiv") == []
+    c.put({**condition, "id": "svikt", "code": {"coding": [{"system": SNOMED, "code": "386806002"}]}})
+    [proposed] = fired(c, "kognitiv")
+    assert proposed["status"] == "preliminary"
+    assert [n["text"].split(":")[0] for n in proposed["note"]] == ["kognitiv svikt"]
+    assert {b["reference"] for b in proposed["basis"]} == {"Condition/svikt"}

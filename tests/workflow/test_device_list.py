@@ -294,3 +294,65 @@ def test_the_operation_is_in_metadata_and_other_formats_are_refused(journey: Jou
 
 
 HSA_BASE = "https://fhir.home-device-gateway.se"
+
+
+def section(div: str, what: str) -> str:
+    """The narrative's facts of one item: from its heading to the end of its list."""
+    start = div.index(f"<p><b>{what}</b></p>")
+    return div[start : div.index("</ul>", start)]
+
+
+def fact(item: str, label: str) -> str:
+    """One fact of an item's section (its text after the label), empty when not shown."""
+    start = item.find(f"<li>{label}: ")
+    return "" if start < 0 else item[start + len(label) + 6 : item.index("</li>", start)]
+
+
+def test_open_tasks_a_device_contact_and_the_article_and_iso_codes_of_an_item(journey: Journey) -> None:
+    """An item's "Öppna uppgifter" names the open Task about it (its `focus`), not a completed or a
+    cancelled one, nor a Task about another item; a phone in `Device.contact` (a source says so about
+    that unit) comes first under "Vid fel, ring"; the article number and the ISO 9999 code are shown."""
+    j = journey
+    patient = seed(j)["patient"]
+    devices = j.search("region", f"Device?patient=Patient/{patient}")
+    [rollator] = [d for d in devices if d.get("serialNumber") == "RL-4411"]
+    kommun = f"Organization/{j.organization(KOMMUN_A)}"
+    for description, status in (
+        ("Byt handtagen på rollatorn", "requested"),
+        ("Justera rollatorns höjd", "completed"),
+        ("Hämta rollatorn för service", "cancelled"),
+    ):
+        task = {
+            "resourceType": "Task",
+            "status": status,
+            "intent": "order",
+            "description": description,
+            "for": {"reference": f"Patient/{patient}"},
+            "focus": {"reference": f"Device/{rollator['id']}"},
+            "owner": {"reference": kommun},
+        }
+        j.post("region", task)
+    contact = [{"system": "phone", "value": "070-111 22 33"}]
+    j.patch("region", f"Device/{rollator['id']}", [{"op": "add", "path": "/contact", "value": contact}])
+
+    for who in ("ka", "region"):
+        bundle = j.get(who, LIST_URL.format(patient))
+        [listed] = entries(bundle, "match")
+        div = listed["text"]["div"]
+        item = section(div, "Rollator")
+        owner = j.get("region", kommun)
+        owner_name = owner.get("name") or f"HSA-id {KOMMUN_A}"
+        assert f"Byt handtagen på rollatorn, begärd, {owner_name}" in fact(item, "Öppna uppgifter"), item
+        assert "Justera rollatorns höjd" not in div and "Hämta rollatorn för service" not in div, who
+        assert "Byt handtagen" not in section(div, "Syrgaskoncentrator stationär"), who
+        faults = fact(item, "Vid fel, ring")
+        assert faults.startswith("Enligt hjälpmedlets uppgifter, tel 070-111 22 33;"), (who, item)
+        assert "070-111 22 33" not in section(div, "Syrgaskoncentrator stationär"), who
+        assert fact(item, "Artikelnummer") == "120603", (who, item)
+        assert fact(item, "Hjälpmedel") == "Rollator (ISO 9999 12 06 06)", (who, item)
+        concentrator = section(div, "Syrgaskoncentrator stationär")
+        assert fact(concentrator, "Artikelnummer") == "730012", (who, concentrator)
+        assert fact(concentrator, "Hjälpmedel") == "Syrgaskoncentrator stationär (ISO 9999 04 03 12)", who
+        tasks = {r.get("description") for r in entries(bundle, "include") if r["resourceType"] == "Task"}
+        assert "Byt handtagen på rollatorn" in tasks, who
+        assert not {"Justera rollatorns höjd", "Hämta rollatorn för service"} & tasks, who
