@@ -23,11 +23,21 @@ from urllib.parse import quote
 from gateway.adapters.bestallningsportalen import follow_up as plans
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
-from gateway.schedule import common, risk_interval
+from gateway.schedule import changes, common, risk_interval
 from gateway.schedule.lease import Lease
-from gateway.schedule.scan import batches, current, scan
-from gateway.schedule.writer import BASE, TASK_CODES, Tally, coded, local, provenance, task_id, write_for
-from gateway.search.dates import to_instant
+from gateway.schedule.scan import batches, changed_since, current, dated_between, matching, read, scan
+from gateway.schedule.writer import (
+    BASE,
+    TASK_CODES,
+    Tally,
+    coded,
+    has_code,
+    local,
+    provenance,
+    task_id,
+    write_for,
+)
+from gateway.search.dates import to_instant, utc_now
 from gateway.services import Services
 from gateway.store.repository import Repository, Stored
 
@@ -196,26 +206,48 @@ def _create(
     write_for(services, _owner(plan, activity), work)
 
 
-def _plans(services: Services, last: date, risk: dict[str, str]) -> Iterator[list[Stored]]:
-    """The active follow-up plans with an activity planned by `last`, then every active plan of the
+def _plans(
+    services: Services, last: date, risk: dict[str, str], since: changes.Since | None
+) -> Iterator[list[Stored]]:
+    """The active follow-up plans with an activity planned by `last` (after a complete pass the same day:
+    those written since, as no other plan's activities can have come due), then every active plan of the
     confirmed high-risk patients (their days move earlier), each plan once."""
     category = "category=" + quote(PLAN_CATEGORY, safe=":/|") + "&status=active"
     seen: set[str] = set()
-    queries = [category + "&activity-date=lt" + (last + timedelta(days=1)).isoformat()]
-    queries += [category + "&subject=" + quote(patient, safe="/") for patient in sorted(risk)]
-    for query in queries:
-        for found in batches(services, "CarePlan", query):
-            fresh = [stored for stored in found if stored.res_id not in seen]
+    if since is None:
+        found = batches(
+            services, "CarePlan", category + "&activity-date=lt" + (last + timedelta(days=1)).isoformat()
+        )
+    else:
+        written = read(services, changed_since(services, "CarePlan", since.written).values())
+        found = (
+            [s for s in plans_ if s.json().get("status") == "active" and _is_follow_up(s.json())]
+            for plans_ in written
+        )
+    queries = [category + "&subject=" + quote(patient, safe="/") for patient in sorted(risk)]
+    for batch in [found, *(batches(services, "CarePlan", query) for query in queries)]:
+        for stored_batch in batch:
+            fresh = [stored for stored in stored_batch if stored.res_id not in seen]
             seen.update(stored.res_id for stored in fresh)
             yield fresh
 
 
-def _make(services: Services, now: datetime, tally: Tally, lease: Lease | None) -> bool:
+def _is_follow_up(plan: Json) -> bool:
+    return any(
+        f"{c.get('system')}|{c.get('code')}" == PLAN_CATEGORY
+        for category in plan.get("category") or []
+        for c in (category or {}).get("coding") or []
+    )
+
+
+def _make(
+    services: Services, now: datetime, tally: Tally, lease: Lease | None, since: changes.Since | None
+) -> bool:
     """The Tasks of follow-ups falling due; False when the lease was lost."""
     today = common.local_day(now, services)
     last = today + timedelta(days=services.settings.follow_up_lead_days)
     risk = risk_interval.confirmed(services)
-    for found in _plans(services, last, risk):
+    for found in _plans(services, last, risk, since):
         wanted: list[tuple[Json, Json, _Due]] = []
         for stored in found:
             plan = stored.json()
@@ -267,15 +299,49 @@ def _moved(services: Services, task: Json, found: dict[str, Json], towns: dict[s
     return common.away(found.get(_references(task)[0]), towns[owner])
 
 
-def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
-    """One pass: make the Tasks of follow-ups falling due, then mark, report and cancel the open ones."""
-    tally = Tally()
-    if not _make(services, now, tally, lease):
-        return tally
+def _settings(services: Services) -> str:
+    """What a pass's outcome depends on besides the data and the clock (a changes-only pass needs the
+    same)."""
+    settings = services.settings
+    factor = risk_interval.factor(services)
+    return f"lead={settings.follow_up_lead_days} factor={factor} zone={settings.local_timezone}"
+
+
+def _open(services: Services, now: datetime, since: changes.Since | None) -> Iterator[list[Stored]]:
+    """The open follow-up Tasks to look at: all of them in a whole pass; after a complete pass the same
+    day, those due since it, and those of the plans and patients written since (their activity may have
+    ended, their patient died or moved)."""
     query = "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY
+    if since is None:
+        yield from batches(services, "Task", query)
+        return
+    rids = dated_between(services, "Task", "due", since.now, now)
+    for res_type, param in (("CarePlan", "based-on"), ("Patient", "patient")):
+        for res_id in changed_since(services, res_type, since.written):
+            rids |= matching(services, "Task", f"{param}=" + quote(f"{res_type}/{res_id}", safe="/"))
+    for found in read(services, rids):
+        yield [
+            s
+            for s in found
+            if s.json().get("status") in common.OPEN and has_code(s.json().get("code"), TASK_CODES, NAME)
+        ]
+
+
+def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
+    """One pass: make the Tasks of follow-ups falling due, then mark, report and cancel the open ones. After
+    a complete pass earlier the same day only what changed since is looked at (gateway/schedule/changes.py);
+    a unit's Organization written since makes the pass whole (its municipality decides `patient-moved`)."""
+    tally = Tally()
+    started = utc_now()
+    settings = _settings(services)
+    since = changes.since(lease, services, now, settings)
+    if since is not None and changed_since(services, "Organization", since.written):
+        since = None
+    if not _make(services, now, tally, lease, since):
+        return tally
     towns: dict[str, str | None] = {}  # owner → its organisation's kommunkod, read once a pass
-    for tasks in batches(services, "Task", query):
-        # every open Task is looked at: its activity or patient may have ended (reads only, unless so)
+    for tasks in _open(services, now, since):
+        # each open Task looked at: its activity or patient may have ended (reads only, unless so)
         found = current(services, [ref for s in tasks for ref in _references(s.json())[:2]])
         for stored in tasks:
             task = stored.json()
@@ -290,5 +356,6 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
 
             common.settle(services, task, now, tally, reason, report_of)
         if lease is not None and not lease.renew():
-            break
+            return tally
+    changes.record(lease, started, now, settings)
     return tally

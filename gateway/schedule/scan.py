@@ -6,13 +6,18 @@ the gateway (no visibility: the jobs act for the region)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import cast
 from urllib.parse import parse_qsl
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from gateway.model.types import Json
 from gateway.services import Services
 from gateway.store.repository import R, Repository, Stored
+from gateway.store.tables import DateIndex
+
+DATES = cast(Table, DateIndex.__table__)
 
 BATCH = 500
 
@@ -20,14 +25,10 @@ BATCH = 500
 def batches(services: Services, res_type: str, query: str, batch: int = BATCH) -> Iterator[list[Stored]]:
     """The current, not deleted resources of `res_type` that `query` matches, in row order, `batch` at a
     time; the matching row ids are taken once, so rows a job writes meanwhile do not move the scan."""
-    rids = sorted(_matching(services, res_type, query))
-    for start in range(0, len(rids), batch):
-        with services.engine.connect() as connection:
-            found = Repository(connection).current_many(rids[start : start + batch])
-        yield [stored for stored in found if not stored.deleted]
+    yield from read(services, matching(services, res_type, query), batch)
 
 
-def _matching(services: Services, res_type: str, query: str) -> set[int]:
+def matching(services: Services, res_type: str, query: str) -> set[int]:
     """The row ids `query` matches: each parameter's matches found alone and intersected. Each alone is
     one index range (~50 ms at 50,000 plans); SQLite plans the whole condition as nested lookups that took
     a minute there (bench/schedule.py)."""
@@ -64,3 +65,30 @@ def current(services: Services, references: Iterable[str]) -> dict[str, Json]:
     with services.engine.connect() as connection:
         found = Repository(connection).current_of(keys)
     return {f"{t}/{i}": s.json() for (t, i), s in found.items() if not s.deleted}
+
+
+def dated_between(services: Services, res_type: str, param: str, low: datetime, high: datetime) -> set[int]:
+    """The row ids of `res_type` whose `param` (a dateTime) falls in [low, high) (naive UTC): one range
+    of the date index."""
+    statement = select(DATES.c.rid).where(
+        DATES.c.res_type == res_type, DATES.c.param == param, DATES.c.low >= low, DATES.c.low < high
+    )
+    with services.engine.connect() as connection:
+        return {int(row[0]) for row in connection.execute(statement)}
+
+
+def changed_since(services: Services, res_type: str, moment: datetime) -> dict[str, int]:
+    """`res_id` → row id of the resources of `res_type` written (or deleted) at `moment` or later (the
+    real clock): one range of the index on the type and `last_updated`."""
+    statement = select(R.c.res_id, R.c.rid).where(R.c.res_type == res_type, R.c.last_updated >= moment)
+    with services.engine.connect() as connection:
+        return {str(row[0]): int(row[1]) for row in connection.execute(statement)}
+
+
+def read(services: Services, rids: Iterable[int], batch: int = BATCH) -> Iterator[list[Stored]]:
+    """The current, not deleted resources of these row ids, in row order, `batch` at a time."""
+    ordered = sorted(set(rids))
+    for start in range(0, len(ordered), batch):
+        with services.engine.connect() as connection:
+            found = Repository(connection).current_many(ordered[start : start + batch])
+        yield [stored for stored in found if not stored.deleted]

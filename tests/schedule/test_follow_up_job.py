@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from gateway.adapters.master_data import MUNICIPALITY_CODE
 from gateway.app import create_app
 from gateway.cli import CLI_CONTEXT
-from gateway.schedule import clock
+from gateway.schedule import changes, clock
 from gateway.schedule.registry import run_pass
 from gateway.schedule.writer import BASE, BUSINESS_STATUS, TASK_CODES
 from gateway.search.dates import utc_now
@@ -283,3 +283,33 @@ def test_a_move_to_another_municipality_cancels_the_municipal_units_follow_ups_o
     with secured.engine.connect() as connection:
         after = secured.write_path.searcher.match(connection, "Task", f"code={FOLLOW_UP}", limit=10)
     assert len(after) == 2
+
+
+def test_a_pass_later_the_same_day_looks_only_at_what_changed(
+    world: World, secured: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a complete pass, a pass the same day reads only the plans, patients and Tasks written since
+    (and the Tasks falling due since); the day's first pass reads everything again
+    (gateway/schedule/changes.py). Here the passes follow each other within seconds of real time: the
+    margin for long transactions is set to none."""
+    monkeypatch.setattr(changes, "MARGIN", timedelta(0))
+
+    def seen(moment: str) -> int:
+        tally = run_pass(secured, clock.parse(moment))["follow-up"]
+        assert tally is not None
+        return tally.seen
+
+    world.order(golden("01"))
+    assert seen("2026-12-04T08:00:00+01:00") == 1  # the first pass: whole
+    assert seen("2026-12-04T09:00:00+01:00") == 0  # nothing written since: no plan read
+    second = version(golden("01"), 1, "2026-11-22T10:00:00+01:00", ordernummer="BP-2026-004712")
+    world.order(second)
+    assert seen("2026-12-04T10:00:00+01:00") == 1  # the new plan, written since
+    assert seen("2026-12-04T07:00:00+01:00") == 1  # the clock moved back: whole (the new plan is not due)
+    world.order(version(golden("01"), 2, "2026-12-04T10:30:00+01:00", status="makulerad"))
+    seen("2026-12-04T11:00:00+01:00")
+    [task] = follow_ups(world)
+    assert task["status"] == "cancelled"  # the changed plan's open Task looked at: cancelled the same day
+    assert seen("2026-12-04T12:00:00+01:00") == 0
+    # a new day: whole; the new plan's follow-up (2026-12-13) falls within the lead time on 2026-12-06
+    assert seen("2026-12-06T08:00:00+01:00") == 1
