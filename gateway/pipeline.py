@@ -343,7 +343,10 @@ class WritePath:
                     f"it has version {current.version_id}"
                 )
             self.hooks.policy.authorize_patch(uow.context, current.json(), operations)  # before a `test`
-            patched = self.limits.apply_patch(current.json(), operations)
+            # applied to the resource as the client is shown it: what it is not shown is put back by the
+            # policy as for an update (`keep_hidden`), and no path or `test` reaches it
+            shown = self.hooks.policy.mask(uow.context, current.json())
+            patched = self.limits.apply_patch(shown, operations)
             guard = None if if_match is not None else current.version_id
             return self.update(uow, res_type, res_id, patched, if_match, interaction="patch", guard=guard)
         except FhirError:

@@ -132,15 +132,16 @@ def _dates(svc: Services, found: Gathered, patient: str) -> list[str]:
     the named exception), with the scheduler's clock; what they were read from, for the audit."""
     now = clock.now(svc.settings)
     item_of = {line: item for item, lines in found.requests_of.items() for line in lines}
-    follow_ups: dict[str, tuple[date, str]] = {}
-    for line, (day, source) in next_follow_ups(svc, patient, now).items():
+    follow_ups: dict[str, tuple[date, list[str]]] = {}
+    for line, (day, sources) in next_follow_ups(svc, patient, now).items():
         item = item_of.get(line)
         if item is not None and (item not in follow_ups or day < follow_ups[item][0]):
-            follow_ups[item] = (day, source)
+            follow_ups[item] = (day, sources)
     controls = {key: dated for key, dated in next_controls(svc, patient, now).items() if key in found.by_key}
     found.follow_up_of = {item: day.isoformat() for item, (day, _) in follow_ups.items()}
     found.control_of = {key: day.isoformat() for key, (day, _) in controls.items()}
-    return [source for _, source in [*follow_ups.values(), *controls.values()]]
+    read = [source for _, sources in follow_ups.values() for source in sources]
+    return read + [source for _, source in controls.values()]
 
 
 async def device_list(request: Request, res_id: str) -> Response:

@@ -149,8 +149,12 @@ class Evaluator:
         born = patient.get("birthDate")
         if not isinstance(born, str) or len(born) < 4:
             return []
-        try:
-            birth = date.fromisoformat(born if len(born) == 10 else f"{born[:4]}-12-31")
+        try:  # a partial date counts from its last day: the age is reached for certain then
+            if len(born) == 7:
+                year, month = int(born[:4]), int(born[5:7])
+                birth = date(year, month, calendar.monthrange(year, month)[1])
+            else:
+                birth = date.fromisoformat(born if len(born) == 10 else f"{born[:4]}-12-31")
         except ValueError:
             return []
         today = utc_now().replace(tzinfo=_UTC).astimezone(self.zone).date()

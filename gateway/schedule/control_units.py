@@ -80,10 +80,15 @@ def _reader(repository: Repository) -> Callable[[object], Json | None]:
 
 
 def _completed_on(services: Services, repository: Repository, task: Stored) -> date | None:
-    """The day (the gateway's zone) of the first stored version of `task` that is completed."""
+    """The day (the gateway's zone) of the first stored version of `task` that is completed with the
+    owner, patient and code it has now (a Task moved to another unit is that unit's acceptance from then)."""
+    now = task.json()
+    same = ("owner", "for", "code")
     for number in range(1, task.version_id + 1):
         version = repository.version("Task", task.res_id, number)
-        if version is not None and version.json().get("status") == "completed":
+        held = version.json() if version is not None else {}
+        if held.get("status") == "completed" and all(held.get(k) == now.get(k) for k in same):
+            assert version is not None
             return common.local_day(version.last_updated, services)
     return None
 

@@ -29,6 +29,7 @@ from gateway.schedule.scan import batches, changed_since, current, dated_between
 from gateway.schedule.writer import (
     BASE,
     TASK_CODES,
+    Refusals,
     Tally,
     coded,
     has_code,
@@ -153,10 +154,11 @@ def _due(
     return _Due(day, planned, task_id(services, NAME, str(plan["id"]), str(activity["id"]), "1"), assessment)
 
 
-def next_follow_ups(services: Services, patient: str, now: datetime) -> dict[str, tuple[date, str]]:
-    """Order line (`DeviceRequest/id`) → (the due day of its next follow-up, the CarePlan planning it), as
-    this job plans it: each open planned activity's day (moved earlier for a confirmed high-risk patient),
-    its open Task's due day once made; the device list's "next follow-up" (issue 19)."""
+def next_follow_ups(services: Services, patient: str, now: datetime) -> dict[str, tuple[date, list[str]]]:
+    """Order line (`DeviceRequest/id`) → (the due day of its next follow-up, what it was read from: the
+    CarePlan, its open Task, the assessment that moved it), as this job plans it: each open planned
+    activity's day (moved earlier for a confirmed high-risk patient), its open Task's due day once made;
+    the device list's "next follow-up" (issue 19)."""
     today = common.local_day(now, services)
     risk = risk_interval.confirmed(services, patient)
     query = (
@@ -170,16 +172,20 @@ def next_follow_ups(services: Services, patient: str, now: datetime) -> dict[str
             if due is not None:
                 wanted.append((plan, due))
     held = current(services, [f"Task/{due.task}" for _, due in wanted])
-    found: dict[str, tuple[date, str]] = {}
+    found: dict[str, tuple[date, list[str]]] = {}
     for plan, due in wanted:
         day: date | None = due.day
+        sources = [f"CarePlan/{plan['id']}"]
         task = held.get(f"Task/{due.task}")
         if task is not None:
             end = _day_of(((task.get("restriction") or {}).get("period") or {}).get("end"))
             day = (end or day) if task.get("status") in common.OPEN else None
+            sources.append(f"Task/{due.task}")
+        elif due.assessment and due.day < due.planned:
+            sources.append(due.assessment)
         for line in _lines(plan):
             if day is not None and (line not in found or day < found[line][0]):
-                found[line] = (day, f"CarePlan/{plan['id']}")
+                found[line] = (day, sources)
     return found
 
 
@@ -210,8 +216,9 @@ def _plans(
     services: Services, last: date, risk: dict[str, str], since: changes.Since | None
 ) -> Iterator[list[Stored]]:
     """The active follow-up plans with an activity planned by `last` (after a complete pass the same day:
-    those written since, as no other plan's activities can have come due), then every active plan of the
-    confirmed high-risk patients (their days move earlier), each plan once."""
+    those written since, and those of the patients written since, as no other plan's activities can have
+    come due), then every active plan of the confirmed high-risk patients (their days move earlier), each
+    plan once."""
     category = "category=" + quote(PLAN_CATEGORY, safe=":/|") + "&status=active"
     seen: set[str] = set()
     if since is None:
@@ -224,7 +231,10 @@ def _plans(
             [s for s in plans_ if s.json().get("status") == "active" and _is_follow_up(s.json())]
             for plans_ in written
         )
-    queries = [category + "&subject=" + quote(patient, safe="/") for patient in sorted(risk)]
+    patients = set(risk)
+    if since is not None:  # a patient written since (moved back, a death entered in error) may be due again
+        patients |= {f"Patient/{res_id}" for res_id in changed_since(services, "Patient", since.written)}
+    queries = [category + "&subject=" + quote(patient, safe="/") for patient in sorted(patients)]
     for batch in [found, *(batches(services, "CarePlan", query) for query in queries)]:
         for stored_batch in batch:
             fresh = [stored for stored in stored_batch if stored.res_id not in seen]
@@ -309,13 +319,14 @@ def _settings(services: Services) -> str:
 
 def _open(services: Services, now: datetime, since: changes.Since | None) -> Iterator[list[Stored]]:
     """The open follow-up Tasks to look at: all of them in a whole pass; after a complete pass the same
-    day, those due since it, and those of the plans and patients written since (their activity may have
-    ended, their patient died or moved)."""
+    day, those due since it, those written since (reopened, their mark cleared by the region), and those of
+    the plans and patients written since (their activity may have ended, their patient died or moved)."""
     query = "code=" + quote(CODE, safe=":/|") + "&status=" + common.OPEN_QUERY
     if since is None:
         yield from batches(services, "Task", query)
         return
     rids = dated_between(services, "Task", "due", since.now, now)
+    rids |= set(changed_since(services, "Task", since.written).values())  # reopened, due moved, mark cleared
     for res_type, param in (("CarePlan", "based-on"), ("Patient", "patient")):
         for res_id in changed_since(services, res_type, since.written):
             rids |= matching(services, "Task", f"{param}=" + quote(f"{res_type}/{res_id}", safe="/"))
@@ -332,7 +343,7 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
     a complete pass earlier the same day only what changed since is looked at (gateway/schedule/changes.py);
     a unit's Organization written since makes the pass whole (its municipality decides `patient-moved`)."""
     tally = Tally()
-    started = utc_now()
+    started, refused = utc_now(), Refusals.count
     settings = _settings(services)
     since = changes.since(lease, services, now, settings)
     if since is not None and changed_since(services, "Organization", since.written):
@@ -357,5 +368,6 @@ def run(services: Services, now: datetime, lease: Lease | None = None) -> Tally:
             common.settle(services, task, now, tally, reason, report_of)
         if lease is not None and not lease.renew():
             return tally
-    changes.record(lease, started, now, settings)
+    if Refusals.count == refused:  # a write refused: the next pass looks at everything again
+        changes.record(lease, started, now, settings)
     return tally

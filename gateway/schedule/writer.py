@@ -103,6 +103,13 @@ def task_id(services: Services, job: str, *key: str) -> str:
     return _ids(services.settings).id(SCHEDULER_CLIENT, job, *key)
 
 
+class Refusals:
+    """How many scheduled writes this process had refused: a pass with one is not complete (the next
+    pass must look at everything again, gateway/schedule/changes.py)."""
+
+    count = 0
+
+
 def write_for(services: Services, owner: object, work: Callable[[UnitOfWork, Json | None], T]) -> T | None:
     """Run `work` in one unit of work of the write path, as the scheduler acting for the Organization
     `owner` belongs to (passed to `work` as a reference, for the Provenance). A write the write path
@@ -115,6 +122,7 @@ def write_for(services: Services, owner: object, work: Callable[[UnitOfWork, Jso
         return services.write_path.run(context_for(hsa), lambda uow: work(uow, organisation))
     except FhirError as error:
         log.warning("a scheduled write for %s was refused: %s %s", unit, error.status, error)
+        Refusals.count += 1
         return None
 
 

@@ -155,16 +155,43 @@ def as_seen(
 def kept_as_stored(seen: Json, resource: Json, current: Json) -> Json:
     """The update of a RiskAssessment by a writer that was shown `seen` of `current`: the `basis` entries and
     notes it was not shown are put back as stored, so that writing back what it read (a confirming unit's
-    decision, with its new notes at the end) neither wipes them nor is refused for removing them. A basis
-    or note list that is not what it was shown, with additions at the end, is left as written (the rules
-    refuse the change)."""
+    decision, with its new notes at the end) neither wipes them nor is refused for removing them. What the
+    writer gave is compared with what it was shown, never with what is stored, and what it was not shown
+    is always put back besides: a guess at a hidden entry or note, right or wrong, makes the same change
+    (and the same answer), so no write confirms one."""
     kept = dict(resource)
-    if resource.get("basis") == seen.get("basis") and "basis" in current:
-        kept["basis"] = current["basis"]
-    held, shown, given = current.get("note") or [], seen.get("note") or [], resource.get("note") or []
-    if isinstance(given, list) and given[: len(held)] != held and given[: len(shown)] == shown:
-        kept["note"] = [*held, *given[len(shown) :]]  # (a patch, made of what is stored, has them all)
+    held_basis, shown_basis, given_basis = (
+        _list(current, "basis"),
+        _list(seen, "basis"),
+        _list(resource, "basis"),
+    )
+    if given_basis == shown_basis:
+        _set(kept, "basis", held_basis)
+    else:
+        _set(kept, "basis", [*given_basis, *_without(held_basis, shown_basis)])
+    held, shown, given = _list(current, "note"), _list(seen, "note"), _list(resource, "note")
+    if given[: len(shown)] == shown:
+        _set(kept, "note", [*held, *given[len(shown) :]])
+    else:
+        _set(kept, "note", [*_without(held, shown), *given])
     return kept
+
+
+def _list(resource: Json, element: str) -> list[Any]:
+    found = resource.get(element)
+    return list(found) if isinstance(found, list) else []
+
+
+def _without(held: list[Any], shown: list[Any]) -> list[Any]:
+    """What of `held` was not shown (`shown` is `held` less some items, in order)."""
+    rest = list(shown)
+    hidden = []
+    for item in held:
+        if rest and item == rest[0]:
+            rest.pop(0)
+        else:
+            hidden.append(item)
+    return hidden
 
 
 def authorize_patch(operations: Any) -> None:

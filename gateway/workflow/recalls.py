@@ -95,11 +95,12 @@ def municipal(get: Callable[[object], Json | None], node: object, depth: int = 0
     if not isinstance(node, dict):
         return False
     identifiers = [node.get("identifier")]
-    target = get(node.get("reference")) if node.get("reference") else None
-    if target is not None and target.get("resourceType") == "Organization":
-        identifiers += target.get("identifier") or []
-    elif target is not None and target.get("resourceType") == "HealthcareService" and depth == 0:
-        return municipal(get, target.get("providedBy"), 1)
+    if node.get("reference"):  # the unit referenced decides, never an identifier written beside it
+        target = get(node.get("reference"))
+        if target is not None and target.get("resourceType") == "HealthcareService" and depth == 0:
+            return municipal(get, target.get("providedBy"), 1)
+        is_unit = target is not None and target.get("resourceType") == "Organization"
+        identifiers = list((target or {}).get("identifier") or []) if is_unit else []
     return any(
         isinstance(i, dict) and i.get("system") == HSA and MUNICIPAL.match(str(i.get("value") or ""))
         for i in identifiers

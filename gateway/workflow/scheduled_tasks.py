@@ -223,7 +223,12 @@ def personal_care_registered(uow: UnitOfWork, action: str, resource: Json, curre
         and current.get("owner") == resource.get("owner")
     ):
         return resource
-    if uow.policy is not None and not uow.policy.acts_for(uow.context, resource.get("owner")):
+    given = resource.get("owner")
+    owner: Json = given if isinstance(given, dict) else {}
+    # each way the owner is named must be the client's own: a reference to one unit beside an identifier
+    # of another must not pass on either
+    parts = [{key: owner[key]} for key in ("reference", "identifier") if owner.get(key)]
+    if uow.policy is not None and (not parts or not all(uow.policy.acts_for(uow.context, p) for p in parts)):
         raise forbidden(
             "A personal-care Task is registered by the municipality that provides the care, or by the region",
         )

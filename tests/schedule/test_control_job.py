@@ -164,8 +164,35 @@ def test_only_a_municipal_unit_registered_by_itself_or_the_region_gets_controls_
     primary = "SE2321000016-VC01"
     clinic = bearer(client_for(secured_region, "vc", primary, SCOPES).token(kommun.http, SCOPES))
     handover = f"{BASE}/CodeSystem/care-transition-task|handover"
-    personal_care(kommun, patient, kind=handover, hsa=primary, completing=clinic)
+    vc = personal_care(kommun, patient, kind=handover, hsa=primary, completing=clinic)
     assert passes(secured_region, 60) == 0  # primary care handed the devices: not a municipal unit
+    # nor when a municipality's HSA-id is written beside the reference to it: the unit referenced decides
+    forged_owner = {"reference": f"Organization/{vc['id']}", "identifier": {"system": HSA, "value": KOMMUN_A}}
+    forged = kommun.post(
+        kommun.region,
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": f"{BASE}/CodeSystem/care-transition-task", "code": "handover"}]},
+            "for": patient,
+            "owner": forged_owner,
+        },
+    )
+    held = kommun.as_(clinic).get(f"/fhir/Task/{forged['id']}").json()
+    kommun.put(clinic, {**held, "status": "completed"})
+    assert passes(secured_region, 60) == 0
+    # and primary care may not register itself, or a municipality, as providing personal care by naming
+    # its own unit one way and the municipality's the other
+    mixed = {
+        "resourceType": "Task",
+        "status": "completed",
+        "intent": "order",
+        "code": {"coding": [{"system": TASK_CODES, "code": "personal-care"}]},
+        "for": patient,
+        "owner": forged_owner,
+    }
+    assert kommun.as_(clinic).post("/fhir/Task", json=mixed).status_code == 403
 
     lung = bearer(client_for(secured_region, "lung", "SE2321000016-LUNG", SCOPES).token(kommun.http, SCOPES))
     registered_by_clinic = {

@@ -304,7 +304,7 @@ def test_a_pass_later_the_same_day_looks_only_at_what_changed(
     assert seen("2026-12-04T09:00:00+01:00") == 0  # nothing written since: no plan read
     second = version(golden("01"), 1, "2026-11-22T10:00:00+01:00", ordernummer="BP-2026-004712")
     world.order(second)
-    assert seen("2026-12-04T10:00:00+01:00") == 1  # the new plan, written since
+    assert seen("2026-12-04T10:00:00+01:00") == 2  # the new plan; the order wrote the patient: both its
     assert seen("2026-12-04T07:00:00+01:00") == 1  # the clock moved back: whole (the new plan is not due)
     world.order(version(golden("01"), 2, "2026-12-04T10:30:00+01:00", status="makulerad"))
     seen("2026-12-04T11:00:00+01:00")

@@ -217,3 +217,17 @@ def test_gateway_risk_evaluate_for_every_patient_and_for_one(
     said = evaluate_()
     assert "proposed 2" in said and "unchanged 1" in said
     assert {status(services, f"p{n}") for n in range(3)} == {"preliminary"}
+
+
+def test_a_birth_month_alone_counts_from_its_last_day(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`birthDate` "1946-05": 80 on 2026-05-31 for the age rule, and a later pass finds it then."""
+    clock = Clock(monkeypatch)
+    clock.now = datetime(2026, 5, 29, 10, 0)
+    write(services, patient("month", date(1946, 5, 1)) | {"birthDate": "1946-05"})
+    write(services, alone("o-month", "month", clock.now))
+    assert job(services).seen == 1 and status(services, "month") is None  # 79 on 29 May
+    clock.now = datetime(2026, 6, 1, 10, 0)
+    assert job(services).seen == 1  # the birthday, somewhere in May: evaluated again
+    assert status(services, "month") == "preliminary"

@@ -161,8 +161,9 @@ def test_proposed_visible_to_related_dismissed_until_new_input(
     assert c.client.get(f"/fhir/RiskAssessment/{proposed['id']}", headers=c.other).status_code == 404
     assert c.client.get("/fhir/Patient/risk/$everything", headers=c.other).status_code == 404
 
-    # the municipality may not decide; the clinic (it requested a device) may, with a reason
-    current = assessment(c, c.region)
+    # the municipality may not decide; the clinic (it requested a device) may, with a reason, writing back
+    # what it was shown
+    current = assessment(c, c.clinic)
     cancelled = {**current, "status": "cancelled"}
     url = f"/fhir/RiskAssessment/{current['id']}"
     by_kommun = {**cancelled, "note": [*current["note"], {"text": "Hemtjänsten finns."}]}
@@ -217,7 +218,8 @@ def test_proposed_visible_to_related_dismissed_until_new_input(
     assert again["meta"]["tag"][0]["code"] == "proposed"
 
     # confirmed by the clinic: the tag goes, the flag stays active
-    confirmed = {**raised, "status": "final", "performer": ref("PractitionerRole/doc-role")}
+    seen = assessment(c, c.clinic)
+    confirmed = {**seen, "status": "final", "performer": ref("PractitionerRole/doc-role")}
     answer = c.client.put(f"/fhir/RiskAssessment/{raised['id']}", json=confirmed, headers=c.clinic)
     assert answer.status_code == 200, answer.text
     [final_flag] = flag(c, c.kommun)
@@ -632,3 +634,45 @@ def test_a_snomed_code_of_the_cognitive_decline_value_set_fires_the_rule(
     assert proposed["status"] == "preliminary"
     assert [n["text"].split(":")[0] for n in proposed["note"]] == ["kognitiv svikt"]
     assert {b["reference"] for b in proposed["basis"]} == {"Condition/svikt"}
+
+
+def test_writing_back_a_guess_at_a_hidden_basis_entry_or_note_confirms_nothing(clients: Clients) -> None:
+    """A guess at a basis entry or a note the clinic is not shown, right or wrong, gets the same answer and
+    makes the same kind of change: what it writes is compared with what it was shown, never with what is
+    stored."""
+    c = clients
+    noted = assessment(c, c.region)
+    region_note = {"authorString": "Regionen", "text": "Ring dottern."}
+    url = f"/fhir/RiskAssessment/{noted['id']}"
+    assert (
+        c.client.put(url, json={**noted, "note": [*noted["note"], region_note]}, headers=c.region).status_code
+        == 200
+    )
+    seen = assessment(c, c.clinic)
+    assert "Ring dottern." not in json.dumps(seen, ensure_ascii=False)
+
+    def answer(resource: dict[str, Any]) -> tuple[int, str]:
+        response = c.client.put(url, json=resource, headers=c.clinic)
+        body = response.json()
+        text = (
+            " ".join(i.get("diagnostics", "") for i in body.get("issue", []))
+            if response.status_code >= 400
+            else ""
+        )
+        return response.status_code, text
+
+    shown_basis = seen.get("basis", [])
+    right = answer({**seen, "basis": [ref("Task/handover"), *shown_basis]})
+    wrong = answer({**seen, "basis": [ref("Task/no-such-task"), *shown_basis]})
+    assert right == wrong and right[0] == 403, (right, wrong)
+
+    versions = [int(assessment(c, c.region)["meta"]["versionId"])]
+    for text in ("Ring dottern.", "Ring sonen."):
+        current = assessment(c, c.clinic)
+        guess = {**current, "note": [*current["note"], {"authorString": "Regionen", "text": text}]}
+        response = c.client.put(url, json=guess, headers=c.clinic)
+        assert response.status_code == 200, response.text
+        versions.append(int(assessment(c, c.region)["meta"]["versionId"]))
+    assert versions == [versions[0], versions[0] + 1, versions[0] + 2]  # the right guess is a new note too
+    texts = [n.get("text") for n in assessment(c, c.region)["note"]]
+    assert texts.count("Ring dottern.") == 2

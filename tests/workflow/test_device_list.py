@@ -252,7 +252,8 @@ def test_the_high_risk_patient_end_to_end_flag_first_dismissed_stays_dismissed(j
 
     # the lung clinic (it requested a device) dismisses the proposal with a reason
     reason = {"text": "Dottern flyttar hem till patienten; hemtjänst behövs inte."}
-    dismissed = {**proposed, "status": "cancelled", "note": [*proposed["note"], reason]}
+    seen = j.get("lung", f"RiskAssessment/{proposed['id']}")  # what the clinic is shown, written back
+    dismissed = {**seen, "status": "cancelled", "note": [*seen["note"], reason]}
     answer = j.http.put(f"/fhir/RiskAssessment/{proposed['id']}", json=dismissed, headers=j.headers["lung"])
     assert answer.status_code == 200, answer.text
     assert risk_flags(j, "region", patient) == []
