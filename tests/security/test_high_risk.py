@@ -465,6 +465,11 @@ def test_a_dismissal_reason_is_shown_to_its_author_and_the_region(clients: Clien
     theirs = {"authorReference": ref("PractitionerRole/kommun-role"), "text": why}
     in_their_name = {**cancelled, "note": [*seen_by_clinic["note"], theirs]}
     assert c.client.put(url, json=in_their_name, headers=c.clinic).status_code == 403
+    # nor may it name another organisation's PractitionerRole as the performer of its decision
+    mine = {"authorReference": ref("PractitionerRole/doc-role"), "text": why}
+    by_another = {**cancelled, "performer": ref("PractitionerRole/kommun-role")}
+    by_another["note"] = [*seen_by_clinic["note"], mine]
+    assert c.client.put(url, json=by_another, headers=c.clinic).status_code == 403
     # claiming the gateway's authorship is refused to everyone, a region-wide client too: those notes are
     # shown to every related organisation and make the Flag's text
     claimed = {"authorString": "Gatewayen", "text": "påhittad regel: En förklaring ingen regel gav."}
@@ -676,3 +681,30 @@ def test_writing_back_a_guess_at_a_hidden_basis_entry_or_note_confirms_nothing(c
     assert versions == [versions[0], versions[0] + 1, versions[0] + 2]  # the right guess is a new note too
     texts = [n.get("text") for n in assessment(c, c.region)["note"]]
     assert texts.count("Ring dottern.") == 2
+
+
+def test_a_dismissed_proposal_comes_back_when_a_fired_rule_finds_new_data(clients: Clients) -> None:
+    """Dismissed; a newer living-situation Observation saying the same (new data for a rule that fired)
+    changes the outcome's digest: proposed again, the clinician's reason kept."""
+    c = clients
+    alone = {
+        "resourceType": "Observation",
+        "id": "alone-1",
+        "status": "final",
+        "code": {"coding": [{"system": SNOMED, "code": "224130005"}]},
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "105529008"}]},
+        "subject": ref("Patient/risk"),
+        "effectiveDateTime": days_ago(30),
+    }
+    c.put(alone)
+    seen = assessment(c, c.clinic)
+    assert seen["status"] == "preliminary"
+    reason = {"authorReference": ref("PractitionerRole/doc-role"), "text": "Grannen tittar in varje dag."}
+    dismissed = {**seen, "status": "cancelled", "note": [*seen["note"], reason]}
+    answer = c.client.put(f"/fhir/RiskAssessment/{seen['id']}", json=dismissed, headers=c.clinic)
+    assert answer.status_code == 200, answer.text
+    c.put({**alone, "id": "alone-2", "effectiveDateTime": days_ago(2)})
+    again = assessment(c, c.region)
+    assert again["status"] == "preliminary"
+    assert "Observation/alone-2" in {b["reference"] for b in again["basis"]}
+    assert reason in again["note"]
