@@ -50,8 +50,11 @@ def test_operation(world: World, operation: str) -> None:
     fresh = reshape(target, operation)
     answers = [Answer.of(world.get(f"/fhir/{res_type}/{i}/${name}")) for i in (target, fresh)]
     problems = compare_answers(world, answers[0], answers[1], [target], [fresh])
-    # other formats too (Patient $device-list also answers a printable HTML page)
+    # other formats too (Patient $device-list also answers a printable HTML page, by `_format` or Accept)
     pages = [Answer.of(world.get(f"/fhir/{res_type}/{i}/${name}?_format=html")) for i in (target, fresh)]
+    html = {**world.outsider, "Accept": "text/html"}
+    accepted = [Answer.of(world.get(f"/fhir/{res_type}/{i}/${name}", headers=html)) for i in (target, fresh)]
+    problems += compare_answers(world, accepted[0], accepted[1], [target], [fresh])
     check(problems + compare_answers(world, pages[0], pages[1], [target], [fresh]))
 
 
@@ -83,6 +86,11 @@ def test_the_device_list_of_its_own_patients(world: World) -> None:
         problems += [f"{patient}: {p}" for p in exposure(world, trimmed, allowed)]
         page = Answer.of(world.get(f"/fhir/{patient}/$device-list?_format=html"))
         problems += [f"{patient} (page): {p}" for p in exposure(world, page, allowed)]
+        accepted = world.get(
+            f"/fhir/{patient}/$device-list", headers={**world.outsider, "Accept": "text/html"}
+        )
+        assert accepted.headers["content-type"].startswith("text/html"), accepted.headers
+        problems += [f"{patient} (Accept): {p}" for p in exposure(world, Answer.of(accepted), allowed)]
     check(problems)
 
 
