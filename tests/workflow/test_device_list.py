@@ -357,3 +357,38 @@ def test_open_tasks_a_device_contact_and_the_article_and_iso_codes_of_an_item(jo
         tasks = {r.get("description") for r in entries(bundle, "include") if r["resourceType"] == "Task"}
         assert "Byt handtagen på rollatorn" in tasks, who
         assert not {"Justera rollatorns höjd", "Hämta rollatorn för service"} & tasks, who
+
+
+def test_everything_of_the_patient_pages_correctly(journey: Journey) -> None:
+    """The §4.8.1 patient's `$everything`, for the related municipality and the region: pages of `_count`
+    linked by `next` hold every member of the unpaged answer once; an unrelated municipality gets 404."""
+    j = journey
+    patient = seed(j)["patient"]
+
+    def keys(bundle: dict[str, Any], mode: str | None = None) -> list[str]:
+        return [
+            f"{e['resource']['resourceType']}/{e['resource']['id']}"
+            for e in bundle.get("entry", [])
+            if mode is None or e.get("search", {}).get("mode") == mode
+        ]
+
+    for who in ("ka", "region"):
+        whole = keys(j.get(who, f"Patient/{patient}/$everything"))
+        assert f"Patient/{patient}" in whole and len(whole) == len(set(whole)), who
+        assert any(k.startswith("Device/") for k in whole) and any(k.startswith("Task/") for k in whole), who
+        members = keys(j.get(who, f"Patient/{patient}/$everything"), "match")
+        paged: list[str] = []
+        shown: set[str] = set()
+        target: str | None = f"Patient/{patient}/$everything?_count=4"
+        pages = 0
+        while target:
+            bundle = j.get(who, target)
+            paged += keys(bundle, "match")
+            shown |= set(keys(bundle))  # what a page refers to comes with it (may come again later)
+            pages += 1
+            following = [link["url"] for link in bundle.get("link", []) if link["relation"] == "next"]
+            target = following[0].split("/fhir/", 1)[1] if following else None
+        assert pages > 1, who
+        assert sorted(paged) == sorted(members), who  # each member once, on one page
+        assert shown == set(whole), who
+    j.get("kb", f"Patient/{patient}/$everything", status=404)
