@@ -50,6 +50,15 @@ def start_of(day: date, services: Services) -> datetime:
     return as_utc(datetime.combine(day, time(0), zone))
 
 
+def day_of(value: object) -> date | None:
+    """The day of a date or dateTime as written (its first ten characters: a scheduled Task's due date is
+    written in the gateway's zone), else None."""
+    try:
+        return date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
+
+
 def local_day(moment: datetime, services: Services) -> date:
     """The day it is at `moment` (naive UTC) in the gateway's zone."""
     zone = ZoneInfo(services.settings.local_timezone)

@@ -26,7 +26,7 @@ from urllib.parse import quote
 from gateway.model.types import Json
 from gateway.pipeline import UnitOfWork
 from gateway.schedule import common, risk_interval
-from gateway.schedule.control_units import as_day, first_acceptances, of_patient
+from gateway.schedule.control_units import first_acceptances, of_patient
 from gateway.schedule.lease import Lease
 from gateway.schedule.scan import scan
 from gateway.schedule.writer import (
@@ -146,7 +146,7 @@ class _Series:
             end = (((self.made(repository, last) or {}).get("restriction") or {}).get("period") or {}).get(
                 "end"
             )
-            anchor = as_day(end) or self.due_day(last)
+            anchor = common.day_of(end) or self.due_day(last)
         short = risk_interval.shorter(self.every, self.services)
         today = common.local_day(now, self.services)
         day = max(anchor + timedelta(days=short), min(today, anchor + timedelta(days=self.every)))
@@ -280,7 +280,7 @@ def _series(
             return
     for use in _uses(services, patient):
         device = local((use.get("device") or {}).get("reference"))
-        delivered = as_day((use.get("timingPeriod") or {}).get("start")) or since
+        delivered = common.day_of((use.get("timingPeriod") or {}).get("start")) or since
         if not device or (device, str(unit["reference"]), patient) in stopped:
             continue
         every = interval_days(services, _device(services, device))
@@ -308,7 +308,7 @@ def next_controls(services: Services, patient: str, now: datetime) -> dict[str, 
     for stored in scan(services, "Task", query):
         task = stored.json()
         device = local((task.get("focus") or {}).get("reference"))
-        due = as_day(((task.get("restriction") or {}).get("period") or {}).get("end"))
+        due = common.day_of(((task.get("restriction") or {}).get("period") or {}).get("end"))
         if device in found and due is not None and due <= found[device][0]:
             found[device] = (due, f"Task/{stored.res_id}")
     return found

@@ -30,13 +30,6 @@ UNIT_TYPES = ("Organization/", "HealthcareService/")
 Acceptance = tuple[str, Json, date, str]  # (patient, unit, since, the accepting Task or CareTeam)
 
 
-def as_day(value: object) -> date | None:
-    try:
-        return date.fromisoformat(str(value)[:10]) if value else None
-    except ValueError:
-        return None
-
-
 def of_patient(patient: str | None, parameter: str) -> str:
     return f"&{parameter}=" + quote(patient, safe="/") if patient else ""
 
@@ -103,7 +96,9 @@ def _care_teams(services: Services, patient: str | None) -> Iterator[Acceptance]
             continue
         team = stored.json()
         subject = local((team.get("subject") or {}).get("reference"))
-        since = as_day((team.get("period") or {}).get("start") or (team.get("meta") or {}).get("lastUpdated"))
+        since = common.day_of(
+            (team.get("period") or {}).get("start") or (team.get("meta") or {}).get("lastUpdated")
+        )
         if not subject.startswith("Patient/") or since is None:
             continue
         for participant in team.get("participant") or []:

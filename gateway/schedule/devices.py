@@ -48,23 +48,16 @@ def maintenance(device: Json) -> dict[str, object]:
     return found
 
 
-def _day(value: object) -> date | None:
-    try:
-        return date.fromisoformat(str(value)[:10]) if value else None
-    except ValueError:
-        return None
-
-
 def lifetime_end(device: Json) -> date | None:
     """Purchase date + lifetime (years): the lifetime-end sub-extension when stored, else computed as the
     register adapter computes what it stores (gateway/adapters/device_register/lifetime.py), so the
     job and the `lifetime-end` SearchParameter agree on the day."""
     facts = maintenance(device)
-    stored = _day(facts.get("lifetimeEnd"))
+    stored = common.day_of(facts.get("lifetimeEnd"))
     if stored is not None:
         return stored
     lifetime = facts.get("lifetime")
-    return _day(
+    return common.day_of(
         computed_end(facts.get("purchaseDate"), lifetime.get("value") if isinstance(lifetime, dict) else None)
     )
 
@@ -118,7 +111,7 @@ def _exists(services: Services, wanted: str) -> bool:
 
 
 def _service(services: Services, device: Json, now: datetime, tally: Tally) -> None:
-    day = _day(maintenance(device).get("nextService"))
+    day = common.day_of(maintenance(device).get("nextService"))
     lead = timedelta(days=services.settings.service_lead_days)
     if day is None or now < common.start_of(day - lead, services):
         return
@@ -162,11 +155,11 @@ def _rescheduled(services: Services, now: datetime, tally: Tally) -> None:
         with services.engine.connect() as connection:
             held = Repository(connection).current("Device", device.removeprefix("Device/"))
         day = (
-            _day(maintenance(held.json()).get("nextService"))
+            common.day_of(maintenance(held.json()).get("nextService"))
             if held is not None and not held.deleted
             else None
         )
-        due = _day(((task.get("restriction") or {}).get("period") or {}).get("end"))
+        due = common.day_of(((task.get("restriction") or {}).get("period") or {}).get("end"))
         reason = None
         if day is not None and due is not None and day > due:
             reason = common.end_reason(

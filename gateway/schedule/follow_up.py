@@ -47,16 +47,8 @@ PLAN_CATEGORY = f"{plans.CATEGORY['system']}|{plans.CATEGORY['code']}"
 CODE = f"{TASK_CODES}|follow-up"
 
 
-def _day_of(value: object) -> date | None:
-    """The day of a date or dateTime written in the gateway's zone (its first ten characters)."""
-    try:
-        return date.fromisoformat(str(value)[:10]) if value else None
-    except ValueError:
-        return None
-
-
 def _planned_day(activity: Json) -> date | None:
-    return _day_of((((activity.get("detail") or {}).get("scheduledPeriod")) or {}).get("start"))
+    return common.day_of((((activity.get("detail") or {}).get("scheduledPeriod")) or {}).get("start"))
 
 
 def _lines(plan: Json) -> list[str]:
@@ -146,7 +138,7 @@ def _due(
     if planned is None or not plans.is_open(activity) or not activity.get("id"):
         return None
     day, assessment = planned, risk.get(local((plan.get("subject") or {}).get("reference")))
-    base = _day_of(plan.get("created"))
+    base = common.day_of(plan.get("created"))
     if assessment and base is not None:
         day = risk_interval.moved(base, planned, today, services)
     if day > last:
@@ -178,7 +170,7 @@ def next_follow_ups(services: Services, patient: str, now: datetime) -> dict[str
         sources = [f"CarePlan/{plan['id']}"]
         task = held.get(f"Task/{due.task}")
         if task is not None:
-            end = _day_of(((task.get("restriction") or {}).get("period") or {}).get("end"))
+            end = common.day_of(((task.get("restriction") or {}).get("period") or {}).get("end"))
             day = (end or day) if task.get("status") in common.OPEN else None
             sources.append(f"Task/{due.task}")
         elif due.assessment and due.day < due.planned:
