@@ -90,7 +90,11 @@ class Journey:
 
     def delivered(self, name: str = "02-utlanad") -> None:
         """The device register reports the unit on loan to the patient (for the order in its row)."""
-        body = f"{HEADER}\n{row_of(name)}\n"
+        self.register(row_of(name))
+
+    def register(self, row: str) -> None:
+        """The device register's delta export of one row, every entry accepted."""
+        body = f"{HEADER}\n{row}\n"
         response = self.http.post(
             f"{RECORDS}?mode=delta",
             content=body.encode(),

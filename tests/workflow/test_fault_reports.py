@@ -13,8 +13,7 @@ import pytest
 from gateway.hooks import GATEWAY_SCOPES, Principal, RequestContext
 from gateway.pipeline import UnitOfWork, WritePath
 from gateway.workflow.faults import open_fault_report
-from tests.adapters.test_device_register import HEADER, changed
-from tests.adapters.test_device_register import URL as RECORDS
+from tests.adapters.test_device_register import changed
 from tests.security.conftest import bearer
 from tests.workflow.journey import BASE, HSA, KOMMUN_A, KOMMUN_B, MAH, Journey, journey, secured, text
 from tests.workflow.test_order_to_return_report import client_for
@@ -204,13 +203,7 @@ def test_the_gateway_opens_a_fault_report_for_a_signed_control(journey: Journey)
 def test_a_recall_informs_the_municipality_that_handles_the_unit(journey: Journey) -> None:
     j = journey
     home = handled(j)
-    body = f"{HEADER}\n{changed('02-utlanad', status='Återkallad')}\n"
-    response = j.http.post(
-        f"{RECORDS}?mode=delta",
-        content=body.encode(),
-        headers={**j.headers["register"], "Content-Type": "text/csv"},
-    )
-    assert response.status_code == 200, response.text
+    j.register(changed("02-utlanad", status="Återkallad"))
     recall = f"{REGISTER_TASK}|recall-device"
     [message] = j.search("ka", f"Communication?category={recall}&recipient={home['ka']}")
     assert "återkallat Syrgaskoncentrator stationär" in text(message)
@@ -245,13 +238,7 @@ def test_a_recall_informs_a_municipality_registered_for_personal_care_before_any
         },
     )
     j.put("kb", {**j.get("kb", f"Task/{care['id']}"), "status": "completed"})
-    body = f"{HEADER}\n{changed('02-utlanad', status='Återkallad')}\n"
-    response = j.http.post(
-        f"{RECORDS}?mode=delta",
-        content=body.encode(),
-        headers={**j.headers["register"], "Content-Type": "text/csv"},
-    )
-    assert response.status_code == 200, response.text
+    j.register(changed("02-utlanad", status="Återkallad"))
     recall = f"{REGISTER_TASK}|recall-device"
     [message] = j.search("kb", f"Communication?category={recall}&recipient=Organization/kommun-b")
     assert {r["reference"] for r in message["recipient"]} == {home["ka"], "Organization/kommun-b"}
